@@ -1,0 +1,15 @@
+//! hoard: an HTTP caching forward proxy built on an embedded, process-safe SQLite disk cache.
+//!
+//! Layers, dependencies pointing down only (see ARCHITECTURE.md):
+//! - [`store`]: a diskcache-style key/value store on SQLite plus value files. Knows nothing of HTTP.
+//! - [`http_cache`]: pure RFC 9111 / RFC 5861 / RFC 9211 logic. Does no I/O; time is a parameter.
+//! - [`coalesce`]: single-flight per key with self-releasing permits.
+//! - [`proxy`]: sockets, upstream client, tunnels; glues the layers above together.
+//! - [`config`]: validated configuration handed to the proxy as values.
+#![deny(missing_docs, missing_debug_implementations)]
+
+pub mod coalesce;
+pub mod config;
+pub mod http_cache;
+pub mod proxy;
+pub mod store;

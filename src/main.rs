@@ -1,0 +1,2 @@
+//! The `hoard` binary: parse the command line, validate the configuration, run.
+fn main() {}

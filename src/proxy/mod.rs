@@ -1,0 +1,1 @@
+//! The network layer: accepts clients, talks to origins, and glues `http_cache` to the `store`.
