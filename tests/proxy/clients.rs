@@ -1,0 +1,198 @@
+//! Real clients against the proxy: reqwest through `Proxy::http`, a hyper HTTP/2 prior-knowledge
+//! client in gateway mode, curl against the `hoard` binary, and a burst of concurrent misses.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+use super::harness::*;
+
+#[tokio::test]
+async fn reqwest_through_http_proxy_hits_the_cache() {
+    let origin =
+        Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "via reqwest")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let client = client_via(proxy);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let resp = client
+            .get(origin.url("/rq"))
+            .send()
+            .await
+            .expect("reqwest through the proxy");
+        assert_eq!(resp.status(), 200);
+        statuses.push(CacheStatus::from_headers(resp.headers()));
+        assert_eq!(resp.text().await.unwrap(), "via reqwest");
+    }
+    statuses[0].assert_fwd("miss");
+    statuses[1].assert_hit();
+    statuses[2].assert_hit();
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_client_in_gateway_mode() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "over h2")).await;
+    let (_proxy, proxy, _dir) = start_proxy(Some(origin.addr)).await;
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake with the proxy");
+    tokio::spawn(conn);
+    let mut hits = Vec::new();
+    for _ in 0..2 {
+        let req = Request::get(format!("http://{proxy}/h2"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
+            .await
+            .expect("h2 answer in time")
+            .expect("h2 response");
+        assert_eq!(
+            (resp.status(), resp.version()),
+            (http::StatusCode::OK, Version::HTTP_2)
+        );
+        hits.push(CacheStatus::from_headers(resp.headers()).hit);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "over h2");
+    }
+    assert_eq!(hits, [false, true]);
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_are_coalesced_into_one_origin_request() {
+    let origin = Origin::start_delayed(Duration::from_millis(200), |_| {
+        reply(200, &[("cache-control", "max-age=60")], "coalesced")
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/cold");
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(proxy, &url).await })
+        })
+        .collect();
+    for task in tasks {
+        let resp = task.await.expect("client task");
+        assert_eq!((resp.status, resp.text().as_str()), (200, "coalesced"));
+    }
+    assert_eq!(
+        origin.hits(),
+        1,
+        "50 concurrent GETs of a cold URL -> exactly 1 origin hit"
+    );
+}
+
+/// The `hoard` binary serving on a random port; killed on drop.
+struct Binary {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+}
+
+async fn spawn_binary(cache_dir: &std::path::Path) -> Binary {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(cache_dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn hoard");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(IO_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                return addr.parse::<SocketAddr>().ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("hoard prints `listening on ADDR` to stderr");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Binary { child, addr }
+}
+
+/// Runs curl and returns (status, headers, body) parsed from `curl -i` output.
+async fn curl(args: &[&str], proxy_env: Option<SocketAddr>) -> (u16, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--max-time", "10"]).args(args);
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(proxy) = proxy_env {
+        cmd.env("http_proxy", format!("http://{proxy}"));
+        cmd.env("HTTP_PROXY", format!("http://{proxy}"));
+    }
+    let out = cmd.output().await.expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .expect("curl -i output has a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+fn cache_status_of(head: &str) -> CacheStatus {
+    let values: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.strip_prefix("cache-status:"))
+        .map(str::trim)
+        .collect();
+    CacheStatus::parse(&values.join(", "))
+}
+
+#[tokio::test]
+async fn binary_serves_curl_via_x_and_http_proxy_env() {
+    let origin =
+        Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "from curl")).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut hoard = spawn_binary(dir.path()).await;
+    let url = origin.url("/curl");
+
+    let (status, head, body) = curl(&["-x", &format!("http://{}", hoard.addr), &url], None).await;
+    assert_eq!((status, body.as_str()), (200, "from curl"));
+    cache_status_of(&head).assert_fwd("miss");
+
+    let (status, head, body) = curl(&[&url], Some(hoard.addr)).await;
+    assert_eq!((status, body.as_str()), (200, "from curl"));
+    cache_status_of(&head).assert_hit();
+    assert_eq!(origin.hits(), 1);
+
+    hoard.child.kill().await.expect("stop hoard");
+}

@@ -1,0 +1,483 @@
+//! RFC 9111 behaviour seen from outside: freshness, revalidation, storability, request
+//! directives, HEAD and Range. Staleness comes from `max-age=0`, never from sleeping, except in
+//! the one test that checks the fresh-to-stale transition itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::harness::*;
+
+const ETAG: &str = "\"v1\"";
+const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+
+/// An origin that answers with `cache-control: cc` and counts how many full bodies it sends.
+async fn origin_with(cc: &'static str, body: &'static str) -> Origin {
+    Origin::start(move |_| reply(200, &[("cache-control", cc)], body)).await
+}
+
+#[tokio::test]
+async fn fresh_hit_serves_identical_body_with_age() {
+    let origin = origin_with("max-age=60", "fresh body").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let first = get(proxy, &origin.url("/f")).await;
+    let second = get(proxy, &origin.url("/f")).await;
+    assert_eq!(first.body, second.body);
+    second.cache_status().assert_hit();
+    assert!(
+        second.header("age").is_some(),
+        "hit without Age: {:?}",
+        second.headers
+    );
+    if let Some(ttl) = second.cache_status().ttl {
+        assert!((0..=60).contains(&ttl), "ttl={ttl}");
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn stale_entry_is_revalidated_with_if_none_match_and_304_refreshes_headers() {
+    let bodies = Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start({
+        let bodies = bodies.clone();
+        move |req| {
+            if header(req, "if-none-match") == Some(ETAG) {
+                reply(
+                    304,
+                    &[
+                        ("etag", ETAG),
+                        ("cache-control", "max-age=60"),
+                        ("x-rev", "2"),
+                    ],
+                    "",
+                )
+            } else {
+                bodies.fetch_add(1, Ordering::SeqCst);
+                reply(
+                    200,
+                    &[
+                        ("etag", ETAG),
+                        ("cache-control", "max-age=0"),
+                        ("x-rev", "1"),
+                    ],
+                    "original body",
+                )
+            }
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+
+    let first = get(proxy, &origin.url("/etag")).await;
+    assert_eq!(first.header("x-rev"), Some("1"));
+
+    let second = get(proxy, &origin.url("/etag")).await;
+    assert_eq!(
+        (second.status, second.text().as_str()),
+        (200, "original body")
+    );
+    assert_eq!(
+        second.header("x-rev"),
+        Some("2"),
+        "304 headers update the response"
+    );
+    second.cache_status().assert_fwd("stale");
+    let conditional = origin.last("/etag");
+    assert_eq!(
+        conditional
+            .headers
+            .get("if-none-match")
+            .map(|v| v.as_bytes()),
+        Some(ETAG.as_bytes())
+    );
+
+    // The 304 made the entry fresh for 60 s: the third request is a hit with the new header.
+    let third = get(proxy, &origin.url("/etag")).await;
+    third.cache_status().assert_hit();
+    assert_eq!(
+        (third.text().as_str(), third.header("x-rev")),
+        ("original body", Some("2"))
+    );
+    assert_eq!(origin.hits(), 2);
+    assert_eq!(
+        bodies.load(Ordering::SeqCst),
+        1,
+        "the origin never re-sends the body"
+    );
+}
+
+#[tokio::test]
+async fn stale_entry_is_revalidated_with_if_modified_since() {
+    let origin = Origin::start(|req| {
+        if header(req, "if-modified-since") == Some(LAST_MODIFIED) {
+            reply(304, &[("last-modified", LAST_MODIFIED), ("x-rev", "2")], "")
+        } else {
+            reply(
+                200,
+                &[
+                    ("last-modified", LAST_MODIFIED),
+                    ("cache-control", "max-age=0"),
+                    ("x-rev", "1"),
+                ],
+                "dated body",
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/lm")).await;
+    let second = get(proxy, &origin.url("/lm")).await;
+    assert_eq!((second.status, second.text().as_str()), (200, "dated body"));
+    assert_eq!(second.header("x-rev"), Some("2"));
+    let conditional = origin.last("/lm");
+    assert_eq!(
+        conditional
+            .headers
+            .get("if-modified-since")
+            .map(|v| v.as_bytes()),
+        Some(LAST_MODIFIED.as_bytes())
+    );
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn max_age_1_turns_stale_after_one_second() {
+    let origin = Origin::start(|req| {
+        if header(req, "if-none-match") == Some(ETAG) {
+            reply(304, &[("etag", ETAG), ("cache-control", "max-age=1")], "")
+        } else {
+            reply(
+                200,
+                &[("etag", ETAG), ("cache-control", "max-age=1")],
+                "short-lived",
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/one")).await;
+    get(proxy, &origin.url("/one"))
+        .await
+        .cache_status()
+        .assert_hit();
+    assert_eq!(origin.hits(), 1);
+
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the one unavoidable sleep
+    let stale = get(proxy, &origin.url("/one")).await;
+    assert_eq!(stale.text(), "short-lived");
+    stale.cache_status().assert_fwd("stale");
+    assert_eq!(origin.hits(), 2);
+    assert!(origin.last("/one").headers.contains_key("if-none-match"));
+}
+
+#[tokio::test]
+async fn heuristic_freshness_from_old_last_modified() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[("last-modified", "Sat, 01 Jan 2000 00:00:00 GMT")],
+            "old",
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/old")).await;
+    let second = get(proxy, &origin.url("/old")).await;
+    second.cache_status().assert_hit();
+    assert_eq!(second.text(), "old");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn response_no_store_is_never_cached() {
+    let origin = origin_with("no-store, max-age=60", "secret").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..3 {
+        let resp = get(proxy, &origin.url("/ns")).await;
+        assert_eq!(resp.text(), "secret");
+        resp.cache_status().assert_not_hit();
+        assert!(!resp.cache_status().stored, "{:?}", resp.cache_status());
+    }
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn response_private_is_never_stored_by_a_shared_cache() {
+    let origin = origin_with("private, max-age=60", "mine").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        get(proxy, &origin.url("/private"))
+            .await
+            .cache_status()
+            .assert_not_hit();
+    }
+    assert_eq!(origin.hits(), 2);
+}
+
+const AUTH: (&str, &str) = ("Authorization", "Bearer token-1");
+
+#[tokio::test]
+async fn authorized_request_with_plain_max_age_is_not_stored() {
+    let origin = origin_with("max-age=60", "for you").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        send(proxy, "GET", &origin.url("/auth"), &[AUTH])
+            .await
+            .cache_status()
+            .assert_not_hit();
+    }
+    send(proxy, "GET", &origin.url("/auth"), &[])
+        .await
+        .cache_status()
+        .assert_not_hit();
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn authorized_request_with_public_is_stored() {
+    let origin = origin_with("public, max-age=60", "for all").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    send(proxy, "GET", &origin.url("/pub"), &[AUTH]).await;
+    send(proxy, "GET", &origin.url("/pub"), &[AUTH])
+        .await
+        .cache_status()
+        .assert_hit();
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn authorized_request_with_s_maxage_is_stored() {
+    let origin = origin_with("s-maxage=60", "shared").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    send(proxy, "GET", &origin.url("/smax"), &[AUTH]).await;
+    send(proxy, "GET", &origin.url("/smax"), &[AUTH])
+        .await
+        .cache_status()
+        .assert_hit();
+    assert_eq!(origin.hits(), 1);
+}
+
+/// Caches `/d`, then sends it with `directive`; expects one more origin request, then a hit.
+async fn request_directive_goes_forward(directive: (&str, &str)) {
+    let origin = origin_with("max-age=60", "d").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/d")).await;
+    get(proxy, &origin.url("/d"))
+        .await
+        .cache_status()
+        .assert_hit();
+    let forced = send(proxy, "GET", &origin.url("/d"), &[directive]).await;
+    assert_eq!((forced.status, forced.text().as_str()), (200, "d"));
+    forced.cache_status().assert_not_hit();
+    assert_eq!(origin.hits(), 2, "{directive:?} must reach the origin");
+    get(proxy, &origin.url("/d"))
+        .await
+        .cache_status()
+        .assert_hit();
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn request_no_cache_goes_forward() {
+    request_directive_goes_forward(("Cache-Control", "no-cache")).await;
+}
+
+#[tokio::test]
+async fn request_pragma_no_cache_goes_forward() {
+    request_directive_goes_forward(("Pragma", "no-cache")).await;
+}
+
+#[tokio::test]
+async fn request_max_age_0_goes_forward() {
+    request_directive_goes_forward(("Cache-Control", "max-age=0")).await;
+}
+
+#[tokio::test]
+async fn only_if_cached_miss_is_504_without_contacting_the_origin() {
+    let origin = origin_with("max-age=60", "x").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let resp = send(
+        proxy,
+        "GET",
+        &origin.url("/oic"),
+        &[("Cache-Control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(resp.status, 504);
+    assert!(resp.cache_status().present(), "{:?}", resp.headers);
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn only_if_cached_hit_is_served() {
+    let origin = origin_with("max-age=60", "cached").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/oic")).await;
+    let resp = send(
+        proxy,
+        "GET",
+        &origin.url("/oic"),
+        &[("Cache-Control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "cached"));
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn max_stale_serves_a_stale_entry_without_the_origin() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[("cache-control", "max-age=0"), ("etag", ETAG)],
+            "stale ok",
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/ms")).await;
+    let resp = send(
+        proxy,
+        "GET",
+        &origin.url("/ms"),
+        &[("Cache-Control", "max-stale=60")],
+    )
+    .await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "stale ok"));
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn max_stale_does_not_override_must_revalidate() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[
+                ("cache-control", "max-age=0, must-revalidate"),
+                ("etag", ETAG),
+            ],
+            "strict",
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/mr")).await;
+    let resp = send(
+        proxy,
+        "GET",
+        &origin.url("/mr"),
+        &[("Cache-Control", "max-stale=60")],
+    )
+    .await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "strict"));
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn head_after_a_cached_get_is_answered_from_cache() {
+    let body = pattern(1234);
+    let origin = Origin::start({
+        let body = body.clone();
+        move |_| reply(200, &[("cache-control", "max-age=60")], body.clone())
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/h")).await;
+
+    // HEAD then GET on one connection: a body after the HEAD answer would corrupt the GET.
+    let mut conn = RawConn::connect(proxy).await;
+    let head = conn
+        .request("HEAD", &origin.url("/h"), &[])
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("1234"));
+    let after = conn
+        .request("GET", &origin.url("/h"), &[])
+        .await
+        .expect("GET after HEAD");
+    assert_eq!((after.status, &after.body), (200, &body));
+    assert_eq!(origin.count("HEAD", "/h"), 0, "the origin sees no HEAD");
+    assert_eq!(origin.count("GET", "/h"), 1);
+}
+
+/// An origin that honours `Range: bytes=a-b` on a 1000-byte body.
+async fn range_origin() -> (Origin, Vec<u8>) {
+    let body = pattern(1000);
+    let origin = Origin::start({
+        let body = body.clone();
+        move |req| {
+            let range = header(req, "range").and_then(|r| r.strip_prefix("bytes="));
+            let Some((a, b)) = range.and_then(|r| r.split_once('-')) else {
+                return reply(
+                    200,
+                    &[("cache-control", "max-age=60"), ("accept-ranges", "bytes")],
+                    body.clone(),
+                );
+            };
+            let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+            let content_range = format!("bytes {a}-{b}/1000");
+            reply(
+                206,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("content-range", &content_range),
+                ],
+                body[a..=b].to_vec(),
+            )
+        }
+    })
+    .await;
+    (origin, body)
+}
+
+/// A 206 must be exactly the requested bytes; a 200 must be the whole body.
+#[track_caller]
+fn assert_range_answer(resp: &RawResponse, body: &[u8], a: usize, b: usize) {
+    match resp.status {
+        206 => {
+            assert_eq!(
+                resp.header("content-range"),
+                Some(format!("bytes {a}-{b}/1000").as_str())
+            );
+            assert_eq!(resp.body, &body[a..=b]);
+        }
+        200 => assert_eq!(resp.body, body),
+        other => panic!("Range answered with {other}"),
+    }
+}
+
+#[tokio::test]
+async fn range_on_a_cold_url_is_correct_and_206_is_not_served_as_full() {
+    let (origin, body) = range_origin().await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let partial = send(proxy, "GET", &origin.url("/r"), &[("Range", "bytes=0-9")]).await;
+    assert_range_answer(&partial, &body, 0, 9);
+    if partial.status == 206 {
+        assert!(
+            origin.last("/r").headers.contains_key("range"),
+            "the origin received Range"
+        );
+    }
+    let whole = get(proxy, &origin.url("/r")).await;
+    assert_eq!((whole.status, whole.body.len()), (200, 1000));
+    assert_eq!(whole.body, body);
+}
+
+#[tokio::test]
+async fn range_on_a_cached_url_is_correct() {
+    let (origin, body) = range_origin().await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/r")).await;
+    let partial = send(
+        proxy,
+        "GET",
+        &origin.url("/r"),
+        &[("Range", "bytes=100-199")],
+    )
+    .await;
+    assert_range_answer(&partial, &body, 100, 199);
+    let whole = get(proxy, &origin.url("/r")).await;
+    assert_eq!(whole.body, body);
+    whole.cache_status().assert_hit();
+}
