@@ -8,6 +8,7 @@
 //! - [`config`]: validated configuration handed to the proxy as values.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod http_cache;

@@ -1,1 +1,103 @@
 //! The network layer: accepts clients, talks to origins, and glues `http_cache` to the `store`.
+//!
+//! Invariants: only this module touches sockets; blocking store calls run on
+//! `spawn_blocking` threads, never on an async worker; a body that is not complete is never
+//! stored, and a client is never handed a short body that looks complete.
+
+mod body;
+mod fill;
+mod pipeline;
+mod server;
+mod service;
+mod tunnel;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use server::{Server, ServerHandle};
+
+use crate::store::EvictionPolicy;
+
+/// Everything the proxy needs to run, already validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address to listen on (default 127.0.0.1:3128).
+    pub listen: SocketAddr,
+    /// Cache directory (SQLite index and value files).
+    pub cache_dir: PathBuf,
+    /// Gateway mode: origin-form requests go to this base URL (`http://` or `https://`).
+    pub upstream: Option<http::Uri>,
+    /// Store size limit in bytes.
+    pub size_limit: u64,
+    /// Store eviction policy.
+    pub eviction_policy: EvictionPolicy,
+    /// Responses larger than this stream through uncached.
+    pub max_object_size: u64,
+    /// Time allowed to connect to an origin (exceeded: 504).
+    pub connect_timeout: Duration,
+    /// Time allowed for an origin to send response headers, and between body chunks (exceeded: 504).
+    pub response_timeout: Duration,
+    /// Time allowed for a client to send its request headers.
+    pub header_timeout: Duration,
+    /// How long waiters wait for another request's fetch of the same key before fetching themselves.
+    pub lock_timeout: Duration,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// Maximum simultaneous client connections; the excess is refused.
+    pub max_connections: usize,
+    /// Largest request header block accepted (larger: 431).
+    pub max_header_size: usize,
+    /// The name used in `Via` and `Cache-Status`.
+    pub pseudonym: String,
+}
+
+impl ProxyConfig {
+    /// A configuration with defaults for everything but the listen address and cache directory.
+    pub fn new(listen: SocketAddr, cache_dir: impl Into<PathBuf>) -> Self {
+        ProxyConfig {
+            listen,
+            cache_dir: cache_dir.into(),
+            upstream: None,
+            size_limit: 1 << 30,
+            eviction_policy: EvictionPolicy::LeastRecentlyUsed,
+            max_object_size: 256 << 20,
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_header_size: 64 * 1024,
+            pseudonym: "hoard".to_string(),
+        }
+    }
+}
+
+/// Errors that stop the proxy from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The cache directory could not be opened.
+    #[error("cannot open cache directory {dir}: {source}")]
+    Store {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: crate::store::Error,
+    },
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Some other I/O failure.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,118 @@
+//! Response bodies the proxy sends: empty, one buffer, a channel fed by a task (store reads,
+//! cache fills), or an upstream body passed straight through.
+//!
+//! Invariant: an error frame from the source surfaces as a body error, so hyper aborts the
+//! client connection instead of ending a short body cleanly.
+
+use std::io::Read;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// Boxed error type for bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Chunk size for reading value files.
+pub const FILE_CHUNK: usize = 256 * 1024;
+
+/// A response body.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// No bytes.
+    Empty,
+    /// One buffer.
+    Full(Option<Bytes>),
+    /// Chunks sent by another task; `Err` aborts the response.
+    Channel {
+        /// Receiving end.
+        rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        /// Expected total length, if known.
+        len: Option<u64>,
+    },
+    /// A hyper body (upstream response or client request) streamed through unchanged.
+    Incoming(hyper::body::Incoming),
+}
+
+impl ProxyBody {
+    /// A body of one buffer.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        ProxyBody::Full(Some(b.into()))
+    }
+
+    /// A channel body and its sender.
+    pub fn channel(
+        capacity: usize,
+        len: Option<u64>,
+    ) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Self) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (tx, ProxyBody::Channel { rx, len })
+    }
+
+    /// Stream a blocking reader (a store value) from a blocking thread.
+    pub fn from_reader<R: Read + Send + 'static>(mut reader: R, len: u64) -> Self {
+        let (tx, body) = Self::channel(4, Some(len));
+        tokio::task::spawn_blocking(move || {
+            let mut remaining = len;
+            while remaining > 0 {
+                let want = remaining.min(FILE_CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                let res = reader.read_exact(&mut buf).map(|_| Bytes::from(buf));
+                let failed = res.is_err();
+                if tx.blocking_send(res).is_err() || failed {
+                    return;
+                }
+                remaining -= want as u64;
+            }
+        });
+        body
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Channel { rx, .. } => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            ProxyBody::Incoming(inc) => match Pin::new(inc).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Channel { .. } => false,
+            ProxyBody::Incoming(inc) => inc.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Channel { len: Some(n), .. } => SizeHint::with_exact(*n),
+            ProxyBody::Channel { len: None, .. } => SizeHint::default(),
+            ProxyBody::Incoming(inc) => inc.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The cache pipeline for GET and HEAD: key -> lookup -> fresh (serve) | stale (revalidate,
+//! serve stale) | miss (coalesced fetch, stored while streamed to the client).
+//!
+//! Invariants: store calls run on blocking threads; a stored entry is only served when its
+//! head decodes and its body length matches the head; one fetch per key at a time in this
+//! process (waiters re-read the store when the leader finishes, or fetch themselves after
+//! `lock_timeout`).
+
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::ProxyBody;
+use super::fill::{self, FillPlan};
+use super::service::State;
+use crate::coalesce::{Outcome, Permit, Role};
+use crate::http_cache::{self, CacheKey, CacheStatus, HeadRecord, Lookup, StoredHead};
+use crate::store::Record;
+
+/// Conditional request headers a cache removes before filling (it answers them itself).
+const CONDITIONALS: [header::HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+/// What the store holds for a request.
+enum Loaded {
+    /// Nothing under the URL key.
+    Miss,
+    /// The URL is known to vary, and this request's variant is absent.
+    VaryMiss,
+    /// A stored variant: its row key, decoded head, and the record with the body.
+    Found {
+        row_key: Vec<u8>,
+        head: Box<StoredHead>,
+        rec: Record,
+    },
+}
+
+/// A stored response that may be served stale or refreshed by a 304.
+struct StaleEntry {
+    row_key: Vec<u8>,
+    head: Box<StoredHead>,
+    rec: Record,
+    stale_if_error_until: Option<SystemTime>,
+}
+
+/// One request going through the pipeline.
+struct Ctx<'a> {
+    st: &'a State,
+    /// The client's request head.
+    parts: Parts,
+    /// The same request as a GET to the absolute target (what the policy is evaluated on).
+    lookup: Parts,
+    target: Uri,
+    key: CacheKey,
+    is_head: bool,
+}
+
+/// Entry point for GET and HEAD.
+pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Response<ProxyBody> {
+    let (parts, _body) = req.into_parts();
+    let key = match http_cache::cache_key(&Method::GET, &target) {
+        Ok(k) => k,
+        Err(e) => {
+            return st.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass("bad-request"),
+                &format!("cannot build a cache key: {e}\n"),
+            );
+        }
+    };
+    let mut lookup = parts.clone();
+    lookup.method = Method::GET;
+    lookup.uri = target.clone();
+    lookup.version = Version::HTTP_11;
+    let is_head = parts.method == Method::HEAD;
+    let ctx = Ctx {
+        st,
+        parts,
+        lookup,
+        target,
+        key,
+        is_head,
+    };
+    if ctx.parts.headers.contains_key(header::RANGE) {
+        return ctx.forward_uncached(CacheStatus::bypass("range")).await;
+    }
+    ctx.run().await
+}
+
+/// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge).
+pub async fn invalidate(st: &State, targets: Vec<Uri>) {
+    let keys: Vec<CacheKey> = targets
+        .iter()
+        .filter_map(|u| http_cache::cache_key(&Method::GET, u).ok())
+        .collect();
+    for k in &keys {
+        st.coalescer.clear_pass(k.as_bytes());
+    }
+    let store = st.store.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let mut n = 0;
+        for k in &keys {
+            n += store.evict(k.as_str())?;
+        }
+        Ok::<u64, crate::store::Error>(n)
+    })
+    .await;
+    match res {
+        Ok(Ok(n)) => tracing::debug!(removed = n, "invalidated"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "invalidation failed"),
+        Err(e) => tracing::warn!(error = %e, "invalidation task failed"),
+    }
+}
+
+impl Ctx<'_> {
+    async fn run(self) -> Response<ProxyBody> {
+        let only_if_cached = http_cache::only_if_cached(&self.lookup.headers);
+        // Bounded: a waiter re-reads at most a few times before fetching by itself.
+        for _attempt in 0..4 {
+            let now = SystemTime::now();
+            let mut fwd = CacheStatus::miss();
+            let mut stale = None;
+            match self.load().await {
+                Loaded::Found { row_key, head, rec } => {
+                    match http_cache::lookup(&head, &self.lookup, now, &Default::default()) {
+                        Lookup::Fresh { headers, ttl } => {
+                            return self.serve_stored(&head, headers, rec, CacheStatus::hit(ttl));
+                        }
+                        Lookup::Stale {
+                            revalidate,
+                            serve_stale_while_revalidate,
+                            stale_if_error_until,
+                            ..
+                        } => {
+                            let entry = StaleEntry {
+                                row_key,
+                                head,
+                                rec,
+                                stale_if_error_until,
+                            };
+                            if only_if_cached {
+                                return self.only_if_cached_miss();
+                            }
+                            if serve_stale_while_revalidate {
+                                if let Role::Leader(permit) =
+                                    self.st.coalescer.join(self.key.as_bytes())
+                                {
+                                    return self.serve_stale_and_refresh(entry, revalidate, permit);
+                                }
+                                return self.serve_stale(
+                                    entry,
+                                    now,
+                                    CacheStatus::stale_served("stale-while-revalidate"),
+                                );
+                            }
+                            fwd = CacheStatus::stale();
+                            stale = Some((entry, revalidate));
+                        }
+                        Lookup::Mismatch => fwd = CacheStatus::vary_miss(),
+                    }
+                }
+                Loaded::VaryMiss => fwd = CacheStatus::vary_miss(),
+                Loaded::Miss => {}
+            }
+            if only_if_cached {
+                return self.only_if_cached_miss();
+            }
+            match self.st.coalescer.join(self.key.as_bytes()) {
+                Role::Leader(permit) => return self.fetch(stale, Some(permit), fwd).await,
+                Role::Pass => {
+                    return self.fetch(stale, None, fwd.with_detail("hit-for-pass")).await;
+                }
+                Role::Waiter(w) => match w.wait(self.st.cfg.lock_timeout).await {
+                    Some(Outcome::Stored) | Some(Outcome::Abandoned) => continue,
+                    Some(Outcome::Uncacheable) | Some(Outcome::Pending) => {
+                        return self.fetch(stale, None, fwd).await;
+                    }
+                    None => {
+                        return self.fetch(stale, None, fwd.with_detail("lock-timeout")).await;
+                    }
+                },
+            }
+        }
+        self.fetch(None, None, CacheStatus::miss()).await
+    }
+
+    /// Read the URL key, follow a Vary index to this request's variant.
+    async fn load(&self) -> Loaded {
+        let store = self.st.store.clone();
+        let key = self.key.clone();
+        let headers = self.lookup.headers.clone();
+        let res = tokio::task::spawn_blocking(move || -> crate::store::Result<Loaded> {
+            let Some(rec) = store.record(key.as_bytes())? else {
+                return Ok(Loaded::Miss);
+            };
+            let (row_key, head, rec) = match HeadRecord::decode(&rec.meta) {
+                Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec),
+                Ok(HeadRecord::VaryIndex(vary)) => {
+                    let vkey = http_cache::variant_key(&key, vary.names(), &headers);
+                    let Some(vrec) = store.record(&vkey)? else {
+                        return Ok(Loaded::VaryMiss);
+                    };
+                    match HeadRecord::decode(&vrec.meta) {
+                        Ok(HeadRecord::Variant(head)) => (vkey, head, vrec),
+                        _ => {
+                            store.delete(&vkey)?;
+                            return Ok(Loaded::VaryMiss);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "undecodable entry head: dropped");
+                    store.delete(key.as_bytes())?;
+                    return Ok(Loaded::Miss);
+                }
+            };
+            if rec.len() != head.body_len {
+                tracing::warn!(key = %key, "stored body length differs from head: dropped");
+                store.delete(&row_key)?;
+                return Ok(Loaded::Miss);
+            }
+            Ok(Loaded::Found {
+                row_key,
+                head: Box::new(head),
+                rec,
+            })
+        })
+        .await;
+        match res {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store lookup failed: treating as a miss");
+                Loaded::Miss
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store lookup task failed");
+                Loaded::Miss
+            }
+        }
+    }
+
+    fn only_if_cached_miss(&self) -> Response<ProxyBody> {
+        self.st.error(
+            StatusCode::GATEWAY_TIMEOUT,
+            CacheStatus::only_if_cached(),
+            "only-if-cached: no suitable response is stored\n",
+        )
+    }
+
+    /// Answer from a stored entry with the given response headers (Age already set).
+    fn serve_stored(
+        &self,
+        head: &StoredHead,
+        mut headers: HeaderMap,
+        rec: Record,
+        cs: CacheStatus,
+    ) -> Response<ProxyBody> {
+        let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
+        http_cache::strip_hop_by_hop(&mut headers);
+        headers.remove(header::CONTENT_LENGTH);
+        http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
+        let len = rec.len();
+        if status.is_success() && not_modified(&self.parts.headers, &headers) {
+            return self.not_modified_response(headers, cs);
+        }
+        if !(status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        let body = if self.is_head || len == 0 {
+            ProxyBody::Empty
+        } else {
+            match rec.value {
+                crate::store::Value::Inline(v) => ProxyBody::full(v),
+                crate::store::Value::File { .. } => ProxyBody::from_reader(rec.into_reader(), len),
+            }
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = status;
+        *res.headers_mut() = headers;
+        self.st.stamp(&mut res, cs);
+        res
+    }
+
+    fn not_modified_response(&self, mut headers: HeaderMap, cs: CacheStatus) -> Response<ProxyBody> {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::CONTENT_TYPE);
+        let mut res = Response::new(ProxyBody::Empty);
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        *res.headers_mut() = headers;
+        self.st.stamp(&mut res, cs);
+        res
+    }
+
+    /// Serve a stale entry as it is (stale-while-revalidate, stale-if-error, max-stale).
+    fn serve_stale(&self, e: StaleEntry, now: SystemTime, cs: CacheStatus) -> Response<ProxyBody> {
+        let headers = http_cache::stale_headers(&e.head, now);
+        self.serve_stored(&e.head, headers, e.rec, cs)
+    }
+
+    /// RFC 5861 stale-while-revalidate: answer stale now, revalidate once in the background.
+    fn serve_stale_and_refresh(
+        &self,
+        e: StaleEntry,
+        revalidate: Parts,
+        permit: Permit,
+    ) -> Response<ProxyBody> {
+        let st_store = self.st.store.clone();
+        let upstream = self.st.upstream.clone();
+        let head = e.head.clone();
+        let row_key = e.row_key.clone();
+        let lookup = self.lookup.clone();
+        let target = self.target.clone();
+        let req = self
+            .st
+            .upstream_request(&revalidate, &target, ProxyBody::Empty);
+        let pseudonym = self.st.cfg.pseudonym.clone();
+        let key = self.key.clone();
+        let max_object_size = self.st.cfg.max_object_size;
+        tokio::spawn(async move {
+            let _ = pseudonym;
+            let t_req = SystemTime::now();
+            let started = Instant::now();
+            let res = match upstream.send(req).await {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::debug!(error = %err, "background revalidation failed");
+                    return;
+                }
+            };
+            let t_res = SystemTime::now();
+            let delta = started.elapsed();
+            let (rparts, rbody) = res.into_parts();
+            if rparts.status == StatusCode::NOT_MODIFIED {
+                if let Some(mut newhead) = http_cache::refresh(&head, &lookup, &rparts, t_req, t_res)
+                {
+                    newhead.fetch_delta = delta;
+                    let meta = HeadRecord::Variant(newhead).encode();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        st_store.set_meta(&row_key, &meta, None)
+                    })
+                    .await;
+                    permit.finish(Outcome::Stored);
+                }
+                return;
+            }
+            if http_cache::storability(&lookup, &rparts).is_ok() {
+                let plan = FillPlan::new(
+                    st_store,
+                    &key,
+                    &lookup,
+                    &rparts,
+                    t_req,
+                    t_res,
+                    delta,
+                    max_object_size,
+                );
+                if let Some(plan) = plan {
+                    fill::run(plan, rbody, None, Some(permit), upstream.response_timeout()).await;
+                }
+            }
+        });
+        let now = SystemTime::now();
+        self.serve_stale(e, now, CacheStatus::stale_served("stale-while-revalidate"))
+    }
+
+    /// Go to the origin: revalidate `stale` if given, otherwise fetch; store what may be stored.
+    async fn fetch(
+        &self,
+        stale: Option<(StaleEntry, Parts)>,
+        permit: Option<Permit>,
+        fwd: CacheStatus,
+    ) -> Response<ProxyBody> {
+        let (stale, req) = match stale {
+            Some((entry, reval)) => {
+                let req = self.st.upstream_request(&reval, &self.target, ProxyBody::Empty);
+                (Some(entry), req)
+            }
+            None => {
+                let mut p = self.lookup.clone();
+                for h in &CONDITIONALS {
+                    p.headers.remove(h);
+                }
+                (None, self.st.upstream_request(&p, &self.target, ProxyBody::Empty))
+            }
+        };
+        let t_req = SystemTime::now();
+        let started = Instant::now();
+        let sent = self.st.upstream.send(req).await;
+        let t_res = SystemTime::now();
+        let delta = started.elapsed();
+        let res = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(entry) = stale.filter(|s| within(s.stale_if_error_until, t_res)) {
+                    return self.serve_stale(
+                        entry,
+                        t_res,
+                        CacheStatus::stale_served("stale-if-error"),
+                    );
+                }
+                return self.st.upstream_error(&e, fwd);
+            }
+        };
+        let (mut rparts, rbody) = res.into_parts();
+        if rparts.status.is_server_error()
+            && let Some(entry) = stale
+                .as_ref()
+                .filter(|s| within(s.stale_if_error_until, t_res))
+        {
+            let _ = entry;
+            let entry = stale.expect("checked above");
+            return self.serve_stale(entry, t_res, CacheStatus::stale_served("stale-if-error"));
+        }
+        if rparts.status == StatusCode::NOT_MODIFIED
+            && let Some(entry) = stale
+        {
+            if let Some(mut newhead) =
+                http_cache::refresh(&entry.head, &self.lookup, &rparts, t_req, t_res)
+            {
+                newhead.fetch_delta = delta;
+                let meta = HeadRecord::Variant(newhead.clone()).encode();
+                let store = self.st.store.clone();
+                let row_key = entry.row_key.clone();
+                let ok = tokio::task::spawn_blocking(move || store.set_meta(&row_key, &meta, None))
+                    .await;
+                let stored = matches!(ok, Ok(Ok(true)));
+                if let Some(p) = permit {
+                    p.finish(if stored {
+                        Outcome::Stored
+                    } else {
+                        Outcome::Abandoned
+                    });
+                }
+                let headers = http_cache::stale_headers(&newhead, t_res);
+                return self.serve_stored(
+                    &newhead,
+                    headers,
+                    entry.rec,
+                    fwd.with_fwd_status(304).stored(stored),
+                );
+            }
+            // The 304 does not match what we hold: fetch the full response.
+            return Box::pin(self.fetch(None, permit, fwd)).await;
+        }
+        // A new response.
+        let storable = http_cache::storability(&self.lookup, &rparts);
+        let plan = match &storable {
+            Ok(()) => FillPlan::new(
+                self.st.store.clone(),
+                &self.key,
+                &self.lookup,
+                &rparts,
+                t_req,
+                t_res,
+                delta,
+                self.st.cfg.max_object_size,
+            ),
+            Err(_) => None,
+        };
+        let fwd = fwd.with_fwd_status(rparts.status.as_u16());
+        let client_headers = {
+            let mut h = rparts.headers.clone();
+            self.st.prepare_response_headers(&mut h, rparts.version);
+            h
+        };
+        let Some(plan) = plan else {
+            if let Some(p) = permit {
+                p.finish(Outcome::Uncacheable);
+            }
+            let detail = match &storable {
+                Err(reason) => reason.as_str(),
+                Ok(()) => "too-large",
+            };
+            rparts.headers = client_headers;
+            rparts.version = Version::HTTP_11;
+            let mut res = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
+            if self.is_head {
+                *res.body_mut() = ProxyBody::Empty;
+            }
+            self.st.stamp(&mut res, fwd.with_detail(detail));
+            return res;
+        };
+        let expected = content_length(&rparts.headers);
+        let status = rparts.status;
+        let client_wants_304 = status.is_success() && not_modified(&self.parts.headers, &client_headers);
+        let (to_client, body) = if self.is_head || client_wants_304 {
+            (None, ProxyBody::Empty)
+        } else {
+            let (tx, body) = ProxyBody::channel(8, expected);
+            (Some(tx), body)
+        };
+        let timeout = self.st.upstream.response_timeout();
+        tokio::spawn(fill::run(plan, rbody, to_client, permit, timeout));
+        if client_wants_304 {
+            return self.not_modified_response(client_headers, fwd.stored(true));
+        }
+        let mut res = Response::new(body);
+        *res.status_mut() = status;
+        *res.headers_mut() = client_headers;
+        self.st.stamp(&mut res, fwd.stored(true));
+        res
+    }
+
+    /// Forward without touching the cache (Range requests and similar).
+    async fn forward_uncached(&self, cs: CacheStatus) -> Response<ProxyBody> {
+        let req = self
+            .st
+            .upstream_request(&self.parts, &self.target, ProxyBody::Empty);
+        match self.st.upstream.send(req).await {
+            Err(e) => self.st.upstream_error(&e, cs),
+            Ok(res) => {
+                let (mut rparts, rbody) = res.into_parts();
+                self.st
+                    .prepare_response_headers(&mut rparts.headers, rparts.version);
+                rparts.version = Version::HTTP_11;
+                let mut res = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
+                self.st.stamp(&mut res, cs);
+                res
+            }
+        }
+    }
+}
+
+fn within(until: Option<SystemTime>, now: SystemTime) -> bool {
+    until.is_some_and(|u| now <= u)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Does the client's conditional request match the response we would send (RFC 9110 13.1)?
+fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = res.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let etag = etag.trim().trim_start_matches("W/");
+        return inm.split(',').map(str::trim).any(|t| {
+            t == "*" || t.trim_start_matches("W/") == etag
+        });
+    }
+    if let Some(ims) = req
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(http_cache::parse_http_date)
+    {
+        let Some(lm) = res
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(http_cache::parse_http_date)
+        else {
+            return false;
+        };
+        return lm <= ims;
+    }
+    false
+}

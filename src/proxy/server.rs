@@ -1,0 +1,160 @@
+//! Accept loop: binds the listener, serves HTTP/1.1 (keep-alive, upgrades for CONNECT) and
+//! HTTP/2 on each connection, and shuts down gracefully.
+//!
+//! Invariant: on shutdown the listener stops first, in-flight requests get
+//! `shutdown_timeout` to finish, then store buffers are flushed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+
+use super::service::State;
+use super::{ProxyConfig, ProxyError};
+use crate::store::Cache;
+
+/// A bound, not yet running proxy.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+/// A running proxy spawned on the current runtime.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Open the store and bind the listener.
+    pub async fn bind(cfg: ProxyConfig) -> Result<Server, ProxyError> {
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ProxyError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let local = listener.local_addr()?;
+        let dir = cfg.cache_dir.clone();
+        let (size_limit, policy) = (cfg.size_limit, cfg.eviction_policy);
+        let store = tokio::task::spawn_blocking(move || {
+            Cache::builder(&dir)
+                .size_limit(size_limit)
+                .eviction_policy(policy)
+                .open()
+                .map_err(|source| ProxyError::Store { dir, source })
+        })
+        .await
+        .map_err(|e| ProxyError::Config(format!("store open task failed: {e}")))??;
+        let state = Arc::new(State::new(cfg, store, local));
+        Ok(Server { listener, state })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.local_addr
+    }
+
+    /// Run on the current runtime until [`ServerHandle::shutdown`].
+    pub fn spawn(self) -> ServerHandle {
+        let addr = self.local_addr();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            self.run_until(async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        ServerHandle {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Serve until `signal` completes, then shut down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        let Server { listener, state } = self;
+        let graceful = GracefulShutdown::new();
+        let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.cfg.header_timeout)
+            .max_buf_size(state.cfg.max_header_size.max(8192) + 1024)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off briefly instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "max_connections reached, refusing connection");
+                        drop(stream);
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let st = state.clone();
+                    let svc = service_fn(move |req| {
+                        let st = st.clone();
+                        async move { Ok::<_, std::convert::Infallible>(st.handle(req, peer).await) }
+                    });
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        drop(listener);
+        let timeout = state.cfg.shutdown_timeout;
+        if tokio::time::timeout(timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?timeout, "shutdown timeout: dropping remaining connections");
+        }
+        let store = state.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+        tracing::info!("stopped");
+    }
+}
+
+impl ServerHandle {
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, finish in-flight requests (bounded), flush the store.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}

@@ -1,0 +1,279 @@
+//! Per-request dispatch: CONNECT tunnels, cacheable GET/HEAD through the pipeline, everything
+//! else passed through (invalidating on unsafe methods), and the proxy's own error responses.
+//!
+//! Invariant: every response that leaves here carries `Cache-Status`; no `unwrap` on the
+//! network path: failures become 4xx/5xx responses with the reason in body and log.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::ProxyConfig;
+use super::body::ProxyBody;
+use super::pipeline;
+use super::tunnel;
+use super::upstream::{Upstream, UpstreamError};
+use crate::coalesce::Coalescer;
+use crate::http_cache::{self, CacheStatus};
+use crate::store::Cache;
+
+/// `Cache-Status` header name (RFC 9211).
+pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Shared state of one running proxy.
+#[derive(Debug)]
+pub struct State {
+    /// Validated configuration.
+    pub cfg: ProxyConfig,
+    /// The disk store.
+    pub store: Cache,
+    /// The origin client.
+    pub upstream: Upstream,
+    /// In-process single-flight.
+    pub coalescer: Coalescer,
+    /// Where we listen (loop detection).
+    pub local_addr: SocketAddr,
+}
+
+impl State {
+    /// Assemble the state.
+    pub fn new(cfg: ProxyConfig, store: Cache, local_addr: SocketAddr) -> Self {
+        let upstream = Upstream::new(cfg.connect_timeout, cfg.response_timeout);
+        State {
+            cfg,
+            store,
+            upstream,
+            coalescer: Coalescer::default(),
+            local_addr,
+        }
+    }
+
+    /// Handle one request and log it.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let res = self.dispatch(req).await;
+        let status = res.status().as_u16();
+        let cache_status = res
+            .headers()
+            .get(&CACHE_STATUS)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info!(
+            target: "hoard::access",
+            %peer,
+            %method,
+            %uri,
+            status,
+            cache_status,
+            elapsed_us = start.elapsed().as_micros() as u64,
+        );
+        res
+    }
+
+    async fn dispatch(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        if req.method() == Method::CONNECT {
+            return self.connect(req).await;
+        }
+        let target = match self.target_uri(&req) {
+            Ok(t) => t,
+            Err(res) => return res,
+        };
+        if self.is_loop(&target) {
+            return self.error(
+                StatusCode::LOOP_DETECTED,
+                CacheStatus::bypass("loop"),
+                "request loop: the target is this proxy\n",
+            );
+        }
+        match *req.method() {
+            Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
+            _ => self.pass_through(req, target).await,
+        }
+    }
+
+    /// The absolute URI a request is for: absolute-form in forward mode, the upstream base
+    /// plus path in gateway mode.
+    fn target_uri(&self, req: &Request<Incoming>) -> Result<Uri, Response<ProxyBody>> {
+        if let Some(base) = &self.cfg.upstream {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let base_path = base.path().trim_end_matches('/');
+            let joined = format!(
+                "{}://{}{}{}",
+                base.scheme_str().unwrap_or("http"),
+                base.authority().map(|a| a.as_str()).unwrap_or(""),
+                base_path,
+                pq
+            );
+            return joined.parse().map_err(|_| {
+                self.error(
+                    StatusCode::BAD_REQUEST,
+                    CacheStatus::bypass("bad-request"),
+                    "request target cannot be joined to the upstream URL\n",
+                )
+            });
+        }
+        let uri = req.uri();
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http") | Some("https"), Some(_)) => Ok(uri.clone()),
+            (Some(_), Some(_)) => Err(self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass("bad-request"),
+                "only http and https URLs can be proxied\n",
+            )),
+            _ => Err(self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass("bad-request"),
+                "hoard is a forward proxy: send absolute-form requests (GET http://host/path), \
+                 or start it with --upstream URL for gateway mode\n",
+            )),
+        }
+    }
+
+    /// Is `target` this proxy itself?
+    fn is_loop(&self, target: &Uri) -> bool {
+        let Some(host) = target.host() else {
+            return false;
+        };
+        let default_port = if target.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        let port = target.port_u16().unwrap_or(default_port);
+        if port != self.local_addr.port() {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        match host.parse::<IpAddr>() {
+            Ok(ip) => {
+                let ours = self.local_addr.ip();
+                ip == ours || (ours.is_unspecified() || ip.is_unspecified()) || {
+                    ip.is_loopback() && ours.is_loopback()
+                }
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// CONNECT host:port -> blind tunnel.
+    async fn connect(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass("bad-request"),
+                "CONNECT needs host:port\n",
+            );
+        };
+        if req.uri().port_u16().is_none() {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass("bad-request"),
+                "CONNECT needs host:port\n",
+            );
+        }
+        let origin = match tunnel::connect(&authority, self.cfg.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => return self.upstream_error(&e, CacheStatus::bypass("connect")),
+        };
+        tunnel::splice(hyper::upgrade::on(req), origin, authority);
+        let mut res = Response::new(ProxyBody::Empty);
+        self.stamp(&mut res, CacheStatus::bypass("connect"));
+        res
+    }
+
+    /// Forward a request the cache does not answer; unsafe methods invalidate on success.
+    async fn pass_through(&self, req: Request<Incoming>, target: Uri) -> Response<ProxyBody> {
+        let (parts, body) = req.into_parts();
+        let unsafe_method = !matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let up = self.upstream_request(&parts, &target, ProxyBody::Incoming(body));
+        let res = match self.upstream.send(up).await {
+            Ok(r) => r,
+            Err(e) => return self.upstream_error(&e, CacheStatus::bypass("method")),
+        };
+        let (mut rparts, rbody) = res.into_parts();
+        if unsafe_method {
+            let targets = http_cache::invalidation_targets(
+                &target,
+                &parts.method,
+                rparts.status,
+                &rparts.headers,
+            );
+            if !targets.is_empty() {
+                pipeline::invalidate(self, targets).await;
+            }
+        }
+        self.prepare_response_headers(&mut rparts.headers, rparts.version);
+        let mut res = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
+        *res.version_mut() = Version::HTTP_11;
+        self.stamp(&mut res, CacheStatus::bypass("method"));
+        res
+    }
+
+    /// The request to send upstream: hop-by-hop headers removed, `Via` added, `Host` from the target.
+    pub fn upstream_request(
+        &self,
+        parts: &http::request::Parts,
+        target: &Uri,
+        body: ProxyBody,
+    ) -> Request<ProxyBody> {
+        let mut headers = parts.headers.clone();
+        http_cache::strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        http_cache::append_via(&mut headers, parts.version, &self.cfg.pseudonym);
+        let mut req = Request::new(body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = target.clone();
+        *req.headers_mut() = headers;
+        req
+    }
+
+    /// Strip hop-by-hop headers of an upstream response and add `Via`.
+    pub fn prepare_response_headers(&self, headers: &mut http::HeaderMap, version: Version) {
+        http_cache::strip_hop_by_hop(headers);
+        http_cache::append_via(headers, version, &self.cfg.pseudonym);
+    }
+
+    /// Set `Cache-Status`.
+    pub fn stamp(&self, res: &mut Response<ProxyBody>, status: CacheStatus) {
+        res.headers_mut().insert(
+            CACHE_STATUS.clone(),
+            status.header_value(&self.cfg.pseudonym),
+        );
+    }
+
+    /// A short plain-text response generated by the proxy itself.
+    pub fn error(&self, code: StatusCode, cs: CacheStatus, msg: &str) -> Response<ProxyBody> {
+        let mut res = Response::new(ProxyBody::full(msg.to_string()));
+        *res.status_mut() = code;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(msg.len()));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        self.stamp(&mut res, cs);
+        res
+    }
+
+    /// 502/504 for an upstream failure, with the reason in body, `Cache-Status` and log.
+    pub fn upstream_error(&self, e: &UpstreamError, cs: CacheStatus) -> Response<ProxyBody> {
+        tracing::warn!(error = %e, "upstream failure");
+        self.error(e.status(), cs.with_detail(e.detail()), &format!("{e}\n"))
+    }
+}

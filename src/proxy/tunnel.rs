@@ -1,0 +1,42 @@
+//! CONNECT: a blind TCP tunnel between the client and `host:port`. Nothing is cached.
+//!
+//! Invariant: the origin connection is made before the client gets `200`, so a refused or
+//! unreachable target is a 502 (504 on timeout), never a tunnel that closes at once.
+
+use std::time::Duration;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::upstream::UpstreamError;
+
+/// Connect to the tunnel target.
+pub async fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
+        Err(_) => Err(UpstreamError::ConnectTimeout),
+        Ok(Err(e)) => Err(UpstreamError::Connect(format!("{authority}: {e}"))),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+    }
+}
+
+/// After the `200` has been sent, splice the upgraded client connection and the origin.
+pub fn splice(upgrade: OnUpgrade, mut origin: TcpStream, authority: String) {
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                match tokio::io::copy_bidirectional(&mut client, &mut origin).await {
+                    Ok((up, down)) => {
+                        tracing::debug!(%authority, up, down, "tunnel closed")
+                    }
+                    Err(e) => tracing::debug!(%authority, error = %e, "tunnel ended with error"),
+                }
+            }
+            Err(e) => tracing::debug!(%authority, error = %e, "CONNECT upgrade failed"),
+        }
+    });
+}
