@@ -100,9 +100,11 @@ struct Binary {
     addr: SocketAddr,
 }
 
-async fn spawn_binary(cache_dir: &std::path::Path) -> Binary {
+/// Starts `hoard [serve] --listen 127.0.0.1:0 --cache-dir DIR`.
+async fn spawn_binary(subcommand: Option<&str>, cache_dir: &std::path::Path) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
+        .args(subcommand)
+        .args(["--listen", "127.0.0.1:0", "--cache-dir"])
         .arg(cache_dir)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -182,7 +184,7 @@ async fn binary_serves_curl_via_x_and_http_proxy_env() {
     let origin =
         Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "from curl")).await;
     let dir = tempfile::TempDir::new().unwrap();
-    let mut hoard = spawn_binary(dir.path()).await;
+    let mut hoard = spawn_binary(Some("serve"), dir.path()).await;
     let url = origin.url("/curl");
 
     let (status, head, body) = curl(&["-x", &format!("http://{}", hoard.addr), &url], None).await;
@@ -194,5 +196,23 @@ async fn binary_serves_curl_via_x_and_http_proxy_env() {
     cache_status_of(&head).assert_hit();
     assert_eq!(origin.hits(), 1);
 
+    hoard.child.kill().await.expect("stop hoard");
+}
+
+#[tokio::test]
+async fn binary_without_subcommand_serves() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "bare")).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut hoard = spawn_binary(None, dir.path()).await;
+    let (status, _, body) = curl(
+        &[
+            "-x",
+            &format!("http://{}", hoard.addr),
+            &origin.url("/bare"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "bare"));
     hoard.child.kill().await.expect("stop hoard");
 }

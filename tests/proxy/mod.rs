@@ -7,5 +7,6 @@ mod errors;
 mod forward;
 mod harness;
 mod invalidation;
+mod lifecycle;
 mod semantics;
 mod vary;

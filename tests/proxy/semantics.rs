@@ -481,3 +481,103 @@ async fn range_on_a_cached_url_is_correct() {
     assert_eq!(whole.body, body);
     whole.cache_status().assert_hit();
 }
+
+#[tokio::test]
+async fn s_maxage_overrides_max_age_in_a_shared_cache() {
+    let origin = origin_with("max-age=0, s-maxage=60", "shared").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/s")).await;
+    get(proxy, &origin.url("/s"))
+        .await
+        .cache_status()
+        .assert_hit();
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn response_no_cache_is_revalidated_every_time() {
+    let origin = Origin::start(|req| {
+        if header(req, "if-none-match") == Some(ETAG) {
+            reply(304, &[("etag", ETAG), ("cache-control", "no-cache")], "")
+        } else {
+            reply(
+                200,
+                &[("etag", ETAG), ("cache-control", "no-cache")],
+                "check me",
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for round in 1..=3 {
+        let resp = get(proxy, &origin.url("/nc")).await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, "check me"));
+        resp.cache_status().assert_not_hit();
+        assert_eq!(origin.hits(), round);
+    }
+    assert!(
+        origin.last("/nc").headers.contains_key("if-none-match"),
+        "revalidation is conditional"
+    );
+}
+
+#[tokio::test]
+async fn explicitly_fresh_404_is_cached() {
+    let origin = Origin::start(|_| reply(404, &[("cache-control", "max-age=60")], "gone")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/missing")).await;
+    let resp = get(proxy, &origin.url("/missing")).await;
+    assert_eq!((resp.status, resp.text().as_str()), (404, "gone"));
+    resp.cache_status().assert_hit();
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_when_the_origin_fails() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start({
+        let calls = calls.clone();
+        move |_| match calls.fetch_add(1, Ordering::SeqCst) {
+            0 => reply(
+                200,
+                &[("cache-control", "max-age=0, stale-if-error=60")],
+                "last good",
+            ),
+            _ => reply(500, &[], "broken"),
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/sie")).await;
+    let resp = get(proxy, &origin.url("/sie")).await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "last good"));
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start({
+        let calls = calls.clone();
+        move |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            reply(
+                200,
+                &[("cache-control", "max-age=0, stale-while-revalidate=60")],
+                format!("v{n}"),
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_eq!(get(proxy, &origin.url("/swr")).await.text(), "v1");
+    let stale = get(proxy, &origin.url("/swr")).await;
+    assert_eq!(stale.text(), "v1", "served stale at once");
+    for _ in 0..200 {
+        if origin.hits() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(origin.hits(), 2, "exactly one background refresh");
+}
