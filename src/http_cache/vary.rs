@@ -81,6 +81,7 @@ mod tests {
     macro_rules! vary {
         ($name:ident, [$($l:expr),*], $expect:expr) => {
             #[test]
+            #[allow(unused_mut)]
             fn $name() {
                 let mut h = HeaderMap::new();
                 $(h.append(header::VARY, HeaderValue::from_static($l));)*
