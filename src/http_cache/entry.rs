@@ -72,6 +72,8 @@ pub struct StoredHead {
 
 /// What the store holds under a URL key: a full entry, or (when the response varies) an index
 /// naming the Vary headers from which variant keys are built.
+// Not boxed: a record is decoded once and moved out at once; a Box would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeadRecord {
     /// A full head (response without Vary, or one variant under a variant key).

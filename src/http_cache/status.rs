@@ -199,17 +199,20 @@ fn write_detail(f: &mut fmt::Formatter<'_>, d: &str) -> fmt::Result {
     f.write_str("\"")
 }
 
+/// hit, fwd, fwd-status, stored, ttl, detail.
+type Params<'a> = (
+    bool,
+    Option<&'a str>,
+    Option<u16>,
+    bool,
+    Option<i64>,
+    Option<&'a str>,
+);
+
 impl fmt::Display for CacheStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(CACHE_NAME)?;
-        let (hit, fwd, fwd_status, stored, ttl, detail): (
-            bool,
-            Option<&str>,
-            Option<u16>,
-            bool,
-            Option<i64>,
-            Option<&str>,
-        ) = match self {
+        let (hit, fwd, fwd_status, stored, ttl, detail): Params<'_> = match self {
             CacheStatus::Hit { ttl, detail } => (
                 true,
                 None,

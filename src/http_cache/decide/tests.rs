@@ -386,7 +386,8 @@ fn refresh_validator_selection() {
         ],
         &[],
     );
-    let cases: Vec<(&StoredHead, u16, Vec<(&str, String)>, bool)> = vec![
+    type Case<'a> = (&'a StoredHead, u16, Vec<(&'a str, String)>, bool);
+    let cases: Vec<Case<'_>> = vec![
         (&head, 304, vec![("etag", "\"v1\"".into())], true),
         (&head, 304, vec![("etag", "\"v2\"".into())], false),
         (&head, 304, vec![("etag", "W/\"v1\"".into())], true),
