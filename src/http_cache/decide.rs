@@ -12,6 +12,7 @@ use super::directives::{CacheControl, Freshness5861, parse_cache_control};
 use super::entry::{StoredHead, stored_request_headers};
 use super::headers::{set_age, strip_hop_by_hop};
 use super::key::normalized_header;
+use super::status::RequestReason;
 use super::vary::Vary;
 
 /// Tunables of freshness computation.
@@ -167,6 +168,55 @@ pub fn lookup(
         serve_stale_while_revalidate,
         stale_if_error_until,
         age,
+    }
+}
+
+/// When `lookup` said `Stale` for an entry that is still fresh, the request directive that forced
+/// going forward (Cache-Status `fwd=request; detail=...`); `None` when the entry is stale anyway.
+pub fn forced_by_request(
+    head: &StoredHead,
+    req: &request::Parts,
+    now: SystemTime,
+    opts: &LookupOptions,
+) -> Option<RequestReason> {
+    let lifetime = head.freshness_lifetime(opts);
+    let age = head.current_age(now);
+    let ttl = lifetime.checked_sub(age).filter(|t| !t.is_zero())?;
+    if request_no_cache(&req.headers) {
+        return Some(RequestReason::NoCache);
+    }
+    let cc = parse_cache_control(&req.headers);
+    if cc.seconds("max-age").is_some_and(|m| age > m) {
+        return Some(RequestReason::MaxAge);
+    }
+    if cc.seconds("min-fresh").is_some_and(|m| ttl < m) {
+        return Some(RequestReason::MinFresh);
+    }
+    None
+}
+
+/// XFetch (probabilistic early expiration): refresh a fresh entry in the background when
+/// `now - delta * beta * ln(u) >= fresh_until`, with `u` uniform in (0, 1] drawn by the caller
+/// and `delta` the last fetch duration. Out-of-range `u` counts as the smallest positive value.
+pub fn xfetch_due(
+    now: SystemTime,
+    fresh_until: SystemTime,
+    delta: Duration,
+    beta: f64,
+    u: f64,
+) -> bool {
+    let u = if u > 0.0 && u <= 1.0 {
+        u
+    } else {
+        f64::MIN_POSITIVE
+    };
+    let gap = delta.as_secs_f64() * beta.max(0.0) * -u.ln();
+    match Duration::try_from_secs_f64(gap)
+        .ok()
+        .and_then(|g| now.checked_add(g))
+    {
+        Some(t) => t >= fresh_until,
+        None => true,
     }
 }
 

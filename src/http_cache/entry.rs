@@ -251,7 +251,7 @@ impl StoredHead {
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
-        put_bytes8(out, self.method.as_str().as_bytes());
+        put_bytes16(out, self.method.as_str().as_bytes());
         put_bytes32(out, self.uri.to_string().as_bytes());
         out.extend_from_slice(&self.status.as_u16().to_le_bytes());
         put_time(out, self.request_time);
@@ -323,7 +323,7 @@ impl HeadRecord {
 }
 
 fn decode_v1_head(r: &mut Reader<'_>) -> Result<StoredHead, DecodeError> {
-    let method = Method::from_bytes(r.bytes8()?).map_err(|_| DecodeError::Invalid("method"))?;
+    let method = Method::from_bytes(r.bytes16()?).map_err(|_| DecodeError::Invalid("method"))?;
     let uri = Uri::try_from(r.bytes32()?).map_err(|_| DecodeError::Invalid("uri"))?;
     let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError::Invalid("status"))?;
     let request_time = r.time()?;
@@ -349,11 +349,6 @@ fn decode_v1_head(r: &mut Reader<'_>) -> Result<StoredHead, DecodeError> {
     })
 }
 
-fn put_bytes8(out: &mut Vec<u8>, b: &[u8]) {
-    let b = &b[..b.len().min(u8::MAX as usize)];
-    out.push(b.len() as u8);
-    out.extend_from_slice(b);
-}
 fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
     let b = &b[..b.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(b.len() as u16).to_le_bytes());
@@ -375,7 +370,7 @@ fn put_headers(out: &mut Vec<u8>, h: &HeaderMap) {
     let count = h.len().min(u16::MAX as usize);
     out.extend_from_slice(&(count as u16).to_le_bytes());
     for (name, value) in h.iter().take(count) {
-        put_bytes8(out, name.as_str().as_bytes());
+        put_bytes16(out, name.as_str().as_bytes());
         put_bytes32(out, value.as_bytes());
     }
 }
@@ -411,10 +406,6 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
-    fn bytes8(&mut self) -> Result<&'a [u8], DecodeError> {
-        let n = self.u8()? as usize;
-        self.take(n)
-    }
     fn bytes16(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u16()? as usize;
         self.take(n)
@@ -443,10 +434,10 @@ impl<'a> Reader<'a> {
     }
     fn headers(&mut self) -> Result<HeaderMap, DecodeError> {
         let count = self.u16()? as usize;
-        // Each field needs at least 5 bytes; never trust `count` for the allocation.
-        let mut h = HeaderMap::with_capacity(count.min(self.buf.len() / 5).min(256));
+        // Each field needs at least 6 bytes; never trust `count` for the allocation.
+        let mut h = HeaderMap::with_capacity(count.min(self.buf.len() / 6).min(256));
         for _ in 0..count {
-            let name = HeaderName::from_bytes(self.bytes8()?)
+            let name = HeaderName::from_bytes(self.bytes16()?)
                 .map_err(|_| DecodeError::Invalid("header name"))?;
             let value = HeaderValue::from_bytes(self.bytes32()?)
                 .map_err(|_| DecodeError::Invalid("header value"))?;

@@ -81,7 +81,9 @@ pub fn normalize_uri(uri: &Uri) -> Result<String, KeyError> {
     if host.is_empty() {
         return Err(KeyError::MissingHost);
     }
-    let mut out = String::with_capacity(uri.to_string().len() + 8);
+    let mut out = String::with_capacity(
+        16 + authority.as_str().len() + uri.path_and_query().map_or(1, |pq| pq.as_str().len()),
+    );
     out.push_str(&scheme);
     out.push_str("://");
     push_pct_normalized(&mut out, &host);

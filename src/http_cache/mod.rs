@@ -13,8 +13,9 @@ mod status;
 mod vary;
 
 pub use decide::{
-    Lookup, LookupOptions, NotStorable, invalidation_targets, lookup, only_if_cached, refresh,
-    request_no_cache, resolve_reference, revalidation_request, storability,
+    Lookup, LookupOptions, NotStorable, forced_by_request, invalidation_targets, lookup,
+    only_if_cached, refresh, request_no_cache, resolve_reference, revalidation_request,
+    storability, xfetch_due,
 };
 pub use directives::{CacheControl, Freshness5861, parse_cache_control, request_stale_if_error};
 pub use entry::{DecodeError, HEAD_FORMAT_VERSION, HeadRecord, StoredHead, stored_request_headers};
@@ -26,3 +27,14 @@ pub use key::{
 };
 pub use status::{BypassReason, CACHE_NAME, CacheStatus, Detail, RequestReason};
 pub use vary::Vary;
+
+/// The layer's error: everything in `http_cache` that can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request target yields no cache key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A stored head does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}

@@ -469,3 +469,59 @@ fn rfc3986_reference_resolution() {
         );
     }
 }
+
+#[test]
+fn forced_by_request_reasons() {
+    let head = head_with(&[("cache-control", "max-age=60")], &[]);
+    let o = LookupOptions::default();
+    let cases: &[(&[(&str, &str)], i64, Option<RequestReason>)] = &[
+        (
+            &[("cache-control", "no-cache")],
+            10,
+            Some(RequestReason::NoCache),
+        ),
+        (&[("pragma", "no-cache")], 10, Some(RequestReason::NoCache)),
+        (
+            &[("cache-control", "max-age=0")],
+            10,
+            Some(RequestReason::MaxAge),
+        ),
+        (
+            &[("cache-control", "min-fresh=55")],
+            10,
+            Some(RequestReason::MinFresh),
+        ),
+        (&[("cache-control", "max-age=0")], 70, None),
+        (&[], 10, None),
+    ];
+    for (headers, secs, expect) in cases {
+        assert_eq!(
+            forced_by_request(&head, &req(headers), at(*secs), &o),
+            *expect,
+            "{headers:?} at {secs}"
+        );
+    }
+}
+
+#[test]
+fn xfetch() {
+    let expire = at(100);
+    let d = Duration::from_secs(2);
+    // u = 1: ln(1) = 0, only due once expired
+    assert!(!xfetch_due(at(99), expire, d, 1.0, 1.0));
+    assert!(xfetch_due(at(100), expire, d, 1.0, 1.0));
+    // u = e^-1: gap = delta * beta = 2 s
+    let u = (-1.0f64).exp();
+    assert!(xfetch_due(at(98), expire, d, 1.0, u));
+    assert!(!xfetch_due(at(97), expire, d, 1.0, u));
+    assert!(xfetch_due(at(96), expire, d, 2.0, u));
+    // degenerate inputs never panic
+    assert!(xfetch_due(at(0), expire, d, 1.0, 0.0));
+    assert!(xfetch_due(
+        at(0),
+        expire,
+        Duration::MAX,
+        f64::INFINITY,
+        f64::NAN
+    ));
+}
