@@ -474,7 +474,8 @@ fn rfc3986_reference_resolution() {
 fn forced_by_request_reasons() {
     let head = head_with(&[("cache-control", "max-age=60")], &[]);
     let o = LookupOptions::default();
-    let cases: &[(&[(&str, &str)], i64, Option<RequestReason>)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], i64, Option<RequestReason>);
+    let cases: &[Case<'_>] = &[
         (
             &[("cache-control", "no-cache")],
             10,
