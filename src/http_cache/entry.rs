@@ -549,6 +549,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn long_names_and_repeated_fields_survive() {
+        let mut h = sample();
+        let long = HeaderName::from_bytes("x".repeat(300).as_bytes()).unwrap();
+        h.response_headers
+            .append(long.clone(), HeaderValue::from_static("v"));
+        h.response_headers
+            .append("link", HeaderValue::from_static("<a>"));
+        h.response_headers
+            .append("link", HeaderValue::from_static("<b>"));
+        let back = StoredHead::decode(&h.encode()).unwrap();
+        assert_eq!(back.response_headers[&long], "v");
+        let links: Vec<_> = back.response_headers.get_all("link").iter().collect();
+        assert_eq!(links, ["<a>", "<b>"]);
+        assert_eq!(back, h);
+    }
+
     macro_rules! bad {
         ($name:ident, $bytes:expr, $err:expr) => {
             #[test]
