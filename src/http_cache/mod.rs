@@ -1,1 +1,40 @@
 //! Pure HTTP caching logic (RFC 9111, RFC 5861, RFC 9211). Does no I/O; `now` is always a parameter.
+//!
+//! Code map: [`key`](cache_key) builds store keys, `vary` models `Vary`, `directives` parses
+//! Cache-Control (+ RFC 5861), `entry` is the versioned stored head, `decide` holds every
+//! caching decision, `headers` rewrites header maps, `status` renders `Cache-Status`.
+
+mod decide;
+mod directives;
+mod entry;
+mod headers;
+mod key;
+mod status;
+mod vary;
+
+pub use decide::{
+    Lookup, LookupOptions, NotStorable, forced_by_request, invalidation_targets, lookup,
+    only_if_cached, refresh, request_no_cache, resolve_reference, revalidation_request,
+    storability, xfetch_due,
+};
+pub use directives::{CacheControl, Freshness5861, parse_cache_control, request_stale_if_error};
+pub use entry::{DecodeError, HEAD_FORMAT_VERSION, HeadRecord, StoredHead, stored_request_headers};
+pub use headers::{
+    HOP_BY_HOP, append_via, fmt_http_date, parse_http_date, set_age, strip_hop_by_hop,
+};
+pub use key::{
+    CacheKey, KeyError, absolute_uri, cache_key, normalize_uri, normalized_header, variant_key,
+};
+pub use status::{BypassReason, CACHE_NAME, CacheStatus, Detail, RequestReason};
+pub use vary::Vary;
+
+/// The layer's error: everything in `http_cache` that can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request target yields no cache key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A stored head does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}

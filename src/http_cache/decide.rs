@@ -1,0 +1,534 @@
+//! The cache decisions: may a response be stored, may a stored head answer a request, how a 304
+//! refreshes a head, and which URIs an unsafe request invalidates (RFC 9111, RFC 5861).
+//! Invariant: pure functions of their arguments; `now` is always a parameter.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap};
+use http::{Method, Request, StatusCode, Uri, request, response};
+use http_cache_semantics::{CacheOptions, CachePolicy};
+
+use super::directives::{CacheControl, Freshness5861, parse_cache_control};
+use super::entry::{StoredHead, stored_request_headers};
+use super::headers::{set_age, strip_hop_by_hop};
+use super::key::normalized_header;
+use super::status::RequestReason;
+use super::vary::Vary;
+
+/// Tunables of freshness computation.
+#[derive(Debug, Clone)]
+pub struct LookupOptions {
+    /// Fraction of `Date - Last-Modified` used as heuristic lifetime (RFC 9111 4.2.2); 0.1.
+    pub heuristic_fraction: f32,
+    /// Lifetime assumed for `immutable` responses without max-age; 24 h.
+    pub immutable_min_ttl: Duration,
+    /// Upper bound for heuristic lifetimes; `None` = no bound.
+    pub max_heuristic_ttl: Option<Duration>,
+}
+
+impl Default for LookupOptions {
+    fn default() -> Self {
+        Self {
+            heuristic_fraction: 0.1,
+            immutable_min_ttl: Duration::from_secs(24 * 3600),
+            max_heuristic_ttl: None,
+        }
+    }
+}
+
+/// Outcome of matching a request against one stored head.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Serve from cache. Also used when the client's `max-stale` accepts a stale entry (`ttl` 0).
+    Fresh {
+        /// Response headers to send: stored headers with `Age` set. The proxy adds `Via`.
+        headers: HeaderMap,
+        /// Remaining freshness.
+        ttl: Duration,
+    },
+    /// Go to the origin first (stale entry, or the request demands validation).
+    Stale {
+        /// The request to send upstream: the client's end-to-end headers without its own
+        /// conditionals and Range, plus `If-None-Match` / `If-Modified-Since` from the stored
+        /// validators (none stored: a plain GET). Method is the stored one (GET), URI absolute.
+        revalidate: request::Parts,
+        /// RFC 5861: the stale entry may be served now while revalidating in the background.
+        serve_stale_while_revalidate: bool,
+        /// RFC 5861: on origin error (5xx or no answer) serve the entry until this time.
+        stale_if_error_until: Option<SystemTime>,
+        /// Current age of the entry.
+        age: Duration,
+    },
+    /// Method or Vary does not match: treat as a miss.
+    Mismatch,
+}
+
+fn pragma_no_cache(h: &HeaderMap) -> bool {
+    h.get_all(header::PRAGMA).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
+    })
+}
+
+/// Request `no-cache`, or `Pragma: no-cache` when the request has no Cache-Control (RFC 9111 5.4).
+pub fn request_no_cache(req: &HeaderMap) -> bool {
+    if req.contains_key(header::CACHE_CONTROL) {
+        parse_cache_control(req).has("no-cache")
+    } else {
+        pragma_no_cache(req)
+    }
+}
+
+/// Whether the client asked for `only-if-cached`: answer from cache or 504, never forward.
+pub fn only_if_cached(req: &request::Parts) -> bool {
+    parse_cache_control(&req.headers).has("only-if-cached")
+}
+
+/// Response directives that forbid serving stale in any case (RFC 9111 4.2.4): must-revalidate,
+/// proxy-revalidate (we are shared), no-cache (also `Pragma: no-cache` without Cache-Control).
+fn forbids_stale(res_cc: &CacheControl, res: &HeaderMap) -> bool {
+    res_cc.has("must-revalidate")
+        || res_cc.has("proxy-revalidate")
+        || res_cc.has("no-cache")
+        || (!res.contains_key(header::CACHE_CONTROL) && pragma_no_cache(res))
+}
+
+/// Decides whether `head` may answer `req` at `now`.
+///
+/// GET and HEAD requests match a GET entry (the proxy drops the body for HEAD). Request
+/// `no-cache`, `max-age`, `min-fresh` force revalidation; `max-stale` accepts staleness unless
+/// the response has must-revalidate, proxy-revalidate, no-cache or s-maxage (which implies
+/// proxy-revalidate, RFC 9111 5.2.2.10). Stale-while-revalidate and the response's
+/// stale-if-error also apply despite s-maxage (the origin granted them explicitly), never
+/// despite the other three.
+pub fn lookup(
+    head: &StoredHead,
+    req: &request::Parts,
+    now: SystemTime,
+    opts: &LookupOptions,
+) -> Lookup {
+    if !(req.method == Method::GET || req.method == Method::HEAD) || head.method != Method::GET {
+        return Lookup::Mismatch;
+    }
+    match &head.vary {
+        Vary::Any => return Lookup::Mismatch,
+        Vary::Headers(names) => {
+            if names.iter().any(|n| {
+                normalized_header(&req.headers, n) != normalized_header(&head.request_headers, n)
+            }) {
+                return Lookup::Mismatch;
+            }
+        }
+        Vary::None => {}
+    }
+    let req_cc = parse_cache_control(&req.headers);
+    let res_cc = parse_cache_control(&head.response_headers);
+    let no_cache = request_no_cache(&req.headers);
+    let lifetime = head.freshness_lifetime(opts);
+    let age = head.current_age(now);
+    let fresh = lifetime > age;
+    let ttl = lifetime.saturating_sub(age);
+    let staleness = age.saturating_sub(lifetime);
+    let no_stale = forbids_stale(&res_cc, &head.response_headers);
+
+    let max_age_ok = req_cc.seconds("max-age").is_none_or(|m| age <= m);
+    let min_fresh_ok = req_cc.seconds("min-fresh").is_none_or(|m| ttl >= m);
+    let max_stale_ok = match req_cc.get("max-stale") {
+        None => false,
+        Some(_) if no_stale || res_cc.has("s-maxage") => false,
+        Some(None) => true,
+        Some(Some(_)) => req_cc.seconds("max-stale").is_some_and(|m| staleness <= m),
+    };
+    if !no_cache && max_age_ok && min_fresh_ok && (fresh || max_stale_ok) {
+        let mut headers = head.response_headers.clone();
+        set_age(&mut headers, age);
+        return Lookup::Fresh { headers, ttl };
+    }
+
+    let windows = Freshness5861::from_response(&head.response_headers);
+    let client_constrained = no_cache || req_cc.has("max-age") || req_cc.has("min-fresh");
+    let serve_stale_while_revalidate = !fresh
+        && !no_stale
+        && !client_constrained
+        && windows
+            .stale_while_revalidate
+            .is_some_and(|w| staleness <= w);
+    let sie_window = match req_cc.seconds("stale-if-error") {
+        Some(w) if !no_stale && !res_cc.has("s-maxage") => Some(w),
+        Some(_) => None,
+        None if !no_stale && !no_cache => windows.stale_if_error,
+        None => None,
+    };
+    let stale_if_error_until = sie_window
+        .and_then(|w| now.checked_add(lifetime + w)?.checked_sub(age))
+        .filter(|until| *until > now);
+    Lookup::Stale {
+        revalidate: revalidation_request(head, req),
+        serve_stale_while_revalidate,
+        stale_if_error_until,
+        age,
+    }
+}
+
+/// When `lookup` said `Stale` for an entry that is still fresh, the request directive that forced
+/// going forward (Cache-Status `fwd=request; detail=...`); `None` when the entry is stale anyway.
+pub fn forced_by_request(
+    head: &StoredHead,
+    req: &request::Parts,
+    now: SystemTime,
+    opts: &LookupOptions,
+) -> Option<RequestReason> {
+    let lifetime = head.freshness_lifetime(opts);
+    let age = head.current_age(now);
+    let ttl = lifetime.checked_sub(age).filter(|t| !t.is_zero())?;
+    if request_no_cache(&req.headers) {
+        return Some(RequestReason::NoCache);
+    }
+    let cc = parse_cache_control(&req.headers);
+    if cc.seconds("max-age").is_some_and(|m| age > m) {
+        return Some(RequestReason::MaxAge);
+    }
+    if cc.seconds("min-fresh").is_some_and(|m| ttl < m) {
+        return Some(RequestReason::MinFresh);
+    }
+    None
+}
+
+/// XFetch (probabilistic early expiration): refresh a fresh entry in the background when
+/// `now - delta * beta * ln(u) >= fresh_until`, with `u` uniform in (0, 1] drawn by the caller
+/// and `delta` the last fetch duration. Out-of-range `u` counts as the smallest positive value.
+pub fn xfetch_due(
+    now: SystemTime,
+    fresh_until: SystemTime,
+    delta: Duration,
+    beta: f64,
+    u: f64,
+) -> bool {
+    let u = if u > 0.0 && u <= 1.0 {
+        u
+    } else {
+        f64::MIN_POSITIVE
+    };
+    let gap = delta.as_secs_f64() * beta.max(0.0) * -u.ln();
+    match Duration::try_from_secs_f64(gap)
+        .ok()
+        .and_then(|g| now.checked_add(g))
+    {
+        Some(t) => t >= fresh_until,
+        None => true,
+    }
+}
+
+/// Conditional request for revalidating `head` on behalf of `req`.
+pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = head.method.clone();
+    parts.uri = head.uri.clone();
+    parts.version = req.version;
+    let mut h = req.headers.clone();
+    strip_hop_by_hop(&mut h);
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        h.remove(name);
+    }
+    if let Some(etag) = head.etag() {
+        h.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(lm) = head.last_modified() {
+        h.insert(header::IF_MODIFIED_SINCE, lm.clone());
+    }
+    parts.headers = h;
+    parts
+}
+
+/// Why a response is not stored; `as_str()` feeds Cache-Status `detail=` and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStorable {
+    /// Only GET responses are stored.
+    Method,
+    /// `no-store` in request or response.
+    NoStore,
+    /// `private` (also the qualified `private="..."` form) in a shared cache.
+    Private,
+    /// Request had Authorization and the response lacks public / s-maxage / must-revalidate.
+    Authorization,
+    /// Status not understood or not storable (1xx, 304, 206 handled as `Range`, ...).
+    Status,
+    /// `Vary: *` never matches later requests.
+    VaryAny,
+    /// 206 response or request with `Range`: partial content is not cached.
+    Range,
+    /// Set-Cookie without explicit `public`: we do not share one client's cookies.
+    SetCookie,
+    /// No explicit freshness and the status is not heuristically cacheable (e.g. plain 302).
+    NoFreshness,
+}
+
+impl NotStorable {
+    /// Stable name for Cache-Status `detail` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStorable::Method => "method",
+            NotStorable::NoStore => "no-store",
+            NotStorable::Private => "private",
+            NotStorable::Authorization => "authorization",
+            NotStorable::Status => "status",
+            NotStorable::VaryAny => "vary-star",
+            NotStorable::Range => "range",
+            NotStorable::SetCookie => "set-cookie",
+            NotStorable::NoFreshness => "no-freshness",
+        }
+    }
+}
+
+impl std::fmt::Display for NotStorable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Statuses whose semantics the cache understands (RFC 9111 3; 206 excluded).
+const UNDERSTOOD: &[u16] = &[
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+
+/// Whether a shared cache may store `res` for `req` (RFC 9111 3, 3.5).
+pub fn storability(
+    req: &request::Parts,
+    res: &response::Parts,
+    opts: &LookupOptions,
+) -> Result<(), NotStorable> {
+    if req.method != Method::GET {
+        return Err(NotStorable::Method);
+    }
+    if res.status == StatusCode::PARTIAL_CONTENT || req.headers.contains_key(header::RANGE) {
+        return Err(NotStorable::Range);
+    }
+    let req_cc = parse_cache_control(&req.headers);
+    let res_cc = parse_cache_control(&res.headers);
+    if req_cc.has("no-store") || res_cc.has("no-store") {
+        return Err(NotStorable::NoStore);
+    }
+    if res_cc.has("private") {
+        return Err(NotStorable::Private);
+    }
+    if req.headers.contains_key(header::AUTHORIZATION)
+        && !(res_cc.has("public") || res_cc.has("s-maxage") || res_cc.has("must-revalidate"))
+    {
+        return Err(NotStorable::Authorization);
+    }
+    if !UNDERSTOOD.contains(&res.status.as_u16()) {
+        return Err(NotStorable::Status);
+    }
+    if Vary::from_headers(&res.headers) == Vary::Any {
+        return Err(NotStorable::VaryAny);
+    }
+    if res.headers.contains_key(header::SET_COOKIE) && !res_cc.has("public") {
+        return Err(NotStorable::SetCookie);
+    }
+    let copts = CacheOptions {
+        shared: true,
+        cache_heuristic: opts.heuristic_fraction,
+        immutable_min_time_to_live: opts.immutable_min_ttl,
+        ignore_cargo_cult: false,
+    };
+    // `response_time` only matters for ages, not for storability.
+    if !CachePolicy::new_options(req, res, std::time::UNIX_EPOCH, copts).is_storable() {
+        return Err(NotStorable::NoFreshness);
+    }
+    Ok(())
+}
+
+/// Fields a 304 never updates: framing and content-coding of the stored body (RFC 9111 3.2).
+const NOT_UPDATED: &[header::HeaderName] = &[
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_RANGE,
+];
+
+fn trim(v: &header::HeaderValue) -> &[u8] {
+    v.as_bytes().trim_ascii()
+}
+
+/// RFC 9111 4.3.4 selection: does the 304 refer to this stored response?
+fn validators_match(head: &StoredHead, h304: &HeaderMap) -> bool {
+    let old_etag = head.etag().map(trim);
+    let weak = |e: &[u8]| e.strip_prefix(b"W/").map_or(e.to_vec(), <[u8]>::to_vec);
+    if let Some(new) = h304.get(header::ETAG).map(trim) {
+        return if new.starts_with(b"W/") {
+            old_etag.is_some_and(|old| weak(old) == weak(new))
+        } else {
+            old_etag == Some(new)
+        };
+    }
+    if let Some(new_lm) = h304.get(header::LAST_MODIFIED).map(trim) {
+        return head.last_modified().map(trim) == Some(new_lm);
+    }
+    // No validator in the 304. We sent the conditional built from this entry's validators (the
+    // client's own were removed), so the 304 can only be about this entry. RFC 9111 would
+    // select it only if the entry lacked validators too; we accept it deliberately.
+    true
+}
+
+/// Merges a 304 into `head` (RFC 9111 4.3.4 / 3.2): each field in the 304 replaces all stored
+/// lines of that name or is added; hop-by-hop and [`NOT_UPDATED`] fields are ignored. Body
+/// length, digest, status and `fetch_delta` stay. `None` when the 304's validators do not
+/// select this entry (or the response is not a 304).
+pub fn refresh(
+    head: &StoredHead,
+    req: &request::Parts,
+    not_modified: &response::Parts,
+    now_request: SystemTime,
+    now_response: SystemTime,
+) -> Option<StoredHead> {
+    if not_modified.status != StatusCode::NOT_MODIFIED
+        || !validators_match(head, &not_modified.headers)
+    {
+        return None;
+    }
+    let mut incoming = not_modified.headers.clone();
+    strip_hop_by_hop(&mut incoming);
+    let mut merged = head.response_headers.clone();
+    for name in incoming.keys() {
+        if NOT_UPDATED.contains(name) {
+            continue;
+        }
+        merged.remove(name);
+        for v in incoming.get_all(name) {
+            merged.append(name.clone(), v.clone());
+        }
+    }
+    let vary = Vary::from_headers(&merged);
+    Some(StoredHead {
+        request_headers: stored_request_headers(&req.headers, &vary),
+        response_headers: merged,
+        request_time: now_request,
+        response_time: now_response,
+        vary,
+        ..head.clone()
+    })
+}
+
+/// Origin triple (scheme, host, port) with default ports filled in, lower-cased.
+fn origin(u: &Uri) -> Option<(String, String, u16)> {
+    let scheme = u.scheme_str()?.to_ascii_lowercase();
+    let a = u.authority()?;
+    let port = a.port_u16().or(match scheme.as_str() {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    })?;
+    Some((scheme, a.host().to_ascii_lowercase(), port))
+}
+
+fn remove_dot_segments(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segs.len());
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match *seg {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
+    }
+}
+
+/// Resolves a URI reference against an absolute base (RFC 3986 5.2.2); fragments dropped.
+pub fn resolve_reference(base: &Uri, reference: &str) -> Option<Uri> {
+    let reference = reference.trim();
+    let reference = reference.split('#').next().unwrap_or("");
+    let scheme_end = reference.find(':');
+    let has_scheme = scheme_end.is_some_and(|i| {
+        i > 0
+            && reference[..i]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            && reference.as_bytes()[0].is_ascii_alphabetic()
+    });
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?.as_str();
+    let text = if has_scheme {
+        reference.to_owned()
+    } else if reference.starts_with("//") {
+        format!("{scheme}:{reference}")
+    } else {
+        let (path, query) = match reference.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (reference, None),
+        };
+        let (path, query) = if path.is_empty() {
+            (base.path().to_owned(), query.or(base.query()))
+        } else if path.starts_with('/') {
+            (remove_dot_segments(path), query)
+        } else {
+            let bp = base.path();
+            let dir = &bp[..bp.rfind('/').map_or(0, |i| i + 1)];
+            let dir = if dir.is_empty() { "/" } else { dir };
+            (remove_dot_segments(&format!("{dir}{path}")), query)
+        };
+        match query {
+            Some(q) => format!("{scheme}://{authority}{path}?{q}"),
+            None => format!("{scheme}://{authority}{path}"),
+        }
+    };
+    text.parse().ok()
+}
+
+/// URIs a response to an unsafe request invalidates (RFC 9111 4.4): the target URI and the
+/// same-origin `Location` / `Content-Location`, for 2xx/3xx only. Deduplicated, target first.
+pub fn invalidation_targets(
+    req_uri_absolute: &Uri,
+    method: &Method,
+    status: StatusCode,
+    res_headers: &HeaderMap,
+) -> Vec<Uri> {
+    if method.is_safe() || !(status.is_success() || status.is_redirection()) {
+        return Vec::new();
+    }
+    let mut out = vec![req_uri_absolute.clone()];
+    let base_origin = origin(req_uri_absolute);
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        for v in res_headers.get_all(name) {
+            let Some(u) = v
+                .to_str()
+                .ok()
+                .and_then(|s| resolve_reference(req_uri_absolute, s))
+            else {
+                continue;
+            };
+            if base_origin.is_some() && origin(&u) == base_origin && !out.contains(&u) {
+                out.push(u);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
