@@ -25,7 +25,7 @@ pub use headers::{
 pub use key::{
     CacheKey, KeyError, absolute_uri, cache_key, normalize_uri, normalized_header, variant_key,
 };
-pub use status::{BypassReason, CACHE_NAME, CacheStatus, Detail, RequestReason};
+pub use status::{BypassReason, CACHE_NAME, CacheStatus, Detail, Fwd, RequestReason};
 pub use vary::Vary;
 
 /// The layer's error: everything in `http_cache` that can fail.

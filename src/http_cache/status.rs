@@ -48,6 +48,8 @@ pub enum BypassReason {
     Key,
     /// Caching disabled by configuration.
     Disabled,
+    /// The request was refused before reaching the cache (malformed, loop).
+    Refused,
 }
 
 impl BypassReason {
@@ -60,6 +62,7 @@ impl BypassReason {
             BypassReason::Upgrade => "upgrade",
             BypassReason::Key => "key",
             BypassReason::Disabled => "disabled",
+            BypassReason::Refused => "refused",
         }
     }
 }
@@ -92,83 +95,159 @@ impl Detail {
     }
 }
 
-/// Outcome of one request as seen by the cache (RFC 9211).
+/// The forward part of `Cache-Status` (RFC 9211 section 2.2 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// Nothing stored for the URL.
+    UriMiss,
+    /// Generic miss (used when the cache does not know more).
+    Miss,
+    /// Stored for the URL, not for this Vary variant.
+    VaryMiss,
+    /// Stored but stale.
+    Stale,
+    /// The request forced going forward.
+    Request,
+    /// The cache was not consulted.
+    Bypass,
+}
+
+impl Fwd {
+    /// The RFC 9211 token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::Miss => "miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Stale => "stale",
+            Fwd::Request => "request",
+            Fwd::Bypass => "bypass",
+        }
+    }
+}
+
+/// Outcome of one request as seen by the cache (RFC 9211): `hoard; hit; ttl=59`,
+/// `hoard; fwd=uri-miss; stored`, `hoard; fwd=stale; fwd-status=304; stored; ttl=60`, ...
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Served from cache without going forward: `hoard; hit; ttl=59`.
-    Hit {
-        /// Remaining freshness in seconds (negative when served stale).
-        ttl: Option<i64>,
-        /// e.g. stale-if-error.
-        detail: Option<Detail>,
-    },
-    /// No entry: `hoard; fwd=uri-miss` (hoard's plain miss, RFC 9211 "uri-miss").
-    UriMiss {
-        /// Response stored.
-        stored: bool,
-        /// TTL of the stored response.
-        ttl: Option<i64>,
-        /// Why not stored, etc.
-        detail: Option<Detail>,
-    },
-    /// Generic miss: `hoard; fwd=miss; stored`.
-    Miss {
-        /// Response stored.
-        stored: bool,
-        /// TTL of the stored response.
-        ttl: Option<i64>,
-        /// Why not stored, etc.
-        detail: Option<Detail>,
-    },
-    /// Entries exist for the URL but none for this Vary variant: `hoard; fwd=vary-miss; stored`.
-    VaryMiss {
-        /// Response stored.
-        stored: bool,
-        /// TTL of the stored response.
-        ttl: Option<i64>,
-    },
-    /// Entry was stale: `hoard; fwd=stale; fwd-status=304; stored; ttl=60`, or served stale while
-    /// revalidating: `hoard; fwd=stale; detail=stale-while-revalidate`.
-    Stale {
-        /// Status the origin answered with, if known.
-        fwd_status: Option<u16>,
-        /// Entry written (new or refreshed head).
-        stored: bool,
-        /// TTL after the exchange.
-        ttl: Option<i64>,
-        /// e.g. stale-while-revalidate.
-        detail: Option<Detail>,
-    },
-    /// The request forced going forward: `hoard; fwd=request; detail=no-cache`.
-    Request {
-        /// Which request directive.
-        reason: RequestReason,
-        /// Status the origin answered with, if known.
-        fwd_status: Option<u16>,
-        /// Entry written.
-        stored: bool,
-        /// TTL after the exchange.
-        ttl: Option<i64>,
-    },
-    /// Cache not consulted: `hoard; fwd=bypass; detail=method`.
-    Bypass(BypassReason),
-    /// only-if-cached and nothing usable (the proxy answers 504): `hoard; detail=only-if-cached`.
-    OnlyIfCached,
+pub struct CacheStatus {
+    /// Served from cache without going forward.
+    pub hit: bool,
+    /// Why the request went forward, if it did.
+    pub fwd: Option<Fwd>,
+    /// Status the origin answered with, if known.
+    pub fwd_status: Option<u16>,
+    /// The response (or a refreshed head) was written to the store.
+    pub stored: bool,
+    /// Remaining freshness in seconds (negative when served stale).
+    pub ttl: Option<i64>,
+    /// Extra information.
+    pub detail: Option<Detail>,
+}
+
+impl From<&'static str> for Detail {
+    fn from(s: &'static str) -> Self {
+        Detail::Other(Cow::Borrowed(s))
+    }
+}
+
+impl From<NotStorable> for Detail {
+    fn from(r: NotStorable) -> Self {
+        Detail::NotStorable(r)
+    }
 }
 
 impl CacheStatus {
-    /// Short outcome name for logs: hit, uri-miss, miss, vary-miss, stale, request, bypass,
-    /// only-if-cached.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CacheStatus::Hit { .. } => "hit",
-            CacheStatus::UriMiss { .. } => "uri-miss",
-            CacheStatus::Miss { .. } => "miss",
-            CacheStatus::VaryMiss { .. } => "vary-miss",
-            CacheStatus::Stale { .. } => "stale",
-            CacheStatus::Request { .. } => "request",
-            CacheStatus::Bypass(_) => "bypass",
-            CacheStatus::OnlyIfCached => "only-if-cached",
+    fn fwd(fwd: Fwd) -> Self {
+        CacheStatus {
+            hit: false,
+            fwd: Some(fwd),
+            fwd_status: None,
+            stored: false,
+            ttl: None,
+            detail: None,
+        }
+    }
+
+    /// `hoard; hit; ttl=N`.
+    pub fn hit(ttl: Option<i64>) -> Self {
+        CacheStatus {
+            hit: true,
+            fwd: None,
+            ttl,
+            ..Self::fwd(Fwd::Miss)
+        }
+    }
+
+    /// `hoard; fwd=uri-miss`.
+    pub fn uri_miss() -> Self {
+        Self::fwd(Fwd::UriMiss)
+    }
+
+    /// `hoard; fwd=miss`.
+    pub fn miss() -> Self {
+        Self::fwd(Fwd::Miss)
+    }
+
+    /// `hoard; fwd=vary-miss`.
+    pub fn vary_miss() -> Self {
+        Self::fwd(Fwd::VaryMiss)
+    }
+
+    /// `hoard; fwd=stale`.
+    pub fn stale() -> Self {
+        Self::fwd(Fwd::Stale)
+    }
+
+    /// `hoard; fwd=request; detail=<reason>`.
+    pub fn request(reason: RequestReason) -> Self {
+        Self::fwd(Fwd::Request).with_detail(reason.as_str())
+    }
+
+    /// `hoard; fwd=bypass; detail=<reason>`.
+    pub fn bypass(reason: BypassReason) -> Self {
+        Self::fwd(Fwd::Bypass).with_detail(reason.as_str())
+    }
+
+    /// `hoard; detail=only-if-cached` (the proxy answers 504).
+    pub fn only_if_cached() -> Self {
+        CacheStatus {
+            fwd: None,
+            detail: Some(Detail::OnlyIfCached),
+            ..Self::fwd(Fwd::Miss)
+        }
+    }
+
+    /// Set the detail.
+    pub fn with_detail(mut self, d: impl Into<Detail>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+
+    /// Set `fwd-status`.
+    pub fn with_fwd_status(mut self, status: u16) -> Self {
+        self.fwd_status = Some(status);
+        self
+    }
+
+    /// Set `stored`.
+    pub fn stored(mut self, stored: bool) -> Self {
+        self.stored = stored;
+        self
+    }
+
+    /// Set `ttl` in whole seconds.
+    pub fn with_ttl(mut self, ttl: i64) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Short outcome name for logs and metrics: hit, uri-miss, miss, vary-miss, stale, request,
+    /// bypass, or the detail (only-if-cached).
+    pub fn as_str(&self) -> &str {
+        match (self.hit, self.fwd) {
+            (true, _) => "hit",
+            (false, Some(f)) => f.as_str(),
+            (false, None) => self.detail.as_ref().map_or("none", Detail::as_str),
         }
     }
 
@@ -199,101 +278,26 @@ fn write_detail(f: &mut fmt::Formatter<'_>, d: &str) -> fmt::Result {
     f.write_str("\"")
 }
 
-/// hit, fwd, fwd-status, stored, ttl, detail.
-type Params<'a> = (
-    bool,
-    Option<&'a str>,
-    Option<u16>,
-    bool,
-    Option<i64>,
-    Option<&'a str>,
-);
-
 impl fmt::Display for CacheStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(CACHE_NAME)?;
-        let (hit, fwd, fwd_status, stored, ttl, detail): Params<'_> = match self {
-            CacheStatus::Hit { ttl, detail } => (
-                true,
-                None,
-                None,
-                false,
-                *ttl,
-                detail.as_ref().map(Detail::as_str),
-            ),
-            CacheStatus::UriMiss {
-                stored,
-                ttl,
-                detail,
-            } => (
-                false,
-                Some("uri-miss"),
-                None,
-                *stored,
-                *ttl,
-                detail.as_ref().map(Detail::as_str),
-            ),
-            CacheStatus::Miss {
-                stored,
-                ttl,
-                detail,
-            } => (
-                false,
-                Some("miss"),
-                None,
-                *stored,
-                *ttl,
-                detail.as_ref().map(Detail::as_str),
-            ),
-            CacheStatus::VaryMiss { stored, ttl } => {
-                (false, Some("vary-miss"), None, *stored, *ttl, None)
-            }
-            CacheStatus::Stale {
-                fwd_status,
-                stored,
-                ttl,
-                detail,
-            } => (
-                false,
-                Some("stale"),
-                *fwd_status,
-                *stored,
-                *ttl,
-                detail.as_ref().map(Detail::as_str),
-            ),
-            CacheStatus::Request {
-                reason,
-                fwd_status,
-                stored,
-                ttl,
-            } => (
-                false,
-                Some("request"),
-                *fwd_status,
-                *stored,
-                *ttl,
-                Some(reason.as_str()),
-            ),
-            CacheStatus::Bypass(r) => (false, Some("bypass"), None, false, None, Some(r.as_str())),
-            CacheStatus::OnlyIfCached => (false, None, None, false, None, Some("only-if-cached")),
-        };
-        if hit {
+        if self.hit {
             f.write_str("; hit")?;
         }
-        if let Some(fwd) = fwd {
-            write!(f, "; fwd={fwd}")?;
+        if let Some(fwd) = self.fwd {
+            write!(f, "; fwd={}", fwd.as_str())?;
         }
-        if let Some(s) = fwd_status {
+        if let Some(s) = self.fwd_status {
             write!(f, "; fwd-status={s}")?;
         }
-        if stored {
+        if self.stored {
             f.write_str("; stored")?;
         }
-        if let Some(t) = ttl {
+        if let Some(t) = self.ttl {
             write!(f, "; ttl={t}")?;
         }
-        if let Some(d) = detail {
-            write_detail(f, d)?;
+        if let Some(d) = &self.detail {
+            write_detail(f, d.as_str())?;
         }
         Ok(())
     }
@@ -313,118 +317,74 @@ mod tests {
             }
         };
     }
-    cs!(
-        hit,
-        CacheStatus::Hit {
-            ttl: Some(59),
-            detail: None
-        },
-        "hoard; hit; ttl=59"
-    );
+    cs!(hit, CacheStatus::hit(Some(59)), "hoard; hit; ttl=59");
     cs!(
         hit_sie,
-        CacheStatus::Hit {
-            ttl: Some(-5),
-            detail: Some(Detail::StaleIfError)
-        },
+        CacheStatus::hit(Some(-5)).with_detail(Detail::StaleIfError),
         "hoard; hit; ttl=-5; detail=stale-if-error"
     );
     cs!(
         miss_stored,
-        CacheStatus::Miss {
-            stored: true,
-            ttl: None,
-            detail: None
-        },
+        CacheStatus::miss().stored(true),
         "hoard; fwd=miss; stored"
     );
     cs!(
         miss_private,
-        CacheStatus::Miss {
-            stored: false,
-            ttl: None,
-            detail: Some(Detail::NotStorable(NotStorable::Private))
-        },
+        CacheStatus::miss().with_detail(NotStorable::Private),
         "hoard; fwd=miss; detail=private"
     );
-    cs!(
-        uri_miss,
-        CacheStatus::UriMiss {
-            stored: false,
-            ttl: None,
-            detail: None
-        },
-        "hoard; fwd=uri-miss"
-    );
+    cs!(uri_miss, CacheStatus::uri_miss(), "hoard; fwd=uri-miss");
     cs!(
         stale_304,
-        CacheStatus::Stale {
-            fwd_status: Some(304),
-            stored: true,
-            ttl: Some(60),
-            detail: None
-        },
+        CacheStatus::stale()
+            .with_fwd_status(304)
+            .stored(true)
+            .with_ttl(60),
         "hoard; fwd=stale; fwd-status=304; stored; ttl=60"
     );
     cs!(
         stale_swr,
-        CacheStatus::Stale {
-            fwd_status: None,
-            stored: false,
-            ttl: None,
-            detail: Some(Detail::StaleWhileRevalidate)
-        },
+        CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate),
         "hoard; fwd=stale; detail=stale-while-revalidate"
     );
     cs!(
         vary_miss,
-        CacheStatus::VaryMiss {
-            stored: true,
-            ttl: None
-        },
+        CacheStatus::vary_miss().stored(true),
         "hoard; fwd=vary-miss; stored"
     );
     cs!(
         request_no_cache,
-        CacheStatus::Request {
-            reason: RequestReason::NoCache,
-            fwd_status: None,
-            stored: false,
-            ttl: None
-        },
+        CacheStatus::request(RequestReason::NoCache),
         "hoard; fwd=request; detail=no-cache"
     );
     cs!(
         bypass_method,
-        CacheStatus::Bypass(BypassReason::Method),
+        CacheStatus::bypass(BypassReason::Method),
         "hoard; fwd=bypass; detail=method"
     );
     cs!(
         only_if_cached,
-        CacheStatus::OnlyIfCached,
+        CacheStatus::only_if_cached(),
         "hoard; detail=only-if-cached"
     );
     cs!(
         detail_quoted,
-        CacheStatus::Hit {
-            ttl: None,
-            detail: Some(Detail::Other("a \"b\" é".into()))
-        },
+        CacheStatus::hit(None).with_detail(Detail::Other("a \"b\" é".into())),
         "hoard; hit; detail=\"a \\\"b\\\" ?\""
     );
     cs!(
         detail_digit_start_quoted,
-        CacheStatus::Hit {
-            ttl: None,
-            detail: Some(Detail::Other("5xx".into()))
-        },
+        CacheStatus::hit(None).with_detail(Detail::Other("5xx".into())),
         "hoard; hit; detail=\"5xx\""
     );
 
     #[test]
     fn log_names() {
-        assert_eq!(CacheStatus::OnlyIfCached.as_str(), "only-if-cached");
-        assert_eq!(CacheStatus::Bypass(BypassReason::Tunnel).as_str(), "bypass");
+        assert_eq!(CacheStatus::only_if_cached().as_str(), "only-if-cached");
+        assert_eq!(
+            CacheStatus::bypass(BypassReason::Tunnel).as_str(),
+            "bypass"
+        );
         assert_eq!(RequestReason::MaxAge.as_str(), "max-age");
     }
 }

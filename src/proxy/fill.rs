@@ -65,7 +65,7 @@ impl FillPlan {
                 Some((key.as_bytes().to_vec(), vary.clone())),
             ),
         };
-        let head = StoredHead::new(req, res, request_time, response_time, fetch_delta);
+        let head = StoredHead::new(req, res, request_time, response_time, 0, 0, fetch_delta);
         Some(FillPlan {
             store,
             row_key,

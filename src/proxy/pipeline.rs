@@ -17,7 +17,9 @@ use super::body::ProxyBody;
 use super::fill::{self, FillPlan};
 use super::service::State;
 use crate::coalesce::{Outcome, Permit, Role};
-use crate::http_cache::{self, CacheKey, CacheStatus, HeadRecord, Lookup, StoredHead};
+use crate::http_cache::{
+    self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, StoredHead,
+};
 use crate::store::Record;
 
 /// Conditional request headers a cache removes before filling (it answers them itself).
@@ -71,7 +73,7 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
         Err(e) => {
             return st.error(
                 StatusCode::BAD_REQUEST,
-                CacheStatus::bypass("bad-request"),
+                CacheStatus::bypass(BypassReason::Key),
                 &format!("cannot build a cache key: {e}\n"),
             );
         }
@@ -90,7 +92,7 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
         is_head,
     };
     if ctx.parts.headers.contains_key(header::RANGE) {
-        return ctx.forward_uncached(CacheStatus::bypass("range")).await;
+        return ctx.forward_uncached(CacheStatus::bypass(BypassReason::Range)).await;
     }
     ctx.run().await
 }
@@ -122,17 +124,18 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) {
 
 impl Ctx<'_> {
     async fn run(self) -> Response<ProxyBody> {
-        let only_if_cached = http_cache::only_if_cached(&self.lookup.headers);
+        let only_if_cached = http_cache::only_if_cached(&self.lookup);
         // Bounded: a waiter re-reads at most a few times before fetching by itself.
         for _attempt in 0..4 {
             let now = SystemTime::now();
-            let mut fwd = CacheStatus::miss();
+            let mut fwd = CacheStatus::uri_miss();
             let mut stale = None;
             match self.load().await {
                 Loaded::Found { row_key, head, rec } => {
-                    match http_cache::lookup(&head, &self.lookup, now, &Default::default()) {
+                    match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
                         Lookup::Fresh { headers, ttl } => {
-                            return self.serve_stored(&head, headers, rec, CacheStatus::hit(ttl));
+                            let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                            return self.serve_stored(&head, headers, rec, cs);
                         }
                         Lookup::Stale {
                             revalidate,
@@ -158,13 +161,21 @@ impl Ctx<'_> {
                                 return self.serve_stale(
                                     entry,
                                     now,
-                                    CacheStatus::stale_served("stale-while-revalidate"),
+                                    CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate),
                                 );
                             }
-                            fwd = CacheStatus::stale();
+                            fwd = match http_cache::forced_by_request(
+                                &entry.head,
+                                &self.lookup,
+                                now,
+                                &self.st.lookup_opts,
+                            ) {
+                                Some(reason) => CacheStatus::request(reason),
+                                None => CacheStatus::stale(),
+                            };
                             stale = Some((entry, revalidate));
                         }
-                        Lookup::Mismatch => fwd = CacheStatus::vary_miss(),
+                        Lookup::Mismatch => fwd = CacheStatus::miss(),
                     }
                 }
                 Loaded::VaryMiss => fwd = CacheStatus::vary_miss(),
@@ -263,7 +274,7 @@ impl Ctx<'_> {
         rec: Record,
         cs: CacheStatus,
     ) -> Response<ProxyBody> {
-        let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
+        let status = head.status;
         http_cache::strip_hop_by_hop(&mut headers);
         headers.remove(header::CONTENT_LENGTH);
         http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
@@ -301,7 +312,7 @@ impl Ctx<'_> {
 
     /// Serve a stale entry as it is (stale-while-revalidate, stale-if-error, max-stale).
     fn serve_stale(&self, e: StaleEntry, now: SystemTime, cs: CacheStatus) -> Response<ProxyBody> {
-        let headers = http_cache::stale_headers(&e.head, now);
+        let headers = served_headers(&e.head, now);
         self.serve_stored(&e.head, headers, e.rec, cs)
     }
 
@@ -324,6 +335,7 @@ impl Ctx<'_> {
         let pseudonym = self.st.cfg.pseudonym.clone();
         let key = self.key.clone();
         let max_object_size = self.st.cfg.max_object_size;
+        let opts = self.st.lookup_opts.clone();
         tokio::spawn(async move {
             let _ = pseudonym;
             let t_req = SystemTime::now();
@@ -351,7 +363,7 @@ impl Ctx<'_> {
                 }
                 return;
             }
-            if http_cache::storability(&lookup, &rparts).is_ok() {
+            if http_cache::storability(&lookup, &rparts, &opts).is_ok() {
                 let plan = FillPlan::new(
                     st_store,
                     &key,
@@ -368,7 +380,11 @@ impl Ctx<'_> {
             }
         });
         let now = SystemTime::now();
-        self.serve_stale(e, now, CacheStatus::stale_served("stale-while-revalidate"))
+        self.serve_stale(
+            e,
+            now,
+            CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate),
+        )
     }
 
     /// Go to the origin: revalidate `stale` if given, otherwise fetch; store what may be stored.
@@ -400,11 +416,8 @@ impl Ctx<'_> {
             Ok(r) => r,
             Err(e) => {
                 if let Some(entry) = stale.filter(|s| within(s.stale_if_error_until, t_res)) {
-                    return self.serve_stale(
-                        entry,
-                        t_res,
-                        CacheStatus::stale_served("stale-if-error"),
-                    );
+                    let cs = fwd.with_detail(Detail::StaleIfError);
+                    return self.serve_stale(entry, t_res, cs);
                 }
                 return self.st.upstream_error(&e, fwd);
             }
@@ -417,7 +430,10 @@ impl Ctx<'_> {
         {
             let _ = entry;
             let entry = stale.expect("checked above");
-            return self.serve_stale(entry, t_res, CacheStatus::stale_served("stale-if-error"));
+            let cs = fwd
+                .with_fwd_status(rparts.status.as_u16())
+                .with_detail(Detail::StaleIfError);
+            return self.serve_stale(entry, t_res, cs);
         }
         if rparts.status == StatusCode::NOT_MODIFIED
             && let Some(entry) = stale
@@ -439,7 +455,7 @@ impl Ctx<'_> {
                         Outcome::Abandoned
                     });
                 }
-                let headers = http_cache::stale_headers(&newhead, t_res);
+                let headers = served_headers(&newhead, t_res);
                 return self.serve_stored(
                     &newhead,
                     headers,
@@ -451,7 +467,7 @@ impl Ctx<'_> {
             return Box::pin(self.fetch(None, permit, fwd)).await;
         }
         // A new response.
-        let storable = http_cache::storability(&self.lookup, &rparts);
+        let storable = http_cache::storability(&self.lookup, &rparts, &self.st.lookup_opts);
         let plan = match &storable {
             Ok(()) => FillPlan::new(
                 self.st.store.clone(),
@@ -475,9 +491,9 @@ impl Ctx<'_> {
             if let Some(p) = permit {
                 p.finish(Outcome::Uncacheable);
             }
-            let detail = match &storable {
-                Err(reason) => reason.as_str(),
-                Ok(()) => "too-large",
+            let detail = match storable {
+                Err(reason) => Detail::NotStorable(reason),
+                Ok(()) => Detail::from("too-large"),
             };
             rparts.headers = client_headers;
             rparts.version = Version::HTTP_11;
@@ -527,6 +543,13 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// Stored response headers with `Age` for `now` (RFC 9111 4.2.3).
+fn served_headers(head: &StoredHead, now: SystemTime) -> HeaderMap {
+    let mut h = head.response_headers.clone();
+    http_cache::set_age(&mut h, head.current_age(now));
+    h
 }
 
 fn within(until: Option<SystemTime>, now: SystemTime) -> bool {

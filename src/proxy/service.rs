@@ -17,7 +17,7 @@ use super::pipeline;
 use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
 use crate::coalesce::Coalescer;
-use crate::http_cache::{self, CacheStatus};
+use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions};
 use crate::store::Cache;
 
 /// `Cache-Status` header name (RFC 9211).
@@ -36,6 +36,8 @@ pub struct State {
     pub coalescer: Coalescer,
     /// Where we listen (loop detection).
     pub local_addr: SocketAddr,
+    /// Freshness options for lookups and storability.
+    pub lookup_opts: LookupOptions,
 }
 
 impl State {
@@ -48,6 +50,7 @@ impl State {
             upstream,
             coalescer: Coalescer::default(),
             local_addr,
+            lookup_opts: LookupOptions::default(),
         }
     }
 
@@ -86,7 +89,7 @@ impl State {
         if self.is_loop(&target) {
             return self.error(
                 StatusCode::LOOP_DETECTED,
-                CacheStatus::bypass("loop"),
+                CacheStatus::bypass(BypassReason::Refused).with_detail("loop"),
                 "request loop: the target is this proxy\n",
             );
         }
@@ -116,7 +119,7 @@ impl State {
             return joined.parse().map_err(|_| {
                 self.error(
                     StatusCode::BAD_REQUEST,
-                    CacheStatus::bypass("bad-request"),
+                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
                     "request target cannot be joined to the upstream URL\n",
                 )
             });
@@ -126,12 +129,12 @@ impl State {
             (Some("http") | Some("https"), Some(_)) => Ok(uri.clone()),
             (Some(_), Some(_)) => Err(self.error(
                 StatusCode::BAD_REQUEST,
-                CacheStatus::bypass("bad-request"),
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
                 "only http and https URLs can be proxied\n",
             )),
             _ => Err(self.error(
                 StatusCode::BAD_REQUEST,
-                CacheStatus::bypass("bad-request"),
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
                 "hoard is a forward proxy: send absolute-form requests (GET http://host/path), \
                  or start it with --upstream URL for gateway mode\n",
             )),
@@ -172,24 +175,24 @@ impl State {
         let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
             return self.error(
                 StatusCode::BAD_REQUEST,
-                CacheStatus::bypass("bad-request"),
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
                 "CONNECT needs host:port\n",
             );
         };
         if req.uri().port_u16().is_none() {
             return self.error(
                 StatusCode::BAD_REQUEST,
-                CacheStatus::bypass("bad-request"),
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
                 "CONNECT needs host:port\n",
             );
         }
         let origin = match tunnel::connect(&authority, self.cfg.connect_timeout).await {
             Ok(s) => s,
-            Err(e) => return self.upstream_error(&e, CacheStatus::bypass("connect")),
+            Err(e) => return self.upstream_error(&e, CacheStatus::bypass(BypassReason::Tunnel)),
         };
         tunnel::splice(hyper::upgrade::on(req), origin, authority);
         let mut res = Response::new(ProxyBody::Empty);
-        self.stamp(&mut res, CacheStatus::bypass("connect"));
+        self.stamp(&mut res, CacheStatus::bypass(BypassReason::Tunnel));
         res
     }
 
@@ -203,7 +206,7 @@ impl State {
         let up = self.upstream_request(&parts, &target, ProxyBody::Incoming(body));
         let res = match self.upstream.send(up).await {
             Ok(r) => r,
-            Err(e) => return self.upstream_error(&e, CacheStatus::bypass("method")),
+            Err(e) => return self.upstream_error(&e, CacheStatus::bypass(BypassReason::Method)),
         };
         let (mut rparts, rbody) = res.into_parts();
         if unsafe_method {
@@ -220,7 +223,7 @@ impl State {
         self.prepare_response_headers(&mut rparts.headers, rparts.version);
         let mut res = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
         *res.version_mut() = Version::HTTP_11;
-        self.stamp(&mut res, CacheStatus::bypass("method"));
+        self.stamp(&mut res, CacheStatus::bypass(BypassReason::Method));
         res
     }
 
@@ -252,7 +255,7 @@ impl State {
     pub fn stamp(&self, res: &mut Response<ProxyBody>, status: CacheStatus) {
         res.headers_mut().insert(
             CACHE_STATUS.clone(),
-            status.header_value(&self.cfg.pseudonym),
+            status.header_value(),
         );
     }
 

@@ -1,1 +1,65 @@
 //! Disk-backed key/value store modelled on Python's diskcache. Knows nothing about HTTP.
+//!
+//! Keys and values are bytes. One directory holds `cache.db` (SQLite in WAL mode) and
+//! value files `ab/cd/<random>.val` for values of at least `min_file_size` bytes. Any
+//! number of threads and processes may open the same directory: every write is one
+//! `BEGIN IMMEDIATE` transaction (retried with backoff on `SQLITE_BUSY`), settings and
+//! counters live in the database, and schema changes are append-only migrations tracked
+//! in `PRAGMA user_version`.
+//!
+//! # Invariants
+//! - A value file gets its final name only inside the transaction inserting its row and
+//!   is unlinked only after the transaction deleting the row commits; an abandoned write
+//!   leaves no row and no file (its temporary file is removed on drop).
+//! - Faults never panic: a row whose file is missing or short, or that cannot be decoded,
+//!   reads as a miss and is removed. [`Cache::check`] reports and repairs the rest.
+//! - After every write the volume is within `size_limit` plus the value just written
+//!   (unless more than [`MAX_CULL_PER_WRITE`] rows would have to go): expired rows are
+//!   culled first, then live rows in the order of the [`EvictionPolicy`].
+//! - Time comes from the cache's [`Clock`]; tests use [`ManualClock`] and never sleep.
+//!
+//! # How stale LRU/LFU order may be
+//! Reads never take a write transaction. Under `least-recently-used` and
+//! `least-frequently-used`, each hit is recorded in an in-memory buffer of the process
+//! (latest access time and access count per key), and hit/miss counters likewise. The
+//! buffer is written in one transaction when it holds [`FLUSH_KEYS`] (1024) distinct keys,
+//! when [`FLUSH_COUNTS`] (4096) hits+misses are pending, on the first access after
+//! [`FLUSH_INTERVAL`] (1 s) since the last flush, on [`Cache::flush`], on
+//! [`Cache::stats`]/[`Cache::check`], and when the last clone of the handle drops. So the
+//! order the database sees lags by at most 1024 keys' accesses or about one second of
+//! activity per process, and this process's own pending accesses are always applied
+//! before it culls by LRU/LFU. Accesses of a process that crashes are lost (eviction
+//! order is advisory; data is never affected). Settings changed by another process are
+//! seen by this handle's read path after its next write or [`Cache::settings`] call.
+//!
+//! # Code map
+//! - `cache`: [`Cache`], [`Transaction`], the read path, writes and culling.
+//! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
+//! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
+//! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
+//! - `lock`: cross-process [`Lock`].  `clock`, `error`, `retry`.
+
+mod buffer;
+mod cache;
+mod clock;
+mod error;
+mod fanout;
+mod files;
+mod lock;
+mod memo;
+mod retry;
+mod schema;
+mod settings;
+
+pub use buffer::{FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
+pub use cache::{
+    Cache, CacheBuilder, Entry, KeyIter, MAX_CULL_PER_WRITE, Record, ScanEntry, ScanIter,
+    Transaction,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use fanout::{FanoutBuilder, FanoutCache};
+pub use files::{Value, ValueReader, ValueWriter};
+pub use lock::{Lock, LockGuard};
+pub use memo::{default_uniform, xfetch_should_recompute};
+pub use settings::{EvictionPolicy, Settings};

@@ -1,0 +1,108 @@
+//! Time source for TTLs, store times and LRU access times.
+//!
+//! Invariant: the store never reads the system time directly; it asks its [`Clock`],
+//! so tests inject a [`ManualClock`] and never sleep.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A source of "now" in Unix seconds (fractional).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Current time as seconds since the Unix epoch.
+    fn now(&self) -> f64;
+}
+
+/// The real wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    }
+}
+
+/// A clock that only moves when told to. Cheap to clone; clones share the time.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    bits: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock standing at `now` Unix seconds.
+    pub fn new(now: f64) -> ManualClock {
+        ManualClock {
+            bits: Arc::new(AtomicU64::new(now.to_bits())),
+        }
+    }
+
+    /// Sets the time to `now` Unix seconds.
+    pub fn set(&self, now: f64) {
+        self.bits.store(now.to_bits(), Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `by` seconds (negative moves it back).
+    pub fn advance(&self, by: f64) {
+        let mut cur = self.bits.load(Ordering::SeqCst);
+        loop {
+            let next = (f64::from_bits(cur) + by).to_bits();
+            match self
+                .bits
+                .compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Moves the clock forward by a [`Duration`].
+    pub fn advance_by(&self, by: Duration) {
+        self.advance(by.as_secs_f64());
+    }
+
+    /// This clock as a shareable trait object for [`CacheBuilder::clock`](super::CacheBuilder::clock).
+    pub fn shared(&self) -> Arc<dyn Clock> {
+        Arc::new(self.clone())
+    }
+}
+
+impl Default for ManualClock {
+    /// A manual clock at 1,000,000,000 (2001-09-09), far from zero so `now - ttl` stays positive.
+    fn default() -> Self {
+        ManualClock::new(1_000_000_000.0)
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> f64 {
+        f64::from_bits(self.bits.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::new(100.0);
+        let shared = c.clone();
+        assert_eq!(c.now(), 100.0);
+        c.advance(2.5);
+        assert_eq!(shared.now(), 102.5);
+        c.advance_by(Duration::from_millis(500));
+        assert_eq!(shared.now(), 103.0);
+        shared.set(7.0);
+        assert_eq!(c.now(), 7.0);
+    }
+
+    #[test]
+    fn system_clock_is_after_2020() {
+        assert!(SystemClock.now() > 1_577_836_800.0);
+    }
+}

@@ -1,0 +1,97 @@
+//! The store's single error type. Every fallible store operation returns [`Result`].
+//!
+//! Invariant: SQLite's `DatabaseCorrupt` and `NotADatabase` never surface as
+//! [`Error::Sqlite`]; they are mapped to [`Error::Corrupt`] so callers can react to
+//! corruption (e.g. by clearing the directory) with one match arm.
+
+use rusqlite::ErrorCode;
+
+/// Result of every store operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database file or a value file is damaged or not a database.
+    #[error("cache store is corrupt: {0}")]
+    Corrupt(String),
+    /// Any other SQLite error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[source] rusqlite::Error),
+    /// Filesystem error (value files, directories).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database was written by a newer hoard with a schema this build does not know.
+    #[error("cache database has schema version {found}, this build supports up to {supported}")]
+    NewerSchema {
+        /// `PRAGMA user_version` found in the database.
+        found: i64,
+        /// Highest schema version this build can use.
+        supported: i64,
+    },
+    /// The database stayed locked by other writers longer than the retry budget,
+    /// or a [`Lock`](super::Lock) could not be acquired in time.
+    #[error("timed out waiting for the cache database or lock")]
+    Timeout,
+    /// `incr`/`decr` on a missing key without a default.
+    #[error("key not found")]
+    KeyNotFound,
+    /// `incr`/`decr` on a value that is not a decimal `i64`, or an overflow.
+    #[error("value is not an integer (or the result overflows i64)")]
+    NotAnInteger,
+    /// A setting read from the database or given by the caller is invalid.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+            {
+                Error::Corrupt(e.to_string())
+            }
+            _ => Error::Sqlite(e),
+        }
+    }
+}
+
+impl Error {
+    /// True when the error is SQLite's `SQLITE_BUSY`/`SQLITE_LOCKED` (worth retrying).
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn sqlite_codes_map_to_variants() {
+        let cases: &[(i32, &str, bool)] = &[
+            (rusqlite::ffi::SQLITE_CORRUPT, "corrupt", false),
+            (rusqlite::ffi::SQLITE_NOTADB, "corrupt", false),
+            (rusqlite::ffi::SQLITE_BUSY, "sqlite", true),
+            (rusqlite::ffi::SQLITE_LOCKED, "sqlite", true),
+            (rusqlite::ffi::SQLITE_FULL, "sqlite", false),
+        ];
+        for &(code, kind, busy) in cases {
+            let e = Error::from(failure(code));
+            let got = match e {
+                Error::Corrupt(_) => "corrupt",
+                Error::Sqlite(_) => "sqlite",
+                _ => "other",
+            };
+            assert_eq!(got, kind, "code {code}");
+            assert_eq!(e.is_busy(), busy, "code {code}");
+        }
+    }
+}

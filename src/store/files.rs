@@ -1,0 +1,388 @@
+//! Value files: naming, temporary files, streaming readers and writers.
+//!
+//! Invariant: a value file gets its final name (`ab/cd/<random>.val`) only by `rename`
+//! inside the write transaction that inserts its row, so with the write lock held every
+//! final-named file has a row (except files whose row's delete just committed and which
+//! are about to be unlinked). Temporary files live in `tmp/` and are removed when their
+//! writer is dropped.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::Cache;
+use super::error::Result;
+
+/// Sub-directory for files being written.
+pub(crate) const TMP_DIR: &str = "tmp";
+/// Extension of value files.
+pub(crate) const VALUE_EXT: &str = "val";
+
+fn random_hex(bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes * 2);
+    for _ in 0..bytes {
+        s.push_str(&format!("{:02x}", fastrand::u8(..)));
+    }
+    s
+}
+
+/// A fresh relative file name `ab/cd/<hex>.val` (forward slashes, as stored in the row).
+pub(crate) fn new_value_name() -> String {
+    let hex = random_hex(16);
+    format!("{}/{}/{}.{VALUE_EXT}", &hex[0..2], &hex[2..4], &hex[4..])
+}
+
+/// A temporary file in `dir/tmp`, removed on drop unless installed.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    path: Option<PathBuf>,
+    pub(crate) len: u64,
+}
+
+impl TempFile {
+    /// Creates an empty temporary file and returns it open for writing.
+    pub(crate) fn create(dir: &Path) -> Result<(TempFile, File)> {
+        let tmp = dir.join(TMP_DIR);
+        fs::create_dir_all(&tmp)?;
+        let path = tmp.join(format!("{}.tmp", random_hex(12)));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok((
+            TempFile {
+                path: Some(path),
+                len: 0,
+            },
+            file,
+        ))
+    }
+
+    /// Writes `bytes` to a new temporary file.
+    pub(crate) fn write_all(dir: &Path, bytes: &[u8]) -> Result<TempFile> {
+        let (mut t, mut f) = TempFile::create(dir)?;
+        f.write_all(bytes)?;
+        t.len = bytes.len() as u64;
+        Ok(t)
+    }
+
+    /// Renames the file to a fresh final name under `dir`; returns the relative name.
+    /// The caller must record the final path for removal if its transaction fails.
+    pub(crate) fn install(&mut self, dir: &Path) -> Result<(String, PathBuf)> {
+        let rel = new_value_name();
+        let full = dir.join(&rel);
+        if let Some(parent) = full.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let from = self.path.as_ref().expect("temp file installed twice");
+        fs::rename(from, &full)?;
+        self.path = None;
+        Ok((rel, full))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Removes a file, ignoring "not found" (someone else already removed it).
+pub(crate) fn unlink(path: &Path) {
+    // Best effort: a file that cannot be removed shows up as an orphan in `check`.
+    let _ = fs::remove_file(path);
+}
+
+/// Whether `path` (a temp file) is older than `age` by its modification time.
+pub(crate) fn older_than(path: &Path, age: Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e >= age)
+}
+
+/// Lists value files (relative names with `/`) under `dir/??/??/`.
+pub(crate) fn list_value_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for a in read_dir_names(dir)? {
+        if a.len() != 2 || !a.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        for b in read_dir_names(&dir.join(&a))? {
+            for f in read_dir_names(&dir.join(&a).join(&b))? {
+                if f.ends_with(VALUE_EXT) {
+                    out.push(format!("{a}/{b}/{f}"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
+            return Ok(names);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for entry in rd {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// A stored value: inline bytes from the row, or an already open value file.
+#[derive(Debug)]
+pub enum Value {
+    /// Value stored in the database row.
+    Inline(Vec<u8>),
+    /// Value stored in a file, opened before the row could be deleted; `len` is the recorded length.
+    File {
+        /// The open value file (unaffected by a concurrent unlink).
+        file: File,
+        /// Number of bytes the row says the file holds.
+        len: u64,
+    },
+}
+
+impl Value {
+    /// Length of the value in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Value::Inline(v) => v.len() as u64,
+            Value::File { len, .. } => *len,
+        }
+    }
+
+    /// True when the value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Streams a [`Value`]. A file shorter than recorded fails with
+/// [`io::ErrorKind::UnexpectedEof`] instead of a silently short read.
+#[derive(Debug)]
+pub struct ValueReader {
+    inner: ReaderInner,
+    len: u64,
+    pos: u64,
+}
+
+#[derive(Debug)]
+enum ReaderInner {
+    Inline(io::Cursor<Vec<u8>>),
+    File(File),
+}
+
+impl ValueReader {
+    /// A reader over `value`.
+    pub fn new(value: Value) -> ValueReader {
+        let len = value.len();
+        let inner = match value {
+            Value::Inline(v) => ReaderInner::Inline(io::Cursor::new(v)),
+            Value::File { file, .. } => ReaderInner::File(file),
+        };
+        ValueReader { inner, len, pos: 0 }
+    }
+
+    /// Total length of the value in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when the value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.len - self.pos
+    }
+}
+
+impl Read for ValueReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let remaining = self.len - self.pos;
+        if remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let n = match &mut self.inner {
+            ReaderInner::Inline(c) => c.read(&mut buf[..want])?,
+            ReaderInner::File(f) => f.read(&mut buf[..want])?,
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("value file is short: {} of {} bytes", self.pos, self.len),
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a whole value file, returning `None` when it is missing or its length differs
+/// from `len` (a fault the caller turns into a miss).
+pub(crate) fn read_value_file(path: &Path, len: u64) -> Result<Option<Vec<u8>>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    (&mut f).take(len + 1).read_to_end(&mut buf)?;
+    Ok((buf.len() as u64 == len).then_some(buf))
+}
+
+/// Opens a value file, returning `None` when it is missing or shorter than `len`.
+pub(crate) fn open_value_file(path: &Path, len: u64) -> Result<Option<File>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((f.metadata()?.len() >= len).then_some(f))
+}
+
+/// Writes one value, in memory until it reaches the cache's `min_file_size`, then into a
+/// temporary file in the cache directory. [`commit`](ValueWriter::commit) stores it;
+/// dropping it without commit removes the temporary file and stores nothing.
+#[derive(Debug)]
+pub struct ValueWriter {
+    pub(crate) cache: Cache,
+    pub(crate) key: Vec<u8>,
+    pub(crate) expire: Option<Duration>,
+    pub(crate) tag: Option<String>,
+    pub(crate) meta: Vec<u8>,
+    pub(crate) threshold: u64,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) file: Option<(TempFile, BufWriter<File>)>,
+    pub(crate) written: u64,
+}
+
+impl ValueWriter {
+    /// Sets the metadata stored beside the value (see [`Record::meta`](super::Record::meta)).
+    pub fn set_meta(&mut self, meta: Vec<u8>) {
+        self.meta = meta;
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Stores the value (replacing any previous one) and returns its length.
+    pub fn commit(mut self) -> Result<u64> {
+        let written = self.written;
+        let buf = std::mem::take(&mut self.buf);
+        let payload = match self.file.take() {
+            Some((mut temp, w)) => {
+                w.into_inner().map_err(|e| e.into_error())?;
+                temp.len = written;
+                super::cache::Payload::File(temp)
+            }
+            None => super::cache::Payload::Bytes(&buf),
+        };
+        let cache = self.cache.clone();
+        cache.put_payload(
+            &self.key,
+            payload,
+            &self.meta,
+            self.expire,
+            self.tag.as_deref(),
+        )?;
+        Ok(written)
+    }
+}
+
+impl Write for ValueWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && (self.buf.len() + data.len()) as u64 >= self.threshold {
+            let (temp, file) =
+                TempFile::create(self.cache.directory()).map_err(io::Error::other)?;
+            let mut w = BufWriter::with_capacity(256 * 1024, file);
+            w.write_all(&self.buf)?;
+            self.buf = Vec::new();
+            self.file = Some((temp, w));
+        }
+        match &mut self.file {
+            Some((_, w)) => w.write_all(data)?,
+            None => self.buf.extend_from_slice(data),
+        }
+        self.written += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some((_, w)) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_names_are_two_level_hex() {
+        let n = new_value_name();
+        let parts: Vec<&str> = n.split('/').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].len(), 2);
+        assert_eq!(parts[1].len(), 2);
+        assert!(parts[2].ends_with(".val"));
+    }
+
+    #[test]
+    fn short_file_is_unexpected_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        fs::write(&p, b"abc").unwrap();
+        let f = File::open(&p).unwrap();
+        let mut r = ValueReader::new(Value::File { file: f, len: 5 });
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn reader_stops_at_recorded_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        fs::write(&p, b"abcdef").unwrap();
+        let f = File::open(&p).unwrap();
+        let mut r = ValueReader::new(Value::File { file: f, len: 4 });
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abcd");
+    }
+
+    #[test]
+    fn temp_file_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TempFile::write_all(dir.path(), b"x").unwrap();
+        let p = t.path.clone().unwrap();
+        assert!(p.exists());
+        drop(t);
+        assert!(!p.exists());
+    }
+}

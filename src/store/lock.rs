@@ -1,0 +1,92 @@
+//! A cross-process lock on a cache key, built on [`Cache::add`] with an expiry.
+//!
+//! Invariant: a holder that crashes blocks others only until the expiry passes (per the
+//! cache clock); release deletes the row only if it still holds this lock's token.
+
+use std::time::{Duration, Instant};
+
+use super::cache::Cache;
+use super::error::{Error, Result};
+
+/// A named lock shared by every process using the cache directory. Not reentrant.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    cache: Cache,
+    key: Vec<u8>,
+    expire: Duration,
+    token: Vec<u8>,
+}
+
+impl Lock {
+    /// A lock on `key` whose hold expires after `expire` (so a crashed holder cannot block forever).
+    pub fn new(cache: &Cache, key: &[u8], expire: Duration) -> Lock {
+        let token = format!("{}:{:016x}", std::process::id(), fastrand::u64(..)).into_bytes();
+        Lock {
+            cache: cache.clone(),
+            key: key.to_vec(),
+            expire,
+            token,
+        }
+    }
+
+    /// Takes the lock if it is free (or its holder's expiry passed). Returns whether it did.
+    pub fn try_acquire(&self) -> Result<bool> {
+        self.cache
+            .add(&self.key, &self.token, Some(self.expire), None)
+    }
+
+    /// Waits (polling with backoff, real time) up to `timeout` for the lock;
+    /// [`Error::Timeout`] if it stays taken.
+    pub fn acquire(&self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(1);
+        loop {
+            if self.try_acquire()? {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(delay.min(timeout.saturating_sub(start.elapsed())));
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Releases the lock if this lock object holds it; otherwise does nothing.
+    pub fn release(&self) -> Result<()> {
+        self.cache.transact(|tx| {
+            if tx.get(&self.key)?.as_deref() == Some(self.token.as_slice()) {
+                tx.delete(&self.key)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether anyone holds the lock now.
+    pub fn locked(&self) -> Result<bool> {
+        self.cache.contains(&self.key)
+    }
+
+    /// Acquires (waiting up to `timeout`) and returns a guard that releases on drop.
+    pub fn guard(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+        self.acquire(timeout)?;
+        Ok(LockGuard { lock: self })
+    }
+
+    /// A guard if the lock is free now.
+    pub fn try_guard(&self) -> Result<Option<LockGuard<'_>>> {
+        Ok(self.try_acquire()?.then_some(LockGuard { lock: self }))
+    }
+}
+
+/// Holds a [`Lock`]; releases it on drop.
+#[derive(Debug)]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release();
+    }
+}

@@ -1,0 +1,188 @@
+//! Schema migrations and connection PRAGMAs: the only place that issues DDL or PRAGMAs.
+//!
+//! Invariant: migrations are append-only; `PRAGMA user_version` is the number applied.
+//! A database with a higher version than [`migrations`] knows is refused with
+//! [`Error::NewerSchema`], never modified.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::error::{Error, Result};
+use super::settings::Settings;
+
+/// Name of the database file inside the cache directory.
+pub(crate) const DB_FILE: &str = "cache.db";
+
+/// How long SQLite's own busy handler waits for a lock before returning `SQLITE_BUSY`
+/// to our retry loop.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one step per entry. Append only: never edit or reorder a step.
+pub(crate) fn migrations() -> &'static [&'static str] {
+    &[
+        // 1: entries (diskcache's Cache table plus `meta`), settings, counters, triggers.
+        r#"
+        CREATE TABLE cache (
+            rowid INTEGER PRIMARY KEY,
+            key BLOB NOT NULL UNIQUE,
+            raw INTEGER NOT NULL DEFAULT 1,
+            store_time REAL NOT NULL,
+            expire_time REAL,
+            access_time REAL NOT NULL,
+            access_count INTEGER NOT NULL DEFAULT 0,
+            tag TEXT,
+            size INTEGER NOT NULL DEFAULT 0,
+            mode INTEGER NOT NULL DEFAULT 0,
+            filename TEXT,
+            value BLOB,
+            meta BLOB NOT NULL DEFAULT x''
+        );
+        CREATE INDEX cache_tag ON cache(tag) WHERE tag IS NOT NULL;
+        CREATE INDEX cache_expire_time ON cache(expire_time) WHERE expire_time IS NOT NULL;
+        CREATE INDEX cache_store_time ON cache(store_time);
+        CREATE INDEX cache_access_time ON cache(access_time);
+        CREATE INDEX cache_access_count ON cache(access_count);
+
+        CREATE TABLE settings (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            size_limit INTEGER NOT NULL,
+            cull_limit INTEGER NOT NULL,
+            eviction_policy TEXT NOT NULL,
+            min_file_size INTEGER NOT NULL,
+            statistics INTEGER NOT NULL,
+            sqlite_mmap_size INTEGER NOT NULL,
+            sqlite_cache_size INTEGER NOT NULL
+        );
+        INSERT INTO settings VALUES (0, 1073741824, 10, 'least-recently-stored', 32768, 0, 67108864, 8192);
+
+        CREATE TABLE counters (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            count INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            hits INTEGER NOT NULL,
+            misses INTEGER NOT NULL
+        );
+        INSERT INTO counters VALUES (0, 0, 0, 0, 0);
+
+        CREATE TRIGGER cache_count_insert AFTER INSERT ON cache BEGIN
+            UPDATE counters SET count = count + 1, size = size + NEW.size WHERE id = 0;
+        END;
+        CREATE TRIGGER cache_count_delete AFTER DELETE ON cache BEGIN
+            UPDATE counters SET count = count - 1, size = size - OLD.size WHERE id = 0;
+        END;
+        CREATE TRIGGER cache_size_update AFTER UPDATE OF size ON cache BEGIN
+            UPDATE counters SET size = size + NEW.size - OLD.size WHERE id = 0;
+        END;
+        "#,
+    ]
+}
+
+/// Opens a connection to `dir/cache.db` with every PRAGMA applied (not migrated).
+pub(crate) fn open_connection(dir: &Path, mmap_size: u64, cache_size: i64) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(dir.join(DB_FILE), flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // WAL is persistent in the file; setting it again is cheap and idempotent.
+    // It needs a lock, so retry on busy like any write.
+    super::retry::with_retry(|| {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Corrupt(format!("could not enable WAL (got {mode})")));
+        }
+        Ok(())
+    })?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA mmap_size = {mmap_size};
+         PRAGMA cache_size = {cache_size};"
+    ))?;
+    Ok(conn)
+}
+
+/// Re-applies the per-connection tuning after settings changed.
+pub(crate) fn apply_tuning(conn: &Connection, settings: &Settings) -> Result<()> {
+    conn.execute_batch(&format!(
+        "PRAGMA mmap_size = {}; PRAGMA cache_size = {};",
+        settings.sqlite_mmap_size, settings.sqlite_cache_size
+    ))?;
+    Ok(())
+}
+
+/// Applies missing migrations in one immediate transaction. Returns the version now in force.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<i64> {
+    let steps = migrations();
+    let supported = steps.len() as i64;
+    super::retry::with_retry(|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > supported {
+            return Err(Error::NewerSchema { found, supported });
+        }
+        for (i, step) in steps.iter().enumerate().skip(found.max(0) as usize) {
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(supported)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(dir.path(), 0, 100).unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), migrations().len() as i64);
+        conn.execute(
+            "INSERT INTO cache(key, store_time, access_time, size) VALUES (x'01', 1, 1, 5)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), migrations().len() as i64);
+        let (count, size): (i64, i64) = conn
+            .query_row("SELECT count, size FROM counters", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((count, size), (1, 5));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(dir.path(), 0, 100).unwrap();
+        migrate(&mut conn).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        match migrate(&mut conn) {
+            Err(Error::NewerSchema { found, supported }) => {
+                assert_eq!(found, 99);
+                assert_eq!(supported, migrations().len() as i64);
+            }
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn journal_mode_is_wal_and_sync_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(dir.path(), 0, 100).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 1);
+    }
+}
