@@ -32,7 +32,7 @@ async fn reqwest_through_http_proxy_hits_the_cache() {
         statuses.push(CacheStatus::from_headers(resp.headers()));
         assert_eq!(resp.text().await.unwrap(), "via reqwest");
     }
-    statuses[0].assert_fwd("miss");
+    statuses[0].assert_miss();
     statuses[1].assert_hit();
     statuses[2].assert_hit();
     assert_eq!(origin.hits(), 1);
@@ -189,7 +189,7 @@ async fn binary_serves_curl_via_x_and_http_proxy_env() {
 
     let (status, head, body) = curl(&["-x", &format!("http://{}", hoard.addr), &url], None).await;
     assert_eq!((status, body.as_str()), (200, "from curl"));
-    cache_status_of(&head).assert_fwd("miss");
+    cache_status_of(&head).assert_miss();
 
     let (status, head, body) = curl(&[&url], Some(hoard.addr)).await;
     assert_eq!((status, body.as_str()), (200, "from curl"));

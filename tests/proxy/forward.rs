@@ -14,7 +14,7 @@ async fn absolute_form_get_misses_then_hits() {
 
     let first = get(proxy, &origin.url("/a")).await;
     assert_eq!((first.status, first.text().as_str()), (200, "hello"));
-    first.cache_status().assert_fwd("miss");
+    first.cache_status().assert_miss();
     first.cache_status().assert_stored();
 
     let second = get(proxy, &origin.url("/a")).await;
@@ -85,7 +85,7 @@ async fn gateway_mode_serves_origin_form_requests() {
 
     let first = get(proxy, "/g?x=1").await;
     assert_eq!((first.status, first.text().as_str()), (200, "gateway"));
-    first.cache_status().assert_fwd("miss");
+    first.cache_status().assert_miss();
     let second = get(proxy, "/g?x=1").await;
     assert_eq!(second.text(), "gateway");
     second.cache_status().assert_hit();

@@ -619,6 +619,16 @@ impl CacheStatus {
         );
     }
 
+    /// Asserts a cold miss: `fwd=uri-miss` (nothing stored under the URI) or plain `fwd=miss`.
+    #[track_caller]
+    pub fn assert_miss(&self) {
+        assert!(
+            !self.hit && matches!(self.fwd.as_deref(), Some("miss" | "uri-miss")),
+            "expected fwd=miss or fwd=uri-miss, Cache-Status: {:?}",
+            self.raw
+        );
+    }
+
     #[track_caller]
     pub fn assert_stored(&self) {
         assert!(

@@ -18,7 +18,7 @@ async fn entries_survive_a_restart_on_the_same_cache_dir() {
     get(proxy, &origin.url("/persist"))
         .await
         .cache_status()
-        .assert_fwd("miss");
+        .assert_miss();
     first_proxy.shutdown().await;
 
     let (_second_proxy, proxy) = start_proxy_in(dir.path(), None, |_| {}).await;
@@ -37,7 +37,7 @@ async fn two_proxies_share_one_cache_dir() {
     get(proxy_a, &origin.url("/s"))
         .await
         .cache_status()
-        .assert_fwd("miss");
+        .assert_miss();
     let resp = get(proxy_b, &origin.url("/s")).await;
     resp.cache_status().assert_hit();
     assert_eq!(resp.text(), "shared");

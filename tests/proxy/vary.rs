@@ -20,7 +20,7 @@ async fn vary_accept_encoding_stores_one_variant_per_encoding() {
 
     let first = send(proxy, "GET", &url, &gzip).await;
     assert_eq!(first.text(), "gzip");
-    first.cache_status().assert_fwd("miss");
+    first.cache_status().assert_miss();
     let other = send(proxy, "GET", &url, &br).await;
     assert_eq!(other.text(), "br");
     let cs = other.cache_status();
