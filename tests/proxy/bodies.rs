@@ -45,9 +45,9 @@ async fn truncated_origin_body_is_not_cached_and_not_passed_as_complete() {
         let mut conn = RawConn::connect(proxy).await;
         let result = conn.request("GET", &origin.url("/cut"), &[]).await;
         if let Ok(resp) = &result {
-            assert!(
-                !(resp.status == 200 && resp.body.len() == 1000),
-                "round {round}: a truncated body looked complete"
+            assert_ne!(
+                resp.status, 200,
+                "round {round}: a truncated body arrived as a complete 200: {resp:?}"
             );
         }
         assert_eq!(
@@ -96,5 +96,119 @@ async fn chunked_origin_response_is_cached() {
     let second = get(proxy, &origin.url("/chunked")).await;
     assert_eq!(second.text(), "first,second,third");
     second.cache_status().assert_hit();
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn truncated_chunked_origin_body_is_not_cached_and_not_passed_as_complete() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n5\r\nworld\r\n"
+            .to_vec()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for round in 1..=2 {
+        let result = RawConn::connect(proxy)
+            .await
+            .request("GET", &origin.url("/cut"), &[])
+            .await;
+        if let Ok(resp) = &result {
+            assert_ne!(
+                resp.status, 200,
+                "round {round}: a truncated body arrived as a complete 200: {resp:?}"
+            );
+        }
+        assert_eq!(
+            origin.hits(),
+            round,
+            "round {round}: the truncated body must not be cached"
+        );
+    }
+}
+
+#[tokio::test]
+async fn chunked_body_over_max_object_size_streams_through_but_is_not_cached() {
+    let body = pattern(200 << 10);
+    let chunks: Vec<bytes::Bytes> = body
+        .chunks(16 << 10)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let origin = Origin::start(move |_| {
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(chunked(chunks.clone()))
+            .unwrap()
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_proxy, proxy) =
+        start_proxy_in(dir.path(), None, |cfg| cfg.max_object_size = 64 << 10).await;
+    for round in 1..=2 {
+        let resp = get(proxy, &origin.url("/huge-chunked")).await;
+        assert!(
+            resp.body == body,
+            "round {round}: body differs ({} bytes)",
+            resp.body.len()
+        );
+        assert_eq!(origin.hits(), round);
+    }
+}
+
+#[tokio::test]
+async fn client_abort_mid_body_does_not_poison_the_cache() {
+    let body = pattern(2 << 20);
+    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    {
+        let mut conn = RawConn::connect(proxy).await;
+        conn.send(&request_text("GET", &origin.url("/abort"), &[], b""))
+            .await
+            .unwrap();
+        let (status, _) = conn.read_head().await.unwrap();
+        assert_eq!(status, 200);
+        conn.read_exact(1000).await.unwrap();
+    } // dropped mid-body
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/abort")).await;
+        assert_eq!(resp.status, 200);
+        assert!(
+            resp.body == body,
+            "body differs ({} bytes)",
+            resp.body.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn encoded_bodies_pass_through_byte_exact() {
+    let gzip_like = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0x00, 0x42];
+    let origin = Origin::start({
+        let body = gzip_like.clone();
+        move |_| {
+            reply(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("content-encoding", "gzip"),
+                    ("vary", "Accept-Encoding"),
+                ],
+                body.clone(),
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = send(
+            proxy,
+            "GET",
+            &origin.url("/gz"),
+            &[("Accept-Encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(resp.header("content-encoding"), Some("gzip"));
+        assert_eq!(resp.body, gzip_like);
+    }
     assert_eq!(origin.hits(), 1);
 }

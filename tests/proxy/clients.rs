@@ -94,18 +94,117 @@ async fn concurrent_misses_are_coalesced_into_one_origin_request() {
     );
 }
 
+#[tokio::test]
+async fn concurrent_requests_for_a_no_store_url_are_not_shared() {
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let origin = Origin::start_delayed(Duration::from_millis(100), {
+        let counter = counter.clone();
+        move |_| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            reply(
+                200,
+                &[("cache-control", "no-store")],
+                format!("private {n}"),
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/nostore");
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(proxy, &url).await })
+        })
+        .collect();
+    let mut bodies = std::collections::HashSet::new();
+    for task in tasks {
+        let resp = task.await.expect("client task");
+        assert_eq!(resp.status, 200);
+        bodies.insert(resp.text());
+    }
+    assert_eq!(
+        bodies.len(),
+        10,
+        "each client gets its own no-store response"
+    );
+    assert_eq!(origin.hits(), 10);
+}
+
+#[tokio::test]
+async fn concurrent_misses_of_a_large_body_all_get_identical_bytes() {
+    let body = pattern(1 << 20);
+    let origin = Origin::start_delayed(Duration::from_millis(100), {
+        let body = body.clone();
+        move |_| reply(200, &[("cache-control", "max-age=60")], body.clone())
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/large");
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(proxy, &url).await })
+        })
+        .collect();
+    for task in tasks {
+        let resp = task.await.expect("client task");
+        assert_eq!(resp.status, 200);
+        assert!(
+            resp.body == body,
+            "body differs ({} bytes)",
+            resp.body.len()
+        );
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_client_in_forward_mode() {
+    let origin =
+        Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "h2 forward")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake with the proxy");
+    tokio::spawn(conn);
+    for expect_hit in [false, true] {
+        let req = Request::get(origin.url("/h2f"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
+            .await
+            .expect("h2 answer in time")
+            .expect("h2 response");
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        assert_eq!(CacheStatus::from_headers(resp.headers()).hit, expect_hit);
+        assert_eq!(
+            resp.into_body().collect().await.unwrap().to_bytes(),
+            "h2 forward"
+        );
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
 /// The `hoard` binary serving on a random port; killed on drop.
 struct Binary {
     child: tokio::process::Child,
     addr: SocketAddr,
 }
 
-/// Starts `hoard [serve] --listen 127.0.0.1:0 --cache-dir DIR`.
-async fn spawn_binary(subcommand: Option<&str>, cache_dir: &std::path::Path) -> Binary {
+/// Starts `hoard [serve] --listen 127.0.0.1:0 --cache-dir DIR [extra...]`.
+async fn spawn_binary(
+    subcommand: Option<&str>,
+    cache_dir: &std::path::Path,
+    extra: &[&str],
+) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
         .args(subcommand)
         .args(["--listen", "127.0.0.1:0", "--cache-dir"])
         .arg(cache_dir)
+        .args(extra)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -184,7 +283,7 @@ async fn binary_serves_curl_via_x_and_http_proxy_env() {
     let origin =
         Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "from curl")).await;
     let dir = tempfile::TempDir::new().unwrap();
-    let mut hoard = spawn_binary(Some("serve"), dir.path()).await;
+    let mut hoard = spawn_binary(Some("serve"), dir.path(), &[]).await;
     let url = origin.url("/curl");
 
     let (status, head, body) = curl(&["-x", &format!("http://{}", hoard.addr), &url], None).await;
@@ -203,7 +302,7 @@ async fn binary_serves_curl_via_x_and_http_proxy_env() {
 async fn binary_without_subcommand_serves() {
     let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "bare")).await;
     let dir = tempfile::TempDir::new().unwrap();
-    let mut hoard = spawn_binary(None, dir.path()).await;
+    let mut hoard = spawn_binary(None, dir.path(), &[]).await;
     let (status, _, body) = curl(
         &[
             "-x",
@@ -214,5 +313,22 @@ async fn binary_without_subcommand_serves() {
     )
     .await;
     assert_eq!((status, body.as_str()), (200, "bare"));
+    hoard.child.kill().await.expect("stop hoard");
+}
+
+#[tokio::test]
+async fn binary_gateway_mode_serves_curl_without_a_proxy() {
+    let origin =
+        Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "gateway bin")).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let upstream = format!("http://{}", origin.addr);
+    let mut hoard = spawn_binary(Some("serve"), dir.path(), &["--upstream", &upstream]).await;
+    let url = format!("http://{}/gw", hoard.addr);
+    let (status, head, body) = curl(&[&url], None).await;
+    assert_eq!((status, body.as_str()), (200, "gateway bin"));
+    cache_status_of(&head).assert_miss();
+    let (_, head, _) = curl(&[&url], None).await;
+    cache_status_of(&head).assert_hit();
+    assert_eq!(origin.count("GET", "/gw"), 1);
     hoard.child.kill().await.expect("stop hoard");
 }

@@ -38,7 +38,17 @@ async fn responses_carry_via_hoard() {
             resp.cache_status()
         );
         let via = resp.header_all("via").join(", ");
-        assert!(via.contains("hoard"), "Via: {via:?}");
+        assert_eq!(
+            via.matches("hoard").count(),
+            1,
+            "exactly one hoard in Via: {via:?}"
+        );
+        let cache_status = resp.header_all("cache-status").join(", ");
+        assert_eq!(
+            cache_status.matches("hoard").count(),
+            1,
+            "one Cache-Status member: {cache_status:?}"
+        );
     }
 }
 
@@ -234,4 +244,77 @@ async fn hop_by_hop_request_headers_are_not_passed_to_the_origin() {
         seen.headers.get("x-end-to-end").map(|v| v.as_bytes()),
         Some(&b"kept"[..])
     );
+}
+
+#[tokio::test]
+async fn http_1_0_client_is_served() {
+    let origin = Origin::start(max_age_60("old client")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for expect_hit in [false, true] {
+        let mut conn = RawConn::connect(proxy).await;
+        let host = origin.addr.to_string();
+        let text = format!(
+            "GET {} HTTP/1.0\r\nHost: {host}\r\n\r\n",
+            origin.url("/ten")
+        );
+        conn.send(text.as_bytes()).await.unwrap();
+        let resp = conn.read_response("GET").await.expect("HTTP/1.0 response");
+        assert_eq!((resp.status, resp.text().as_str()), (200, "old client"));
+        assert_eq!(
+            resp.cache_status().hit,
+            expect_hit,
+            "{:?}",
+            resp.cache_status()
+        );
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60")],
+            req.uri().path().to_owned(),
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let paths = ["/p1", "/p2", "/p1", "/p3"];
+    let mut batch = Vec::new();
+    for path in paths {
+        batch.extend(request_text("GET", &origin.url(path), &[], b""));
+    }
+    conn.send(&batch).await.unwrap();
+    for path in paths {
+        let resp = conn.read_response("GET").await.expect("pipelined response");
+        assert_eq!((resp.status, resp.text().as_str()), (200, path));
+    }
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn absolute_form_target_wins_over_the_host_header() {
+    let origin = Origin::start(max_age_60("by uri")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let resp = send(
+        proxy,
+        "GET",
+        &origin.url("/host"),
+        &[("Host", "elsewhere.invalid")],
+    )
+    .await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "by uri"));
+    let seen = origin.last("/host");
+    assert_eq!(
+        seen.headers.get("host").map(|v| v.as_bytes()),
+        Some(origin.addr.to_string().as_bytes()),
+        "Host sent upstream matches the absolute-form target"
+    );
+    get(proxy, &origin.url("/host"))
+        .await
+        .cache_status()
+        .assert_hit();
 }

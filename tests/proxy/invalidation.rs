@@ -3,11 +3,12 @@
 
 use super::harness::*;
 
-/// GET is cacheable; POST to `/fail` answers 500, POST elsewhere 201 with `Location: /other`.
+/// GET is cacheable; POST to `/fail` answers 500; POST, PUT, DELETE elsewhere 201 with
+/// `Location: /other`.
 async fn post_origin() -> Origin {
     Origin::start(|req| match (req.method().as_str(), req.uri().path()) {
         ("POST", "/fail") => reply(500, &[], "boom"),
-        ("POST", _) => reply(201, &[("location", "/other")], "created"),
+        ("POST" | "PUT" | "DELETE", _) => reply(201, &[("location", "/other")], "created"),
         _ => reply(
             200,
             &[("cache-control", "max-age=60")],
@@ -80,4 +81,53 @@ async fn post_passes_through_and_is_never_cached() {
         );
     }
     assert_eq!(origin.count("POST", "/p"), 2);
+}
+
+#[tokio::test]
+async fn successful_delete_invalidates_the_cached_get() {
+    let origin = post_origin().await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/d")).await;
+    let deleted = send(proxy, "DELETE", &origin.url("/d"), &[]).await;
+    assert_eq!(deleted.status, 201);
+    get(proxy, &origin.url("/d"))
+        .await
+        .cache_status()
+        .assert_not_hit();
+    assert_eq!(origin.count("GET", "/d"), 2);
+}
+
+#[tokio::test]
+async fn location_on_another_origin_is_not_invalidated() {
+    let other =
+        Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "other origin")).await;
+    let location = other.url("/x");
+    let origin = Origin::start(move |_| reply(201, &[("location", &location)], "created")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &other.url("/x")).await;
+    post(proxy, &origin.url("/r"), b"data").await;
+    get(proxy, &other.url("/x"))
+        .await
+        .cache_status()
+        .assert_hit();
+    assert_eq!(other.hits(), 1);
+}
+
+#[tokio::test]
+async fn post_with_expect_100_continue_is_passed_through() {
+    let origin = Origin::start(|req| reply(200, &[], req.body().clone())).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let text = request_text(
+        "POST",
+        &origin.url("/expect"),
+        &[("Expect", "100-continue")],
+        b"payload",
+    );
+    conn.send(&text).await.unwrap();
+    let resp = conn
+        .read_response("POST")
+        .await
+        .expect("response after 100-continue");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "payload"));
 }

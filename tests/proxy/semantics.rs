@@ -581,3 +581,128 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
     }
     assert_eq!(origin.hits(), 2, "exactly one background refresh");
 }
+
+#[tokio::test]
+async fn age_from_upstream_counts_against_freshness() {
+    let origin = Origin::start(|req| match req.uri().path() {
+        "/aged" => reply(
+            200,
+            &[("cache-control", "max-age=60"), ("age", "50")],
+            "aged",
+        ),
+        _ => reply(
+            200,
+            &[("cache-control", "max-age=60"), ("age", "100")],
+            "too old",
+        ),
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/aged")).await;
+    let hit = get(proxy, &origin.url("/aged")).await;
+    hit.cache_status().assert_hit();
+    let age: u64 = hit.header("age").expect("Age").parse().unwrap();
+    assert!(
+        (50..60).contains(&age),
+        "Age on the hit includes the upstream Age: {age}"
+    );
+    if let Some(ttl) = hit.cache_status().ttl {
+        assert!(ttl <= 10, "ttl={ttl}");
+    }
+    get(proxy, &origin.url("/expired")).await;
+    get(proxy, &origin.url("/expired"))
+        .await
+        .cache_status()
+        .assert_not_hit();
+    assert_eq!(origin.count("GET", "/expired"), 2);
+}
+
+#[tokio::test]
+async fn expires_decides_freshness_without_max_age() {
+    let origin = Origin::start(|req| match req.uri().path() {
+        "/future" => reply(
+            200,
+            &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")],
+            "later",
+        ),
+        _ => reply(200, &[("expires", "Thu, 01 Jan 2015 00:00:00 GMT")], "past"),
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for path in ["/future", "/past", "/future", "/past"] {
+        get(proxy, &origin.url(path)).await;
+    }
+    assert_eq!(origin.count("GET", "/future"), 1);
+    assert_eq!(origin.count("GET", "/past"), 2);
+}
+
+#[tokio::test]
+async fn client_conditional_request_on_a_cached_entry() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", ETAG)],
+            "tagged",
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/c")).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let resp = conn
+        .request("GET", &origin.url("/c"), &[("If-None-Match", ETAG)])
+        .await
+        .expect("answer");
+    match resp.status {
+        304 => assert!(resp.body.is_empty()),
+        200 => assert_eq!(resp.text(), "tagged"),
+        other => panic!("conditional GET answered {other}"),
+    }
+    let after = conn
+        .request("GET", &origin.url("/c"), &[])
+        .await
+        .expect("GET after conditional");
+    assert_eq!((after.status, after.text().as_str()), (200, "tagged"));
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn client_conditional_request_on_a_cold_url_does_not_store_a_304() {
+    let origin = Origin::start(|req| {
+        if header(req, "if-none-match") == Some(ETAG) {
+            reply(304, &[("etag", ETAG), ("cache-control", "max-age=60")], "")
+        } else {
+            reply(
+                200,
+                &[("etag", ETAG), ("cache-control", "max-age=60")],
+                "full body",
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let cond = send(
+        proxy,
+        "GET",
+        &origin.url("/cold"),
+        &[("If-None-Match", ETAG)],
+    )
+    .await;
+    assert!(matches!(cond.status, 200 | 304), "status {}", cond.status);
+    let plain = get(proxy, &origin.url("/cold")).await;
+    assert_eq!((plain.status, plain.text().as_str()), (200, "full body"));
+}
+
+#[tokio::test]
+async fn head_on_a_cold_url_does_not_store_an_empty_body() {
+    let origin =
+        Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "the body")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let head = send(proxy, "HEAD", &origin.url("/cold-head"), &[]).await;
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, Some("8"))
+    );
+    let resp = get(proxy, &origin.url("/cold-head")).await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "the body"));
+}

@@ -55,3 +55,33 @@ async fn vary_star_is_never_served_from_cache() {
     }
     assert_eq!(origin.hits(), 3);
 }
+
+#[tokio::test]
+async fn vary_treats_an_absent_header_as_its_own_variant() {
+    let origin = Origin::start(|req| {
+        let lang = header(req, "accept-language").unwrap_or("none").to_owned();
+        reply(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            lang,
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/lang");
+    assert_eq!(get(proxy, &url).await.text(), "none");
+    assert_eq!(
+        send(proxy, "GET", &url, &[("Accept-Language", "de")])
+            .await
+            .text(),
+        "de"
+    );
+    assert_eq!(get(proxy, &url).await.text(), "none");
+    assert_eq!(
+        send(proxy, "GET", &url, &[("Accept-Language", "de")])
+            .await
+            .text(),
+        "de"
+    );
+    assert_eq!(origin.hits(), 2);
+}
