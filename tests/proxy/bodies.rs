@@ -212,3 +212,43 @@ async fn encoded_bodies_pass_through_byte_exact() {
     }
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test]
+async fn origin_stalling_mid_body_times_out_and_is_not_cached() {
+    // Sends half the declared body, then keeps the connection open without sending more.
+    let origin = RawOrigin::start(false, |_| {
+        let mut bytes =
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 1000\r\n\r\n"
+                .to_vec();
+        bytes.extend_from_slice(&pattern(500));
+        bytes
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let timeout = std::time::Duration::from_millis(500);
+    let (_proxy, proxy) =
+        start_proxy_in(dir.path(), None, |cfg| cfg.response_timeout = timeout).await;
+    for round in 1..=2 {
+        let started = std::time::Instant::now();
+        let result = RawConn::connect(proxy)
+            .await
+            .request("GET", &origin.url("/stall"), &[])
+            .await;
+        let elapsed = started.elapsed();
+        if let Ok(resp) = &result {
+            assert_ne!(
+                resp.status, 200,
+                "round {round}: a stalled body arrived as a complete 200"
+            );
+        }
+        assert!(
+            elapsed < timeout + std::time::Duration::from_secs(2),
+            "round {round}: took {elapsed:?}"
+        );
+        assert_eq!(
+            origin.hits(),
+            round,
+            "round {round}: the stalled body must not be cached"
+        );
+    }
+}

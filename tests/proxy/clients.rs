@@ -94,6 +94,44 @@ async fn concurrent_misses_are_coalesced_into_one_origin_request() {
     );
 }
 
+/// Pins a race: a request whose store lookup precedes the leader's commit but whose `join`
+/// follows the leader's release becomes a second leader (no re-check after winning the flight).
+#[tokio::test]
+async fn concurrent_requests_for_many_urls_fetch_each_url_once() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60")],
+            req.uri().path().to_owned(),
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for round in 0..5 {
+        // Two concurrent GETs for each of 50 cold URLs.
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let path = format!("/r{round}/u{}", i % 50);
+                let url = origin.url(&path);
+                tokio::spawn(async move { (path, get(proxy, &url).await) })
+            })
+            .collect();
+        let mut forwarded = std::collections::BTreeMap::<String, usize>::new();
+        for task in tasks {
+            let (path, resp) = task.await.expect("client task");
+            assert_eq!((resp.status, resp.text()), (200, path));
+            if !resp.cache_status().hit {
+                *forwarded.entry(resp.cache_status().raw).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            origin.hits(),
+            50 * (round + 1),
+            "round {round}: one origin request per URL; forwarded answers: {forwarded:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn concurrent_requests_for_a_no_store_url_are_not_shared() {
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -318,3 +318,20 @@ async fn absolute_form_target_wins_over_the_host_header() {
         .cache_status()
         .assert_hit();
 }
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let origin = Origin::start(max_age_60("bye")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let resp = conn
+        .request("GET", &origin.url("/close"), &[("Connection", "close")])
+        .await
+        .unwrap();
+    assert_eq!(resp.text(), "bye");
+    let rest = conn
+        .read_to_end()
+        .await
+        .expect("the proxy closes the connection");
+    assert!(rest.is_empty(), "bytes after the response: {rest:?}");
+}

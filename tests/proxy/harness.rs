@@ -451,6 +451,13 @@ impl RawConn {
         self.read_response(method).await
     }
 
+    /// Reads until the peer closes the connection.
+    pub async fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        let mut rest = Vec::new();
+        bounded(self.io.read_to_end(&mut rest)).await?;
+        Ok(rest)
+    }
+
     /// Reads exactly `n` bytes (tunnel payloads).
     pub async fn read_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0; n];

@@ -706,3 +706,129 @@ async fn head_on_a_cold_url_does_not_store_an_empty_body() {
     let resp = get(proxy, &origin.url("/cold-head")).await;
     assert_eq!((resp.status, resp.text().as_str()), (200, "the body"));
 }
+
+#[tokio::test]
+async fn stale_entry_is_replaced_when_the_origin_sends_a_new_200() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start({
+        let calls = calls.clone();
+        move |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let etag = format!("\"v{n}\"");
+            let cc = if n == 1 { "max-age=0" } else { "max-age=60" };
+            reply(
+                200,
+                &[("etag", &etag), ("cache-control", cc)],
+                format!("version {n}"),
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_eq!(get(proxy, &origin.url("/new")).await.text(), "version 1");
+    assert_eq!(get(proxy, &origin.url("/new")).await.text(), "version 2");
+    let hit = get(proxy, &origin.url("/new")).await;
+    hit.cache_status().assert_hit();
+    assert_eq!(
+        (hit.text().as_str(), hit.header("etag")),
+        ("version 2", Some("\"v2\""))
+    );
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn must_revalidate_with_the_origin_down_is_an_error_not_stale() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=0, must-revalidate\r\nETag: \"v1\"\r\n\
+          Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+            .to_vec()
+    })
+    .await;
+    let url = origin.url("/down");
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_eq!(get(proxy, &url).await.text(), "hello");
+    drop(origin); // listener closed: the origin is now unreachable
+    let resp = get(proxy, &url).await;
+    assert!(
+        matches!(resp.status, 502 | 504),
+        "stale must-revalidate entry served: {} {:?}",
+        resp.status,
+        resp.text()
+    );
+}
+
+#[tokio::test]
+async fn request_no_store_is_not_stored() {
+    let origin = origin_with("max-age=60", "once").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    send(
+        proxy,
+        "GET",
+        &origin.url("/rns"),
+        &[("Cache-Control", "no-store")],
+    )
+    .await;
+    get(proxy, &origin.url("/rns"))
+        .await
+        .cache_status()
+        .assert_not_hit();
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn request_min_fresh_beyond_the_remaining_lifetime_goes_forward() {
+    let origin = origin_with("max-age=60", "mf").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/mf")).await;
+    send(
+        proxy,
+        "GET",
+        &origin.url("/mf"),
+        &[("Cache-Control", "min-fresh=10")],
+    )
+    .await
+    .cache_status()
+    .assert_hit();
+    send(
+        proxy,
+        "GET",
+        &origin.url("/mf"),
+        &[("Cache-Control", "min-fresh=3600")],
+    )
+    .await
+    .cache_status()
+    .assert_not_hit();
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn large_and_repeated_response_headers_survive_the_cache() {
+    let large = "x".repeat(70 << 10);
+    let origin = Origin::start({
+        let large = large.clone();
+        move |_| {
+            http::Response::builder()
+                .header("cache-control", "max-age=60")
+                .header("x-large", large.as_str())
+                .header("x-multi", "one")
+                .header("x-multi", "two")
+                .header("x-multi", "three")
+                .body(full("h"))
+                .unwrap()
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for expect_hit in [false, true] {
+        let resp = get(proxy, &origin.url("/hdr")).await;
+        assert_eq!(
+            resp.cache_status().hit,
+            expect_hit,
+            "{:?}",
+            resp.cache_status()
+        );
+        assert_eq!(resp.header("x-large").map(str::len), Some(large.len()));
+        assert_eq!(resp.header_all("x-multi").join(","), "one,two,three");
+    }
+    assert_eq!(origin.hits(), 1);
+}
