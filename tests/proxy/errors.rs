@@ -111,3 +111,17 @@ async fn request_to_the_proxy_itself_is_508() {
     let (_proxy, proxy, _dir) = start_proxy(None).await;
     assert_error(&get(proxy, &format!("http://{proxy}/loop")).await, 508);
 }
+
+#[tokio::test]
+async fn connect_to_a_refused_port_is_502() {
+    let dead = refused_addr().await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(format!("CONNECT {dead} HTTP/1.1\r\nHost: {dead}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_error(
+        &conn.read_response("CONNECT").await.expect("CONNECT answer"),
+        502,
+    );
+}

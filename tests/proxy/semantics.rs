@@ -832,3 +832,38 @@ async fn large_and_repeated_response_headers_survive_the_cache() {
     }
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test]
+async fn cache_control_split_over_several_field_lines_is_combined() {
+    let origin = Origin::start(|_| {
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("cache-control", "private")
+            .body(full("split"))
+            .unwrap()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/split")).await;
+    get(proxy, &origin.url("/split"))
+        .await
+        .cache_status()
+        .assert_not_hit();
+    assert_eq!(
+        origin.hits(),
+        2,
+        "the second Cache-Control line (private) counts"
+    );
+}
+
+#[tokio::test]
+async fn authorized_request_with_must_revalidate_is_stored() {
+    let origin = origin_with("max-age=60, must-revalidate", "revalidatable").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    send(proxy, "GET", &origin.url("/amr"), &[AUTH]).await;
+    send(proxy, "GET", &origin.url("/amr"), &[AUTH])
+        .await
+        .cache_status()
+        .assert_hit();
+    assert_eq!(origin.hits(), 1);
+}
