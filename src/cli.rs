@@ -47,7 +47,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HOARD_SIZE_LIMIT", default_value = "1GiB")]
     pub size_limit: String,
     /// Eviction policy: least-recently-used, least-recently-stored, least-frequently-used, none.
-    #[arg(long, env = "HOARD_EVICTION_POLICY", default_value = "least-recently-used")]
+    #[arg(
+        long,
+        env = "HOARD_EVICTION_POLICY",
+        default_value = "least-recently-used"
+    )]
     pub eviction_policy: String,
     /// Larger responses stream through uncached.
     #[arg(long, env = "HOARD_MAX_OBJECT_SIZE", default_value = "256MiB")]
@@ -88,8 +92,7 @@ impl ServeArgs {
                 key: "upstream",
                 reason: format!("{u:?} is not a URL: {e}"),
             })?;
-            if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none()
-            {
+            if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
                 return Err(ConfigError::Value {
                     key: "upstream",
                     reason: format!("{u:?} must be an http:// or https:// URL with a host"),
@@ -98,17 +101,17 @@ impl ServeArgs {
             c.upstream = Some(uri);
         }
         c.size_limit = config::parse_size(&self.size_limit)?;
-        c.eviction_policy =
-            self.eviction_policy
-                .parse::<EvictionPolicy>()
-                .map_err(|_| ConfigError::Value {
-                    key: "eviction-policy",
-                    reason: format!(
-                        "{:?}: expected least-recently-used, least-recently-stored, \
+        c.eviction_policy = self
+            .eviction_policy
+            .parse::<EvictionPolicy>()
+            .map_err(|_| ConfigError::Value {
+                key: "eviction-policy",
+                reason: format!(
+                    "{:?}: expected least-recently-used, least-recently-stored, \
                          least-frequently-used or none",
-                        self.eviction_policy
-                    ),
-                })?;
+                    self.eviction_policy
+                ),
+            })?;
         c.max_object_size = config::parse_size(&self.max_object_size)?;
         c.connect_timeout = config::parse_duration(&self.connect_timeout)?;
         c.response_timeout = config::parse_duration(&self.response_timeout)?;

@@ -6,6 +6,7 @@
 
 mod body;
 mod fill;
+mod hot;
 mod pipeline;
 mod server;
 mod service;
@@ -49,8 +50,13 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Largest request header block accepted (larger: 431).
     pub max_header_size: usize,
-    /// The name used in `Via` and `Cache-Status`.
+    /// The name used in `Via`.
     pub pseudonym: String,
+    /// Bytes of decoded hot entries kept in memory in front of the store (0 disables).
+    pub memory_cache_size: usize,
+    /// How long a row held in memory is trusted before it is read from the store again
+    /// (bounds how late this process sees another process's purge or refresh).
+    pub memory_cache_ttl: Duration,
 }
 
 impl ProxyConfig {
@@ -71,6 +77,8 @@ impl ProxyConfig {
             max_connections: 10_000,
             max_header_size: 64 * 1024,
             pseudonym: "hoard".to_string(),
+            memory_cache_size: 64 << 20,
+            memory_cache_ttl: Duration::from_secs(1),
         }
     }
 }

@@ -6,7 +6,10 @@
 //! process (waiters re-read the store when the leader finishes, or fetch themselves after
 //! `lock_timeout`).
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -15,12 +18,13 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::fill::{self, FillPlan};
+use super::hot::HotValue;
 use super::service::State;
 use crate::coalesce::{Outcome, Permit, Role};
 use crate::http_cache::{
     self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, StoredHead,
 };
-use crate::store::Record;
+use crate::store::{Record, Value};
 
 /// Conditional request headers a cache removes before filling (it answers them itself).
 const CONDITIONALS: [header::HeaderName; 5] = [
@@ -37,19 +41,47 @@ enum Loaded {
     Miss,
     /// The URL is known to vary, and this request's variant is absent.
     VaryMiss,
-    /// A stored variant: its row key, decoded head, and the record with the body.
+    /// A stored variant: its row key, decoded head, and its body.
     Found {
         row_key: Vec<u8>,
-        head: Box<StoredHead>,
-        rec: Record,
+        head: Arc<StoredHead>,
+        rec: StoredBody,
     },
+}
+
+/// A stored body: in memory (small, or from the hot cache) or an open store record.
+enum StoredBody {
+    Mem(Bytes),
+    Rec(Record),
+}
+
+impl StoredBody {
+    fn len(&self) -> u64 {
+        match self {
+            StoredBody::Mem(b) => b.len() as u64,
+            StoredBody::Rec(r) => r.len(),
+        }
+    }
+
+    fn into_body(self) -> ProxyBody {
+        match self {
+            StoredBody::Mem(b) => ProxyBody::full(b),
+            StoredBody::Rec(r) => match r.value {
+                Value::Inline(v) => ProxyBody::full(v),
+                Value::File { .. } => {
+                    let len = r.len();
+                    ProxyBody::from_reader(r.into_reader(), len)
+                }
+            },
+        }
+    }
 }
 
 /// A stored response that may be served stale or refreshed by a 304.
 struct StaleEntry {
     row_key: Vec<u8>,
-    head: Box<StoredHead>,
-    rec: Record,
+    head: Arc<StoredHead>,
+    rec: StoredBody,
     stale_if_error_until: Option<SystemTime>,
 }
 
@@ -92,7 +124,9 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
         is_head,
     };
     if ctx.parts.headers.contains_key(header::RANGE) {
-        return ctx.forward_uncached(CacheStatus::bypass(BypassReason::Range)).await;
+        return ctx
+            .forward_uncached(CacheStatus::bypass(BypassReason::Range))
+            .await;
     }
     ctx.run().await
 }
@@ -105,6 +139,7 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) {
         .collect();
     for k in &keys {
         st.coalescer.clear_pass(k.as_bytes());
+        st.hot.remove_prefix(k.as_bytes());
     }
     let store = st.store.clone();
     let res = tokio::task::spawn_blocking(move || {
@@ -187,7 +222,9 @@ impl Ctx<'_> {
             match self.st.coalescer.join(self.key.as_bytes()) {
                 Role::Leader(permit) => return self.fetch(stale, Some(permit), fwd).await,
                 Role::Pass => {
-                    return self.fetch(stale, None, fwd.with_detail("hit-for-pass")).await;
+                    return self
+                        .fetch(stale, None, fwd.with_detail("hit-for-pass"))
+                        .await;
                 }
                 Role::Waiter(w) => match w.wait(self.st.cfg.lock_timeout).await {
                     Some(Outcome::Stored) | Some(Outcome::Abandoned) => continue,
@@ -195,7 +232,9 @@ impl Ctx<'_> {
                         return self.fetch(stale, None, fwd).await;
                     }
                     None => {
-                        return self.fetch(stale, None, fwd.with_detail("lock-timeout")).await;
+                        return self
+                            .fetch(stale, None, fwd.with_detail("lock-timeout"))
+                            .await;
                     }
                 },
             }
@@ -203,9 +242,14 @@ impl Ctx<'_> {
         self.fetch(None, None, CacheStatus::miss()).await
     }
 
-    /// Read the URL key, follow a Vary index to this request's variant.
+    /// Read the URL key, follow a Vary index to this request's variant: from the hot cache
+    /// when it has the rows, else from the store (filling the hot cache).
     async fn load(&self) -> Loaded {
+        if let Some(l) = self.load_hot() {
+            return l;
+        }
         let store = self.st.store.clone();
+        let hot = self.st.hot.clone();
         let key = self.key.clone();
         let headers = self.lookup.headers.clone();
         let res = tokio::task::spawn_blocking(move || -> crate::store::Result<Loaded> {
@@ -216,6 +260,7 @@ impl Ctx<'_> {
                 Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec),
                 Ok(HeadRecord::VaryIndex(vary)) => {
                     let vkey = http_cache::variant_key(&key, vary.names(), &headers);
+                    hot.put(key.as_bytes(), HotValue::Index(vary));
                     let Some(vrec) = store.record(&vkey)? else {
                         return Ok(Loaded::VaryMiss);
                     };
@@ -238,10 +283,27 @@ impl Ctx<'_> {
                 store.delete(&row_key)?;
                 return Ok(Loaded::Miss);
             }
+            let head = Arc::new(head);
+            let body = match rec.value {
+                Value::Inline(v) => {
+                    let b = Bytes::from(v);
+                    if hot.admits(b.len() as u64) {
+                        hot.put(
+                            &row_key,
+                            HotValue::Variant {
+                                head: head.clone(),
+                                body: b.clone(),
+                            },
+                        );
+                    }
+                    StoredBody::Mem(b)
+                }
+                Value::File { .. } => StoredBody::Rec(rec),
+            };
             Ok(Loaded::Found {
                 row_key,
-                head: Box::new(head),
-                rec,
+                head,
+                rec: body,
             })
         })
         .await;
@@ -258,6 +320,31 @@ impl Ctx<'_> {
         }
     }
 
+    /// The hot-cache half of [`load`](Self::load): `None` when the rows are not in memory.
+    fn load_hot(&self) -> Option<Loaded> {
+        let hot = &self.st.hot;
+        let first = hot.get(self.key.as_bytes())?;
+        let (row_key, v) = match &*first {
+            HotValue::Variant { .. } => (self.key.as_bytes().to_vec(), first.clone()),
+            HotValue::Index(vary) => {
+                let vkey = http_cache::variant_key(&self.key, vary.names(), &self.lookup.headers);
+                let v = hot.get(&vkey)?;
+                (vkey, v)
+            }
+        };
+        match &*v {
+            HotValue::Variant { head, body } => {
+                self.st.store.note_hit(&row_key);
+                Some(Loaded::Found {
+                    row_key,
+                    head: head.clone(),
+                    rec: StoredBody::Mem(body.clone()),
+                })
+            }
+            HotValue::Index(_) => None,
+        }
+    }
+
     fn only_if_cached_miss(&self) -> Response<ProxyBody> {
         self.st.error(
             StatusCode::GATEWAY_TIMEOUT,
@@ -271,7 +358,7 @@ impl Ctx<'_> {
         &self,
         head: &StoredHead,
         mut headers: HeaderMap,
-        rec: Record,
+        rec: StoredBody,
         cs: CacheStatus,
     ) -> Response<ProxyBody> {
         let status = head.status;
@@ -288,10 +375,7 @@ impl Ctx<'_> {
         let body = if self.is_head || len == 0 {
             ProxyBody::Empty
         } else {
-            match rec.value {
-                crate::store::Value::Inline(v) => ProxyBody::full(v),
-                crate::store::Value::File { .. } => ProxyBody::from_reader(rec.into_reader(), len),
-            }
+            rec.into_body()
         };
         let mut res = Response::new(body);
         *res.status_mut() = status;
@@ -300,7 +384,11 @@ impl Ctx<'_> {
         res
     }
 
-    fn not_modified_response(&self, mut headers: HeaderMap, cs: CacheStatus) -> Response<ProxyBody> {
+    fn not_modified_response(
+        &self,
+        mut headers: HeaderMap,
+        cs: CacheStatus,
+    ) -> Response<ProxyBody> {
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::CONTENT_TYPE);
         let mut res = Response::new(ProxyBody::Empty);
@@ -336,6 +424,7 @@ impl Ctx<'_> {
         let key = self.key.clone();
         let max_object_size = self.st.cfg.max_object_size;
         let opts = self.st.lookup_opts.clone();
+        let hot = self.st.hot.clone();
         tokio::spawn(async move {
             let _ = pseudonym;
             let t_req = SystemTime::now();
@@ -351,12 +440,15 @@ impl Ctx<'_> {
             let delta = started.elapsed();
             let (rparts, rbody) = res.into_parts();
             if rparts.status == StatusCode::NOT_MODIFIED {
-                if let Some(mut newhead) = http_cache::refresh(&head, &lookup, &rparts, t_req, t_res)
+                if let Some(mut newhead) =
+                    http_cache::refresh(&head, &lookup, &rparts, t_req, t_res)
                 {
                     newhead.fetch_delta = delta;
                     let meta = HeadRecord::Variant(newhead).encode();
                     let _ = tokio::task::spawn_blocking(move || {
-                        st_store.set_meta(&row_key, &meta, None)
+                        let r = st_store.set_meta(&row_key, &meta, None);
+                        hot.remove(&row_key);
+                        r
                     })
                     .await;
                     permit.finish(Outcome::Stored);
@@ -366,6 +458,7 @@ impl Ctx<'_> {
             if http_cache::storability(&lookup, &rparts, &opts).is_ok() {
                 let plan = FillPlan::new(
                     st_store,
+                    hot,
                     &key,
                     &lookup,
                     &rparts,
@@ -396,7 +489,9 @@ impl Ctx<'_> {
     ) -> Response<ProxyBody> {
         let (stale, req) = match stale {
             Some((entry, reval)) => {
-                let req = self.st.upstream_request(&reval, &self.target, ProxyBody::Empty);
+                let req = self
+                    .st
+                    .upstream_request(&reval, &self.target, ProxyBody::Empty);
                 (Some(entry), req)
             }
             None => {
@@ -404,7 +499,10 @@ impl Ctx<'_> {
                 for h in &CONDITIONALS {
                     p.headers.remove(h);
                 }
-                (None, self.st.upstream_request(&p, &self.target, ProxyBody::Empty))
+                (
+                    None,
+                    self.st.upstream_request(&p, &self.target, ProxyBody::Empty),
+                )
             }
         };
         let t_req = SystemTime::now();
@@ -445,8 +543,13 @@ impl Ctx<'_> {
                 let meta = HeadRecord::Variant(newhead.clone()).encode();
                 let store = self.st.store.clone();
                 let row_key = entry.row_key.clone();
-                let ok = tokio::task::spawn_blocking(move || store.set_meta(&row_key, &meta, None))
-                    .await;
+                let hot = self.st.hot.clone();
+                let ok = tokio::task::spawn_blocking(move || {
+                    let r = store.set_meta(&row_key, &meta, None);
+                    hot.remove(&row_key);
+                    r
+                })
+                .await;
                 let stored = matches!(ok, Ok(Ok(true)));
                 if let Some(p) = permit {
                     p.finish(if stored {
@@ -471,6 +574,7 @@ impl Ctx<'_> {
         let plan = match &storable {
             Ok(()) => FillPlan::new(
                 self.st.store.clone(),
+                self.st.hot.clone(),
                 &self.key,
                 &self.lookup,
                 &rparts,
@@ -506,7 +610,8 @@ impl Ctx<'_> {
         };
         let expected = content_length(&rparts.headers);
         let status = rparts.status;
-        let client_wants_304 = status.is_success() && not_modified(&self.parts.headers, &client_headers);
+        let client_wants_304 =
+            status.is_success() && not_modified(&self.parts.headers, &client_headers);
         let (to_client, body) = if self.is_head || client_wants_304 {
             (None, ProxyBody::Empty)
         } else {
@@ -557,7 +662,12 @@ fn within(until: Option<SystemTime>, now: SystemTime) -> bool {
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Does the client's conditional request match the response we would send (RFC 9110 13.1)?
@@ -567,9 +677,10 @@ fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
             return false;
         };
         let etag = etag.trim().trim_start_matches("W/");
-        return inm.split(',').map(str::trim).any(|t| {
-            t == "*" || t.trim_start_matches("W/") == etag
-        });
+        return inm
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_start_matches("W/") == etag);
     }
     if let Some(ims) = req
         .get(header::IF_MODIFIED_SINCE)

@@ -94,6 +94,21 @@ impl Server {
             .max_buf_size(state.cfg.max_header_size.max(8192) + 1024)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
+        // Buffered LRU/LFU accesses and hit counters reach the database at least once a second.
+        let flusher = {
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let s = store.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush()).await {
+                        tracing::debug!(error = %e, "periodic store flush failed");
+                    }
+                }
+            })
+        };
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -131,6 +146,7 @@ impl Server {
             }
         }
         drop(listener);
+        flusher.abort();
         let timeout = state.cfg.shutdown_timeout;
         if tokio::time::timeout(timeout, graceful.shutdown())
             .await
