@@ -18,10 +18,10 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::fill::{self, FillPlan};
-use super::lease::{Lease, LeaseResult};
-use super::upstream::Upstream;
 use super::hot::{HotCache, HotValue};
+use super::lease::{Lease, LeaseResult};
 use super::service::State;
+use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
 use crate::http_cache::{
     self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions,
@@ -240,6 +240,11 @@ impl Ctx<'_> {
             }
             match self.st.coalescer.join(self.key.as_bytes()) {
                 Role::Leader(permit) => {
+                    // Another leader may have finished between our lookup and our `join`.
+                    if let Some(res) = self.serve_if_fresh(self.load().await) {
+                        permit.finish(Outcome::Stored);
+                        return res;
+                    }
                     let ttl = self.lease_ttl();
                     let lease = match Lease::acquire(&self.st.store, &self.key, ttl).await {
                         LeaseResult::Acquired(l) => Some(l),
@@ -301,6 +306,21 @@ impl Ctx<'_> {
         http_cache::xfetch_due(now, now + ttl, head.fetch_delta, beta, u)
     }
 
+    /// A hit response if `loaded` is an entry fresh enough for this request.
+    fn serve_if_fresh(&self, loaded: Loaded) -> Option<Response<ProxyBody>> {
+        let Loaded::Found { head, rec, .. } = loaded else {
+            return None;
+        };
+        let now = SystemTime::now();
+        match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
+            Lookup::Fresh { headers, ttl } => {
+                let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                Some(self.serve_stored(&head, headers, rec, cs))
+            }
+            _ => None,
+        }
+    }
+
     /// Poll the store (not the in-memory front) with backoff until another process's fetch
     /// of this key leaves a fresh entry, its lease goes away, or `lock_timeout` passes.
     async fn await_other_process(&self) -> Option<Response<ProxyBody>> {
@@ -309,14 +329,8 @@ impl Ctx<'_> {
         while Instant::now() < deadline {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_millis(100));
-            if let Loaded::Found { head, rec, .. } = self.load_store().await {
-                let now = SystemTime::now();
-                if let Lookup::Fresh { headers, ttl } =
-                    http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts)
-                {
-                    let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
-                    return Some(self.serve_stored(&head, headers, rec, cs));
-                }
+            if let Some(res) = self.serve_if_fresh(self.load_store().await) {
+                return Some(res);
             }
             if !Lease::held(&self.st.store, &self.key).await {
                 return None;
@@ -494,7 +508,13 @@ impl Ctx<'_> {
 
     /// Start one background revalidation of a stored entry (stale-while-revalidate, XFetch),
     /// under this process's permit and, across processes, the store lease.
-    fn spawn_refresh(&self, row_key: Vec<u8>, head: Arc<StoredHead>, revalidate: Parts, permit: Permit) {
+    fn spawn_refresh(
+        &self,
+        row_key: Vec<u8>,
+        head: Arc<StoredHead>,
+        revalidate: Parts,
+        permit: Permit,
+    ) {
         let r = Refresher::new(self);
         tokio::spawn(r.run(row_key, head, revalidate, permit));
     }

@@ -95,6 +95,20 @@ impl State {
     }
 
     async fn dispatch(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.uri().to_string().len()
+            + 16;
+        if header_bytes > self.cfg.max_header_size {
+            return self.error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("header-too-large"),
+                "request header block too large\n",
+            );
+        }
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
