@@ -10,7 +10,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     /// A size such as `1GiB` or `512k` did not parse.
-    #[error("invalid size {0:?}: expected a number with an optional unit (B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB)")]
+    #[error(
+        "invalid size {0:?}: expected a number with an optional unit (B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB)"
+    )]
     Size(String),
     /// A duration such as `10s` or `5m` did not parse.
     #[error("invalid duration {0:?}: expected a number with a unit (ms, s, m, h, d), e.g. 30s")]
@@ -130,7 +132,11 @@ mod tests {
     size!(size_kb, "64KB", Ok(64000));
     size!(size_gib_space, "1 GiB", Ok(1 << 30));
     size!(size_fraction, "1.5M", Ok(1572864));
-    size!(size_bad_unit, "12 parsecs", Err(ConfigError::Size("12 parsecs".into())));
+    size!(
+        size_bad_unit,
+        "12 parsecs",
+        Err(ConfigError::Size("12 parsecs".into()))
+    );
     size!(size_empty, "", Err(ConfigError::Size("".into())));
     size!(size_neg, "-1", Err(ConfigError::Size("-1".into())));
 

@@ -381,10 +381,7 @@ mod tests {
     #[test]
     fn log_names() {
         assert_eq!(CacheStatus::only_if_cached().as_str(), "only-if-cached");
-        assert_eq!(
-            CacheStatus::bypass(BypassReason::Tunnel).as_str(),
-            "bypass"
-        );
+        assert_eq!(CacheStatus::bypass(BypassReason::Tunnel).as_str(), "bypass");
         assert_eq!(RequestReason::MaxAge.as_str(), "max-age");
     }
 }

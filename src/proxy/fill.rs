@@ -7,6 +7,7 @@
 //! a body error, so its connection is aborted rather than ending with a short body.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use super::hot::HotCache;
+use super::lease::Lease;
 use crate::coalesce::{Outcome, Permit};
 use crate::http_cache::{self, CacheKey, HeadRecord, StoredHead, Vary};
 use crate::store::Cache;
@@ -23,6 +26,7 @@ use crate::store::Cache;
 #[derive(Debug)]
 pub struct FillPlan {
     store: Cache,
+    hot: Arc<HotCache>,
     /// Row key of the variant (the URL key when the response does not vary).
     row_key: Vec<u8>,
     /// URL key and Vary index to write beside a varying variant.
@@ -40,6 +44,7 @@ impl FillPlan {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Cache,
+        hot: Arc<HotCache>,
         key: &CacheKey,
         req: &Parts,
         res: &http::response::Parts,
@@ -68,6 +73,7 @@ impl FillPlan {
         let head = StoredHead::new(req, res, request_time, response_time, 0, 0, fetch_delta);
         Some(FillPlan {
             store,
+            hot,
             row_key,
             index,
             tag: key.as_str().to_string(),
@@ -89,10 +95,12 @@ pub async fn run(
     mut body: Incoming,
     mut to_client: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
     permit: Option<Permit>,
+    lease: Option<Lease>,
     chunk_timeout: Duration,
 ) {
     let FillPlan {
         store,
+        hot,
         row_key,
         index,
         tag,
@@ -117,10 +125,12 @@ pub async fn run(
                     head.body_digest = hasher.digest();
                     w.set_meta(HeadRecord::Variant(*head).encode());
                     w.commit()?;
+                    hot.remove(&row_key);
                     if let Some((url_key, vary)) = index {
                         let mut iw = store.writer(&url_key, None, Some(&tag))?;
                         iw.set_meta(HeadRecord::VaryIndex(vary).encode());
                         iw.commit()?;
+                        hot.remove(&url_key);
                     }
                     return Ok(true);
                 }
@@ -187,6 +197,8 @@ pub async fn run(
         drop(storing);
         let _ = writer.await;
     }
+    // Other processes polling for this key see the entry before the lease goes.
+    drop(lease);
     if let Some(p) = permit {
         p.finish(if stored {
             Outcome::Stored

@@ -91,9 +91,27 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(state.cfg.header_timeout)
-            .max_buf_size(state.cfg.max_header_size.max(8192) + 1024)
+            // hyper's own limits sit above ours, so oversized header blocks reach
+            // `State::handle`, which answers 431 with Cache-Status.
+            .max_buf_size((state.cfg.max_header_size * 4).max(256 * 1024))
+            .max_headers(1024)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
+        // Buffered LRU/LFU accesses and hit counters reach the database at least once a second.
+        let flusher = {
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let s = store.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush()).await {
+                        tracing::debug!(error = %e, "periodic store flush failed");
+                    }
+                }
+            })
+        };
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -131,6 +149,7 @@ impl Server {
             }
         }
         drop(listener);
+        flusher.abort();
         let timeout = state.cfg.shutdown_timeout;
         if tokio::time::timeout(timeout, graceful.shutdown())
             .await

@@ -11,8 +11,11 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
+use std::sync::Arc;
+
 use super::ProxyConfig;
 use super::body::ProxyBody;
+use super::hot::HotCache;
 use super::pipeline;
 use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
@@ -38,19 +41,32 @@ pub struct State {
     pub local_addr: SocketAddr,
     /// Freshness options for lookups and storability.
     pub lookup_opts: LookupOptions,
+    /// In-memory front for hot rows.
+    pub hot: Arc<HotCache>,
 }
 
 impl State {
     /// Assemble the state.
     pub fn new(cfg: ProxyConfig, store: Cache, local_addr: SocketAddr) -> Self {
         let upstream = Upstream::new(cfg.connect_timeout, cfg.response_timeout);
+        let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
+        let cfg_stale_if_error = cfg.stale_if_error;
+        let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(1 << 20);
         State {
             cfg,
             store,
             upstream,
             coalescer: Coalescer::default(),
             local_addr,
-            lookup_opts: LookupOptions::default(),
+            lookup_opts: LookupOptions {
+                default_stale_if_error: cfg_stale_if_error,
+                ..LookupOptions::default()
+            },
+            hot: Arc::new(HotCache::new(
+                cfg_hot_budget,
+                cfg_hot_max_entry,
+                cfg_hot_ttl,
+            )),
         }
     }
 
@@ -79,12 +95,32 @@ impl State {
     }
 
     async fn dispatch(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.uri().to_string().len()
+            + 16;
+        if header_bytes > self.cfg.max_header_size {
+            return self.error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("header-too-large"),
+                "request header block too large\n",
+            );
+        }
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
         let target = match self.target_uri(&req) {
             Ok(t) => t,
-            Err(res) => return res,
+            Err(msg) => {
+                return self.error(
+                    StatusCode::BAD_REQUEST,
+                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
+                    msg,
+                );
+            }
         };
         if self.is_loop(&target) {
             return self.error(
@@ -101,7 +137,7 @@ impl State {
 
     /// The absolute URI a request is for: absolute-form in forward mode, the upstream base
     /// plus path in gateway mode.
-    fn target_uri(&self, req: &Request<Incoming>) -> Result<Uri, Response<ProxyBody>> {
+    fn target_uri(&self, req: &Request<Incoming>) -> Result<Uri, &'static str> {
         if let Some(base) = &self.cfg.upstream {
             let pq = req
                 .uri()
@@ -116,28 +152,18 @@ impl State {
                 base_path,
                 pq
             );
-            return joined.parse().map_err(|_| {
-                self.error(
-                    StatusCode::BAD_REQUEST,
-                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
-                    "request target cannot be joined to the upstream URL\n",
-                )
-            });
+            return joined
+                .parse()
+                .map_err(|_| "request target cannot be joined to the upstream URL\n");
         }
         let uri = req.uri();
         match (uri.scheme_str(), uri.authority()) {
             (Some("http") | Some("https"), Some(_)) => Ok(uri.clone()),
-            (Some(_), Some(_)) => Err(self.error(
-                StatusCode::BAD_REQUEST,
-                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
-                "only http and https URLs can be proxied\n",
-            )),
-            _ => Err(self.error(
-                StatusCode::BAD_REQUEST,
-                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
+            (Some(_), Some(_)) => Err("only http and https URLs can be proxied\n"),
+            _ => Err(
                 "hoard is a forward proxy: send absolute-form requests (GET http://host/path), \
                  or start it with --upstream URL for gateway mode\n",
-            )),
+            ),
         }
     }
 
@@ -234,15 +260,7 @@ impl State {
         target: &Uri,
         body: ProxyBody,
     ) -> Request<ProxyBody> {
-        let mut headers = parts.headers.clone();
-        http_cache::strip_hop_by_hop(&mut headers);
-        headers.remove(header::HOST);
-        http_cache::append_via(&mut headers, parts.version, &self.cfg.pseudonym);
-        let mut req = Request::new(body);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = target.clone();
-        *req.headers_mut() = headers;
-        req
+        build_upstream_request(parts, target, &self.cfg.pseudonym, body)
     }
 
     /// Strip hop-by-hop headers of an upstream response and add `Via`.
@@ -253,10 +271,8 @@ impl State {
 
     /// Set `Cache-Status`.
     pub fn stamp(&self, res: &mut Response<ProxyBody>, status: CacheStatus) {
-        res.headers_mut().insert(
-            CACHE_STATUS.clone(),
-            status.header_value(),
-        );
+        res.headers_mut()
+            .insert(CACHE_STATUS.clone(), status.header_value());
     }
 
     /// A short plain-text response generated by the proxy itself.
@@ -279,4 +295,22 @@ impl State {
         tracing::warn!(error = %e, "upstream failure");
         self.error(e.status(), cs.with_detail(e.detail()), &format!("{e}\n"))
     }
+}
+
+/// The request to send upstream: hop-by-hop headers removed, `Via` added, `Host` from the target.
+pub fn build_upstream_request(
+    parts: &http::request::Parts,
+    target: &Uri,
+    pseudonym: &str,
+    body: ProxyBody,
+) -> Request<ProxyBody> {
+    let mut headers = parts.headers.clone();
+    http_cache::strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    http_cache::append_via(&mut headers, parts.version, pseudonym);
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = target.clone();
+    *req.headers_mut() = headers;
+    req
 }

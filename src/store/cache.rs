@@ -1396,6 +1396,20 @@ impl Cache {
         Ok(self.len()? == 0)
     }
 
+    /// Records a hit on `key` served from a copy held outside the store (an in-memory
+    /// front): buffers its access time and count (for LRU/LFU) and the hit counter, exactly
+    /// as a [`record`](Cache::record) hit would, but never flushes inline, so it is safe to
+    /// call on a latency-sensitive thread. Call [`flush`](Cache::flush) periodically.
+    pub fn note_hit(&self, key: &[u8]) {
+        let i = &self.inner;
+        if i.statistics.load(Ordering::Relaxed) {
+            i.buffer.count(true);
+        }
+        if i.policy().tracks_access() {
+            i.buffer.access(key, i.clock.now());
+        }
+    }
+
     /// Writes buffered access times/counts and hit/miss counters to the database.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush()

@@ -62,13 +62,13 @@ async fn malformed_request_is_400() {
     )
     .await
     .unwrap();
-    assert_error(
-        &conn
-            .read_response("GET")
-            .await
-            .expect("an answer, not a dropped connection"),
-        400,
-    );
+    // hyper answers requests it cannot parse before hoard sees them, so this 400 has no
+    // Cache-Status (documented in README.md).
+    let resp = conn
+        .read_response("GET")
+        .await
+        .expect("an answer, not a dropped connection");
+    assert_eq!(resp.status, 400, "body: {:?}", resp.text());
 }
 
 /// Sends a request whose header block is about `size` bytes; the proxy may stop reading early.
