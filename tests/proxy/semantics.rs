@@ -238,6 +238,7 @@ async fn authorized_request_with_public_is_stored() {
     let origin = origin_with("public, max-age=60", "for all").await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
     send(proxy, "GET", &origin.url("/pub"), &[AUTH]).await;
+    wait_stored(proxy, &origin.url("/pub")).await;
     send(proxy, "GET", &origin.url("/pub"), &[AUTH])
         .await
         .cache_status()
@@ -250,6 +251,7 @@ async fn authorized_request_with_s_maxage_is_stored() {
     let origin = origin_with("s-maxage=60", "shared").await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
     send(proxy, "GET", &origin.url("/smax"), &[AUTH]).await;
+    wait_stored(proxy, &origin.url("/smax")).await;
     send(proxy, "GET", &origin.url("/smax"), &[AUTH])
         .await
         .cache_status()
@@ -312,7 +314,7 @@ async fn only_if_cached_miss_is_504_without_contacting_the_origin() {
 async fn only_if_cached_hit_is_served() {
     let origin = origin_with("max-age=60", "cached").await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
-    get(proxy, &origin.url("/oic")).await;
+    fill(proxy, &origin.url("/oic")).await;
     let resp = send(
         proxy,
         "GET",
@@ -335,7 +337,7 @@ async fn max_stale_serves_a_stale_entry_without_the_origin() {
     })
     .await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
-    get(proxy, &origin.url("/ms")).await;
+    fill(proxy, &origin.url("/ms")).await;
     let resp = send(
         proxy,
         "GET",
@@ -548,7 +550,7 @@ async fn stale_if_error_serves_stale_when_the_origin_fails() {
     })
     .await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
-    get(proxy, &origin.url("/sie")).await;
+    fill(proxy, &origin.url("/sie")).await;
     let resp = get(proxy, &origin.url("/sie")).await;
     assert_eq!((resp.status, resp.text().as_str()), (200, "last good"));
     assert_eq!(origin.hits(), 2);
@@ -570,7 +572,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
     })
     .await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
-    assert_eq!(get(proxy, &origin.url("/swr")).await.text(), "v1");
+    assert_eq!(fill(proxy, &origin.url("/swr")).await.text(), "v1");
     let stale = get(proxy, &origin.url("/swr")).await;
     assert_eq!(stale.text(), "v1", "served stale at once");
     for _ in 0..200 {
@@ -861,9 +863,55 @@ async fn authorized_request_with_must_revalidate_is_stored() {
     let origin = origin_with("max-age=60, must-revalidate", "revalidatable").await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
     send(proxy, "GET", &origin.url("/amr"), &[AUTH]).await;
+    wait_stored(proxy, &origin.url("/amr")).await;
     send(proxy, "GET", &origin.url("/amr"), &[AUTH])
         .await
         .cache_status()
         .assert_hit();
     assert_eq!(origin.hits(), 1);
+}
+
+/// Pins a race: the client has the whole miss before the fill commits, so a plain GET sent
+/// right after it must still be a hit (waiting for the fill, not fetching again).
+#[tokio::test]
+async fn a_complete_miss_is_a_hit_for_the_next_request() {
+    let origin = origin_with("max-age=60", "soon stored").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut not_hits = Vec::new();
+    for i in 0..50 {
+        let url = origin.url(&format!("/seq{i}"));
+        get(proxy, &url).await;
+        let next = get(proxy, &url).await;
+        if !next.cache_status().hit {
+            not_hits.push((i, next.cache_status().raw));
+        }
+    }
+    assert!(
+        not_hits.is_empty(),
+        "second sequential GET not a hit: {not_hits:?}"
+    );
+    assert_eq!(origin.hits(), 50);
+}
+
+/// Same race seen through `only-if-cached`, which does not wait for an in-flight fill: the
+/// entry the client just received fully shows as a 504.
+#[tokio::test]
+#[ignore = "RFC 9111 permits it (only-if-cached may answer 504 while a fill is in flight)"]
+async fn a_complete_miss_is_stored_before_the_next_only_if_cached_request() {
+    let origin = origin_with("max-age=60", "soon stored").await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut not_stored = Vec::new();
+    for i in 0..50 {
+        let url = origin.url(&format!("/seq{i}"));
+        get(proxy, &url).await;
+        let next = send(proxy, "GET", &url, &[("Cache-Control", "only-if-cached")]).await;
+        if next.status != 200 {
+            not_stored.push((i, next.status, next.cache_status().raw));
+        }
+    }
+    assert!(
+        not_stored.is_empty(),
+        "answered from cache only after a delay: {not_stored:?}"
+    );
+    assert_eq!(origin.hits(), 50);
 }
