@@ -382,3 +382,17 @@ async fn corrupted_value_file_is_not_served() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn close_delimited_origin_body_is_passed_through_intact() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: close\r\n\r\nbody until eof"
+            .to_vec()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/eof")).await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, "body until eof"));
+    }
+}

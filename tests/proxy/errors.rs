@@ -125,3 +125,24 @@ async fn connect_to_a_refused_port_is_502() {
         502,
     );
 }
+
+#[tokio::test]
+async fn client_stalling_in_its_header_block_is_disconnected() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |cfg| {
+        cfg.header_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let rest = conn.read_to_end().await; // a 408 and close, or a plain close
+    let elapsed = started.elapsed();
+    assert!(rest.is_ok(), "connection not closed: {rest:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "slow client held the connection for {elapsed:?}"
+    );
+}

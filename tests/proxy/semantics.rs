@@ -98,6 +98,14 @@ async fn stale_entry_is_revalidated_with_if_none_match_and_304_refreshes_headers
         (third.text().as_str(), third.header("x-rev")),
         ("original body", Some("2"))
     );
+    for resp in [&second, &third] {
+        let via = resp.header_all("via").join(", ");
+        assert_eq!(
+            via.matches("hoard").count(),
+            1,
+            "Via after a 304 refresh: {via:?}"
+        );
+    }
     assert_eq!(origin.hits(), 2);
     assert_eq!(
         bodies.load(Ordering::SeqCst),
@@ -142,20 +150,21 @@ async fn stale_entry_is_revalidated_with_if_modified_since() {
 
 #[tokio::test]
 async fn max_age_1_turns_stale_after_one_second() {
-    let origin = Origin::start(|req| {
-        if header(req, "if-none-match") == Some(ETAG) {
-            reply(304, &[("etag", ETAG), ("cache-control", "max-age=1")], "")
+    // No Date header: with one, its whole-second resolution alone may age the response by up
+    // to a second (RFC 9111 section 4.2.3 apparent_age), making max-age=1 stale at once.
+    let origin = RawOrigin::start(false, |head| {
+        if head.to_ascii_lowercase().contains("if-none-match: \"v1\"") {
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: max-age=1\r\n\r\n"
+                .to_vec()
         } else {
-            reply(
-                200,
-                &[("etag", ETAG), ("cache-control", "max-age=1")],
-                "short-lived",
-            )
+            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nCache-Control: max-age=1\r\n\
+              Content-Length: 11\r\n\r\nshort-lived"
+                .to_vec()
         }
     })
     .await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
-    get(proxy, &origin.url("/one")).await;
+    fill(proxy, &origin.url("/one")).await;
     get(proxy, &origin.url("/one"))
         .await
         .cache_status()
@@ -164,10 +173,14 @@ async fn max_age_1_turns_stale_after_one_second() {
 
     tokio::time::sleep(Duration::from_millis(1200)).await; // the one unavoidable sleep
     let stale = get(proxy, &origin.url("/one")).await;
-    assert_eq!(stale.text(), "short-lived");
+    assert_eq!((stale.status, stale.text().as_str()), (200, "short-lived"));
     stale.cache_status().assert_fwd("stale");
+    assert_eq!(
+        stale.cache_status().fwd_status,
+        Some(304),
+        "revalidated with a conditional GET"
+    );
     assert_eq!(origin.hits(), 2);
-    assert!(origin.last("/one").headers.contains_key("if-none-match"));
 }
 
 #[tokio::test]
@@ -914,4 +927,54 @@ async fn a_complete_miss_is_stored_before_the_next_only_if_cached_request() {
         "answered from cache only after a delay: {not_stored:?}"
     );
     assert_eq!(origin.hits(), 50);
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_a_stale_entry_revalidate_once() {
+    let origin = Origin::start_delayed(Duration::from_millis(200), |req| {
+        if header(req, "if-none-match") == Some(ETAG) {
+            reply(304, &[("etag", ETAG), ("cache-control", "max-age=60")], "")
+        } else {
+            reply(
+                200,
+                &[("etag", ETAG), ("cache-control", "max-age=0")],
+                "stale body",
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    fill(proxy, &origin.url("/stale-burst")).await;
+    let url = origin.url("/stale-burst");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(proxy, &url).await })
+        })
+        .collect();
+    for task in tasks {
+        let resp = task.await.unwrap();
+        assert_eq!((resp.status, resp.text().as_str()), (200, "stale body"));
+    }
+    assert_eq!(
+        origin.hits(),
+        2,
+        "20 concurrent requests for a stale entry -> 1 revalidation"
+    );
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_when_the_origin_is_down() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=0, stale-if-error=60\r\n\
+          Content-Length: 9\r\nConnection: close\r\n\r\nlast good"
+            .to_vec()
+    })
+    .await;
+    let url = origin.url("/gone");
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    fill(proxy, &url).await;
+    drop(origin);
+    let resp = get(proxy, &url).await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "last good"));
 }
