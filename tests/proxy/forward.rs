@@ -335,3 +335,34 @@ async fn connection_close_is_honoured() {
         .expect("the proxy closes the connection");
     assert!(rest.is_empty(), "bytes after the response: {rest:?}");
 }
+
+#[tokio::test]
+async fn upstream_cache_status_and_via_are_kept_with_hoard_last() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("cache-status", "edge; fwd=miss"),
+                ("via", "1.1 edge"),
+            ],
+            "chained",
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/chain")).await;
+        let cache_status = resp.header_all("cache-status").join(", ");
+        assert!(
+            cache_status.starts_with("edge; fwd=miss")
+                && cache_status.matches("hoard").count() == 1,
+            "RFC 9211: keep the upstream member, append ours: {cache_status:?}"
+        );
+        let via = resp.header_all("via").join(", ");
+        assert!(
+            via.starts_with("1.1 edge") && via.matches("hoard").count() == 1,
+            "Via: {via:?}"
+        );
+    }
+}

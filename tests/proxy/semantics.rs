@@ -978,3 +978,68 @@ async fn stale_if_error_serves_stale_when_the_origin_is_down() {
     let resp = get(proxy, &url).await;
     assert_eq!((resp.status, resp.text().as_str()), (200, "last good"));
 }
+
+#[tokio::test]
+async fn hop_by_hop_headers_of_a_304_do_not_enter_the_stored_entry() {
+    let origin = RawOrigin::start(false, |head| {
+        if head.to_ascii_lowercase().contains("if-none-match") {
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: max-age=60\r\n\
+              Connection: x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-Rev: 2\r\n\r\n"
+                .to_vec()
+        } else {
+            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nCache-Control: max-age=0\r\n\
+              Content-Length: 4\r\n\r\nbody"
+                .to_vec()
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    fill(proxy, &origin.url("/h304")).await;
+    let refreshed = get(proxy, &origin.url("/h304")).await;
+    let hit = get(proxy, &origin.url("/h304")).await;
+    hit.cache_status().assert_hit();
+    for resp in [&refreshed, &hit] {
+        assert_eq!(
+            (resp.text().as_str(), resp.header("x-rev")),
+            ("body", Some("2"))
+        );
+        for name in ["x-secret", "keep-alive"] {
+            assert_eq!(
+                resp.header(name),
+                None,
+                "{name} from a 304 reached the client"
+            );
+        }
+    }
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn weak_etag_revalidates() {
+    let origin = Origin::start(|req| {
+        if header(req, "if-none-match") == Some("W/\"w1\"") {
+            reply(
+                304,
+                &[("etag", "W/\"w1\""), ("cache-control", "max-age=60")],
+                "",
+            )
+        } else {
+            reply(
+                200,
+                &[("etag", "W/\"w1\""), ("cache-control", "max-age=0")],
+                "weak",
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    fill(proxy, &origin.url("/weak")).await;
+    let resp = get(proxy, &origin.url("/weak")).await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "weak"));
+    assert_eq!(resp.cache_status().fwd_status, Some(304));
+    get(proxy, &origin.url("/weak"))
+        .await
+        .cache_status()
+        .assert_hit();
+    assert_eq!(origin.hits(), 2);
+}
