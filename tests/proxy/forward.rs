@@ -366,3 +366,25 @@ async fn upstream_cache_status_and_via_are_kept_with_hoard_last() {
         );
     }
 }
+
+#[tokio::test]
+async fn cache_key_normalises_unreserved_percent_encoding_only() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60")],
+            req.uri().path().to_owned(),
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_eq!(fill(proxy, &origin.url("/abc")).await.text(), "/abc");
+    let encoded = get(proxy, &origin.url("/a%62c")).await;
+    encoded.cache_status().assert_hit(); // %62 is `b`, an unreserved character (RFC 3986 6.2.2.2)
+    assert_eq!(encoded.text(), "/abc");
+
+    fill(proxy, &origin.url("/a/b")).await;
+    let slash = get(proxy, &origin.url("/a%2Fb")).await;
+    slash.cache_status().assert_not_hit(); // %2F is reserved: a different resource
+    assert_eq!(slash.text(), "/a%2Fb");
+}
