@@ -46,6 +46,8 @@ pub struct State {
     pub hot: Arc<HotCache>,
     /// When URLs were last invalidated (fills that started earlier do not commit).
     pub invalidations: Arc<Invalidations>,
+    /// Value files already checked against their digests.
+    pub verified: Arc<pipeline::Verified>,
 }
 
 impl State {
@@ -71,6 +73,7 @@ impl State {
                 cfg_hot_ttl,
             )),
             invalidations: Arc::new(Invalidations::default()),
+            verified: Arc::new(pipeline::Verified::default()),
         }
     }
 
