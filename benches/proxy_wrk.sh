@@ -245,8 +245,8 @@ run_wrk() { # scenario server conns path
         hoard-fwd)
             url="http://127.0.0.1:$HOARD_PORT/"
             printf 'wrk.method = "GET"\nwrk.path = "http://127.0.0.1:%s%s"\nwrk.headers["Host"] = "127.0.0.1:%s"\n' \
-                "$ORIGIN_PORT" "$path" "$ORIGIN_PORT" >"$RUN/fwd$path.lua"
-            lua=(-s "$RUN/fwd$path.lua") ;;
+                "$ORIGIN_PORT" "$path" "$ORIGIN_PORT" >"$RUN/fwd-${path#/}.lua"
+            lua=(-s "$RUN/fwd-${path#/}.lua") ;;
     esac
     out=$(timeout "$WRK_LIMIT" taskset -c "$WRK_CPU" wrk -t1 "-c$c" "-d$DURATION" --timeout 5s --latency "${lua[@]}" "$url" 2>&1) || true
     printf '== %s %s rep %s\n%s\n' "$scen" "$server" "$rep" "$out" >>"$RUN/wrk.log"
