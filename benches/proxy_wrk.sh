@@ -13,6 +13,10 @@
 #   NO_BUILD   1: do not run cargo build --release
 #   PROXY_CPU / WRK_CPU  cores for the servers / for wrk (default 0 / 1)
 #   KEEP       1: keep the run directory (configs, logs) under target/bench-proxy/
+#   PERF       a scenario such as "1k c32" or "1m c32" (optionally "... fwd" for forward mode):
+#              after the measured runs, one extra hoard run of that scenario under
+#              `perf record -g -p PID`, and the top 20 symbols of `perf report --no-children
+#              --sort symbol` are printed (not part of the table)
 #
 # Everything listens on 127.0.0.1 only. All servers (origin, hoard, nginx, varnish) are pinned to
 # PROXY_CPU and wrk to WRK_CPU; only one proxy is loaded at a time. The trap stops only the
@@ -24,6 +28,7 @@ REPEAT=${REPEAT:-2}
 VARNISH=${VARNISH:-auto}
 RSS_TEST=${RSS_TEST:-1}
 NO_BUILD=${NO_BUILD:-0}
+PERF=${PERF:-}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 KEEP=${KEEP:-0}
@@ -275,6 +280,24 @@ for rep in $(seq "$REPEAT"); do
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# --- optional profile of one hoard scenario (not part of the table) ----------------------------
+PERF_OUT=""
+if [[ -n $PERF ]]; then
+    command -v perf >/dev/null || die "PERF set but perf is not installed (apt-get install linux-perf)"
+    read -r size conns mode <<<"$PERF"
+    server=hoard-gw; [[ ${mode:-} == fwd ]] && server=hoard-fwd
+    rep=perf
+    timeout "$WRK_LIMIT" perf record -q -g -o "$RUN/perf.data" -p "$HOARD_PID" 2>"$RUN/perf.err" &
+    perf_pid=$!
+    sleep 0.5
+    run_wrk "$size $conns perf" "$server" "${conns#c}" "/$size"
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    sed -i '$d' "$RESULTS" # the profiled run is not part of the table
+    perf report -i "$RUN/perf.data" --no-children --sort symbol --stdio -g none >"$RUN/perf.txt" 2>/dev/null || true
+    PERF_OUT=$(grep -E '^ +[0-9.]+%' "$RUN/perf.txt" | head -20 | sed -E 's/ +- +- *$//') || true
+fi
+
 # --- peak RSS of a 1 GiB miss ------------------------------------------------------------------
 RSS_LINE="skipped (RSS_TEST=0)"
 if [[ $RSS_TEST == 1 ]]; then
@@ -351,5 +374,10 @@ awk -F'\t' -v order="${SERVERS[*]}" '
     }' "$RESULTS"
 echo
 echo "$RSS_LINE"
+if [[ -n $PERF_OUT ]]; then
+    echo
+    echo "perf (hoard, $PERF, extra run not in the table): top symbols, perf report --no-children --sort symbol"
+    echo "$PERF_OUT"
+fi
 echo
 echo "raw wrk output: $RUN/wrk.log$([[ $KEEP == 1 ]] || echo " (deleted; KEEP=1 keeps it)")"
