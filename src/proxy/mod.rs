@@ -7,6 +7,7 @@
 mod body;
 mod fill;
 mod hot;
+mod lease;
 mod pipeline;
 mod server;
 mod service;
@@ -57,6 +58,18 @@ pub struct ProxyConfig {
     /// How long a row held in memory is trusted before it is read from the store again
     /// (bounds how late this process sees another process's purge or refresh).
     pub memory_cache_ttl: Duration,
+    /// XFetch `beta`: how eagerly fresh hot entries are refreshed before they expire
+    /// (1.0 is the paper's default; larger is earlier; 0 disables).
+    pub xfetch_beta: f64,
+    /// Stale-if-error window applied when the origin gives none (RFC 5861); `None` = off.
+    pub stale_if_error: Option<Duration>,
+    /// Uniform random numbers in (0, 1] for XFetch; injectable so tests are exact.
+    pub random: fn() -> f64,
+}
+
+/// The default random source: uniform in (0, 1].
+pub fn default_random() -> f64 {
+    1.0 - fastrand::f64()
 }
 
 impl ProxyConfig {
@@ -79,6 +92,9 @@ impl ProxyConfig {
             pseudonym: "hoard".to_string(),
             memory_cache_size: 64 << 20,
             memory_cache_ttl: Duration::from_secs(1),
+            xfetch_beta: 1.0,
+            stale_if_error: None,
+            random: default_random,
         }
     }
 }
