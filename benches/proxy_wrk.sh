@@ -72,13 +72,13 @@ mkdir -p "$BENCH_DIR" "$DATA"
 RUN=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
 PIDS=()
 cleanup() {
-    local pid
+    local rc=$? pid
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    if [[ $KEEP == 1 ]]; then log "kept $RUN"; else rm -rf "$RUN"; fi
+    if [[ $KEEP == 1 || $rc -ne 0 ]]; then log "kept $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -87,18 +87,20 @@ trap 'exit 130' INT TERM
 pick_port() {
     local p
     for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 30000))
+        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
         if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
     done
     die "no free port"
 }
-wait_port() { # port [seconds]
+wait_port() { # port pid log [seconds]: until something answers HTTP on the port
     local _i
-    for _i in $(seq $((${2:-15} * 10))); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
+    for _i in $(seq $((${4:-15} * 10))); do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/" && return 0
+        kill -0 "$2" 2>/dev/null || { tail -5 "$3" >&2 || true; die "process $2 exited (log $3)"; }
         sleep 0.1
     done
-    die "nothing answered on 127.0.0.1:$1"
+    tail -5 "$3" >&2 || true
+    die "nothing answered on 127.0.0.1:$1 (log $3)"
 }
 # Stop one process we started and forget it.
 stop_pid() {
@@ -120,7 +122,6 @@ ORIGIN_PORT=$(pick_port)
 HOARD_PORT=$(pick_port)
 NGINX_PORT=$(pick_port)
 VARNISH_PORT=$(pick_port)
-RSS_PORT=$(pick_port)
 USER_LINE=""
 [[ $(id -u) -eq 0 ]] && USER_LINE="user root;" # workers must read $DATA and write $RUN
 
@@ -162,7 +163,7 @@ start_nginx() { # conf
 # Origin: static files with Cache-Control: max-age=3600.
 conf=$(nginx_conf origin "" "$ORIGIN_PORT" "root $DATA; location / { add_header Cache-Control \"max-age=3600\"; }")
 start_nginx "$conf"
-wait_port "$ORIGIN_PORT"
+wait_port "$ORIGIN_PORT" $! "$RUN/origin/error.log"
 
 # nginx proxy_cache, configured like hoard: honours the origin's Cache-Control, lock on, keepalive upstream.
 conf=$(nginx_conf nginx \
@@ -197,10 +198,10 @@ if [[ -n $VARNISHD ]]; then
     VARNISH_PID=$!
 fi
 
-wait_port "$NGINX_PORT"
-wait_port "$HOARD_PORT"
+wait_port "$NGINX_PORT" "$NGINX_PID" "$RUN/nginx/error.log"
+wait_port "$HOARD_PORT" "$HOARD_PID" "$RUN/hoard/stderr.log"
 if [[ -n $VARNISH_PID ]]; then
-    if ! (wait_port "$VARNISH_PORT" 20); then
+    if ! (wait_port "$VARNISH_PORT" "$VARNISH_PID" "$RUN/varnish/stdout.log" 20); then
         log "varnishd did not start (see $RUN/varnish/stdout.log); skipping its rows"
         stop_pid "$VARNISH_PID"; VARNISH_PID=""
     fi
@@ -309,12 +310,13 @@ if [[ $RSS_TEST == 1 ]]; then
         stop_pid "$HOARD_PID"; stop_pid "$NGINX_PID"
         [[ -n $VARNISH_PID ]] && stop_pid "$VARNISH_PID"
         mkdir -p "$RUN/rss"
+        RSS_PORT=$(pick_port) # picked now: minutes have passed since the others
         taskset -c "$PROXY_CPU" "$HOARD" -q --listen "127.0.0.1:$RSS_PORT" --cache-dir "$RUN/rss/cache" \
             --upstream "http://127.0.0.1:$ORIGIN_PORT" --max-object-size 2GiB --size-limit 4GiB \
             2>"$RUN/rss/stderr.log" &
         PIDS+=($!)
         RSS_PID=$!
-        wait_port "$RSS_PORT"
+        wait_port "$RSS_PORT" "$RSS_PID" "$RUN/rss/stderr.log"
         hwm() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$RSS_PID/status"; }
         base=$(hwm)
         miss=$(timeout 300 taskset -c "$WRK_CPU" curl -s -o /dev/null -D "$RUN/rss/miss.h" \
