@@ -1,2 +1,3 @@
+mod devcache;
 mod proxy;
 mod store;

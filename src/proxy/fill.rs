@@ -84,6 +84,17 @@ impl FillPlan {
     }
 }
 
+impl FillPlan {
+    /// Apply a configuration rule: its forced TTL and name go into the stored head.
+    pub fn with_rule(mut self, rule: Option<&crate::http_cache::Rule>) -> Self {
+        if let Some(r) = rule {
+            self.head.forced_ttl = r.ttl;
+            self.head.rule = Some(r.name.clone());
+        }
+        self
+    }
+}
+
 enum Msg {
     Chunk(Bytes),
     Commit(Box<StoredHead>),

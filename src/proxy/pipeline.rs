@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
@@ -25,7 +26,7 @@ use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
 use crate::http_cache::{
     self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions,
-    NotStorable, StoredHead,
+    NotStorable, Rule, StoredHead,
 };
 use crate::store::{Cache, Record, Value};
 
@@ -98,13 +99,82 @@ struct Ctx<'a> {
     target: Uri,
     key: CacheKey,
     is_head: bool,
+    /// The configuration rule that applies to this URL, if any.
+    rule: Option<Rule>,
+    /// The request body, for methods cached by a rule (keyed by its digest).
+    body: Option<Bytes>,
+}
+
+/// The cache key URI for `target`: the first matching rule may drop query parameters.
+fn key_uri(st: &State, target: &Uri) -> (Uri, Option<Rule>) {
+    match http_cache::first_match(&st.cfg.rules, target) {
+        Some(rule) => (rule.key_uri(target), Some(rule.clone())),
+        None => (target.clone(), None),
+    }
 }
 
 /// Entry point for GET and HEAD.
 pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Response<ProxyBody> {
     let (parts, _body) = req.into_parts();
-    let key = match http_cache::cache_key(&Method::GET, &target) {
-        Ok(k) => k,
+    let (kuri, rule) = key_uri(st, &target);
+    run_cached(st, parts, target, &kuri, rule, None).await
+}
+
+/// Entry point for other methods a rule caches (`cache_methods`): the body is read (up to the
+/// rule's `max_body`) and its digest joins the cache key.
+pub async fn cached_method(
+    st: &State,
+    req: Request<Incoming>,
+    target: Uri,
+    rule: Rule,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, rule.max_body)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            let (code, msg) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body larger than the {} bytes rule {:?} caches\n",
+                        rule.max_body, rule.name
+                    ),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed: {e}\n"),
+                )
+            };
+            return st.error(code, CacheStatus::bypass(BypassReason::Method), &msg);
+        }
+    };
+    let kuri = rule.key_uri(&target);
+    run_cached(st, parts, target, &kuri, Some(rule), Some(body)).await
+}
+
+async fn run_cached(
+    st: &State,
+    parts: Parts,
+    target: Uri,
+    key_uri: &Uri,
+    rule: Option<Rule>,
+    body: Option<Bytes>,
+) -> Response<ProxyBody> {
+    let class = if body.is_some() {
+        parts.method.clone()
+    } else {
+        Method::GET
+    };
+    let key = match http_cache::cache_key(&class, key_uri) {
+        Ok(k) => match &body {
+            Some(b) => k.with_body_digest(xxhash_rust::xxh3::xxh3_128(b)),
+            None => k,
+        },
         Err(e) => {
             return st.error(
                 StatusCode::BAD_REQUEST,
@@ -114,10 +184,11 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
         }
     };
     let mut lookup = parts.clone();
-    lookup.method = Method::GET;
+    lookup.method = class;
     lookup.uri = target.clone();
     lookup.version = Version::HTTP_11;
     let is_head = parts.method == Method::HEAD;
+    let applied = rule.clone();
     let ctx = Ctx {
         st,
         parts,
@@ -125,20 +196,46 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
         target,
         key,
         is_head,
+        rule,
+        body,
     };
-    if ctx.parts.headers.contains_key(header::RANGE) {
-        return ctx
-            .forward_uncached(CacheStatus::bypass(BypassReason::Range))
-            .await;
+    let mut res = if st.cfg.offline {
+        ctx.offline().await
+    } else if ctx.rule.as_ref().is_some_and(|r| r.bypass) {
+        ctx.forward_uncached(CacheStatus::bypass(BypassReason::Disabled))
+            .await
+    } else if ctx.parts.headers.contains_key(header::RANGE) {
+        ctx.forward_uncached(CacheStatus::bypass(BypassReason::Range))
+            .await
+    } else {
+        ctx.run().await
+    };
+    if let Some(rule) = &applied {
+        note_rule(&mut res, rule);
     }
-    ctx.run().await
+    res
+}
+
+/// Name the applied rule in `Cache-Status` (as its detail, unless a detail is already there).
+fn note_rule(res: &mut Response<ProxyBody>, rule: &Rule) {
+    let name = &super::service::CACHE_STATUS;
+    let Some(cur) = res.headers().get(name).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if cur.contains("detail=") {
+        return;
+    }
+    let detail = rule.detail().replace(['"', '\\'], "");
+    if let Ok(v) = HeaderValue::from_str(&format!("{cur}; detail=\"{detail}\"")) {
+        res.headers_mut().insert(name.clone(), v);
+    }
 }
 
 /// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge).
 pub async fn invalidate(st: &State, targets: Vec<Uri>) {
     let keys: Vec<CacheKey> = targets
         .iter()
-        .filter_map(|u| http_cache::cache_key(&Method::GET, u).ok())
+        .filter_map(|u| http_cache::cache_key(&Method::GET, &key_uri(st, u).0).ok())
         .collect();
     for k in &keys {
         st.coalescer.clear_pass(k.as_bytes());
@@ -285,10 +382,42 @@ impl Ctx<'_> {
         self.fetch(None, None, CacheStatus::miss(), None).await
     }
 
+    /// Offline mode: never contact an origin. Any stored variant is served whatever its age
+    /// (with its true `Age`); a miss is a 504 that says why.
+    async fn offline(&self) -> Response<ProxyBody> {
+        match self.load().await {
+            Loaded::Found { head, rec, .. } => {
+                let now = SystemTime::now();
+                let lifetime = head.freshness_lifetime(&self.st.lookup_opts);
+                let age = head.current_age(now);
+                let ttl = lifetime.as_secs() as i64 - age.as_secs() as i64;
+                let cs = CacheStatus::hit(Some(ttl)).with_detail("offline");
+                self.serve_stored(&head, served_headers(&head, now), rec, cs)
+            }
+            Loaded::Miss | Loaded::VaryMiss => self.st.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::uri_miss().with_detail("offline"),
+                "hoard is offline and this URL is not in the cache\n",
+            ),
+        }
+    }
+
+    /// The body to send upstream: the buffered one of a rule-cached method, else none.
+    fn request_body(&self) -> ProxyBody {
+        match &self.body {
+            Some(b) => ProxyBody::full(b.clone()),
+            None => ProxyBody::Empty,
+        }
+    }
+
     /// Requests that never wait on others' fetches, nor make others wait: their responses
     /// are not shareable anyway (credentials, `no-store`).
     fn uncoalesced(&self) -> bool {
-        self.lookup.headers.contains_key(header::AUTHORIZATION)
+        (self.lookup.headers.contains_key(header::AUTHORIZATION)
+            && !self
+                .rule
+                .as_ref()
+                .is_some_and(|r| r.share_auth && r.ttl.is_some()))
             || http_cache::parse_cache_control(&self.lookup.headers).has("no-store")
     }
 
@@ -531,7 +660,7 @@ impl Ctx<'_> {
             Some((entry, reval)) => {
                 let req = self
                     .st
-                    .upstream_request(&reval, &self.target, ProxyBody::Empty);
+                    .upstream_request(&reval, &self.target, self.request_body());
                 (Some(entry), req)
             }
             None => {
@@ -541,7 +670,8 @@ impl Ctx<'_> {
                 }
                 (
                     None,
-                    self.st.upstream_request(&p, &self.target, ProxyBody::Empty),
+                    self.st
+                        .upstream_request(&p, &self.target, self.request_body()),
                 )
             }
         };
@@ -610,7 +740,12 @@ impl Ctx<'_> {
             return Box::pin(self.fetch(None, permit, fwd, lease)).await;
         }
         // A new response.
-        let storable = http_cache::storability(&self.lookup, &rparts, &self.st.lookup_opts);
+        let storable = storability(
+            self.rule.as_ref(),
+            &self.lookup,
+            &rparts,
+            &self.st.lookup_opts,
+        );
         let plan = match &storable {
             Ok(()) => FillPlan::new(
                 self.st.store.clone(),
@@ -622,7 +757,8 @@ impl Ctx<'_> {
                 t_res,
                 delta,
                 self.st.cfg.max_object_size,
-            ),
+            )
+            .map(|p| p.with_rule(self.rule.as_ref())),
             Err(_) => None,
         };
         let fwd = fwd.with_fwd_status(rparts.status.as_u16());
@@ -686,7 +822,7 @@ impl Ctx<'_> {
     async fn forward_uncached(&self, cs: CacheStatus) -> Response<ProxyBody> {
         let req = self
             .st
-            .upstream_request(&self.parts, &self.target, ProxyBody::Empty);
+            .upstream_request(&self.parts, &self.target, self.request_body());
         match self.st.upstream.send(req).await {
             Err(e) => self.st.upstream_error(&e, cs),
             Ok(res) => {
@@ -764,6 +900,8 @@ struct Refresher {
     pseudonym: String,
     max_object_size: u64,
     lease_ttl: std::time::Duration,
+    rule: Option<Rule>,
+    body: Option<Bytes>,
 }
 
 impl Refresher {
@@ -779,6 +917,8 @@ impl Refresher {
             pseudonym: ctx.st.cfg.pseudonym.clone(),
             max_object_size: ctx.st.cfg.max_object_size,
             lease_ttl: ctx.st.cfg.lock_timeout,
+            rule: ctx.rule.clone(),
+            body: ctx.body.clone(),
         }
     }
 
@@ -793,7 +933,10 @@ impl Refresher {
             &revalidate,
             &self.target,
             &self.pseudonym,
-            ProxyBody::Empty,
+            match &self.body {
+                Some(b) => ProxyBody::full(b.clone()),
+                None => ProxyBody::Empty,
+            },
         );
         let t_req = SystemTime::now();
         let started = Instant::now();
@@ -831,7 +974,7 @@ impl Refresher {
             // Keep what we have; stale-if-error decides for later requests.
             return;
         }
-        if http_cache::storability(&self.lookup, &rparts, &self.opts).is_ok()
+        if storability(self.rule.as_ref(), &self.lookup, &rparts, &self.opts).is_ok()
             && let Some(plan) = FillPlan::new(
                 self.store.clone(),
                 self.hot.clone(),
@@ -843,9 +986,23 @@ impl Refresher {
                 delta,
                 self.max_object_size,
             )
+            .map(|p| p.with_rule(self.rule.as_ref()))
         {
             let timeout = self.upstream.response_timeout();
             fill::run(plan, rbody, None, Some(permit), Some(lease), timeout).await;
         }
+    }
+}
+
+/// Storability under the rule that applies, if any (a forced TTL overrides the origin).
+fn storability(
+    rule: Option<&Rule>,
+    req: &Parts,
+    res: &http::response::Parts,
+    opts: &LookupOptions,
+) -> Result<(), NotStorable> {
+    match rule {
+        Some(r) if r.ttl.is_some() => http_cache::storability_forced(req, res, r.share_auth),
+        _ => http_cache::storability(req, res, opts),
     }
 }

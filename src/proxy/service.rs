@@ -129,6 +129,20 @@ impl State {
                 "request loop: the target is this proxy\n",
             );
         }
+        if self.cfg.offline && !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return self.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::bypass(BypassReason::Method).with_detail("offline"),
+                "hoard is offline: only GET and HEAD are answered, from the cache\n",
+            );
+        }
+        if !matches!(*req.method(), Method::GET | Method::HEAD)
+            && let Some(rule) = http_cache::first_match(&self.cfg.rules, &target)
+            && rule.caches_method(req.method())
+        {
+            let rule = rule.clone();
+            return pipeline::cached_method(self, req, target, rule).await;
+        }
         match *req.method() {
             Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
             _ => self.pass_through(req, target).await,
@@ -198,6 +212,13 @@ impl State {
 
     /// CONNECT host:port -> blind tunnel.
     async fn connect(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        if self.cfg.offline {
+            return self.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::bypass(BypassReason::Tunnel).with_detail("offline"),
+                "hoard is offline: tunnels are not opened\n",
+            );
+        }
         let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
             return self.error(
                 StatusCode::BAD_REQUEST,
