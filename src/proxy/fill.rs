@@ -90,6 +90,7 @@ impl FillPlan {
         if let Some(r) = rule {
             self.head.forced_ttl = r.ttl;
             self.head.rule = Some(r.name.clone());
+            self.head.memo = Default::default();
         }
         self
     }
