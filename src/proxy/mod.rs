@@ -94,7 +94,7 @@ impl ProxyConfig {
             max_connections: 10_000,
             max_header_size: 64 * 1024,
             pseudonym: "hoard".to_string(),
-            memory_cache_size: 64 << 20,
+            memory_cache_size: 128 << 20,
             memory_cache_ttl: Duration::from_secs(1),
             xfetch_beta: 1.0,
             stale_if_error: None,

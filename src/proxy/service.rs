@@ -56,7 +56,7 @@ impl State {
         let upstream = Upstream::new(cfg.connect_timeout, cfg.response_timeout);
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_stale_if_error = cfg.stale_if_error;
-        let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(1 << 20);
+        let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(2 << 20);
         State {
             cfg,
             store,
