@@ -131,8 +131,9 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
     ctx.run().await
 }
 
-/// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge).
-pub async fn invalidate(st: &State, targets: Vec<Uri>) {
+/// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge);
+/// returns how many rows were removed.
+pub async fn invalidate(st: &State, targets: Vec<Uri>) -> u64 {
     let keys: Vec<CacheKey> = targets
         .iter()
         .filter_map(|u| http_cache::cache_key(&Method::GET, u).ok())
@@ -151,10 +152,14 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) {
     })
     .await;
     match res {
-        Ok(Ok(n)) => tracing::debug!(removed = n, "invalidated"),
+        Ok(Ok(n)) => {
+            tracing::debug!(removed = n, "invalidated");
+            return n;
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "invalidation failed"),
         Err(e) => tracing::warn!(error = %e, "invalidation task failed"),
     }
+    0
 }
 
 impl Ctx<'_> {

@@ -7,7 +7,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use std::cell::Cell;
+
 use http::header::{self, HeaderName, HeaderValue};
+use http_body::Body as _;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use super::ProxyConfig;
 use super::body::ProxyBody;
 use super::hot::HotCache;
+use super::metrics::{Metrics, UPSTREAM_US};
 use super::pipeline;
 use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
@@ -43,12 +47,16 @@ pub struct State {
     pub lookup_opts: LookupOptions,
     /// In-memory front for hot rows.
     pub hot: Arc<HotCache>,
+    /// Prometheus metrics (served by the admin server).
+    pub metrics: Arc<Metrics>,
 }
 
 impl State {
     /// Assemble the state.
     pub fn new(cfg: ProxyConfig, store: Cache, local_addr: SocketAddr) -> Self {
-        let upstream = Upstream::new(cfg.connect_timeout, cfg.response_timeout);
+        let metrics = Arc::new(Metrics::new());
+        let upstream =
+            Upstream::new(cfg.connect_timeout, cfg.response_timeout).with_metrics(metrics.clone());
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(1 << 20);
         State {
@@ -63,21 +71,34 @@ impl State {
                 cfg_hot_max_entry,
                 cfg_hot_ttl,
             )),
+            metrics,
         }
     }
 
-    /// Handle one request and log it.
+    /// Handle one request: log one access line and count it in the metrics.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let res = self.dispatch(req).await;
+        let (res, upstream_us) = UPSTREAM_US
+            .scope(Cell::new(0), async {
+                let res = self.dispatch(req, peer).await;
+                (res, UPSTREAM_US.with(Cell::get))
+            })
+            .await;
+        let elapsed = start.elapsed();
         let status = res.status().as_u16();
         let cache_status = res
             .headers()
             .get(&CACHE_STATUS)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let bytes = if method == Method::HEAD {
+            Some(0)
+        } else {
+            res.body().size_hint().exact()
+        };
+        self.metrics.request(cache_status, elapsed, bytes);
         tracing::info!(
             target: "hoard::access",
             %peer,
@@ -85,12 +106,14 @@ impl State {
             %uri,
             status,
             cache_status,
-            elapsed_us = start.elapsed().as_micros() as u64,
+            bytes,
+            upstream_us,
+            elapsed_us = elapsed.as_micros() as u64,
         );
         res
     }
 
-    async fn dispatch(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
@@ -111,9 +134,29 @@ impl State {
                 "request loop: the target is this proxy\n",
             );
         }
+        if req.method().as_str() == "PURGE" {
+            return self.purge(peer, target).await;
+        }
         match *req.method() {
             Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
             _ => self.pass_through(req, target).await,
+        }
+    }
+
+    /// `PURGE <url>` from an allowed client: remove every stored variant of the URL.
+    /// 200 when something was removed, 404 when nothing was stored, 403 for other clients.
+    async fn purge(&self, peer: SocketAddr, target: Uri) -> Response<ProxyBody> {
+        let cs = || CacheStatus::bypass(BypassReason::Method).with_detail("purge");
+        if !self.cfg.purge_allow.iter().any(|n| n.contains(peer.ip())) {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                cs(),
+                "PURGE is not allowed from this address (see purge-allow)\n",
+            );
+        }
+        match pipeline::invalidate(self, vec![target]).await {
+            0 => self.error(StatusCode::NOT_FOUND, cs(), "not cached\n"),
+            n => self.error(StatusCode::OK, cs(), &format!("purged {n} entries\n")),
         }
     }
 

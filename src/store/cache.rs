@@ -1216,6 +1216,20 @@ impl Cache {
             }))
     }
 
+    /// Meta of a live row, read without counting a hit or miss and without recording an
+    /// access (for inspection tools that must not disturb statistics or eviction order).
+    pub fn peek_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let now = self.inner.clock.now();
+        self.inner.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT meta FROM cache WHERE key = ?1 \
+                 AND (expire_time IS NULL OR expire_time > ?2)",
+            )?
+            .query_row(params![key, now], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?)
+        })
+    }
+
     /// Replaces meta and expire time of a live row without touching its value.
     /// Returns false when there is no live row.
     pub fn set_meta(&self, key: &[u8], meta: &[u8], expire: Option<Duration>) -> Result<bool> {
