@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 }
 
 fn config_error(e: &ConfigError) -> u8 {
-    eout!("hoard: {e}");
+    eprintln!("hoard: {e}");
     USAGE
 }
 
@@ -86,7 +86,7 @@ fn print_config(r: &Resolved, json: bool) -> u8 {
             OK
         }
         Err(e) => {
-            eout!("hoard: cannot render the configuration: {e}");
+            eprintln!("hoard: cannot render the configuration: {e}");
             FAILURE
         }
     }
@@ -99,7 +99,7 @@ fn print_json(v: &impl Serialize) -> u8 {
             OK
         }
         Err(e) => {
-            eout!("hoard: cannot render JSON: {e}");
+            eprintln!("hoard: cannot render JSON: {e}");
             FAILURE
         }
     }
@@ -114,7 +114,7 @@ fn serve(args: &ServeArgs) -> u8 {
     match run_proxy(r) {
         Ok(()) => OK,
         Err(e) => {
-            eout!("hoard: {e:#}");
+            eprintln!("hoard: {e:#}");
             FAILURE
         }
     }
@@ -128,13 +128,13 @@ fn run_proxy(r: Resolved) -> anyhow::Result<()> {
     rt.block_on(async move {
         let dir = cfg.cache_dir.clone();
         let server = Server::bind(cfg).await?;
-        eout!(
+        eprintln!(
             "hoard: listening on {} (cache {})",
             server.local_addr(),
             dir.display()
         );
         if let Some(a) = server.admin_addr() {
-            eout!("hoard: admin on http://{a}/metrics");
+            eprintln!("hoard: admin on http://{a}/metrics");
         }
         server.run_until(shutdown_signal()).await;
         Ok(())
@@ -144,13 +144,13 @@ fn run_proxy(r: Resolved) -> anyhow::Result<()> {
 fn store_of(a: &StoreArgs) -> Result<hoard::store::Cache, u8> {
     let dir = a.resolve_cache_dir().map_err(|e| config_error(&e))?;
     ops::open(&dir).map_err(|e| {
-        eout!("hoard: cannot open cache directory {}: {e}", dir.display());
+        eprintln!("hoard: cannot open cache directory {}: {e}", dir.display());
         FAILURE
     })
 }
 
 fn op_error(e: OpsError) -> u8 {
-    eout!("hoard: {e}");
+    eprintln!("hoard: {e}");
     match e {
         OpsError::Url(..) => USAGE,
         OpsError::Store(_) => FAILURE,
@@ -232,7 +232,7 @@ fn run_op(cmd: Command) -> u8 {
         }),
         Command::Show(c) => ops::show(&cache, &c.url, SystemTime::now()).map(|r| match r {
             None => {
-                eout!("hoard: not cached: {}", c.url);
+                eprintln!("hoard: not cached: {}", c.url);
                 NEGATIVE
             }
             Some(r) if json => print_json(&r),
@@ -309,7 +309,7 @@ fn removed(r: &ops::Removed, json: bool, what: &str) -> u8 {
     if json {
         print_json(r);
     } else if r.rows == 0 {
-        eout!("hoard: nothing stored for {what}");
+        eprintln!("hoard: nothing stored for {what}");
     } else {
         out!("removed {} URL(s), {} row(s)", r.urls, r.rows);
     }
