@@ -17,7 +17,7 @@ use crate::store::EvictionPolicy;
 /// Exit codes: 0 success; 1 nothing found (purge, evict, show) or problems left (check);
 /// 2 usage or configuration error; 3 runtime failure (store unreadable, address in use).
 #[derive(Debug, Parser)]
-#[command(name = "hoard", version, about, args_conflicts_with_subcommands = true)]
+#[command(name = "hoard", version, about)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
@@ -25,6 +25,53 @@ pub struct Cli {
     /// Options of `serve` when no subcommand is given.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Configuration file [default: $XDG_CONFIG_HOME/hoard/hoard.toml or ~/.config/hoard/hoard.toml, if it exists].
+    #[arg(long, env = "HOARD_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Parse the command line, handing the global `--config` to the chosen command.
+    /// Serve options belong after `serve` (or with no subcommand at all): `hoard --size-limit
+    /// 1G stats`, which would otherwise be silently ignored, is a usage error.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = <Cli as CommandFactory>::command();
+        let m = cmd.get_matches_mut();
+        let misplaced = m.subcommand_name().is_some()
+            && cmd.get_arguments().any(|a| {
+                let id = a.get_id().as_str();
+                !matches!(id, "config" | "verbose" | "quiet")
+                    && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+            });
+        if misplaced {
+            cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "serve options go after `serve` (or use no subcommand), e.g. hoard serve --listen ADDR",
+            )
+            .exit();
+        }
+        let mut cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+        cli.propagate_config();
+        cli
+    }
+
+    /// Copy the global `--config` into the command's arguments.
+    pub fn propagate_config(&mut self) {
+        let cfg = self.config.clone();
+        self.serve.config = cfg.clone();
+        match &mut self.command {
+            Some(Command::Serve(a)) => a.config = cfg,
+            Some(Command::Config(c)) => c.serve.config = cfg,
+            Some(Command::Stats(c)) => c.store.config = cfg,
+            Some(Command::Ls(c)) => c.store.config = cfg,
+            Some(Command::Show(c)) | Some(Command::Purge(c)) => c.store.config = cfg,
+            Some(Command::Evict(c)) => c.store.config = cfg,
+            Some(Command::Expire(s)) | Some(Command::Clear(s)) => s.config = cfg,
+            Some(Command::Check(c)) => c.store.config = cfg,
+            None => {}
+        }
+    }
 }
 
 /// Subcommands.
@@ -55,8 +102,8 @@ pub enum Command {
 /// Where the store is, for every subcommand.
 #[derive(Debug, Args, Clone, Default)]
 pub struct StoreArgs {
-    /// Configuration file [default: $XDG_CONFIG_HOME/hoard/hoard.toml or ~/.config/hoard/hoard.toml, if it exists].
-    #[arg(long, env = "HOARD_CONFIG", value_name = "PATH")]
+    /// Configuration file (set from the global `--config`).
+    #[arg(skip)]
     pub config: Option<PathBuf>,
     /// Cache directory [default: cache-dir of the config file, else $XDG_CACHE_HOME/hoard or ~/.cache/hoard].
     #[arg(long, env = "HOARD_CACHE_DIR", value_name = "DIR")]
@@ -154,8 +201,8 @@ pub struct CheckCmd {
 /// (applied in [`ServeArgs::resolve_with`]).
 #[derive(Debug, Args, Clone, Default)]
 pub struct ServeArgs {
-    /// Configuration file [default: $XDG_CONFIG_HOME/hoard/hoard.toml or ~/.config/hoard/hoard.toml, if it exists].
-    #[arg(long, env = "HOARD_CONFIG", value_name = "PATH")]
+    /// Configuration file (set from the global `--config`).
+    #[arg(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:3128].
     #[arg(long, env = "HOARD_LISTEN")]
@@ -331,7 +378,9 @@ fn upstream(u: &str) -> Result<Option<http::Uri>, String> {
     }
     let uri: http::Uri = u.parse().map_err(|e| format!("{u:?} is not a URL: {e}"))?;
     if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
-        return Err(format!("{u:?} must be an http:// or https:// URL with a host"));
+        return Err(format!(
+            "{u:?} must be an http:// or https:// URL with a host"
+        ));
     }
     Ok(Some(uri))
 }
@@ -361,10 +410,11 @@ impl ServeArgs {
     /// Layer these values over `file` and the defaults, and validate.
     pub fn resolve_with(&self, file: Option<&ConfigFile>) -> Result<Resolved, ConfigError> {
         let l = Layers { file };
-        let (listen, listen_s) = l.pick("listen", self.listen.as_deref(), "127.0.0.1:3128", |t| {
-            t.parse::<SocketAddr>()
-                .map_err(|_| format!("{t:?} is not an address like 127.0.0.1:3128"))
-        })?;
+        let (listen, listen_s) =
+            l.pick("listen", self.listen.as_deref(), "127.0.0.1:3128", |t| {
+                t.parse::<SocketAddr>()
+                    .map_err(|_| format!("{t:?} is not an address like 127.0.0.1:3128"))
+            })?;
         let default_dir = config::default_cache_dir().display().to_string();
         let cli_dir = self.cache_dir.as_ref().map(|p| p.display().to_string());
         let (cache_dir, _) = l.pick("cache-dir", cli_dir.as_deref(), &default_dir, |t| {
@@ -378,7 +428,8 @@ impl ServeArgs {
         let mut c = ProxyConfig::new(listen, cache_dir.clone());
         c.upstream = up;
         let size_limit;
-        (c.size_limit, size_limit) = l.pick("size-limit", self.size_limit.as_deref(), "1GiB", size)?;
+        (c.size_limit, size_limit) =
+            l.pick("size-limit", self.size_limit.as_deref(), "1GiB", size)?;
         let eviction_policy;
         (c.eviction_policy, eviction_policy) = l.pick(
             "eviction-policy",
@@ -394,8 +445,12 @@ impl ServeArgs {
             },
         )?;
         let max_object_size;
-        (c.max_object_size, max_object_size) =
-            l.pick("max-object-size", self.max_object_size.as_deref(), "256MiB", size)?;
+        (c.max_object_size, max_object_size) = l.pick(
+            "max-object-size",
+            self.max_object_size.as_deref(),
+            "256MiB",
+            size,
+        )?;
         (c.statistics, _) = l.pick(
             "statistics",
             self.statistics.as_deref(),
@@ -403,20 +458,36 @@ impl ServeArgs {
             config::parse_bool,
         )?;
         let connect_timeout;
-        (c.connect_timeout, connect_timeout) =
-            l.pick("connect-timeout", self.connect_timeout.as_deref(), "10s", duration)?;
+        (c.connect_timeout, connect_timeout) = l.pick(
+            "connect-timeout",
+            self.connect_timeout.as_deref(),
+            "10s",
+            duration,
+        )?;
         let response_timeout;
-        (c.response_timeout, response_timeout) =
-            l.pick("response-timeout", self.response_timeout.as_deref(), "60s", duration)?;
+        (c.response_timeout, response_timeout) = l.pick(
+            "response-timeout",
+            self.response_timeout.as_deref(),
+            "60s",
+            duration,
+        )?;
         let header_timeout;
-        (c.header_timeout, header_timeout) =
-            l.pick("header-timeout", self.header_timeout.as_deref(), "30s", duration)?;
+        (c.header_timeout, header_timeout) = l.pick(
+            "header-timeout",
+            self.header_timeout.as_deref(),
+            "30s",
+            duration,
+        )?;
         let lock_timeout;
         (c.lock_timeout, lock_timeout) =
             l.pick("lock-timeout", self.lock_timeout.as_deref(), "5s", duration)?;
         let shutdown_timeout;
-        (c.shutdown_timeout, shutdown_timeout) =
-            l.pick("shutdown-timeout", self.shutdown_timeout.as_deref(), "10s", duration)?;
+        (c.shutdown_timeout, shutdown_timeout) = l.pick(
+            "shutdown-timeout",
+            self.shutdown_timeout.as_deref(),
+            "10s",
+            duration,
+        )?;
         (c.max_connections, _) = l.pick(
             "max-connections",
             self.max_connections.as_deref(),
@@ -429,17 +500,29 @@ impl ServeArgs {
         )?;
         let max_header_size;
         let header_bytes;
-        (header_bytes, max_header_size) =
-            l.pick("max-header-size", self.max_header_size.as_deref(), "64KiB", size)?;
+        (header_bytes, max_header_size) = l.pick(
+            "max-header-size",
+            self.max_header_size.as_deref(),
+            "64KiB",
+            size,
+        )?;
         c.max_header_size = usize::try_from(header_bytes).unwrap_or(usize::MAX);
         let memory_cache_size;
         let mem;
-        (mem, memory_cache_size) =
-            l.pick("memory-cache-size", self.memory_cache_size.as_deref(), "64MiB", size)?;
+        (mem, memory_cache_size) = l.pick(
+            "memory-cache-size",
+            self.memory_cache_size.as_deref(),
+            "64MiB",
+            size,
+        )?;
         c.memory_cache_size = usize::try_from(mem).unwrap_or(usize::MAX);
         let memory_cache_ttl;
-        (c.memory_cache_ttl, memory_cache_ttl) =
-            l.pick("memory-cache-ttl", self.memory_cache_ttl.as_deref(), "1s", duration)?;
+        (c.memory_cache_ttl, memory_cache_ttl) = l.pick(
+            "memory-cache-ttl",
+            self.memory_cache_ttl.as_deref(),
+            "1s",
+            duration,
+        )?;
         (c.pseudonym, _) = l.pick("pseudonym", self.pseudonym.as_deref(), "hoard", |t| {
             if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) {
                 Ok(t.to_string())

@@ -278,7 +278,10 @@ impl ConfigFile {
                     return Err(err(
                         v.span().start,
                         key,
-                        format!("expected a string or a number, found a {}", other.type_str()),
+                        format!(
+                            "expected a string or a number, found a {}",
+                            other.type_str()
+                        ),
                     ));
                 }
             };
@@ -472,7 +475,10 @@ mod file_tests {
     #[test]
     fn known_keys_parse_with_lines() {
         let f = parse("# c\nlisten = \"127.0.0.1:1\"\n\nmax-connections = 5\nstatistics = false\npurge-allow = [\"::1\", \"10.0.0.0/8\"]\n").unwrap();
-        assert_eq!(f.get("listen").unwrap(), &(FileValue::Str("127.0.0.1:1".into()), 2));
+        assert_eq!(
+            f.get("listen").unwrap(),
+            &(FileValue::Str("127.0.0.1:1".into()), 2)
+        );
         assert_eq!(f.get("max-connections").unwrap(), &(FileValue::Int(5), 4));
         assert_eq!(f.get("statistics").unwrap().0.as_text(), "false");
         assert_eq!(f.get("purge-allow").unwrap().0.as_text(), "::1,10.0.0.0/8");

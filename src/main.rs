@@ -8,7 +8,6 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::Parser;
 use hoard::cli::{Cli, Command, Resolved, ServeArgs, StoreArgs};
 use hoard::config::{ConfigError, LogFormat};
 use hoard::ops::{self, OpsError};
@@ -33,7 +32,7 @@ const USAGE: u8 = 2;
 const FAILURE: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let code = match cli.command {
         None => serve(&cli.serve),
         Some(Command::Serve(a)) => serve(&a),
@@ -215,7 +214,10 @@ fn run_op(cmd: Command) -> u8 {
             if !v.is_empty() {
                 out!(
                     "{:<6} {:>8} {:>10}  {:<29}  URL",
-                    "STATUS", "VARIANTS", "SIZE", "STORED"
+                    "STATUS",
+                    "VARIANTS",
+                    "SIZE",
+                    "STORED"
                 );
             }
             for e in &v {

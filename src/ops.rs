@@ -45,7 +45,8 @@ pub fn url_key(url: &str) -> Result<CacheKey> {
     let uri: Uri = url
         .parse()
         .map_err(|e: http::uri::InvalidUri| OpsError::Url(url.to_string(), e.to_string()))?;
-    http_cache::cache_key(&Method::GET, &uri).map_err(|e| OpsError::Url(url.to_string(), e.to_string()))
+    http_cache::cache_key(&Method::GET, &uri)
+        .map_err(|e| OpsError::Url(url.to_string(), e.to_string()))
 }
 
 /// The URL-key part of a row key (everything before the first 0 byte).
@@ -68,14 +69,17 @@ fn host_matches(authority: &str, h: &str) -> bool {
         return true;
     }
     let has_port = |a: &str| {
-        a.rsplit_once(':')
-            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !a.ends_with(']'))
+        a.rsplit_once(':').is_some_and(|(_, p)| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !a.ends_with(']')
+        })
     };
     if has_port(&h) {
         return false;
     }
     match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']') => {
+        Some((host, port))
+            if port.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']') =>
+        {
             host == h
         }
         _ => false,
@@ -87,7 +91,8 @@ fn unix(t: f64) -> SystemTime {
 }
 
 fn secs_since_epoch(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// One URL as stored: its rows summed.
@@ -288,7 +293,12 @@ pub struct ShowReport {
 
 fn header_pairs(h: &HeaderMap) -> Vec<(String, String)> {
     h.iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -312,8 +322,14 @@ pub fn show(cache: &Cache, url: &str, now: SystemTime) -> Result<Option<ShowRepo
     let Some(rec) = peek_head(cache, key.as_bytes())? else {
         return Ok(None);
     };
-    let uri: Uri = key.url().parse().map_err(|e: http::uri::InvalidUri| OpsError::Url(url.into(), e.to_string()))?;
-    let (plain, _) = Request::get(uri).body(()).map_err(|e| OpsError::Url(url.into(), e.to_string()))?.into_parts();
+    let uri: Uri = key
+        .url()
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| OpsError::Url(url.into(), e.to_string()))?;
+    let (plain, _) = Request::get(uri)
+        .body(())
+        .map_err(|e| OpsError::Url(url.into(), e.to_string()))?
+        .into_parts();
     let opts = LookupOptions::default();
     let variant = |head: &http_cache::StoredHead| {
         let mut req = plain.clone();
@@ -358,7 +374,11 @@ pub fn show(cache: &Cache, url: &str, now: SystemTime) -> Result<Option<ShowRepo
             };
             ShowReport {
                 url: key.url().to_string(),
-                vary: vary.names().iter().map(|n| n.as_str().to_string()).collect(),
+                vary: vary
+                    .names()
+                    .iter()
+                    .map(|n| n.as_str().to_string())
+                    .collect(),
                 variants,
                 cache_status,
             }
@@ -391,7 +411,11 @@ pub fn evict_host(cache: &Cache, host: &str) -> Result<Removed> {
     let mut removed = Removed { urls: 0, rows: 0 };
     let h = host.trim().to_ascii_lowercase();
     let bare = h.rsplit_once(':').map_or(h.as_str(), |(b, p)| {
-        if p.bytes().all(|c| c.is_ascii_digit()) && !h.ends_with(']') { b } else { h.as_str() }
+        if p.bytes().all(|c| c.is_ascii_digit()) && !h.ends_with(']') {
+            b
+        } else {
+            h.as_str()
+        }
     });
     for scheme in ["http", "https"] {
         let prefix = format!("{KEY_PREFIX}{scheme}://{bare}");
@@ -558,7 +582,10 @@ mod tests {
         put(b"GET http://a.example/v", "GET http://a.example/v");
         put(b"GET http://a.example/v\0gzip", "GET http://a.example/v");
         put(b"GET http://a.example/v\0br", "GET http://a.example/v");
-        put(b"GET https://b.example:8443/", "GET https://b.example:8443/");
+        put(
+            b"GET https://b.example:8443/",
+            "GET https://b.example:8443/",
+        );
         let all = list(&c, None).unwrap();
         let summary: Vec<(&str, u64)> = all.iter().map(|e| (e.url.as_str(), e.variants)).collect();
         assert_eq!(

@@ -48,8 +48,10 @@ pub async fn run(listener: TcpListener, state: Arc<State>, signal: impl Future<O
 fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = code;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     res
 }
 

@@ -209,7 +209,11 @@ mod tests {
     #[test]
     fn encodes_counters_by_outcome() {
         let m = Metrics::new();
-        m.request("hoard; fwd=uri-miss; stored", Duration::from_millis(3), Some(10));
+        m.request(
+            "hoard; fwd=uri-miss; stored",
+            Duration::from_millis(3),
+            Some(10),
+        );
         m.request("hoard; hit; ttl=5", Duration::from_millis(1), Some(10));
         m.request("hoard; hit; ttl=5", Duration::from_millis(1), None);
         m.upstream(Duration::from_millis(2), Some("connect-error"));

@@ -10,8 +10,8 @@ use std::time::Instant;
 use std::cell::Cell;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http_body::Body as _;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use std::sync::Arc;

@@ -119,7 +119,10 @@ impl Upstream {
             Ok(Err(e)) => Err(classify(&e)),
         };
         if let Some(m) = &self.metrics {
-            m.upstream(start.elapsed(), res.as_ref().err().map(UpstreamError::detail));
+            m.upstream(
+                start.elapsed(),
+                res.as_ref().err().map(UpstreamError::detail),
+            );
         }
         res
     }
