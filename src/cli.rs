@@ -225,6 +225,18 @@ pub struct ServeArgs {
     /// Count store hits and misses, shown by `hoard stats` (true/false) [default: true].
     #[arg(long, env = "HOARD_STATISTICS")]
     pub statistics: Option<String>,
+    /// XFetch beta: how early hot entries are refreshed in the background before they
+    /// expire (0 disables; 1 is the standard setting; larger refreshes earlier) [default: 1].
+    #[arg(long, env = "HOARD_XFETCH_BETA")]
+    pub xfetch_beta: Option<String>,
+    /// Serve stale entries for this long when the origin fails and the response named no
+    /// stale-if-error window (RFC 5861); off disables [default: off].
+    #[arg(long, env = "HOARD_STALE_IF_ERROR")]
+    pub stale_if_error: Option<String>,
+    /// Never contact an origin: answer from the cache whatever the age, 504 on a miss
+    /// (`--offline` or `--offline=false`) [default: false].
+    #[arg(long, env = "HOARD_OFFLINE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub offline: Option<String>,
     /// Time allowed to connect to an origin [default: 10s].
     #[arg(long, env = "HOARD_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<String>,
@@ -298,6 +310,9 @@ pub struct Effective {
     pub eviction_policy: String,
     pub max_object_size: String,
     pub statistics: bool,
+    pub xfetch_beta: f64,
+    pub stale_if_error: String,
+    pub offline: bool,
     pub connect_timeout: String,
     pub response_timeout: String,
     pub header_timeout: String,
@@ -457,6 +472,29 @@ impl ServeArgs {
             "true",
             config::parse_bool,
         )?;
+        (c.xfetch_beta, _) = l.pick("xfetch-beta", self.xfetch_beta.as_deref(), "1", |t| {
+            t.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|b| b.is_finite() && *b >= 0.0)
+                .ok_or_else(|| format!("{t:?} must be a number >= 0"))
+        })?;
+        let stale_if_error;
+        (c.stale_if_error, stale_if_error) = l.pick(
+            "stale-if-error",
+            self.stale_if_error.as_deref(),
+            "off",
+            |t| match t.trim() {
+                "off" | "" => Ok(None),
+                t => duration(t).map(Some),
+            },
+        )?;
+        (c.offline, _) = l.pick(
+            "offline",
+            self.offline.as_deref(),
+            "false",
+            config::parse_bool,
+        )?;
         let connect_timeout;
         (c.connect_timeout, connect_timeout) = l.pick(
             "connect-timeout",
@@ -549,6 +587,9 @@ impl ServeArgs {
             eviction_policy,
             max_object_size,
             statistics: c.statistics,
+            xfetch_beta: c.xfetch_beta,
+            stale_if_error,
+            offline: c.offline,
             connect_timeout,
             response_timeout,
             header_timeout,

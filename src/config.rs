@@ -150,8 +150,8 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// Every key the configuration file accepts, in the order of `config/hoard.toml`.
 ///
-/// Room is kept for a later `offline = bool` and `[[rules]]` array: the file is flat
-/// top-level keys, so both fit in beside these without renaming anything.
+/// The file is flat top-level keys; room is kept for a `[[rules]]` array of tables
+/// (development-caching rules), which would follow the plain keys.
 pub const FILE_KEYS: &[&str] = &[
     "listen",
     "cache-dir",
@@ -160,6 +160,9 @@ pub const FILE_KEYS: &[&str] = &[
     "eviction-policy",
     "max-object-size",
     "statistics",
+    "xfetch-beta",
+    "stale-if-error",
+    "offline",
     "connect-timeout",
     "response-timeout",
     "header-timeout",
@@ -182,6 +185,8 @@ pub enum FileValue {
     Str(String),
     /// An integer (sizes in bytes, durations in seconds, counts).
     Int(i64),
+    /// A float, as written.
+    Float(String),
     /// A boolean.
     Bool(bool),
     /// An array of strings.
@@ -194,6 +199,7 @@ impl FileValue {
         match self {
             FileValue::Str(s) => s.clone(),
             FileValue::Int(n) => n.to_string(),
+            FileValue::Float(f) => f.clone(),
             FileValue::Bool(b) => b.to_string(),
             FileValue::List(v) => v.join(","),
         }
@@ -261,6 +267,7 @@ impl ConfigFile {
                     i64::from_str_radix(i.as_str(), i.radix())
                         .map_err(|e| err(v.span().start, key, e.to_string()))?,
                 ),
+                DeValue::Float(f) => FileValue::Float(f.as_str().to_string()),
                 DeValue::Boolean(b) => FileValue::Bool(*b),
                 DeValue::Array(a) => FileValue::List(
                     a.iter()
@@ -490,7 +497,7 @@ mod file_tests {
         let cases: &[(&str, usize, &str)] = &[
             ("listen = \"x\"\nsize-limt = \"1G\"\n", 2, "size-limt"),
             ("\n\nadmin = [1]\n", 3, "admin"),
-            ("listen = \"x\"\nsize-limit = 1.5\n", 2, "size-limit"),
+            ("listen = \"x\"\nsize-limit = 1979-05-27\n", 2, "size-limit"),
             ("a\n", 1, "syntax"),
             ("listen = \"x\"\nlock-timeout = \n", 2, "lock-timeout"),
         ];

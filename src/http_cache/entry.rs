@@ -13,7 +13,7 @@ use super::headers::{parse_http_date, strip_hop_by_hop};
 use super::vary::Vary;
 
 /// Current format version, the first byte of every encoded [`HeadRecord`].
-pub const HEAD_FORMAT_VERSION: u8 = 1;
+pub const HEAD_FORMAT_VERSION: u8 = 2;
 const TAG_VARIANT: u8 = b'V';
 const TAG_VARY_INDEX: u8 = b'I';
 /// Stands in for the Authorization value: we keep its presence, never the credentials.
@@ -68,6 +68,11 @@ pub struct StoredHead {
     pub fetch_delta: Duration,
     /// What the response varies on.
     pub vary: Vary,
+    /// Freshness lifetime forced by a configuration rule, replacing what the origin said
+    /// (format version 2; `None` when read from version 1).
+    pub forced_ttl: Option<Duration>,
+    /// Name of the rule that applied when the response was stored, if any (version 2).
+    pub rule: Option<String>,
 }
 
 /// What the store holds under a URL key: a full entry, or (when the response varies) an index
@@ -129,6 +134,8 @@ impl StoredHead {
             body_digest,
             fetch_delta,
             vary,
+            forced_ttl: None,
+            rule: None,
         }
     }
 
@@ -154,6 +161,9 @@ impl StoredHead {
     /// "never fresh"; we apply it as must-revalidate instead). Heuristic lifetimes are capped by
     /// `opts.max_heuristic_ttl`.
     pub fn freshness_lifetime(&self, opts: &LookupOptions) -> Duration {
+        if let Some(forced) = self.forced_ttl {
+            return forced;
+        }
         let mut res = self.response_headers.clone();
         res.remove(header::AGE);
         let cc: Vec<HeaderValue> = res.get_all(header::CACHE_CONTROL).iter().cloned().collect();
@@ -262,6 +272,15 @@ impl StoredHead {
         put_bytes16(out, self.vary.encode().as_bytes());
         put_headers(out, &self.request_headers);
         put_headers(out, &self.response_headers);
+        // Version 2 fields.
+        match self.forced_ttl {
+            Some(d) => {
+                out.push(1);
+                put_duration(out, d);
+            }
+            None => out.push(0),
+        }
+        put_bytes16(out, self.rule.as_deref().unwrap_or("").as_bytes());
     }
 
     /// Decodes bytes written by [`StoredHead::encode`]; a vary index is `UnexpectedTag`.
@@ -305,10 +324,23 @@ impl HeadRecord {
     pub fn decode(bytes: &[u8]) -> Result<HeadRecord, DecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
         match version {
-            1 => {
+            1 | 2 => {
                 let mut r = Reader { buf: rest };
                 let rec = match r.u8()? {
-                    TAG_VARIANT => HeadRecord::Variant(decode_v1_head(&mut r)?),
+                    TAG_VARIANT => {
+                        let mut head = decode_v1_head(&mut r)?;
+                        if version >= 2 {
+                            head.forced_ttl = match r.u8()? {
+                                0 => None,
+                                1 => Some(r.duration()?),
+                                _ => return Err(DecodeError::Invalid("forced ttl flag")),
+                            };
+                            let rule = std::str::from_utf8(r.bytes16()?)
+                                .map_err(|_| DecodeError::Invalid("rule"))?;
+                            head.rule = (!rule.is_empty()).then(|| rule.to_string());
+                        }
+                        HeadRecord::Variant(head)
+                    }
                     TAG_VARY_INDEX => HeadRecord::VaryIndex(r.vary()?),
                     t => return Err(DecodeError::UnexpectedTag(t)),
                 };
@@ -346,6 +378,8 @@ fn decode_v1_head(r: &mut Reader<'_>) -> Result<StoredHead, DecodeError> {
         body_digest,
         fetch_delta,
         vary,
+        forced_ttl: None,
+        rule: None,
     })
 }
 
@@ -577,8 +611,8 @@ mod tests {
     bad!(bad_empty, &[], DecodeError::Empty);
     bad!(
         bad_version,
-        &[2, TAG_VARIANT],
-        DecodeError::UnknownVersion(2)
+        &[3, TAG_VARIANT],
+        DecodeError::UnknownVersion(3)
     );
     bad!(bad_tag, &[1, b'X'], DecodeError::UnexpectedTag(b'X'));
     bad!(

@@ -8,6 +8,7 @@ mod admin;
 mod body;
 mod fill;
 mod hot;
+mod lease;
 pub mod metrics;
 mod pipeline;
 mod server;
@@ -66,6 +67,22 @@ pub struct ProxyConfig {
     pub purge_allow: Vec<IpNet>,
     /// Address of the admin server (`/metrics`, `/healthz`); `None`: off.
     pub admin: Option<SocketAddr>,
+    /// XFetch `beta`: how eagerly fresh hot entries are refreshed before they expire
+    /// (1.0 is the paper's default; larger is earlier; 0 disables).
+    pub xfetch_beta: f64,
+    /// Stale-if-error window applied when the origin gives none (RFC 5861); `None` = off.
+    pub stale_if_error: Option<Duration>,
+    /// Uniform random numbers in (0, 1] for XFetch; injectable so tests are exact.
+    pub random: fn() -> f64,
+    /// Never contact an origin: serve whatever is stored, whatever its age; 504 otherwise.
+    pub offline: bool,
+    /// Development-caching rules, first match wins.
+    pub rules: Vec<crate::http_cache::Rule>,
+}
+
+/// The default random source: uniform in (0, 1].
+pub fn default_random() -> f64 {
+    1.0 - fastrand::f64()
 }
 
 impl ProxyConfig {
@@ -91,6 +108,11 @@ impl ProxyConfig {
             statistics: true,
             purge_allow: loopback_nets(),
             admin: None,
+            xfetch_beta: 1.0,
+            stale_if_error: None,
+            random: default_random,
+            offline: false,
+            rules: Vec::new(),
         }
     }
 }

@@ -58,6 +58,7 @@ impl State {
         let upstream =
             Upstream::new(cfg.connect_timeout, cfg.response_timeout).with_metrics(metrics.clone());
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
+        let cfg_stale_if_error = cfg.stale_if_error;
         let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(1 << 20);
         State {
             cfg,
@@ -65,7 +66,10 @@ impl State {
             upstream,
             coalescer: Coalescer::default(),
             local_addr,
-            lookup_opts: LookupOptions::default(),
+            lookup_opts: LookupOptions {
+                default_stale_if_error: cfg_stale_if_error,
+                ..LookupOptions::default()
+            },
             hot: Arc::new(HotCache::new(
                 cfg_hot_budget,
                 cfg_hot_max_entry,
@@ -114,6 +118,20 @@ impl State {
     }
 
     async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.uri().to_string().len()
+            + 16;
+        if header_bytes > self.cfg.max_header_size {
+            return self.error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("header-too-large"),
+                "request header block too large\n",
+            );
+        }
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
@@ -136,6 +154,20 @@ impl State {
         }
         if req.method().as_str() == "PURGE" {
             return self.purge(peer, target).await;
+        }
+        if self.cfg.offline && !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return self.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::bypass(BypassReason::Method).with_detail("offline"),
+                "hoard is offline: only GET and HEAD are answered, from the cache\n",
+            );
+        }
+        if !matches!(*req.method(), Method::GET | Method::HEAD)
+            && let Some(rule) = http_cache::first_match(&self.cfg.rules, &target)
+            && rule.caches_method(req.method())
+        {
+            let rule = rule.clone();
+            return pipeline::cached_method(self, req, target, rule).await;
         }
         match *req.method() {
             Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
@@ -223,6 +255,13 @@ impl State {
 
     /// CONNECT host:port -> blind tunnel.
     async fn connect(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        if self.cfg.offline {
+            return self.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::bypass(BypassReason::Tunnel).with_detail("offline"),
+                "hoard is offline: tunnels are not opened\n",
+            );
+        }
         let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
             return self.error(
                 StatusCode::BAD_REQUEST,
@@ -285,15 +324,7 @@ impl State {
         target: &Uri,
         body: ProxyBody,
     ) -> Request<ProxyBody> {
-        let mut headers = parts.headers.clone();
-        http_cache::strip_hop_by_hop(&mut headers);
-        headers.remove(header::HOST);
-        http_cache::append_via(&mut headers, parts.version, &self.cfg.pseudonym);
-        let mut req = Request::new(body);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = target.clone();
-        *req.headers_mut() = headers;
-        req
+        build_upstream_request(parts, target, &self.cfg.pseudonym, body)
     }
 
     /// Strip hop-by-hop headers of an upstream response and add `Via`.
@@ -328,4 +359,22 @@ impl State {
         tracing::warn!(error = %e, "upstream failure");
         self.error(e.status(), cs.with_detail(e.detail()), &format!("{e}\n"))
     }
+}
+
+/// The request to send upstream: hop-by-hop headers removed, `Via` added, `Host` from the target.
+pub fn build_upstream_request(
+    parts: &http::request::Parts,
+    target: &Uri,
+    pseudonym: &str,
+    body: ProxyBody,
+) -> Request<ProxyBody> {
+    let mut headers = parts.headers.clone();
+    http_cache::strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    http_cache::append_via(&mut headers, parts.version, pseudonym);
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = target.clone();
+    *req.headers_mut() = headers;
+    req
 }
