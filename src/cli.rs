@@ -616,19 +616,29 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+    use std::time::Duration;
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("hoard").chain(args.iter().copied())).unwrap()
     }
 
+    fn file(text: &str) -> ConfigFile {
+        ConfigFile::parse(Path::new("/etc/hoard.toml"), text).unwrap()
+    }
+
     #[test]
-    fn bare_hoard_serves_on_defaults() {
-        let cli = parse(&[]);
-        assert!(cli.command.is_none());
-        let c = cli.serve.to_config().unwrap();
+    fn defaults_without_file_or_flags() {
+        let r = ServeArgs::default().resolve_with(None).unwrap();
+        let c = &r.proxy;
         assert_eq!(c.listen, "127.0.0.1:3128".parse().unwrap());
         assert_eq!(c.size_limit, 1 << 30);
-        assert!(c.upstream.is_none());
+        assert_eq!(c.eviction_policy, EvictionPolicy::LeastRecentlyUsed);
+        assert!(c.upstream.is_none() && c.admin.is_none() && !c.offline);
+        assert!(c.statistics);
+        assert_eq!(c.purge_allow, crate::proxy::loopback_nets());
+        assert_eq!(r.log_format, LogFormat::Text);
+        assert_eq!(r.effective.size_limit, "1GiB");
     }
 
     #[test]
@@ -641,24 +651,160 @@ mod tests {
             "http://127.0.0.1:8080",
             "--size-limit",
             "10MiB",
+            "--offline",
         ]);
         let Some(Command::Serve(a)) = cli.command else {
             panic!("expected serve")
         };
-        let c = a.to_config().unwrap();
+        let c = a.resolve_with(None).unwrap().proxy;
         assert_eq!(c.size_limit, 10 << 20);
         assert_eq!(c.upstream.unwrap().port_u16(), Some(8080));
+        assert!(c.offline);
     }
 
-    #[test]
-    fn bad_upstream_is_refused() {
-        let cli = parse(&["--upstream", "ftp://x"]);
-        assert!(cli.serve.to_config().is_err());
+    /// (flag args, file text) -> effective value of one key.
+    macro_rules! layered {
+        ($name:ident, $args:expr, $file:expr, $get:expr, $want:expr) => {
+            #[test]
+            fn $name() {
+                let cli = parse($args);
+                let f = $file.map(file);
+                let r = cli.serve.resolve_with(f.as_ref()).unwrap();
+                assert_eq!($get(&r), $want);
+            }
+        };
     }
+    layered!(
+        file_over_default,
+        &[],
+        Some("size-limit = \"2GiB\""),
+        |r: &Resolved| r.proxy.size_limit,
+        2 << 30
+    );
+    layered!(
+        flag_over_file,
+        &["--size-limit", "3GiB"],
+        Some("size-limit = \"2GiB\""),
+        |r: &Resolved| r.proxy.size_limit,
+        3 << 30
+    );
+    layered!(
+        int_size_in_file,
+        &[],
+        Some("max-object-size = 1024"),
+        |r: &Resolved| r.proxy.max_object_size,
+        1024
+    );
+    layered!(
+        int_duration_in_file,
+        &[],
+        Some("lock-timeout = 2"),
+        |r: &Resolved| r.proxy.lock_timeout,
+        Duration::from_secs(2)
+    );
+    layered!(
+        offline_flag_false_over_file,
+        &["--offline=false"],
+        Some("offline = true"),
+        |r: &Resolved| r.proxy.offline,
+        false
+    );
+    layered!(
+        offline_in_file,
+        &[],
+        Some("offline = true"),
+        |r: &Resolved| r.proxy.offline,
+        true
+    );
+    layered!(
+        empty_purge_list,
+        &[],
+        Some("purge-allow = []"),
+        |r: &Resolved| r.proxy.purge_allow.len(),
+        0
+    );
+    layered!(
+        admin_off,
+        &["--admin", "off"],
+        Some("admin = \"127.0.0.1:1\""),
+        |r: &Resolved| r.proxy.admin,
+        None
+    );
+    layered!(
+        admin_in_file,
+        &[],
+        Some("admin = \"127.0.0.1:1\""),
+        |r: &Resolved| r.proxy.admin,
+        Some("127.0.0.1:1".parse().unwrap())
+    );
+    layered!(
+        json_logs,
+        &["--log-format", "json"],
+        None::<&str>,
+        |r: &Resolved| r.log_format,
+        LogFormat::Json
+    );
+    layered!(
+        xfetch_float_in_file,
+        &[],
+        Some("xfetch-beta = 2.5"),
+        |r: &Resolved| r.proxy.xfetch_beta,
+        2.5
+    );
+    layered!(
+        stale_if_error_in_file,
+        &[],
+        Some("stale-if-error = \"1m\""),
+        |r: &Resolved| r.proxy.stale_if_error,
+        Some(Duration::from_secs(60))
+    );
 
-    #[test]
-    fn bad_policy_is_refused() {
-        let cli = parse(&["--eviction-policy", "random"]);
-        assert!(cli.serve.to_config().is_err());
+    /// (flag args, file text) -> error naming what.
+    macro_rules! refused {
+        ($name:ident, $args:expr, $file:expr, $want:expr) => {
+            #[test]
+            fn $name() {
+                let cli = parse($args);
+                let f = $file.map(file);
+                let e = cli.serve.resolve_with(f.as_ref()).unwrap_err().to_string();
+                assert!(e.contains($want), "{e}");
+            }
+        };
     }
+    refused!(
+        bad_upstream_flag,
+        &["--upstream", "ftp://x"],
+        None::<&str>,
+        "invalid --upstream (command line or HOARD_UPSTREAM)"
+    );
+    refused!(
+        bad_policy_flag,
+        &["--eviction-policy", "random"],
+        None::<&str>,
+        "--eviction-policy"
+    );
+    refused!(
+        bad_policy_file,
+        &[],
+        Some("\neviction-policy = \"random\""),
+        "/etc/hoard.toml:2: eviction-policy:"
+    );
+    refused!(
+        zero_connections_file,
+        &[],
+        Some("max-connections = 0"),
+        "/etc/hoard.toml:1: max-connections: must be at least 1"
+    );
+    refused!(
+        negative_beta,
+        &["--xfetch-beta=-1"],
+        None::<&str>,
+        "--xfetch-beta"
+    );
+    refused!(
+        bad_bool_file,
+        &[],
+        Some("statistics = \"maybe\""),
+        "/etc/hoard.toml:1: statistics:"
+    );
 }

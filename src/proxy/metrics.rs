@@ -86,6 +86,20 @@ impl Metrics {
             "Requests handled, by Cache-Status outcome (hit, uri-miss, miss, stale, bypass, ...)",
             requests.clone(),
         );
+        // Common outcomes start at 0 so dashboards see them before the first request.
+        for o in [
+            "hit",
+            "uri-miss",
+            "miss",
+            "vary-miss",
+            "stale",
+            "request",
+            "bypass",
+        ] {
+            requests.get_or_create(&OutcomeLabel {
+                cache_status: o.to_string(),
+            });
+        }
         let upstream_requests = Counter::default();
         registry.register(
             "upstream_requests",
