@@ -227,7 +227,11 @@ fn run_op(cmd: Command) -> u8 {
                     e.variants,
                     ops::human_bytes(e.size),
                     ops::human_time(e.stored_at),
-                    e.url
+                    if e.method == "GET" {
+                        e.url.clone()
+                    } else {
+                        format!("{} {}", e.method, e.url)
+                    }
                 );
             }
             OK

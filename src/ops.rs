@@ -32,8 +32,14 @@ pub enum OpsError {
 /// Result of an operation.
 pub type Result<T> = std::result::Result<T, OpsError>;
 
-/// Key prefix of every row the proxy writes.
-const KEY_PREFIX: &str = "GET ";
+/// The URL key of a proxy row (`GET http://h/p`, `POST http://h/p body=...`, with a
+/// variant suffix after a 0 byte), or `None` for rows that are not cached responses (leases).
+fn proxy_url_key(key: &[u8]) -> Option<&str> {
+    let k = std::str::from_utf8(url_part(key)).ok()?;
+    let (method, rest) = k.split_once(' ')?;
+    let is_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+    (is_method && (rest.starts_with("http://") || rest.starts_with("https://"))).then_some(k)
+}
 
 /// Open the cache in `dir` with the settings stored there.
 pub fn open(dir: &Path) -> Result<Cache> {
@@ -56,7 +62,7 @@ fn url_part(key: &[u8]) -> &[u8] {
 
 /// `host[:port]` of a URL key `GET scheme://authority/...`.
 fn authority_of(url_key: &str) -> &str {
-    let url = url_key.strip_prefix(KEY_PREFIX).unwrap_or(url_key);
+    let url = url_key.split_once(' ').map_or(url_key, |(_, u)| u);
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split(['/', '?']).next().unwrap_or(rest)
 }
@@ -100,6 +106,10 @@ fn secs_since_epoch(t: SystemTime) -> f64 {
 pub struct UrlEntry {
     /// The absolute URL.
     pub url: String,
+    /// Method class of the entry: `GET` (also HEAD), or a method cached by a rule (`POST`).
+    pub method: String,
+    /// The store key and tag of its rows (what `evict --tag` takes).
+    pub key: String,
     /// `host[:port]`.
     pub host: String,
     /// Stored variants (1 for a response without `Vary`).
@@ -125,12 +135,11 @@ struct Group {
 /// Rows of the proxy grouped by URL key, restricted to `host` if given.
 fn groups(cache: &Cache, host: Option<&str>) -> Result<BTreeMap<String, Group>> {
     let mut out: BTreeMap<String, Group> = BTreeMap::new();
-    for row in cache.scan(KEY_PREFIX.as_bytes()) {
+    for row in cache.scan(b"") {
         let row = row?;
-        if !row.key.starts_with(KEY_PREFIX.as_bytes()) {
-            break;
-        }
-        let url = String::from_utf8_lossy(url_part(&row.key)).into_owned();
+        let Some(url) = proxy_url_key(&row.key).map(str::to_string) else {
+            continue;
+        };
         if let Some(h) = host
             && !host_matches(authority_of(&url), h)
         {
@@ -169,9 +178,12 @@ pub fn list(cache: &Cache, host: Option<&str>) -> Result<Vec<UrlEntry>> {
             HeadRecord::Variant(h) => Some(h.status.as_u16()),
             HeadRecord::VaryIndex(_) => None,
         });
+        let (method, url) = key.split_once(' ').unwrap_or(("GET", &key));
         out.push(UrlEntry {
             host: authority_of(&key).to_string(),
-            url: key.strip_prefix(KEY_PREFIX).unwrap_or(&key).to_string(),
+            method: method.to_string(),
+            url: url.to_string(),
+            key: key.clone(),
             variants: g.variants.max(1).min(g.rows),
             size: g.size,
             stored_at: g.stored_at,
@@ -406,47 +418,38 @@ pub fn purge(cache: &Cache, url: &str) -> Result<Removed> {
     })
 }
 
-/// Remove every URL of `host` (`host` matches every port; `host:port` one port), both schemes.
+/// Remove every URL of `host` (`host` matches every port; `host:port` one port), both
+/// schemes, every cached method.
 pub fn evict_host(cache: &Cache, host: &str) -> Result<Removed> {
     let mut removed = Removed { urls: 0, rows: 0 };
-    let h = host.trim().to_ascii_lowercase();
-    let bare = h.rsplit_once(':').map_or(h.as_str(), |(b, p)| {
-        if p.bytes().all(|c| c.is_ascii_digit()) && !h.ends_with(']') {
-            b
-        } else {
-            h.as_str()
+    let mut tags: Vec<String> = Vec::new();
+    let mut untagged = Vec::new();
+    for row in cache.scan(b"") {
+        let row = row?;
+        let Some(url) = proxy_url_key(&row.key) else {
+            continue;
+        };
+        if !host_matches(authority_of(url), host) {
+            continue;
         }
-    });
-    for scheme in ["http", "https"] {
-        let prefix = format!("{KEY_PREFIX}{scheme}://{bare}");
-        let mut tags = Vec::new();
-        let mut untagged = Vec::new();
-        for row in cache.scan(prefix.as_bytes()) {
-            let row = row?;
-            if !row.key.starts_with(prefix.as_bytes()) {
-                break;
-            }
-            let url = String::from_utf8_lossy(url_part(&row.key)).into_owned();
-            if !host_matches(authority_of(&url), &h) {
-                continue;
-            }
-            match row.tag {
-                Some(t) if tags.last() != Some(&t) => tags.push(t),
-                Some(_) => {}
-                None => untagged.push(row.key),
-            }
+        match row.tag {
+            Some(t) if tags.last() != Some(&t) => tags.push(t),
+            Some(_) => {}
+            None => untagged.push(row.key),
         }
-        for t in tags {
-            let n = cache.evict(&t)?;
-            if n > 0 {
-                removed.urls += 1;
-                removed.rows += n;
-            }
+    }
+    tags.sort();
+    tags.dedup();
+    for t in tags {
+        let n = cache.evict(&t)?;
+        if n > 0 {
+            removed.urls += 1;
+            removed.rows += n;
         }
-        for k in untagged {
-            if cache.delete(&k)? {
-                removed.rows += 1;
-            }
+    }
+    for k in untagged {
+        if cache.delete(&k)? {
+            removed.rows += 1;
         }
     }
     Ok(removed)
@@ -550,6 +553,7 @@ mod tests {
             ("GET http://a.example/x", "a.example"),
             ("GET https://a.example:8443/", "a.example:8443"),
             ("GET http://a.example?q", "a.example"),
+            ("POST http://a.example:81/p body=00ff", "a.example:81"),
         ];
         for (k, want) in cases {
             assert_eq!(authority_of(k), want);
@@ -586,6 +590,9 @@ mod tests {
             b"GET https://b.example:8443/",
             "GET https://b.example:8443/",
         );
+        put(b"hoard-lease\0GET http://a.example/one", "lease");
+        let post = "POST http://a.example/api body=0123";
+        put(post.as_bytes(), post);
         let all = list(&c, None).unwrap();
         let summary: Vec<(&str, u64)> = all.iter().map(|e| (e.url.as_str(), e.variants)).collect();
         assert_eq!(
@@ -593,15 +600,16 @@ mod tests {
             vec![
                 ("http://a.example/one", 1),
                 ("http://a.example/v", 2),
-                ("https://b.example:8443/", 1)
+                ("https://b.example:8443/", 1),
+                ("http://a.example/api body=0123", 1),
             ]
         );
         assert_eq!(list(&c, Some("b.example")).unwrap().len(), 1);
         let r = evict_host(&c, "a.example").unwrap();
-        assert_eq!(r, Removed { urls: 2, rows: 4 });
-        assert_eq!(c.len().unwrap(), 1);
+        assert_eq!(r, Removed { urls: 3, rows: 5 });
+        assert_eq!(c.len().unwrap(), 2, "b.example and the lease row remain");
         let s = stats(&c, 5).unwrap();
-        assert_eq!((s.entries, s.urls), (1, 1));
+        assert_eq!((s.entries, s.urls), (2, 1));
         assert_eq!(s.top_hosts[0].host, "b.example:8443");
     }
 }

@@ -96,7 +96,7 @@ impl Metrics {
             "request",
             "bypass",
         ] {
-            requests.get_or_create(&OutcomeLabel {
+            let _ = requests.get_or_create(&OutcomeLabel {
                 cache_status: o.to_string(),
             });
         }
