@@ -455,6 +455,7 @@ pub fn refresh(
         request_time: now_request,
         response_time: now_response,
         vary,
+        memo: Default::default(),
         ..head.clone()
     })
 }

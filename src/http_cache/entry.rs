@@ -73,6 +73,27 @@ pub struct StoredHead {
     pub forced_ttl: Option<Duration>,
     /// Name of the rule that applied when the response was stored, if any (version 2).
     pub rule: Option<String>,
+    /// Memo of values derived from the fields above (not stored). Heads are shared between
+    /// requests by the proxy's in-memory front, so a hit computes them once, not per request.
+    /// Code that changes the fields of an existing head must reset it (`Memo::default()`).
+    pub memo: Memo,
+}
+
+/// Values derived from a [`StoredHead`], computed on first use.
+#[derive(Debug, Clone, Default)]
+pub struct Memo {
+    lifetime: std::sync::OnceLock<(LookupKey, Duration)>,
+    initial_age: std::sync::OnceLock<Duration>,
+}
+
+/// The part of [`LookupOptions`] a freshness lifetime depends on.
+type LookupKey = (u32, Duration, Option<Duration>);
+
+impl PartialEq for Memo {
+    /// Memos never make two heads differ.
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
 }
 
 /// What the store holds under a URL key: a full entry, or (when the response varies) an index
@@ -136,6 +157,7 @@ impl StoredHead {
             vary,
             forced_ttl: None,
             rule: None,
+            memo: Memo::default(),
         }
     }
 
@@ -164,6 +186,22 @@ impl StoredHead {
         if let Some(forced) = self.forced_ttl {
             return forced;
         }
+        let key = (
+            opts.heuristic_fraction.to_bits(),
+            opts.immutable_min_ttl,
+            opts.max_heuristic_ttl,
+        );
+        if let Some((k, v)) = self.memo.lifetime.get()
+            && *k == key
+        {
+            return *v;
+        }
+        let v = self.compute_freshness_lifetime(opts);
+        let _ = self.memo.lifetime.set((key, v));
+        v
+    }
+
+    fn compute_freshness_lifetime(&self, opts: &LookupOptions) -> Duration {
         let mut res = self.response_headers.clone();
         res.remove(header::AGE);
         let cc: Vec<HeaderValue> = res.get_all(header::CACHE_CONTROL).iter().cloned().collect();
@@ -205,6 +243,13 @@ impl StoredHead {
 
     /// `corrected_initial_age` of RFC 9111 4.2.3: the age when the response arrived.
     pub fn initial_age(&self) -> Duration {
+        *self
+            .memo
+            .initial_age
+            .get_or_init(|| self.compute_initial_age())
+    }
+
+    fn compute_initial_age(&self) -> Duration {
         let age_value = self
             .response_headers
             .get(header::AGE)
@@ -380,6 +425,7 @@ fn decode_v1_head(r: &mut Reader<'_>) -> Result<StoredHead, DecodeError> {
         vary,
         forced_ttl: None,
         rule: None,
+        memo: Memo::default(),
     })
 }
 

@@ -19,7 +19,9 @@ pub use decide::{
     storability, storability_forced, xfetch_due,
 };
 pub use directives::{CacheControl, Freshness5861, parse_cache_control, request_stale_if_error};
-pub use entry::{DecodeError, HEAD_FORMAT_VERSION, HeadRecord, StoredHead, stored_request_headers};
+pub use entry::{
+    DecodeError, HEAD_FORMAT_VERSION, HeadRecord, Memo, StoredHead, stored_request_headers,
+};
 pub use headers::{
     HOP_BY_HOP, append_via, fmt_http_date, parse_http_date, set_age, strip_hop_by_hop,
 };

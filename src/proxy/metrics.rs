@@ -58,11 +58,13 @@ impl Default for Metrics {
     }
 }
 
-/// The outcome token of a `Cache-Status` value: `hit`, or the `fwd` reason (`uri-miss`,
-/// `miss`, `vary-miss`, `stale`, `request`, `bypass`), or the detail, or `none`.
+/// The outcome token of our (the last) member of a `Cache-Status` value: `hit`, or the `fwd`
+/// reason (`uri-miss`, `miss`, `vary-miss`, `stale`, `request`, `bypass`), or the detail, or
+/// `none`. Members of caches upstream of us come first (RFC 9211) and are ignored.
 pub fn outcome(cache_status: &str) -> &str {
+    let ours = cache_status.rsplit(',').next().unwrap_or("");
     let mut detail = None;
-    for p in cache_status.split(';').skip(1).map(str::trim) {
+    for p in ours.split(';').skip(1).map(str::trim) {
         if p == "hit" {
             return "hit";
         }
@@ -213,6 +215,8 @@ mod tests {
             ("hoard; fwd=bypass; detail=method", "bypass"),
             ("hoard; detail=only-if-cached", "only-if-cached"),
             ("hoard", "none"),
+            ("cdn; hit, hoard; fwd=stale; fwd-status=200", "stale"),
+            ("cdn; fwd=uri-miss, hoard; hit; ttl=3", "hit"),
             ("", "none"),
         ];
         for (v, want) in cases {

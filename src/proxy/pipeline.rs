@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::fill::{self, FillPlan};
+use super::fill::{self, FillPlan, Sinks};
 use super::hot::{HotCache, HotValue};
 use super::lease::{Lease, LeaseResult};
 use super::service::State;
@@ -222,7 +222,8 @@ fn note_rule(res: &mut Response<ProxyBody>, rule: &Rule) {
     let Some(cur) = res.headers().get(name).and_then(|v| v.to_str().ok()) else {
         return;
     };
-    if cur.contains("detail=") {
+    let last = cur.rsplit(',').next().unwrap_or(cur);
+    if last.contains("detail=") {
         return;
     }
     let detail = rule.detail().replace(['"', '\\'], "");
@@ -239,6 +240,7 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) -> u64 {
         .filter_map(|u| http_cache::cache_key(&Method::GET, &key_uri(st, u).0).ok())
         .collect();
     for k in &keys {
+        st.invalidations.mark(k.as_str());
         st.coalescer.clear_pass(k.as_bytes());
         st.hot.remove_prefix(k.as_bytes());
     }
@@ -753,8 +755,7 @@ impl Ctx<'_> {
         );
         let plan = match &storable {
             Ok(()) => FillPlan::new(
-                self.st.store.clone(),
-                self.st.hot.clone(),
+                &self.st.sinks(),
                 &self.key,
                 &self.lookup,
                 &rparts,
@@ -897,6 +898,7 @@ fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
 struct Refresher {
     store: Cache,
     hot: Arc<HotCache>,
+    sinks: Sinks,
     upstream: Upstream,
     opts: LookupOptions,
     key: CacheKey,
@@ -914,6 +916,7 @@ impl Refresher {
         Refresher {
             store: ctx.st.store.clone(),
             hot: ctx.st.hot.clone(),
+            sinks: ctx.st.sinks(),
             upstream: ctx.st.upstream.clone(),
             opts: ctx.st.lookup_opts.clone(),
             key: ctx.key.clone(),
@@ -981,8 +984,7 @@ impl Refresher {
         }
         if storability(self.rule.as_ref(), &self.lookup, &rparts, &self.opts).is_ok()
             && let Some(plan) = FillPlan::new(
-                self.store.clone(),
-                self.hot.clone(),
+                &self.sinks,
                 &self.key,
                 &self.lookup,
                 &rparts,
