@@ -142,9 +142,12 @@ fn run_proxy(r: Resolved) -> anyhow::Result<()> {
 
 fn store_of(a: &StoreArgs) -> Result<hoard::store::Cache, u8> {
     let dir = a.resolve_cache_dir().map_err(|e| config_error(&e))?;
-    ops::open(&dir).map_err(|e| {
-        eprintln!("hoard: cannot open cache directory {}: {e}", dir.display());
-        FAILURE
+    ops::open(&dir).map_err(|e| match e {
+        OpsError::NoCache(_) => op_error(e),
+        e => {
+            eprintln!("hoard: cannot open cache directory {}: {e}", dir.display());
+            FAILURE
+        }
     })
 }
 
@@ -152,7 +155,7 @@ fn op_error(e: OpsError) -> u8 {
     eprintln!("hoard: {e}");
     match e {
         OpsError::Url(..) => USAGE,
-        OpsError::Store(_) => FAILURE,
+        OpsError::Store(_) | OpsError::NoCache(_) => FAILURE,
     }
 }
 

@@ -24,6 +24,9 @@ pub enum OpsError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The directory holds no cache (a typo in `--cache-dir` should not create an empty one).
+    #[error("no cache in {0} (no cache.db; check --cache-dir)")]
+    NoCache(String),
     /// The argument is not an absolute http(s) URL.
     #[error("{0:?} is not an absolute http:// or https:// URL: {1}")]
     Url(String, String),
@@ -41,8 +44,11 @@ fn proxy_url_key(key: &[u8]) -> Option<&str> {
     (is_method && (rest.starts_with("http://") || rest.starts_with("https://"))).then_some(k)
 }
 
-/// Open the cache in `dir` with the settings stored there.
+/// Open the existing cache in `dir` with the settings stored there.
 pub fn open(dir: &Path) -> Result<Cache> {
+    if !dir.join("cache.db").is_file() {
+        return Err(OpsError::NoCache(dir.display().to_string()));
+    }
     Ok(Cache::open(dir)?)
 }
 
@@ -569,8 +575,12 @@ mod tests {
 
     #[test]
     fn purge_of_a_bad_url_is_an_error() {
+        assert!(matches!(
+            open(Path::new("/nonexistent/hoard")),
+            Err(OpsError::NoCache(_))
+        ));
         let dir = tempfile::tempdir().unwrap();
-        let c = open(dir.path()).unwrap();
+        let c = Cache::open(dir.path()).unwrap();
         assert!(matches!(purge(&c, "not a url"), Err(OpsError::Url(..))));
         assert_eq!(purge(&c, "http://x.example/").unwrap().rows, 0);
     }
@@ -578,7 +588,7 @@ mod tests {
     #[test]
     fn list_groups_variants_and_filters_hosts() {
         let dir = tempfile::tempdir().unwrap();
-        let c = open(dir.path()).unwrap();
+        let c = Cache::open(dir.path()).unwrap();
         let put = |key: &[u8], tag: &str| {
             c.set(key, b"body", None, Some(tag)).unwrap();
         };

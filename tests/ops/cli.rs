@@ -134,6 +134,12 @@ async fn subcommands_on_a_store_filled_by_the_proxy() {
     }
     let (_, out, _) = run(hoard(home.path()).args(["ls", "--json", "--cache-dir", &cache]));
     assert_eq!(json(&out), serde_json::json!([]));
+    // A --cache-dir without a cache is an error (3), not a new empty cache.
+    let missing = dir.path().join("typo");
+    let (code, _, err) =
+        run(hoard(home.path()).args(["stats", "--cache-dir", missing.to_str().unwrap()]));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no cache in") && !missing.exists(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,6 +75,7 @@ fn precedence_flag_over_env_over_file_over_default() {
     );
     // Subcommands take cache-dir from the file.
     let cache = home.path().join("from-file");
+    hoard::store::Cache::open(&cache).unwrap();
     let f2 = write(
         home.path(),
         "dir.toml",
