@@ -119,3 +119,68 @@ async fn purge_method_removes_a_url() {
     assert!(get(p.local_addr(), &url, &[]).await.1.contains("hit"));
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_lines_from_the_binary() {
+    use std::io::BufRead;
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut child = super::hoard(home.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--cache-dir",
+        ])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait = std::time::Duration::from_secs(10);
+    let addr: std::net::SocketAddr = loop {
+        let line = rx.recv_timeout(wait).expect("listening line");
+        if let Some(rest) = line.strip_prefix("hoard: listening on ") {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    let url = origin.url("/logged");
+    get(addr, &url, &[]).await;
+    let access: serde_json::Value = loop {
+        let line = rx.recv_timeout(wait).expect("access line");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["target"] == "hoard::access" {
+            break v;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["uri"], url.as_str());
+    assert_eq!(access["status"], 200);
+    assert!(
+        access["cache_status"]
+            .as_str()
+            .unwrap()
+            .starts_with("hoard; fwd=uri-miss")
+    );
+    assert_eq!(access["bytes"], "/logged".len());
+    assert!(access["upstream_us"].as_u64().unwrap() > 0, "{access}");
+    assert!(access["elapsed_us"].as_u64().is_some(), "{access}");
+}
