@@ -52,6 +52,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// When URLs were last invalidated (fills that started earlier do not commit).
     pub invalidations: Arc<Invalidations>,
+    /// Value files already checked against their digests.
+    pub verified: Arc<pipeline::Verified>,
 }
 
 impl State {
@@ -80,6 +82,7 @@ impl State {
             )),
             metrics,
             invalidations: Arc::new(Invalidations::default()),
+            verified: Arc::new(pipeline::Verified::default()),
         }
     }
 
