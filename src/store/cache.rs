@@ -1359,7 +1359,7 @@ impl Cache {
                     &s,
                     now,
                     -1,
-                    (s.cull_limit as i64).max(100),
+                    (s.cull_limit as i64).max(1),
                     BULK_BATCH as u64,
                 )
             })?;
