@@ -239,8 +239,9 @@ fn note_rule(res: &mut Response<ProxyBody>, rule: &Rule) {
     }
 }
 
-/// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge).
-pub async fn invalidate(st: &State, targets: Vec<Uri>) {
+/// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge);
+/// returns how many rows were removed.
+pub async fn invalidate(st: &State, targets: Vec<Uri>) -> u64 {
     let keys: Vec<CacheKey> = targets
         .iter()
         .filter_map(|u| http_cache::cache_key(&Method::GET, &key_uri(st, u).0).ok())
@@ -260,10 +261,14 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) {
     })
     .await;
     match res {
-        Ok(Ok(n)) => tracing::debug!(removed = n, "invalidated"),
+        Ok(Ok(n)) => {
+            tracing::debug!(removed = n, "invalidated");
+            return n;
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "invalidation failed"),
         Err(e) => tracing::warn!(error = %e, "invalidation task failed"),
     }
+    0
 }
 
 impl Ctx<'_> {

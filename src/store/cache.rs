@@ -799,6 +799,7 @@ impl Inner {
     /// Culls inside the caller's transaction: up to one batch of expired rows always
     /// (diskcache), then while over the limit expired rows first, then by policy,
     /// in batches of `batch` rows, at most `max` rows in all. Never deletes `protect`.
+    #[allow(clippy::too_many_arguments)]
     fn cull_in(
         &self,
         c: &Connection,
@@ -1082,7 +1083,7 @@ impl Cache {
 
     /// Current settings, re-read from the database.
     pub fn settings(&self) -> Result<Settings> {
-        let s = self.inner.read(|c| read_settings(c))?;
+        let s = self.inner.read(read_settings)?;
         self.inner.cache_settings(&s);
         Ok(s)
     }
@@ -1216,6 +1217,20 @@ impl Cache {
             }))
     }
 
+    /// Meta of a live row, read without counting a hit or miss and without recording an
+    /// access (for inspection tools that must not disturb statistics or eviction order).
+    pub fn peek_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let now = self.inner.clock.now();
+        self.inner.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT meta FROM cache WHERE key = ?1 \
+                 AND (expire_time IS NULL OR expire_time > ?2)",
+            )?
+            .query_row(params![key, now], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?)
+        })
+    }
+
     /// Replaces meta and expire time of a live row without touching its value.
     /// Returns false when there is no live row.
     pub fn set_meta(&self, key: &[u8], meta: &[u8], expire: Option<Duration>) -> Result<bool> {
@@ -1344,7 +1359,7 @@ impl Cache {
                     &s,
                     now,
                     -1,
-                    (s.cull_limit as i64).max(100),
+                    (s.cull_limit as i64).max(1),
                     BULK_BATCH as u64,
                 )
             })?;
