@@ -41,8 +41,13 @@ const TEMP_GRACE: Duration = Duration::from_secs(3600);
 const PAGE: i64 = 1000;
 
 /// Columns of a full row read; indices used by [`decode_row`].
-const ROW_COLS: &str = "rowid, mode, filename, value, expire_time, size, length(key), \
-                        length(meta), meta, store_time, tag, key";
+macro_rules! row_cols {
+    () => {
+        "rowid, mode, filename, value, expire_time, size, length(key), \
+         length(meta), meta, store_time, tag, key"
+    };
+}
+const ROW_COLS: &str = row_cols!();
 
 /// A handle to a cache directory. Cheap to clone (an `Arc` inside), `Send + Sync`.
 /// Buffered accesses and counters are flushed when the last clone drops.
@@ -129,9 +134,17 @@ pub struct CacheBuilder {
     sqlite_mmap_size: Option<u64>,
     sqlite_cache_size: Option<i64>,
     clock: Option<Arc<dyn Clock>>,
+    flush_interval: Duration,
 }
 
 impl CacheBuilder {
+    /// How old buffered LRU/LFU accesses and hit/miss counts may get before the next
+    /// access flushes them (default [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL), 1 s;
+    /// per handle, not persisted).
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
     /// Sets and persists `size_limit` (bytes).
     pub fn size_limit(mut self, v: u64) -> Self {
         self.size_limit = Some(v);
@@ -225,7 +238,7 @@ impl CacheBuilder {
             statistics: AtomicBool::new(false),
             min_file_size: AtomicU64::new(0),
             tuning: Mutex::new((settings.sqlite_mmap_size, settings.sqlite_cache_size)),
-            buffer: AccessBuffer::new(),
+            buffer: AccessBuffer::new(self.flush_interval),
         };
         inner.cache_settings(&settings);
         Ok(Cache {
@@ -406,7 +419,11 @@ fn found_from(r: &rusqlite::Row<'_>, now: f64) -> Result<Found> {
 }
 
 fn lookup(c: &Connection, key: &[u8], now: f64) -> Result<Found> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {ROW_COLS} FROM cache WHERE key = ?1"))?;
+    let mut stmt = c.prepare_cached(concat!(
+        "SELECT ",
+        row_cols!(),
+        " FROM cache WHERE key = ?1"
+    ))?;
     let mut rows = stmt.query([key])?;
     match rows.next()? {
         None => Ok(Found::Missing),
@@ -562,11 +579,20 @@ impl Inner {
     /// Flushes if no other thread is flushing; errors keep the counters for the next try.
     fn try_flush(&self) {
         if let Ok(_g) = self.buffer.flushing.try_lock() {
-            let d = self.buffer.drain();
-            if !d.is_empty() && self.write(|c, _| d.apply(c)).is_err() {
-                self.buffer.restore_counts(&d);
-            }
+            let _ = self.flush_drained();
         }
+    }
+
+    /// Writes what the buffer holds, [`FLUSH_CHUNK`](super::buffer::FLUSH_CHUNK) keys per
+    /// transaction. On error the counters are put back (accesses are dropped).
+    fn flush_drained(&self) -> Result<()> {
+        let policy = self.policy();
+        for part in self.buffer.drain().into_chunks() {
+            self.write(|c, _| part.apply(c, policy)).inspect_err(|_| {
+                self.buffer.restore_counts(&part);
+            })?;
+        }
+        Ok(())
     }
 
     pub(crate) fn flush(&self) -> Result<()> {
@@ -575,13 +601,7 @@ impl Inner {
             .flushing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let d = self.buffer.drain();
-        if d.is_empty() {
-            return Ok(());
-        }
-        self.write(|c, _| d.apply(c)).inspect_err(|_| {
-            self.buffer.restore_counts(&d);
-        })
+        self.flush_drained()
     }
 
     /// Deletes a faulty row (missing/short file, undecodable) if it is still the same row.
@@ -704,27 +724,65 @@ impl Inner {
             Stored::File { rel, len } => (MODE_FILE, Some(rel.as_str()), None, *len),
         };
         let size = (key.len() as u64 + meta.len() as u64 + vlen) as i64;
-        let old: Option<(i64, Option<String>)> = c
-            .prepare_cached("SELECT rowid, filename FROM cache WHERE key = ?1")?
+        // Old row: columns are only assigned when they change, so unchanged indexed
+        // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
+        #[allow(clippy::type_complexity)]
+        let old: Option<(i64, Option<String>, Option<f64>, Option<String>, i64, i64)> = c
+            .prepare_cached(
+                "SELECT rowid, filename, expire_time, tag, access_count, size FROM cache WHERE key = ?1",
+            )?
             .query_row([key], |r| {
                 Ok((
                     r.get(0)?,
-                    r.get_ref(1)?
-                        .as_str_or_null()
-                        .ok()
-                        .flatten()
-                        .map(String::from),
+                    r.get_ref(1)?.as_str_or_null().ok().flatten().map(String::from),
+                    r.get_ref(2)?.as_f64_or_null().ok().flatten(),
+                    r.get_ref(3)?.as_str_or_null().ok().flatten().map(String::from),
+                    r.get_ref(4)?.as_i64().unwrap_or(-1),
+                    r.get_ref(5)?.as_i64().unwrap_or(-1),
                 ))
             })
             .optional()?;
         match old {
-            Some((rowid, old_file)) => {
-                c.prepare_cached(
-                    "UPDATE cache SET raw = 1, store_time = ?1, expire_time = ?2, access_time = ?1, \
-                     access_count = 0, tag = ?3, size = ?4, mode = ?5, filename = ?6, value = ?7, \
-                     meta = ?8 WHERE rowid = ?9",
-                )?
-                .execute(params![now, expire_time, tag, size, mode, filename, value, meta, rowid])?;
+            Some((rowid, old_file, old_expire, old_tag, old_count, old_size)) => {
+                let mut sql = String::from(
+                    "UPDATE cache SET raw = 1, store_time = :now, access_time = :now, mode = :mode, \
+                     filename = :filename, value = :value, meta = :meta",
+                );
+                let set_expire = old_expire != expire_time;
+                let set_tag = old_tag.as_deref() != tag;
+                let set_size = old_size != size;
+                if set_expire {
+                    sql.push_str(", expire_time = :expire_time");
+                }
+                if set_tag {
+                    sql.push_str(", tag = :tag");
+                }
+                if set_size {
+                    sql.push_str(", size = :size");
+                }
+                if old_count != 0 {
+                    sql.push_str(", access_count = 0");
+                }
+                sql.push_str(" WHERE rowid = :rowid");
+                let mut stmt = c.prepare_cached(&sql)?;
+                let mut named: Vec<(&str, &dyn ToSql)> = vec![
+                    (":now", &now),
+                    (":mode", &mode),
+                    (":filename", &filename),
+                    (":value", &value),
+                    (":meta", &meta),
+                    (":rowid", &rowid),
+                ];
+                if set_expire {
+                    named.push((":expire_time", &expire_time));
+                }
+                if set_tag {
+                    named.push((":tag", &tag));
+                }
+                if set_size {
+                    named.push((":size", &size));
+                }
+                stmt.execute(named.as_slice())?;
                 if let Some(path) = old_file.and_then(|f| value_path(&self.dir, &f)) {
                     p.unlink.push(path);
                 }
@@ -788,7 +846,7 @@ impl Inner {
         self.delete_where(
             c,
             p,
-            "expire_time IS NOT NULL AND expire_time <= ?1",
+            "expire_time <= ?1",
             "expire_time",
             &now,
             limit,
@@ -796,9 +854,10 @@ impl Inner {
         )
     }
 
-    /// Culls inside the caller's transaction: up to one batch of expired rows always
-    /// (diskcache), then while over the limit expired rows first, then by policy,
-    /// in batches of `batch` rows, at most `max` rows in all. Never deletes `protect`.
+    /// Culls inside the caller's transaction while the volume is over the limit:
+    /// expired rows first, then by policy, in batches of `batch` rows, at most `max`
+    /// rows in all. Never deletes `protect`.
+    #[allow(clippy::too_many_arguments)]
     fn cull_in(
         &self,
         c: &Connection,
@@ -809,7 +868,7 @@ impl Inner {
         batch: i64,
         max: u64,
     ) -> Result<u64> {
-        let mut deleted = self.delete_expired(c, p, now, batch, protect)?;
+        let mut deleted = 0;
         let mut drained = false;
         while deleted < max && volume_in(c)? > s.size_limit {
             let mut n = self.delete_expired(c, p, now, batch, protect)?;
@@ -823,7 +882,7 @@ impl Inner {
                         accesses: self.buffer.take_accesses(),
                         ..Drained::default()
                     }
-                    .apply(c)?;
+                    .apply(c, s.eviction_policy)?;
                     drained = true;
                 }
                 n = self.delete_where(c, p, "1", order, &rusqlite::types::Null, batch, protect)?;
@@ -1067,6 +1126,7 @@ impl Cache {
             sqlite_mmap_size: None,
             sqlite_cache_size: None,
             clock: None,
+            flush_interval: super::buffer::FLUSH_INTERVAL,
         }
     }
 
@@ -1312,11 +1372,7 @@ impl Cache {
     /// Deletes every expired row (per the cache clock); returns how many.
     pub fn expire(&self) -> Result<u64> {
         let now = self.inner.clock.now();
-        self.bulk_delete(
-            "expire_time IS NOT NULL AND expire_time <= ?1",
-            "expire_time",
-            &now,
-        )
+        self.bulk_delete("expire_time <= ?1", "expire_time", &now)
     }
 
     /// Deletes every row tagged `tag`; returns how many.
@@ -1344,7 +1400,7 @@ impl Cache {
                     &s,
                     now,
                     -1,
-                    (s.cull_limit as i64).max(100),
+                    (s.cull_limit as i64).max(1),
                     BULK_BATCH as u64,
                 )
             })?;
