@@ -250,7 +250,11 @@ mod tests {
         assert_eq!(parts[0].accesses.len(), FLUSH_CHUNK);
         assert_eq!(parts[1].accesses.len(), 5);
         assert_eq!((parts[0].hits, parts[1].hits), (1, 0));
-        assert!(parts[0].accesses.contains_key(&0u32.to_be_bytes().to_vec()));
+        assert!(
+            parts[0]
+                .accesses
+                .contains_key(0u32.to_be_bytes().as_slice())
+        );
         let only_counts = Drained {
             hits: 2,
             ..Drained::default()

@@ -1142,7 +1142,7 @@ impl Cache {
 
     /// Current settings, re-read from the database.
     pub fn settings(&self) -> Result<Settings> {
-        let s = self.inner.read(|c| read_settings(c))?;
+        let s = self.inner.read(read_settings)?;
         self.inner.cache_settings(&s);
         Ok(s)
     }

@@ -16,6 +16,9 @@
 //! - After every write the volume is within `size_limit` plus the value just written
 //!   (unless more than [`MAX_CULL_PER_WRITE`] rows would have to go): expired rows are
 //!   culled first, then live rows in the order of the [`EvictionPolicy`].
+//!   Unlike diskcache, a write that is under the limit does not also sweep expired rows
+//!   (that per-write query costs more than the rest of a `set`); expired rows read as
+//!   misses and are removed by culling, [`Cache::expire`] and [`Cache::cull`].
 //! - Time comes from the cache's [`Clock`]; tests use [`ManualClock`] and never sleep.
 //!
 //! # How stale LRU/LFU order may be
