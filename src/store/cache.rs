@@ -238,6 +238,7 @@ impl CacheBuilder {
             statistics: AtomicBool::new(false),
             min_file_size: AtomicU64::new(0),
             tuning: Mutex::new((settings.sqlite_mmap_size, settings.sqlite_cache_size)),
+            settings: Mutex::new(settings.clone()),
             buffer: AccessBuffer::new(self.flush_interval),
         };
         inner.cache_settings(&settings);
@@ -256,6 +257,8 @@ pub(crate) struct Inner {
     statistics: AtomicBool,
     min_file_size: AtomicU64,
     tuning: Mutex<(u64, i64)>,
+    /// Last settings read from the database.
+    settings: Mutex<Settings>,
     pub(crate) buffer: AccessBuffer,
 }
 
@@ -501,6 +504,10 @@ impl Inner {
     }
 
     fn cache_settings(&self, s: &Settings) {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(s);
         self.policy
             .store(policy_to_u8(s.eviction_policy), Ordering::Relaxed);
         self.statistics.store(s.statistics, Ordering::Relaxed);
@@ -1140,11 +1147,20 @@ impl Cache {
         &self.inner.clock
     }
 
-    /// Current settings, re-read from the database.
-    pub fn settings(&self) -> Result<Settings> {
-        let s = self.inner.read(read_settings)?;
-        self.inner.cache_settings(&s);
-        Ok(s)
+    /// Current settings, re-read from the database (the last known copy if that read fails).
+    pub fn settings(&self) -> Settings {
+        match self.inner.read(read_settings) {
+            Ok(s) => {
+                self.inner.cache_settings(&s);
+                s
+            }
+            Err(_) => self
+                .inner
+                .settings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
     }
 
     /// Changes settings for every process using the directory; returns the new settings.
