@@ -570,7 +570,9 @@ impl Inner {
         result
     }
 
-    fn note_access(&self, key: &[u8], hit: bool, now: f64) {
+    /// Records a hit/miss and (LRU/LFU) an access. `may_flush` must be false inside a
+    /// write transaction: a flush needs the write lock that transaction holds.
+    fn note_access(&self, key: &[u8], hit: bool, now: f64, may_flush: bool) {
         let mut due = false;
         if self.statistics.load(Ordering::Relaxed) {
             due |= self.buffer.count(hit);
@@ -578,7 +580,7 @@ impl Inner {
         if hit && self.policy().tracks_access() {
             due |= self.buffer.access(key, now);
         }
-        if due {
+        if due && may_flush {
             self.try_flush();
         }
     }
@@ -696,7 +698,7 @@ impl Inner {
             }
             Found::Missing | Found::Expired => None,
         };
-        self.note_access(key, out.is_some(), now);
+        self.note_access(key, out.is_some(), now, true);
         Ok(out)
     }
 
@@ -996,7 +998,7 @@ impl Inner {
             }
             _ => None,
         };
-        self.note_access(key, out.is_some(), now);
+        self.note_access(key, out.is_some(), now, false);
         Ok(out)
     }
 

@@ -135,3 +135,24 @@ fn concurrent_readers_on_many_threads() {
     assert_eq!(hits + misses, 4000);
     assert!(cache.check(false).unwrap().is_empty());
 }
+
+#[test]
+fn regression_get_inside_transact_never_flushes_into_its_own_lock() {
+    // With every access due for a flush, a flush from inside the transaction would wait
+    // for the write lock the transaction itself holds (a 60 s stall, then Timeout).
+    let (dir, _clock, b) = builder();
+    let cache = b
+        .eviction_policy(EvictionPolicy::LeastRecentlyUsed)
+        .statistics(true)
+        .flush_interval(std::time::Duration::ZERO)
+        .open()
+        .unwrap();
+    cache.set(b"k", b"v", None, None).unwrap();
+    let start = std::time::Instant::now();
+    let got = cache.transact(|tx| tx.get(b"k")).unwrap();
+    assert_eq!(got.unwrap(), b"v");
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    cache.get(b"k").unwrap(); // outside: flushes everything, including the tx's access
+    assert_eq!(cache.stats(true, false).unwrap(), (2, 0));
+    assert!(access(dir.path(), b"k").0 >= T0);
+}
