@@ -18,6 +18,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::buffer::{AccessBuffer, Drained};
+use super::checkpoint::Checkpointer;
 use super::clock::{Clock, SystemClock};
 use super::error::{Error, Result};
 use super::files::{self, TempFile, Value, ValueReader, ValueWriter};
@@ -231,7 +232,7 @@ impl CacheBuilder {
         })?;
         schema::apply_tuning(&conn, &settings)?;
         let inner = Inner {
-            dir: self.dir,
+            dir: self.dir.clone(),
             pool: Mutex::new(vec![conn]),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             policy: AtomicU8::new(0),
@@ -239,6 +240,7 @@ impl CacheBuilder {
             min_file_size: AtomicU64::new(0),
             tuning: Mutex::new((settings.sqlite_mmap_size, settings.sqlite_cache_size)),
             settings: Mutex::new(settings.clone()),
+            checkpointer: Checkpointer::start(self.dir.clone()),
             buffer: AccessBuffer::new(self.flush_interval),
         };
         inner.cache_settings(&settings);
@@ -259,12 +261,14 @@ pub(crate) struct Inner {
     tuning: Mutex<(u64, i64)>,
     /// Last settings read from the database.
     settings: Mutex<Settings>,
+    checkpointer: Checkpointer,
     pub(crate) buffer: AccessBuffer,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.flush();
+        self.checkpointer.stop();
     }
 }
 
@@ -556,6 +560,7 @@ impl Inner {
                 Ok(())
             })?;
             guard.armed = false;
+            self.checkpointer.committed();
             Ok(v)
         });
         drop(guard);

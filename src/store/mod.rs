@@ -41,10 +41,12 @@
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
-//! - `lock`: cross-process [`Lock`].  `clock`, `error`, `retry`.
+//! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
+//! - `clock`, `error`, `retry`.
 
 mod buffer;
 mod cache;
+mod checkpoint;
 mod clock;
 mod error;
 mod fanout;

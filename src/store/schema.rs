@@ -19,10 +19,9 @@ pub(crate) const DB_FILE: &str = "cache.db";
 /// to our retry loop.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// WAL pages between automatic checkpoints. Larger than SQLite's 1000 so hot pages
-/// (counters, index roots) are copied back and fsynced less often; each checkpoint's
-/// fsync is the main cost of a write with `synchronous = NORMAL`.
-pub(crate) const WAL_AUTOCHECKPOINT_PAGES: u32 = 8192;
+/// No automatic checkpoint on commit: a background thread checkpoints
+/// (see `checkpoint.rs`), so writers never pay for it.
+pub(crate) const WAL_AUTOCHECKPOINT_PAGES: u32 = 0;
 
 /// Size the WAL file is truncated back to after a checkpoint.
 pub(crate) const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
