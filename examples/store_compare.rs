@@ -56,6 +56,12 @@ fn main() {
         });
         return;
     }
+    if std::env::var_os("STORE_COMPARE_PROFILE_DELETES").is_some() {
+        time("delete_profile", n, |i| {
+            cache.delete(&key(i)).unwrap();
+        });
+        return;
+    }
     if std::env::var_os("STORE_COMPARE_PROFILE_SETS").is_some() {
         time("set_profile", 50_000, |i| {
             cache

@@ -860,7 +860,7 @@ impl Inner {
         self.delete_where(
             c,
             p,
-            "expire_time <= ?1",
+            "expire_time IS NOT NULL AND expire_time <= ?1",
             "expire_time",
             &now,
             limit,
@@ -1008,19 +1008,30 @@ impl Inner {
     }
 
     fn delete_in(&self, c: &Connection, p: &mut Pending, key: &[u8], now: f64) -> Result<bool> {
-        let old: Option<(Option<String>, Option<f64>)> = c
-            .prepare_cached("DELETE FROM cache WHERE key = ?1 RETURNING filename, expire_time")?
+        // SELECT then DELETE by rowid: cheaper than DELETE ... RETURNING, which buffers
+        // its output in an ephemeral table.
+        let old: Option<(i64, Option<String>, Option<f64>)> = c
+            .prepare_cached("SELECT rowid, filename, expire_time FROM cache WHERE key = ?1")?
             .query_row([key], |r| {
                 Ok((
-                    r.get_ref(0)?
+                    r.get(0)?,
+                    r.get_ref(1)?
                         .as_str_or_null()
                         .ok()
                         .flatten()
                         .map(String::from),
-                    r.get_ref(1)?.as_f64_or_null().ok().flatten(),
+                    r.get_ref(2)?.as_f64_or_null().ok().flatten(),
                 ))
             })
             .optional()?;
+        let old = match old {
+            Some((rowid, file, expire_time)) => {
+                c.prepare_cached("DELETE FROM cache WHERE rowid = ?1")?
+                    .execute([rowid])?;
+                Some((file, expire_time))
+            }
+            None => None,
+        };
         Ok(match old {
             Some((file, expire_time)) => {
                 if let Some(path) = file.and_then(|f| value_path(&self.dir, &f)) {
@@ -1395,12 +1406,16 @@ impl Cache {
     /// Deletes every expired row (per the cache clock); returns how many.
     pub fn expire(&self) -> Result<u64> {
         let now = self.inner.clock.now();
-        self.bulk_delete("expire_time <= ?1", "expire_time", &now)
+        self.bulk_delete(
+            "expire_time IS NOT NULL AND expire_time <= ?1",
+            "expire_time",
+            &now,
+        )
     }
 
     /// Deletes every row tagged `tag`; returns how many.
     pub fn evict(&self, tag: &str) -> Result<u64> {
-        self.bulk_delete("tag = ?1", "rowid", &tag)
+        self.bulk_delete("tag IS NOT NULL AND tag = ?1", "tag", &tag)
     }
 
     /// Deletes every row; returns how many.

@@ -46,8 +46,9 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             value BLOB,
             meta BLOB NOT NULL DEFAULT x''
         );
-        CREATE INDEX cache_tag ON cache(tag);
-        CREATE INDEX cache_expire_time ON cache(expire_time);
+        -- Partial: rows without tag or expiry (the common case) cost these indexes nothing.
+        CREATE INDEX cache_tag ON cache(tag) WHERE tag IS NOT NULL;
+        CREATE INDEX cache_expire_time ON cache(expire_time) WHERE expire_time IS NOT NULL;
         CREATE INDEX cache_store_time ON cache(store_time);
         CREATE INDEX cache_access_time ON cache(access_time);
         CREATE INDEX cache_access_count ON cache(access_count);
@@ -107,6 +108,7 @@ pub(crate) fn open_connection(dir: &Path, mmap_size: u64, cache_size: i64) -> Re
     conn.execute_batch(&format!(
         "PRAGMA synchronous = NORMAL;
          PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = OFF;
          PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};
          PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};
          PRAGMA mmap_size = {mmap_size};
