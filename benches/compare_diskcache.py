@@ -1,4 +1,5 @@
 """Same workload as examples/store_compare.rs, on Python diskcache. Prints `op us_per_op`."""
+import os
 import random
 import sys
 import time
@@ -16,11 +17,19 @@ def populate(cache, n, value):
             cache.set(key(i), value)
 
 
+def cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
 def timed(label, ops, f):
+    """Prints `op wall_us_per_op cpu_us_per_op` (CPU = user + system, all threads)."""
+    cpu = cpu_seconds()
     start = time.perf_counter()
     for i in range(ops):
         f(i)
-    print(f"{label} {(time.perf_counter() - start) * 1e6 / ops:.3f}", flush=True)
+    wall = (time.perf_counter() - start) * 1e6 / ops
+    print(f"{label} {wall:.3f} {(cpu_seconds() - cpu) * 1e6 / ops:.3f}", flush=True)
 
 
 def main():
