@@ -227,6 +227,7 @@ impl CacheBuilder {
             let mut s = read_settings(&tx)?;
             self.overlay(&mut s);
             write_settings(&tx, &s)?;
+            schema::ensure_policy_index(&tx, s.eviction_policy)?;
             tx.commit()?;
             Ok(s)
         })?;
@@ -1188,6 +1189,7 @@ impl Cache {
             let mut s = read_settings(c)?;
             f(&mut s);
             write_settings(c, &s)?;
+            schema::ensure_policy_index(c, s.eviction_policy)?;
             Ok(s)
         })?;
         self.inner.cache_settings(&s);
