@@ -1,7 +1,10 @@
 //! Store workload for `benches/compare_diskcache.sh`: prints `op microseconds_per_op` lines.
 //! The same workload runs against Python diskcache in `benches/compare_diskcache.py`.
 //!
-//! Usage: `store_compare DIR [KEYS]` (default 10,000 keys of 1 KiB).
+//! Usage: `store_compare DIR [KEYS]` (default 10,000 keys of 1 KiB). Prints
+//! `op wall_us cpu_us` per operation. For `perf record`: `STORE_COMPARE_PROFILE_GETS=1`,
+//! `..._SETS=1` or `..._DELETES=1` run only that operation in a long loop;
+//! `STORE_COMPARE_MMAP=bytes` overrides `sqlite_mmap_size`.
 
 use std::time::Instant;
 
