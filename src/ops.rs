@@ -239,7 +239,7 @@ pub struct StatsReport {
 
 /// Summary of the store: size, counters and the `top` hosts by bytes.
 pub fn stats(cache: &Cache, top: usize) -> Result<StatsReport> {
-    let settings = cache.settings()?;
+    let settings = cache.settings();
     // Keeps `statistics` as it is: this reads the counters without turning counting on or off.
     let (hits, misses) = cache.stats(settings.statistics, false)?;
     let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();

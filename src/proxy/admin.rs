@@ -68,7 +68,7 @@ async fn respond(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 Ok::<_, crate::store::Error>((
                     store.len()?,
                     store.volume()?,
-                    store.settings()?.size_limit,
+                    store.settings().size_limit,
                 ))
             })
             .await;
