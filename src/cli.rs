@@ -246,6 +246,12 @@ pub struct ServeArgs {
     /// Time allowed for a client to send its request headers [default: 30s].
     #[arg(long, env = "HOARD_HEADER_TIMEOUT")]
     pub header_timeout: Option<String>,
+    /// Close client connections idle (no request in flight, no bytes moving) this long [default: 60s].
+    #[arg(long, env = "HOARD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Time allowed for a whole origin response body; off: only the per-chunk response timeout [default: 10m].
+    #[arg(long, env = "HOARD_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
     /// How long concurrent requests for one URL wait for the first one's fetch [default: 5s].
     #[arg(long, env = "HOARD_LOCK_TIMEOUT")]
     pub lock_timeout: Option<String>,
@@ -270,6 +276,12 @@ pub struct ServeArgs {
     /// Clients allowed to send PURGE, comma-separated IPs or networks; empty: nobody [default: 127.0.0.0/8,::1].
     #[arg(long, env = "HOARD_PURGE_ALLOW")]
     pub purge_allow: Option<String>,
+    /// Clients allowed to use the proxy, comma-separated IPs or networks; others get 403 [default: 127.0.0.0/8,::1].
+    #[arg(long, env = "HOARD_ALLOW")]
+    pub allow: Option<String>,
+    /// Require Proxy-Authorization: Basic with one of these comma-separated user:password pairs; empty: none [default: none].
+    #[arg(long, env = "HOARD_PROXY_AUTH")]
+    pub proxy_auth: Option<String>,
     /// Admin server address for /metrics and /healthz, e.g. 127.0.0.1:3129; off: disabled [default: off].
     #[arg(long, env = "HOARD_ADMIN")]
     pub admin: Option<String>,
@@ -316,6 +328,8 @@ pub struct Effective {
     pub connect_timeout: String,
     pub response_timeout: String,
     pub header_timeout: String,
+    pub idle_timeout: String,
+    pub body_timeout: String,
     pub lock_timeout: String,
     pub shutdown_timeout: String,
     pub max_connections: u64,
@@ -324,6 +338,9 @@ pub struct Effective {
     pub memory_cache_ttl: String,
     pub pseudonym: String,
     pub purge_allow: Vec<String>,
+    pub allow: Vec<String>,
+    /// `user:***`: passwords are never printed.
+    pub proxy_auth: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
     pub log_format: LogFormat,
@@ -516,6 +533,26 @@ impl ServeArgs {
             "30s",
             duration,
         )?;
+        let idle_timeout;
+        (c.idle_timeout, idle_timeout) = l.pick(
+            "idle-timeout",
+            self.idle_timeout.as_deref(),
+            "60s",
+            |t| match duration(t)? {
+                d if d.is_zero() => Err("must be more than 0".to_string()),
+                d => Ok(d),
+            },
+        )?;
+        let body_timeout;
+        (c.body_timeout, body_timeout) = l.pick(
+            "body-timeout",
+            self.body_timeout.as_deref(),
+            "10m",
+            |t| match t.trim() {
+                "off" | "" => Ok(None),
+                t => duration(t).map(Some),
+            },
+        )?;
         let lock_timeout;
         (c.lock_timeout, lock_timeout) =
             l.pick("lock-timeout", self.lock_timeout.as_deref(), "5s", duration)?;
@@ -574,6 +611,18 @@ impl ServeArgs {
             "127.0.0.0/8,::1",
             config::parse_ip_list,
         )?;
+        (c.allow, _) = l.pick(
+            "allow",
+            self.allow.as_deref(),
+            "127.0.0.0/8,::1",
+            config::parse_ip_list,
+        )?;
+        (c.proxy_auth, _) = l.pick(
+            "proxy-auth",
+            self.proxy_auth.as_deref(),
+            "",
+            config::parse_credentials,
+        )?;
         let admin_s;
         (c.admin, admin_s) = l.pick("admin", self.admin.as_deref(), "off", admin)?;
         let (log_format, _) = l.pick("log-format", self.log_format.as_deref(), "text", |t| {
@@ -593,6 +642,8 @@ impl ServeArgs {
             connect_timeout,
             response_timeout,
             header_timeout,
+            idle_timeout,
+            body_timeout,
             lock_timeout,
             shutdown_timeout,
             max_connections: c.max_connections as u64,
@@ -601,6 +652,12 @@ impl ServeArgs {
             memory_cache_ttl,
             pseudonym: c.pseudonym.clone(),
             purge_allow: c.purge_allow.iter().map(ToString::to_string).collect(),
+            allow: c.allow.iter().map(ToString::to_string).collect(),
+            proxy_auth: c
+                .proxy_auth
+                .iter()
+                .map(|p| format!("{}:***", p.split(':').next().unwrap_or("")))
+                .collect(),
             admin: c.admin.map(|_| admin_s),
             log_format,
         };

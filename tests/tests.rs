@@ -1,4 +1,5 @@
 mod devcache;
+mod hostile;
 mod ops;
 mod proxy;
 mod store;

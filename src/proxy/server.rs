@@ -1,21 +1,33 @@
 //! Accept loop: binds the listener, serves HTTP/1.1 (keep-alive, upgrades for CONNECT) and
 //! HTTP/2 on each connection, and shuts down gracefully.
 //!
-//! Invariant: on shutdown the listener stops first, in-flight requests get
-//! `shutdown_timeout` to finish, then store buffers are flushed.
+//! Invariants: on shutdown the listener stops first, in-flight requests get
+//! `shutdown_timeout` to finish, then store buffers are flushed. A connection beyond
+//! `max_connections` is answered `503` with `Connection: close` on the raw socket and closed;
+//! a connection with no request in flight and no bytes moving for `idle_timeout` is closed
+//! gracefully (a slow response in flight is never cut by it).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot, watch};
 
-use super::service::State;
+use super::body::{BoxError, ProxyBody};
+use super::service::{CACHE_STATUS, State};
+use crate::http_cache::{BypassReason, CacheStatus};
 use super::{ProxyConfig, ProxyError};
 use crate::store::Cache;
 
@@ -46,6 +58,9 @@ impl Server {
                 source,
             })?;
         let local = listener.local_addr()?;
+        if let Some(w) = super::exposure_warning(&cfg) {
+            tracing::warn!("{w}");
+        }
         let admin = match cfg.admin {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -121,7 +136,9 @@ impl Server {
             }
             None => (None, None),
         };
-        let graceful = GracefulShutdown::new();
+        // Each connection task holds a receiver; `closed()` resolves when all have ended.
+        let (graceful, _) = watch::channel(false);
+        let idle_timeout = state.cfg.idle_timeout;
         let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -165,21 +182,31 @@ impl Server {
                     };
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "max_connections reached, refusing connection");
-                        drop(stream);
+                        tokio::spawn(refuse(stream));
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
+                    let activity = Arc::new(Activity::new());
                     let st = state.clone();
-                    let svc = service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, std::convert::Infallible>(st.handle(req, peer).await) }
-                    });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    let conn = graceful.watch(conn.into_owned());
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                    let svc = service_fn({
+                        let activity = activity.clone();
+                        move |req| {
+                            let st = st.clone();
+                            let guard = InFlight::new(activity.clone());
+                            async move {
+                                let res = st.handle(req, peer).await;
+                                Ok::<_, std::convert::Infallible>(
+                                    res.map(|inner| GuardedBody { inner, _guard: guard }),
+                                )
+                            }
                         }
+                    });
+                    let io = TokioIo::new(ActiveIo { io: stream, activity: activity.clone() });
+                    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+                    let stop = graceful.subscribe();
+                    tokio::spawn(async move {
+                        let close = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+                        drive(conn, close, stop, activity, idle_timeout, peer).await;
                         drop(permit);
                     });
                 }
@@ -192,7 +219,8 @@ impl Server {
             let _ = t.await;
         }
         let timeout = state.cfg.shutdown_timeout;
-        if tokio::time::timeout(timeout, graceful.shutdown())
+        let _ = graceful.send(true);
+        if tokio::time::timeout(timeout, graceful.closed())
             .await
             .is_err()
         {
@@ -221,5 +249,227 @@ impl ServerHandle {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+    }
+}
+
+/// Drive one client connection until it ends: close it gracefully on shutdown, or when it has
+/// been idle (no request in flight, no bytes read or written) for `idle`. A connection told
+/// to close that has not finished one `idle` later is dropped.
+async fn drive<C, E>(
+    conn: C,
+    close: impl Fn(Pin<&mut C>),
+    mut stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    idle: Duration,
+    peer: SocketAddr,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = match closing {
+            Some(deadline) => deadline,
+            None => activity.idle_deadline(idle).into(),
+        };
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection ended with error");
+                }
+                return;
+            }
+            changed = stop.changed(), if closing.is_none() => {
+                if changed.is_ok() {
+                    close(conn.as_mut());
+                    // The process-wide shutdown_timeout bounds this one.
+                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(86_400));
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if closing.is_some() {
+                    tracing::debug!(%peer, "connection did not close after idle timeout; dropping it");
+                    return;
+                }
+                if activity.is_idle(idle) {
+                    tracing::debug!(%peer, ?idle, "closing idle connection");
+                    close(conn.as_mut());
+                    closing = Some(tokio::time::Instant::now() + idle);
+                }
+            }
+        }
+    }
+}
+
+/// The refusal a connection beyond `max_connections` gets, written on the raw socket.
+fn refusal() -> Vec<u8> {
+    let body = "hoard: too many connections (max-connections), try again later\n";
+    let cs = CacheStatus::bypass(BypassReason::Refused).with_detail("max-connections");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nretry-after: 1\r\ncache-control: no-store\r\n\
+         {}: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len(),
+        CACHE_STATUS.as_str(),
+        cs,
+    )
+    .into_bytes()
+}
+
+/// Answer `503` on a connection over the limit and close it, within one second whatever the
+/// client does (its request, if any, is not read).
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&refusal()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// When a connection last moved bytes, and how many of its requests are in flight.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    /// Milliseconds since `start` of the last read, write or finished response.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.last().elapsed() >= idle
+    }
+
+    /// When the connection becomes idle if nothing happens (a request in flight postpones it).
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            Instant::now() + idle
+        } else {
+            self.last() + idle
+        }
+    }
+}
+
+/// Counts a request as in flight until its response body is finished or dropped.
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.touch();
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+#[derive(Debug)]
+struct GuardedBody {
+    inner: ProxyBody,
+    _guard: InFlight,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client socket, recording when bytes last moved.
+#[derive(Debug)]
+struct ActiveIo {
+    io: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for ActiveIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for ActiveIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

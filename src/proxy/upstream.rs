@@ -16,6 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::body::ProxyBody;
 use super::metrics::Metrics;
 
+/// Largest origin response head accepted (the read buffer limit of origin connections).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -90,6 +93,9 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // An origin's response head larger than this is a bad response (502), not a
+            // reason to buffer without bound (hyper's default is about 400 KiB).
+            .http1_max_buf_size(MAX_RESPONSE_HEAD)
             .build(https);
         Upstream {
             client,
