@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::body::{BoxError, ProxyBody};
+use super::framing::{Scanner, Violation};
 use super::service::{CACHE_STATUS, State};
 use crate::http_cache::{BypassReason, CacheStatus};
 use super::{ProxyConfig, ProxyError};
@@ -190,9 +191,12 @@ impl Server {
                     let st = state.clone();
                     let svc = service_fn({
                         let activity = activity.clone();
-                        move |req| {
+                        move |mut req: http::Request<hyper::body::Incoming>| {
                             let st = st.clone();
                             let guard = InFlight::new(activity.clone());
+                            if let Some(v) = activity.framing() {
+                                req.extensions_mut().insert(v);
+                            }
                             async move {
                                 let res = st.handle(req, peer).await;
                                 Ok::<_, std::convert::Infallible>(
@@ -334,6 +338,8 @@ struct Activity {
     /// Milliseconds since `start` of the last read, write or finished response.
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Request heads as read (HTTP/1), for what hyper lets through.
+    scanner: std::sync::Mutex<Scanner>,
 }
 
 impl Activity {
@@ -342,7 +348,20 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            scanner: Default::default(),
         }
+    }
+
+    fn scan(&self, bytes: &[u8]) {
+        self.scanner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .feed(bytes);
+    }
+
+    /// The framing verdict on the request hyper has just parsed.
+    fn framing(&self) -> Option<Violation> {
+        self.scanner.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn touch(&self) {
@@ -431,6 +450,7 @@ impl AsyncRead for ActiveIo {
         let res = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.touch();
+            self.activity.scan(&buf.filled()[before..]);
         }
         res
     }

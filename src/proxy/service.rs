@@ -142,6 +142,17 @@ impl State {
     }
 
     async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        if let Some(v) = req.extensions().get::<super::framing::Violation>() {
+            tracing::warn!(%peer, violation = v.as_str(), "ambiguous request framing refused");
+            let mut res = self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail(v.as_str()),
+                "ambiguous request framing (bare LF, or Content-Length with Transfer-Encoding)\n",
+            );
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
         if !self.cfg.allow.iter().any(|n| n.contains(peer.ip())) {
             let mut res = self.error(
                 StatusCode::FORBIDDEN,

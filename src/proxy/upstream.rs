@@ -93,9 +93,6 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            // An origin's response head larger than this is a bad response (502), not a
-            // reason to buffer without bound (hyper's default is about 400 KiB).
-            .http1_max_buf_size(MAX_RESPONSE_HEAD)
             .build(https);
         Upstream {
             client,
@@ -121,7 +118,12 @@ impl Upstream {
         let res = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await
         {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(Ok(res)) => Ok(res),
+            Ok(Ok(res)) => match head_size(&res) {
+                n if n > MAX_RESPONSE_HEAD => Err(UpstreamError::Protocol(format!(
+                    "response head of {n} bytes is over the {MAX_RESPONSE_HEAD} byte limit"
+                ))),
+                _ => Ok(res),
+            },
             Ok(Err(e)) => Err(classify(&e)),
         };
         if let Some(m) = &self.metrics {
@@ -132,6 +134,15 @@ impl Upstream {
         }
         res
     }
+}
+
+/// Approximate size of a response head on the wire.
+fn head_size(res: &Response<Incoming>) -> usize {
+    res.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + 16
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
