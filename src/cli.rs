@@ -699,6 +699,29 @@ mod tests {
     }
 
     #[test]
+    fn bad_access_options_are_errors() {
+        for args in [
+            &["--proxy-auth", "nocolon"][..],
+            &["--proxy-auth", ":pw"],
+            &["--allow", "10.0.0.0/40"],
+            &["--idle-timeout", "0s"],
+        ] {
+            assert!(parse(args).serve.resolve_with(None).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn exposure_warning_only_for_non_loopback_listen_with_default_allow() {
+        let r = ServeArgs::default().resolve_with(None).unwrap();
+        assert!(crate::proxy::exposure_warning(&r.proxy).is_none());
+        let mut c = r.proxy.clone();
+        c.listen = "0.0.0.0:3128".parse().unwrap();
+        assert!(crate::proxy::exposure_warning(&c).is_some());
+        c.allow = crate::config::parse_ip_list("10.0.0.0/8").unwrap();
+        assert!(crate::proxy::exposure_warning(&c).is_none());
+    }
+
+    #[test]
     fn serve_subcommand_takes_options() {
         let cli = parse(&[
             "serve",
@@ -731,6 +754,41 @@ mod tests {
             }
         };
     }
+    layered!(
+        idle_timeout_flag,
+        &["--idle-timeout", "5s"],
+        Some("idle-timeout = \"1m\""),
+        |r: &Resolved| r.proxy.idle_timeout,
+        Duration::from_secs(5)
+    );
+    layered!(
+        body_timeout_off_in_file,
+        &[],
+        Some("body-timeout = \"off\""),
+        |r: &Resolved| r.proxy.body_timeout,
+        None
+    );
+    layered!(
+        body_timeout_default,
+        &[],
+        None::<&str>,
+        |r: &Resolved| r.proxy.body_timeout,
+        Some(Duration::from_secs(600))
+    );
+    layered!(
+        allow_list_in_file,
+        &[],
+        Some("allow = [\"10.0.0.0/8\", \"::1\"]"),
+        |r: &Resolved| r.effective.allow.clone(),
+        vec!["10.0.0.0/8".to_string(), "::1/128".to_string()]
+    );
+    layered!(
+        proxy_auth_flag_is_redacted_in_effective,
+        &["--proxy-auth", "alice:s3cret,bob:pw"],
+        None::<&str>,
+        |r: &Resolved| (r.proxy.proxy_auth.len(), r.effective.proxy_auth.join(",")),
+        (2, "alice:***,bob:***".to_string())
+    );
     layered!(
         file_over_default,
         &[],

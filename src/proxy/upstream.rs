@@ -16,8 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::body::ProxyBody;
 use super::metrics::Metrics;
 
-/// Largest origin response head accepted (the read buffer limit of origin connections).
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Largest origin response head accepted (larger: 502). Above the 64 KiB request limit so
+/// origins with large cookies or CSP headers still work; well below hyper's ~400 KiB buffer.
+pub const MAX_RESPONSE_HEAD: usize = 96 * 1024;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
