@@ -251,3 +251,36 @@ async fn rules_from_a_config_file_through_the_binary() {
     assert_eq!(origin.hits(), 1);
     child.kill().await.ok();
 }
+
+#[tokio::test]
+async fn hoard_show_names_the_rule() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "x")).await;
+    let dir = TempDir::new().unwrap();
+    let rules = vec![rule("api", "/api/*", |r| {
+        r.ttl = Some(Duration::from_secs(600))
+    })];
+    let (h, proxy) = start_proxy_in(dir.path(), Some(origin.addr), move |c| c.rules = rules).await;
+    get(proxy, &url(proxy, "/api/x"))
+        .await
+        .cache_status()
+        .assert_stored();
+    h.shutdown().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .arg("show")
+        .arg("--cache-dir")
+        .arg(dir.path())
+        .arg(format!("http://{}/api/x", origin.addr))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("rule           api (ttl forced to 600s)"),
+        "{text}"
+    );
+    assert!(text.contains("rule=api"), "{text}");
+}
