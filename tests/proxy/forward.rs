@@ -388,3 +388,39 @@ async fn cache_key_normalises_unreserved_percent_encoding_only() {
     slash.cache_status().assert_not_hit(); // %2F is reserved: a different resource
     assert_eq!(slash.text(), "/a%2Fb");
 }
+
+#[tokio::test]
+async fn gateway_upstream_with_a_path_prefix_joins_the_request_path() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60")],
+            req.uri().to_string(),
+        )
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let base = format!("http://{}/base/", origin.addr);
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |cfg| {
+        cfg.upstream = Some(base.parse().unwrap())
+    })
+    .await;
+    let resp = get(proxy, "/x?y=1").await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "/base/x?y=1"));
+}
+
+#[tokio::test]
+async fn informational_103_before_the_response_is_handled() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nfinal"
+            .to_vec()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/103")).await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, "final"));
+    }
+    assert_eq!(origin.hits(), 1);
+}
