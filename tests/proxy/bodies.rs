@@ -3,16 +3,10 @@
 
 use super::harness::*;
 
-fn max_age_60_bytes(
-    body: Vec<u8>,
-) -> impl Fn(&http::Request<bytes::Bytes>) -> http::Response<Body> {
-    move |_| reply(200, &[("cache-control", "max-age=60")], body.clone())
-}
-
 #[tokio::test]
 async fn two_mib_body_hit_is_byte_identical() {
     let body = pattern(2 << 20);
-    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let origin = Origin::start(max_age_60(body.clone())).await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
     let first = get(proxy, &origin.url("/big")).await;
     assert!(
@@ -61,7 +55,7 @@ async fn truncated_origin_body_is_not_cached_and_not_passed_as_complete() {
 #[tokio::test]
 async fn body_over_max_object_size_streams_through_but_is_not_cached() {
     let body = pattern(200 << 10);
-    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let origin = Origin::start(max_age_60(body.clone())).await;
     let dir = tempfile::TempDir::new().unwrap();
     let (_proxy, proxy) =
         start_proxy_in(dir.path(), None, |cfg| cfg.max_object_size = 64 << 10).await;
@@ -158,7 +152,7 @@ async fn chunked_body_over_max_object_size_streams_through_but_is_not_cached() {
 #[tokio::test]
 async fn client_abort_mid_body_does_not_poison_the_cache() {
     let body = pattern(2 << 20);
-    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let origin = Origin::start(max_age_60(body.clone())).await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
     {
         let mut conn = RawConn::connect(proxy).await;
@@ -323,7 +317,7 @@ fn value_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// Caches a 256 KiB body, stops the proxy, damages its value file, restarts on the same dir.
 async fn damaged_value_file_is_not_served(damage: fn(&std::path::Path)) {
     let body = pattern(256 << 10);
-    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let origin = Origin::start(max_age_60(body.clone())).await;
     let dir = tempfile::TempDir::new().unwrap();
     let (first, proxy) = start_proxy_in(dir.path(), None, |_| {}).await;
     get(proxy, &origin.url("/file")).await;

@@ -3,10 +3,6 @@
 
 use super::harness::*;
 
-fn max_age_60(body: &'static str) -> impl Fn(&http::Request<bytes::Bytes>) -> http::Response<Body> {
-    move |_| reply(200, &[("cache-control", "max-age=60")], body)
-}
-
 #[tokio::test]
 async fn absolute_form_get_misses_then_hits() {
     let origin = Origin::start(max_age_60("hello")).await;
