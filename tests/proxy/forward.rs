@@ -133,6 +133,34 @@ async fn connect_opens_a_blind_tunnel() {
 }
 
 #[tokio::test]
+async fn connect_tunnel_carries_a_mebibyte_both_ways_and_half_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (echo, _echo_task) = echo_server().await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(conn.read_head().await.expect("CONNECT answer").0, 200);
+    let (mut read, mut write) = tokio::io::split(conn.into_io());
+    let payload = pattern(1 << 20);
+    let writer = tokio::spawn({
+        let payload = payload.clone();
+        async move {
+            write.write_all(&payload).await.unwrap();
+            write.shutdown().await.unwrap(); // half-close: the echo server sees EOF and closes
+        }
+    });
+    let mut echoed = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, read.read_to_end(&mut echoed))
+        .await
+        .expect("tunnel closed after the echo")
+        .unwrap();
+    writer.await.unwrap();
+    assert!(echoed == payload, "echoed {} bytes", echoed.len());
+}
+
+#[tokio::test]
 async fn http_inside_a_connect_tunnel_is_not_cached() {
     let origin = Origin::start(max_age_60("tunnelled")).await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;

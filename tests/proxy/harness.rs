@@ -459,6 +459,11 @@ impl RawConn {
         self.read_response(method).await
     }
 
+    /// The buffered connection, e.g. to split a tunnel into its two directions.
+    pub fn into_io(self) -> BufReader<TcpStream> {
+        self.io
+    }
+
     /// Reads until the peer closes the connection.
     pub async fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
         let mut rest = Vec::new();
