@@ -1,5 +1,7 @@
-//! Bodies: large file-backed entries, truncated origin bodies, objects over `max_object_size`,
-//! and chunked origin responses.
+//! Bodies: large file-backed entries, truncated or stalled origin bodies, objects over
+//! `max_object_size`, chunked and close-delimited origin responses, damaged value files.
+//! Invariant checked throughout: a body that is not complete is never stored nor handed to a
+//! client as complete.
 
 use super::harness::*;
 

@@ -1,6 +1,7 @@
 //! Error answers: 502 for an unreachable upstream, 504 for a silent one, 400 for malformed
 //! requests, 431 for oversized header blocks, 508 for a request looping back to the proxy.
-//! Every error answer still carries `Cache-Status`.
+//! Every error answer hoard writes carries `Cache-Status` (hyper's own 400 for an unparsable
+//! request cannot, see README.md).
 
 use std::time::{Duration, Instant};
 

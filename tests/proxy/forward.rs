@@ -1,5 +1,6 @@
 //! Request routing: forward mode (absolute-form), gateway mode (origin-form), keep-alive,
-//! CONNECT tunnels, `Via`, and hop-by-hop header removal in both directions.
+//! pipelining, HTTP/1.0, CONNECT tunnels, the cache key, `Via` and `Cache-Status` chaining, and
+//! hop-by-hop header removal in both directions.
 
 use super::harness::*;
 
