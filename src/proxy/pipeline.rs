@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::fill::{self, FillPlan};
+use super::fill::{self, FillPlan, Sinks};
 use super::hot::{HotCache, HotValue};
 use super::lease::{Lease, LeaseResult};
 use super::service::State;
@@ -56,25 +56,32 @@ enum Loaded {
 /// A stored body: in memory (small, or from the hot cache) or an open store record.
 enum StoredBody {
     Mem(Bytes),
-    Rec(Record),
+    /// A record and its row key (to drop the row if its body proves damaged).
+    Rec(Record, Vec<u8>),
 }
 
 impl StoredBody {
     fn len(&self) -> u64 {
         match self {
             StoredBody::Mem(b) => b.len() as u64,
-            StoredBody::Rec(r) => r.len(),
+            StoredBody::Rec(r, _) => r.len(),
         }
     }
 
-    fn into_body(self) -> ProxyBody {
+    /// The body to send; a file body is verified against `digest` as it streams, and the row
+    /// under `row_key` is deleted if it turns out damaged.
+    fn into_body(self, digest: u64, store: &Cache) -> ProxyBody {
         match self {
             StoredBody::Mem(b) => ProxyBody::full(b),
-            StoredBody::Rec(r) => match r.value {
+            StoredBody::Rec(r, row_key) => match r.value {
                 Value::Inline(v) => ProxyBody::full(v),
                 Value::File { .. } => {
                     let len = r.len();
-                    ProxyBody::from_reader(r.into_reader(), len)
+                    let (store, key) = (store.clone(), row_key);
+                    ProxyBody::from_reader(r.into_reader(), len, digest, move || {
+                        tracing::warn!("stored body damaged: entry dropped");
+                        let _ = store.delete(&key);
+                    })
                 }
             },
         }
@@ -222,7 +229,8 @@ fn note_rule(res: &mut Response<ProxyBody>, rule: &Rule) {
     let Some(cur) = res.headers().get(name).and_then(|v| v.to_str().ok()) else {
         return;
     };
-    if cur.contains("detail=") {
+    let last = cur.rsplit(',').next().unwrap_or(cur);
+    if last.contains("detail=") {
         return;
     }
     let detail = rule.detail().replace(['"', '\\'], "");
@@ -238,6 +246,7 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) {
         .filter_map(|u| http_cache::cache_key(&Method::GET, &key_uri(st, u).0).ok())
         .collect();
     for k in &keys {
+        st.invalidations.mark(k.as_str());
         st.coalescer.clear_pass(k.as_bytes());
         st.hot.remove_prefix(k.as_bytes());
     }
@@ -481,6 +490,7 @@ impl Ctx<'_> {
     async fn load_store(&self) -> Loaded {
         let store = self.st.store.clone();
         let hot = self.st.hot.clone();
+        let verified = self.st.verified.clone();
         let key = self.key.clone();
         let headers = self.lookup.headers.clone();
         let res = tokio::task::spawn_blocking(move || -> crate::store::Result<Loaded> {
@@ -517,6 +527,11 @@ impl Ctx<'_> {
             let head = Arc::new(head);
             let body = match rec.value {
                 Value::Inline(v) => {
+                    if xxhash_rust::xxh3::xxh3_64(&v) != head.body_digest {
+                        tracing::warn!(key = %key, "stored body does not match its digest: dropped");
+                        store.delete(&row_key)?;
+                        return Ok(Loaded::Miss);
+                    }
                     let b = Bytes::from(v);
                     if hot.admits(b.len() as u64) {
                         hot.put(
@@ -529,7 +544,20 @@ impl Ctx<'_> {
                     }
                     StoredBody::Mem(b)
                 }
-                Value::File { .. } => StoredBody::Rec(rec),
+                Value::File { ref file, len } => {
+                    // The first time this process serves a value file, check all of it
+                    // before sending a byte; later reads are checked as they stream.
+                    let id = (row_key.clone(), head.body_digest);
+                    if !verified.contains(&id) {
+                        if hash_file(file, len)? != head.body_digest {
+                            tracing::warn!(key = %key, "value file does not match its digest: dropped");
+                            store.delete(&row_key)?;
+                            return Ok(Loaded::Miss);
+                        }
+                        verified.insert(id);
+                    }
+                    StoredBody::Rec(rec, row_key.clone())
+                }
             };
             Ok(Loaded::Found {
                 row_key,
@@ -606,7 +634,7 @@ impl Ctx<'_> {
         let body = if self.is_head || len == 0 {
             ProxyBody::Empty
         } else {
-            rec.into_body()
+            rec.into_body(head.body_digest, &self.st.store)
         };
         let mut res = Response::new(body);
         *res.status_mut() = status;
@@ -748,8 +776,7 @@ impl Ctx<'_> {
         );
         let plan = match &storable {
             Ok(()) => FillPlan::new(
-                self.st.store.clone(),
-                self.st.hot.clone(),
+                &self.st.sinks(),
                 &self.key,
                 &self.lookup,
                 &rparts,
@@ -892,6 +919,7 @@ fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
 struct Refresher {
     store: Cache,
     hot: Arc<HotCache>,
+    sinks: Sinks,
     upstream: Upstream,
     opts: LookupOptions,
     key: CacheKey,
@@ -909,6 +937,7 @@ impl Refresher {
         Refresher {
             store: ctx.st.store.clone(),
             hot: ctx.st.hot.clone(),
+            sinks: ctx.st.sinks(),
             upstream: ctx.st.upstream.clone(),
             opts: ctx.st.lookup_opts.clone(),
             key: ctx.key.clone(),
@@ -976,8 +1005,7 @@ impl Refresher {
         }
         if storability(self.rule.as_ref(), &self.lookup, &rparts, &self.opts).is_ok()
             && let Some(plan) = FillPlan::new(
-                self.store.clone(),
-                self.hot.clone(),
+                &self.sinks,
                 &self.key,
                 &self.lookup,
                 &rparts,
@@ -1004,5 +1032,44 @@ fn storability(
     match rule {
         Some(r) if r.ttl.is_some() => http_cache::storability_forced(req, res, r.share_auth),
         _ => http_cache::storability(req, res, opts),
+    }
+}
+
+/// xxh3-64 of the first `len` bytes of `file`, read with positional reads (the file's cursor,
+/// from which the body is streamed afterwards, does not move).
+fn hash_file(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let want = (len - off).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..want], off)?;
+        hasher.update(&buf[..want]);
+        off += want as u64;
+    }
+    Ok(hasher.digest())
+}
+
+/// Value files this process has checked in full against their digests (bounded).
+#[derive(Debug, Default)]
+pub struct Verified {
+    set: std::sync::Mutex<std::collections::HashSet<(Vec<u8>, u64)>>,
+}
+
+impl Verified {
+    fn contains(&self, id: &(Vec<u8>, u64)) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    fn insert(&self, id: (Vec<u8>, u64)) {
+        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() >= 100_000 {
+            s.clear();
+        }
+        s.insert(id);
     }
 }

@@ -368,7 +368,6 @@ async fn deleted_value_file_is_not_served() {
 }
 
 #[tokio::test]
-#[ignore = "design question: the head stores a body digest, but hits check only the length"]
 async fn corrupted_value_file_is_not_served() {
     damaged_value_file_is_not_served(|path| {
         let mut bytes = std::fs::read(path).unwrap();
