@@ -391,3 +391,32 @@ async fn close_delimited_origin_body_is_passed_through_intact() {
         assert_eq!((resp.status, resp.text().as_str()), (200, "body until eof"));
     }
 }
+
+#[tokio::test]
+async fn origin_response_with_transfer_encoding_and_content_length_is_reframed() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 3\r\n\
+          Transfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n"
+            .to_vec()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/both")).await;
+        if resp.status == 502 {
+            continue; // refusing the ambiguous response is fine too
+        }
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, "hello world"),
+            "headers: {:?}",
+            resp.headers
+        );
+        assert!(
+            resp.header("content-length").is_none() || resp.header("transfer-encoding").is_none(),
+            "both framings reached the client: {:?}",
+            resp.headers
+        );
+        assert_ne!(resp.header("content-length"), Some("3"));
+    }
+}
