@@ -1,3 +1,4 @@
 mod devcache;
+mod ops;
 mod proxy;
 mod store;
