@@ -148,6 +148,21 @@ impl State {
                 "request header block too large\n",
             );
         }
+        // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host field.
+        if req.version() == Version::HTTP_11 {
+            let hosts = req.headers().get_all(header::HOST).iter().count();
+            if hosts != 1 {
+                return self.error(
+                    StatusCode::BAD_REQUEST,
+                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-host"),
+                    if hosts == 0 {
+                        "HTTP/1.1 request without a Host field\n"
+                    } else {
+                        "request with several Host fields\n"
+                    },
+                );
+            }
+        }
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
