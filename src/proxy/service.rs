@@ -149,7 +149,8 @@ impl State {
             );
         }
         // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host field.
-        if req.version() == Version::HTTP_11 {
+        // CONNECT is exempt: some clients omit Host there, and the authority is the target.
+        if req.version() == Version::HTTP_11 && req.method() != Method::CONNECT {
             let hosts = req.headers().get_all(header::HOST).iter().count();
             if hosts != 1 {
                 return self.error(
