@@ -79,7 +79,11 @@ impl Scanner {
                 State::Skip(n) => {
                     let k = n.min(data.len() as u64);
                     data = &data[k as usize..];
-                    self.state = if n == k { State::Head } else { State::Skip(n - k) };
+                    self.state = if n == k {
+                        State::Head
+                    } else {
+                        State::Skip(n - k)
+                    };
                 }
                 State::Head => {
                     self.head_byte(data[0]);
@@ -188,9 +192,17 @@ mod tests {
 
     use Violation::*;
     scan!(clean_get, ["GET / HTTP/1.1\r\nHost: a\r\n\r\n"], vec![None]);
-    scan!(split_anywhere, ["GET / HTTP/1.1\r", "\nHost: a\r\n\r", "\n"], vec![None]);
+    scan!(
+        split_anywhere,
+        ["GET / HTTP/1.1\r", "\nHost: a\r\n\r", "\n"],
+        vec![None]
+    );
     scan!(bare_lf, ["GET / HTTP/1.1\nHost: a\n\n"], vec![Some(BareLf)]);
-    scan!(one_bare_lf, ["GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"], vec![Some(BareLf)]);
+    scan!(
+        one_bare_lf,
+        ["GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"],
+        vec![Some(BareLf)]
+    );
     scan!(
         cl_and_te,
         ["POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
@@ -198,7 +210,10 @@ mod tests {
     );
     scan!(
         body_with_bare_lf_is_skipped,
-        ["POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\na\nb", "GET / HTTP/1.1\r\n\r\n"],
+        [
+            "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\na\nb",
+            "GET / HTTP/1.1\r\n\r\n"
+        ],
         vec![None, None]
     );
     scan!(
@@ -216,5 +231,9 @@ mod tests {
         ["CONNECT a:443 HTTP/1.1\r\n\r\n\n\n\n\n"],
         vec![None]
     );
-    scan!(h2_preface_stops, ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\n\n"], vec![]);
+    scan!(
+        h2_preface_stops,
+        ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\n\n"],
+        vec![]
+    );
 }

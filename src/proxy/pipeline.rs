@@ -862,7 +862,9 @@ impl Ctx<'_> {
         };
         let timeout = self.st.upstream.response_timeout();
         let total = self.st.cfg.body_timeout;
-        tokio::spawn(fill::run(plan, rbody, to_client, permit, lease, timeout, total));
+        tokio::spawn(fill::run(
+            plan, rbody, to_client, permit, lease, timeout, total,
+        ));
         if client_wants_304 {
             return self.not_modified_response(client_headers, fwd.stored(true));
         }

@@ -28,8 +28,8 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use super::body::{BoxError, ProxyBody};
 use super::framing::{Scanner, Violation};
 use super::service::{CACHE_STATUS, State};
-use crate::http_cache::{BypassReason, CacheStatus};
 use super::{ProxyConfig, ProxyError};
+use crate::http_cache::{BypassReason, CacheStatus};
 use crate::store::Cache;
 
 /// A bound, not yet running proxy.
@@ -361,7 +361,10 @@ impl Activity {
 
     /// The framing verdict on the request hyper has just parsed.
     fn framing(&self) -> Option<Violation> {
-        self.scanner.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.scanner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     fn touch(&self) {

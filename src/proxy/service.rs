@@ -189,6 +189,22 @@ impl State {
             );
             return res;
         }
+        // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host field.
+        // CONNECT is exempt: some clients omit Host there, and the authority is the target.
+        if req.version() == Version::HTTP_11 && req.method() != Method::CONNECT {
+            let hosts = req.headers().get_all(header::HOST).iter().count();
+            if hosts != 1 {
+                return self.error(
+                    StatusCode::BAD_REQUEST,
+                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-host"),
+                    if hosts == 0 {
+                        "HTTP/1.1 request without a Host field\n"
+                    } else {
+                        "request with several Host fields\n"
+                    },
+                );
+            }
+        }
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
@@ -485,7 +501,11 @@ fn base64(input: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

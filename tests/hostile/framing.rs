@@ -77,8 +77,6 @@ async fn hostile_space_before_colon_is_400_and_closed() {
 
 #[tokio::test]
 async fn hostile_transfer_encoding_not_chunked_is_400_and_closed() {
-    rejected(
-        "POST http://{o}/x HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: gzip\r\n\r\nbody",
-    )
-    .await;
+    rejected("POST http://{o}/x HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: gzip\r\n\r\nbody")
+        .await;
 }

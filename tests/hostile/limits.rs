@@ -59,8 +59,14 @@ async fn hostile_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let rest = conn.read_to_end().await;
     let elapsed = started.elapsed();
     assert!(matches!(&rest, Ok(b) if b.is_empty()), "{rest:?}");
-    assert!(elapsed >= idle - Duration::from_millis(100), "closed early: {elapsed:?}");
-    assert!(elapsed < idle + SLACK, "idle connection held for {elapsed:?}");
+    assert!(
+        elapsed >= idle - Duration::from_millis(100),
+        "closed early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < idle + SLACK,
+        "idle connection held for {elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +110,10 @@ async fn hostile_max_connections_refuses_the_excess_with_503_and_serves_the_rest
     assert_eq!(b.request("GET", &url, &[]).await.unwrap().status, 200);
     // The third connection gets a 503 with Connection: close, then EOF.
     let mut c = RawConn::connect(proxy).await;
-    let refused = c.read_response("GET").await.expect("503 written on the socket");
+    let refused = c
+        .read_response("GET")
+        .await
+        .expect("503 written on the socket");
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("connection"), Some("close"));
     assert!(refused.cache_status().present());
@@ -126,4 +135,28 @@ async fn hostile_max_connections_refuses_the_excess_with_503_and_serves_the_rest
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(served, "a freed slot was not reused");
+}
+
+/// hyper starts the header clock as soon as an HTTP/1.1 connection waits for its next head, so
+/// an idle keep-alive connection is also closed at `header_timeout` when that comes first.
+#[tokio::test]
+async fn hostile_idle_keep_alive_is_also_bounded_by_header_timeout() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "ok")).await;
+    let (_h, proxy, _dir) = proxy(None, |c| {
+        c.idle_timeout = Duration::from_secs(60);
+        c.header_timeout = Duration::from_millis(700);
+    })
+    .await;
+    let mut conn = RawConn::connect(proxy).await;
+    assert_eq!(
+        conn.request("GET", &origin.url("/x"), &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let started = Instant::now();
+    let rest = conn.read_to_end().await;
+    assert!(rest.is_ok(), "{rest:?}");
+    assert!(started.elapsed() < Duration::from_millis(700) + SLACK);
 }

@@ -35,12 +35,16 @@ async fn never_shared(headers: &'static [(&'static str, &'static str)], req: &[(
 
     let slow = numbered(headers, Duration::from_millis(300)).await;
     let url = slow.url("/me");
-    let req: Vec<(String, String)> = req.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let req: Vec<(String, String)> = req
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let tasks: Vec<_> = (0..3)
         .map(|_| {
             let (url, req) = (url.clone(), req.clone());
             tokio::spawn(async move {
-                let h: Vec<(&str, &str)> = req.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let h: Vec<(&str, &str)> =
+                    req.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 send(proxy, "GET", &url, &h).await.text()
             })
         })
@@ -51,12 +55,20 @@ async fn never_shared(headers: &'static [(&'static str, &'static str)], req: &[(
     }
     bodies.sort();
     bodies.dedup();
-    assert_eq!(bodies.len(), 3, "a concurrent request got another's response: {bodies:?}");
+    assert_eq!(
+        bodies.len(),
+        3,
+        "a concurrent request got another's response: {bodies:?}"
+    );
 }
 
 #[tokio::test]
 async fn hostile_response_to_authorization_is_never_shared() {
-    never_shared(&[("cache-control", "max-age=600")], &[("Authorization", "Bearer alice")]).await;
+    never_shared(
+        &[("cache-control", "max-age=600")],
+        &[("Authorization", "Bearer alice")],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -67,7 +79,10 @@ async fn hostile_private_response_is_never_shared() {
 #[tokio::test]
 async fn hostile_set_cookie_response_is_never_shared() {
     never_shared(
-        &[("cache-control", "max-age=600"), ("set-cookie", "session=alice")],
+        &[
+            ("cache-control", "max-age=600"),
+            ("set-cookie", "session=alice"),
+        ],
         &[],
     )
     .await;
@@ -76,7 +91,10 @@ async fn hostile_set_cookie_response_is_never_shared() {
 #[tokio::test]
 async fn hostile_set_cookie_marked_public_is_shared() {
     let origin = numbered(
-        &[("cache-control", "public, max-age=600"), ("set-cookie", "theme=dark")],
+        &[
+            ("cache-control", "public, max-age=600"),
+            ("set-cookie", "theme=dark"),
+        ],
         Duration::ZERO,
     )
     .await;

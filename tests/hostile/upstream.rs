@@ -160,7 +160,9 @@ async fn hostile_origin_reset_mid_body_aborts_the_client_and_stores_nothing() {
     let origin = first_faulty(|mut io| async move {
         let _ = io
             .get_mut()
-            .write_all(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 1000\r\n\r\nhalf")
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 1000\r\n\r\nhalf",
+            )
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         reset(io).await;
@@ -174,7 +176,9 @@ async fn hostile_origin_content_length_larger_than_body_aborts_and_stores_nothin
     let origin = first_faulty(|mut io| async move {
         let _ = io
             .get_mut()
-            .write_all(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort")
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort",
+            )
             .await;
         // FIN after 5 of 100 bytes.
     })
@@ -187,7 +191,9 @@ async fn hostile_origin_stalling_mid_body_is_cut_at_response_timeout() {
     let origin = first_faulty(|mut io| async move {
         let _ = io
             .get_mut()
-            .write_all(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort")
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort",
+            )
             .await;
         tokio::time::sleep(Duration::from_secs(8)).await;
     })
@@ -202,7 +208,9 @@ async fn hostile_origin_trickling_its_body_is_cut_at_body_timeout() {
     let origin = first_faulty(|mut io| async move {
         let _ = io
             .get_mut()
-            .write_all(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n",
+            )
             .await;
         for _ in 0..100 {
             if io.get_mut().write_all(b"x").await.is_err() {
@@ -236,7 +244,10 @@ async fn hostile_origin_trickling_an_uncacheable_body_is_cut_at_body_timeout() {
     })
     .await;
     let started = Instant::now();
-    let resp = RawConn::connect(proxy).await.request("GET", "/x", &[]).await;
+    let resp = RawConn::connect(proxy)
+        .await
+        .request("GET", "/x", &[])
+        .await;
     assert!(resp.is_err(), "trickled body delivered as complete");
     assert!(started.elapsed() < Duration::from_secs(2) + SLACK);
 }
@@ -271,12 +282,19 @@ async fn hostile_origin_body_longer_than_content_length_does_not_poison_the_next
     .await;
     let (_h, proxy, _dir) = proxy(Some(origin.addr), |_| {}).await;
     let mut conn = RawConn::connect(proxy).await;
-    let first = conn.request("GET", "/a", &[]).await.expect("first response");
+    let first = conn
+        .request("GET", "/a", &[])
+        .await
+        .expect("first response");
     assert_eq!(first.status, 200);
     assert_eq!(first.text(), "hello");
     for path in ["/b", "/c"] {
         let next = conn.request("GET", path, &[]).await.expect("next response");
-        assert_ne!(next.text(), "POISON", "smuggled origin bytes answered {path}");
+        assert_ne!(
+            next.text(),
+            "POISON",
+            "smuggled origin bytes answered {path}"
+        );
         assert_eq!((next.status, next.text().as_str()), (200, "honest"));
     }
 }
