@@ -322,11 +322,22 @@ fn refusal() -> Vec<u8> {
 }
 
 /// Answer `503` on a connection over the limit and close it, within one second whatever the
-/// client does (its request, if any, is not read).
+/// client does. Its request is read and discarded (at most 64 KiB) until it closes its side,
+/// so closing does not reset the connection under the 503 before the client has read it.
 async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncReadExt;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&refusal()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left -= n.min(left),
+            }
+        }
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }

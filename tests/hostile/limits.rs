@@ -108,16 +108,27 @@ async fn hostile_max_connections_refuses_the_excess_with_503_and_serves_the_rest
     let mut b = RawConn::connect(proxy).await;
     assert_eq!(a.request("GET", &url, &[]).await.unwrap().status, 200);
     assert_eq!(b.request("GET", &url, &[]).await.unwrap().status, 200);
-    // The third connection gets a 503 with Connection: close, then EOF.
-    let mut c = RawConn::connect(proxy).await;
-    let refused = c
-        .read_response("GET")
-        .await
-        .expect("503 written on the socket");
-    assert_eq!(refused.status, 503);
-    assert_eq!(refused.header("connection"), Some("close"));
-    assert!(refused.cache_status().present());
-    assert!(matches!(c.read_to_end().await, Ok(b) if b.is_empty()));
+    // A third connection gets a 503 with Connection: close, then EOF, whether it sent its
+    // request first or not.
+    for send_first in [true, false] {
+        let mut c = RawConn::connect(proxy).await;
+        if send_first {
+            c.send(&request_text("GET", &url, &[], b"")).await.unwrap();
+        }
+        let refused = c
+            .read_response("GET")
+            .await
+            .expect("503 written on the socket");
+        assert_eq!(refused.status, 503);
+        assert_eq!(refused.header("connection"), Some("close"));
+        assert!(refused.cache_status().present());
+        assert!(matches!(c.read_to_end().await, Ok(b) if b.is_empty()));
+    }
+    assert_eq!(
+        origin.hits(),
+        2,
+        "a refused connection's request reached the origin"
+    );
     // The two admitted connections are still served.
     assert_eq!(a.request("GET", &url, &[]).await.unwrap().status, 200);
     assert_eq!(b.request("GET", &url, &[]).await.unwrap().status, 200);
