@@ -139,7 +139,10 @@ impl Server {
         };
         // Each connection task holds a receiver; `closed()` resolves when all have ended.
         let (graceful, _) = watch::channel(false);
-        let idle_timeout = state.cfg.idle_timeout;
+        let limits = ConnLimits {
+            idle: state.cfg.idle_timeout,
+            shutdown: state.cfg.shutdown_timeout,
+        };
         let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -210,7 +213,7 @@ impl Server {
                     let stop = graceful.subscribe();
                     tokio::spawn(async move {
                         let close = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-                        drive(conn, close, stop, activity, idle_timeout, peer).await;
+                        drive(conn, close, stop, activity, limits, peer).await;
                         drop(permit);
                     });
                 }
@@ -257,19 +260,21 @@ impl ServerHandle {
 }
 
 /// Drive one client connection until it ends: close it gracefully on shutdown, or when it has
-/// been idle (no request in flight, no bytes read or written) for `idle`. A connection told
-/// to close that has not finished one `idle` later is dropped.
+/// been idle (no request in flight, no bytes read or written) for `limits.idle`. A connection
+/// told to close that has not finished within `limits.shutdown` (shutdown) or `limits.idle`
+/// (idle) is dropped.
 async fn drive<C, E>(
     conn: C,
     close: impl Fn(Pin<&mut C>),
     mut stop: watch::Receiver<bool>,
     activity: Arc<Activity>,
-    idle: Duration,
+    limits: ConnLimits,
     peer: SocketAddr,
 ) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    let idle = limits.idle;
     tokio::pin!(conn);
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
@@ -284,16 +289,15 @@ async fn drive<C, E>(
                 }
                 return;
             }
-            changed = stop.changed(), if closing.is_none() => {
-                if changed.is_ok() {
-                    close(conn.as_mut());
-                    // The process-wide shutdown_timeout bounds this one.
-                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(86_400));
-                }
+            _ = stop.changed(), if closing.is_none() => {
+                // Shutdown (or the server gone): finish the exchange in flight, then close.
+                // After `shutdown_timeout` the connection is dropped.
+                close(conn.as_mut());
+                closing = Some(tokio::time::Instant::now() + limits.shutdown);
             }
             _ = tokio::time::sleep_until(wake) => {
                 if closing.is_some() {
-                    tracing::debug!(%peer, "connection did not close after idle timeout; dropping it");
+                    tracing::debug!(%peer, "connection did not close in time; dropping it");
                     return;
                 }
                 if activity.is_idle(idle) {
@@ -304,6 +308,13 @@ async fn drive<C, E>(
             }
         }
     }
+}
+
+/// How long a connection may stay idle, and may take to close on shutdown.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    idle: Duration,
+    shutdown: Duration,
 }
 
 /// The refusal a connection beyond `max_connections` gets, written on the raw socket.
