@@ -3,7 +3,8 @@
 //!
 //! Invariants: on shutdown the listener stops first, in-flight requests get
 //! `shutdown_timeout` to finish, then store buffers are flushed. A connection beyond
-//! `max_connections` is answered `503` with `Connection: close` on the raw socket and closed;
+//! `max_connections` is answered `503`, and one from outside `allow` `403`, with
+//! `Connection: close` on the raw socket, and closed (neither reaches hyper nor the cache);
 //! a connection with no request in flight and no bytes moving for `idle_timeout` is closed
 //! gracefully (a slow response in flight is never cut by it).
 
@@ -184,9 +185,14 @@ impl Server {
                             continue;
                         }
                     };
+                    if !state.cfg.allow.iter().any(|n| n.contains(peer.ip())) {
+                        tracing::info!(%peer, "client address not in allow: 403");
+                        tokio::spawn(refuse(stream, Refusal::NotAllowed));
+                        continue;
+                    }
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "max_connections reached, refusing connection");
-                        tokio::spawn(refuse(stream));
+                        tokio::spawn(refuse(stream, Refusal::TooMany));
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
@@ -317,28 +323,53 @@ struct ConnLimits {
     shutdown: Duration,
 }
 
-/// The refusal a connection beyond `max_connections` gets, written on the raw socket.
-fn refusal() -> Vec<u8> {
-    let body = "hoard: too many connections (max-connections), try again later\n";
-    let cs = CacheStatus::bypass(BypassReason::Refused).with_detail("max-connections");
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\nretry-after: 1\r\ncache-control: no-store\r\n\
-         {}: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len(),
-        CACHE_STATUS.as_str(),
-        cs,
-    )
-    .into_bytes()
+/// Why a connection is answered on the raw socket and closed without being served.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Beyond `max_connections`: 503.
+    TooMany,
+    /// The client address is outside `allow`: 403.
+    NotAllowed,
 }
 
-/// Answer `503` on a connection over the limit and close it, within one second whatever the
+impl Refusal {
+    /// The whole HTTP/1.1 response.
+    fn response(self) -> Vec<u8> {
+        let (status, detail, body) = match self {
+            Refusal::TooMany => (
+                "503 Service Unavailable",
+                "max-connections",
+                "hoard: too many connections (max-connections), try again later\n",
+            ),
+            Refusal::NotAllowed => (
+                "403 Forbidden",
+                "not-allowed",
+                "hoard: this address may not use the proxy (see allow)\n",
+            ),
+        };
+        let cs = CacheStatus::bypass(BypassReason::Refused).with_detail(detail);
+        let retry = match self {
+            Refusal::TooMany => "retry-after: 1\r\n",
+            Refusal::NotAllowed => "",
+        };
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\n{retry}cache-control: no-store\r\n\
+             {}: {cs}\r\nconnection: close\r\n\r\n{body}",
+            body.len(),
+            CACHE_STATUS.as_str(),
+        )
+        .into_bytes()
+    }
+}
+
+/// Answer a refused connection (403 or 503) and close it, within one second whatever the
 /// client does. Its request is read and discarded (at most 64 KiB) until it closes its side,
 /// so closing does not reset the connection under the 503 before the client has read it.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse(mut stream: TcpStream, why: Refusal) {
     use tokio::io::AsyncReadExt;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(&refusal()).await?;
+        stream.write_all(&why.response()).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
         let mut left = 64 * 1024;

@@ -153,6 +153,7 @@ impl State {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return res;
         }
+        // The accept loop already refuses these; kept for any other caller of `handle`.
         if !self.cfg.allow.iter().any(|n| n.contains(peer.ip())) {
             let mut res = self.error(
                 StatusCode::FORBIDDEN,
