@@ -700,7 +700,9 @@ impl Ctx<'_> {
         permit: Permit,
     ) {
         let r = Refresher::new(self);
-        tokio::spawn(r.run(row_key, head, revalidate, permit));
+        self.st
+            .background
+            .spawn(r.run(row_key, head, revalidate, permit));
     }
 
     /// Go to the origin: revalidate `stale` if given, otherwise fetch; store what may be stored.
@@ -862,7 +864,7 @@ impl Ctx<'_> {
         };
         let timeout = self.st.upstream.response_timeout();
         let total = self.st.cfg.body_timeout;
-        tokio::spawn(fill::run(
+        self.st.background.spawn(fill::run(
             plan, rbody, to_client, permit, lease, timeout, total,
         ));
         if client_wants_304 {

@@ -56,6 +56,9 @@ pub struct State {
     pub verified: Arc<pipeline::Verified>,
     /// `Basic` tokens (base64 of `user:password`) accepted in `Proxy-Authorization`.
     proxy_tokens: Vec<String>,
+    /// Cache fills and background refreshes: shutdown waits for them (bounded) so responses
+    /// already sent to clients are also in the store.
+    pub background: tokio_util::task::TaskTracker,
 }
 
 impl State {
@@ -91,6 +94,7 @@ impl State {
             invalidations: Arc::new(Invalidations::default()),
             verified: Arc::new(pipeline::Verified::default()),
             proxy_tokens,
+            background: tokio_util::task::TaskTracker::new(),
         }
     }
 
