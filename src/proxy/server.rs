@@ -145,6 +145,7 @@ impl Server {
             shutdown: state.cfg.shutdown_timeout,
         };
         let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -187,12 +188,12 @@ impl Server {
                     };
                     if !state.cfg.allow.iter().any(|n| n.contains(peer.ip())) {
                         tracing::info!(%peer, "client address not in allow: 403");
-                        tokio::spawn(refuse(stream, Refusal::NotAllowed));
+                        refuse_bounded(&refusals, stream, Refusal::NotAllowed);
                         continue;
                     }
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "max_connections reached, refusing connection");
-                        tokio::spawn(refuse(stream, Refusal::TooMany));
+                        refuse_bounded(&refusals, stream, Refusal::TooMany);
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
@@ -372,6 +373,19 @@ impl Refusal {
             CACHE_STATUS.as_str(),
         )
         .into_bytes()
+    }
+}
+
+/// Refusals being written at once; beyond that, refused connections are closed unanswered
+/// (a flood must not cost unbounded tasks and sockets).
+const MAX_REFUSALS: usize = 256;
+
+fn refuse_bounded(refusals: &Arc<Semaphore>, stream: TcpStream, why: Refusal) {
+    if let Ok(slot) = refusals.clone().try_acquire_owned() {
+        tokio::spawn(async move {
+            refuse(stream, why).await;
+            drop(slot);
+        });
     }
 }
 
