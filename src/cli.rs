@@ -29,6 +29,31 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default).
     Serve(ServeArgs),
+    /// Print the interception CA certificate (creating it if needed) and how to trust it.
+    Ca(CaArgs),
+}
+
+/// Options of `hoard ca`.
+#[derive(Debug, Args, Clone)]
+pub struct CaArgs {
+    /// Cache directory [default: $XDG_CACHE_HOME/hoard or ~/.cache/hoard].
+    #[arg(long, env = "HOARD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Directory of the CA [default: <cache-dir>/ca].
+    #[arg(long, env = "HOARD_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+}
+
+impl CaArgs {
+    /// The CA directory these options name.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.ca_dir.clone().unwrap_or_else(|| {
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(config::default_cache_dir)
+                .join("ca")
+        })
+    }
 }
 
 /// Options of `hoard serve`.
@@ -71,6 +96,27 @@ pub struct ServeArgs {
     /// Maximum simultaneous client connections.
     #[arg(long, env = "HOARD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Intercept CONNECT (HTTPS) with hoard's CA so HTTPS responses are cached too.
+    #[arg(long, env = "HOARD_MITM")]
+    pub mitm: bool,
+    /// Host pattern never intercepted, always tunnelled (`host`, `*.domain`); repeatable.
+    #[arg(long = "mitm-bypass", value_name = "PATTERN")]
+    pub mitm_bypass: Vec<String>,
+    /// Directory of the interception CA [default: <cache-dir>/ca]; created if empty.
+    #[arg(long, env = "HOARD_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for origins besides the webpki roots; repeatable.
+    #[arg(long = "extra-ca-file", value_name = "PEM")]
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Do not verify origin TLS certificates (dangerous: anyone on the path can impersonate origins).
+    #[arg(long)]
+    pub insecure_upstream: bool,
+    /// Map HOST:PORT to ADDR inside the proxy, like curl's --resolve; repeatable.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+    /// Ports CONNECT may reach (ports of --resolve entries are always allowed).
+    #[arg(long, value_delimiter = ',', default_value = "443")]
+    pub allowed_connect_ports: Vec<u16>,
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -124,6 +170,17 @@ impl ServeArgs {
             });
         }
         c.max_connections = self.max_connections;
+        c.mitm = self.mitm;
+        c.mitm_bypass = self.mitm_bypass.clone();
+        c.ca_dir = self.ca_dir.clone();
+        c.extra_ca_files = self.extra_ca_files.clone();
+        c.insecure_upstream = self.insecure_upstream;
+        c.resolve = self
+            .resolve
+            .iter()
+            .map(|r| config::parse_resolve(r))
+            .collect::<Result<_, _>>()?;
+        c.allowed_connect_ports = self.allowed_connect_ports.clone();
         Ok(c)
     }
 }
@@ -163,6 +220,40 @@ mod tests {
         let c = a.to_config().unwrap();
         assert_eq!(c.size_limit, 10 << 20);
         assert_eq!(c.upstream.unwrap().port_u16(), Some(8080));
+    }
+
+    #[test]
+    fn mitm_options() {
+        let cli = parse(&[
+            "--mitm",
+            "--mitm-bypass",
+            "*.bank.example",
+            "--mitm-bypass",
+            "pinned.example",
+            "--resolve",
+            "origin.test:8443:127.0.0.1",
+            "--allowed-connect-ports",
+            "443,8443",
+            "--extra-ca-file",
+            "/tmp/x.pem",
+        ]);
+        let c = cli.serve.to_config().unwrap();
+        assert!(c.mitm && !c.insecure_upstream);
+        assert_eq!(c.mitm_bypass.len(), 2);
+        assert_eq!(c.resolve[0].1, 8443);
+        assert_eq!(c.allowed_connect_ports, vec![443, 8443]);
+        assert_eq!(c.ca_dir(), c.cache_dir.join("ca"));
+        let cli = parse(&["ca", "--cache-dir", "/tmp/h"]);
+        let Some(Command::Ca(a)) = cli.command else {
+            panic!("expected ca")
+        };
+        assert_eq!(a.ca_dir(), PathBuf::from("/tmp/h/ca"));
+    }
+
+    #[test]
+    fn bad_resolve_is_refused() {
+        let cli = parse(&["--resolve", "origin.test:443"]);
+        assert!(cli.serve.to_config().is_err());
     }
 
     #[test]

@@ -4,13 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hoard::cli::{Cli, Command, ServeArgs};
+use hoard::cli::{CaArgs, Cli, Command, ServeArgs};
 use hoard::proxy::Server;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
+        Some(Command::Ca(a)) => return run_ca(&a),
         None => cli.serve,
     };
     init_logging(&args);
@@ -18,6 +19,23 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hoard: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `hoard ca`: create the CA if needed, print its path, PEM and how to trust it.
+fn run_ca(args: &CaArgs) -> ExitCode {
+    match hoard::proxy::ca::CertAuthority::load_or_create(&args.ca_dir()) {
+        Ok(ca) => {
+            println!("{}\n", ca.cert_path().display());
+            println!("{}", ca.cert_pem().trim_end());
+            println!();
+            print!("{}", hoard::proxy::ca::trust_instructions(ca.cert_path()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hoard: {e}");
             ExitCode::from(1)
         }
     }

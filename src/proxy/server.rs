@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
+use super::mitm::Interceptor;
 use super::service::State;
 use super::{ProxyConfig, ProxyError};
 use crate::store::Cache;
@@ -55,7 +56,16 @@ impl Server {
         })
         .await
         .map_err(|e| ProxyError::Config(format!("store open task failed: {e}")))??;
-        let state = Arc::new(State::new(cfg, store, local));
+        let mitm = if cfg.mitm {
+            let c = cfg.clone();
+            let m = tokio::task::spawn_blocking(move || Interceptor::new(&c))
+                .await
+                .map_err(|e| ProxyError::Config(format!("CA load task failed: {e}")))??;
+            Some(Arc::new(m))
+        } else {
+            None
+        };
+        let state = Arc::new(State::new(cfg, store, local, mitm)?);
         Ok(Server { listener, state })
     }
 

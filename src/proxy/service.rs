@@ -1,5 +1,7 @@
-//! Per-request dispatch: CONNECT tunnels, cacheable GET/HEAD through the pipeline, everything
-//! else passed through (invalidating on unsafe methods), and the proxy's own error responses.
+//! Per-request dispatch: CONNECT tunnels or interception, cacheable GET/HEAD through the
+//! pipeline, everything else passed through (invalidating on unsafe methods), and the proxy's
+//! own error responses. Intercepted (inner TLS) requests enter through `handle_intercepted` and
+//! share `dispatch_to` with plain ones.
 //!
 //! Invariant: every response that leaves here carries `Cache-Status`; no `unwrap` on the
 //! network path: failures become 4xx/5xx responses with the reason in body and log.
@@ -13,12 +15,13 @@ use hyper::body::Incoming;
 
 use std::sync::Arc;
 
-use super::ProxyConfig;
 use super::body::ProxyBody;
 use super::hot::HotCache;
+use super::mitm::{self, Interceptor};
 use super::pipeline;
 use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
+use super::{ProxyConfig, ProxyError};
 use crate::coalesce::Coalescer;
 use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions};
 use crate::store::Cache;
@@ -43,15 +46,22 @@ pub struct State {
     pub lookup_opts: LookupOptions,
     /// In-memory front for hot rows.
     pub hot: Arc<HotCache>,
+    /// CONNECT interception, when `--mitm` is on.
+    pub mitm: Option<Arc<Interceptor>>,
 }
 
 impl State {
-    /// Assemble the state.
-    pub fn new(cfg: ProxyConfig, store: Cache, local_addr: SocketAddr) -> Self {
-        let upstream = Upstream::new(cfg.connect_timeout, cfg.response_timeout);
+    /// Assemble the state (`mitm` is made beforehand: loading the CA does blocking file I/O).
+    pub fn new(
+        cfg: ProxyConfig,
+        store: Cache,
+        local_addr: SocketAddr,
+        mitm: Option<Arc<Interceptor>>,
+    ) -> Result<Self, ProxyError> {
+        let upstream = Upstream::new(&cfg)?;
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(1 << 20);
-        State {
+        Ok(State {
             cfg,
             store,
             upstream,
@@ -63,15 +73,43 @@ impl State {
                 cfg_hot_max_entry,
                 cfg_hot_ttl,
             )),
-        }
+            mitm,
+        })
     }
 
     /// Handle one request and log it.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        self.handle_in(req, peer, None).await
+    }
+
+    /// Handle one request that arrived inside an intercepted CONNECT to `origin`
+    /// (`https://host[:port]`) and log it.
+    pub(super) async fn handle_intercepted(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        origin: &str,
+    ) -> Response<ProxyBody> {
+        self.handle_in(req, peer, Some(origin)).await
+    }
+
+    async fn handle_in(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        origin: Option<&str>,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let res = self.dispatch(req).await;
+        let res = match origin {
+            None => self.dispatch(req, peer).await,
+            Some(o) => self.dispatch_intercepted(req, o).await,
+        };
         let status = res.status().as_u16();
         let cache_status = res
             .headers()
@@ -85,14 +123,19 @@ impl State {
             %uri,
             status,
             cache_status,
+            intercepted = origin.is_some(),
             elapsed_us = start.elapsed().as_micros() as u64,
         );
         res
     }
 
-    async fn dispatch(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn dispatch(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
-            return self.connect(req).await;
+            return self.connect(req, peer).await;
         }
         let target = match self.target_uri(&req) {
             Ok(t) => t,
@@ -104,6 +147,46 @@ impl State {
                 );
             }
         };
+        self.dispatch_to(req, target).await
+    }
+
+    /// An inner request of an intercepted connection: its target is the CONNECT origin plus
+    /// its path, whatever its `Host` or `:authority` says.
+    async fn dispatch_intercepted(
+        &self,
+        req: Request<Incoming>,
+        origin: &str,
+    ) -> Response<ProxyBody> {
+        if req.method() == Method::CONNECT {
+            return self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
+                "CONNECT inside an intercepted connection is not supported\n",
+            );
+        }
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let pq = if pq.starts_with('/') { pq } else { "/" };
+        let Ok(target) = format!("{origin}{pq}").parse::<Uri>() else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
+                "request target cannot be joined to the CONNECT authority\n",
+            );
+        };
+        self.dispatch_to(req, target).await
+    }
+
+    /// The common part of plain and intercepted requests: loop detection, then GET/HEAD
+    /// through the cache and everything else passed through.
+    pub(super) async fn dispatch_to(
+        &self,
+        req: Request<Incoming>,
+        target: Uri,
+    ) -> Response<ProxyBody> {
         if self.is_loop(&target) {
             return self.error(
                 StatusCode::LOOP_DETECTED,
@@ -178,8 +261,17 @@ impl State {
         }
     }
 
-    /// CONNECT host:port -> blind tunnel.
-    async fn connect(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// May CONNECT reach `port`? (`allowed_connect_ports`, plus the ports of `--resolve`.)
+    fn connect_port_allowed(&self, port: u16) -> bool {
+        self.cfg.allowed_connect_ports.contains(&port) || self.upstream.resolve().has_port(port)
+    }
+
+    /// CONNECT host:port -> interception (`--mitm`, host not bypassed) or a blind tunnel.
+    async fn connect(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
             return self.error(
                 StatusCode::BAD_REQUEST,
@@ -187,14 +279,42 @@ impl State {
                 "CONNECT needs host:port\n",
             );
         };
-        if req.uri().port_u16().is_none() {
+        let (Some(port), Some(host)) = (req.uri().port_u16(), req.uri().host()) else {
             return self.error(
                 StatusCode::BAD_REQUEST,
                 CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
                 "CONNECT needs host:port\n",
             );
+        };
+        let host = host.to_string();
+        if !self.connect_port_allowed(port) {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("port-not-allowed"),
+                &format!("CONNECT to port {port} is not allowed (allowed_connect_ports)\n"),
+            );
         }
-        let origin = match tunnel::connect(&authority, self.cfg.connect_timeout).await {
+        if let Some(m) = &self.mitm
+            && !m.bypassed(&host)
+        {
+            // Origin connections are made per inner request, through the pooled client.
+            mitm::serve(self.clone(), hyper::upgrade::on(req), host, port, peer);
+            let mut res = Response::new(ProxyBody::Empty);
+            self.stamp(
+                &mut res,
+                CacheStatus::bypass(BypassReason::Tunnel).with_detail("intercept"),
+            );
+            return res;
+        }
+        let origin = match tunnel::connect(
+            &authority,
+            &host,
+            port,
+            self.upstream.resolve(),
+            self.cfg.connect_timeout,
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => return self.upstream_error(&e, CacheStatus::bypass(BypassReason::Tunnel)),
         };

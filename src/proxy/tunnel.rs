@@ -9,11 +9,21 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::UpstreamError;
+use super::upstream::{ResolveMap, UpstreamError};
 
-/// Connect to the tunnel target.
-pub async fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, UpstreamError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
+/// Connect to the tunnel target `host:port` (`authority`), honouring `--resolve`.
+pub async fn connect(
+    authority: &str,
+    host: &str,
+    port: u16,
+    resolve: &ResolveMap,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let fut = match resolve.lookup(host, port) {
+        Some(ip) => futures_util::future::Either::Left(TcpStream::connect((ip, port))),
+        None => futures_util::future::Either::Right(TcpStream::connect(authority)),
+    };
+    match tokio::time::timeout(timeout, fut).await {
         Err(_) => Err(UpstreamError::ConnectTimeout),
         Ok(Err(e)) => Err(UpstreamError::Connect(format!("{authority}: {e}"))),
         Ok(Ok(s)) => {
