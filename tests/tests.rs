@@ -1,1 +1,2 @@
+mod mitm;
 mod store;

@@ -304,22 +304,13 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     let mut tls: Option<String> = None;
     let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                timed_out = true;
-            }
-            // io::Error::source() skips the wrapped error itself: look at it directly.
-            if let Some(inner) = io.get_ref()
-                && let Some(r) = inner.downcast_ref::<rustls::Error>()
-                && tls.is_none()
-            {
-                tls = tls_verify_reason(r);
-            }
-        }
-        if let Some(r) = s.downcast_ref::<rustls::Error>()
-            && tls.is_none()
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
         {
-            tls = tls_verify_reason(r);
+            timed_out = true;
+        }
+        if tls.is_none() {
+            tls = find_rustls(s).and_then(tls_verify_reason);
         }
         if !chain.is_empty() {
             chain.push_str(": ");
@@ -342,6 +333,19 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     } else {
         UpstreamError::Protocol(chain)
     }
+}
+
+/// A rustls error in `e`, looking through `io::Error` wrappers (whose `source()` skips the
+/// wrapped error itself; hyper-rustls wraps tokio-rustls's `io::Error` in another one).
+fn find_rustls<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    for _ in 0..8 {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+        e = inner;
+    }
+    None
 }
 
 /// The reason, when a rustls error is a failed verification of the origin's certificate.
