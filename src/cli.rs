@@ -93,6 +93,14 @@ pub struct ServeArgs {
     /// How long concurrent requests for one URL wait for the first one's fetch.
     #[arg(long, env = "HOARD_LOCK_TIMEOUT", default_value = "5s")]
     pub lock_timeout: String,
+    /// XFetch beta: how early hot entries are refreshed in the background before they
+    /// expire (0 disables; 1 is the standard setting; larger refreshes earlier).
+    #[arg(long, env = "HOARD_XFETCH_BETA", default_value_t = 1.0)]
+    pub xfetch_beta: f64,
+    /// Serve stale entries for this long when the origin fails and the response named no
+    /// stale-if-error window (RFC 5861). Off by default.
+    #[arg(long, env = "HOARD_STALE_IF_ERROR")]
+    pub stale_if_error: Option<String>,
     /// Maximum simultaneous client connections.
     #[arg(long, env = "HOARD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -163,6 +171,18 @@ impl ServeArgs {
         c.response_timeout = config::parse_duration(&self.response_timeout)?;
         c.header_timeout = config::parse_duration(&self.header_timeout)?;
         c.lock_timeout = config::parse_duration(&self.lock_timeout)?;
+        if !(self.xfetch_beta.is_finite() && self.xfetch_beta >= 0.0) {
+            return Err(ConfigError::Value {
+                key: "xfetch-beta",
+                reason: format!("{} must be a number >= 0", self.xfetch_beta),
+            });
+        }
+        c.xfetch_beta = self.xfetch_beta;
+        c.stale_if_error = self
+            .stale_if_error
+            .as_deref()
+            .map(config::parse_duration)
+            .transpose()?;
         if self.max_connections == 0 {
             return Err(ConfigError::Value {
                 key: "max-connections",

@@ -1,2 +1,3 @@
 mod mitm;
+mod proxy;
 mod store;

@@ -24,6 +24,8 @@ pub struct LookupOptions {
     pub immutable_min_ttl: Duration,
     /// Upper bound for heuristic lifetimes; `None` = no bound.
     pub max_heuristic_ttl: Option<Duration>,
+    /// Stale-if-error window used when neither response nor request names one; `None` = off.
+    pub default_stale_if_error: Option<Duration>,
 }
 
 impl Default for LookupOptions {
@@ -32,6 +34,7 @@ impl Default for LookupOptions {
             heuristic_fraction: 0.1,
             immutable_min_ttl: Duration::from_secs(24 * 3600),
             max_heuristic_ttl: None,
+            default_stale_if_error: None,
         }
     }
 }
@@ -157,7 +160,7 @@ pub fn lookup(
     let sie_window = match req_cc.seconds("stale-if-error") {
         Some(w) if !no_stale && !res_cc.has("s-maxage") => Some(w),
         Some(_) => None,
-        None if !no_stale && !no_cache => windows.stale_if_error,
+        None if !no_stale && !no_cache => windows.stale_if_error.or(opts.default_stale_if_error),
         None => None,
     };
     let stale_if_error_until = sie_window

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::hot::HotCache;
+use super::lease::Lease;
 use crate::coalesce::{Outcome, Permit};
 use crate::http_cache::{self, CacheKey, HeadRecord, StoredHead, Vary};
 use crate::store::Cache;
@@ -94,6 +95,7 @@ pub async fn run(
     mut body: Incoming,
     mut to_client: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
     permit: Option<Permit>,
+    lease: Option<Lease>,
     chunk_timeout: Duration,
 ) {
     let FillPlan {
@@ -195,6 +197,8 @@ pub async fn run(
         drop(storing);
         let _ = writer.await;
     }
+    // Other processes polling for this key see the entry before the lease goes.
+    drop(lease);
     if let Some(p) = permit {
         p.finish(if stored {
             Outcome::Stored

@@ -8,6 +8,7 @@ mod body;
 pub mod ca;
 mod fill;
 mod hot;
+mod lease;
 mod mitm;
 mod pipeline;
 mod server;
@@ -76,6 +77,18 @@ pub struct ProxyConfig {
     pub allowed_connect_ports: Vec<u16>,
     /// Intercepted hosts whose leaf certificates are kept in memory.
     pub mitm_cert_cache_size: usize,
+    /// XFetch `beta`: how eagerly fresh hot entries are refreshed before they expire
+    /// (1.0 is the paper's default; larger is earlier; 0 disables).
+    pub xfetch_beta: f64,
+    /// Stale-if-error window applied when the origin gives none (RFC 5861); `None` = off.
+    pub stale_if_error: Option<Duration>,
+    /// Uniform random numbers in (0, 1] for XFetch; injectable so tests are exact.
+    pub random: fn() -> f64,
+}
+
+/// The default random source: uniform in (0, 1].
+pub fn default_random() -> f64 {
+    1.0 - fastrand::f64()
 }
 
 impl ProxyConfig {
@@ -106,6 +119,9 @@ impl ProxyConfig {
             resolve: Vec::new(),
             allowed_connect_ports: vec![443],
             mitm_cert_cache_size: 1024,
+            xfetch_beta: 1.0,
+            stale_if_error: None,
+            random: default_random,
         }
     }
 

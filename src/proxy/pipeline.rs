@@ -18,13 +18,16 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::fill::{self, FillPlan};
-use super::hot::HotValue;
+use super::hot::{HotCache, HotValue};
+use super::lease::{Lease, LeaseResult};
 use super::service::State;
+use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
 use crate::http_cache::{
-    self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, StoredHead,
+    self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions,
+    NotStorable, StoredHead,
 };
-use crate::store::{Record, Value};
+use crate::store::{Cache, Record, Value};
 
 /// Conditional request headers a cache removes before filling (it answers them itself).
 const CONDITIONALS: [header::HeaderName; 5] = [
@@ -169,7 +172,15 @@ impl Ctx<'_> {
                 Loaded::Found { row_key, head, rec } => {
                     match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
                         Lookup::Fresh { headers, ttl } => {
-                            let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                            let mut cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                            if self.xfetch_due(&head, now, ttl)
+                                && let Role::Leader(permit) =
+                                    self.st.coalescer.join(self.key.as_bytes())
+                            {
+                                let reval = http_cache::revalidation_request(&head, &self.lookup);
+                                self.spawn_refresh(row_key, head.clone(), reval, permit);
+                                cs = cs.with_detail("early-refresh");
+                            }
                             return self.serve_stored(&head, headers, rec, cs);
                         }
                         Lookup::Stale {
@@ -191,7 +202,12 @@ impl Ctx<'_> {
                                 if let Role::Leader(permit) =
                                     self.st.coalescer.join(self.key.as_bytes())
                                 {
-                                    return self.serve_stale_and_refresh(entry, revalidate, permit);
+                                    self.spawn_refresh(
+                                        entry.row_key.clone(),
+                                        entry.head.clone(),
+                                        revalidate,
+                                        permit,
+                                    );
                                 }
                                 return self.serve_stale(
                                     entry,
@@ -219,27 +235,108 @@ impl Ctx<'_> {
             if only_if_cached {
                 return self.only_if_cached_miss();
             }
+            if self.uncoalesced() {
+                return self.fetch(stale, None, fwd, None).await;
+            }
             match self.st.coalescer.join(self.key.as_bytes()) {
-                Role::Leader(permit) => return self.fetch(stale, Some(permit), fwd).await,
+                Role::Leader(permit) => {
+                    // Another leader may have finished between our lookup and our `join`.
+                    if let Some(res) = self.serve_if_fresh(self.load().await) {
+                        permit.finish(Outcome::Stored);
+                        return res;
+                    }
+                    let ttl = self.lease_ttl();
+                    let lease = match Lease::acquire(&self.st.store, &self.key, ttl).await {
+                        LeaseResult::Acquired(l) => Some(l),
+                        LeaseResult::Failed => None,
+                        LeaseResult::HeldElsewhere => {
+                            // Another hoard process on this directory is fetching: wait for
+                            // its entry in the store rather than asking the origin again.
+                            if let Some(res) = self.await_other_process().await {
+                                permit.finish(Outcome::Stored);
+                                return res;
+                            }
+                            match Lease::acquire(&self.st.store, &self.key, ttl).await {
+                                LeaseResult::Acquired(l) => Some(l),
+                                _ => None,
+                            }
+                        }
+                    };
+                    return self.fetch(stale, Some(permit), fwd, lease).await;
+                }
                 Role::Pass => {
                     return self
-                        .fetch(stale, None, fwd.with_detail("hit-for-pass"))
+                        .fetch(stale, None, fwd.with_detail("hit-for-pass"), None)
                         .await;
                 }
                 Role::Waiter(w) => match w.wait(self.st.cfg.lock_timeout).await {
                     Some(Outcome::Stored) | Some(Outcome::Abandoned) => continue,
                     Some(Outcome::Uncacheable) | Some(Outcome::Pending) => {
-                        return self.fetch(stale, None, fwd).await;
+                        return self.fetch(stale, None, fwd, None).await;
                     }
                     None => {
                         return self
-                            .fetch(stale, None, fwd.with_detail("lock-timeout"))
+                            .fetch(stale, None, fwd.with_detail("lock-timeout"), None)
                             .await;
                     }
                 },
             }
         }
-        self.fetch(None, None, CacheStatus::miss()).await
+        self.fetch(None, None, CacheStatus::miss(), None).await
+    }
+
+    /// Requests that never wait on others' fetches, nor make others wait: their responses
+    /// are not shareable anyway (credentials, `no-store`).
+    fn uncoalesced(&self) -> bool {
+        self.lookup.headers.contains_key(header::AUTHORIZATION)
+            || http_cache::parse_cache_control(&self.lookup.headers).has("no-store")
+    }
+
+    fn lease_ttl(&self) -> std::time::Duration {
+        self.st.cfg.lock_timeout
+    }
+
+    /// XFetch: should this fresh hit start an early background refresh?
+    fn xfetch_due(&self, head: &StoredHead, now: SystemTime, ttl: std::time::Duration) -> bool {
+        let beta = self.st.cfg.xfetch_beta;
+        if beta <= 0.0 || ttl.is_zero() || head.fetch_delta.is_zero() {
+            return false;
+        }
+        let u = (self.st.cfg.random)();
+        http_cache::xfetch_due(now, now + ttl, head.fetch_delta, beta, u)
+    }
+
+    /// A hit response if `loaded` is an entry fresh enough for this request.
+    fn serve_if_fresh(&self, loaded: Loaded) -> Option<Response<ProxyBody>> {
+        let Loaded::Found { head, rec, .. } = loaded else {
+            return None;
+        };
+        let now = SystemTime::now();
+        match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
+            Lookup::Fresh { headers, ttl } => {
+                let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                Some(self.serve_stored(&head, headers, rec, cs))
+            }
+            _ => None,
+        }
+    }
+
+    /// Poll the store (not the in-memory front) with backoff until another process's fetch
+    /// of this key leaves a fresh entry, its lease goes away, or `lock_timeout` passes.
+    async fn await_other_process(&self) -> Option<Response<ProxyBody>> {
+        let deadline = Instant::now() + self.st.cfg.lock_timeout;
+        let mut pause = std::time::Duration::from_millis(5);
+        while Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            if let Some(res) = self.serve_if_fresh(self.load_store().await) {
+                return Some(res);
+            }
+            if !Lease::held(&self.st.store, &self.key).await {
+                return None;
+            }
+        }
+        None
     }
 
     /// Read the URL key, follow a Vary index to this request's variant: from the hot cache
@@ -248,6 +345,11 @@ impl Ctx<'_> {
         if let Some(l) = self.load_hot() {
             return l;
         }
+        self.load_store().await
+    }
+
+    /// The store half of [`load`](Self::load).
+    async fn load_store(&self) -> Loaded {
         let store = self.st.store.clone();
         let hot = self.st.hot.clone();
         let key = self.key.clone();
@@ -404,80 +506,17 @@ impl Ctx<'_> {
         self.serve_stored(&e.head, headers, e.rec, cs)
     }
 
-    /// RFC 5861 stale-while-revalidate: answer stale now, revalidate once in the background.
-    fn serve_stale_and_refresh(
+    /// Start one background revalidation of a stored entry (stale-while-revalidate, XFetch),
+    /// under this process's permit and, across processes, the store lease.
+    fn spawn_refresh(
         &self,
-        e: StaleEntry,
+        row_key: Vec<u8>,
+        head: Arc<StoredHead>,
         revalidate: Parts,
         permit: Permit,
-    ) -> Response<ProxyBody> {
-        let st_store = self.st.store.clone();
-        let upstream = self.st.upstream.clone();
-        let head = e.head.clone();
-        let row_key = e.row_key.clone();
-        let lookup = self.lookup.clone();
-        let target = self.target.clone();
-        let req = self
-            .st
-            .upstream_request(&revalidate, &target, ProxyBody::Empty);
-        let pseudonym = self.st.cfg.pseudonym.clone();
-        let key = self.key.clone();
-        let max_object_size = self.st.cfg.max_object_size;
-        let opts = self.st.lookup_opts.clone();
-        let hot = self.st.hot.clone();
-        tokio::spawn(async move {
-            let _ = pseudonym;
-            let t_req = SystemTime::now();
-            let started = Instant::now();
-            let res = match upstream.send(req).await {
-                Ok(r) => r,
-                Err(err) => {
-                    tracing::debug!(error = %err, "background revalidation failed");
-                    return;
-                }
-            };
-            let t_res = SystemTime::now();
-            let delta = started.elapsed();
-            let (rparts, rbody) = res.into_parts();
-            if rparts.status == StatusCode::NOT_MODIFIED {
-                if let Some(mut newhead) =
-                    http_cache::refresh(&head, &lookup, &rparts, t_req, t_res)
-                {
-                    newhead.fetch_delta = delta;
-                    let meta = HeadRecord::Variant(newhead).encode();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let r = st_store.set_meta(&row_key, &meta, None);
-                        hot.remove(&row_key);
-                        r
-                    })
-                    .await;
-                    permit.finish(Outcome::Stored);
-                }
-                return;
-            }
-            if http_cache::storability(&lookup, &rparts, &opts).is_ok() {
-                let plan = FillPlan::new(
-                    st_store,
-                    hot,
-                    &key,
-                    &lookup,
-                    &rparts,
-                    t_req,
-                    t_res,
-                    delta,
-                    max_object_size,
-                );
-                if let Some(plan) = plan {
-                    fill::run(plan, rbody, None, Some(permit), upstream.response_timeout()).await;
-                }
-            }
-        });
-        let now = SystemTime::now();
-        self.serve_stale(
-            e,
-            now,
-            CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate),
-        )
+    ) {
+        let r = Refresher::new(self);
+        tokio::spawn(r.run(row_key, head, revalidate, permit));
     }
 
     /// Go to the origin: revalidate `stale` if given, otherwise fetch; store what may be stored.
@@ -486,6 +525,7 @@ impl Ctx<'_> {
         stale: Option<(StaleEntry, Parts)>,
         permit: Option<Permit>,
         fwd: CacheStatus,
+        lease: Option<Lease>,
     ) -> Response<ProxyBody> {
         let (stale, req) = match stale {
             Some((entry, reval)) => {
@@ -567,7 +607,7 @@ impl Ctx<'_> {
                 );
             }
             // The 304 does not match what we hold: fetch the full response.
-            return Box::pin(self.fetch(None, permit, fwd)).await;
+            return Box::pin(self.fetch(None, permit, fwd, lease)).await;
         }
         // A new response.
         let storable = http_cache::storability(&self.lookup, &rparts, &self.st.lookup_opts);
@@ -593,8 +633,20 @@ impl Ctx<'_> {
         };
         let Some(plan) = plan else {
             if let Some(p) = permit {
-                p.finish(Outcome::Uncacheable);
+                // Failures and per-request refusals: one waiter tries again. Responses nobody
+                // may share: remember the key as pass for a while.
+                let retry = rparts.status.is_server_error()
+                    || matches!(
+                        storable,
+                        Err(NotStorable::Status | NotStorable::Authorization)
+                    );
+                p.finish(if retry {
+                    Outcome::Abandoned
+                } else {
+                    Outcome::Uncacheable
+                });
             }
+            drop(lease);
             let detail = match storable {
                 Err(reason) => Detail::NotStorable(reason),
                 Ok(()) => Detail::from("too-large"),
@@ -619,7 +671,7 @@ impl Ctx<'_> {
             (Some(tx), body)
         };
         let timeout = self.st.upstream.response_timeout();
-        tokio::spawn(fill::run(plan, rbody, to_client, permit, timeout));
+        tokio::spawn(fill::run(plan, rbody, to_client, permit, lease, timeout));
         if client_wants_304 {
             return self.not_modified_response(client_headers, fwd.stored(true));
         }
@@ -697,4 +749,103 @@ fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
         return lm <= ims;
     }
     false
+}
+
+/// A background revalidation (stale-while-revalidate, XFetch), detached from the request
+/// that started it: the client has already been answered from the cache.
+struct Refresher {
+    store: Cache,
+    hot: Arc<HotCache>,
+    upstream: Upstream,
+    opts: LookupOptions,
+    key: CacheKey,
+    lookup: Parts,
+    target: Uri,
+    pseudonym: String,
+    max_object_size: u64,
+    lease_ttl: std::time::Duration,
+}
+
+impl Refresher {
+    fn new(ctx: &Ctx<'_>) -> Self {
+        Refresher {
+            store: ctx.st.store.clone(),
+            hot: ctx.st.hot.clone(),
+            upstream: ctx.st.upstream.clone(),
+            opts: ctx.st.lookup_opts.clone(),
+            key: ctx.key.clone(),
+            lookup: ctx.lookup.clone(),
+            target: ctx.target.clone(),
+            pseudonym: ctx.st.cfg.pseudonym.clone(),
+            max_object_size: ctx.st.cfg.max_object_size,
+            lease_ttl: ctx.st.cfg.lock_timeout,
+        }
+    }
+
+    async fn run(self, row_key: Vec<u8>, head: Arc<StoredHead>, revalidate: Parts, permit: Permit) {
+        // Across processes: one refresh per key; if another process holds the lease it is
+        // already refreshing, and its result reaches us through the store.
+        let lease = match Lease::acquire(&self.store, &self.key, self.lease_ttl).await {
+            LeaseResult::Acquired(l) => l,
+            LeaseResult::HeldElsewhere | LeaseResult::Failed => return,
+        };
+        let req = super::service::build_upstream_request(
+            &revalidate,
+            &self.target,
+            &self.pseudonym,
+            ProxyBody::Empty,
+        );
+        let t_req = SystemTime::now();
+        let started = Instant::now();
+        let res = match self.upstream.send(req).await {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::debug!(key = %self.key, error = %err, "background revalidation failed");
+                return;
+            }
+        };
+        let t_res = SystemTime::now();
+        let delta = started.elapsed();
+        let (rparts, rbody) = res.into_parts();
+        if rparts.status == StatusCode::NOT_MODIFIED {
+            if let Some(mut newhead) =
+                http_cache::refresh(&head, &self.lookup, &rparts, t_req, t_res)
+            {
+                newhead.fetch_delta = delta;
+                let meta = HeadRecord::Variant(newhead).encode();
+                let (store, hot) = (self.store.clone(), self.hot.clone());
+                let ok = tokio::task::spawn_blocking(move || {
+                    let r = store.set_meta(&row_key, &meta, None);
+                    hot.remove(&row_key);
+                    r
+                })
+                .await;
+                if matches!(ok, Ok(Ok(true))) {
+                    permit.finish(Outcome::Stored);
+                }
+            }
+            drop(lease);
+            return;
+        }
+        if rparts.status.is_server_error() {
+            // Keep what we have; stale-if-error decides for later requests.
+            return;
+        }
+        if http_cache::storability(&self.lookup, &rparts, &self.opts).is_ok()
+            && let Some(plan) = FillPlan::new(
+                self.store.clone(),
+                self.hot.clone(),
+                &self.key,
+                &self.lookup,
+                &rparts,
+                t_req,
+                t_res,
+                delta,
+                self.max_object_size,
+            )
+        {
+            let timeout = self.upstream.response_timeout();
+            fill::run(plan, rbody, None, Some(permit), Some(lease), timeout).await;
+        }
+    }
 }

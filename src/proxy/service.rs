@@ -60,6 +60,7 @@ impl State {
     ) -> Result<Self, ProxyError> {
         let upstream = Upstream::new(&cfg)?;
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
+        let cfg_stale_if_error = cfg.stale_if_error;
         let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(1 << 20);
         Ok(State {
             cfg,
@@ -67,7 +68,10 @@ impl State {
             upstream,
             coalescer: Coalescer::default(),
             local_addr,
-            lookup_opts: LookupOptions::default(),
+            lookup_opts: LookupOptions {
+                default_stale_if_error: cfg_stale_if_error,
+                ..LookupOptions::default()
+            },
             hot: Arc::new(HotCache::new(
                 cfg_hot_budget,
                 cfg_hot_max_entry,
@@ -134,6 +138,9 @@ impl State {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        if let Some(res) = self.refuse_large_header(&req) {
+            return res;
+        }
         if req.method() == Method::CONNECT {
             return self.connect(req, peer).await;
         }
@@ -150,6 +157,25 @@ impl State {
         self.dispatch_to(req, target).await
     }
 
+    /// 431 when the request header block exceeds `max_header_size`.
+    fn refuse_large_header(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.uri().to_string().len()
+            + 16;
+        if header_bytes > self.cfg.max_header_size {
+            return Some(self.error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("header-too-large"),
+                "request header block too large\n",
+            ));
+        }
+        None
+    }
+
     /// An inner request of an intercepted connection: its target is the CONNECT origin plus
     /// its path, whatever its `Host` or `:authority` says.
     async fn dispatch_intercepted(
@@ -157,6 +183,9 @@ impl State {
         req: Request<Incoming>,
         origin: &str,
     ) -> Response<ProxyBody> {
+        if let Some(res) = self.refuse_large_header(&req) {
+            return res;
+        }
         if req.method() == Method::CONNECT {
             return self.error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -362,15 +391,7 @@ impl State {
         target: &Uri,
         body: ProxyBody,
     ) -> Request<ProxyBody> {
-        let mut headers = parts.headers.clone();
-        http_cache::strip_hop_by_hop(&mut headers);
-        headers.remove(header::HOST);
-        http_cache::append_via(&mut headers, parts.version, &self.cfg.pseudonym);
-        let mut req = Request::new(body);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = target.clone();
-        *req.headers_mut() = headers;
-        req
+        build_upstream_request(parts, target, &self.cfg.pseudonym, body)
     }
 
     /// Strip hop-by-hop headers of an upstream response and add `Via`.
@@ -405,4 +426,22 @@ impl State {
         tracing::warn!(error = %e, "upstream failure");
         self.error(e.status(), cs.with_detail(e.detail()), &format!("{e}\n"))
     }
+}
+
+/// The request to send upstream: hop-by-hop headers removed, `Via` added, `Host` from the target.
+pub fn build_upstream_request(
+    parts: &http::request::Parts,
+    target: &Uri,
+    pseudonym: &str,
+    body: ProxyBody,
+) -> Request<ProxyBody> {
+    let mut headers = parts.headers.clone();
+    http_cache::strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    http_cache::append_via(&mut headers, parts.version, pseudonym);
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = target.clone();
+    *req.headers_mut() = headers;
+    req
 }

@@ -1,0 +1,254 @@
+//! Bodies: large file-backed entries, truncated origin bodies, objects over `max_object_size`,
+//! and chunked origin responses.
+
+use super::harness::*;
+
+fn max_age_60_bytes(
+    body: Vec<u8>,
+) -> impl Fn(&http::Request<bytes::Bytes>) -> http::Response<Body> {
+    move |_| reply(200, &[("cache-control", "max-age=60")], body.clone())
+}
+
+#[tokio::test]
+async fn two_mib_body_hit_is_byte_identical() {
+    let body = pattern(2 << 20);
+    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let first = get(proxy, &origin.url("/big")).await;
+    assert!(
+        first.body == body,
+        "miss body differs ({} bytes)",
+        first.body.len()
+    );
+    let second = get(proxy, &origin.url("/big")).await;
+    second.cache_status().assert_hit();
+    assert!(
+        second.body == body,
+        "hit body differs ({} bytes)",
+        second.body.len()
+    );
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn truncated_origin_body_is_not_cached_and_not_passed_as_complete() {
+    let origin = RawOrigin::start(true, |_| {
+        let mut bytes =
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 1000\r\n\r\n"
+                .to_vec();
+        bytes.extend_from_slice(&pattern(500));
+        bytes
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for round in 1..=2 {
+        let mut conn = RawConn::connect(proxy).await;
+        let result = conn.request("GET", &origin.url("/cut"), &[]).await;
+        if let Ok(resp) = &result {
+            assert_ne!(
+                resp.status, 200,
+                "round {round}: a truncated body arrived as a complete 200: {resp:?}"
+            );
+        }
+        assert_eq!(
+            origin.hits(),
+            round,
+            "round {round}: the truncated body must not be cached"
+        );
+    }
+}
+
+#[tokio::test]
+async fn body_over_max_object_size_streams_through_but_is_not_cached() {
+    let body = pattern(200 << 10);
+    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_proxy, proxy) =
+        start_proxy_in(dir.path(), None, |cfg| cfg.max_object_size = 64 << 10).await;
+    for round in 1..=2 {
+        let resp = get(proxy, &origin.url("/huge")).await;
+        assert_eq!(resp.status, 200);
+        assert!(
+            resp.body == body,
+            "round {round}: body differs ({} bytes)",
+            resp.body.len()
+        );
+        resp.cache_status().assert_not_hit();
+        assert_eq!(origin.hits(), round);
+    }
+}
+
+#[tokio::test]
+async fn chunked_origin_response_is_cached() {
+    let chunks: Vec<bytes::Bytes> = ["first,", "second,", "third"]
+        .map(bytes::Bytes::from)
+        .to_vec();
+    let origin = Origin::start(move |_| {
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(chunked(chunks.clone()))
+            .unwrap()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let first = get(proxy, &origin.url("/chunked")).await;
+    assert_eq!(first.text(), "first,second,third");
+    let second = get(proxy, &origin.url("/chunked")).await;
+    assert_eq!(second.text(), "first,second,third");
+    second.cache_status().assert_hit();
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn truncated_chunked_origin_body_is_not_cached_and_not_passed_as_complete() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n5\r\nworld\r\n"
+            .to_vec()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for round in 1..=2 {
+        let result = RawConn::connect(proxy)
+            .await
+            .request("GET", &origin.url("/cut"), &[])
+            .await;
+        if let Ok(resp) = &result {
+            assert_ne!(
+                resp.status, 200,
+                "round {round}: a truncated body arrived as a complete 200: {resp:?}"
+            );
+        }
+        assert_eq!(
+            origin.hits(),
+            round,
+            "round {round}: the truncated body must not be cached"
+        );
+    }
+}
+
+#[tokio::test]
+async fn chunked_body_over_max_object_size_streams_through_but_is_not_cached() {
+    let body = pattern(200 << 10);
+    let chunks: Vec<bytes::Bytes> = body
+        .chunks(16 << 10)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let origin = Origin::start(move |_| {
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(chunked(chunks.clone()))
+            .unwrap()
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_proxy, proxy) =
+        start_proxy_in(dir.path(), None, |cfg| cfg.max_object_size = 64 << 10).await;
+    for round in 1..=2 {
+        let resp = get(proxy, &origin.url("/huge-chunked")).await;
+        assert!(
+            resp.body == body,
+            "round {round}: body differs ({} bytes)",
+            resp.body.len()
+        );
+        assert_eq!(origin.hits(), round);
+    }
+}
+
+#[tokio::test]
+async fn client_abort_mid_body_does_not_poison_the_cache() {
+    let body = pattern(2 << 20);
+    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    {
+        let mut conn = RawConn::connect(proxy).await;
+        conn.send(&request_text("GET", &origin.url("/abort"), &[], b""))
+            .await
+            .unwrap();
+        let (status, _) = conn.read_head().await.unwrap();
+        assert_eq!(status, 200);
+        conn.read_exact(1000).await.unwrap();
+    } // dropped mid-body
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/abort")).await;
+        assert_eq!(resp.status, 200);
+        assert!(
+            resp.body == body,
+            "body differs ({} bytes)",
+            resp.body.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn encoded_bodies_pass_through_byte_exact() {
+    let gzip_like = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0x00, 0x42];
+    let origin = Origin::start({
+        let body = gzip_like.clone();
+        move |_| {
+            reply(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("content-encoding", "gzip"),
+                    ("vary", "Accept-Encoding"),
+                ],
+                body.clone(),
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = send(
+            proxy,
+            "GET",
+            &origin.url("/gz"),
+            &[("Accept-Encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(resp.header("content-encoding"), Some("gzip"));
+        assert_eq!(resp.body, gzip_like);
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn origin_stalling_mid_body_times_out_and_is_not_cached() {
+    // Sends half the declared body, then keeps the connection open without sending more.
+    let origin = RawOrigin::start(false, |_| {
+        let mut bytes =
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 1000\r\n\r\n"
+                .to_vec();
+        bytes.extend_from_slice(&pattern(500));
+        bytes
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let timeout = std::time::Duration::from_millis(500);
+    let (_proxy, proxy) =
+        start_proxy_in(dir.path(), None, |cfg| cfg.response_timeout = timeout).await;
+    for round in 1..=2 {
+        let started = std::time::Instant::now();
+        let result = RawConn::connect(proxy)
+            .await
+            .request("GET", &origin.url("/stall"), &[])
+            .await;
+        let elapsed = started.elapsed();
+        if let Ok(resp) = &result {
+            assert_ne!(
+                resp.status, 200,
+                "round {round}: a stalled body arrived as a complete 200"
+            );
+        }
+        assert!(
+            elapsed < timeout + std::time::Duration::from_secs(2),
+            "round {round}: took {elapsed:?}"
+        );
+        assert_eq!(
+            origin.hits(),
+            round,
+            "round {round}: the stalled body must not be cached"
+        );
+    }
+}

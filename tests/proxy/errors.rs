@@ -1,0 +1,113 @@
+//! Error answers: 502 for an unreachable upstream, 504 for a silent one, 400 for malformed
+//! requests, 431 for oversized header blocks, 508 for a request looping back to the proxy.
+//! Every error answer still carries `Cache-Status`.
+
+use std::time::{Duration, Instant};
+
+use super::harness::*;
+
+#[track_caller]
+fn assert_error(resp: &RawResponse, status: u16) {
+    assert_eq!(resp.status, status, "body: {:?}", resp.text());
+    assert!(
+        resp.cache_status().present(),
+        "{status} without Cache-Status: {:?}",
+        resp.headers
+    );
+}
+
+#[tokio::test]
+async fn refused_upstream_is_502_in_gateway_mode() {
+    let dead = refused_addr().await;
+    let (_proxy, proxy, _dir) = start_proxy(Some(dead)).await;
+    assert_error(&get(proxy, "/x").await, 502);
+}
+
+#[tokio::test]
+async fn refused_origin_is_502_in_forward_mode() {
+    let dead = refused_addr().await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_error(&get(proxy, &format!("http://{dead}/x")).await, 502);
+}
+
+#[tokio::test]
+async fn silent_upstream_is_504_within_response_timeout() {
+    let (silent, _task) = silent_origin().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let timeout = Duration::from_millis(500);
+    let (_proxy, proxy) = start_proxy_in(dir.path(), Some(silent), |cfg| {
+        cfg.response_timeout = timeout
+    })
+    .await;
+    let started = Instant::now();
+    let resp = get(proxy, "/slow").await;
+    let elapsed = started.elapsed();
+    assert_error(&resp, 504);
+    assert!(
+        elapsed >= timeout,
+        "answered 504 before the timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < timeout + Duration::from_millis(1500),
+        "504 took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_request_is_400() {
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(
+        b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\nthis line is no header\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // hyper answers requests it cannot parse before hoard sees them, so this 400 has no
+    // Cache-Status (documented in README.md).
+    let resp = conn
+        .read_response("GET")
+        .await
+        .expect("an answer, not a dropped connection");
+    assert_eq!(resp.status, 400, "body: {:?}", resp.text());
+}
+
+/// Sends a request whose header block is about `size` bytes; the proxy may stop reading early.
+async fn request_with_header_block(
+    proxy: std::net::SocketAddr,
+    target: &str,
+    size: usize,
+) -> RawResponse {
+    let big = "a".repeat(size);
+    let mut conn = RawConn::connect(proxy).await;
+    let _ = conn
+        .send(&request_text("GET", target, &[("X-Big", &big)], b""))
+        .await;
+    conn.read_response("GET")
+        .await
+        .expect("an answer, not a dropped connection")
+}
+
+#[tokio::test]
+async fn header_block_over_64_kib_is_431() {
+    let origin = Origin::start(|_| reply(200, &[], "ok")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_error(
+        &request_with_header_block(proxy, &origin.url("/big"), 70 << 10).await,
+        431,
+    );
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn header_block_under_64_kib_is_accepted() {
+    let origin = Origin::start(|_| reply(200, &[], "ok")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let resp = request_with_header_block(proxy, &origin.url("/big"), 40 << 10).await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "ok"));
+}
+
+#[tokio::test]
+async fn request_to_the_proxy_itself_is_508() {
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_error(&get(proxy, &format!("http://{proxy}/loop")).await, 508);
+}

@@ -1,0 +1,345 @@
+//! Request routing: forward mode (absolute-form), gateway mode (origin-form), keep-alive,
+//! CONNECT tunnels, `Via`, and hop-by-hop header removal in both directions.
+
+use super::harness::*;
+
+fn max_age_60(body: &'static str) -> impl Fn(&http::Request<bytes::Bytes>) -> http::Response<Body> {
+    move |_| reply(200, &[("cache-control", "max-age=60")], body)
+}
+
+#[tokio::test]
+async fn absolute_form_get_misses_then_hits() {
+    let origin = Origin::start(max_age_60("hello")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+
+    let first = get(proxy, &origin.url("/a")).await;
+    assert_eq!((first.status, first.text().as_str()), (200, "hello"));
+    first.cache_status().assert_miss();
+    first.cache_status().assert_stored();
+
+    let second = get(proxy, &origin.url("/a")).await;
+    assert_eq!((second.status, &second.body), (200, &first.body));
+    second.cache_status().assert_hit();
+    let age = second.header("age").expect("a hit carries Age");
+    age.parse::<u64>().expect("Age is a number of seconds");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn responses_carry_via_hoard() {
+    let origin = Origin::start(max_age_60("v")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for expect_hit in [false, true] {
+        let resp = get(proxy, &origin.url("/via")).await;
+        assert_eq!(
+            resp.cache_status().hit,
+            expect_hit,
+            "{:?}",
+            resp.cache_status()
+        );
+        let via = resp.header_all("via").join(", ");
+        assert_eq!(
+            via.matches("hoard").count(),
+            1,
+            "exactly one hoard in Via: {via:?}"
+        );
+        let cache_status = resp.header_all("cache-status").join(", ");
+        assert_eq!(
+            cache_status.matches("hoard").count(),
+            1,
+            "one Cache-Status member: {cache_status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn forwarded_requests_carry_via_hoard() {
+    let origin = Origin::start(max_age_60("v")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    get(proxy, &origin.url("/via-req")).await;
+    let seen = origin.last("/via-req");
+    let via: Vec<_> = seen
+        .headers
+        .get_all("via")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        via.join(", ").contains("hoard"),
+        "Via sent to origin: {via:?}"
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_serves_several_requests_on_one_connection() {
+    let origin = Origin::start(max_age_60("k")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let mut hits = Vec::new();
+    for path in ["/k1", "/k1", "/k2", "/k2", "/k1"] {
+        let resp = conn
+            .request("GET", &origin.url(path), &[])
+            .await
+            .expect("response on the same connection");
+        assert_eq!((resp.status, resp.text().as_str()), (200, "k"));
+        hits.push(resp.cache_status().hit);
+    }
+    assert_eq!(hits, [false, true, false, true, true]);
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn gateway_mode_serves_origin_form_requests() {
+    let origin = Origin::start(max_age_60("gateway")).await;
+    let (_proxy, proxy, _dir) = start_proxy(Some(origin.addr)).await;
+
+    let first = get(proxy, "/g?x=1").await;
+    assert_eq!((first.status, first.text().as_str()), (200, "gateway"));
+    first.cache_status().assert_miss();
+    let second = get(proxy, "/g?x=1").await;
+    assert_eq!(second.text(), "gateway");
+    second.cache_status().assert_hit();
+    assert_eq!(origin.count("GET", "/g?x=1"), 1);
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn query_strings_are_part_of_the_cache_key() {
+    let origin = Origin::start(|req| {
+        let q = req.uri().query().unwrap_or_default().to_owned();
+        reply(200, &[("cache-control", "max-age=60")], q)
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_eq!(get(proxy, &origin.url("/q?a=1")).await.text(), "a=1");
+    assert_eq!(get(proxy, &origin.url("/q?a=2")).await.text(), "a=2");
+    assert_eq!(get(proxy, &origin.url("/q?a=1")).await.text(), "a=1");
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn connect_opens_a_blind_tunnel() {
+    let (echo, _echo_task) = echo_server().await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![echo.port()];
+    })
+    .await;
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, _) = conn.read_head().await.expect("CONNECT answer");
+    assert_eq!(status, 200);
+    for message in [
+        &b"ping through the tunnel"[..],
+        &[0u8, 255, 13, 10, 13, 10, 7][..],
+    ] {
+        conn.send(message).await.unwrap();
+        assert_eq!(conn.read_exact(message.len()).await.expect("echo"), message);
+    }
+}
+
+#[tokio::test]
+async fn http_inside_a_connect_tunnel_is_not_cached() {
+    let origin = Origin::start(max_age_60("tunnelled")).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![origin.addr.port()];
+    })
+    .await;
+    let mut conn = RawConn::connect(proxy).await;
+    let authority = origin.addr.to_string();
+    conn.send(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(conn.read_head().await.expect("CONNECT answer").0, 200);
+    for _ in 0..2 {
+        let resp = conn
+            .request("GET", "/t", &[("Host", authority.as_str())])
+            .await
+            .expect("tunnelled GET");
+        assert_eq!(resp.text(), "tunnelled");
+        assert!(
+            !resp.cache_status().present(),
+            "a blind tunnel adds nothing: {:?}",
+            resp.headers
+        );
+    }
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_are_not_passed_to_the_client() {
+    let origin = RawOrigin::start(false, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\
+          Connection: x-foo\r\nX-Foo: secret\r\nKeep-Alive: timeout=5\r\n\
+          Proxy-Connection: keep-alive\r\nUpgrade: websocket\r\nTrailer: X-Checksum\r\n\
+          X-End-To-End: kept\r\n\r\nhello"
+            .to_vec()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for expect_hit in [false, true] {
+        let resp = get(proxy, &origin.url("/hop")).await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, "hello"));
+        assert_eq!(
+            resp.cache_status().hit,
+            expect_hit,
+            "{:?}",
+            resp.cache_status()
+        );
+        for name in [
+            "x-foo",
+            "keep-alive",
+            "proxy-connection",
+            "upgrade",
+            "trailer",
+        ] {
+            assert_eq!(
+                resp.header(name),
+                None,
+                "{name} leaked to the client (hit={expect_hit})"
+            );
+        }
+        let connection = resp.header_all("connection").join(",").to_ascii_lowercase();
+        assert!(!connection.contains("x-foo"), "Connection: {connection:?}");
+        assert_eq!(resp.header("x-end-to-end"), Some("kept"));
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_are_not_passed_to_the_origin() {
+    let origin = Origin::start(max_age_60("ok")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let resp = send(
+        proxy,
+        "GET",
+        &origin.url("/hop-req"),
+        &[
+            ("Proxy-Authorization", "Basic dXNlcjpwYXNz"),
+            ("Connection", "x-bar"),
+            ("X-Bar", "1"),
+            ("Keep-Alive", "timeout=300"),
+            ("Proxy-Connection", "keep-alive"),
+            ("X-End-To-End", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    let seen = origin.last("/hop-req");
+    for name in [
+        "proxy-authorization",
+        "x-bar",
+        "keep-alive",
+        "proxy-connection",
+    ] {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name} reached the origin: {:?}",
+            seen.headers
+        );
+    }
+    let connection: Vec<_> = seen.headers.get_all("connection").iter().collect();
+    assert!(
+        !format!("{connection:?}")
+            .to_ascii_lowercase()
+            .contains("x-bar"),
+        "Connection at origin: {connection:?}"
+    );
+    assert_eq!(
+        seen.headers.get("x-end-to-end").map(|v| v.as_bytes()),
+        Some(&b"kept"[..])
+    );
+}
+
+#[tokio::test]
+async fn http_1_0_client_is_served() {
+    let origin = Origin::start(max_age_60("old client")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for expect_hit in [false, true] {
+        let mut conn = RawConn::connect(proxy).await;
+        let host = origin.addr.to_string();
+        let text = format!(
+            "GET {} HTTP/1.0\r\nHost: {host}\r\n\r\n",
+            origin.url("/ten")
+        );
+        conn.send(text.as_bytes()).await.unwrap();
+        let resp = conn.read_response("GET").await.expect("HTTP/1.0 response");
+        assert_eq!((resp.status, resp.text().as_str()), (200, "old client"));
+        assert_eq!(
+            resp.cache_status().hit,
+            expect_hit,
+            "{:?}",
+            resp.cache_status()
+        );
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60")],
+            req.uri().path().to_owned(),
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let paths = ["/p1", "/p2", "/p1", "/p3"];
+    let mut batch = Vec::new();
+    for path in paths {
+        batch.extend(request_text("GET", &origin.url(path), &[], b""));
+    }
+    conn.send(&batch).await.unwrap();
+    for path in paths {
+        let resp = conn.read_response("GET").await.expect("pipelined response");
+        assert_eq!((resp.status, resp.text().as_str()), (200, path));
+    }
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn absolute_form_target_wins_over_the_host_header() {
+    let origin = Origin::start(max_age_60("by uri")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let resp = send(
+        proxy,
+        "GET",
+        &origin.url("/host"),
+        &[("Host", "elsewhere.invalid")],
+    )
+    .await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "by uri"));
+    let seen = origin.last("/host");
+    assert_eq!(
+        seen.headers.get("host").map(|v| v.as_bytes()),
+        Some(origin.addr.to_string().as_bytes()),
+        "Host sent upstream matches the absolute-form target"
+    );
+    get(proxy, &origin.url("/host"))
+        .await
+        .cache_status()
+        .assert_hit();
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let origin = Origin::start(max_age_60("bye")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let resp = conn
+        .request("GET", &origin.url("/close"), &[("Connection", "close")])
+        .await
+        .unwrap();
+    assert_eq!(resp.text(), "bye");
+    let rest = conn
+        .read_to_end()
+        .await
+        .expect("the proxy closes the connection");
+    assert!(rest.is_empty(), "bytes after the response: {rest:?}");
+}

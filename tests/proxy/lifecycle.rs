@@ -1,0 +1,68 @@
+//! Proxy lifecycle: graceful shutdown, restart on the same cache directory, and two proxies
+//! sharing one cache directory.
+
+use std::time::Duration;
+
+use super::harness::*;
+
+fn max_age_60(body: &'static str) -> impl Fn(&http::Request<bytes::Bytes>) -> http::Response<Body> {
+    move |_| reply(200, &[("cache-control", "max-age=60")], body)
+}
+
+#[tokio::test]
+async fn entries_survive_a_restart_on_the_same_cache_dir() {
+    let origin = Origin::start(max_age_60("persistent")).await;
+    let dir = tempfile::TempDir::new().unwrap();
+
+    let (first_proxy, proxy) = start_proxy_in(dir.path(), None, |_| {}).await;
+    get(proxy, &origin.url("/persist"))
+        .await
+        .cache_status()
+        .assert_miss();
+    first_proxy.shutdown().await;
+
+    let (_second_proxy, proxy) = start_proxy_in(dir.path(), None, |_| {}).await;
+    let resp = get(proxy, &origin.url("/persist")).await;
+    resp.cache_status().assert_hit();
+    assert_eq!(resp.text(), "persistent");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn two_proxies_share_one_cache_dir() {
+    let origin = Origin::start(max_age_60("shared")).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_a, proxy_a) = start_proxy_in(dir.path(), None, |_| {}).await;
+    let (_b, proxy_b) = start_proxy_in(dir.path(), None, |_| {}).await;
+    get(proxy_a, &origin.url("/s"))
+        .await
+        .cache_status()
+        .assert_miss();
+    let resp = get(proxy_b, &origin.url("/s")).await;
+    resp.cache_status().assert_hit();
+    assert_eq!(resp.text(), "shared");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests_and_stops_accepting() {
+    let origin = Origin::start_delayed(Duration::from_millis(300), max_age_60("finished")).await;
+    let (handle, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/slow");
+    let in_flight = tokio::spawn(async move { get(proxy, &url).await });
+    // Wait (bounded) until the request reached the origin, then shut down while it is delayed.
+    for _ in 0..200 {
+        if origin.hits() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(origin.hits(), 1, "request never reached the origin");
+    handle.shutdown().await;
+    let resp = in_flight.await.unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, "finished"));
+    assert!(
+        tokio::net::TcpStream::connect(proxy).await.is_err(),
+        "still accepting after shutdown"
+    );
+}

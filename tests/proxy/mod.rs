@@ -1,0 +1,12 @@
+//! Integration tests of the caching proxy, end to end over loopback TCP. Each test runs its own
+//! in-process origin (counting requests), its own proxy on `127.0.0.1:0`, and a `TempDir` store.
+
+mod bodies;
+mod clients;
+mod errors;
+mod forward;
+mod harness;
+mod invalidation;
+mod lifecycle;
+mod semantics;
+mod vary;

@@ -1,0 +1,87 @@
+//! `Vary`: one stored variant per selecting header value; `Vary: *` is never served from cache.
+
+use super::harness::*;
+
+#[tokio::test]
+async fn vary_accept_encoding_stores_one_variant_per_encoding() {
+    let origin = Origin::start(|req| {
+        let encoding = header(req, "accept-encoding").unwrap_or("none").to_owned();
+        reply(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")],
+            encoding,
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/v");
+    let gzip = [("Accept-Encoding", "gzip")];
+    let br = [("Accept-Encoding", "br")];
+
+    let first = send(proxy, "GET", &url, &gzip).await;
+    assert_eq!(first.text(), "gzip");
+    first.cache_status().assert_miss();
+    let other = send(proxy, "GET", &url, &br).await;
+    assert_eq!(other.text(), "br");
+    let cs = other.cache_status();
+    assert!(
+        matches!(cs.fwd.as_deref(), Some("miss" | "vary-miss")) && !cs.hit,
+        "a new variant is a (vary-)miss: {:?}",
+        cs.raw
+    );
+    for (headers, body) in [(&gzip, "gzip"), (&br, "br"), (&gzip, "gzip")] {
+        let resp = send(proxy, "GET", &url, headers).await;
+        assert_eq!(resp.text(), body);
+        resp.cache_status().assert_hit();
+    }
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn vary_star_is_never_served_from_cache() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "*")],
+            "any",
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..3 {
+        let resp = get(proxy, &origin.url("/star")).await;
+        assert_eq!(resp.text(), "any");
+        resp.cache_status().assert_not_hit();
+    }
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn vary_treats_an_absent_header_as_its_own_variant() {
+    let origin = Origin::start(|req| {
+        let lang = header(req, "accept-language").unwrap_or("none").to_owned();
+        reply(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            lang,
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/lang");
+    assert_eq!(get(proxy, &url).await.text(), "none");
+    assert_eq!(
+        send(proxy, "GET", &url, &[("Accept-Language", "de")])
+            .await
+            .text(),
+        "de"
+    );
+    assert_eq!(get(proxy, &url).await.text(), "none");
+    assert_eq!(
+        send(proxy, "GET", &url, &[("Accept-Language", "de")])
+            .await
+            .text(),
+        "de"
+    );
+    assert_eq!(origin.hits(), 2);
+}
