@@ -239,3 +239,17 @@ async fn curl_through_https_proxy_misses_then_hits() {
     }
     assert_eq!(s.origin.count(), 1);
 }
+
+#[tokio::test]
+async fn ip_address_target_gets_a_leaf_with_an_ip_san() {
+    let s = Setup::new().await;
+    // No SNI is sent for an IP address: the leaf is made for the CONNECT host.
+    let auth = format!("127.0.0.1:{}", s.origin.addr.port());
+    let mut c = Inner::open(s.proxy.addr, &auth, s.proxy.ca_der(), true)
+        .await
+        .unwrap();
+    let a = c.get(&auth, "/ip").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(c.get(&auth, "/ip").await.is_hit());
+    assert_eq!(s.origin.count(), 1);
+}
