@@ -125,9 +125,18 @@ async fn run(conns: usize, dur: Duration) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    println!("mitm_load: {conns} keep-alive connections, {dur:?} per mode, {BODY_LEN} B hits");
-    let p = load(proxy, &plain, conns, dur).await;
-    let h = load(proxy, &https, conns, dur).await;
+    // The modes alternate in rounds so that background load on the machine hits both alike.
+    let rounds = arg("--rounds", 5).clamp(1, 100) as u32;
+    println!(
+        "mitm_load: {conns} keep-alive connections, {dur:?} per mode in {rounds} alternating rounds, \
+         {BODY_LEN} B hits"
+    );
+    let (mut p, mut h) = (Samples::default(), Samples::default());
+    for _ in 0..rounds {
+        p.add(load(proxy, &plain, conns, dur / rounds).await);
+        h.add(load(proxy, &https, conns, dur / rounds).await);
+    }
+    let (p, h) = (p.stats(), h.stats());
     p.print("plain HTTP hits      ");
     h.print("HTTPS intercepted hits");
     println!(
@@ -136,6 +145,34 @@ async fn run(conns: usize, dur: Duration) {
         h.p99.as_secs_f64() / p.p99.as_secs_f64()
     );
     handle.shutdown().await;
+}
+
+#[derive(Default)]
+struct Samples {
+    lat: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Samples {
+    fn add(&mut self, other: Samples) {
+        self.lat.extend(other.lat);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
+
+    fn stats(mut self) -> Stats {
+        let all = &mut self.lat;
+        all.sort_unstable();
+        let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        Stats {
+            rps: all.len() as f64 / self.elapsed.as_secs_f64(),
+            p50: pick(0.50),
+            p99: pick(0.99),
+            errors: self.errors,
+            n: all.len(),
+        }
+    }
 }
 
 struct Stats {
@@ -221,8 +258,8 @@ impl Conn {
         match self.0.send_request(req).await {
             Ok(res) => {
                 let status = res.status();
-                match res.into_body().collect().await {
-                    Ok(b) if b.to_bytes().len() == BODY_LEN => status,
+                match res.into_body().collect().await.map(|b| b.to_bytes()) {
+                    Ok(b) if b.len() == BODY_LEN => status,
                     _ => StatusCode::BAD_GATEWAY,
                 }
             }
@@ -231,7 +268,7 @@ impl Conn {
     }
 }
 
-async fn load(proxy: SocketAddr, mode: &Mode, conns: usize, dur: Duration) -> Stats {
+async fn load(proxy: SocketAddr, mode: &Mode, conns: usize, dur: Duration) -> Samples {
     let mode = Arc::new(match mode {
         Mode::Plain(u) => Mode::Plain(u.clone()),
         Mode::Https { authority, tls } => Mode::Https {
@@ -271,15 +308,10 @@ async fn load(proxy: SocketAddr, mode: &Mode, conns: usize, dur: Duration) -> St
         all.extend(l);
         errors += e;
     }
-    let elapsed = start.elapsed();
-    all.sort_unstable();
-    let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    Stats {
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pick(0.50),
-        p99: pick(0.99),
+    Samples {
+        lat: all,
         errors,
-        n: all.len(),
+        elapsed: start.elapsed(),
     }
 }
 
