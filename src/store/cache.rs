@@ -799,6 +799,7 @@ impl Inner {
     /// Culls inside the caller's transaction: up to one batch of expired rows always
     /// (diskcache), then while over the limit expired rows first, then by policy,
     /// in batches of `batch` rows, at most `max` rows in all. Never deletes `protect`.
+    #[allow(clippy::too_many_arguments)]
     fn cull_in(
         &self,
         c: &Connection,
@@ -1082,7 +1083,7 @@ impl Cache {
 
     /// Current settings, re-read from the database.
     pub fn settings(&self) -> Result<Settings> {
-        let s = self.inner.read(|c| read_settings(c))?;
+        let s = self.inner.read(read_settings)?;
         self.inner.cache_settings(&s);
         Ok(s)
     }
