@@ -1,3 +1,5 @@
+mod devcache;
 mod mitm;
+mod ops;
 mod proxy;
 mod store;

@@ -4,11 +4,13 @@
 //! `spawn_blocking` threads, never on an async worker; a body that is not complete is never
 //! stored, and a client is never handed a short body that looks complete.
 
+mod admin;
 mod body;
 pub mod ca;
 mod fill;
 mod hot;
 mod lease;
+pub mod metrics;
 mod mitm;
 mod pipeline;
 mod server;
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 pub use server::{Server, ServerHandle};
 
+use crate::config::IpNet;
 use crate::store::EvictionPolicy;
 
 /// Everything the proxy needs to run, already validated.
@@ -77,6 +80,12 @@ pub struct ProxyConfig {
     pub allowed_connect_ports: Vec<u16>,
     /// Intercepted hosts whose leaf certificates are kept in memory.
     pub mitm_cert_cache_size: usize,
+    /// Count hits and misses in the store (shown by `hoard stats`).
+    pub statistics: bool,
+    /// Clients allowed to send `PURGE` (default: loopback only; empty: nobody).
+    pub purge_allow: Vec<IpNet>,
+    /// Address of the admin server (`/metrics`, `/healthz`); `None`: off.
+    pub admin: Option<SocketAddr>,
     /// XFetch `beta`: how eagerly fresh hot entries are refreshed before they expire
     /// (1.0 is the paper's default; larger is earlier; 0 disables).
     pub xfetch_beta: f64,
@@ -84,6 +93,10 @@ pub struct ProxyConfig {
     pub stale_if_error: Option<Duration>,
     /// Uniform random numbers in (0, 1] for XFetch; injectable so tests are exact.
     pub random: fn() -> f64,
+    /// Never contact an origin: serve whatever is stored, whatever its age; 504 otherwise.
+    pub offline: bool,
+    /// Development-caching rules, first match wins.
+    pub rules: Vec<crate::http_cache::Rule>,
 }
 
 /// The default random source: uniform in (0, 1].
@@ -109,7 +122,7 @@ impl ProxyConfig {
             max_connections: 10_000,
             max_header_size: 64 * 1024,
             pseudonym: "hoard".to_string(),
-            memory_cache_size: 64 << 20,
+            memory_cache_size: 128 << 20,
             memory_cache_ttl: Duration::from_secs(1),
             mitm: false,
             mitm_bypass: Vec::new(),
@@ -119,9 +132,14 @@ impl ProxyConfig {
             resolve: Vec::new(),
             allowed_connect_ports: vec![443],
             mitm_cert_cache_size: 1024,
+            statistics: true,
+            purge_allow: loopback_nets(),
+            admin: None,
             xfetch_beta: 1.0,
             stale_if_error: None,
             random: default_random,
+            offline: false,
+            rules: Vec::new(),
         }
     }
 
@@ -131,6 +149,20 @@ impl ProxyConfig {
             .clone()
             .unwrap_or_else(|| self.cache_dir.join("ca"))
     }
+}
+
+/// `127.0.0.0/8` and `::1`: the default `PURGE` allow list.
+pub fn loopback_nets() -> Vec<IpNet> {
+    vec![
+        IpNet {
+            addr: std::net::Ipv4Addr::new(127, 0, 0, 0).into(),
+            prefix: 8,
+        },
+        IpNet {
+            addr: std::net::Ipv6Addr::LOCALHOST.into(),
+            prefix: 128,
+        },
+    ]
 }
 
 /// Errors that stop the proxy from starting or running.

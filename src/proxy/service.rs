@@ -9,14 +9,19 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use std::cell::Cell;
+
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use std::sync::Arc;
 
 use super::body::ProxyBody;
+use super::fill::{Invalidations, Sinks};
 use super::hot::HotCache;
+use super::metrics::{Metrics, UPSTREAM_US};
 use super::mitm::{self, Interceptor};
 use super::pipeline;
 use super::tunnel;
@@ -46,6 +51,12 @@ pub struct State {
     pub lookup_opts: LookupOptions,
     /// In-memory front for hot rows.
     pub hot: Arc<HotCache>,
+    /// Prometheus metrics (served by the admin server).
+    pub metrics: Arc<Metrics>,
+    /// When URLs were last invalidated (fills that started earlier do not commit).
+    pub invalidations: Arc<Invalidations>,
+    /// Value files already checked against their digests.
+    pub verified: Arc<pipeline::Verified>,
     /// CONNECT interception, when `--mitm` is on.
     pub mitm: Option<Arc<Interceptor>>,
 }
@@ -58,10 +69,11 @@ impl State {
         local_addr: SocketAddr,
         mitm: Option<Arc<Interceptor>>,
     ) -> Result<Self, ProxyError> {
-        let upstream = Upstream::new(&cfg)?;
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Upstream::new(&cfg)?.with_metrics(metrics.clone());
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_stale_if_error = cfg.stale_if_error;
-        let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(1 << 20);
+        let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(2 << 20);
         Ok(State {
             cfg,
             store,
@@ -77,11 +89,23 @@ impl State {
                 cfg_hot_max_entry,
                 cfg_hot_ttl,
             )),
+            metrics,
+            invalidations: Arc::new(Invalidations::default()),
+            verified: Arc::new(pipeline::Verified::default()),
             mitm,
         })
     }
 
-    /// Handle one request and log it.
+    /// Where cache fills write.
+    pub fn sinks(&self) -> Sinks {
+        Sinks {
+            store: self.store.clone(),
+            hot: self.hot.clone(),
+            inv: self.invalidations.clone(),
+        }
+    }
+
+    /// Handle one request: log one access line and count it in the metrics.
     pub async fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -91,7 +115,7 @@ impl State {
     }
 
     /// Handle one request that arrived inside an intercepted CONNECT to `origin`
-    /// (`https://host[:port]`) and log it.
+    /// (`https://host[:port]`): log and count it like any other.
     pub(super) async fn handle_intercepted(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -110,16 +134,28 @@ impl State {
         let start = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let res = match origin {
-            None => self.dispatch(req, peer).await,
-            Some(o) => self.dispatch_intercepted(req, o).await,
-        };
+        let (res, upstream_us) = UPSTREAM_US
+            .scope(Cell::new(0), async {
+                let res = match origin {
+                    None => self.dispatch(req, peer).await,
+                    Some(o) => self.dispatch_intercepted(req, peer, o).await,
+                };
+                (res, UPSTREAM_US.with(Cell::get))
+            })
+            .await;
+        let elapsed = start.elapsed();
         let status = res.status().as_u16();
         let cache_status = res
             .headers()
             .get(&CACHE_STATUS)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let bytes = if method == Method::HEAD {
+            Some(0)
+        } else {
+            res.body().size_hint().exact()
+        };
+        self.metrics.request(cache_status, elapsed, bytes);
         tracing::info!(
             target: "hoard::access",
             %peer,
@@ -127,8 +163,10 @@ impl State {
             %uri,
             status,
             cache_status,
+            bytes,
+            upstream_us,
             intercepted = origin.is_some(),
-            elapsed_us = start.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
         );
         res
     }
@@ -154,7 +192,7 @@ impl State {
                 );
             }
         };
-        self.dispatch_to(req, target).await
+        self.dispatch_to(req, peer, target).await
     }
 
     /// 431 when the request header block exceeds `max_header_size`.
@@ -181,6 +219,7 @@ impl State {
     async fn dispatch_intercepted(
         &self,
         req: Request<Incoming>,
+        peer: SocketAddr,
         origin: &str,
     ) -> Response<ProxyBody> {
         if let Some(res) = self.refuse_large_header(&req) {
@@ -206,7 +245,7 @@ impl State {
                 "request target cannot be joined to the CONNECT authority\n",
             );
         };
-        self.dispatch_to(req, target).await
+        self.dispatch_to(req, peer, target).await
     }
 
     /// The common part of plain and intercepted requests: loop detection, then GET/HEAD
@@ -214,6 +253,7 @@ impl State {
     pub(super) async fn dispatch_to(
         &self,
         req: Request<Incoming>,
+        peer: SocketAddr,
         target: Uri,
     ) -> Response<ProxyBody> {
         if self.is_loop(&target) {
@@ -223,9 +263,43 @@ impl State {
                 "request loop: the target is this proxy\n",
             );
         }
+        if req.method().as_str() == "PURGE" {
+            return self.purge(peer, target).await;
+        }
+        if self.cfg.offline && !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return self.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::bypass(BypassReason::Method).with_detail("offline"),
+                "hoard is offline: only GET and HEAD are answered, from the cache\n",
+            );
+        }
+        if !matches!(*req.method(), Method::GET | Method::HEAD)
+            && let Some(rule) = http_cache::first_match(&self.cfg.rules, &target)
+            && rule.caches_method(req.method())
+        {
+            let rule = rule.clone();
+            return pipeline::cached_method(self, req, target, rule).await;
+        }
         match *req.method() {
             Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
             _ => self.pass_through(req, target).await,
+        }
+    }
+
+    /// `PURGE <url>` from an allowed client: remove every stored variant of the URL.
+    /// 200 when something was removed, 404 when nothing was stored, 403 for other clients.
+    async fn purge(&self, peer: SocketAddr, target: Uri) -> Response<ProxyBody> {
+        let cs = || CacheStatus::bypass(BypassReason::Method).with_detail("purge");
+        if !self.cfg.purge_allow.iter().any(|n| n.contains(peer.ip())) {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                cs(),
+                "PURGE is not allowed from this address (see purge-allow)\n",
+            );
+        }
+        match pipeline::invalidate(self, vec![target]).await {
+            0 => self.error(StatusCode::NOT_FOUND, cs(), "not cached\n"),
+            n => self.error(StatusCode::OK, cs(), &format!("purged {n} entries\n")),
         }
     }
 
@@ -301,6 +375,13 @@ impl State {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        if self.cfg.offline {
+            return self.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::bypass(BypassReason::Tunnel).with_detail("offline"),
+                "hoard is offline: tunnels are not opened\n",
+            );
+        }
         let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
             return self.error(
                 StatusCode::BAD_REQUEST,
@@ -400,12 +481,26 @@ impl State {
         http_cache::append_via(headers, version, &self.cfg.pseudonym);
     }
 
-    /// Set `Cache-Status`.
+    /// Add our `Cache-Status` member after those of upstream caches (RFC 9211 section 2:
+    /// the list is in path order, the cache closest to the client last).
     pub fn stamp(&self, res: &mut Response<ProxyBody>, status: CacheStatus) {
-        res.headers_mut()
-            .insert(CACHE_STATUS.clone(), status.header_value());
+        let ours = status.header_value();
+        let headers = res.headers_mut();
+        let upstream: Vec<&str> = headers
+            .get_all(&CACHE_STATUS)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let value = if upstream.is_empty() {
+            ours
+        } else {
+            let joined = format!("{}, {}", upstream.join(", "), ours.to_str().unwrap_or(""));
+            HeaderValue::from_str(&joined).unwrap_or(ours)
+        };
+        headers.insert(CACHE_STATUS.clone(), value);
     }
-
     /// A short plain-text response generated by the proxy itself.
     pub fn error(&self, code: StatusCode, cs: CacheStatus, msg: &str) -> Response<ProxyBody> {
         let mut res = Response::new(ProxyBody::full(msg.to_string()));

@@ -26,6 +26,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 
 use super::body::{BoxError, ProxyBody};
+use super::metrics::Metrics;
 use super::{ProxyConfig, ProxyError};
 
 /// Why an upstream exchange failed.
@@ -244,6 +245,7 @@ pub struct Upstream {
     client: Client<HttpsConnector<ResolvingConnector>, ProxyBody>,
     response_timeout: Duration,
     resolve: ResolveMap,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Upstream {
@@ -275,12 +277,19 @@ impl Upstream {
             client,
             response_timeout: cfg.response_timeout,
             resolve,
+            metrics: None,
         })
     }
 
     /// The `--resolve` map (shared with CONNECT tunnels).
     pub fn resolve(&self) -> &ResolveMap {
         &self.resolve
+    }
+
+    /// Count every exchange (and its failure) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The per-chunk body timeout (same as the response timeout).
@@ -290,11 +299,20 @@ impl Upstream {
 
     /// Send a request; wait at most `response_timeout` for the response head.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let start = std::time::Instant::now();
+        let res = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await
+        {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) => Err(classify(&e)),
+        };
+        if let Some(m) = &self.metrics {
+            m.upstream(
+                start.elapsed(),
+                res.as_ref().err().map(UpstreamError::detail),
+            );
         }
+        res
     }
 }
 
