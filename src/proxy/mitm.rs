@@ -25,6 +25,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::ProxyConfig;
 use super::ca::{CaError, CertAuthority};
+use super::server::ConnSlot;
 use super::service::State;
 
 /// A cached leaf is replaced after this long (leaves are valid for days).
@@ -197,9 +198,18 @@ impl ResolvesServerCert for Fixed {
 }
 
 /// After the `200` to CONNECT: accept TLS on the upgraded stream and serve the inner
-/// connection. `host` and `port` are the CONNECT target.
-pub fn serve(state: Arc<State>, upgrade: OnUpgrade, host: String, port: u16, peer: SocketAddr) {
+/// connection. `host` and `port` are the CONNECT target; `slot` (the client connection's
+/// `max_connections` slot) is held until the intercepted connection ends.
+pub fn serve(
+    state: Arc<State>,
+    upgrade: OnUpgrade,
+    host: String,
+    port: u16,
+    peer: SocketAddr,
+    slot: Option<ConnSlot>,
+) {
     tokio::spawn(async move {
+        let _slot = slot;
         if let Err(reason) = serve_inner(state, upgrade, &host, port, peer).await {
             tracing::debug!(%peer, %host, port, %reason, "intercepted connection ended");
         }

@@ -20,6 +20,11 @@ use super::service::State;
 use super::{ProxyConfig, ProxyError};
 use crate::store::Cache;
 
+/// One of the `max_connections` slots, shared by a client connection and whatever outlives it
+/// after a CONNECT (tunnel, intercepted connection); freed when the last holder ends.
+#[derive(Debug, Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
 /// A bound, not yet running proxy.
 #[derive(Debug)]
 pub struct Server {
@@ -180,8 +185,15 @@ impl Server {
                     };
                     let _ = stream.set_nodelay(true);
                     let st = state.clone();
-                    let svc = service_fn(move |req| {
+                    let slot = ConnSlot(Arc::new(permit));
+                    let task_slot = slot.clone();
+                    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                         let st = st.clone();
+                        if req.method() == http::Method::CONNECT {
+                            // A tunnel or an intercepted connection outlives this connection's
+                            // task: it keeps the connection's slot until it ends.
+                            req.extensions_mut().insert(slot.clone());
+                        }
                         async move { Ok::<_, std::convert::Infallible>(st.handle(req, peer).await) }
                     });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
@@ -190,7 +202,7 @@ impl Server {
                         if let Err(e) = conn.await {
                             tracing::debug!(%peer, error = %e, "connection ended with error");
                         }
-                        drop(permit);
+                        drop(task_slot);
                     });
                 }
             }

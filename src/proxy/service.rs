@@ -24,6 +24,7 @@ use super::hot::HotCache;
 use super::metrics::{Metrics, UPSTREAM_US};
 use super::mitm::{self, Interceptor};
 use super::pipeline;
+use super::server::ConnSlot;
 use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
 use super::{ProxyConfig, ProxyError};
@@ -372,9 +373,10 @@ impl State {
     /// CONNECT host:port -> interception (`--mitm`, host not bypassed) or a blind tunnel.
     async fn connect(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        let slot = req.extensions_mut().remove::<ConnSlot>();
         if self.cfg.offline {
             return self.error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -408,7 +410,14 @@ impl State {
             && !m.bypassed(&host)
         {
             // Origin connections are made per inner request, through the pooled client.
-            mitm::serve(self.clone(), hyper::upgrade::on(req), host, port, peer);
+            mitm::serve(
+                self.clone(),
+                hyper::upgrade::on(req),
+                host,
+                port,
+                peer,
+                slot,
+            );
             let mut res = Response::new(ProxyBody::Empty);
             self.stamp(
                 &mut res,
@@ -428,7 +437,7 @@ impl State {
             Ok(s) => s,
             Err(e) => return self.upstream_error(&e, CacheStatus::bypass(BypassReason::Tunnel)),
         };
-        tunnel::splice(hyper::upgrade::on(req), origin, authority);
+        tunnel::splice(hyper::upgrade::on(req), origin, authority, slot);
         let mut res = Response::new(ProxyBody::Empty);
         self.stamp(&mut res, CacheStatus::bypass(BypassReason::Tunnel));
         res

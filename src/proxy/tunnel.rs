@@ -9,6 +9,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::server::ConnSlot;
 use super::upstream::{ResolveMap, UpstreamError};
 
 /// Connect to the tunnel target `host:port` (`authority`), honouring `--resolve`.
@@ -34,8 +35,15 @@ pub async fn connect(
 }
 
 /// After the `200` has been sent, splice the upgraded client connection and the origin.
-pub fn splice(upgrade: OnUpgrade, mut origin: TcpStream, authority: String) {
+/// `slot` (the client connection's `max_connections` slot) is held until the tunnel closes.
+pub fn splice(
+    upgrade: OnUpgrade,
+    mut origin: TcpStream,
+    authority: String,
+    slot: Option<ConnSlot>,
+) {
     tokio::spawn(async move {
+        let _slot = slot;
         match upgrade.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);

@@ -241,14 +241,14 @@ impl Setup {
 
 /// Send `CONNECT authority` to the proxy; return the stream after a 2xx, or the status line.
 pub async fn connect(proxy: SocketAddr, authority: &str) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let mut s = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
     s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).await.unwrap() == 0 {
+        if !matches!(s.read(&mut b).await, Ok(1)) {
             return Err(String::from_utf8_lossy(&head).into_owned());
         }
         head.push(b[0]);

@@ -93,3 +93,30 @@ async fn silent_client_after_connect_is_dropped_after_header_timeout() {
     expect_closed(tcp, Duration::from_secs(5)).await;
     next_request_still_works(&s).await;
 }
+
+#[tokio::test]
+async fn intercepted_connection_keeps_its_max_connections_slot() {
+    let s = Setup::with(|c| c.max_connections = 1).await;
+    let auth = s.authority();
+    let mut c = Inner::open(s.proxy.addr, &auth, s.proxy.ca_der(), false)
+        .await
+        .unwrap();
+    assert_eq!(c.get(&auth, "/slot").await.status, StatusCode::OK);
+    // The client connection's task ended with the upgrade, but the slot is still taken.
+    let other = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
+    expect_closed(other, Duration::from_secs(5)).await;
+    drop(c);
+    // Freed when the intercepted connection ends.
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(mut c) = Inner::open(s.proxy.addr, &auth, s.proxy.ca_der(), false).await {
+            ok = c.get(&auth, "/slot").await.is_hit();
+            break;
+        }
+    }
+    assert!(
+        ok,
+        "a new connection is accepted once the intercepted one closed"
+    );
+}
