@@ -400,6 +400,54 @@ pub struct Effective {
     pub insecure_upstream: bool,
     pub resolve: Vec<String>,
     pub allowed_connect_ports: Vec<String>,
+    /// Development-caching rules from the file (`[[rules]]`), first match wins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<EffectiveRule>,
+}
+
+/// One rule as `hoard config` prints it (the configuration file's own keys).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[allow(missing_docs)]
+pub struct EffectiveRule {
+    pub name: String,
+    pub host: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_query: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bypass: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_methods: Vec<String>,
+    pub max_body: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub share_auth: bool,
+}
+
+impl From<&crate::http_cache::Rule> for EffectiveRule {
+    fn from(r: &crate::http_cache::Rule) -> Self {
+        use crate::http_cache::IgnoreQuery;
+        EffectiveRule {
+            name: r.name.clone(),
+            host: r.host.to_string(),
+            path: r.path.to_string(),
+            ttl: r.ttl.map(|d| format!("{}s", d.as_secs_f64())),
+            ignore_query: match &r.ignore_query {
+                IgnoreQuery::None => None,
+                IgnoreQuery::All => Some(serde_json::Value::Bool(true)),
+                IgnoreQuery::Params(p) => Some(serde_json::Value::Array(
+                    p.iter()
+                        .map(|x| serde_json::Value::String(x.to_string()))
+                        .collect(),
+                )),
+            },
+            bypass: r.bypass,
+            cache_methods: r.cache_methods.iter().map(ToString::to_string).collect(),
+            max_body: r.max_body as u64,
+            share_auth: r.share_auth,
+        }
+    }
 }
 
 /// Load `explicit`, else the default file if it exists.
@@ -750,7 +798,11 @@ impl ServeArgs {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            rules: Vec::new(),
         };
+        c.rules = file.map(|f| f.rules.clone()).unwrap_or_default();
+        let mut effective = effective;
+        effective.rules = c.rules.iter().map(EffectiveRule::from).collect();
         Ok(Resolved {
             proxy: c,
             log_format,

@@ -297,6 +297,12 @@ fn run_op(cmd: Command) -> u8 {
                         v.ttl
                     );
                     out!("body           {}", ops::human_bytes(v.body_len));
+                    if let Some(rule) = &v.rule {
+                        match v.forced_ttl {
+                            Some(t) => out!("rule           {rule} (ttl forced to {t}s)"),
+                            None => out!("rule           {rule}"),
+                        }
+                    }
                     out!("cache-status   {}", v.cache_status);
                     for (k, val) in &v.headers {
                         out!("  {k}: {val}");

@@ -180,6 +180,22 @@ impl State {
         if let Some(res) = self.refuse_large_header(&req) {
             return res;
         }
+        // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host field.
+        // CONNECT is exempt: some clients omit Host there, and the authority is the target.
+        if req.version() == Version::HTTP_11 && req.method() != Method::CONNECT {
+            let hosts = req.headers().get_all(header::HOST).iter().count();
+            if hosts != 1 {
+                return self.error(
+                    StatusCode::BAD_REQUEST,
+                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-host"),
+                    if hosts == 0 {
+                        "HTTP/1.1 request without a Host field\n"
+                    } else {
+                        "request with several Host fields\n"
+                    },
+                );
+            }
+        }
         if req.method() == Method::CONNECT {
             return self.connect(req, peer).await;
         }

@@ -303,7 +303,14 @@ impl Upstream {
         let res = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await
         {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(Ok(res)) => Ok(res),
+            Ok(Ok(mut res)) => {
+                // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
+                // decoded the chunked framing; a stale Content-Length must not travel on.
+                if res.headers().contains_key(http::header::TRANSFER_ENCODING) {
+                    res.headers_mut().remove(http::header::CONTENT_LENGTH);
+                }
+                Ok(res)
+            }
             Ok(Err(e)) => Err(classify(&e)),
         };
         if let Some(m) = &self.metrics {
