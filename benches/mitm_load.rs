@@ -249,7 +249,17 @@ impl Mode {
 impl Conn {
     async fn get(&mut self, mode: &Mode) -> StatusCode {
         let req = match mode {
-            Mode::Plain(url) => Request::get(url.as_str()).body(Empty::new()).unwrap(),
+            Mode::Plain(url) => {
+                let host = url
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap_or("");
+                Request::get(url.as_str())
+                    .header("host", host)
+                    .body(Empty::new())
+                    .unwrap()
+            }
             Mode::Https { authority, .. } => Request::get("/bench")
                 .header("host", authority.as_str())
                 .body(Empty::new())
@@ -258,9 +268,14 @@ impl Conn {
         match self.0.send_request(req).await {
             Ok(res) => {
                 let status = res.status();
+                let cs = res.headers().get("cache-status").cloned();
                 match res.into_body().collect().await.map(|b| b.to_bytes()) {
                     Ok(b) if b.len() == BODY_LEN => status,
-                    _ => StatusCode::BAD_GATEWAY,
+                    Ok(b) => {
+                        eprintln!("{status} {cs:?} {}", String::from_utf8_lossy(&b));
+                        StatusCode::BAD_GATEWAY
+                    }
+                    Err(_) => StatusCode::BAD_GATEWAY,
                 }
             }
             Err(_) => StatusCode::BAD_GATEWAY,
