@@ -60,6 +60,9 @@ pub struct State {
     pub verified: Arc<pipeline::Verified>,
     /// CONNECT interception, when `--mitm` is on.
     pub mitm: Option<Arc<Interceptor>>,
+    /// Cache fills and background refreshes: shutdown waits for them (bounded) so responses
+    /// already sent to clients are also in the store.
+    pub background: tokio_util::task::TaskTracker,
 }
 
 impl State {
@@ -94,6 +97,7 @@ impl State {
             invalidations: Arc::new(Invalidations::default()),
             verified: Arc::new(pipeline::Verified::default()),
             mitm,
+            background: tokio_util::task::TaskTracker::new(),
         })
     }
 
