@@ -150,6 +150,25 @@ pub fn default_cache_dir() -> PathBuf {
     PathBuf::from("hoard-cache")
 }
 
+/// Parse a `--resolve` entry `HOST:PORT:ADDR` (like curl's; an IPv6 `ADDR` may be bracketed).
+pub fn parse_resolve(text: &str) -> Result<(String, u16, std::net::IpAddr), ConfigError> {
+    let err = |why: &str| ConfigError::Value {
+        key: "resolve",
+        reason: format!("{text:?}: {why} (expected HOST:PORT:ADDR)"),
+    };
+    let mut parts = text.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(err("missing field"));
+    };
+    if host.is_empty() {
+        return Err(err("empty host"));
+    }
+    let port: u16 = port.parse().map_err(|_| err("bad port"))?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let addr = addr.parse().map_err(|_| err("bad address"))?;
+    Ok((host.to_ascii_lowercase(), port, addr))
+}
+
 /// Every key the configuration file accepts, in the order of `config/hoard.toml`.
 ///
 /// The file is flat top-level keys; room is kept for a `[[rules]]` array of tables
@@ -182,6 +201,13 @@ pub const FILE_KEYS: &[&str] = &[
     "purge-allow",
     "admin",
     "log-format",
+    "mitm",
+    "mitm-bypass",
+    "ca-dir",
+    "extra-ca-files",
+    "insecure-upstream",
+    "resolve",
+    "allowed-connect-ports",
 ];
 
 /// A value as written in the configuration file.
@@ -620,6 +646,20 @@ impl std::str::FromStr for LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolve_entries() {
+        let (h, p, a) = parse_resolve("Origin.Test:8443:127.0.0.1").unwrap();
+        assert_eq!(
+            (h.as_str(), p, a.to_string().as_str()),
+            ("origin.test", 8443, "127.0.0.1")
+        );
+        let (_, _, a) = parse_resolve("x:443:[::1]").unwrap();
+        assert_eq!(a.to_string(), "::1");
+        assert!(parse_resolve("x:443").is_err());
+        assert!(parse_resolve("x:http:127.0.0.1").is_err());
+        assert!(parse_resolve("x:443:nope").is_err());
+    }
 
     macro_rules! size {
         ($name:ident, $text:expr, $want:expr) => {

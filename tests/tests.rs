@@ -1,5 +1,6 @@
 mod devcache;
 mod hostile;
+mod mitm;
 mod ops;
 mod proxy;
 mod store;

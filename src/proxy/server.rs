@@ -28,10 +28,16 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::body::{BoxError, ProxyBody};
 use super::framing::{Scanner, Violation};
+use super::mitm::Interceptor;
 use super::service::{CACHE_STATUS, State};
 use super::{ProxyConfig, ProxyError};
 use crate::http_cache::{BypassReason, CacheStatus};
 use crate::store::Cache;
+
+/// One of the `max_connections` slots, shared by a client connection and whatever outlives it
+/// after a CONNECT (tunnel, intercepted connection); freed when the last holder ends.
+#[derive(Debug, Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// A bound, not yet running proxy.
 #[derive(Debug)]
@@ -84,7 +90,16 @@ impl Server {
         })
         .await
         .map_err(|e| ProxyError::Config(format!("store open task failed: {e}")))??;
-        let state = Arc::new(State::new(cfg, store, local));
+        let mitm = if cfg.mitm {
+            let c = cfg.clone();
+            let m = tokio::task::spawn_blocking(move || Interceptor::new(&c))
+                .await
+                .map_err(|e| ProxyError::Config(format!("CA load task failed: {e}")))??;
+            Some(Arc::new(m))
+        } else {
+            None
+        };
+        let state = Arc::new(State::new(cfg, store, local, mitm)?);
         Ok(Server {
             listener,
             admin,
@@ -199,6 +214,8 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     let activity = Arc::new(Activity::new());
                     let st = state.clone();
+                    let slot = ConnSlot(Arc::new(permit));
+                    let task_slot = slot.clone();
                     let svc = service_fn({
                         let activity = activity.clone();
                         move |mut req: http::Request<hyper::body::Incoming>| {
@@ -206,6 +223,11 @@ impl Server {
                             let guard = InFlight::new(activity.clone());
                             if let Some(v) = activity.framing() {
                                 req.extensions_mut().insert(v);
+                            }
+                            if req.method() == http::Method::CONNECT {
+                                // A tunnel or an intercepted connection outlives this
+                                // connection's task: it keeps the connection's slot until it ends.
+                                req.extensions_mut().insert(slot.clone());
                             }
                             async move {
                                 let res = st.handle(req, peer).await;
@@ -221,7 +243,7 @@ impl Server {
                     tokio::spawn(async move {
                         let close = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
                         drive(conn, close, stop, activity, limits, peer).await;
-                        drop(permit);
+                        drop(task_slot);
                     });
                 }
             }

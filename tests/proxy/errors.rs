@@ -116,7 +116,11 @@ async fn request_to_the_proxy_itself_is_508() {
 #[tokio::test]
 async fn connect_to_a_refused_port_is_502() {
     let dead = refused_addr().await;
-    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![dead.port()];
+    })
+    .await;
     let mut conn = RawConn::connect(proxy).await;
     conn.send(format!("CONNECT {dead} HTTP/1.1\r\nHost: {dead}\r\n\r\n").as_bytes())
         .await

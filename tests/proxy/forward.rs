@@ -117,7 +117,11 @@ async fn query_strings_are_part_of_the_cache_key() {
 #[tokio::test]
 async fn connect_opens_a_blind_tunnel() {
     let (echo, _echo_task) = echo_server().await;
-    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![echo.port()];
+    })
+    .await;
     let mut conn = RawConn::connect(proxy).await;
     conn.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
         .await
@@ -164,7 +168,11 @@ async fn connect_tunnel_carries_a_mebibyte_both_ways_and_half_closes() {
 #[tokio::test]
 async fn http_inside_a_connect_tunnel_is_not_cached() {
     let origin = Origin::start(max_age_60("tunnelled")).await;
-    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![origin.addr.port()];
+    })
+    .await;
     let mut conn = RawConn::connect(proxy).await;
     let authority = origin.addr.to_string();
     conn.send(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())

@@ -327,6 +327,8 @@ pub async fn start_proxy_in(
     cfg.size_limit = 1 << 30;
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.response_timeout = Duration::from_secs(2);
+    // The tests tunnel to ephemeral loopback ports (the default allows only 443).
+    cfg.allowed_connect_ports = (1..=u16::MAX).collect();
     tweak(&mut cfg);
     let server = Server::bind(cfg).await.expect("proxy binds");
     let addr = server.local_addr();
@@ -335,6 +337,8 @@ pub async fn start_proxy_in(
 
 /// A reqwest client that sends every `http://` request through the proxy.
 pub fn client_via(proxy: SocketAddr) -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider` (no aws-lc): it needs a process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .proxy(reqwest::Proxy::http(format!("http://{proxy}")).expect("proxy url"))
         .timeout(IO_TIMEOUT)
