@@ -271,6 +271,16 @@ impl Ctx<'_> {
                 }
                 Role::Waiter(w) => match w.wait(self.st.cfg.lock_timeout).await {
                     Some(Outcome::Stored) | Some(Outcome::Abandoned) => continue,
+                    Some(Outcome::Failed) => {
+                        let t = SystemTime::now();
+                        match stale.filter(|(s, _)| within(s.stale_if_error_until, t)) {
+                            Some((entry, _)) => {
+                                let cs = fwd.with_detail(Detail::StaleIfError);
+                                return self.serve_stale(entry, t, cs);
+                            }
+                            None => continue,
+                        }
+                    }
                     Some(Outcome::Uncacheable) | Some(Outcome::Pending) => {
                         return self.fetch(stale, None, fwd, None).await;
                     }
@@ -554,6 +564,9 @@ impl Ctx<'_> {
             Ok(r) => r,
             Err(e) => {
                 if let Some(entry) = stale.filter(|s| within(s.stale_if_error_until, t_res)) {
+                    if let Some(p) = permit {
+                        p.finish(Outcome::Failed);
+                    }
                     let cs = fwd.with_detail(Detail::StaleIfError);
                     return self.serve_stale(entry, t_res, cs);
                 }
@@ -568,6 +581,9 @@ impl Ctx<'_> {
         {
             let _ = entry;
             let entry = stale.expect("checked above");
+            if let Some(p) = permit {
+                p.finish(Outcome::Failed);
+            }
             let cs = fwd
                 .with_fwd_status(rparts.status.as_u16())
                 .with_detail(Detail::StaleIfError);
