@@ -5,7 +5,7 @@ mod bodies;
 mod clients;
 mod errors;
 mod forward;
-mod harness;
+pub(crate) mod harness;
 mod invalidation;
 mod lifecycle;
 mod semantics;
