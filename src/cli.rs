@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// stale-if-error window (RFC 5861). Off by default.
     #[arg(long, env = "HOARD_STALE_IF_ERROR")]
     pub stale_if_error: Option<String>,
+    /// Never contact an origin: answer from the cache whatever the age, 504 on a miss.
+    #[arg(long, env = "HOARD_OFFLINE")]
+    pub offline: bool,
     /// Maximum simultaneous client connections.
     #[arg(long, env = "HOARD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -144,6 +147,7 @@ impl ServeArgs {
             });
         }
         c.max_connections = self.max_connections;
+        c.offline = self.offline;
         Ok(c)
     }
 }

@@ -1,3 +1,4 @@
+mod devcache;
 mod proxy;
 mod stampede;
 mod store;

@@ -111,7 +111,14 @@ pub fn lookup(
     now: SystemTime,
     opts: &LookupOptions,
 ) -> Lookup {
-    if !(req.method == Method::GET || req.method == Method::HEAD) || head.method != Method::GET {
+    let forced = head.forced_ttl.is_some();
+    let method_ok = if head.method == Method::GET {
+        req.method == Method::GET || req.method == Method::HEAD
+    } else {
+        // Entries of other methods exist only under a rule's forced TTL, keyed by body digest.
+        forced && req.method == head.method
+    };
+    if !method_ok {
         return Lookup::Mismatch;
     }
     match &head.vary {
@@ -126,14 +133,19 @@ pub fn lookup(
         Vary::None => {}
     }
     let req_cc = parse_cache_control(&req.headers);
-    let res_cc = parse_cache_control(&head.response_headers);
+    // A forced TTL replaces everything the origin said about freshness and reuse.
+    let res_cc = if forced {
+        CacheControl::default()
+    } else {
+        parse_cache_control(&head.response_headers)
+    };
     let no_cache = request_no_cache(&req.headers);
     let lifetime = head.freshness_lifetime(opts);
     let age = head.current_age(now);
     let fresh = lifetime > age;
     let ttl = lifetime.saturating_sub(age);
     let staleness = age.saturating_sub(lifetime);
-    let no_stale = forbids_stale(&res_cc, &head.response_headers);
+    let no_stale = !forced && forbids_stale(&res_cc, &head.response_headers);
 
     let max_age_ok = req_cc.seconds("max-age").is_none_or(|m| age <= m);
     let min_fresh_ok = req_cc.seconds("min-fresh").is_none_or(|m| ttl >= m);
@@ -349,6 +361,33 @@ pub fn storability(
     Ok(())
 }
 
+/// Whether a response may be stored under a rule that forces a TTL: the origin's no-store,
+/// private, no-cache, Set-Cookie and missing freshness are overridden; a request with
+/// `Authorization` still is not shared unless `share_auth`, and partial content, `Vary: *` and
+/// statuses a cache does not understand are still refused.
+pub fn storability_forced(
+    req: &request::Parts,
+    res: &response::Parts,
+    share_auth: bool,
+) -> Result<(), NotStorable> {
+    if res.status == StatusCode::PARTIAL_CONTENT || req.headers.contains_key(header::RANGE) {
+        return Err(NotStorable::Range);
+    }
+    if parse_cache_control(&req.headers).has("no-store") {
+        return Err(NotStorable::NoStore);
+    }
+    if req.headers.contains_key(header::AUTHORIZATION) && !share_auth {
+        return Err(NotStorable::Authorization);
+    }
+    if !UNDERSTOOD.contains(&res.status.as_u16()) {
+        return Err(NotStorable::Status);
+    }
+    if Vary::from_headers(&res.headers) == Vary::Any {
+        return Err(NotStorable::VaryAny);
+    }
+    Ok(())
+}
+
 /// Fields a 304 never updates: framing and content-coding of the stored body (RFC 9111 3.2).
 const NOT_UPDATED: &[header::HeaderName] = &[
     header::CONTENT_LENGTH,
@@ -416,6 +455,7 @@ pub fn refresh(
         request_time: now_request,
         response_time: now_response,
         vary,
+        memo: Default::default(),
         ..head.clone()
     })
 }

@@ -13,7 +13,7 @@ use super::headers::{parse_http_date, strip_hop_by_hop};
 use super::vary::Vary;
 
 /// Current format version, the first byte of every encoded [`HeadRecord`].
-pub const HEAD_FORMAT_VERSION: u8 = 1;
+pub const HEAD_FORMAT_VERSION: u8 = 2;
 const TAG_VARIANT: u8 = b'V';
 const TAG_VARY_INDEX: u8 = b'I';
 /// Stands in for the Authorization value: we keep its presence, never the credentials.
@@ -68,6 +68,32 @@ pub struct StoredHead {
     pub fetch_delta: Duration,
     /// What the response varies on.
     pub vary: Vary,
+    /// Freshness lifetime forced by a configuration rule, replacing what the origin said
+    /// (format version 2; `None` when read from version 1).
+    pub forced_ttl: Option<Duration>,
+    /// Name of the rule that applied when the response was stored, if any (version 2).
+    pub rule: Option<String>,
+    /// Memo of values derived from the fields above (not stored). Heads are shared between
+    /// requests by the proxy's in-memory front, so a hit computes them once, not per request.
+    /// Code that changes the fields of an existing head must reset it (`Memo::default()`).
+    pub memo: Memo,
+}
+
+/// Values derived from a [`StoredHead`], computed on first use.
+#[derive(Debug, Clone, Default)]
+pub struct Memo {
+    lifetime: std::sync::OnceLock<(LookupKey, Duration)>,
+    initial_age: std::sync::OnceLock<Duration>,
+}
+
+/// The part of [`LookupOptions`] a freshness lifetime depends on.
+type LookupKey = (u32, Duration, Option<Duration>);
+
+impl PartialEq for Memo {
+    /// Memos never make two heads differ.
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
 }
 
 /// What the store holds under a URL key: a full entry, or (when the response varies) an index
@@ -129,6 +155,9 @@ impl StoredHead {
             body_digest,
             fetch_delta,
             vary,
+            forced_ttl: None,
+            rule: None,
+            memo: Memo::default(),
         }
     }
 
@@ -154,6 +183,25 @@ impl StoredHead {
     /// "never fresh"; we apply it as must-revalidate instead). Heuristic lifetimes are capped by
     /// `opts.max_heuristic_ttl`.
     pub fn freshness_lifetime(&self, opts: &LookupOptions) -> Duration {
+        if let Some(forced) = self.forced_ttl {
+            return forced;
+        }
+        let key = (
+            opts.heuristic_fraction.to_bits(),
+            opts.immutable_min_ttl,
+            opts.max_heuristic_ttl,
+        );
+        if let Some((k, v)) = self.memo.lifetime.get()
+            && *k == key
+        {
+            return *v;
+        }
+        let v = self.compute_freshness_lifetime(opts);
+        let _ = self.memo.lifetime.set((key, v));
+        v
+    }
+
+    fn compute_freshness_lifetime(&self, opts: &LookupOptions) -> Duration {
         let mut res = self.response_headers.clone();
         res.remove(header::AGE);
         let cc: Vec<HeaderValue> = res.get_all(header::CACHE_CONTROL).iter().cloned().collect();
@@ -195,6 +243,13 @@ impl StoredHead {
 
     /// `corrected_initial_age` of RFC 9111 4.2.3: the age when the response arrived.
     pub fn initial_age(&self) -> Duration {
+        *self
+            .memo
+            .initial_age
+            .get_or_init(|| self.compute_initial_age())
+    }
+
+    fn compute_initial_age(&self) -> Duration {
         let age_value = self
             .response_headers
             .get(header::AGE)
@@ -262,6 +317,15 @@ impl StoredHead {
         put_bytes16(out, self.vary.encode().as_bytes());
         put_headers(out, &self.request_headers);
         put_headers(out, &self.response_headers);
+        // Version 2 fields.
+        match self.forced_ttl {
+            Some(d) => {
+                out.push(1);
+                put_duration(out, d);
+            }
+            None => out.push(0),
+        }
+        put_bytes16(out, self.rule.as_deref().unwrap_or("").as_bytes());
     }
 
     /// Decodes bytes written by [`StoredHead::encode`]; a vary index is `UnexpectedTag`.
@@ -305,10 +369,23 @@ impl HeadRecord {
     pub fn decode(bytes: &[u8]) -> Result<HeadRecord, DecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
         match version {
-            1 => {
+            1 | 2 => {
                 let mut r = Reader { buf: rest };
                 let rec = match r.u8()? {
-                    TAG_VARIANT => HeadRecord::Variant(decode_v1_head(&mut r)?),
+                    TAG_VARIANT => {
+                        let mut head = decode_v1_head(&mut r)?;
+                        if version >= 2 {
+                            head.forced_ttl = match r.u8()? {
+                                0 => None,
+                                1 => Some(r.duration()?),
+                                _ => return Err(DecodeError::Invalid("forced ttl flag")),
+                            };
+                            let rule = std::str::from_utf8(r.bytes16()?)
+                                .map_err(|_| DecodeError::Invalid("rule"))?;
+                            head.rule = (!rule.is_empty()).then(|| rule.to_string());
+                        }
+                        HeadRecord::Variant(head)
+                    }
                     TAG_VARY_INDEX => HeadRecord::VaryIndex(r.vary()?),
                     t => return Err(DecodeError::UnexpectedTag(t)),
                 };
@@ -346,6 +423,9 @@ fn decode_v1_head(r: &mut Reader<'_>) -> Result<StoredHead, DecodeError> {
         body_digest,
         fetch_delta,
         vary,
+        forced_ttl: None,
+        rule: None,
+        memo: Memo::default(),
     })
 }
 
@@ -577,8 +657,8 @@ mod tests {
     bad!(bad_empty, &[], DecodeError::Empty);
     bad!(
         bad_version,
-        &[2, TAG_VARIANT],
-        DecodeError::UnknownVersion(2)
+        &[3, TAG_VARIANT],
+        DecodeError::UnknownVersion(3)
     );
     bad!(bad_tag, &[1, b'X'], DecodeError::UnexpectedTag(b'X'));
     bad!(

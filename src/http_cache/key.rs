@@ -44,6 +44,14 @@ impl CacheKey {
     }
 }
 
+impl CacheKey {
+    /// The key of a request whose body selects the response (methods cached by a rule):
+    /// this key plus the body's digest.
+    pub fn with_body_digest(&self, digest: u128) -> CacheKey {
+        CacheKey(format!("{} body={digest:032x}", self.0))
+    }
+}
+
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

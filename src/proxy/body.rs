@@ -51,17 +51,40 @@ impl ProxyBody {
         (tx, ProxyBody::Channel { rx, len })
     }
 
-    /// Stream a blocking reader (a store value) from a blocking thread.
-    pub fn from_reader<R: Read + Send + 'static>(mut reader: R, len: u64) -> Self {
+    /// Stream a blocking reader (a store value of `len` bytes whose xxh3-64 is `digest`) from
+    /// a blocking thread. The last chunk is held back until the digest matches; on a mismatch
+    /// or a short read the body ends in an error (the client's connection is aborted, never
+    /// handed wrong bytes that look complete) and `on_corrupt` runs.
+    pub fn from_reader<R: Read + Send + 'static>(
+        mut reader: R,
+        len: u64,
+        digest: u64,
+        on_corrupt: impl FnOnce() + Send + 'static,
+    ) -> Self {
         let (tx, body) = Self::channel(4, Some(len));
         tokio::task::spawn_blocking(move || {
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut remaining = len;
             while remaining > 0 {
                 let want = remaining.min(FILE_CHUNK as u64) as usize;
                 let mut buf = vec![0u8; want];
-                let res = reader.read_exact(&mut buf).map(|_| Bytes::from(buf));
+                let mut res = reader.read_exact(&mut buf).map(|_| Bytes::from(buf));
+                if let Ok(b) = &res {
+                    hasher.update(b);
+                    if remaining == want as u64 && hasher.digest() != digest {
+                        res = Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "stored body does not match its digest",
+                        ));
+                    }
+                }
                 let failed = res.is_err();
-                if tx.blocking_send(res).is_err() || failed {
+                if failed {
+                    on_corrupt();
+                    let _ = tx.blocking_send(res);
+                    return;
+                }
+                if tx.blocking_send(res).is_err() {
                     return;
                 }
                 remaining -= want as u64;

@@ -27,6 +27,9 @@ use crate::store::Cache;
 pub struct FillPlan {
     store: Cache,
     hot: Arc<HotCache>,
+    inv: Arc<Invalidations>,
+    /// Invalidation generation when the fetch started.
+    generation: u64,
     /// Row key of the variant (the URL key when the response does not vary).
     row_key: Vec<u8>,
     /// URL key and Vary index to write beside a varying variant.
@@ -43,8 +46,7 @@ impl FillPlan {
     /// (`Vary: *`, or declared larger than `max_object_size`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Cache,
-        hot: Arc<HotCache>,
+        sinks: &Sinks,
         key: &CacheKey,
         req: &Parts,
         res: &http::response::Parts,
@@ -72,8 +74,10 @@ impl FillPlan {
         };
         let head = StoredHead::new(req, res, request_time, response_time, 0, 0, fetch_delta);
         Some(FillPlan {
-            store,
-            hot,
+            store: sinks.store.clone(),
+            hot: sinks.hot.clone(),
+            inv: sinks.inv.clone(),
+            generation: sinks.inv.generation(),
             row_key,
             index,
             tag: key.as_str().to_string(),
@@ -81,6 +85,62 @@ impl FillPlan {
             max_object_size,
             expected_len,
         })
+    }
+}
+
+impl FillPlan {
+    /// Apply a configuration rule: its forced TTL and name go into the stored head.
+    pub fn with_rule(mut self, rule: Option<&crate::http_cache::Rule>) -> Self {
+        if let Some(r) = rule {
+            self.head.forced_ttl = r.ttl;
+            self.head.rule = Some(r.name.clone());
+            self.head.memo = Default::default();
+        }
+        self
+    }
+}
+
+/// Where fills write: the store, the in-memory front, and the invalidation record.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    /// The disk store.
+    pub store: Cache,
+    /// The in-memory front.
+    pub hot: Arc<HotCache>,
+    /// When URLs were last invalidated.
+    pub inv: Arc<Invalidations>,
+}
+
+/// Remembers when URL keys were last invalidated (RFC 9111 4.4, purge), so a fill that began
+/// before an invalidation never commits after it: the client that sent the invalidating
+/// request must not see the old response again.
+#[derive(Debug, Default)]
+pub struct Invalidations {
+    inner: std::sync::Mutex<(u64, std::collections::HashMap<String, u64>)>,
+}
+
+impl Invalidations {
+    /// The current generation (take it when a fetch starts).
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Record an invalidation of the URL key `tag`.
+    pub fn mark(&self, tag: &str) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        let now = g.0;
+        if g.1.len() >= 100_000 {
+            // Fills last seconds, not thousands of invalidations: forget the oldest half.
+            g.1.retain(|_, v| *v + 50_000 > now);
+        }
+        g.1.insert(tag.to_string(), now);
+    }
+
+    /// Was `tag` invalidated after generation `since`?
+    pub fn since(&self, tag: &str, since: u64) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.get(tag).is_some_and(|v| *v > since)
     }
 }
 
@@ -101,6 +161,8 @@ pub async fn run(
     let FillPlan {
         store,
         hot,
+        inv,
+        generation,
         row_key,
         index,
         tag,
@@ -123,9 +185,17 @@ pub async fn run(
                 Msg::Commit(mut head) => {
                     head.body_len = n;
                     head.body_digest = hasher.digest();
+                    if inv.since(&tag, generation) {
+                        return Ok(false); // invalidated while fetching: drop it
+                    }
                     w.set_meta(HeadRecord::Variant(*head).encode());
                     w.commit()?;
                     hot.remove(&row_key);
+                    if inv.since(&tag, generation) {
+                        // Invalidated between the check and the commit: undo.
+                        store.delete(&row_key)?;
+                        return Ok(false);
+                    }
                     if let Some((url_key, vary)) = index {
                         let mut iw = store.writer(&url_key, None, Some(&tag))?;
                         iw.set_meta(HeadRecord::VaryIndex(vary).encode());

@@ -65,6 +65,10 @@ pub struct ProxyConfig {
     pub stale_if_error: Option<Duration>,
     /// Uniform random numbers in (0, 1] for XFetch; injectable so tests are exact.
     pub random: fn() -> f64,
+    /// Never contact an origin: serve whatever is stored, whatever its age; 504 otherwise.
+    pub offline: bool,
+    /// Development-caching rules, first match wins.
+    pub rules: Vec<crate::http_cache::Rule>,
 }
 
 /// The default random source: uniform in (0, 1].
@@ -95,6 +99,8 @@ impl ProxyConfig {
             xfetch_beta: 1.0,
             stale_if_error: None,
             random: default_random,
+            offline: false,
+            rules: Vec::new(),
         }
     }
 }

@@ -14,10 +14,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::fill::{self, FillPlan};
+use super::fill::{self, FillPlan, Sinks};
 use super::hot::{HotCache, HotValue};
 use super::lease::{Lease, LeaseResult};
 use super::service::State;
@@ -25,7 +26,7 @@ use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
 use crate::http_cache::{
     self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions,
-    NotStorable, StoredHead,
+    NotStorable, Rule, StoredHead,
 };
 use crate::store::{Cache, Record, Value};
 
@@ -55,25 +56,32 @@ enum Loaded {
 /// A stored body: in memory (small, or from the hot cache) or an open store record.
 enum StoredBody {
     Mem(Bytes),
-    Rec(Record),
+    /// A record and its row key (to drop the row if its body proves damaged).
+    Rec(Record, Vec<u8>),
 }
 
 impl StoredBody {
     fn len(&self) -> u64 {
         match self {
             StoredBody::Mem(b) => b.len() as u64,
-            StoredBody::Rec(r) => r.len(),
+            StoredBody::Rec(r, _) => r.len(),
         }
     }
 
-    fn into_body(self) -> ProxyBody {
+    /// The body to send; a file body is verified against `digest` as it streams, and the row
+    /// under `row_key` is deleted if it turns out damaged.
+    fn into_body(self, digest: u64, store: &Cache) -> ProxyBody {
         match self {
             StoredBody::Mem(b) => ProxyBody::full(b),
-            StoredBody::Rec(r) => match r.value {
+            StoredBody::Rec(r, row_key) => match r.value {
                 Value::Inline(v) => ProxyBody::full(v),
                 Value::File { .. } => {
                     let len = r.len();
-                    ProxyBody::from_reader(r.into_reader(), len)
+                    let (store, key) = (store.clone(), row_key);
+                    ProxyBody::from_reader(r.into_reader(), len, digest, move || {
+                        tracing::warn!("stored body damaged: entry dropped");
+                        let _ = store.delete(&key);
+                    })
                 }
             },
         }
@@ -98,13 +106,82 @@ struct Ctx<'a> {
     target: Uri,
     key: CacheKey,
     is_head: bool,
+    /// The configuration rule that applies to this URL, if any.
+    rule: Option<Rule>,
+    /// The request body, for methods cached by a rule (keyed by its digest).
+    body: Option<Bytes>,
+}
+
+/// The cache key URI for `target`: the first matching rule may drop query parameters.
+fn key_uri(st: &State, target: &Uri) -> (Uri, Option<Rule>) {
+    match http_cache::first_match(&st.cfg.rules, target) {
+        Some(rule) => (rule.key_uri(target), Some(rule.clone())),
+        None => (target.clone(), None),
+    }
 }
 
 /// Entry point for GET and HEAD.
 pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Response<ProxyBody> {
     let (parts, _body) = req.into_parts();
-    let key = match http_cache::cache_key(&Method::GET, &target) {
-        Ok(k) => k,
+    let (kuri, rule) = key_uri(st, &target);
+    run_cached(st, parts, target, &kuri, rule, None).await
+}
+
+/// Entry point for other methods a rule caches (`cache_methods`): the body is read (up to the
+/// rule's `max_body`) and its digest joins the cache key.
+pub async fn cached_method(
+    st: &State,
+    req: Request<Incoming>,
+    target: Uri,
+    rule: Rule,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, rule.max_body)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            let (code, msg) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body larger than the {} bytes rule {:?} caches\n",
+                        rule.max_body, rule.name
+                    ),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed: {e}\n"),
+                )
+            };
+            return st.error(code, CacheStatus::bypass(BypassReason::Method), &msg);
+        }
+    };
+    let kuri = rule.key_uri(&target);
+    run_cached(st, parts, target, &kuri, Some(rule), Some(body)).await
+}
+
+async fn run_cached(
+    st: &State,
+    parts: Parts,
+    target: Uri,
+    key_uri: &Uri,
+    rule: Option<Rule>,
+    body: Option<Bytes>,
+) -> Response<ProxyBody> {
+    let class = if body.is_some() {
+        parts.method.clone()
+    } else {
+        Method::GET
+    };
+    let key = match http_cache::cache_key(&class, key_uri) {
+        Ok(k) => match &body {
+            Some(b) => k.with_body_digest(xxhash_rust::xxh3::xxh3_128(b)),
+            None => k,
+        },
         Err(e) => {
             return st.error(
                 StatusCode::BAD_REQUEST,
@@ -114,10 +191,11 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
         }
     };
     let mut lookup = parts.clone();
-    lookup.method = Method::GET;
+    lookup.method = class;
     lookup.uri = target.clone();
     lookup.version = Version::HTTP_11;
     let is_head = parts.method == Method::HEAD;
+    let applied = rule.clone();
     let ctx = Ctx {
         st,
         parts,
@@ -125,22 +203,50 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
         target,
         key,
         is_head,
+        rule,
+        body,
     };
-    if ctx.parts.headers.contains_key(header::RANGE) {
-        return ctx
-            .forward_uncached(CacheStatus::bypass(BypassReason::Range))
-            .await;
+    let mut res = if st.cfg.offline {
+        ctx.offline().await
+    } else if ctx.rule.as_ref().is_some_and(|r| r.bypass) {
+        ctx.forward_uncached(CacheStatus::bypass(BypassReason::Disabled))
+            .await
+    } else if ctx.parts.headers.contains_key(header::RANGE) {
+        ctx.forward_uncached(CacheStatus::bypass(BypassReason::Range))
+            .await
+    } else {
+        ctx.run().await
+    };
+    if let Some(rule) = &applied {
+        note_rule(&mut res, rule);
     }
-    ctx.run().await
+    res
+}
+
+/// Name the applied rule in `Cache-Status` (as its detail, unless a detail is already there).
+fn note_rule(res: &mut Response<ProxyBody>, rule: &Rule) {
+    let name = &super::service::CACHE_STATUS;
+    let Some(cur) = res.headers().get(name).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let last = cur.rsplit(',').next().unwrap_or(cur);
+    if last.contains("detail=") {
+        return;
+    }
+    let detail = rule.detail().replace(['"', '\\'], "");
+    if let Ok(v) = HeaderValue::from_str(&format!("{cur}; detail=\"{detail}\"")) {
+        res.headers_mut().insert(name.clone(), v);
+    }
 }
 
 /// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge).
 pub async fn invalidate(st: &State, targets: Vec<Uri>) {
     let keys: Vec<CacheKey> = targets
         .iter()
-        .filter_map(|u| http_cache::cache_key(&Method::GET, u).ok())
+        .filter_map(|u| http_cache::cache_key(&Method::GET, &key_uri(st, u).0).ok())
         .collect();
     for k in &keys {
+        st.invalidations.mark(k.as_str());
         st.coalescer.clear_pass(k.as_bytes());
         st.hot.remove_prefix(k.as_bytes());
     }
@@ -295,10 +401,42 @@ impl Ctx<'_> {
         self.fetch(None, None, CacheStatus::miss(), None).await
     }
 
+    /// Offline mode: never contact an origin. Any stored variant is served whatever its age
+    /// (with its true `Age`); a miss is a 504 that says why.
+    async fn offline(&self) -> Response<ProxyBody> {
+        match self.load().await {
+            Loaded::Found { head, rec, .. } => {
+                let now = SystemTime::now();
+                let lifetime = head.freshness_lifetime(&self.st.lookup_opts);
+                let age = head.current_age(now);
+                let ttl = lifetime.as_secs() as i64 - age.as_secs() as i64;
+                let cs = CacheStatus::hit(Some(ttl)).with_detail("offline");
+                self.serve_stored(&head, served_headers(&head, now), rec, cs)
+            }
+            Loaded::Miss | Loaded::VaryMiss => self.st.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::uri_miss().with_detail("offline"),
+                "hoard is offline and this URL is not in the cache\n",
+            ),
+        }
+    }
+
+    /// The body to send upstream: the buffered one of a rule-cached method, else none.
+    fn request_body(&self) -> ProxyBody {
+        match &self.body {
+            Some(b) => ProxyBody::full(b.clone()),
+            None => ProxyBody::Empty,
+        }
+    }
+
     /// Requests that never wait on others' fetches, nor make others wait: their responses
     /// are not shareable anyway (credentials, `no-store`).
     fn uncoalesced(&self) -> bool {
-        self.lookup.headers.contains_key(header::AUTHORIZATION)
+        (self.lookup.headers.contains_key(header::AUTHORIZATION)
+            && !self
+                .rule
+                .as_ref()
+                .is_some_and(|r| r.share_auth && r.ttl.is_some()))
             || http_cache::parse_cache_control(&self.lookup.headers).has("no-store")
     }
 
@@ -362,6 +500,7 @@ impl Ctx<'_> {
     async fn load_store(&self) -> Loaded {
         let store = self.st.store.clone();
         let hot = self.st.hot.clone();
+        let verified = self.st.verified.clone();
         let key = self.key.clone();
         let headers = self.lookup.headers.clone();
         let res = tokio::task::spawn_blocking(move || -> crate::store::Result<Loaded> {
@@ -398,6 +537,11 @@ impl Ctx<'_> {
             let head = Arc::new(head);
             let body = match rec.value {
                 Value::Inline(v) => {
+                    if xxhash_rust::xxh3::xxh3_64(&v) != head.body_digest {
+                        tracing::warn!(key = %key, "stored body does not match its digest: dropped");
+                        store.delete(&row_key)?;
+                        return Ok(Loaded::Miss);
+                    }
                     let b = Bytes::from(v);
                     if hot.admits(b.len() as u64) {
                         hot.put(
@@ -410,7 +554,20 @@ impl Ctx<'_> {
                     }
                     StoredBody::Mem(b)
                 }
-                Value::File { .. } => StoredBody::Rec(rec),
+                Value::File { ref file, len } => {
+                    // The first time this process serves a value file, check all of it
+                    // before sending a byte; later reads are checked as they stream.
+                    let id = (row_key.clone(), head.body_digest);
+                    if !verified.contains(&id) {
+                        if hash_file(file, len)? != head.body_digest {
+                            tracing::warn!(key = %key, "value file does not match its digest: dropped");
+                            store.delete(&row_key)?;
+                            return Ok(Loaded::Miss);
+                        }
+                        verified.insert(id);
+                    }
+                    StoredBody::Rec(rec, row_key.clone())
+                }
             };
             Ok(Loaded::Found {
                 row_key,
@@ -487,7 +644,7 @@ impl Ctx<'_> {
         let body = if self.is_head || len == 0 {
             ProxyBody::Empty
         } else {
-            rec.into_body()
+            rec.into_body(head.body_digest, &self.st.store)
         };
         let mut res = Response::new(body);
         *res.status_mut() = status;
@@ -541,7 +698,7 @@ impl Ctx<'_> {
             Some((entry, reval)) => {
                 let req = self
                     .st
-                    .upstream_request(&reval, &self.target, ProxyBody::Empty);
+                    .upstream_request(&reval, &self.target, self.request_body());
                 (Some(entry), req)
             }
             None => {
@@ -551,7 +708,8 @@ impl Ctx<'_> {
                 }
                 (
                     None,
-                    self.st.upstream_request(&p, &self.target, ProxyBody::Empty),
+                    self.st
+                        .upstream_request(&p, &self.target, self.request_body()),
                 )
             }
         };
@@ -626,11 +784,15 @@ impl Ctx<'_> {
             return Box::pin(self.fetch(None, permit, fwd, lease)).await;
         }
         // A new response.
-        let storable = http_cache::storability(&self.lookup, &rparts, &self.st.lookup_opts);
+        let storable = storability(
+            self.rule.as_ref(),
+            &self.lookup,
+            &rparts,
+            &self.st.lookup_opts,
+        );
         let plan = match &storable {
             Ok(()) => FillPlan::new(
-                self.st.store.clone(),
-                self.st.hot.clone(),
+                &self.st.sinks(),
                 &self.key,
                 &self.lookup,
                 &rparts,
@@ -638,7 +800,8 @@ impl Ctx<'_> {
                 t_res,
                 delta,
                 self.st.cfg.max_object_size,
-            ),
+            )
+            .map(|p| p.with_rule(self.rule.as_ref())),
             Err(_) => None,
         };
         let fwd = fwd.with_fwd_status(rparts.status.as_u16());
@@ -702,7 +865,7 @@ impl Ctx<'_> {
     async fn forward_uncached(&self, cs: CacheStatus) -> Response<ProxyBody> {
         let req = self
             .st
-            .upstream_request(&self.parts, &self.target, ProxyBody::Empty);
+            .upstream_request(&self.parts, &self.target, self.request_body());
         match self.st.upstream.send(req).await {
             Err(e) => self.st.upstream_error(&e, cs),
             Ok(res) => {
@@ -772,6 +935,7 @@ fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
 struct Refresher {
     store: Cache,
     hot: Arc<HotCache>,
+    sinks: Sinks,
     upstream: Upstream,
     opts: LookupOptions,
     key: CacheKey,
@@ -780,6 +944,8 @@ struct Refresher {
     pseudonym: String,
     max_object_size: u64,
     lease_ttl: std::time::Duration,
+    rule: Option<Rule>,
+    body: Option<Bytes>,
 }
 
 impl Refresher {
@@ -787,6 +953,7 @@ impl Refresher {
         Refresher {
             store: ctx.st.store.clone(),
             hot: ctx.st.hot.clone(),
+            sinks: ctx.st.sinks(),
             upstream: ctx.st.upstream.clone(),
             opts: ctx.st.lookup_opts.clone(),
             key: ctx.key.clone(),
@@ -795,6 +962,8 @@ impl Refresher {
             pseudonym: ctx.st.cfg.pseudonym.clone(),
             max_object_size: ctx.st.cfg.max_object_size,
             lease_ttl: ctx.st.cfg.lock_timeout,
+            rule: ctx.rule.clone(),
+            body: ctx.body.clone(),
         }
     }
 
@@ -809,7 +978,10 @@ impl Refresher {
             &revalidate,
             &self.target,
             &self.pseudonym,
-            ProxyBody::Empty,
+            match &self.body {
+                Some(b) => ProxyBody::full(b.clone()),
+                None => ProxyBody::Empty,
+            },
         );
         let t_req = SystemTime::now();
         let started = Instant::now();
@@ -847,10 +1019,9 @@ impl Refresher {
             // Keep what we have; stale-if-error decides for later requests.
             return;
         }
-        if http_cache::storability(&self.lookup, &rparts, &self.opts).is_ok()
+        if storability(self.rule.as_ref(), &self.lookup, &rparts, &self.opts).is_ok()
             && let Some(plan) = FillPlan::new(
-                self.store.clone(),
-                self.hot.clone(),
+                &self.sinks,
                 &self.key,
                 &self.lookup,
                 &rparts,
@@ -859,9 +1030,62 @@ impl Refresher {
                 delta,
                 self.max_object_size,
             )
+            .map(|p| p.with_rule(self.rule.as_ref()))
         {
             let timeout = self.upstream.response_timeout();
             fill::run(plan, rbody, None, Some(permit), Some(lease), timeout).await;
         }
+    }
+}
+
+/// Storability under the rule that applies, if any (a forced TTL overrides the origin).
+fn storability(
+    rule: Option<&Rule>,
+    req: &Parts,
+    res: &http::response::Parts,
+    opts: &LookupOptions,
+) -> Result<(), NotStorable> {
+    match rule {
+        Some(r) if r.ttl.is_some() => http_cache::storability_forced(req, res, r.share_auth),
+        _ => http_cache::storability(req, res, opts),
+    }
+}
+
+/// xxh3-64 of the first `len` bytes of `file`, read with positional reads (the file's cursor,
+/// from which the body is streamed afterwards, does not move).
+fn hash_file(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let want = (len - off).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..want], off)?;
+        hasher.update(&buf[..want]);
+        off += want as u64;
+    }
+    Ok(hasher.digest())
+}
+
+/// Value files this process has checked in full against their digests (bounded).
+#[derive(Debug, Default)]
+pub struct Verified {
+    set: std::sync::Mutex<std::collections::HashSet<(Vec<u8>, u64)>>,
+}
+
+impl Verified {
+    fn contains(&self, id: &(Vec<u8>, u64)) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    fn insert(&self, id: (Vec<u8>, u64)) {
+        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() >= 100_000 {
+            s.clear();
+        }
+        s.insert(id);
     }
 }

@@ -94,7 +94,7 @@ impl Server {
             // hyper's own limits sit above ours, so oversized header blocks reach
             // `State::handle`, which answers 431 with Cache-Status.
             .max_buf_size((state.cfg.max_header_size * 4).max(256 * 1024))
-            .max_headers(1024)
+            .max_headers(200)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         // Buffered LRU/LFU accesses and hit counters reach the database at least once a second.

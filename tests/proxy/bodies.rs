@@ -252,3 +252,146 @@ async fn origin_stalling_mid_body_times_out_and_is_not_cached() {
         );
     }
 }
+
+#[tokio::test]
+async fn bodies_around_the_file_threshold_hit_byte_identical() {
+    let origin = Origin::start(|req| {
+        let len: usize = req.uri().path().trim_start_matches('/').parse().unwrap();
+        reply(200, &[("cache-control", "max-age=60")], pattern(len))
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let sizes = [0, 1, (32 << 10) - 1, 32 << 10, (32 << 10) + 1];
+    for len in sizes {
+        for expect_hit in [false, true] {
+            let resp = get(proxy, &origin.url(&format!("/{len}"))).await;
+            assert_eq!(resp.status, 200);
+            assert_eq!(
+                resp.cache_status().hit,
+                expect_hit,
+                "len {len}: {:?}",
+                resp.cache_status()
+            );
+            assert!(
+                resp.body == pattern(len),
+                "len {len}: body differs ({} bytes)",
+                resp.body.len()
+            );
+        }
+    }
+    assert_eq!(origin.hits(), sizes.len());
+}
+
+#[tokio::test]
+async fn cached_204_has_no_body() {
+    let origin = Origin::start(|_| reply(204, &[("cache-control", "max-age=60")], "")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    for _ in 0..2 {
+        let resp = conn
+            .request("GET", &origin.url("/204"), &[])
+            .await
+            .expect("204");
+        assert_eq!(resp.status, 204);
+    }
+    // A body after a 204 would corrupt this third response on the same connection.
+    let resp = conn
+        .request("GET", &origin.url("/204"), &[])
+        .await
+        .expect("third 204");
+    assert_eq!(resp.status, 204);
+    assert_eq!(origin.hits(), 1);
+}
+
+/// Every value file (`*.val`) under `dir`.
+fn value_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "val") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Caches a 256 KiB body, stops the proxy, damages its value file, restarts on the same dir.
+async fn damaged_value_file_is_not_served(damage: fn(&std::path::Path)) {
+    let body = pattern(256 << 10);
+    let origin = Origin::start(max_age_60_bytes(body.clone())).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let (first, proxy) = start_proxy_in(dir.path(), None, |_| {}).await;
+    get(proxy, &origin.url("/file")).await;
+    // A hit proves the entry is committed before the proxy stops.
+    get(proxy, &origin.url("/file"))
+        .await
+        .cache_status()
+        .assert_hit();
+    first.shutdown().await;
+    let files = value_files(dir.path());
+    assert_eq!(
+        files.len(),
+        1,
+        "one value file for one large body: {files:?}"
+    );
+    damage(&files[0]);
+
+    let (_second, proxy) = start_proxy_in(dir.path(), None, |_| {}).await;
+    let resp = get(proxy, &origin.url("/file")).await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.body == body,
+        "a damaged value file was served ({} bytes)",
+        resp.body.len()
+    );
+    assert_eq!(origin.hits(), 2, "the damaged entry counts as a miss");
+}
+
+#[tokio::test]
+async fn truncated_value_file_is_not_served() {
+    damaged_value_file_is_not_served(|path| {
+        let len = std::fs::metadata(path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleted_value_file_is_not_served() {
+    damaged_value_file_is_not_served(|path| std::fs::remove_file(path).unwrap()).await;
+}
+
+#[tokio::test]
+async fn corrupted_value_file_is_not_served() {
+    damaged_value_file_is_not_served(|path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn close_delimited_origin_body_is_passed_through_intact() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: close\r\n\r\nbody until eof"
+            .to_vec()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/eof")).await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, "body until eof"));
+    }
+}

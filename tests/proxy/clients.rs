@@ -226,6 +226,69 @@ async fn http2_prior_knowledge_client_in_forward_mode() {
     assert_eq!(origin.hits(), 1);
 }
 
+#[tokio::test]
+async fn concurrent_h2_streams_for_a_cold_url_are_coalesced() {
+    let origin = Origin::start_delayed(Duration::from_millis(200), |_| {
+        reply(200, &[("cache-control", "max-age=60")], "one fetch")
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(Some(origin.addr)).await;
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake with the proxy");
+    tokio::spawn(conn);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let req = Request::get(format!("http://{proxy}/streams"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
+                    .await
+                    .expect("h2 answer in time")
+                    .expect("h2 response");
+                assert_eq!(resp.status(), http::StatusCode::OK);
+                resp.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), "one fetch");
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_across_two_proxies_on_one_dir_are_coalesced() {
+    let origin = Origin::start_delayed(Duration::from_millis(300), |_| {
+        reply(200, &[("cache-control", "max-age=60")], "leased")
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_a, proxy_a) = start_proxy_in(dir.path(), None, |_| {}).await;
+    let (_b, proxy_b) = start_proxy_in(dir.path(), None, |_| {}).await;
+    let url = origin.url("/lease");
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let url = url.clone();
+            let proxy = if i % 2 == 0 { proxy_a } else { proxy_b };
+            tokio::spawn(async move { get(proxy, &url).await })
+        })
+        .collect();
+    for task in tasks {
+        let resp = task.await.unwrap();
+        assert_eq!((resp.status, resp.text().as_str()), (200, "leased"));
+    }
+    assert_eq!(
+        origin.hits(),
+        1,
+        "the store lease coalesces across proxies sharing a directory"
+    );
+}
+
 /// The `hoard` binary serving on a random port; killed on drop.
 struct Binary {
     child: tokio::process::Child,

@@ -111,3 +111,38 @@ async fn request_to_the_proxy_itself_is_508() {
     let (_proxy, proxy, _dir) = start_proxy(None).await;
     assert_error(&get(proxy, &format!("http://{proxy}/loop")).await, 508);
 }
+
+#[tokio::test]
+async fn connect_to_a_refused_port_is_502() {
+    let dead = refused_addr().await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(format!("CONNECT {dead} HTTP/1.1\r\nHost: {dead}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_error(
+        &conn.read_response("CONNECT").await.expect("CONNECT answer"),
+        502,
+    );
+}
+
+#[tokio::test]
+async fn client_stalling_in_its_header_block_is_disconnected() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |cfg| {
+        cfg.header_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let rest = conn.read_to_end().await; // a 408 and close, or a plain close
+    let elapsed = started.elapsed();
+    assert!(rest.is_ok(), "connection not closed: {rest:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "slow client held the connection for {elapsed:?}"
+    );
+}

@@ -335,3 +335,56 @@ async fn connection_close_is_honoured() {
         .expect("the proxy closes the connection");
     assert!(rest.is_empty(), "bytes after the response: {rest:?}");
 }
+
+#[tokio::test]
+async fn upstream_cache_status_and_via_are_kept_with_hoard_last() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("cache-status", "edge; fwd=miss"),
+                ("via", "1.1 edge"),
+            ],
+            "chained",
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/chain")).await;
+        let cache_status = resp.header_all("cache-status").join(", ");
+        assert!(
+            cache_status.starts_with("edge; fwd=miss")
+                && cache_status.matches("hoard").count() == 1,
+            "RFC 9211: keep the upstream member, append ours: {cache_status:?}"
+        );
+        let via = resp.header_all("via").join(", ");
+        assert!(
+            via.starts_with("1.1 edge") && via.matches("hoard").count() == 1,
+            "Via: {via:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cache_key_normalises_unreserved_percent_encoding_only() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60")],
+            req.uri().path().to_owned(),
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    assert_eq!(fill(proxy, &origin.url("/abc")).await.text(), "/abc");
+    let encoded = get(proxy, &origin.url("/a%62c")).await;
+    encoded.cache_status().assert_hit(); // %62 is `b`, an unreserved character (RFC 3986 6.2.2.2)
+    assert_eq!(encoded.text(), "/abc");
+
+    fill(proxy, &origin.url("/a/b")).await;
+    let slash = get(proxy, &origin.url("/a%2Fb")).await;
+    slash.cache_status().assert_not_hit(); // %2F is reserved: a different resource
+    assert_eq!(slash.text(), "/a%2Fb");
+}

@@ -542,6 +542,27 @@ pub async fn get(proxy: SocketAddr, target: &str) -> RawResponse {
     send(proxy, "GET", target, &[]).await
 }
 
+/// `GET target` to populate the cache, then [`wait_stored`].
+pub async fn fill(proxy: SocketAddr, target: &str) -> RawResponse {
+    let resp = get(proxy, target).await;
+    wait_stored(proxy, target).await;
+    resp
+}
+
+/// Waits (bounded) until `target` is served by `only-if-cached`. The client may hold the whole
+/// body before the fill commits, and requests that do not wait on the in-flight fill would
+/// otherwise race it. Needs an entry that is fresh or servable with `max-stale`.
+pub async fn wait_stored(proxy: SocketAddr, target: &str) {
+    let probe = [("Cache-Control", "only-if-cached, max-stale=3600")];
+    for _ in 0..200 {
+        if send(proxy, "GET", target, &probe).await.status == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{target} was not stored within 2 s");
+}
+
 /// `POST target` with `body` on a fresh connection.
 pub async fn post(proxy: SocketAddr, target: &str, body: &[u8]) -> RawResponse {
     let mut conn = RawConn::connect(proxy).await;

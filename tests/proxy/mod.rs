@@ -5,7 +5,7 @@ mod bodies;
 mod clients;
 mod errors;
 mod forward;
-pub(crate) mod harness;
+pub mod harness;
 mod invalidation;
 mod lifecycle;
 mod semantics;

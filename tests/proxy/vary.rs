@@ -85,3 +85,71 @@ async fn vary_treats_an_absent_header_as_its_own_variant() {
     );
     assert_eq!(origin.hits(), 2);
 }
+
+#[tokio::test]
+async fn vary_on_several_headers_keys_on_all_of_them() {
+    let origin = Origin::start(|req| {
+        let body = format!(
+            "{}|{}",
+            header(req, "accept-encoding").unwrap_or("-"),
+            header(req, "accept-language").unwrap_or("-")
+        );
+        reply(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("vary", "Accept-Encoding, Accept-Language"),
+            ],
+            body,
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/multi");
+    let combos: [&[(&str, &str)]; 3] = [
+        &[("Accept-Encoding", "gzip"), ("Accept-Language", "en")],
+        &[("Accept-Encoding", "gzip"), ("Accept-Language", "fr")],
+        &[("Accept-Encoding", "br"), ("Accept-Language", "en")],
+    ];
+    for _ in 0..2 {
+        for headers in combos {
+            let resp = send(proxy, "GET", &url, headers).await;
+            assert_eq!(resp.text(), format!("{}|{}", headers[0].1, headers[1].1));
+        }
+    }
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn successful_post_invalidates_every_variant() {
+    let origin = Origin::start(|req| match req.method().as_str() {
+        "POST" => reply(204, &[], ""),
+        _ => {
+            let encoding = header(req, "accept-encoding").unwrap_or("none").to_owned();
+            reply(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")],
+                encoding,
+            )
+        }
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/variants");
+    let variants = [[("Accept-Encoding", "gzip")], [("Accept-Encoding", "br")]];
+    for headers in &variants {
+        send(proxy, "GET", &url, headers).await;
+        send(proxy, "GET", &url, headers)
+            .await
+            .cache_status()
+            .assert_hit();
+    }
+    assert_eq!(post(proxy, &url, b"x").await.status, 204);
+    for headers in &variants {
+        send(proxy, "GET", &url, headers)
+            .await
+            .cache_status()
+            .assert_not_hit();
+    }
+    assert_eq!(origin.count("GET", "/variants"), 4);
+}

@@ -1,0 +1,210 @@
+//! Development caching: rules (forced TTL, ignored query parameters, bypass, cached POST,
+//! Authorization sharing) and offline mode, end to end through a proxy in gateway mode.
+
+use std::time::Duration;
+
+use hoard::http_cache::{IgnoreQuery, Pattern, Rule};
+use http::Method;
+use tempfile::TempDir;
+
+use crate::proxy::harness::*;
+
+fn rule(name: &str, path: &str, edit: impl FnOnce(&mut Rule)) -> Rule {
+    let mut r = Rule::new(name, "*", path).unwrap();
+    edit(&mut r);
+    r.validate().unwrap();
+    r
+}
+
+async fn proxy_with_rules(
+    origin: &Origin,
+    rules: Vec<Rule>,
+) -> (hoard::proxy::ServerHandle, std::net::SocketAddr, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let (h, a) = start_proxy_in(dir.path(), Some(origin.addr), move |c| c.rules = rules).await;
+    (h, a, dir)
+}
+
+fn url(proxy: std::net::SocketAddr, path: &str) -> String {
+    format!("http://{proxy}{path}")
+}
+
+#[tokio::test]
+async fn forced_ttl_caches_what_the_origin_forbids() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[
+                ("cache-control", "no-store, no-cache, private"),
+                ("pragma", "no-cache"),
+            ],
+            "slow api",
+        )
+    })
+    .await;
+    let rules = vec![rule("api", "/api/*", |r| {
+        r.ttl = Some(Duration::from_secs(600))
+    })];
+    let (_h, proxy, _d) = proxy_with_rules(&origin, rules).await;
+    let first = get(proxy, &url(proxy, "/api/x")).await;
+    assert_eq!(first.text(), "slow api");
+    first.cache_status().assert_stored();
+    let second = get(proxy, &url(proxy, "/api/x")).await;
+    second.cache_status().assert_hit();
+    assert_eq!(second.cache_status().ttl.map(|t| t > 590), Some(true));
+    assert!(
+        second.cache_status().raw.contains("rule=api"),
+        "{}",
+        second.cache_status().raw
+    );
+    // The client still sees what the origin said.
+    assert_eq!(
+        second.header("cache-control"),
+        Some("no-store, no-cache, private")
+    );
+    assert_eq!(origin.hits(), 1);
+    // Paths outside the rule keep normal semantics.
+    get(proxy, &url(proxy, "/other")).await;
+    get(proxy, &url(proxy, "/other")).await;
+    assert_eq!(origin.count("GET", "/other"), 2);
+}
+
+#[tokio::test]
+async fn forced_ttl_never_shares_authorized_responses_unless_share_auth() {
+    let origin = Origin::start(|_| reply(200, &[], "secret")).await;
+    let rules = vec![
+        rule("shared", "/shared/*", |r| {
+            r.ttl = Some(Duration::from_secs(60));
+            r.share_auth = true;
+        }),
+        rule("private", "*", |r| r.ttl = Some(Duration::from_secs(60))),
+    ];
+    let (_h, proxy, _d) = proxy_with_rules(&origin, rules).await;
+    let auth = [("authorization", "Bearer x")];
+    for _ in 0..2 {
+        send(proxy, "GET", &url(proxy, "/p"), &auth).await;
+    }
+    assert_eq!(
+        origin.count("GET", "/p"),
+        2,
+        "Authorization responses are not shared"
+    );
+    for _ in 0..2 {
+        send(proxy, "GET", &url(proxy, "/shared/p"), &auth).await;
+    }
+    assert_eq!(
+        origin.count("GET", "/shared/p"),
+        1,
+        "share_auth stores them"
+    );
+}
+
+#[tokio::test]
+async fn ignore_query_drops_parameters_from_the_key() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60")],
+            req.uri().query().unwrap_or("").to_owned(),
+        )
+    })
+    .await;
+    let rules = vec![rule("q", "*", |r| {
+        r.ignore_query = IgnoreQuery::Params(vec![
+            Pattern::new("utm_*").unwrap(),
+            Pattern::new("ts").unwrap(),
+        ])
+    })];
+    let (_h, proxy, _d) = proxy_with_rules(&origin, rules).await;
+    let a = get(proxy, &url(proxy, "/p?id=1&utm_source=x&ts=1")).await;
+    // The origin still gets the full query.
+    assert_eq!(a.text(), "id=1&utm_source=x&ts=1");
+    let b = get(proxy, &url(proxy, "/p?id=1&ts=2&utm_medium=y")).await;
+    b.cache_status().assert_hit();
+    let c = get(proxy, &url(proxy, "/p?id=2")).await;
+    c.cache_status().assert_not_hit();
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn bypass_rule_never_caches() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "x")).await;
+    let rules = vec![rule("live", "/live/*", |r| r.bypass = true)];
+    let (_h, proxy, _d) = proxy_with_rules(&origin, rules).await;
+    for _ in 0..3 {
+        let r = get(proxy, &url(proxy, "/live/feed")).await;
+        assert_eq!(r.cache_status().fwd.as_deref(), Some("bypass"));
+    }
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn post_cached_by_body_digest() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[],
+            format!("answer to {}", String::from_utf8_lossy(req.body())),
+        )
+    })
+    .await;
+    let rules = vec![rule("graphql", "/graphql", |r| {
+        r.ttl = Some(Duration::from_secs(60));
+        r.cache_methods = vec![Method::POST];
+        r.max_body = 1024;
+    })];
+    let (_h, proxy, _d) = proxy_with_rules(&origin, rules).await;
+    let q1 = br#"{"query":"{a}"}"#;
+    let q2 = br#"{"query":"{b}"}"#;
+    let r1 = post(proxy, &url(proxy, "/graphql"), q1).await;
+    assert_eq!(r1.text(), r#"answer to {"query":"{a}"}"#);
+    let r1b = post(proxy, &url(proxy, "/graphql"), q1).await;
+    r1b.cache_status().assert_hit();
+    assert_eq!(r1b.text(), r1.text());
+    let r2 = post(proxy, &url(proxy, "/graphql"), q2).await;
+    assert_eq!(r2.text(), r#"answer to {"query":"{b}"}"#);
+    assert_eq!(origin.count("POST", "/graphql"), 2);
+    // A body over max_body is refused rather than half-read.
+    let big = vec![b'x'; 4096];
+    assert_eq!(post(proxy, &url(proxy, "/graphql"), &big).await.status, 413);
+    // A GET of the same URL is a different entry.
+    get(proxy, &url(proxy, "/graphql")).await;
+    assert_eq!(origin.count("GET", "/graphql"), 1);
+}
+
+#[tokio::test]
+async fn offline_serves_any_age_and_504s_misses() {
+    let origin = Origin::start(|_| {
+        reply(
+            200,
+            &[("cache-control", "max-age=0"), ("etag", "\"v1\"")],
+            "stored",
+        )
+    })
+    .await;
+    let dir = TempDir::new().unwrap();
+    {
+        let (h, proxy) = start_proxy_in(dir.path(), Some(origin.addr), |_| {}).await;
+        get(proxy, &url(proxy, "/page"))
+            .await
+            .cache_status()
+            .assert_stored();
+        h.shutdown().await;
+    }
+    let before = origin.hits();
+    let (_h, proxy) = start_proxy_in(dir.path(), Some(origin.addr), |c| c.offline = true).await;
+    let r = get(proxy, &url(proxy, "/page")).await;
+    assert_eq!((r.status, r.text()), (200, "stored".to_owned()));
+    let cs = r.cache_status();
+    cs.assert_hit();
+    assert!(cs.raw.contains("detail=offline"), "{}", cs.raw);
+    assert!(cs.ttl.unwrap() <= 0, "served although stale: {}", cs.raw);
+    assert!(r.header("age").is_some());
+    assert!(r.header("warning").is_none());
+    let miss = get(proxy, &url(proxy, "/never-fetched")).await;
+    assert_eq!(miss.status, 504);
+    assert!(miss.text().contains("offline"));
+    let post_r = post(proxy, &url(proxy, "/page"), b"x").await;
+    assert_eq!(post_r.status, 504);
+    assert_eq!(origin.hits(), before, "offline never contacts the origin");
+}
