@@ -68,11 +68,14 @@ fn u_tiny() -> f64 {
     1e-300
 }
 
+/// (beta, random source, its name, refresh expected?)
+type Case = (f64, fn() -> f64, &'static str, bool);
+
 /// Table: (beta, u, refresh?). The gap `delta * beta * -ln(u)` against a ttl of ~100 s, with
 /// delta = 0.5..0.6 s: u = 1 never refreshes; beta = 0 disables; -ln(1e-300) = 690.8.
 #[tokio::test]
 async fn xfetch_refreshes_exactly_when_the_formula_says() {
-    let cases: [(f64, fn() -> f64, &str, bool); 6] = [
+    let cases: [Case; 6] = [
         (1.0, u_one, "u=1", false),
         (1e6, u_one, "u=1", false),
         (0.0, u_tiny, "u=1e-300", false),
