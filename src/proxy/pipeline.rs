@@ -110,6 +110,9 @@ struct Ctx<'a> {
     rule: Option<Rule>,
     /// The request body, for methods cached by a rule (keyed by its digest).
     body: Option<Bytes>,
+    /// When the request reached the pipeline: a response the origin gave after this moment
+    /// may answer it even if already stale (collapsed forwarding).
+    arrived: SystemTime,
 }
 
 /// The cache key URI for `target`: the first matching rule may drop query parameters.
@@ -205,6 +208,7 @@ async fn run_cached(
         is_head,
         rule,
         body,
+        arrived: SystemTime::now(),
     };
     let mut res = if st.cfg.offline {
         ctx.offline().await
@@ -303,6 +307,9 @@ impl Ctx<'_> {
                             };
                             if only_if_cached {
                                 return self.only_if_cached_miss();
+                            }
+                            if let Some(cs) = self.collapsed(&entry.head) {
+                                return self.serve_stale(entry, now, cs);
                             }
                             if serve_stale_while_revalidate {
                                 if let Role::Leader(permit) =
@@ -465,8 +472,20 @@ impl Ctx<'_> {
                 let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
                 Some(self.serve_stored(&head, headers, rec, cs))
             }
+            Lookup::Stale { .. } => {
+                let cs = self.collapsed(&head)?;
+                Some(self.serve_stored(&head, served_headers(&head, now), rec, cs))
+            }
             _ => None,
         }
+    }
+
+    /// Collapsed forwarding: another request's fetch or revalidation got this entry from the
+    /// origin after this request arrived, so it answers this one too even when it is stale
+    /// already (`max-age=0`, an upstream `Age` past max-age). Without this, waiters woken by
+    /// such a leader would each go to the origin.
+    fn collapsed(&self, head: &StoredHead) -> Option<CacheStatus> {
+        (head.response_time >= self.arrived).then(|| CacheStatus::stale().with_detail("collapsed"))
     }
 
     /// Poll the store (not the in-memory front) with backoff until another process's fetch

@@ -278,3 +278,55 @@ async fn lock_timeout_bounds_the_wait_on_a_stuck_leader() {
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert_eq!(origin.hits(), 11);
 }
+
+/// Regression: a revalidation whose result is stale at once (`max-age=0`, or here an upstream
+/// `Age` past max-age) woke the waiters, who found the entry stale, competed again one leader
+/// at a time, and after four rounds all fetched uncoalesced: 50 clients, 51 origin requests.
+/// (Origin delay 600 ms and 50 clients, so that all arrive while the revalidation runs: one
+/// arriving after it must revalidate again, the entry being stale on arrival.)
+#[tokio::test]
+async fn waiters_are_served_a_revalidation_that_is_already_stale() {
+    let origin = Origin::start(|_, req| {
+        let headers = [
+            ("cache-control", "max-age=0"),
+            ("etag", "\"z1\""),
+            ("age", "100"),
+        ];
+        if req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"z1\"")
+        {
+            Act::Reply(Duration::from_millis(600), reply(304, &headers, ""))
+        } else {
+            Act::Reply(
+                Duration::from_millis(600),
+                reply(200, &headers, "always stale"),
+            )
+        }
+    })
+    .await;
+    let (_h, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/always-stale");
+    burst(&[proxy], &url, 1).await;
+    let results = burst(&[proxy], &url, 50).await;
+    let mut collapsed = 0;
+    for (res, _) in &results {
+        assert_eq!((res.status, res.text().as_str()), (200, "always stale"));
+        collapsed += usize::from(detail(res).as_deref() == Some("collapsed"));
+    }
+    let mut hist = std::collections::BTreeMap::<String, usize>::new();
+    for (res, _) in &results {
+        *hist.entry(res.cache_status().raw).or_default() += 1;
+    }
+    assert_eq!(
+        (origin.hits(), origin.conditional()),
+        (2, 1),
+        "one revalidation for 50 clients: {hist:?}"
+    );
+    assert_eq!(
+        collapsed,
+        50 - 1,
+        "every waiter is answered with the leader's revalidation"
+    );
+}
