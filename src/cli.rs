@@ -8,13 +8,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ConfigError};
+use crate::config::{self, ConfigError, ConfigFile, LogFormat};
 use crate::proxy::ProxyConfig;
 use crate::store::EvictionPolicy;
 
 /// hoard: an HTTP caching forward proxy on an embedded SQLite disk cache.
+///
+/// Exit codes: 0 success; 1 nothing found (purge, evict, show) or problems left (check);
+/// 2 usage or configuration error; 3 runtime failure (store unreadable, address in use).
 #[derive(Debug, Parser)]
-#[command(name = "hoard", version, about, args_conflicts_with_subcommands = true)]
+#[command(name = "hoard", version, about)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
@@ -22,6 +25,53 @@ pub struct Cli {
     /// Options of `serve` when no subcommand is given.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Configuration file [default: $XDG_CONFIG_HOME/hoard/hoard.toml or ~/.config/hoard/hoard.toml, if it exists].
+    #[arg(long, env = "HOARD_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Parse the command line, handing the global `--config` to the chosen command.
+    /// Serve options belong after `serve` (or with no subcommand at all): `hoard --size-limit
+    /// 1G stats`, which would otherwise be silently ignored, is a usage error.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = <Cli as CommandFactory>::command();
+        let m = cmd.get_matches_mut();
+        let misplaced = m.subcommand_name().is_some()
+            && cmd.get_arguments().any(|a| {
+                let id = a.get_id().as_str();
+                !matches!(id, "config" | "verbose" | "quiet")
+                    && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+            });
+        if misplaced {
+            cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "serve options go after `serve` (or use no subcommand), e.g. hoard serve --listen ADDR",
+            )
+            .exit();
+        }
+        let mut cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+        cli.propagate_config();
+        cli
+    }
+
+    /// Copy the global `--config` into the command's arguments.
+    pub fn propagate_config(&mut self) {
+        let cfg = self.config.clone();
+        self.serve.config = cfg.clone();
+        match &mut self.command {
+            Some(Command::Serve(a)) => a.config = cfg,
+            Some(Command::Config(c)) => c.serve.config = cfg,
+            Some(Command::Stats(c)) => c.store.config = cfg,
+            Some(Command::Ls(c)) => c.store.config = cfg,
+            Some(Command::Show(c)) | Some(Command::Purge(c)) => c.store.config = cfg,
+            Some(Command::Evict(c)) => c.store.config = cfg,
+            Some(Command::Expire(s)) | Some(Command::Clear(s)) => s.config = cfg,
+            Some(Command::Check(c)) => c.store.config = cfg,
+            None => {}
+        }
+    }
 }
 
 /// Subcommands.
@@ -29,59 +79,203 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default).
     Serve(ServeArgs),
+    /// Print the effective configuration (flags > HOARD_* environment > file > defaults) as TOML.
+    Config(ConfigCmd),
+    /// Entries, bytes, size limit, hit ratio and the hosts using the most space.
+    Stats(StatsCmd),
+    /// List stored URLs.
+    Ls(LsCmd),
+    /// Show the stored response of a URL and the Cache-Status it would get now.
+    Show(UrlCmd),
+    /// Remove every stored variant of a URL (exit 1 if nothing was stored).
+    Purge(UrlCmd),
+    /// Remove every URL of a host, or every row with a tag (exit 1 if nothing was removed).
+    Evict(EvictCmd),
+    /// Remove entries whose store expiry has passed.
+    Expire(StoreArgs),
+    /// Remove every entry.
+    Clear(StoreArgs),
+    /// Check the store (integrity, rows against value files, counters); exit 1 on problems.
+    Check(CheckCmd),
 }
 
-/// Options of `hoard serve`.
+/// Where the store is, for every subcommand.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// Configuration file (set from the global `--config`).
+    #[arg(skip)]
+    pub config: Option<PathBuf>,
+    /// Cache directory [default: cache-dir of the config file, else $XDG_CACHE_HOME/hoard or ~/.cache/hoard].
+    #[arg(long, env = "HOARD_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print JSON instead of text for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl StoreArgs {
+    /// The cache directory: flag or environment, else the file's `cache-dir`, else the default.
+    pub fn resolve_cache_dir(&self) -> Result<PathBuf, ConfigError> {
+        if let Some(d) = &self.cache_dir {
+            return Ok(d.clone());
+        }
+        let file = load_file(self.config.as_deref())?;
+        Ok(match file.as_ref().and_then(|f| f.get("cache-dir")) {
+            Some((v, _)) => PathBuf::from(v.as_text()),
+            None => config::default_cache_dir(),
+        })
+    }
+}
+
+/// `hoard config`.
 #[derive(Debug, Args, Clone)]
+pub struct ConfigCmd {
+    /// Print JSON instead of TOML.
+    #[arg(long)]
+    pub json: bool,
+    /// The serve options, to see their effect.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `hoard stats`.
+#[derive(Debug, Args, Clone)]
+pub struct StatsCmd {
+    /// Store location and output format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// How many hosts to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+/// `hoard ls`.
+#[derive(Debug, Args, Clone)]
+pub struct LsCmd {
+    /// Store location and output format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only this host (`host` for every port, `host:port` for one).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+/// `hoard show URL`, `hoard purge URL`.
+#[derive(Debug, Args, Clone)]
+pub struct UrlCmd {
+    /// Store location and output format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Absolute URL, e.g. http://example.com/x.
+    pub url: String,
+}
+
+/// `hoard evict`.
+#[derive(Debug, Args, Clone)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["host", "tag"])))]
+pub struct EvictCmd {
+    /// Store location and output format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Every URL of this host, http and https (`host` for every port, `host:port` for one).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Every row with this tag (the proxy tags rows with `GET <url>`).
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+/// `hoard check`.
+#[derive(Debug, Args, Clone)]
+pub struct CheckCmd {
+    /// Store location and output format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Repair what was found (remove faulty rows and orphan files, fix counters).
+    #[arg(long)]
+    pub fix: bool,
+}
+
+/// Options of `hoard serve`. Every value is optional here: what is not given on the command
+/// line or in a `HOARD_*` variable comes from the configuration file, else the default
+/// (applied in [`ServeArgs::resolve_with`]).
+#[derive(Debug, Args, Clone, Default)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "HOARD_LISTEN", default_value = "127.0.0.1:3128")]
-    pub listen: SocketAddr,
+    /// Configuration file (set from the global `--config`).
+    #[arg(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:3128].
+    #[arg(long, env = "HOARD_LISTEN")]
+    pub listen: Option<String>,
     /// Cache directory [default: $XDG_CACHE_HOME/hoard or ~/.cache/hoard].
     #[arg(long, env = "HOARD_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Gateway mode: send origin-form requests to this base URL (http:// or https://).
     #[arg(long, env = "HOARD_UPSTREAM")]
     pub upstream: Option<String>,
-    /// Store size limit (e.g. 1GiB, 500MB).
-    #[arg(long, env = "HOARD_SIZE_LIMIT", default_value = "1GiB")]
-    pub size_limit: String,
-    /// Eviction policy: least-recently-used, least-recently-stored, least-frequently-used, none.
-    #[arg(
-        long,
-        env = "HOARD_EVICTION_POLICY",
-        default_value = "least-recently-used"
-    )]
-    pub eviction_policy: String,
-    /// Larger responses stream through uncached.
-    #[arg(long, env = "HOARD_MAX_OBJECT_SIZE", default_value = "256MiB")]
-    pub max_object_size: String,
-    /// Time allowed to connect to an origin.
-    #[arg(long, env = "HOARD_CONNECT_TIMEOUT", default_value = "10s")]
-    pub connect_timeout: String,
-    /// Time allowed for an origin's response headers, and between body chunks.
-    #[arg(long, env = "HOARD_RESPONSE_TIMEOUT", default_value = "60s")]
-    pub response_timeout: String,
-    /// Time allowed for a client to send its request headers.
-    #[arg(long, env = "HOARD_HEADER_TIMEOUT", default_value = "30s")]
-    pub header_timeout: String,
-    /// How long concurrent requests for one URL wait for the first one's fetch.
-    #[arg(long, env = "HOARD_LOCK_TIMEOUT", default_value = "5s")]
-    pub lock_timeout: String,
+    /// Store size limit, e.g. 1GiB, 500MB [default: 1GiB].
+    #[arg(long, env = "HOARD_SIZE_LIMIT")]
+    pub size_limit: Option<String>,
+    /// Eviction policy: least-recently-used, least-recently-stored, least-frequently-used, none [default: least-recently-used].
+    #[arg(long, env = "HOARD_EVICTION_POLICY")]
+    pub eviction_policy: Option<String>,
+    /// Larger responses stream through uncached [default: 256MiB].
+    #[arg(long, env = "HOARD_MAX_OBJECT_SIZE")]
+    pub max_object_size: Option<String>,
+    /// Count store hits and misses, shown by `hoard stats` (true/false) [default: true].
+    #[arg(long, env = "HOARD_STATISTICS")]
+    pub statistics: Option<String>,
     /// XFetch beta: how early hot entries are refreshed in the background before they
-    /// expire (0 disables; 1 is the standard setting; larger refreshes earlier).
-    #[arg(long, env = "HOARD_XFETCH_BETA", default_value_t = 1.0)]
-    pub xfetch_beta: f64,
+    /// expire (0 disables; 1 is the standard setting; larger refreshes earlier) [default: 1].
+    #[arg(long, env = "HOARD_XFETCH_BETA")]
+    pub xfetch_beta: Option<String>,
     /// Serve stale entries for this long when the origin fails and the response named no
-    /// stale-if-error window (RFC 5861). Off by default.
+    /// stale-if-error window (RFC 5861); off disables [default: off].
     #[arg(long, env = "HOARD_STALE_IF_ERROR")]
     pub stale_if_error: Option<String>,
-    /// Never contact an origin: answer from the cache whatever the age, 504 on a miss.
-    #[arg(long, env = "HOARD_OFFLINE")]
-    pub offline: bool,
-    /// Maximum simultaneous client connections.
-    #[arg(long, env = "HOARD_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    /// Never contact an origin: answer from the cache whatever the age, 504 on a miss
+    /// (`--offline` or `--offline=false`) [default: false].
+    #[arg(long, env = "HOARD_OFFLINE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub offline: Option<String>,
+    /// Time allowed to connect to an origin [default: 10s].
+    #[arg(long, env = "HOARD_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<String>,
+    /// Time allowed for an origin's response headers, and between body chunks [default: 60s].
+    #[arg(long, env = "HOARD_RESPONSE_TIMEOUT")]
+    pub response_timeout: Option<String>,
+    /// Time allowed for a client to send its request headers [default: 30s].
+    #[arg(long, env = "HOARD_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// How long concurrent requests for one URL wait for the first one's fetch [default: 5s].
+    #[arg(long, env = "HOARD_LOCK_TIMEOUT")]
+    pub lock_timeout: Option<String>,
+    /// How long in-flight requests may run after a shutdown signal [default: 10s].
+    #[arg(long, env = "HOARD_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<String>,
+    /// Maximum simultaneous client connections [default: 10000].
+    #[arg(long, env = "HOARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
+    /// Largest request header block accepted [default: 64KiB].
+    #[arg(long, env = "HOARD_MAX_HEADER_SIZE")]
+    pub max_header_size: Option<String>,
+    /// Memory for hot entries in front of the store, 0 disables [default: 64MiB].
+    #[arg(long, env = "HOARD_MEMORY_CACHE_SIZE")]
+    pub memory_cache_size: Option<String>,
+    /// How long a row held in memory is trusted before re-reading the store [default: 1s].
+    #[arg(long, env = "HOARD_MEMORY_CACHE_TTL")]
+    pub memory_cache_ttl: Option<String>,
+    /// Name used in Via headers [default: hoard].
+    #[arg(long, env = "HOARD_PSEUDONYM")]
+    pub pseudonym: Option<String>,
+    /// Clients allowed to send PURGE, comma-separated IPs or networks; empty: nobody [default: 127.0.0.0/8,::1].
+    #[arg(long, env = "HOARD_PURGE_ALLOW")]
+    pub purge_allow: Option<String>,
+    /// Admin server address for /metrics and /healthz, e.g. 127.0.0.1:3129; off: disabled [default: off].
+    #[arg(long, env = "HOARD_ADMIN")]
+    pub admin: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "HOARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -90,84 +284,413 @@ pub struct ServeArgs {
     pub quiet: bool,
 }
 
-impl ServeArgs {
-    /// Validate into a proxy configuration.
-    pub fn to_config(&self) -> Result<ProxyConfig, ConfigError> {
-        let dir = self
-            .cache_dir
-            .clone()
-            .unwrap_or_else(config::default_cache_dir);
-        let mut c = ProxyConfig::new(self.listen, dir);
-        if let Some(u) = &self.upstream {
-            let uri: http::Uri = u.parse().map_err(|e| ConfigError::Value {
-                key: "upstream",
-                reason: format!("{u:?} is not a URL: {e}"),
-            })?;
-            if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
-                return Err(ConfigError::Value {
-                    key: "upstream",
-                    reason: format!("{u:?} must be an http:// or https:// URL with a host"),
+/// The configuration after layering, validated.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// What the proxy runs with.
+    pub proxy: ProxyConfig,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// The same values as text, for `hoard config`.
+    pub effective: Effective,
+    /// The configuration file used, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// The effective configuration in the configuration file's own terms (`hoard config`).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub struct Effective {
+    pub listen: String,
+    pub cache_dir: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    pub size_limit: String,
+    pub eviction_policy: String,
+    pub max_object_size: String,
+    pub statistics: bool,
+    pub xfetch_beta: f64,
+    pub stale_if_error: String,
+    pub offline: bool,
+    pub connect_timeout: String,
+    pub response_timeout: String,
+    pub header_timeout: String,
+    pub lock_timeout: String,
+    pub shutdown_timeout: String,
+    pub max_connections: u64,
+    pub max_header_size: String,
+    pub memory_cache_size: String,
+    pub memory_cache_ttl: String,
+    pub pseudonym: String,
+    pub purge_allow: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    pub log_format: LogFormat,
+    /// Development-caching rules from the file (`[[rules]]`), first match wins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<EffectiveRule>,
+}
+
+/// One rule as `hoard config` prints it (the configuration file's own keys).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[allow(missing_docs)]
+pub struct EffectiveRule {
+    pub name: String,
+    pub host: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_query: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bypass: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_methods: Vec<String>,
+    pub max_body: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub share_auth: bool,
+}
+
+impl From<&crate::http_cache::Rule> for EffectiveRule {
+    fn from(r: &crate::http_cache::Rule) -> Self {
+        use crate::http_cache::IgnoreQuery;
+        EffectiveRule {
+            name: r.name.clone(),
+            host: r.host.to_string(),
+            path: r.path.to_string(),
+            ttl: r.ttl.map(|d| format!("{}s", d.as_secs_f64())),
+            ignore_query: match &r.ignore_query {
+                IgnoreQuery::None => None,
+                IgnoreQuery::All => Some(serde_json::Value::Bool(true)),
+                IgnoreQuery::Params(p) => Some(serde_json::Value::Array(
+                    p.iter()
+                        .map(|x| serde_json::Value::String(x.to_string()))
+                        .collect(),
+                )),
+            },
+            bypass: r.bypass,
+            cache_methods: r.cache_methods.iter().map(ToString::to_string).collect(),
+            max_body: r.max_body as u64,
+            share_auth: r.share_auth,
+        }
+    }
+}
+
+/// Load `explicit`, else the default file if it exists.
+pub fn load_file(explicit: Option<&std::path::Path>) -> Result<Option<ConfigFile>, ConfigError> {
+    match explicit {
+        Some(p) => ConfigFile::load(p).map(Some),
+        None => config::default_config_path()
+            .map(|p| ConfigFile::load(&p))
+            .transpose(),
+    }
+}
+
+/// Picks each value from the first layer that has it: command line or environment (clap has
+/// merged those, flag first), then the file, then the default.
+struct Layers<'a> {
+    file: Option<&'a ConfigFile>,
+}
+
+impl Layers<'_> {
+    fn pick<T>(
+        &self,
+        key: &str,
+        given: Option<&str>,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<(T, String), ConfigError> {
+        if let Some(v) = given {
+            return parse(v)
+                .map(|t| (t, v.to_string()))
+                .map_err(|reason| ConfigError::Flag {
+                    key: key.to_string(),
+                    env: format!("HOARD_{}", key.to_ascii_uppercase().replace('-', "_")),
+                    reason,
                 });
-            }
-            c.upstream = Some(uri);
         }
-        c.size_limit = config::parse_size(&self.size_limit)?;
-        c.eviction_policy = self
-            .eviction_policy
-            .parse::<EvictionPolicy>()
-            .map_err(|_| ConfigError::Value {
-                key: "eviction-policy",
-                reason: format!(
-                    "{:?}: expected least-recently-used, least-recently-stored, \
-                         least-frequently-used or none",
-                    self.eviction_policy
-                ),
+        if let Some(f) = self.file
+            && let Some((v, line)) = f.get(key)
+        {
+            let text = v.as_text();
+            return parse(&text)
+                .map(|t| (t, text))
+                .map_err(|reason| f.error(key, *line, reason));
+        }
+        parse(default)
+            .map(|t| (t, default.to_string()))
+            .map_err(|reason| ConfigError::Value {
+                key: "default",
+                reason,
+            })
+    }
+}
+
+fn size(t: &str) -> Result<u64, String> {
+    config::parse_size(t).map_err(|e| e.to_string())
+}
+
+fn duration(t: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(t).map_err(|e| e.to_string())
+}
+
+fn upstream(u: &str) -> Result<Option<http::Uri>, String> {
+    if u.is_empty() {
+        return Ok(None);
+    }
+    let uri: http::Uri = u.parse().map_err(|e| format!("{u:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
+        return Err(format!(
+            "{u:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(Some(uri))
+}
+
+fn admin(a: &str) -> Result<Option<SocketAddr>, String> {
+    match a.trim() {
+        "" | "off" | "none" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{a:?} is not an address like 127.0.0.1:3129 (or off)")),
+    }
+}
+
+impl ServeArgs {
+    /// Load the configuration file (`--config`, else the default path if it exists) and resolve.
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let file = load_file(self.config.as_deref())?;
+        self.resolve_with(file.as_ref())
+    }
+
+    /// Validate into a proxy configuration (same as [`resolve`](Self::resolve)).
+    pub fn to_config(&self) -> Result<ProxyConfig, ConfigError> {
+        self.resolve().map(|r| r.proxy)
+    }
+
+    /// Layer these values over `file` and the defaults, and validate.
+    pub fn resolve_with(&self, file: Option<&ConfigFile>) -> Result<Resolved, ConfigError> {
+        let l = Layers { file };
+        let (listen, listen_s) =
+            l.pick("listen", self.listen.as_deref(), "127.0.0.1:3128", |t| {
+                t.parse::<SocketAddr>()
+                    .map_err(|_| format!("{t:?} is not an address like 127.0.0.1:3128"))
             })?;
-        c.max_object_size = config::parse_size(&self.max_object_size)?;
-        c.connect_timeout = config::parse_duration(&self.connect_timeout)?;
-        c.response_timeout = config::parse_duration(&self.response_timeout)?;
-        c.header_timeout = config::parse_duration(&self.header_timeout)?;
-        c.lock_timeout = config::parse_duration(&self.lock_timeout)?;
-        if !(self.xfetch_beta.is_finite() && self.xfetch_beta >= 0.0) {
-            return Err(ConfigError::Value {
-                key: "xfetch-beta",
-                reason: format!("{} must be a number >= 0", self.xfetch_beta),
-            });
-        }
-        c.xfetch_beta = self.xfetch_beta;
-        c.stale_if_error = self
-            .stale_if_error
-            .as_deref()
-            .map(config::parse_duration)
-            .transpose()?;
-        if self.max_connections == 0 {
-            return Err(ConfigError::Value {
-                key: "max-connections",
-                reason: "must be at least 1".into(),
-            });
-        }
-        c.max_connections = self.max_connections;
-        c.offline = self.offline;
-        Ok(c)
+        let default_dir = config::default_cache_dir().display().to_string();
+        let cli_dir = self.cache_dir.as_ref().map(|p| p.display().to_string());
+        let (cache_dir, _) = l.pick("cache-dir", cli_dir.as_deref(), &default_dir, |t| {
+            if t.is_empty() {
+                Err("must not be empty".to_string())
+            } else {
+                Ok(PathBuf::from(t))
+            }
+        })?;
+        let (up, up_s) = l.pick("upstream", self.upstream.as_deref(), "", upstream)?;
+        let mut c = ProxyConfig::new(listen, cache_dir.clone());
+        c.upstream = up;
+        let size_limit;
+        (c.size_limit, size_limit) =
+            l.pick("size-limit", self.size_limit.as_deref(), "1GiB", size)?;
+        let eviction_policy;
+        (c.eviction_policy, eviction_policy) = l.pick(
+            "eviction-policy",
+            self.eviction_policy.as_deref(),
+            "least-recently-used",
+            |t| {
+                t.parse::<EvictionPolicy>().map_err(|_| {
+                    format!(
+                        "{t:?}: expected least-recently-used, least-recently-stored, \
+                         least-frequently-used or none"
+                    )
+                })
+            },
+        )?;
+        let max_object_size;
+        (c.max_object_size, max_object_size) = l.pick(
+            "max-object-size",
+            self.max_object_size.as_deref(),
+            "256MiB",
+            size,
+        )?;
+        (c.statistics, _) = l.pick(
+            "statistics",
+            self.statistics.as_deref(),
+            "true",
+            config::parse_bool,
+        )?;
+        (c.xfetch_beta, _) = l.pick("xfetch-beta", self.xfetch_beta.as_deref(), "1", |t| {
+            t.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|b| b.is_finite() && *b >= 0.0)
+                .ok_or_else(|| format!("{t:?} must be a number >= 0"))
+        })?;
+        let stale_if_error;
+        (c.stale_if_error, stale_if_error) = l.pick(
+            "stale-if-error",
+            self.stale_if_error.as_deref(),
+            "off",
+            |t| match t.trim() {
+                "off" | "" => Ok(None),
+                t => duration(t).map(Some),
+            },
+        )?;
+        (c.offline, _) = l.pick(
+            "offline",
+            self.offline.as_deref(),
+            "false",
+            config::parse_bool,
+        )?;
+        let connect_timeout;
+        (c.connect_timeout, connect_timeout) = l.pick(
+            "connect-timeout",
+            self.connect_timeout.as_deref(),
+            "10s",
+            duration,
+        )?;
+        let response_timeout;
+        (c.response_timeout, response_timeout) = l.pick(
+            "response-timeout",
+            self.response_timeout.as_deref(),
+            "60s",
+            duration,
+        )?;
+        let header_timeout;
+        (c.header_timeout, header_timeout) = l.pick(
+            "header-timeout",
+            self.header_timeout.as_deref(),
+            "30s",
+            duration,
+        )?;
+        let lock_timeout;
+        (c.lock_timeout, lock_timeout) =
+            l.pick("lock-timeout", self.lock_timeout.as_deref(), "5s", duration)?;
+        let shutdown_timeout;
+        (c.shutdown_timeout, shutdown_timeout) = l.pick(
+            "shutdown-timeout",
+            self.shutdown_timeout.as_deref(),
+            "10s",
+            duration,
+        )?;
+        (c.max_connections, _) = l.pick(
+            "max-connections",
+            self.max_connections.as_deref(),
+            "10000",
+            |t| match t.trim().parse::<usize>() {
+                Ok(0) => Err("must be at least 1".to_string()),
+                Ok(n) => Ok(n),
+                Err(_) => Err(format!("{t:?} is not a whole number")),
+            },
+        )?;
+        let max_header_size;
+        let header_bytes;
+        (header_bytes, max_header_size) = l.pick(
+            "max-header-size",
+            self.max_header_size.as_deref(),
+            "64KiB",
+            size,
+        )?;
+        c.max_header_size = usize::try_from(header_bytes).unwrap_or(usize::MAX);
+        let memory_cache_size;
+        let mem;
+        (mem, memory_cache_size) = l.pick(
+            "memory-cache-size",
+            self.memory_cache_size.as_deref(),
+            "64MiB",
+            size,
+        )?;
+        c.memory_cache_size = usize::try_from(mem).unwrap_or(usize::MAX);
+        let memory_cache_ttl;
+        (c.memory_cache_ttl, memory_cache_ttl) = l.pick(
+            "memory-cache-ttl",
+            self.memory_cache_ttl.as_deref(),
+            "1s",
+            duration,
+        )?;
+        (c.pseudonym, _) = l.pick("pseudonym", self.pseudonym.as_deref(), "hoard", |t| {
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(t.to_string())
+            } else {
+                Err(format!("{t:?}: expected a non-empty token without spaces"))
+            }
+        })?;
+        (c.purge_allow, _) = l.pick(
+            "purge-allow",
+            self.purge_allow.as_deref(),
+            "127.0.0.0/8,::1",
+            config::parse_ip_list,
+        )?;
+        let admin_s;
+        (c.admin, admin_s) = l.pick("admin", self.admin.as_deref(), "off", admin)?;
+        let (log_format, _) = l.pick("log-format", self.log_format.as_deref(), "text", |t| {
+            t.parse::<LogFormat>()
+        })?;
+        let effective = Effective {
+            listen: listen_s,
+            cache_dir: cache_dir.display().to_string(),
+            upstream: c.upstream.as_ref().map(|_| up_s),
+            size_limit,
+            eviction_policy,
+            max_object_size,
+            statistics: c.statistics,
+            xfetch_beta: c.xfetch_beta,
+            stale_if_error,
+            offline: c.offline,
+            connect_timeout,
+            response_timeout,
+            header_timeout,
+            lock_timeout,
+            shutdown_timeout,
+            max_connections: c.max_connections as u64,
+            max_header_size,
+            memory_cache_size,
+            memory_cache_ttl,
+            pseudonym: c.pseudonym.clone(),
+            purge_allow: c.purge_allow.iter().map(ToString::to_string).collect(),
+            admin: c.admin.map(|_| admin_s),
+            log_format,
+            rules: Vec::new(),
+        };
+        c.rules = file.map(|f| f.rules.clone()).unwrap_or_default();
+        let mut effective = effective;
+        effective.rules = c.rules.iter().map(EffectiveRule::from).collect();
+        Ok(Resolved {
+            proxy: c,
+            log_format,
+            effective,
+            file: file.map(|f| f.path.clone()),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+    use std::time::Duration;
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("hoard").chain(args.iter().copied())).unwrap()
     }
 
+    fn file(text: &str) -> ConfigFile {
+        ConfigFile::parse(Path::new("/etc/hoard.toml"), text).unwrap()
+    }
+
     #[test]
-    fn bare_hoard_serves_on_defaults() {
-        let cli = parse(&[]);
-        assert!(cli.command.is_none());
-        let c = cli.serve.to_config().unwrap();
+    fn defaults_without_file_or_flags() {
+        let r = ServeArgs::default().resolve_with(None).unwrap();
+        let c = &r.proxy;
         assert_eq!(c.listen, "127.0.0.1:3128".parse().unwrap());
         assert_eq!(c.size_limit, 1 << 30);
-        assert!(c.upstream.is_none());
+        assert_eq!(c.eviction_policy, EvictionPolicy::LeastRecentlyUsed);
+        assert!(c.upstream.is_none() && c.admin.is_none() && !c.offline);
+        assert!(c.statistics);
+        assert_eq!(c.purge_allow, crate::proxy::loopback_nets());
+        assert_eq!(r.log_format, LogFormat::Text);
+        assert_eq!(r.effective.size_limit, "1GiB");
     }
 
     #[test]
@@ -180,24 +703,160 @@ mod tests {
             "http://127.0.0.1:8080",
             "--size-limit",
             "10MiB",
+            "--offline",
         ]);
         let Some(Command::Serve(a)) = cli.command else {
             panic!("expected serve")
         };
-        let c = a.to_config().unwrap();
+        let c = a.resolve_with(None).unwrap().proxy;
         assert_eq!(c.size_limit, 10 << 20);
         assert_eq!(c.upstream.unwrap().port_u16(), Some(8080));
+        assert!(c.offline);
     }
 
-    #[test]
-    fn bad_upstream_is_refused() {
-        let cli = parse(&["--upstream", "ftp://x"]);
-        assert!(cli.serve.to_config().is_err());
+    /// (flag args, file text) -> effective value of one key.
+    macro_rules! layered {
+        ($name:ident, $args:expr, $file:expr, $get:expr, $want:expr) => {
+            #[test]
+            fn $name() {
+                let cli = parse($args);
+                let f = $file.map(file);
+                let r = cli.serve.resolve_with(f.as_ref()).unwrap();
+                assert_eq!($get(&r), $want);
+            }
+        };
     }
+    layered!(
+        file_over_default,
+        &[],
+        Some("size-limit = \"2GiB\""),
+        |r: &Resolved| r.proxy.size_limit,
+        2 << 30
+    );
+    layered!(
+        flag_over_file,
+        &["--size-limit", "3GiB"],
+        Some("size-limit = \"2GiB\""),
+        |r: &Resolved| r.proxy.size_limit,
+        3 << 30
+    );
+    layered!(
+        int_size_in_file,
+        &[],
+        Some("max-object-size = 1024"),
+        |r: &Resolved| r.proxy.max_object_size,
+        1024
+    );
+    layered!(
+        int_duration_in_file,
+        &[],
+        Some("lock-timeout = 2"),
+        |r: &Resolved| r.proxy.lock_timeout,
+        Duration::from_secs(2)
+    );
+    layered!(
+        offline_flag_false_over_file,
+        &["--offline=false"],
+        Some("offline = true"),
+        |r: &Resolved| r.proxy.offline,
+        false
+    );
+    layered!(
+        offline_in_file,
+        &[],
+        Some("offline = true"),
+        |r: &Resolved| r.proxy.offline,
+        true
+    );
+    layered!(
+        empty_purge_list,
+        &[],
+        Some("purge-allow = []"),
+        |r: &Resolved| r.proxy.purge_allow.len(),
+        0
+    );
+    layered!(
+        admin_off,
+        &["--admin", "off"],
+        Some("admin = \"127.0.0.1:1\""),
+        |r: &Resolved| r.proxy.admin,
+        None
+    );
+    layered!(
+        admin_in_file,
+        &[],
+        Some("admin = \"127.0.0.1:1\""),
+        |r: &Resolved| r.proxy.admin,
+        Some("127.0.0.1:1".parse().unwrap())
+    );
+    layered!(
+        json_logs,
+        &["--log-format", "json"],
+        None::<&str>,
+        |r: &Resolved| r.log_format,
+        LogFormat::Json
+    );
+    layered!(
+        xfetch_float_in_file,
+        &[],
+        Some("xfetch-beta = 2.5"),
+        |r: &Resolved| r.proxy.xfetch_beta,
+        2.5
+    );
+    layered!(
+        stale_if_error_in_file,
+        &[],
+        Some("stale-if-error = \"1m\""),
+        |r: &Resolved| r.proxy.stale_if_error,
+        Some(Duration::from_secs(60))
+    );
 
-    #[test]
-    fn bad_policy_is_refused() {
-        let cli = parse(&["--eviction-policy", "random"]);
-        assert!(cli.serve.to_config().is_err());
+    /// (flag args, file text) -> error naming what.
+    macro_rules! refused {
+        ($name:ident, $args:expr, $file:expr, $want:expr) => {
+            #[test]
+            fn $name() {
+                let cli = parse($args);
+                let f = $file.map(file);
+                let e = cli.serve.resolve_with(f.as_ref()).unwrap_err().to_string();
+                assert!(e.contains($want), "{e}");
+            }
+        };
     }
+    refused!(
+        bad_upstream_flag,
+        &["--upstream", "ftp://x"],
+        None::<&str>,
+        "invalid --upstream (command line or HOARD_UPSTREAM)"
+    );
+    refused!(
+        bad_policy_flag,
+        &["--eviction-policy", "random"],
+        None::<&str>,
+        "--eviction-policy"
+    );
+    refused!(
+        bad_policy_file,
+        &[],
+        Some("\neviction-policy = \"random\""),
+        "/etc/hoard.toml:2: eviction-policy:"
+    );
+    refused!(
+        zero_connections_file,
+        &[],
+        Some("max-connections = 0"),
+        "/etc/hoard.toml:1: max-connections: must be at least 1"
+    );
+    refused!(
+        negative_beta,
+        &["--xfetch-beta=-1"],
+        None::<&str>,
+        "--xfetch-beta"
+    );
+    refused!(
+        bad_bool_file,
+        &[],
+        Some("statistics = \"maybe\""),
+        "/etc/hoard.toml:1: statistics:"
+    );
 }

@@ -6,11 +6,13 @@
 //! - [`coalesce`]: single-flight per key with self-releasing permits.
 //! - [`proxy`]: sockets, upstream client, tunnels; glues the layers above together.
 //! - [`config`]: validated configuration handed to the proxy as values.
+//! - [`ops`]: the maintenance subcommands (stats, ls, show, purge, evict, check) as a library.
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod http_cache;
+pub mod ops;
 pub mod proxy;
 pub mod store;

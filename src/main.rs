@@ -1,45 +1,126 @@
 //! The `hoard` binary: parse the command line, validate the configuration, run.
-//! Thin on purpose: everything it calls lives in the library.
+//! Thin on purpose: everything it calls lives in the library; this file maps outcomes to
+//! exit codes and renders reports.
+//!
+//! Exit codes: 0 success; 1 nothing found (purge, evict, show) or problems left (check);
+//! 2 usage or configuration error; 3 runtime failure.
 
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use clap::Parser;
-use hoard::cli::{Cli, Command, ServeArgs};
+use hoard::cli::{Cli, Command, Resolved, ServeArgs, StoreArgs};
+use hoard::config::{ConfigError, LogFormat};
+use hoard::ops::{self, OpsError};
 use hoard::proxy::Server;
+use serde::Serialize;
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(a)) => a,
-        None => cli.serve,
-    };
-    init_logging(&args);
-    match serve(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hoard: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+/// `println!` that ignores a closed stdout (`hoard ls | head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
 }
 
-fn init_logging(args: &ServeArgs) {
-    let default = match (args.quiet, args.verbose) {
+/// Success.
+const OK: u8 = 0;
+/// Nothing found, or problems left.
+const NEGATIVE: u8 = 1;
+/// Usage or configuration error.
+const USAGE: u8 = 2;
+/// Runtime failure.
+const FAILURE: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    let code = match cli.command {
+        None => serve(&cli.serve),
+        Some(Command::Serve(a)) => serve(&a),
+        Some(Command::Config(c)) => match c.serve.resolve() {
+            Ok(r) => print_config(&r, c.json),
+            Err(e) => config_error(&e),
+        },
+        Some(cmd) => {
+            init_logging(false, 0, LogFormat::Text, "warn");
+            run_op(cmd)
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn config_error(e: &ConfigError) -> u8 {
+    eprintln!("hoard: {e}");
+    USAGE
+}
+
+fn init_logging(quiet: bool, verbose: u8, format: LogFormat, base: &str) {
+    let default = match (quiet, verbose) {
         (true, _) => "warn",
-        (false, 0) => "info",
+        (false, 0) => base,
         (false, 1) => "debug",
         (false, _) => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
 }
 
-fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let cfg = args.to_config()?;
+fn print_config(r: &Resolved, json: bool) -> u8 {
+    if json {
+        return print_json(&r.effective);
+    }
+    match toml::to_string(&r.effective) {
+        Ok(t) => {
+            match &r.file {
+                Some(f) => out!("# effective configuration (file: {})", f.display()),
+                None => out!("# effective configuration (no configuration file)"),
+            }
+            out!("{}", t.trim_end());
+            OK
+        }
+        Err(e) => {
+            eprintln!("hoard: cannot render the configuration: {e}");
+            FAILURE
+        }
+    }
+}
+
+fn print_json(v: &impl Serialize) -> u8 {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            out!("{s}");
+            OK
+        }
+        Err(e) => {
+            eprintln!("hoard: cannot render JSON: {e}");
+            FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> u8 {
+    let r = match args.resolve() {
+        Ok(r) => r,
+        Err(e) => return config_error(&e),
+    };
+    init_logging(args.quiet, args.verbose, r.log_format, "info");
+    match run_proxy(r) {
+        Ok(()) => OK,
+        Err(e) => {
+            eprintln!("hoard: {e:#}");
+            FAILURE
+        }
+    }
+}
+
+fn run_proxy(r: Resolved) -> anyhow::Result<()> {
+    let cfg = r.proxy;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -51,9 +132,211 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             server.local_addr(),
             dir.display()
         );
+        if let Some(a) = server.admin_addr() {
+            eprintln!("hoard: admin on http://{a}/metrics");
+        }
         server.run_until(shutdown_signal()).await;
         Ok(())
     })
+}
+
+fn store_of(a: &StoreArgs) -> Result<hoard::store::Cache, u8> {
+    let dir = a.resolve_cache_dir().map_err(|e| config_error(&e))?;
+    ops::open(&dir).map_err(|e| match e {
+        OpsError::NoCache(_) => op_error(e),
+        e => {
+            eprintln!("hoard: cannot open cache directory {}: {e}", dir.display());
+            FAILURE
+        }
+    })
+}
+
+fn op_error(e: OpsError) -> u8 {
+    eprintln!("hoard: {e}");
+    match e {
+        OpsError::Url(..) => USAGE,
+        OpsError::Store(_) | OpsError::NoCache(_) => FAILURE,
+    }
+}
+
+fn run_op(cmd: Command) -> u8 {
+    let (store_args, json) = match &cmd {
+        Command::Stats(c) => (&c.store, c.store.json),
+        Command::Ls(c) => (&c.store, c.store.json),
+        Command::Show(c) | Command::Purge(c) => (&c.store, c.store.json),
+        Command::Evict(c) => (&c.store, c.store.json),
+        Command::Expire(s) | Command::Clear(s) => (s, s.json),
+        Command::Check(c) => (&c.store, c.store.json),
+        Command::Serve(_) | Command::Config(_) => unreachable!("handled in main"),
+    };
+    let cache = match store_of(store_args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let res = match &cmd {
+        Command::Stats(c) => ops::stats(&cache, c.top).map(|r| {
+            if json {
+                return print_json(&r);
+            }
+            out!("cache dir   {}", r.cache_dir);
+            out!("entries     {} ({} URLs)", r.entries, r.urls);
+            out!(
+                "size        {} of {} ({:.1}%)",
+                ops::human_bytes(r.bytes),
+                ops::human_bytes(r.size_limit),
+                r.bytes as f64 * 100.0 / r.size_limit.max(1) as f64
+            );
+            out!("policy      {}", r.eviction_policy);
+            match (r.hit_ratio, r.statistics) {
+                (Some(h), _) => out!(
+                    "hit ratio   {:.1}% ({} hits, {} misses in the store)",
+                    h * 100.0,
+                    r.hits,
+                    r.misses
+                ),
+                (None, true) => out!("hit ratio   - (no lookups yet)"),
+                (None, false) => out!("hit ratio   - (statistics off)"),
+            }
+            if !r.top_hosts.is_empty() {
+                out!("top hosts by bytes:");
+                for h in &r.top_hosts {
+                    out!(
+                        "  {:>10}  {:>6} URLs  {}",
+                        ops::human_bytes(h.bytes),
+                        h.urls,
+                        h.host
+                    );
+                }
+            }
+            OK
+        }),
+        Command::Ls(c) => ops::list(&cache, c.host.as_deref()).map(|v| {
+            if json {
+                return print_json(&v);
+            }
+            if !v.is_empty() {
+                out!(
+                    "{:<6} {:>8} {:>10}  {:<29}  URL",
+                    "STATUS",
+                    "VARIANTS",
+                    "SIZE",
+                    "STORED"
+                );
+            }
+            for e in &v {
+                out!(
+                    "{:<6} {:>8} {:>10}  {:<29}  {}",
+                    e.status.map_or("-".to_string(), |s| s.to_string()),
+                    e.variants,
+                    ops::human_bytes(e.size),
+                    ops::human_time(e.stored_at),
+                    if e.method == "GET" {
+                        e.url.clone()
+                    } else {
+                        format!("{} {}", e.method, e.url)
+                    }
+                );
+            }
+            OK
+        }),
+        Command::Show(c) => ops::show(&cache, &c.url, SystemTime::now()).map(|r| match r {
+            None => {
+                eprintln!("hoard: not cached: {}", c.url);
+                NEGATIVE
+            }
+            Some(r) if json => print_json(&r),
+            Some(r) => {
+                out!("url            {}", r.url);
+                out!("cache-status   {}  (a plain GET now)", r.cache_status);
+                if !r.vary.is_empty() {
+                    out!("vary           {}", r.vary.join(", "));
+                }
+                for (i, v) in r.variants.iter().enumerate() {
+                    out!("");
+                    if r.variants.len() > 1 || !r.vary.is_empty() {
+                        let sel: Vec<String> = v
+                            .request_headers
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {v}"))
+                            .collect();
+                        out!("variant {}      {}", i + 1, sel.join("; "));
+                    }
+                    out!("status         {}", v.status);
+                    out!("stored         {}", ops::human_time(v.stored_at));
+                    out!(
+                        "freshness      {}  (age {}s, lifetime {}s, ttl {}s)",
+                        if v.fresh { "fresh" } else { "stale" },
+                        v.age,
+                        v.freshness_lifetime,
+                        v.ttl
+                    );
+                    out!("body           {}", ops::human_bytes(v.body_len));
+                    if let Some(rule) = &v.rule {
+                        match v.forced_ttl {
+                            Some(t) => out!("rule           {rule} (ttl forced to {t}s)"),
+                            None => out!("rule           {rule}"),
+                        }
+                    }
+                    out!("cache-status   {}", v.cache_status);
+                    for (k, val) in &v.headers {
+                        out!("  {k}: {val}");
+                    }
+                }
+                OK
+            }
+        }),
+        Command::Purge(c) => ops::purge(&cache, &c.url).map(|r| removed(&r, json, &c.url)),
+        Command::Evict(c) => match (&c.host, &c.tag) {
+            (Some(h), _) => ops::evict_host(&cache, h),
+            (None, Some(t)) => ops::evict_tag(&cache, t),
+            (None, None) => unreachable!("clap requires --host or --tag"),
+        }
+        .map(|r| removed(&r, json, "the selection")),
+        Command::Expire(_) => ops::expire(&cache).map(|r| counted(&r, json)),
+        Command::Clear(_) => ops::clear(&cache).map(|r| counted(&r, json)),
+        Command::Check(c) => ops::check(&cache, c.fix).map(|r| {
+            if json {
+                print_json(&r);
+            } else if r.problems.is_empty() {
+                out!("ok: no problems found");
+            } else {
+                for p in &r.problems {
+                    out!("{p}");
+                }
+                out!(
+                    "{} problem(s) {}",
+                    r.problems.len(),
+                    if r.fixed {
+                        "fixed"
+                    } else {
+                        "found (run with --fix to repair)"
+                    }
+                );
+            }
+            if r.failed() { NEGATIVE } else { OK }
+        }),
+        Command::Serve(_) | Command::Config(_) => unreachable!("handled in main"),
+    };
+    res.unwrap_or_else(op_error)
+}
+
+fn removed(r: &ops::Removed, json: bool, what: &str) -> u8 {
+    if json {
+        print_json(r);
+    } else if r.rows == 0 {
+        eprintln!("hoard: nothing stored for {what}");
+    } else {
+        out!("removed {} URL(s), {} row(s)", r.urls, r.rows);
+    }
+    if r.rows == 0 { NEGATIVE } else { OK }
+}
+
+fn counted(r: &ops::Removed, json: bool) -> u8 {
+    if json {
+        return print_json(r);
+    }
+    out!("removed {} row(s)", r.rows);
+    OK
 }
 
 async fn shutdown_signal() {

@@ -1,4 +1,5 @@
 mod devcache;
+mod ops;
 mod proxy;
 mod stampede;
 mod store;

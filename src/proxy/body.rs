@@ -67,8 +67,16 @@ impl ProxyBody {
             let mut remaining = len;
             while remaining > 0 {
                 let want = remaining.min(FILE_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; want];
-                let mut res = reader.read_exact(&mut buf).map(|_| Bytes::from(buf));
+                // `read_to_end` fills spare capacity without zeroing it first.
+                let mut buf = Vec::with_capacity(want);
+                let mut res = match (&mut reader).take(want as u64).read_to_end(&mut buf) {
+                    Ok(n) if n == want => Ok(Bytes::from(buf)),
+                    Ok(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "stored body shorter than recorded",
+                    )),
+                    Err(e) => Err(e),
+                };
                 if let Ok(b) = &res {
                     hasher.update(b);
                     if remaining == want as u64 && hasher.digest() != digest {

@@ -4,10 +4,12 @@
 //! `spawn_blocking` threads, never on an async worker; a body that is not complete is never
 //! stored, and a client is never handed a short body that looks complete.
 
+mod admin;
 mod body;
 mod fill;
 mod hot;
 mod lease;
+pub mod metrics;
 mod pipeline;
 mod server;
 mod service;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 pub use server::{Server, ServerHandle};
 
+use crate::config::IpNet;
 use crate::store::EvictionPolicy;
 
 /// Everything the proxy needs to run, already validated.
@@ -58,6 +61,12 @@ pub struct ProxyConfig {
     /// How long a row held in memory is trusted before it is read from the store again
     /// (bounds how late this process sees another process's purge or refresh).
     pub memory_cache_ttl: Duration,
+    /// Count hits and misses in the store (shown by `hoard stats`).
+    pub statistics: bool,
+    /// Clients allowed to send `PURGE` (default: loopback only; empty: nobody).
+    pub purge_allow: Vec<IpNet>,
+    /// Address of the admin server (`/metrics`, `/healthz`); `None`: off.
+    pub admin: Option<SocketAddr>,
     /// XFetch `beta`: how eagerly fresh hot entries are refreshed before they expire
     /// (1.0 is the paper's default; larger is earlier; 0 disables).
     pub xfetch_beta: f64,
@@ -94,8 +103,11 @@ impl ProxyConfig {
             max_connections: 10_000,
             max_header_size: 64 * 1024,
             pseudonym: "hoard".to_string(),
-            memory_cache_size: 64 << 20,
+            memory_cache_size: 128 << 20,
             memory_cache_ttl: Duration::from_secs(1),
+            statistics: true,
+            purge_allow: loopback_nets(),
+            admin: None,
             xfetch_beta: 1.0,
             stale_if_error: None,
             random: default_random,
@@ -103,6 +115,20 @@ impl ProxyConfig {
             rules: Vec::new(),
         }
     }
+}
+
+/// `127.0.0.0/8` and `::1`: the default `PURGE` allow list.
+pub fn loopback_nets() -> Vec<IpNet> {
+    vec![
+        IpNet {
+            addr: std::net::Ipv4Addr::new(127, 0, 0, 0).into(),
+            prefix: 8,
+        },
+        IpNet {
+            addr: std::net::Ipv6Addr::LOCALHOST.into(),
+            prefix: 128,
+        },
+    ]
 }
 
 /// Errors that stop the proxy from starting or running.

@@ -243,8 +243,9 @@ fn note_rule(res: &mut Response<ProxyBody>, rule: &Rule) {
     }
 }
 
-/// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge).
-pub async fn invalidate(st: &State, targets: Vec<Uri>) {
+/// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge);
+/// returns how many rows were removed.
+pub async fn invalidate(st: &State, targets: Vec<Uri>) -> u64 {
     let keys: Vec<CacheKey> = targets
         .iter()
         .filter_map(|u| http_cache::cache_key(&Method::GET, &key_uri(st, u).0).ok())
@@ -264,10 +265,14 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) {
     })
     .await;
     match res {
-        Ok(Ok(n)) => tracing::debug!(removed = n, "invalidated"),
+        Ok(Ok(n)) => {
+            tracing::debug!(removed = n, "invalidated");
+            return n;
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "invalidation failed"),
         Err(e) => tracing::warn!(error = %e, "invalidation task failed"),
     }
+    0
 }
 
 impl Ctx<'_> {
@@ -571,6 +576,28 @@ impl Ctx<'_> {
                             },
                         );
                     }
+                    StoredBody::Mem(b)
+                }
+                Value::File { ref file, len } if hot.admits(len) => {
+                    // Small enough for the in-memory front: read, check, keep.
+                    let mut body = vec![0u8; len as usize];
+                    {
+                        use std::os::unix::fs::FileExt;
+                        file.read_exact_at(&mut body, 0)?;
+                    }
+                    if xxhash_rust::xxh3::xxh3_64(&body) != head.body_digest {
+                        tracing::warn!(key = %key, "value file does not match its digest: dropped");
+                        store.delete(&row_key)?;
+                        return Ok(Loaded::Miss);
+                    }
+                    let b = Bytes::from(body);
+                    hot.put(
+                        &row_key,
+                        HotValue::Variant {
+                            head: head.clone(),
+                            body: b.clone(),
+                        },
+                    );
                     StoredBody::Mem(b)
                 }
                 Value::File { ref file, len } => {

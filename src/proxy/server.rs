@@ -23,6 +23,7 @@ use crate::store::Cache;
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     state: Arc<State>,
 }
 
@@ -30,6 +31,7 @@ pub struct Server {
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -44,19 +46,33 @@ impl Server {
                 source,
             })?;
         let local = listener.local_addr()?;
+        let admin = match cfg.admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ProxyError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let dir = cfg.cache_dir.clone();
-        let (size_limit, policy) = (cfg.size_limit, cfg.eviction_policy);
+        let (size_limit, policy, statistics) =
+            (cfg.size_limit, cfg.eviction_policy, cfg.statistics);
         let store = tokio::task::spawn_blocking(move || {
             Cache::builder(&dir)
                 .size_limit(size_limit)
                 .eviction_policy(policy)
+                .statistics(statistics)
                 .open()
                 .map_err(|source| ProxyError::Store { dir, source })
         })
         .await
         .map_err(|e| ProxyError::Config(format!("store open task failed: {e}")))??;
         let state = Arc::new(State::new(cfg, store, local));
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            admin,
+            state,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -64,9 +80,15 @@ impl Server {
         self.state.local_addr
     }
 
+    /// The admin server's bound address, when `admin` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Run on the current runtime until [`ServerHandle::shutdown`].
     pub fn spawn(self) -> ServerHandle {
         let addr = self.local_addr();
+        let admin = self.admin_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             self.run_until(async {
@@ -76,6 +98,7 @@ impl Server {
         });
         ServerHandle {
             addr,
+            admin,
             stop: Some(tx),
             task,
         }
@@ -83,7 +106,21 @@ impl Server {
 
     /// Serve until `signal` completes, then shut down gracefully.
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            admin,
+            state,
+        } = self;
+        let (admin_stop, admin_task) = match admin {
+            Some(l) => {
+                let (tx, rx) = oneshot::channel::<()>();
+                let task = tokio::spawn(super::admin::run(l, state.clone(), async {
+                    let _ = rx.await;
+                }));
+                (Some(tx), Some(task))
+            }
+            None => (None, None),
+        };
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -150,6 +187,10 @@ impl Server {
         }
         drop(listener);
         flusher.abort();
+        drop(admin_stop);
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         let timeout = state.cfg.shutdown_timeout;
         if tokio::time::timeout(timeout, graceful.shutdown())
             .await
@@ -167,6 +208,11 @@ impl ServerHandle {
     /// The address the proxy listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin server's address, when `admin` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Stop accepting, finish in-flight requests (bounded), flush the store.

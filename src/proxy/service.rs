@@ -7,8 +7,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use std::cell::Cell;
+
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use super::ProxyConfig;
 use super::body::ProxyBody;
 use super::fill::{Invalidations, Sinks};
 use super::hot::HotCache;
+use super::metrics::{Metrics, UPSTREAM_US};
 use super::pipeline;
 use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
@@ -44,6 +48,8 @@ pub struct State {
     pub lookup_opts: LookupOptions,
     /// In-memory front for hot rows.
     pub hot: Arc<HotCache>,
+    /// Prometheus metrics (served by the admin server).
+    pub metrics: Arc<Metrics>,
     /// When URLs were last invalidated (fills that started earlier do not commit).
     pub invalidations: Arc<Invalidations>,
     /// Value files already checked against their digests.
@@ -53,10 +59,12 @@ pub struct State {
 impl State {
     /// Assemble the state.
     pub fn new(cfg: ProxyConfig, store: Cache, local_addr: SocketAddr) -> Self {
-        let upstream = Upstream::new(cfg.connect_timeout, cfg.response_timeout);
+        let metrics = Arc::new(Metrics::new());
+        let upstream =
+            Upstream::new(cfg.connect_timeout, cfg.response_timeout).with_metrics(metrics.clone());
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_stale_if_error = cfg.stale_if_error;
-        let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(1 << 20);
+        let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(2 << 20);
         State {
             cfg,
             store,
@@ -72,6 +80,7 @@ impl State {
                 cfg_hot_max_entry,
                 cfg_hot_ttl,
             )),
+            metrics,
             invalidations: Arc::new(Invalidations::default()),
             verified: Arc::new(pipeline::Verified::default()),
         }
@@ -86,18 +95,30 @@ impl State {
         }
     }
 
-    /// Handle one request and log it.
+    /// Handle one request: log one access line and count it in the metrics.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let res = self.dispatch(req).await;
+        let (res, upstream_us) = UPSTREAM_US
+            .scope(Cell::new(0), async {
+                let res = self.dispatch(req, peer).await;
+                (res, UPSTREAM_US.with(Cell::get))
+            })
+            .await;
+        let elapsed = start.elapsed();
         let status = res.status().as_u16();
         let cache_status = res
             .headers()
             .get(&CACHE_STATUS)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let bytes = if method == Method::HEAD {
+            Some(0)
+        } else {
+            res.body().size_hint().exact()
+        };
+        self.metrics.request(cache_status, elapsed, bytes);
         tracing::info!(
             target: "hoard::access",
             %peer,
@@ -105,12 +126,14 @@ impl State {
             %uri,
             status,
             cache_status,
-            elapsed_us = start.elapsed().as_micros() as u64,
+            bytes,
+            upstream_us,
+            elapsed_us = elapsed.as_micros() as u64,
         );
         res
     }
 
-    async fn dispatch(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let header_bytes: usize = req
             .headers()
             .iter()
@@ -124,6 +147,22 @@ impl State {
                 CacheStatus::bypass(BypassReason::Refused).with_detail("header-too-large"),
                 "request header block too large\n",
             );
+        }
+        // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host field.
+        // CONNECT is exempt: some clients omit Host there, and the authority is the target.
+        if req.version() == Version::HTTP_11 && req.method() != Method::CONNECT {
+            let hosts = req.headers().get_all(header::HOST).iter().count();
+            if hosts != 1 {
+                return self.error(
+                    StatusCode::BAD_REQUEST,
+                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-host"),
+                    if hosts == 0 {
+                        "HTTP/1.1 request without a Host field\n"
+                    } else {
+                        "request with several Host fields\n"
+                    },
+                );
+            }
         }
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
@@ -145,6 +184,9 @@ impl State {
                 "request loop: the target is this proxy\n",
             );
         }
+        if req.method().as_str() == "PURGE" {
+            return self.purge(peer, target).await;
+        }
         if self.cfg.offline && !matches!(*req.method(), Method::GET | Method::HEAD) {
             return self.error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -162,6 +204,23 @@ impl State {
         match *req.method() {
             Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
             _ => self.pass_through(req, target).await,
+        }
+    }
+
+    /// `PURGE <url>` from an allowed client: remove every stored variant of the URL.
+    /// 200 when something was removed, 404 when nothing was stored, 403 for other clients.
+    async fn purge(&self, peer: SocketAddr, target: Uri) -> Response<ProxyBody> {
+        let cs = || CacheStatus::bypass(BypassReason::Method).with_detail("purge");
+        if !self.cfg.purge_allow.iter().any(|n| n.contains(peer.ip())) {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                cs(),
+                "PURGE is not allowed from this address (see purge-allow)\n",
+            );
+        }
+        match pipeline::invalidate(self, vec![target]).await {
+            0 => self.error(StatusCode::NOT_FOUND, cs(), "not cached\n"),
+            n => self.error(StatusCode::OK, cs(), &format!("purged {n} entries\n")),
         }
     }
 

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
+use super::metrics::Metrics;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,7 @@ impl UpstreamError {
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     response_timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Upstream {
@@ -92,7 +94,14 @@ impl Upstream {
         Upstream {
             client,
             response_timeout,
+            metrics: None,
         }
+    }
+
+    /// Count every exchange (and its failure) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The per-chunk body timeout (same as the response timeout).
@@ -102,11 +111,27 @@ impl Upstream {
 
     /// Send a request; wait at most `response_timeout` for the response head.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let start = std::time::Instant::now();
+        let res = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await
+        {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(Ok(res)) => Ok(res),
+            Ok(Ok(mut res)) => {
+                // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
+                // decoded the chunked framing; a stale Content-Length must not travel on.
+                if res.headers().contains_key(http::header::TRANSFER_ENCODING) {
+                    res.headers_mut().remove(http::header::CONTENT_LENGTH);
+                }
+                Ok(res)
+            }
             Ok(Err(e)) => Err(classify(&e)),
+        };
+        if let Some(m) = &self.metrics {
+            m.upstream(
+                start.elapsed(),
+                res.as_ref().err().map(UpstreamError::detail),
+            );
         }
+        res
     }
 }
 

@@ -15,12 +15,17 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::error::Result;
+use super::settings::EvictionPolicy;
 
-/// Distinct keys with pending accesses that trigger a flush.
-pub const FLUSH_KEYS: usize = 1024;
+/// Distinct keys with pending accesses that trigger a flush. Large, so that repeated reads
+/// of a working set merge in memory instead of each costing an `UPDATE`.
+pub const FLUSH_KEYS: usize = 65_536;
+/// Keys written per write transaction when flushing (bounds how long a flush holds the lock).
+pub const FLUSH_CHUNK: usize = 4096;
 /// Pending hits + misses that trigger a flush.
-pub const FLUSH_COUNTS: u64 = 4096;
-/// Maximum age of buffered state before the next access triggers a flush.
+pub const FLUSH_COUNTS: u64 = 65_536;
+/// Default maximum age of buffered state before the next access triggers a flush
+/// (see [`CacheBuilder::flush_interval`](super::CacheBuilder::flush_interval)).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One key's pending access: latest access time and number of accesses.
@@ -39,19 +44,59 @@ pub(crate) struct Drained {
 }
 
 impl Drained {
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.accesses.is_empty() && self.hits == 0 && self.misses == 0
     }
 
-    /// Writes the drained state inside the caller's write transaction.
-    pub(crate) fn apply(&self, conn: &Connection) -> Result<()> {
+    /// Splits into parts of at most [`FLUSH_CHUNK`] keys (counters go with the first),
+    /// sorted by key so each part walks the key index in order.
+    pub(crate) fn into_chunks(self) -> Vec<Drained> {
+        let mut entries: Vec<(Vec<u8>, Access)> = self.accesses.into_iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::new();
+        let (mut hits, mut misses) = (self.hits, self.misses);
+        let mut it = entries.into_iter().peekable();
+        loop {
+            let part: HashMap<Vec<u8>, Access> = it.by_ref().take(FLUSH_CHUNK).collect();
+            if part.is_empty() && hits == 0 && misses == 0 {
+                return out;
+            }
+            out.push(Drained {
+                accesses: part,
+                hits,
+                misses,
+            });
+            (hits, misses) = (0, 0);
+            if it.peek().is_none() {
+                return out;
+            }
+        }
+    }
+
+    /// Writes the drained state inside the caller's write transaction. Only the column
+    /// the policy orders by is written (one index to maintain, not two).
+    pub(crate) fn apply(&self, conn: &Connection, policy: EvictionPolicy) -> Result<()> {
         if !self.accesses.is_empty() {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE cache SET access_time = MAX(access_time, ?1), \
-                 access_count = access_count + ?2 WHERE key = ?3",
-            )?;
-            for (key, a) in &self.accesses {
-                stmt.execute(rusqlite::params![a.time, a.count as i64, key])?;
+            let mut keys: Vec<&Vec<u8>> = self.accesses.keys().collect();
+            keys.sort_unstable();
+            match policy {
+                EvictionPolicy::LeastFrequentlyUsed => {
+                    let mut stmt = conn.prepare_cached(
+                        "UPDATE cache SET access_count = access_count + ?1 WHERE key = ?2",
+                    )?;
+                    for key in keys {
+                        stmt.execute(rusqlite::params![self.accesses[key].count as i64, key])?;
+                    }
+                }
+                _ => {
+                    let mut stmt = conn.prepare_cached(
+                        "UPDATE cache SET access_time = ?1 WHERE key = ?2 AND access_time < ?1",
+                    )?;
+                    for key in keys {
+                        stmt.execute(rusqlite::params![self.accesses[key].time, key])?;
+                    }
+                }
             }
         }
         if self.hits != 0 || self.misses != 0 {
@@ -71,14 +116,16 @@ pub(crate) struct AccessBuffer {
     hits: AtomicU64,
     misses: AtomicU64,
     base: Instant,
+    interval_ms: u64,
     last_flush_ms: AtomicU64,
     /// Held while a flush writes, so only one thread flushes at a time.
     pub(crate) flushing: Mutex<()>,
 }
 
 impl AccessBuffer {
-    pub(crate) fn new() -> AccessBuffer {
+    pub(crate) fn new(interval: Duration) -> AccessBuffer {
         AccessBuffer {
+            interval_ms: interval.as_millis().min(u64::MAX as u128) as u64,
             accesses: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -94,8 +141,7 @@ impl AccessBuffer {
 
     fn interval_passed(&self) -> bool {
         let now = self.base.elapsed().as_millis() as u64;
-        now.saturating_sub(self.last_flush_ms.load(Ordering::Relaxed))
-            >= FLUSH_INTERVAL.as_millis() as u64
+        now.saturating_sub(self.last_flush_ms.load(Ordering::Relaxed)) >= self.interval_ms
     }
 
     /// Records one access of `key` at `time`. Returns true when a flush is due.
@@ -159,7 +205,7 @@ mod tests {
 
     #[test]
     fn accesses_merge_per_key() {
-        let b = AccessBuffer::new();
+        let b = AccessBuffer::new(FLUSH_INTERVAL);
         b.access(b"a", 5.0);
         b.access(b"a", 3.0);
         b.access(b"b", 1.0);
@@ -183,7 +229,7 @@ mod tests {
 
     #[test]
     fn flush_is_due_after_many_keys() {
-        let b = AccessBuffer::new();
+        let b = AccessBuffer::new(FLUSH_INTERVAL);
         b.last_flush_ms.store(u64::MAX / 2, Ordering::Relaxed); // interval never passes
         let due: Vec<bool> = (0..FLUSH_KEYS)
             .map(|i| b.access(&i.to_le_bytes(), 1.0))
@@ -193,8 +239,34 @@ mod tests {
     }
 
     #[test]
+    fn chunks_are_sorted_and_carry_counters_once() {
+        let b = AccessBuffer::new(FLUSH_INTERVAL);
+        for i in (0..(FLUSH_CHUNK as u32 + 5)).rev() {
+            b.access(&i.to_be_bytes(), 1.0);
+        }
+        b.count(true);
+        let parts = b.drain().into_chunks();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].accesses.len(), FLUSH_CHUNK);
+        assert_eq!(parts[1].accesses.len(), 5);
+        assert_eq!((parts[0].hits, parts[1].hits), (1, 0));
+        assert!(
+            parts[0]
+                .accesses
+                .contains_key(0u32.to_be_bytes().as_slice())
+        );
+        let only_counts = Drained {
+            hits: 2,
+            ..Drained::default()
+        }
+        .into_chunks();
+        assert_eq!(only_counts.len(), 1);
+        assert!(Drained::default().into_chunks().is_empty());
+    }
+
+    #[test]
     fn counts_drain_and_restore() {
-        let b = AccessBuffer::new();
+        let b = AccessBuffer::new(FLUSH_INTERVAL);
         b.count(true);
         b.count(true);
         b.count(false);

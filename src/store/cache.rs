@@ -18,6 +18,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::buffer::{AccessBuffer, Drained};
+use super::checkpoint::Checkpointer;
 use super::clock::{Clock, SystemClock};
 use super::error::{Error, Result};
 use super::files::{self, TempFile, Value, ValueReader, ValueWriter};
@@ -41,8 +42,13 @@ const TEMP_GRACE: Duration = Duration::from_secs(3600);
 const PAGE: i64 = 1000;
 
 /// Columns of a full row read; indices used by [`decode_row`].
-const ROW_COLS: &str = "rowid, mode, filename, value, expire_time, size, length(key), \
-                        length(meta), meta, store_time, tag, key";
+macro_rules! row_cols {
+    () => {
+        "rowid, mode, filename, value, expire_time, size, length(key), \
+         length(meta), meta, store_time, tag, key"
+    };
+}
+const ROW_COLS: &str = row_cols!();
 
 /// A handle to a cache directory. Cheap to clone (an `Arc` inside), `Send + Sync`.
 /// Buffered accesses and counters are flushed when the last clone drops.
@@ -129,9 +135,17 @@ pub struct CacheBuilder {
     sqlite_mmap_size: Option<u64>,
     sqlite_cache_size: Option<i64>,
     clock: Option<Arc<dyn Clock>>,
+    flush_interval: Duration,
 }
 
 impl CacheBuilder {
+    /// How old buffered LRU/LFU accesses and hit/miss counts may get before the next
+    /// access flushes them (default [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL), 1 s;
+    /// per handle, not persisted).
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
     /// Sets and persists `size_limit` (bytes).
     pub fn size_limit(mut self, v: u64) -> Self {
         self.size_limit = Some(v);
@@ -213,19 +227,22 @@ impl CacheBuilder {
             let mut s = read_settings(&tx)?;
             self.overlay(&mut s);
             write_settings(&tx, &s)?;
+            schema::ensure_policy_index(&tx, s.eviction_policy)?;
             tx.commit()?;
             Ok(s)
         })?;
         schema::apply_tuning(&conn, &settings)?;
         let inner = Inner {
-            dir: self.dir,
+            dir: self.dir.clone(),
             pool: Mutex::new(vec![conn]),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             policy: AtomicU8::new(0),
             statistics: AtomicBool::new(false),
             min_file_size: AtomicU64::new(0),
             tuning: Mutex::new((settings.sqlite_mmap_size, settings.sqlite_cache_size)),
-            buffer: AccessBuffer::new(),
+            settings: Mutex::new(settings.clone()),
+            checkpointer: Checkpointer::start(self.dir.clone()),
+            buffer: AccessBuffer::new(self.flush_interval),
         };
         inner.cache_settings(&settings);
         Ok(Cache {
@@ -243,12 +260,16 @@ pub(crate) struct Inner {
     statistics: AtomicBool,
     min_file_size: AtomicU64,
     tuning: Mutex<(u64, i64)>,
+    /// Last settings read from the database.
+    settings: Mutex<Settings>,
+    checkpointer: Checkpointer,
     pub(crate) buffer: AccessBuffer,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.flush();
+        self.checkpointer.stop();
     }
 }
 
@@ -406,7 +427,11 @@ fn found_from(r: &rusqlite::Row<'_>, now: f64) -> Result<Found> {
 }
 
 fn lookup(c: &Connection, key: &[u8], now: f64) -> Result<Found> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {ROW_COLS} FROM cache WHERE key = ?1"))?;
+    let mut stmt = c.prepare_cached(concat!(
+        "SELECT ",
+        row_cols!(),
+        " FROM cache WHERE key = ?1"
+    ))?;
     let mut rows = stmt.query([key])?;
     match rows.next()? {
         None => Ok(Found::Missing),
@@ -484,6 +509,10 @@ impl Inner {
     }
 
     fn cache_settings(&self, s: &Settings) {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(s);
         self.policy
             .store(policy_to_u8(s.eviction_policy), Ordering::Relaxed);
         self.statistics.store(s.statistics, Ordering::Relaxed);
@@ -532,6 +561,7 @@ impl Inner {
                 Ok(())
             })?;
             guard.armed = false;
+            self.checkpointer.committed();
             Ok(v)
         });
         drop(guard);
@@ -546,7 +576,9 @@ impl Inner {
         result
     }
 
-    fn note_access(&self, key: &[u8], hit: bool, now: f64) {
+    /// Records a hit/miss and (LRU/LFU) an access. `may_flush` must be false inside a
+    /// write transaction: a flush needs the write lock that transaction holds.
+    fn note_access(&self, key: &[u8], hit: bool, now: f64, may_flush: bool) {
         let mut due = false;
         if self.statistics.load(Ordering::Relaxed) {
             due |= self.buffer.count(hit);
@@ -554,7 +586,7 @@ impl Inner {
         if hit && self.policy().tracks_access() {
             due |= self.buffer.access(key, now);
         }
-        if due {
+        if due && may_flush {
             self.try_flush();
         }
     }
@@ -562,11 +594,20 @@ impl Inner {
     /// Flushes if no other thread is flushing; errors keep the counters for the next try.
     fn try_flush(&self) {
         if let Ok(_g) = self.buffer.flushing.try_lock() {
-            let d = self.buffer.drain();
-            if !d.is_empty() && self.write(|c, _| d.apply(c)).is_err() {
-                self.buffer.restore_counts(&d);
-            }
+            let _ = self.flush_drained();
         }
+    }
+
+    /// Writes what the buffer holds, [`FLUSH_CHUNK`](super::buffer::FLUSH_CHUNK) keys per
+    /// transaction. On error the counters are put back (accesses are dropped).
+    fn flush_drained(&self) -> Result<()> {
+        let policy = self.policy();
+        for part in self.buffer.drain().into_chunks() {
+            self.write(|c, _| part.apply(c, policy)).inspect_err(|_| {
+                self.buffer.restore_counts(&part);
+            })?;
+        }
+        Ok(())
     }
 
     pub(crate) fn flush(&self) -> Result<()> {
@@ -575,13 +616,7 @@ impl Inner {
             .flushing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let d = self.buffer.drain();
-        if d.is_empty() {
-            return Ok(());
-        }
-        self.write(|c, _| d.apply(c)).inspect_err(|_| {
-            self.buffer.restore_counts(&d);
-        })
+        self.flush_drained()
     }
 
     /// Deletes a faulty row (missing/short file, undecodable) if it is still the same row.
@@ -669,7 +704,7 @@ impl Inner {
             }
             Found::Missing | Found::Expired => None,
         };
-        self.note_access(key, out.is_some(), now);
+        self.note_access(key, out.is_some(), now, true);
         Ok(out)
     }
 
@@ -704,27 +739,65 @@ impl Inner {
             Stored::File { rel, len } => (MODE_FILE, Some(rel.as_str()), None, *len),
         };
         let size = (key.len() as u64 + meta.len() as u64 + vlen) as i64;
-        let old: Option<(i64, Option<String>)> = c
-            .prepare_cached("SELECT rowid, filename FROM cache WHERE key = ?1")?
+        // Old row: columns are only assigned when they change, so unchanged indexed
+        // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
+        #[allow(clippy::type_complexity)]
+        let old: Option<(i64, Option<String>, Option<f64>, Option<String>, i64, i64)> = c
+            .prepare_cached(
+                "SELECT rowid, filename, expire_time, tag, access_count, size FROM cache WHERE key = ?1",
+            )?
             .query_row([key], |r| {
                 Ok((
                     r.get(0)?,
-                    r.get_ref(1)?
-                        .as_str_or_null()
-                        .ok()
-                        .flatten()
-                        .map(String::from),
+                    r.get_ref(1)?.as_str_or_null().ok().flatten().map(String::from),
+                    r.get_ref(2)?.as_f64_or_null().ok().flatten(),
+                    r.get_ref(3)?.as_str_or_null().ok().flatten().map(String::from),
+                    r.get_ref(4)?.as_i64().unwrap_or(-1),
+                    r.get_ref(5)?.as_i64().unwrap_or(-1),
                 ))
             })
             .optional()?;
         match old {
-            Some((rowid, old_file)) => {
-                c.prepare_cached(
-                    "UPDATE cache SET raw = 1, store_time = ?1, expire_time = ?2, access_time = ?1, \
-                     access_count = 0, tag = ?3, size = ?4, mode = ?5, filename = ?6, value = ?7, \
-                     meta = ?8 WHERE rowid = ?9",
-                )?
-                .execute(params![now, expire_time, tag, size, mode, filename, value, meta, rowid])?;
+            Some((rowid, old_file, old_expire, old_tag, old_count, old_size)) => {
+                let mut sql = String::from(
+                    "UPDATE cache SET raw = 1, store_time = :now, access_time = :now, mode = :mode, \
+                     filename = :filename, value = :value, meta = :meta",
+                );
+                let set_expire = old_expire != expire_time;
+                let set_tag = old_tag.as_deref() != tag;
+                let set_size = old_size != size;
+                if set_expire {
+                    sql.push_str(", expire_time = :expire_time");
+                }
+                if set_tag {
+                    sql.push_str(", tag = :tag");
+                }
+                if set_size {
+                    sql.push_str(", size = :size");
+                }
+                if old_count != 0 {
+                    sql.push_str(", access_count = 0");
+                }
+                sql.push_str(" WHERE rowid = :rowid");
+                let mut stmt = c.prepare_cached(&sql)?;
+                let mut named: Vec<(&str, &dyn ToSql)> = vec![
+                    (":now", &now),
+                    (":mode", &mode),
+                    (":filename", &filename),
+                    (":value", &value),
+                    (":meta", &meta),
+                    (":rowid", &rowid),
+                ];
+                if set_expire {
+                    named.push((":expire_time", &expire_time));
+                }
+                if set_tag {
+                    named.push((":tag", &tag));
+                }
+                if set_size {
+                    named.push((":size", &size));
+                }
+                stmt.execute(named.as_slice())?;
                 if let Some(path) = old_file.and_then(|f| value_path(&self.dir, &f)) {
                     p.unlink.push(path);
                 }
@@ -796,9 +869,10 @@ impl Inner {
         )
     }
 
-    /// Culls inside the caller's transaction: up to one batch of expired rows always
-    /// (diskcache), then while over the limit expired rows first, then by policy,
-    /// in batches of `batch` rows, at most `max` rows in all. Never deletes `protect`.
+    /// Culls inside the caller's transaction while the volume is over the limit:
+    /// expired rows first, then by policy, in batches of `batch` rows, at most `max`
+    /// rows in all. Never deletes `protect`.
+    #[allow(clippy::too_many_arguments)]
     fn cull_in(
         &self,
         c: &Connection,
@@ -809,7 +883,7 @@ impl Inner {
         batch: i64,
         max: u64,
     ) -> Result<u64> {
-        let mut deleted = self.delete_expired(c, p, now, batch, protect)?;
+        let mut deleted = 0;
         let mut drained = false;
         while deleted < max && volume_in(c)? > s.size_limit {
             let mut n = self.delete_expired(c, p, now, batch, protect)?;
@@ -823,7 +897,7 @@ impl Inner {
                         accesses: self.buffer.take_accesses(),
                         ..Drained::default()
                     }
-                    .apply(c)?;
+                    .apply(c, s.eviction_policy)?;
                     drained = true;
                 }
                 n = self.delete_where(c, p, "1", order, &rusqlite::types::Null, batch, protect)?;
@@ -930,24 +1004,35 @@ impl Inner {
             }
             _ => None,
         };
-        self.note_access(key, out.is_some(), now);
+        self.note_access(key, out.is_some(), now, false);
         Ok(out)
     }
 
     fn delete_in(&self, c: &Connection, p: &mut Pending, key: &[u8], now: f64) -> Result<bool> {
-        let old: Option<(Option<String>, Option<f64>)> = c
-            .prepare_cached("DELETE FROM cache WHERE key = ?1 RETURNING filename, expire_time")?
+        // SELECT then DELETE by rowid: cheaper than DELETE ... RETURNING, which buffers
+        // its output in an ephemeral table.
+        let old: Option<(i64, Option<String>, Option<f64>)> = c
+            .prepare_cached("SELECT rowid, filename, expire_time FROM cache WHERE key = ?1")?
             .query_row([key], |r| {
                 Ok((
-                    r.get_ref(0)?
+                    r.get(0)?,
+                    r.get_ref(1)?
                         .as_str_or_null()
                         .ok()
                         .flatten()
                         .map(String::from),
-                    r.get_ref(1)?.as_f64_or_null().ok().flatten(),
+                    r.get_ref(2)?.as_f64_or_null().ok().flatten(),
                 ))
             })
             .optional()?;
+        let old = match old {
+            Some((rowid, file, expire_time)) => {
+                c.prepare_cached("DELETE FROM cache WHERE rowid = ?1")?
+                    .execute([rowid])?;
+                Some((file, expire_time))
+            }
+            None => None,
+        };
         Ok(match old {
             Some((file, expire_time)) => {
                 if let Some(path) = file.and_then(|f| value_path(&self.dir, &f)) {
@@ -1067,6 +1152,7 @@ impl Cache {
             sqlite_mmap_size: None,
             sqlite_cache_size: None,
             clock: None,
+            flush_interval: super::buffer::FLUSH_INTERVAL,
         }
     }
 
@@ -1080,11 +1166,20 @@ impl Cache {
         &self.inner.clock
     }
 
-    /// Current settings, re-read from the database.
-    pub fn settings(&self) -> Result<Settings> {
-        let s = self.inner.read(|c| read_settings(c))?;
-        self.inner.cache_settings(&s);
-        Ok(s)
+    /// Current settings, re-read from the database (the last known copy if that read fails).
+    pub fn settings(&self) -> Settings {
+        match self.inner.read(read_settings) {
+            Ok(s) => {
+                self.inner.cache_settings(&s);
+                s
+            }
+            Err(_) => self
+                .inner
+                .settings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
     }
 
     /// Changes settings for every process using the directory; returns the new settings.
@@ -1094,6 +1189,7 @@ impl Cache {
             let mut s = read_settings(c)?;
             f(&mut s);
             write_settings(c, &s)?;
+            schema::ensure_policy_index(c, s.eviction_policy)?;
             Ok(s)
         })?;
         self.inner.cache_settings(&s);
@@ -1216,6 +1312,20 @@ impl Cache {
             }))
     }
 
+    /// Meta of a live row, read without counting a hit or miss and without recording an
+    /// access (for inspection tools that must not disturb statistics or eviction order).
+    pub fn peek_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let now = self.inner.clock.now();
+        self.inner.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT meta FROM cache WHERE key = ?1 \
+                 AND (expire_time IS NULL OR expire_time > ?2)",
+            )?
+            .query_row(params![key, now], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?)
+        })
+    }
+
     /// Replaces meta and expire time of a live row without touching its value.
     /// Returns false when there is no live row.
     pub fn set_meta(&self, key: &[u8], meta: &[u8], expire: Option<Duration>) -> Result<bool> {
@@ -1321,7 +1431,7 @@ impl Cache {
 
     /// Deletes every row tagged `tag`; returns how many.
     pub fn evict(&self, tag: &str) -> Result<u64> {
-        self.bulk_delete("tag = ?1", "rowid", &tag)
+        self.bulk_delete("tag IS NOT NULL AND tag = ?1", "tag", &tag)
     }
 
     /// Deletes every row; returns how many.
@@ -1344,7 +1454,7 @@ impl Cache {
                     &s,
                     now,
                     -1,
-                    (s.cull_limit as i64).max(100),
+                    (s.cull_limit as i64).max(1),
                     BULK_BATCH as u64,
                 )
             })?;

@@ -16,17 +16,21 @@
 //! - After every write the volume is within `size_limit` plus the value just written
 //!   (unless more than [`MAX_CULL_PER_WRITE`] rows would have to go): expired rows are
 //!   culled first, then live rows in the order of the [`EvictionPolicy`].
+//!   Unlike diskcache, a write that is under the limit does not also sweep expired rows
+//!   (that per-write query costs more than the rest of a `set`); expired rows read as
+//!   misses and are removed by culling, [`Cache::expire`] and [`Cache::cull`].
 //! - Time comes from the cache's [`Clock`]; tests use [`ManualClock`] and never sleep.
 //!
 //! # How stale LRU/LFU order may be
 //! Reads never take a write transaction. Under `least-recently-used` and
 //! `least-frequently-used`, each hit is recorded in an in-memory buffer of the process
 //! (latest access time and access count per key), and hit/miss counters likewise. The
-//! buffer is written in one transaction when it holds [`FLUSH_KEYS`] (1024) distinct keys,
+//! buffer is written (in transactions of [`FLUSH_CHUNK`] keys, only the column the policy
+//! orders by) when it holds [`FLUSH_KEYS`] (65,536) distinct keys,
 //! when [`FLUSH_COUNTS`] (4096) hits+misses are pending, on the first access after
 //! [`FLUSH_INTERVAL`] (1 s) since the last flush, on [`Cache::flush`], on
 //! [`Cache::stats`]/[`Cache::check`], and when the last clone of the handle drops. So the
-//! order the database sees lags by at most 1024 keys' accesses or about one second of
+//! order the database sees lags by at most 65,536 keys' accesses or about one second of
 //! activity per process, and this process's own pending accesses are always applied
 //! before it culls by LRU/LFU. Accesses of a process that crashes are lost (eviction
 //! order is advisory; data is never affected). Settings changed by another process are
@@ -37,10 +41,12 @@
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
-//! - `lock`: cross-process [`Lock`].  `clock`, `error`, `retry`.
+//! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
+//! - `clock`, `error`, `retry`.
 
 mod buffer;
 mod cache;
+mod checkpoint;
 mod clock;
 mod error;
 mod fanout;
@@ -51,7 +57,7 @@ mod retry;
 mod schema;
 mod settings;
 
-pub use buffer::{FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
+pub use buffer::{FLUSH_CHUNK, FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
 pub use cache::{
     Cache, CacheBuilder, Entry, KeyIter, MAX_CULL_PER_WRITE, Record, ScanEntry, ScanIter,
     Transaction,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::error::{Error, Result};
-use super::settings::Settings;
+use super::settings::{EvictionPolicy, Settings};
 
 /// Name of the database file inside the cache directory.
 pub(crate) const DB_FILE: &str = "cache.db";
@@ -18,6 +18,13 @@ pub(crate) const DB_FILE: &str = "cache.db";
 /// How long SQLite's own busy handler waits for a lock before returning `SQLITE_BUSY`
 /// to our retry loop.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// No automatic checkpoint on commit: a background thread checkpoints
+/// (see `checkpoint.rs`), so writers never pay for it.
+pub(crate) const WAL_AUTOCHECKPOINT_PAGES: u32 = 0;
+
+/// Size the WAL file is truncated back to after a checkpoint.
+pub(crate) const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
 
 /// The schema, one step per entry. Append only: never edit or reorder a step.
 pub(crate) fn migrations() -> &'static [&'static str] {
@@ -39,11 +46,11 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             value BLOB,
             meta BLOB NOT NULL DEFAULT x''
         );
+        -- Partial: rows without tag or expiry (the common case) cost these indexes nothing.
         CREATE INDEX cache_tag ON cache(tag) WHERE tag IS NOT NULL;
         CREATE INDEX cache_expire_time ON cache(expire_time) WHERE expire_time IS NOT NULL;
-        CREATE INDEX cache_store_time ON cache(store_time);
-        CREATE INDEX cache_access_time ON cache(access_time);
-        CREATE INDEX cache_access_count ON cache(access_count);
+        -- The eviction-order index (store_time, access_time or access_count) exists only
+        -- for the policy in force: see `ensure_policy_index`.
 
         CREATE TABLE settings (
             id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -100,10 +107,48 @@ pub(crate) fn open_connection(dir: &Path, mmap_size: u64, cache_size: i64) -> Re
     conn.execute_batch(&format!(
         "PRAGMA synchronous = NORMAL;
          PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};
+         PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};
          PRAGMA mmap_size = {mmap_size};
          PRAGMA cache_size = {cache_size};"
     ))?;
     Ok(conn)
+}
+
+/// Eviction-order indexes, one per policy column (as diskcache creates them).
+const POLICY_INDEXES: [(&str, &str); 3] = [
+    ("cache_store_time", "store_time"),
+    ("cache_access_time", "access_time"),
+    ("cache_access_count", "access_count"),
+];
+
+/// Inside the caller's write transaction: creates the index the policy orders victims
+/// by and drops the other policy indexes, so each write maintains only the one index
+/// that culling uses (diskcache likewise indexes only the configured policy's column).
+/// Idempotent and cheap when nothing changes.
+pub(crate) fn ensure_policy_index(conn: &Connection, policy: EvictionPolicy) -> Result<()> {
+    let wanted = match policy {
+        EvictionPolicy::LeastRecentlyStored => Some("store_time"),
+        EvictionPolicy::LeastRecentlyUsed => Some("access_time"),
+        EvictionPolicy::LeastFrequentlyUsed => Some("access_count"),
+        EvictionPolicy::None => None,
+    };
+    for (name, column) in POLICY_INDEXES {
+        let exists: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?1)",
+            )?
+            .query_row([name], |r| r.get(0))?;
+        match (Some(column) == wanted, exists) {
+            (true, false) => {
+                conn.execute_batch(&format!("CREATE INDEX {name} ON cache({column})"))?
+            }
+            (false, true) => conn.execute_batch(&format!("DROP INDEX {name}"))?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Re-applies the per-connection tuning after settings changed.
@@ -155,6 +200,44 @@ mod tests {
             })
             .unwrap();
         assert_eq!((count, size), (1, 5));
+    }
+
+    #[test]
+    fn only_the_policy_index_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(dir.path(), 0, 100).unwrap();
+        migrate(&mut conn).unwrap();
+        let indexes = |c: &Connection| -> Vec<String> {
+            c.prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND name IN \
+                       ('cache_store_time', 'cache_access_time', 'cache_access_count')",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+        };
+        let cases = [
+            (EvictionPolicy::LeastRecentlyUsed, vec!["cache_access_time"]),
+            (
+                EvictionPolicy::LeastRecentlyStored,
+                vec!["cache_store_time"],
+            ),
+            (
+                EvictionPolicy::LeastRecentlyStored,
+                vec!["cache_store_time"],
+            ),
+            (
+                EvictionPolicy::LeastFrequentlyUsed,
+                vec!["cache_access_count"],
+            ),
+            (EvictionPolicy::None, vec![]),
+        ];
+        for (policy, want) in cases {
+            ensure_policy_index(&conn, policy).unwrap();
+            assert_eq!(indexes(&conn), want, "{policy}");
+        }
     }
 
     #[test]

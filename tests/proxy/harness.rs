@@ -66,6 +66,14 @@ pub fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> R
     builder.body(full(body)).expect("valid test response")
 }
 
+/// An origin handler answering every request with `body` and `Cache-Control: max-age=60`.
+pub fn max_age_60(
+    body: impl Into<Bytes>,
+) -> impl Fn(&Request<Bytes>) -> Response<Body> + Send + Sync + 'static {
+    let body: Bytes = body.into();
+    move |_| reply(200, &[("cache-control", "max-age=60")], body.clone())
+}
+
 /// The value of a request header, if present and valid UTF-8.
 pub fn header<'a>(req: &'a Request<Bytes>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -449,6 +457,11 @@ impl RawConn {
         self.send(&request_text(method, target, headers, b""))
             .await?;
         self.read_response(method).await
+    }
+
+    /// The buffered connection, e.g. to split a tunnel into its two directions.
+    pub fn into_io(self) -> BufReader<TcpStream> {
+        self.io
     }
 
     /// Reads until the peer closes the connection.

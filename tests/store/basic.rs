@@ -225,7 +225,7 @@ fn stats_count_hits_and_misses_when_enabled() {
     assert_eq!(cache.stats(false, false).unwrap(), (0, 0));
     cache.get(b"k").unwrap();
     assert_eq!(cache.stats(false, false).unwrap(), (0, 0));
-    assert!(!cache.settings().unwrap().statistics);
+    assert!(!cache.settings().statistics);
 }
 
 #[test]
@@ -364,17 +364,17 @@ fn settings_are_persisted_and_shared() {
         statistics: true,
         ..Settings::default()
     };
-    assert_eq!(cache.settings().unwrap(), want);
+    assert_eq!(cache.settings(), want);
     let other = Cache::open(dir.path()).unwrap();
-    assert_eq!(other.settings().unwrap(), want);
+    assert_eq!(other.settings(), want);
     other.configure(|s| s.size_limit = 99).unwrap();
-    assert_eq!(cache.settings().unwrap().size_limit, 99);
+    assert_eq!(cache.settings().size_limit, 99);
 }
 
 #[test]
 fn new_cache_has_diskcache_defaults() {
     let (_d, _c, cache) = open();
-    assert_eq!(cache.settings().unwrap(), Settings::default());
+    assert_eq!(cache.settings(), Settings::default());
 }
 
 #[test]

@@ -15,9 +15,9 @@ fn operations_route_to_stable_shards() {
         .open()
         .unwrap();
     assert_eq!(fc.shards().len(), 4);
-    assert_eq!(fc.settings().unwrap().size_limit, 40 << 20);
+    assert_eq!(fc.settings().size_limit, 40 << 20);
     for s in fc.shards() {
-        assert_eq!(s.settings().unwrap().size_limit, 10 << 20);
+        assert_eq!(s.settings().size_limit, 10 << 20);
     }
     for i in 0..200u32 {
         fc.set(

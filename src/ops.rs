@@ -1,0 +1,637 @@
+//! Operations on a cache directory for the `hoard` subcommands (stats, ls, show, purge,
+//! evict, expire, clear, check): each returns a `Serialize` report that `main` renders for
+//! people or as JSON.
+//!
+//! Invariant: safe while a proxy runs on the same directory. The store is opened with
+//! [`Cache::open`] (its settings are left as they are) and inspection reads use
+//! [`Cache::peek_meta`], so listing neither counts hits nor changes eviction order. A running
+//! proxy keeps hot rows in memory for up to `memory-cache-ttl` (1 s by default), so it may
+//! serve a purged entry for that long; `PURGE` through the proxy has no such delay.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, Method, Request, Uri};
+use serde::Serialize;
+
+use crate::http_cache::{self, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions};
+use crate::store::{self, Cache};
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The directory holds no cache (a typo in `--cache-dir` should not create an empty one).
+    #[error("no cache in {0} (no cache.db; check --cache-dir)")]
+    NoCache(String),
+    /// The argument is not an absolute http(s) URL.
+    #[error("{0:?} is not an absolute http:// or https:// URL: {1}")]
+    Url(String, String),
+}
+
+/// Result of an operation.
+pub type Result<T> = std::result::Result<T, OpsError>;
+
+/// The URL key of a proxy row (`GET http://h/p`, `POST http://h/p body=...`, with a
+/// variant suffix after a 0 byte), or `None` for rows that are not cached responses (leases).
+fn proxy_url_key(key: &[u8]) -> Option<&str> {
+    let k = std::str::from_utf8(url_part(key)).ok()?;
+    let (method, rest) = k.split_once(' ')?;
+    let is_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+    (is_method && (rest.starts_with("http://") || rest.starts_with("https://"))).then_some(k)
+}
+
+/// Open the existing cache in `dir` with the settings stored there.
+pub fn open(dir: &Path) -> Result<Cache> {
+    if !dir.join("cache.db").is_file() {
+        return Err(OpsError::NoCache(dir.display().to_string()));
+    }
+    Ok(Cache::open(dir)?)
+}
+
+/// The URL key of an absolute URL, as the proxy builds it.
+pub fn url_key(url: &str) -> Result<CacheKey> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| OpsError::Url(url.to_string(), e.to_string()))?;
+    http_cache::cache_key(&Method::GET, &uri)
+        .map_err(|e| OpsError::Url(url.to_string(), e.to_string()))
+}
+
+/// The URL-key part of a row key (everything before the first 0 byte).
+fn url_part(key: &[u8]) -> &[u8] {
+    key.split(|b| *b == 0).next().unwrap_or(key)
+}
+
+/// `host[:port]` of a URL key `GET scheme://authority/...`.
+fn authority_of(url_key: &str) -> &str {
+    let url = url_key.split_once(' ').map_or(url_key, |(_, u)| u);
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
+/// Whether `authority` (`host` or `host:port`) matches `--host H`: equal, or the same host
+/// on any port when `H` has no port.
+fn host_matches(authority: &str, h: &str) -> bool {
+    let h = h.trim().to_ascii_lowercase();
+    if authority == h {
+        return true;
+    }
+    let has_port = |a: &str| {
+        a.rsplit_once(':').is_some_and(|(_, p)| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !a.ends_with(']')
+        })
+    };
+    if has_port(&h) {
+        return false;
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if port.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']') =>
+        {
+            host == h
+        }
+        _ => false,
+    }
+}
+
+fn unix(t: f64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))
+}
+
+fn secs_since_epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One URL as stored: its rows summed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UrlEntry {
+    /// The absolute URL.
+    pub url: String,
+    /// Method class of the entry: `GET` (also HEAD), or a method cached by a rule (`POST`).
+    pub method: String,
+    /// The store key and tag of its rows (what `evict --tag` takes).
+    pub key: String,
+    /// `host[:port]`.
+    pub host: String,
+    /// Stored variants (1 for a response without `Vary`).
+    pub variants: u64,
+    /// Bytes of all its rows (key + head + body).
+    pub size: u64,
+    /// When the newest row was stored (Unix seconds).
+    pub stored_at: f64,
+    /// Status of the stored response (of the first variant).
+    pub status: Option<u16>,
+}
+
+#[derive(Default)]
+struct Group {
+    rows: u64,
+    variants: u64,
+    size: u64,
+    stored_at: f64,
+    first_key: Vec<u8>,
+    variant_key: Option<Vec<u8>>,
+}
+
+/// Rows of the proxy grouped by URL key, restricted to `host` if given.
+fn groups(cache: &Cache, host: Option<&str>) -> Result<BTreeMap<String, Group>> {
+    let mut out: BTreeMap<String, Group> = BTreeMap::new();
+    for row in cache.scan(b"") {
+        let row = row?;
+        let Some(url) = proxy_url_key(&row.key).map(str::to_string) else {
+            continue;
+        };
+        if let Some(h) = host
+            && !host_matches(authority_of(&url), h)
+        {
+            continue;
+        }
+        let g = out.entry(url).or_default();
+        g.rows += 1;
+        g.size += row.size;
+        g.stored_at = g.stored_at.max(row.store_time);
+        if row.key.contains(&0) {
+            g.variants += 1;
+            g.variant_key.get_or_insert(row.key.clone());
+        } else {
+            g.first_key = row.key.clone();
+        }
+    }
+    Ok(out)
+}
+
+fn peek_head(cache: &Cache, key: &[u8]) -> Result<Option<HeadRecord>> {
+    Ok(cache
+        .peek_meta(key)?
+        .and_then(|m| HeadRecord::decode(&m).ok()))
+}
+
+/// Every stored URL (of `host`, if given), in key order.
+pub fn list(cache: &Cache, host: Option<&str>) -> Result<Vec<UrlEntry>> {
+    let mut out = Vec::new();
+    for (key, g) in groups(cache, host)? {
+        let status = match (&g.variant_key, g.first_key.is_empty()) {
+            (Some(vk), _) => peek_head(cache, vk)?,
+            (None, false) => peek_head(cache, &g.first_key)?,
+            (None, true) => None,
+        }
+        .and_then(|h| match h {
+            HeadRecord::Variant(h) => Some(h.status.as_u16()),
+            HeadRecord::VaryIndex(_) => None,
+        });
+        let (method, url) = key.split_once(' ').unwrap_or(("GET", &key));
+        out.push(UrlEntry {
+            host: authority_of(&key).to_string(),
+            method: method.to_string(),
+            url: url.to_string(),
+            key: key.clone(),
+            variants: g.variants.max(1).min(g.rows),
+            size: g.size,
+            stored_at: g.stored_at,
+            status,
+        });
+    }
+    Ok(out)
+}
+
+/// Bytes used by one host.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostUsage {
+    /// `host[:port]`.
+    pub host: String,
+    /// Stored URLs.
+    pub urls: u64,
+    /// Bytes of their rows.
+    pub bytes: u64,
+}
+
+/// `hoard stats`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatsReport {
+    /// The cache directory.
+    pub cache_dir: String,
+    /// Rows in the store (URLs, Vary indexes and variants).
+    pub entries: u64,
+    /// Distinct URLs.
+    pub urls: u64,
+    /// Bytes used (rows plus database).
+    pub bytes: u64,
+    /// The store's size limit.
+    pub size_limit: u64,
+    /// The store's eviction policy.
+    pub eviction_policy: String,
+    /// Whether the store counts hits and misses.
+    pub statistics: bool,
+    /// Store lookups that found a row (all processes).
+    pub hits: u64,
+    /// Store lookups that found nothing.
+    pub misses: u64,
+    /// hits / (hits + misses), when there were lookups.
+    pub hit_ratio: Option<f64>,
+    /// Hosts with the most bytes, largest first.
+    pub top_hosts: Vec<HostUsage>,
+}
+
+/// Summary of the store: size, counters and the `top` hosts by bytes.
+pub fn stats(cache: &Cache, top: usize) -> Result<StatsReport> {
+    let settings = cache.settings();
+    // Keeps `statistics` as it is: this reads the counters without turning counting on or off.
+    let (hits, misses) = cache.stats(settings.statistics, false)?;
+    let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut urls = 0;
+    for (key, g) in groups(cache, None)? {
+        urls += 1;
+        let e = hosts.entry(authority_of(&key).to_string()).or_default();
+        e.0 += 1;
+        e.1 += g.size;
+    }
+    let mut top_hosts: Vec<HostUsage> = hosts
+        .into_iter()
+        .map(|(host, (urls, bytes))| HostUsage { host, urls, bytes })
+        .collect();
+    top_hosts.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.host.cmp(&b.host)));
+    top_hosts.truncate(top);
+    Ok(StatsReport {
+        cache_dir: cache.directory().display().to_string(),
+        entries: cache.len()?,
+        urls,
+        bytes: cache.volume()?,
+        size_limit: settings.size_limit,
+        eviction_policy: settings.eviction_policy.to_string(),
+        statistics: settings.statistics,
+        hits,
+        misses,
+        hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+        top_hosts,
+    })
+}
+
+/// One stored response of a URL.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VariantReport {
+    /// The varying request headers' stored values (`name: value`), empty without Vary.
+    pub request_headers: Vec<(String, String)>,
+    /// Response status.
+    pub status: u16,
+    /// Stored response headers.
+    pub headers: Vec<(String, String)>,
+    /// Body length.
+    pub body_len: u64,
+    /// When the response was received (Unix seconds).
+    pub stored_at: f64,
+    /// Current age in seconds.
+    pub age: u64,
+    /// Freshness lifetime in seconds.
+    pub freshness_lifetime: u64,
+    /// Remaining freshness in seconds (0 when stale).
+    pub ttl: u64,
+    /// Whether it is fresh now.
+    pub fresh: bool,
+    /// The `Cache-Status` a request with this variant's headers would get now.
+    pub cache_status: String,
+    /// The configuration rule that applied when it was stored, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The TTL that rule forced, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forced_ttl: Option<u64>,
+}
+
+/// `hoard show URL`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ShowReport {
+    /// The normalised URL.
+    pub url: String,
+    /// Header names the response varies on (empty without Vary).
+    pub vary: Vec<String>,
+    /// Stored variants.
+    pub variants: Vec<VariantReport>,
+    /// The `Cache-Status` a plain `GET URL` (no other headers) would get now.
+    pub cache_status: String,
+}
+
+fn header_pairs(h: &HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The `Cache-Status` a request would get from `head` at `now` (without going forward).
+fn would_get(head: &http_cache::StoredHead, req: &http::request::Parts, now: SystemTime) -> String {
+    let cs = match http_cache::lookup(head, req, now, &LookupOptions::default()) {
+        Lookup::Fresh { ttl, .. } => CacheStatus::hit(Some(ttl.as_secs() as i64)),
+        Lookup::Stale {
+            serve_stale_while_revalidate: true,
+            ..
+        } => CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate),
+        Lookup::Stale { .. } => CacheStatus::stale(),
+        Lookup::Mismatch => CacheStatus::miss(),
+    };
+    let cs = match (&cs.detail, &head.rule) {
+        (None, Some(rule)) => cs.with_detail(Detail::Other(format!("rule={rule}").into())),
+        _ => cs,
+    };
+    cs.to_string()
+}
+
+/// The stored head(s) of `url`, or `None` when nothing is stored.
+pub fn show(cache: &Cache, url: &str, now: SystemTime) -> Result<Option<ShowReport>> {
+    let key = url_key(url)?;
+    let Some(rec) = peek_head(cache, key.as_bytes())? else {
+        return Ok(None);
+    };
+    let uri: Uri = key
+        .url()
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| OpsError::Url(url.into(), e.to_string()))?;
+    let (plain, _) = Request::get(uri)
+        .body(())
+        .map_err(|e| OpsError::Url(url.into(), e.to_string()))?
+        .into_parts();
+    let opts = LookupOptions::default();
+    let variant = |head: &http_cache::StoredHead| {
+        let mut req = plain.clone();
+        req.headers = head.request_headers.clone();
+        VariantReport {
+            request_headers: header_pairs(&head.request_headers),
+            status: head.status.as_u16(),
+            headers: header_pairs(&head.response_headers),
+            body_len: head.body_len,
+            stored_at: secs_since_epoch(head.response_time),
+            age: head.current_age(now).as_secs(),
+            freshness_lifetime: head.freshness_lifetime(&opts).as_secs(),
+            ttl: head.ttl(now, &opts).as_secs(),
+            fresh: head.ttl(now, &opts) > Duration::ZERO,
+            cache_status: would_get(head, &req, now),
+            rule: head.rule.clone(),
+            forced_ttl: head.forced_ttl.map(|d| d.as_secs()),
+        }
+    };
+    let report = match rec {
+        HeadRecord::Variant(head) => ShowReport {
+            url: key.url().to_string(),
+            vary: vec![],
+            cache_status: would_get(&head, &plain, now),
+            variants: vec![variant(&head)],
+        },
+        HeadRecord::VaryIndex(vary) => {
+            let mut variants = Vec::new();
+            let mut prefix = key.as_bytes().to_vec();
+            prefix.push(0);
+            for row in cache.scan(&prefix) {
+                let row = row?;
+                if !row.key.starts_with(&prefix) {
+                    break;
+                }
+                if let Some(HeadRecord::Variant(h)) = peek_head(cache, &row.key)? {
+                    variants.push(variant(&h));
+                }
+            }
+            let plain_key = http_cache::variant_key(&key, vary.names(), &plain.headers);
+            let cache_status = match peek_head(cache, &plain_key)? {
+                Some(HeadRecord::Variant(h)) => would_get(&h, &plain, now),
+                _ => CacheStatus::vary_miss().to_string(),
+            };
+            ShowReport {
+                url: key.url().to_string(),
+                vary: vary
+                    .names()
+                    .iter()
+                    .map(|n| n.as_str().to_string())
+                    .collect(),
+                variants,
+                cache_status,
+            }
+        }
+    };
+    Ok(Some(report))
+}
+
+/// Rows removed by `purge`, `evict`, `expire` or `clear`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Removed {
+    /// URLs affected (when known).
+    pub urls: u64,
+    /// Rows deleted.
+    pub rows: u64,
+}
+
+/// Remove every stored variant of `url`.
+pub fn purge(cache: &Cache, url: &str) -> Result<Removed> {
+    let key = url_key(url)?;
+    let rows = cache.evict(key.as_str())?;
+    Ok(Removed {
+        urls: u64::from(rows > 0),
+        rows,
+    })
+}
+
+/// Remove every URL of `host` (`host` matches every port; `host:port` one port), both
+/// schemes, every cached method.
+pub fn evict_host(cache: &Cache, host: &str) -> Result<Removed> {
+    let mut removed = Removed { urls: 0, rows: 0 };
+    let mut tags: Vec<String> = Vec::new();
+    let mut untagged = Vec::new();
+    for row in cache.scan(b"") {
+        let row = row?;
+        let Some(url) = proxy_url_key(&row.key) else {
+            continue;
+        };
+        if !host_matches(authority_of(url), host) {
+            continue;
+        }
+        match row.tag {
+            Some(t) if tags.last() != Some(&t) => tags.push(t),
+            Some(_) => {}
+            None => untagged.push(row.key),
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    for t in tags {
+        let n = cache.evict(&t)?;
+        if n > 0 {
+            removed.urls += 1;
+            removed.rows += n;
+        }
+    }
+    for k in untagged {
+        if cache.delete(&k)? {
+            removed.rows += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Remove every row tagged `tag` (the proxy tags rows with their URL key).
+pub fn evict_tag(cache: &Cache, tag: &str) -> Result<Removed> {
+    let rows = cache.evict(tag)?;
+    Ok(Removed {
+        urls: u64::from(rows > 0),
+        rows,
+    })
+}
+
+/// Remove rows whose store expiry has passed.
+pub fn expire(cache: &Cache) -> Result<Removed> {
+    Ok(Removed {
+        urls: 0,
+        rows: cache.expire()?,
+    })
+}
+
+/// Remove every row.
+pub fn clear(cache: &Cache) -> Result<Removed> {
+    Ok(Removed {
+        urls: 0,
+        rows: cache.clear()?,
+    })
+}
+
+/// `hoard check`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Problems found.
+    pub problems: Vec<String>,
+    /// Whether they were repaired (`--fix`).
+    pub fixed: bool,
+}
+
+impl CheckReport {
+    /// True when problems remain.
+    pub fn failed(&self) -> bool {
+        !self.problems.is_empty() && !self.fixed
+    }
+}
+
+/// Check the store (integrity, rows against files, counters); with `fix`, repair.
+pub fn check(cache: &Cache, fix: bool) -> Result<CheckReport> {
+    Ok(CheckReport {
+        problems: cache.check(fix)?,
+        fixed: fix,
+    })
+}
+
+/// `stored_at` for people: an HTTP date.
+pub fn human_time(t: f64) -> String {
+    http_cache::fmt_http_date(unix(t))
+}
+
+/// Bytes for people: `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_matching() {
+        let cases = [
+            ("example.com", "example.com", true),
+            ("example.com:8080", "example.com", true),
+            ("example.com:8080", "example.com:8080", true),
+            ("example.com", "example.com:8080", false),
+            ("example.com:81", "example.com:8080", false),
+            ("example.community", "example.com", false),
+            ("127.0.0.1:4000", "127.0.0.1", true),
+            ("[::1]:4000", "[::1]", true),
+            ("[::1]", "[::1]", true),
+        ];
+        for (authority, h, want) in cases {
+            assert_eq!(host_matches(authority, h), want, "{authority} vs {h}");
+        }
+    }
+
+    #[test]
+    fn authorities_of_keys() {
+        let cases = [
+            ("GET http://a.example/x", "a.example"),
+            ("GET https://a.example:8443/", "a.example:8443"),
+            ("GET http://a.example?q", "a.example"),
+            ("POST http://a.example:81/p body=00ff", "a.example:81"),
+        ];
+        for (k, want) in cases {
+            assert_eq!(authority_of(k), want);
+        }
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn purge_of_a_bad_url_is_an_error() {
+        assert!(matches!(
+            open(Path::new("/nonexistent/hoard")),
+            Err(OpsError::NoCache(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        assert!(matches!(purge(&c, "not a url"), Err(OpsError::Url(..))));
+        assert_eq!(purge(&c, "http://x.example/").unwrap().rows, 0);
+    }
+
+    #[test]
+    fn list_groups_variants_and_filters_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        let put = |key: &[u8], tag: &str| {
+            c.set(key, b"body", None, Some(tag)).unwrap();
+        };
+        put(b"GET http://a.example/one", "GET http://a.example/one");
+        put(b"GET http://a.example/v", "GET http://a.example/v");
+        put(b"GET http://a.example/v\0gzip", "GET http://a.example/v");
+        put(b"GET http://a.example/v\0br", "GET http://a.example/v");
+        put(
+            b"GET https://b.example:8443/",
+            "GET https://b.example:8443/",
+        );
+        put(b"hoard-lease\0GET http://a.example/one", "lease");
+        let post = "POST http://a.example/api body=0123";
+        put(post.as_bytes(), post);
+        let all = list(&c, None).unwrap();
+        let summary: Vec<(&str, u64)> = all.iter().map(|e| (e.url.as_str(), e.variants)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("http://a.example/one", 1),
+                ("http://a.example/v", 2),
+                ("https://b.example:8443/", 1),
+                ("http://a.example/api body=0123", 1),
+            ]
+        );
+        assert_eq!(list(&c, Some("b.example")).unwrap().len(), 1);
+        let r = evict_host(&c, "a.example").unwrap();
+        assert_eq!(r, Removed { urls: 3, rows: 5 });
+        assert_eq!(c.len().unwrap(), 2, "b.example and the lease row remain");
+        let s = stats(&c, 5).unwrap();
+        assert_eq!((s.entries, s.urls), (2, 1));
+        assert_eq!(s.top_hosts[0].host, "b.example:8443");
+    }
+}

@@ -1,0 +1,252 @@
+//! Prometheus metrics of one running proxy: requests by cache outcome, latency, bytes,
+//! upstream exchanges and errors, store gauges (refreshed when scraped).
+//!
+//! Invariant: recording is lock-free atomics on the request path; the registry is only
+//! walked by the admin server's `/metrics` handler.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+tokio::task_local! {
+    /// Microseconds spent waiting for origin response heads by the request being handled.
+    pub static UPSTREAM_US: Cell<u64>;
+}
+
+/// Label set `cache_status="hit"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    cache_status: String,
+}
+
+/// Label set `kind="connect-error"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// Label set `source="cache"|"origin"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+/// The metrics of one proxy.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<OutcomeLabel, Counter>,
+    upstream_requests: Counter,
+    upstream_errors: Family<KindLabel, Counter>,
+    bytes: Family<SourceLabel, Counter>,
+    entries: Gauge,
+    volume: Gauge,
+    size_limit: Gauge,
+    duration: Histogram,
+    upstream_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The outcome token of our (the last) member of a `Cache-Status` value: `hit`, or the `fwd`
+/// reason (`uri-miss`, `miss`, `vary-miss`, `stale`, `request`, `bypass`), or the detail, or
+/// `none`. Members of caches upstream of us come first (RFC 9211) and are ignored.
+pub fn outcome(cache_status: &str) -> &str {
+    let ours = cache_status.rsplit(',').next().unwrap_or("");
+    let mut detail = None;
+    for p in ours.split(';').skip(1).map(str::trim) {
+        if p == "hit" {
+            return "hit";
+        }
+        if let Some(f) = p.strip_prefix("fwd=") {
+            return f;
+        }
+        if let Some(d) = p.strip_prefix("detail=") {
+            detail = Some(d.trim_matches('"'));
+        }
+    }
+    detail.unwrap_or("none")
+}
+
+impl Metrics {
+    /// Register every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hoard");
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests handled, by Cache-Status outcome (hit, uri-miss, miss, stale, bypass, ...)",
+            requests.clone(),
+        );
+        // Common outcomes start at 0 so dashboards see them before the first request.
+        for o in [
+            "hit",
+            "uri-miss",
+            "miss",
+            "vary-miss",
+            "stale",
+            "request",
+            "bypass",
+        ] {
+            let _ = requests.get_or_create(&OutcomeLabel {
+                cache_status: o.to_string(),
+            });
+        }
+        let upstream_requests = Counter::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent to origins",
+            upstream_requests.clone(),
+        );
+        let upstream_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Origin exchanges that failed before a response head, by kind",
+            upstream_errors.clone(),
+        );
+        let bytes = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "response_bytes",
+            "Response body bytes of known length sent to clients, by source (cache or origin)",
+            bytes.clone(),
+        );
+        let entries = Gauge::default();
+        registry.register("store_entries", "Rows in the store", entries.clone());
+        let volume = Gauge::default();
+        registry.register("store_bytes", "Bytes used by the store", volume.clone());
+        let size_limit = Gauge::default();
+        registry.register(
+            "store_size_limit_bytes",
+            "Size limit of the store",
+            size_limit.clone(),
+        );
+        let duration = Histogram::new(exponential_buckets(0.0001, 2.5, 14));
+        registry.register(
+            "request_duration_seconds",
+            "Time to response head for client requests",
+            duration.clone(),
+        );
+        let upstream_duration = Histogram::new(exponential_buckets(0.0005, 2.5, 12));
+        registry.register(
+            "upstream_duration_seconds",
+            "Time to response head from origins",
+            upstream_duration.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            upstream_requests,
+            upstream_errors,
+            bytes,
+            entries,
+            volume,
+            size_limit,
+            duration,
+            upstream_duration,
+        }
+    }
+
+    /// One client request finished its head: outcome, time, and body length if known.
+    pub fn request(&self, cache_status: &str, elapsed: Duration, body_len: Option<u64>) {
+        let outcome = outcome(cache_status);
+        self.requests
+            .get_or_create(&OutcomeLabel {
+                cache_status: outcome.to_string(),
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+        if let Some(n) = body_len {
+            let source = if outcome == "hit" { "cache" } else { "origin" };
+            self.bytes.get_or_create(&SourceLabel { source }).inc_by(n);
+        }
+    }
+
+    /// One origin exchange ended (head received, or failed with `error`).
+    pub fn upstream(&self, elapsed: Duration, error: Option<&str>) {
+        self.upstream_requests.inc();
+        self.upstream_duration.observe(elapsed.as_secs_f64());
+        let _ = UPSTREAM_US.try_with(|c| c.set(c.get() + elapsed.as_micros() as u64));
+        if let Some(kind) = error {
+            self.upstream_errors
+                .get_or_create(&KindLabel {
+                    kind: kind.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Store gauges (set when scraped).
+    pub fn set_store(&self, entries: u64, volume: u64, size_limit: u64) {
+        self.entries.set(entries.min(i64::MAX as u64) as i64);
+        self.volume.set(volume.min(i64::MAX as u64) as i64);
+        self.size_limit.set(size_limit.min(i64::MAX as u64) as i64);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_of_cache_status_values() {
+        let cases = [
+            ("hoard; hit; ttl=59", "hit"),
+            ("hoard; fwd=uri-miss; stored", "uri-miss"),
+            ("hoard; fwd=stale; fwd-status=304; stored; ttl=60", "stale"),
+            ("hoard; fwd=bypass; detail=method", "bypass"),
+            ("hoard; detail=only-if-cached", "only-if-cached"),
+            ("hoard", "none"),
+            ("cdn; hit, hoard; fwd=stale; fwd-status=200", "stale"),
+            ("cdn; fwd=uri-miss, hoard; hit; ttl=3", "hit"),
+            ("", "none"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(outcome(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn encodes_counters_by_outcome() {
+        let m = Metrics::new();
+        m.request(
+            "hoard; fwd=uri-miss; stored",
+            Duration::from_millis(3),
+            Some(10),
+        );
+        m.request("hoard; hit; ttl=5", Duration::from_millis(1), Some(10));
+        m.request("hoard; hit; ttl=5", Duration::from_millis(1), None);
+        m.upstream(Duration::from_millis(2), Some("connect-error"));
+        m.set_store(3, 4096, 1 << 30);
+        let text = m.encode();
+        for line in [
+            "hoard_requests_total{cache_status=\"hit\"} 2",
+            "hoard_requests_total{cache_status=\"uri-miss\"} 1",
+            "hoard_upstream_requests_total 1",
+            "hoard_upstream_errors_total{kind=\"connect-error\"} 1",
+            "hoard_response_bytes_total{source=\"cache\"} 10",
+            "hoard_store_entries 3",
+            "hoard_request_duration_seconds_count 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}

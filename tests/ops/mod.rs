@@ -1,0 +1,148 @@
+//! Integration tests of operations: the subcommands run as the real binary on a store filled
+//! by an in-process proxy in front of a loopback origin, configuration layering and errors,
+//! `/metrics`, and `PURGE`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use hoard::proxy::{ProxyConfig, Server, ServerHandle};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+mod cli;
+mod config;
+mod metrics;
+
+/// A loopback origin counting requests: `/vary*` varies on Accept-Encoding, `/nostore`
+/// is `no-store`, everything else is fresh for 60 s. The body is the path.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let path = req.uri().path().to_string();
+                        let mut res = http::Response::new(Full::new(Bytes::from(path.clone())));
+                        let hd = res.headers_mut();
+                        if path.starts_with("/nostore") {
+                            hd.insert("cache-control", "no-store".parse().unwrap());
+                        } else {
+                            hd.insert("cache-control", "max-age=60".parse().unwrap());
+                        }
+                        if path.starts_with("/vary") {
+                            hd.insert("vary", "accept-encoding".parse().unwrap());
+                        }
+                        async move { Ok::<_, std::convert::Infallible>(res) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, hits }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A proxy on 127.0.0.1:0 over `dir`, with `tweak` applied to its configuration.
+pub async fn proxy(dir: &Path, tweak: impl FnOnce(&mut ProxyConfig)) -> ServerHandle {
+    let mut cfg = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), dir);
+    tweak(&mut cfg);
+    Server::bind(cfg).await.unwrap().spawn()
+}
+
+/// A raw HTTP/1.1 exchange: returns (status, headers text, body).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// GET `url` through the proxy at `proxy`; returns (status, Cache-Status, body).
+pub async fn get(proxy: SocketAddr, url: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let (status, head, body) = request(proxy, "GET", url, headers).await;
+    let cs = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("cache-status"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, cs, body)
+}
+
+/// The real binary, isolated from the caller's environment: no `HOARD_*` variables, and a
+/// config home without a default file.
+pub fn hoard(config_home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hoard"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOARD_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.env("XDG_CONFIG_HOME", config_home);
+    c
+}
+
+/// Run and return (exit code, stdout, stderr).
+pub fn run(c: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
