@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stampede benchmark: CONNS concurrent keep-alive clients GET one hot URL whose origin is slow
 # (DELAY_MS) and says max-age=1, for DURATION seconds (so ~DURATION expiries). For each
-# server/config it reports origin fetches per expiry and p99 latency during expiry (requests
-# started within WINDOW_MS of an origin fetch, or while it runs) vs steady state.
+# server/config it reports origin fetches per second (= per expiry), the largest herd (fetches
+# started while another was in flight), and p99 latency during expiry (requests started within
+# WINDOW_MS of an origin fetch, or while it runs) vs steady state.
 #
 #   benches/stampede.sh                      # hoard (XFetch on / off), nginx (lock / lock+stale)
 #   DURATION=20 CONNS=1000 DELAY_MS=100 benches/stampede.sh
@@ -115,10 +116,13 @@ fi
 
 echo
 echo "$CONNS clients, origin delay ${DELAY_MS} ms, max-age=1, ${DURATION} s per row"
-printf '| %-32s | %8s | %8s | %10s | %10s | %11s | %11s | %5s | %9s | %6s |\n' \
-    server/config fetches expiries fetch/exp "max in one" "p99 steady" "p99 expiry" ratio requests errors
-printf '|%s|\n' "----------------------------------|----------|----------|------------|------------|-------------|-------|-----------|--------"
+echo "fetches/s: origin fetches per second (max-age=1: one expiry a second); max herd: most fetches"
+echo "started while another was in flight; p99 expiry: requests near an origin fetch"
+printf '| %-32s | %7s | %9s | %8s | %11s | %11s | %5s | %9s | %6s |\n' \
+    server/config fetches fetches/s "max herd" "p99 steady" "p99 expiry" ratio requests errors
+printf '|%s|\n' "----------------------------------|---------|-----------|----------|-------------|-------------|-------|-----------|--------"
 grep '^RESULT' "$WORK/results" | while IFS=$'\t' read -r _ label fetches secs exp per max ps pe ratio reqs errs; do
-    printf '| %-32s | %8s | %8s | %10s | %10s | %8s ms | %8s ms | %5s | %9s | %6s |\n' \
-        "$label" "$fetches" "$exp" "$per" "$max" "$ps" "$pe" "$ratio" "$reqs" "$errs"
+    rate=$(awk -v f="$fetches" -v s="$secs" 'BEGIN { printf "%.2f", f / s }')
+    printf '| %-32s | %7s | %9s | %8s | %8s ms | %8s ms | %5s | %9s | %6s |\n' \
+        "$label" "$fetches" "$rate" "$max" "$ps" "$pe" "$ratio" "$reqs" "$errs"
 done

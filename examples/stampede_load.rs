@@ -3,8 +3,9 @@
 //! (wrk's Lua API gives no per-request latency, which this split needs). Afterwards it reads
 //! the origin's request times (`slow_origin`'s `/__fetches`) and classifies each request as
 //! "during expiry" when it started within `--window-ms` before an origin fetch and up to
-//! `--delay-ms + --window-ms` after it, else "steady". Origin fetches less than 500 ms apart
-//! count as one expiry. The last line is tab-separated for the script:
+//! `--delay-ms + --window-ms` after it, else "steady". An origin fetch that starts while the
+//! previous one is still in flight (within `--delay-ms` of it) belongs to the same expiry: the
+//! largest such group is the herd size. The last line is tab-separated for the script:
 //! `RESULT label fetches seconds expiries fetches/expiry max-in-one-expiry p99-steady-ms
 //! p99-expiry-ms ratio requests errors`.
 
@@ -171,7 +172,8 @@ async fn main() {
     let mut expiries: Vec<Vec<u64>> = Vec::new();
     for &f in &fetches {
         match expiries.last_mut() {
-            Some(c) if f - c[0] < 500_000 => c.push(f),
+            // Started while the previous fetch was still in flight: the same expiry (a herd).
+            Some(c) if f - c[c.len() - 1] < delay_us => c.push(f),
             _ => expiries.push(vec![f]),
         }
     }
