@@ -729,7 +729,9 @@ impl Ctx<'_> {
         permit: Permit,
     ) {
         let r = Refresher::new(self);
-        tokio::spawn(r.run(row_key, head, revalidate, permit));
+        self.st
+            .background
+            .spawn(r.run(row_key, head, revalidate, permit));
     }
 
     /// Go to the origin: revalidate `stale` if given, otherwise fetch; store what may be stored.
@@ -896,7 +898,9 @@ impl Ctx<'_> {
             (Some(tx), body)
         };
         let timeout = self.st.upstream.response_timeout();
-        tokio::spawn(fill::run(plan, rbody, to_client, permit, lease, timeout));
+        self.st
+            .background
+            .spawn(fill::run(plan, rbody, to_client, permit, lease, timeout));
         if client_wants_304 {
             return self.not_modified_response(client_headers, fwd.stored(true));
         }

@@ -192,11 +192,23 @@ impl Server {
             let _ = t.await;
         }
         let timeout = state.cfg.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         if tokio::time::timeout(timeout, graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!(?timeout, "shutdown timeout: dropping remaining connections");
+        }
+        // Fills still writing what clients already received, and background refreshes.
+        state.background.close();
+        if tokio::time::timeout_at(deadline, state.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = state.background.len(),
+                "shutdown timeout: abandoning unfinished cache fills"
+            );
         }
         let store = state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.flush()).await;

@@ -54,6 +54,9 @@ pub struct State {
     pub invalidations: Arc<Invalidations>,
     /// Value files already checked against their digests.
     pub verified: Arc<pipeline::Verified>,
+    /// Cache fills and background refreshes: shutdown waits for them (bounded) so responses
+    /// already sent to clients are also in the store.
+    pub background: tokio_util::task::TaskTracker,
 }
 
 impl State {
@@ -83,6 +86,7 @@ impl State {
             metrics,
             invalidations: Arc::new(Invalidations::default()),
             verified: Arc::new(pipeline::Verified::default()),
+            background: tokio_util::task::TaskTracker::new(),
         }
     }
 
