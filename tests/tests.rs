@@ -2,4 +2,5 @@ mod devcache;
 mod mitm;
 mod ops;
 mod proxy;
+mod stampede;
 mod store;
