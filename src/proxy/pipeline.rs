@@ -505,7 +505,8 @@ impl Ctx<'_> {
                 return Some(res);
             }
             if !Lease::held(&self.st.store, &self.key).await {
-                return None;
+                // The holder may have committed between our read and its release.
+                return self.serve_if_fresh(self.load_store().await);
             }
         }
         None
