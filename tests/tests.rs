@@ -3,4 +3,5 @@ mod hostile;
 mod mitm;
 mod ops;
 mod proxy;
+mod stampede;
 mod store;
