@@ -292,7 +292,7 @@ pub struct ServeArgs {
     /// Largest request header block accepted [default: 64KiB].
     #[arg(long, env = "HOARD_MAX_HEADER_SIZE")]
     pub max_header_size: Option<String>,
-    /// Memory for hot entries in front of the store, 0 disables [default: 64MiB].
+    /// Memory for hot entries in front of the store, 0 disables [default: 128MiB].
     #[arg(long, env = "HOARD_MEMORY_CACHE_SIZE")]
     pub memory_cache_size: Option<String>,
     /// How long a row held in memory is trusted before re-reading the store [default: 1s].
@@ -722,7 +722,7 @@ impl ServeArgs {
         (mem, memory_cache_size) = l.pick(
             "memory-cache-size",
             self.memory_cache_size.as_deref(),
-            "64MiB",
+            "128MiB",
             size,
         )?;
         c.memory_cache_size = usize::try_from(mem).unwrap_or(usize::MAX);
