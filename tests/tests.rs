@@ -1,4 +1,6 @@
 mod devcache;
 mod ops;
+mod props;
 mod proxy;
+mod reliability;
 mod store;

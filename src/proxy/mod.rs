@@ -7,6 +7,7 @@
 mod admin;
 mod body;
 mod fill;
+mod health;
 mod hot;
 mod lease;
 pub mod metrics;

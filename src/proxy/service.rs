@@ -19,6 +19,7 @@ use std::sync::Arc;
 use super::ProxyConfig;
 use super::body::ProxyBody;
 use super::fill::{Invalidations, Sinks};
+use super::health::StoreHealth;
 use super::hot::HotCache;
 use super::metrics::{Metrics, UPSTREAM_US};
 use super::pipeline;
@@ -54,6 +55,8 @@ pub struct State {
     pub invalidations: Arc<Invalidations>,
     /// Value files already checked against their digests.
     pub verified: Arc<pipeline::Verified>,
+    /// Whether the store accepts writes (disk full / read-only: pass through uncached).
+    pub health: Arc<StoreHealth>,
 }
 
 impl State {
@@ -83,6 +86,7 @@ impl State {
             metrics,
             invalidations: Arc::new(Invalidations::default()),
             verified: Arc::new(pipeline::Verified::default()),
+            health: Arc::new(StoreHealth::default()),
         }
     }
 
@@ -92,6 +96,7 @@ impl State {
             store: self.store.clone(),
             hot: self.hot.clone(),
             inv: self.invalidations.clone(),
+            health: self.health.clone(),
         }
     }
 

@@ -136,6 +136,7 @@ pub struct CacheBuilder {
     sqlite_cache_size: Option<i64>,
     clock: Option<Arc<dyn Clock>>,
     flush_interval: Duration,
+    recover_corrupt: bool,
 }
 
 impl CacheBuilder {
@@ -186,6 +187,14 @@ impl CacheBuilder {
         self.clock = Some(clock);
         self
     }
+    /// When `cache.db` is not a database or is corrupt at open, move it (and its `-wal` and
+    /// `-shm` files) aside as `cache.db.corrupt-<unix seconds>` (`cache.db-wal.corrupt-...`),
+    /// log a warning, start an empty database and remove the value files nothing refers to
+    /// any more. Off by default: a library user gets [`Error::Corrupt`] and decides.
+    pub fn recover_corrupt(mut self, yes: bool) -> Self {
+        self.recover_corrupt = yes;
+        self
+    }
 
     /// Applies the builder's overrides to `s`.
     fn overlay(&self, s: &mut Settings) {
@@ -213,8 +222,31 @@ impl CacheBuilder {
     }
 
     /// Creates the directory and database if needed, migrates, persists the given settings.
+    /// With [`recover_corrupt`](Self::recover_corrupt), a corrupt database is moved aside
+    /// and replaced by an empty one.
     pub fn open(self) -> Result<Cache> {
         fs::create_dir_all(&self.dir)?;
+        match self.open_db() {
+            Err(Error::Corrupt(why)) if self.recover_corrupt => {
+                let aside = move_aside_corrupt(&self.dir)?;
+                tracing::warn!(
+                    target: "hoard::store",
+                    dir = %self.dir.display(),
+                    moved_to = %aside.display(),
+                    error = %why,
+                    "cache database is corrupt: moved aside, starting with an empty cache"
+                );
+                let cache = self.open_db()?;
+                // Value files of the old database are orphans now.
+                let removed = cache.check(true)?.len();
+                tracing::info!(target: "hoard::store", removed, "orphan value files removed");
+                Ok(cache)
+            }
+            r => r,
+        }
+    }
+
+    fn open_db(&self) -> Result<Cache> {
         let defaults = Settings::default();
         let mut conn = schema::open_connection(
             &self.dir,
@@ -235,7 +267,7 @@ impl CacheBuilder {
         let inner = Inner {
             dir: self.dir.clone(),
             pool: Mutex::new(vec![conn]),
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock: self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
             policy: AtomicU8::new(0),
             statistics: AtomicBool::new(false),
             min_file_size: AtomicU64::new(0),
@@ -249,6 +281,28 @@ impl CacheBuilder {
             inner: Arc::new(inner),
         })
     }
+}
+
+/// Renames `cache.db` and its `-wal`/`-shm` files to `<name>.corrupt-<unix seconds>`;
+/// returns the new path of `cache.db`.
+fn move_aside_corrupt(dir: &Path) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut db_aside = PathBuf::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let from = dir.join(format!("{}{suffix}", schema::DB_FILE));
+        let to = dir.join(format!("{}{suffix}.corrupt-{stamp}", schema::DB_FILE));
+        match fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if suffix.is_empty() {
+            db_aside = to;
+        }
+    }
+    Ok(db_aside)
 }
 
 /// Shared state behind every clone of a [`Cache`].
@@ -1153,6 +1207,7 @@ impl Cache {
             sqlite_cache_size: None,
             clock: None,
             flush_interval: super::buffer::FLUSH_INTERVAL,
+            recover_corrupt: false,
         }
     }
 
@@ -1235,6 +1290,7 @@ impl Cache {
         expire: Option<Duration>,
         tag: Option<&str>,
     ) -> Result<()> {
+        super::fault::check(&self.inner.dir)?;
         let now = self.inner.clock.now();
         let expire_time = expire_at(now, expire);
         self.inner.write(|c, p| {
@@ -1329,6 +1385,7 @@ impl Cache {
     /// Replaces meta and expire time of a live row without touching its value.
     /// Returns false when there is no live row.
     pub fn set_meta(&self, key: &[u8], meta: &[u8], expire: Option<Duration>) -> Result<bool> {
+        super::fault::check(&self.inner.dir)?;
         let now = self.inner.clock.now();
         let expire_time = expire_at(now, expire);
         self.inner.write(|c, _| {

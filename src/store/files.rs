@@ -43,6 +43,7 @@ pub(crate) struct TempFile {
 impl TempFile {
     /// Creates an empty temporary file and returns it open for writing.
     pub(crate) fn create(dir: &Path) -> Result<(TempFile, File)> {
+        super::fault::check(dir)?;
         let tmp = dir.join(TMP_DIR);
         fs::create_dir_all(&tmp)?;
         let path = tmp.join(format!("{}.tmp", random_hex(12)));
@@ -315,8 +316,10 @@ impl ValueWriter {
 impl Write for ValueWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.file.is_none() && (self.buf.len() + data.len()) as u64 >= self.threshold {
-            let (temp, file) =
-                TempFile::create(self.cache.directory()).map_err(io::Error::other)?;
+            let (temp, file) = TempFile::create(self.cache.directory()).map_err(|e| match e {
+                super::Error::Io(e) => e,
+                e => io::Error::other(e),
+            })?;
             let mut w = BufWriter::with_capacity(256 * 1024, file);
             w.write_all(&self.buf)?;
             self.buf = Vec::new();
