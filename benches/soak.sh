@@ -193,6 +193,8 @@ wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout 10s -s "$RUN/mix.lua" \
 WRK_PID=$!
 PIDS+=("$WRK_PID")
 MAX_VOLUME=0
+MAX_WAL=0
+MAX_DISK=0
 MAX_RSS=$RSS_START
 SAMPLES=0
 while kill -0 "$WRK_PID" 2>/dev/null; do
@@ -205,6 +207,10 @@ while kill -0 "$WRK_PID" 2>/dev/null; do
     fi
     r=$(rss_kib "$HOARD_PID" 2>/dev/null || echo 0)
     ((r > MAX_RSS)) && MAX_RSS=$r
+    w=$(stat -c %s "$CACHE/cache.db-wal" 2>/dev/null || echo 0)
+    ((w > MAX_WAL)) && MAX_WAL=$w
+    d=$(du -sb "$CACHE" 2>/dev/null | cut -f1 || echo 0)
+    ((d > MAX_DISK)) && MAX_DISK=$d
 done
 wait "$WRK_PID" || true
 RSS_END=$(rss_kib "$HOARD_PID")
@@ -212,6 +218,7 @@ STATS=$("$HOARD" stats --json --cache-dir "$CACHE")
 END_VOLUME=$(sed -n 's/.*"bytes": *\([0-9]*\).*/\1/p' <<<"$STATS" | head -1)
 ((END_VOLUME > MAX_VOLUME)) && MAX_VOLUME=$END_VOLUME
 DISK=$(du -sb "$CACHE" | cut -f1)
+((DISK > MAX_DISK)) && MAX_DISK=$DISK
 kill -0 "$HOARD_PID" 2>/dev/null || die "hoard died during the run (log $RUN/hoard.log)"
 
 # --- summary ---------------------------------------------------------------------------------
@@ -233,7 +240,8 @@ printf '  errors          %d (non-2xx %d, socket %s)   target 0\n' "$ERRORS" "$N
 printf '  RSS             start %d KiB, end %d KiB, max %d KiB   target flat\n' "$RSS_START" "$RSS_END" "$MAX_RSS"
 printf '  volume          max %d B over %d samples, end %d B; limit %d B + one object %d B = %d B\n' \
     "$MAX_VOLUME" "$SAMPLES" "$END_VOLUME" "$LIMIT_BYTES" "$LARGEST_OBJECT" "$BOUND"
-printf '  cache dir       %d B on disk (rows, value files, WAL)\n' "$DISK"
+printf '  cache dir       max %d B on disk, end %d B (database, WAL, value files, directories)\n' "$MAX_DISK" "$DISK"
+printf '  WAL             max %d B (cache.db-wal)\n' "$MAX_WAL"
 printf '  hoard log       %d warning/error lines\n' "$HOARD_ERRORS"
 echo "  hoard stats     $(tr -d '\n' <<<"$STATS" | head -c 300)"
 

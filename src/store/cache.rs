@@ -609,16 +609,22 @@ impl Inner {
             armed: true,
         };
         let mut pending = Pending::default();
+        let mut wal_too_big = false;
         let result = f(&conn, &mut pending).and_then(|v| {
             with_retry(|| {
                 conn.prepare_cached("COMMIT")?.execute([])?;
                 Ok(())
             })?;
             guard.armed = false;
-            self.checkpointer.committed();
+            wal_too_big = self.checkpointer.committed();
             Ok(v)
         });
         drop(guard);
+        if wal_too_big {
+            // Back-pressure (see `checkpoint`): this writer resets the WAL; failure (busy) is
+            // harmless, the next check tries again.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
         let cleanup = if result.is_ok() {
             &pending.unlink
         } else {

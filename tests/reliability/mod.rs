@@ -5,3 +5,4 @@
 mod corrupt;
 mod crash;
 mod diskfull;
+mod wal;
