@@ -209,7 +209,9 @@ while kill -0 "$WRK_PID" 2>/dev/null; do
     ((r > MAX_RSS)) && MAX_RSS=$r
     w=$(stat -c %s "$CACHE/cache.db-wal" 2>/dev/null || echo 0)
     ((w > MAX_WAL)) && MAX_WAL=$w
-    d=$(du -sb "$CACHE" 2>/dev/null | cut -f1 || echo 0)
+    # du exits 1 when files vanish under it (culling); its total is still printed.
+    d=$({ du -sb "$CACHE" 2>/dev/null || true; } | cut -f1 | head -1)
+    d=${d:-0}
     ((d > MAX_DISK)) && MAX_DISK=$d
 done
 wait "$WRK_PID" || true
@@ -217,7 +219,8 @@ RSS_END=$(rss_kib "$HOARD_PID")
 STATS=$("$HOARD" stats --json --cache-dir "$CACHE")
 END_VOLUME=$(sed -n 's/.*"bytes": *\([0-9]*\).*/\1/p' <<<"$STATS" | head -1)
 ((END_VOLUME > MAX_VOLUME)) && MAX_VOLUME=$END_VOLUME
-DISK=$(du -sb "$CACHE" | cut -f1)
+DISK=$({ du -sb "$CACHE" 2>/dev/null || true; } | cut -f1 | head -1)
+DISK=${DISK:-0}
 ((DISK > MAX_DISK)) && MAX_DISK=$DISK
 kill -0 "$HOARD_PID" 2>/dev/null || die "hoard died during the run (log $RUN/hoard.log)"
 
