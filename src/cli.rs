@@ -69,6 +69,7 @@ impl Cli {
             Some(Command::Evict(c)) => c.store.config = cfg,
             Some(Command::Expire(s)) | Some(Command::Clear(s)) => s.config = cfg,
             Some(Command::Check(c)) => c.store.config = cfg,
+            Some(Command::Ca(c)) => c.store.config = cfg,
             None => {}
         }
     }
@@ -97,6 +98,33 @@ pub enum Command {
     Clear(StoreArgs),
     /// Check the store (integrity, rows against value files, counters); exit 1 on problems.
     Check(CheckCmd),
+    /// Print the interception CA certificate (creating it if needed) and how to trust it.
+    Ca(CaCmd),
+}
+
+/// `hoard ca`.
+#[derive(Debug, Args, Clone)]
+pub struct CaCmd {
+    /// Store location (the CA defaults to `<cache-dir>/ca`).
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Directory of the CA [default: ca-dir of the config file, else <cache-dir>/ca].
+    #[arg(long, env = "HOARD_CA_DIR", value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+}
+
+impl CaCmd {
+    /// The CA directory: flag or environment, else the file's `ca-dir`, else `<cache-dir>/ca`.
+    pub fn resolve_ca_dir(&self) -> Result<PathBuf, ConfigError> {
+        if let Some(d) = &self.ca_dir {
+            return Ok(d.clone());
+        }
+        let file = load_file(self.store.config.as_deref())?;
+        if let Some((v, _)) = file.as_ref().and_then(|f| f.get("ca-dir")) {
+            return Ok(PathBuf::from(v.as_text()));
+        }
+        Ok(self.store.resolve_cache_dir()?.join("ca"))
+    }
 }
 
 /// Where the store is, for every subcommand.
@@ -276,6 +304,43 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "HOARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Intercept CONNECT (HTTPS) with hoard's CA so HTTPS responses are cached too
+    /// (`--mitm` or `--mitm=false`) [default: false].
+    #[arg(long, env = "HOARD_MITM", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub mitm: Option<String>,
+    /// Host pattern never intercepted, always tunnelled (`host`, `*.domain`); repeatable or comma-separated.
+    #[arg(
+        long = "mitm-bypass",
+        env = "HOARD_MITM_BYPASS",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub mitm_bypass: Vec<String>,
+    /// Directory of the interception CA; created there if absent [default: <cache-dir>/ca].
+    #[arg(long, env = "HOARD_CA_DIR", value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for origins besides the webpki roots; repeatable.
+    #[arg(
+        long = "extra-ca-file",
+        env = "HOARD_EXTRA_CA_FILES",
+        value_name = "PEM",
+        value_delimiter = ','
+    )]
+    pub extra_ca_files: Vec<String>,
+    /// Do not verify origin TLS certificates (dangerous) [default: false].
+    #[arg(long, env = "HOARD_INSECURE_UPSTREAM", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub insecure_upstream: Option<String>,
+    /// Connect to ADDR for HOST:PORT, like curl's --resolve; repeatable.
+    #[arg(
+        long,
+        env = "HOARD_RESOLVE",
+        value_name = "HOST:PORT:ADDR",
+        value_delimiter = ','
+    )]
+    pub resolve: Vec<String>,
+    /// Ports CONNECT may reach, comma-separated; ports of --resolve entries are allowed too [default: 443].
+    #[arg(long, env = "HOARD_ALLOWED_CONNECT_PORTS")]
+    pub allowed_connect_ports: Option<String>,
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -327,6 +392,62 @@ pub struct Effective {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
     pub log_format: LogFormat,
+    pub mitm: bool,
+    pub mitm_bypass: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_dir: Option<String>,
+    pub extra_ca_files: Vec<String>,
+    pub insecure_upstream: bool,
+    pub resolve: Vec<String>,
+    pub allowed_connect_ports: Vec<String>,
+    /// Development-caching rules from the file (`[[rules]]`), first match wins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<EffectiveRule>,
+}
+
+/// One rule as `hoard config` prints it (the configuration file's own keys).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[allow(missing_docs)]
+pub struct EffectiveRule {
+    pub name: String,
+    pub host: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_query: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bypass: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_methods: Vec<String>,
+    pub max_body: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub share_auth: bool,
+}
+
+impl From<&crate::http_cache::Rule> for EffectiveRule {
+    fn from(r: &crate::http_cache::Rule) -> Self {
+        use crate::http_cache::IgnoreQuery;
+        EffectiveRule {
+            name: r.name.clone(),
+            host: r.host.to_string(),
+            path: r.path.to_string(),
+            ttl: r.ttl.map(|d| format!("{}s", d.as_secs_f64())),
+            ignore_query: match &r.ignore_query {
+                IgnoreQuery::None => None,
+                IgnoreQuery::All => Some(serde_json::Value::Bool(true)),
+                IgnoreQuery::Params(p) => Some(serde_json::Value::Array(
+                    p.iter()
+                        .map(|x| serde_json::Value::String(x.to_string()))
+                        .collect(),
+                )),
+            },
+            bypass: r.bypass,
+            cache_methods: r.cache_methods.iter().map(ToString::to_string).collect(),
+            max_body: r.max_body as u64,
+            share_auth: r.share_auth,
+        }
+    }
 }
 
 /// Load `explicit`, else the default file if it exists.
@@ -398,6 +519,20 @@ fn upstream(u: &str) -> Result<Option<http::Uri>, String> {
         ));
     }
     Ok(Some(uri))
+}
+
+/// A comma-separated list (as a list flag or a file list arrives), empty items dropped.
+fn list(t: &str) -> Result<Vec<String>, String> {
+    Ok(t.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// A repeatable flag as one comma-separated value, `None` when not given.
+fn joined(v: &[String]) -> Option<String> {
+    (!v.is_empty()).then(|| v.join(","))
 }
 
 fn admin(a: &str) -> Result<Option<SocketAddr>, String> {
@@ -579,6 +714,55 @@ impl ServeArgs {
         let (log_format, _) = l.pick("log-format", self.log_format.as_deref(), "text", |t| {
             t.parse::<LogFormat>()
         })?;
+        (c.mitm, _) = l.pick("mitm", self.mitm.as_deref(), "false", config::parse_bool)?;
+        (c.mitm_bypass, _) = l.pick(
+            "mitm-bypass",
+            joined(&self.mitm_bypass).as_deref(),
+            "",
+            list,
+        )?;
+        let cli_ca = self.ca_dir.as_ref().map(|p| p.display().to_string());
+        (c.ca_dir, _) = l.pick("ca-dir", cli_ca.as_deref(), "", |t| {
+            Ok((!t.is_empty()).then(|| PathBuf::from(t)))
+        })?;
+        let extra_ca_files;
+        (extra_ca_files, _) = l.pick(
+            "extra-ca-files",
+            joined(&self.extra_ca_files).as_deref(),
+            "",
+            list,
+        )?;
+        c.extra_ca_files = extra_ca_files.iter().map(PathBuf::from).collect();
+        (c.insecure_upstream, _) = l.pick(
+            "insecure-upstream",
+            self.insecure_upstream.as_deref(),
+            "false",
+            config::parse_bool,
+        )?;
+        let resolve;
+        (resolve, _) = l.pick("resolve", joined(&self.resolve).as_deref(), "", list)?;
+        c.resolve = resolve
+            .iter()
+            .map(|r| config::parse_resolve(r).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(|reason| ConfigError::Value {
+                key: "resolve",
+                reason,
+            })?;
+        (c.allowed_connect_ports, _) = l.pick(
+            "allowed-connect-ports",
+            self.allowed_connect_ports.as_deref(),
+            "443",
+            |t| {
+                list(t)?
+                    .iter()
+                    .map(|p| {
+                        p.parse::<u16>()
+                            .map_err(|_| format!("{p:?} is not a port number"))
+                    })
+                    .collect()
+            },
+        )?;
         let effective = Effective {
             listen: listen_s,
             cache_dir: cache_dir.display().to_string(),
@@ -603,7 +787,22 @@ impl ServeArgs {
             purge_allow: c.purge_allow.iter().map(ToString::to_string).collect(),
             admin: c.admin.map(|_| admin_s),
             log_format,
+            mitm: c.mitm,
+            mitm_bypass: c.mitm_bypass.clone(),
+            ca_dir: c.ca_dir.as_ref().map(|p| p.display().to_string()),
+            extra_ca_files,
+            insecure_upstream: c.insecure_upstream,
+            resolve,
+            allowed_connect_ports: c
+                .allowed_connect_ports
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            rules: Vec::new(),
         };
+        c.rules = file.map(|f| f.rules.clone()).unwrap_or_default();
+        let mut effective = effective;
+        effective.rules = c.rules.iter().map(EffectiveRule::from).collect();
         Ok(Resolved {
             proxy: c,
             log_format,
@@ -639,6 +838,48 @@ mod tests {
         assert_eq!(c.purge_allow, crate::proxy::loopback_nets());
         assert_eq!(r.log_format, LogFormat::Text);
         assert_eq!(r.effective.size_limit, "1GiB");
+    }
+
+    #[test]
+    fn mitm_options_from_flags_and_file() {
+        let cli = parse(&[
+            "--mitm",
+            "--mitm-bypass",
+            "*.bank.example",
+            "--mitm-bypass",
+            "pinned.example",
+            "--resolve",
+            "origin.test:8443:127.0.0.1",
+            "--allowed-connect-ports",
+            "443,8443",
+            "--extra-ca-file",
+            "/tmp/x.pem",
+        ]);
+        let c = cli.serve.resolve_with(None).unwrap().proxy;
+        assert!(c.mitm && !c.insecure_upstream);
+        assert_eq!(c.mitm_bypass, vec!["*.bank.example", "pinned.example"]);
+        assert_eq!(c.resolve[0].1, 8443);
+        assert_eq!(c.allowed_connect_ports, vec![443, 8443]);
+        assert_eq!(c.extra_ca_files, vec![PathBuf::from("/tmp/x.pem")]);
+        assert_eq!(c.ca_dir(), c.cache_dir.join("ca"));
+        let f = file(
+            "mitm = true\nmitm-bypass = [\"a.example\"]\nresolve = [\"o.test:9443:127.0.0.1\"]\n",
+        );
+        let c = ServeArgs::default().resolve_with(Some(&f)).unwrap().proxy;
+        assert!(c.mitm);
+        assert_eq!(c.mitm_bypass, vec!["a.example"]);
+        assert_eq!(c.resolve[0].1, 9443);
+        assert!(
+            parse(&["--resolve", "o.test:443"])
+                .serve
+                .resolve_with(None)
+                .is_err()
+        );
+        let cli = parse(&["ca", "--cache-dir", "/tmp/h"]);
+        let Some(Command::Ca(a)) = cli.command else {
+            panic!("expected ca")
+        };
+        assert_eq!(a.resolve_ca_dir().unwrap(), PathBuf::from("/tmp/h/ca"));
     }
 
     #[test]

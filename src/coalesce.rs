@@ -25,6 +25,9 @@ pub enum Outcome {
     Uncacheable,
     /// The leader gave up (error, disconnect, drop): waiters compete to lead.
     Abandoned,
+    /// The origin failed and the leader served its stale entry (stale-if-error): waiters
+    /// inside their stale-if-error window do the same instead of retrying the origin.
+    Failed,
 }
 
 /// What [`Coalescer::join`] gives a caller.

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use crate::http_cache::{IgnoreQuery, Pattern, Rule};
+
 /// A value in the configuration could not be understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -148,6 +150,25 @@ pub fn default_cache_dir() -> PathBuf {
     PathBuf::from("hoard-cache")
 }
 
+/// Parse a `--resolve` entry `HOST:PORT:ADDR` (like curl's; an IPv6 `ADDR` may be bracketed).
+pub fn parse_resolve(text: &str) -> Result<(String, u16, std::net::IpAddr), ConfigError> {
+    let err = |why: &str| ConfigError::Value {
+        key: "resolve",
+        reason: format!("{text:?}: {why} (expected HOST:PORT:ADDR)"),
+    };
+    let mut parts = text.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(err("missing field"));
+    };
+    if host.is_empty() {
+        return Err(err("empty host"));
+    }
+    let port: u16 = port.parse().map_err(|_| err("bad port"))?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let addr = addr.parse().map_err(|_| err("bad address"))?;
+    Ok((host.to_ascii_lowercase(), port, addr))
+}
+
 /// Every key the configuration file accepts, in the order of `config/hoard.toml`.
 ///
 /// The file is flat top-level keys; room is kept for a `[[rules]]` array of tables
@@ -176,6 +197,13 @@ pub const FILE_KEYS: &[&str] = &[
     "purge-allow",
     "admin",
     "log-format",
+    "mitm",
+    "mitm-bypass",
+    "ca-dir",
+    "extra-ca-files",
+    "insecure-upstream",
+    "resolve",
+    "allowed-connect-ports",
 ];
 
 /// A value as written in the configuration file.
@@ -212,6 +240,8 @@ pub struct ConfigFile {
     /// Where it was read from.
     pub path: PathBuf,
     entries: BTreeMap<String, (FileValue, usize)>,
+    /// The `[[rules]]` tables, in order (first match wins).
+    pub rules: Vec<Rule>,
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
@@ -251,9 +281,22 @@ impl ConfigFile {
             err(offset, &key, e.message().trim().to_string())
         })?;
         let mut entries = BTreeMap::new();
+        let mut rules = Vec::new();
         for (k, v) in table.get_ref() {
             let key: &str = k.get_ref();
             let at = k.span().start;
+            if key == "rules" {
+                let DeValue::Array(items) = v.get_ref() else {
+                    return Err(err(at, key, "expected [[rules]] tables".to_string()));
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let DeValue::Table(t) = item.get_ref() else {
+                        return Err(err(item.span().start, key, "expected a table".to_string()));
+                    };
+                    rules.push(parse_rule(i, t, item.span().start, &err)?);
+                }
+                continue;
+            }
             if !FILE_KEYS.contains(&key) {
                 return Err(err(
                     at,
@@ -297,6 +340,7 @@ impl ConfigFile {
         Ok(ConfigFile {
             path: path.to_path_buf(),
             entries,
+            rules,
         })
     }
 
@@ -315,6 +359,159 @@ impl ConfigFile {
         }
     }
 }
+
+/// Parse one `[[rules]]` table (the `index`-th). Keys: `name`, `host`, `path`, `ttl`,
+/// `ignore_query` (true or a list of parameter patterns), `bypass`, `cache_methods`,
+/// `max_body`, `share_auth`.
+fn parse_rule(
+    index: usize,
+    t: &DeTable<'_>,
+    at: usize,
+    err: &dyn Fn(usize, &str, String) -> ConfigError,
+) -> Result<Rule, ConfigError> {
+    let text = |v: &DeValue<'_>| match v {
+        DeValue::String(s) => Some(s.to_string()),
+        _ => None,
+    };
+    let get = |name: &str| {
+        t.iter()
+            .find(|(k, _)| k.get_ref().as_ref() as &str == name)
+            .map(|(k, v)| (k.span().start, v))
+    };
+    for (k, _) in t.iter() {
+        let key: &str = k.get_ref();
+        if !RULE_KEYS.contains(&key) {
+            return Err(err(
+                k.span().start,
+                &format!("rules.{key}"),
+                format!(
+                    "unknown rule key (expected one of {})",
+                    RULE_KEYS.join(", ")
+                ),
+            ));
+        }
+    }
+    let string = |name: &str, default: &str| -> Result<String, ConfigError> {
+        match get(name) {
+            None => Ok(default.to_string()),
+            Some((pos, v)) => text(v.get_ref()).ok_or_else(|| {
+                err(
+                    pos,
+                    &format!("rules.{name}"),
+                    "expected a string".to_string(),
+                )
+            }),
+        }
+    };
+    let boolean = |name: &str| -> Result<bool, ConfigError> {
+        match get(name) {
+            None => Ok(false),
+            Some((_, v)) if matches!(v.get_ref(), DeValue::Boolean(_)) => {
+                Ok(matches!(v.get_ref(), DeValue::Boolean(true)))
+            }
+            Some((pos, _)) => Err(err(
+                pos,
+                &format!("rules.{name}"),
+                "expected true or false".into(),
+            )),
+        }
+    };
+    let strings = |name: &str| -> Result<Vec<(usize, String)>, ConfigError> {
+        match get(name) {
+            None => Ok(Vec::new()),
+            Some((pos, v)) => match v.get_ref() {
+                DeValue::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        text(x.get_ref())
+                            .map(|s| (x.span().start, s))
+                            .ok_or_else(|| {
+                                err(
+                                    pos,
+                                    &format!("rules.{name}"),
+                                    "expected a list of strings".into(),
+                                )
+                            })
+                    })
+                    .collect(),
+                _ => Err(err(
+                    pos,
+                    &format!("rules.{name}"),
+                    "expected a list of strings".into(),
+                )),
+            },
+        }
+    };
+    let name = string("name", &format!("rule{}", index + 1))?;
+    let host = string("host", "*")?;
+    let path = string("path", "*")?;
+    let bad = |key: &str, e: String| {
+        let pos = get(key).map_or(at, |(p, _)| p);
+        err(pos, &format!("rules.{key}"), e)
+    };
+    let mut rule = Rule::new(&name, &host, &path).map_err(|e| {
+        let key = if Pattern::new(&host).is_err() {
+            "host"
+        } else {
+            "path"
+        };
+        bad(key, e.to_string())
+    })?;
+    if get("ttl").is_some() {
+        let t = string("ttl", "")?;
+        rule.ttl = Some(parse_duration(&t).map_err(|e| bad("ttl", e.to_string()))?);
+    }
+    if let Some((pos, v)) = get("ignore_query") {
+        rule.ignore_query = match v.get_ref() {
+            DeValue::Boolean(true) => IgnoreQuery::All,
+            DeValue::Boolean(false) => IgnoreQuery::None,
+            DeValue::Array(_) => IgnoreQuery::Params(
+                strings("ignore_query")?
+                    .into_iter()
+                    .map(|(p, s)| {
+                        Pattern::new(&s).map_err(|e| err(p, "rules.ignore_query", e.to_string()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => {
+                return Err(err(
+                    pos,
+                    "rules.ignore_query",
+                    "expected true or a list of parameter patterns".into(),
+                ));
+            }
+        };
+    }
+    rule.bypass = boolean("bypass")?;
+    rule.share_auth = boolean("share_auth")?;
+    for (p, m) in strings("cache_methods")? {
+        let method = http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| err(p, "rules.cache_methods", format!("{m:?} is not a method")))?;
+        rule.cache_methods.push(method);
+    }
+    if get("max_body").is_some() {
+        let m = match get("max_body").map(|(_, v)| v.get_ref()) {
+            Some(DeValue::Integer(i)) => i.as_str().to_string(),
+            _ => string("max_body", "")?,
+        };
+        rule.max_body = parse_size(&m).map_err(|e| bad("max_body", e.to_string()))? as usize;
+    }
+    rule.validate()
+        .map_err(|e| err(at, "rules", format!("rule {name:?}: {e}")))?;
+    Ok(rule)
+}
+
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "host",
+    "path",
+    "ttl",
+    "ignore_query",
+    "bypass",
+    "cache_methods",
+    "max_body",
+    "share_auth",
+];
 
 /// The default configuration file: `$XDG_CONFIG_HOME/hoard/hoard.toml`, else
 /// `~/.config/hoard/hoard.toml`; `None` when that file does not exist.
@@ -428,6 +625,20 @@ impl std::str::FromStr for LogFormat {
 mod tests {
     use super::*;
 
+    #[test]
+    fn resolve_entries() {
+        let (h, p, a) = parse_resolve("Origin.Test:8443:127.0.0.1").unwrap();
+        assert_eq!(
+            (h.as_str(), p, a.to_string().as_str()),
+            ("origin.test", 8443, "127.0.0.1")
+        );
+        let (_, _, a) = parse_resolve("x:443:[::1]").unwrap();
+        assert_eq!(a.to_string(), "::1");
+        assert!(parse_resolve("x:443").is_err());
+        assert!(parse_resolve("x:http:127.0.0.1").is_err());
+        assert!(parse_resolve("x:443:nope").is_err());
+    }
+
     macro_rules! size {
         ($name:ident, $text:expr, $want:expr) => {
             #[test]
@@ -477,6 +688,49 @@ mod file_tests {
 
     fn file_err(line: usize, key: &str) -> impl Fn(&ConfigError) -> bool + '_ {
         move |e| matches!(e, ConfigError::File { line: l, key: k, path, .. } if *l == line && k == key && path == "/etc/h.toml")
+    }
+
+    #[test]
+    fn rules_parse_in_order() {
+        let f = parse(
+            "listen = \"127.0.0.1:1\"\n\n[[rules]]\nname = \"api\"\nhost = \"api.local\"\npath = \"/v1/*\"\nttl = \"10m\"\nignore_query = [\"utm_*\", \"ts\"]\n\n[[rules]]\nhost = \"*.bank.example\"\nbypass = true\n\n[[rules]]\nname = \"gql\"\npath = \"/graphql\"\nttl = \"1m\"\ncache_methods = [\"post\"]\nmax_body = \"64KiB\"\nshare_auth = true\nignore_query = true\n",
+        )
+        .unwrap();
+        assert_eq!(f.rules.len(), 3);
+        let api = &f.rules[0];
+        assert_eq!(api.name, "api");
+        assert_eq!(api.ttl, Some(Duration::from_secs(600)));
+        assert_eq!(
+            api.ignore_query,
+            IgnoreQuery::Params(vec![
+                Pattern::new("utm_*").unwrap(),
+                Pattern::new("ts").unwrap()
+            ])
+        );
+        assert!(f.rules[1].bypass);
+        assert_eq!(f.rules[1].name, "rule2");
+        assert_eq!(f.rules[1].path.as_str(), "*");
+        let gql = &f.rules[2];
+        assert_eq!(gql.cache_methods, vec![http::Method::POST]);
+        assert_eq!(gql.max_body, 65536);
+        assert!(gql.share_auth);
+        assert_eq!(gql.ignore_query, IgnoreQuery::All);
+    }
+
+    #[test]
+    fn rule_errors_name_line_and_key() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("[[rules]]\nhost = \"a\"\nttl = \"soon\"\n", 3, "rules.ttl"),
+            ("[[rules]]\nhots = \"a\"\n", 2, "rules.hots"),
+            ("[[rules]]\n\nbypass = \"yes\"\n", 3, "rules.bypass"),
+            ("[[rules]]\npath = \"a b\"\n", 2, "rules.path"),
+            ("[[rules]]\ncache_methods = [\"POST\"]\n", 1, "rules"),
+            ("[[rules]]\nignore_query = 5\n", 2, "rules.ignore_query"),
+        ];
+        for (src, line, key) in cases {
+            let e = parse(src).unwrap_err();
+            assert!(file_err(*line, key)(&e), "{src:?}: {e:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use hoard::cli::{Cli, Command, Resolved, ServeArgs, StoreArgs};
+use hoard::cli::{CaCmd, Cli, Command, Resolved, ServeArgs, StoreArgs};
 use hoard::config::{ConfigError, LogFormat};
 use hoard::ops::{self, OpsError};
 use hoard::proxy::Server;
@@ -40,12 +40,36 @@ fn main() -> ExitCode {
             Ok(r) => print_config(&r, c.json),
             Err(e) => config_error(&e),
         },
+        Some(Command::Ca(c)) => run_ca(&c),
         Some(cmd) => {
             init_logging(false, 0, LogFormat::Text, "warn");
             run_op(cmd)
         }
     };
     ExitCode::from(code)
+}
+
+/// `hoard ca`: create the CA if needed, print its path, PEM and how to trust it.
+fn run_ca(c: &CaCmd) -> u8 {
+    let dir = match c.resolve_ca_dir() {
+        Ok(d) => d,
+        Err(e) => return config_error(&e),
+    };
+    match hoard::proxy::ca::CertAuthority::load_or_create(&dir) {
+        Ok(ca) => {
+            out!("{}\n", ca.cert_path().display());
+            out!("{}\n", ca.cert_pem().trim_end());
+            out!(
+                "{}",
+                hoard::proxy::ca::trust_instructions(ca.cert_path()).trim_end()
+            );
+            OK
+        }
+        Err(e) => {
+            eprintln!("hoard: {e}");
+            FAILURE
+        }
+    }
 }
 
 fn config_error(e: &ConfigError) -> u8 {
@@ -167,7 +191,9 @@ fn run_op(cmd: Command) -> u8 {
         Command::Evict(c) => (&c.store, c.store.json),
         Command::Expire(s) | Command::Clear(s) => (s, s.json),
         Command::Check(c) => (&c.store, c.store.json),
-        Command::Serve(_) | Command::Config(_) => unreachable!("handled in main"),
+        Command::Serve(_) | Command::Config(_) | Command::Ca(_) => {
+            unreachable!("handled in main")
+        }
     };
     let cache = match store_of(store_args) {
         Ok(c) => c,
@@ -271,6 +297,12 @@ fn run_op(cmd: Command) -> u8 {
                         v.ttl
                     );
                     out!("body           {}", ops::human_bytes(v.body_len));
+                    if let Some(rule) = &v.rule {
+                        match v.forced_ttl {
+                            Some(t) => out!("rule           {rule} (ttl forced to {t}s)"),
+                            None => out!("rule           {rule}"),
+                        }
+                    }
                     out!("cache-status   {}", v.cache_status);
                     for (k, val) in &v.headers {
                         out!("  {k}: {val}");
@@ -309,7 +341,9 @@ fn run_op(cmd: Command) -> u8 {
             }
             if r.failed() { NEGATIVE } else { OK }
         }),
-        Command::Serve(_) | Command::Config(_) => unreachable!("handled in main"),
+        Command::Serve(_) | Command::Config(_) | Command::Ca(_) => {
+            unreachable!("handled in main")
+        }
     };
     res.unwrap_or_else(op_error)
 }

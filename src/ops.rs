@@ -294,6 +294,12 @@ pub struct VariantReport {
     pub fresh: bool,
     /// The `Cache-Status` a request with this variant's headers would get now.
     pub cache_status: String,
+    /// The configuration rule that applied when it was stored, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The TTL that rule forced, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forced_ttl: Option<u64>,
 }
 
 /// `hoard show URL`.
@@ -331,6 +337,10 @@ fn would_get(head: &http_cache::StoredHead, req: &http::request::Parts, now: Sys
         Lookup::Stale { .. } => CacheStatus::stale(),
         Lookup::Mismatch => CacheStatus::miss(),
     };
+    let cs = match (&cs.detail, &head.rule) {
+        (None, Some(rule)) => cs.with_detail(Detail::Other(format!("rule={rule}").into())),
+        _ => cs,
+    };
     cs.to_string()
 }
 
@@ -363,6 +373,8 @@ pub fn show(cache: &Cache, url: &str, now: SystemTime) -> Result<Option<ShowRepo
             ttl: head.ttl(now, &opts).as_secs(),
             fresh: head.ttl(now, &opts) > Duration::ZERO,
             cache_status: would_get(head, &req, now),
+            rule: head.rule.clone(),
+            forced_ttl: head.forced_ttl.map(|d| d.as_secs()),
         }
     };
     let report = match rec {

@@ -1,6 +1,8 @@
 mod devcache;
+mod mitm;
 mod ops;
 mod props;
 mod proxy;
 mod reliability;
+mod stampede;
 mod store;

@@ -6,18 +6,20 @@
 
 mod admin;
 mod body;
+pub mod ca;
 mod fill;
 mod health;
 mod hot;
 mod lease;
 pub mod metrics;
+mod mitm;
 mod pipeline;
 mod server;
 mod service;
 mod tunnel;
 mod upstream;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,6 +64,23 @@ pub struct ProxyConfig {
     /// How long a row held in memory is trusted before it is read from the store again
     /// (bounds how late this process sees another process's purge or refresh).
     pub memory_cache_ttl: Duration,
+    /// Intercept CONNECT with hoard's CA (`--mitm`); otherwise CONNECT is a blind tunnel.
+    pub mitm: bool,
+    /// Hosts always tunnelled, never intercepted: `exact.host`, or `*.domain` (the domain and
+    /// every name under it), case-insensitive.
+    pub mitm_bypass: Vec<String>,
+    /// Where the interception CA lives (default `<cache_dir>/ca`); created there if absent.
+    pub ca_dir: Option<PathBuf>,
+    /// PEM files of CA certificates trusted for origins, besides the webpki roots.
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Do not verify origin certificates at all (dangerous; only when asked).
+    pub insecure_upstream: bool,
+    /// `HOST:PORT:ADDR` overrides, like curl's `--resolve`.
+    pub resolve: Vec<(String, u16, IpAddr)>,
+    /// Ports CONNECT may reach (the ports of `resolve` entries are allowed too).
+    pub allowed_connect_ports: Vec<u16>,
+    /// Intercepted hosts whose leaf certificates are kept in memory.
+    pub mitm_cert_cache_size: usize,
     /// Count hits and misses in the store (shown by `hoard stats`).
     pub statistics: bool,
     /// Clients allowed to send `PURGE` (default: loopback only; empty: nobody).
@@ -106,6 +125,14 @@ impl ProxyConfig {
             pseudonym: "hoard".to_string(),
             memory_cache_size: 128 << 20,
             memory_cache_ttl: Duration::from_secs(1),
+            mitm: false,
+            mitm_bypass: Vec::new(),
+            ca_dir: None,
+            extra_ca_files: Vec::new(),
+            insecure_upstream: false,
+            resolve: Vec::new(),
+            allowed_connect_ports: vec![443],
+            mitm_cert_cache_size: 1024,
             statistics: true,
             purge_allow: loopback_nets(),
             admin: None,
@@ -115,6 +142,13 @@ impl ProxyConfig {
             offline: false,
             rules: Vec::new(),
         }
+    }
+
+    /// The interception CA directory: `ca_dir`, else `<cache_dir>/ca`.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.ca_dir
+            .clone()
+            .unwrap_or_else(|| self.cache_dir.join("ca"))
     }
 }
 
@@ -151,6 +185,9 @@ pub enum ProxyError {
         /// Why.
         source: crate::store::Error,
     },
+    /// The interception CA could not be created or loaded.
+    #[error("interception CA: {0}")]
+    Ca(#[from] ca::CaError),
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -110,6 +110,9 @@ struct Ctx<'a> {
     rule: Option<Rule>,
     /// The request body, for methods cached by a rule (keyed by its digest).
     body: Option<Bytes>,
+    /// When the request reached the pipeline: a response the origin gave after this moment
+    /// may answer it even if already stale (collapsed forwarding).
+    arrived: SystemTime,
 }
 
 /// The cache key URI for `target`: the first matching rule may drop query parameters.
@@ -205,6 +208,7 @@ async fn run_cached(
         is_head,
         rule,
         body,
+        arrived: SystemTime::now(),
     };
     let mut res = if st.cfg.offline {
         ctx.offline().await
@@ -309,6 +313,9 @@ impl Ctx<'_> {
                             if only_if_cached {
                                 return self.only_if_cached_miss();
                             }
+                            if let Some(cs) = self.collapsed(&entry.head) {
+                                return self.serve_stale(entry, now, cs);
+                            }
                             if serve_stale_while_revalidate {
                                 if let Role::Leader(permit) =
                                     self.st.coalescer.join(self.key.as_bytes())
@@ -382,6 +389,16 @@ impl Ctx<'_> {
                 }
                 Role::Waiter(w) => match w.wait(self.st.cfg.lock_timeout).await {
                     Some(Outcome::Stored) | Some(Outcome::Abandoned) => continue,
+                    Some(Outcome::Failed) => {
+                        let t = SystemTime::now();
+                        match stale.filter(|(s, _)| within(s.stale_if_error_until, t)) {
+                            Some((entry, _)) => {
+                                let cs = fwd.with_detail(Detail::StaleIfError);
+                                return self.serve_stale(entry, t, cs);
+                            }
+                            None => continue,
+                        }
+                    }
                     Some(Outcome::Uncacheable) | Some(Outcome::Pending) => {
                         return self.fetch(stale, None, fwd, None).await;
                     }
@@ -460,8 +477,20 @@ impl Ctx<'_> {
                 let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
                 Some(self.serve_stored(&head, headers, rec, cs))
             }
+            Lookup::Stale { .. } => {
+                let cs = self.collapsed(&head)?;
+                Some(self.serve_stored(&head, served_headers(&head, now), rec, cs))
+            }
             _ => None,
         }
+    }
+
+    /// Collapsed forwarding: another request's fetch or revalidation got this entry from the
+    /// origin after this request arrived, so it answers this one too even when it is stale
+    /// already (`max-age=0`, an upstream `Age` past max-age). Without this, waiters woken by
+    /// such a leader would each go to the origin.
+    fn collapsed(&self, head: &StoredHead) -> Option<CacheStatus> {
+        (head.response_time >= self.arrived).then(|| CacheStatus::stale().with_detail("collapsed"))
     }
 
     /// Poll the store (not the in-memory front) with backoff until another process's fetch
@@ -476,7 +505,8 @@ impl Ctx<'_> {
                 return Some(res);
             }
             if !Lease::held(&self.st.store, &self.key).await {
-                return None;
+                // The holder may have committed between our read and its release.
+                return self.serve_if_fresh(self.load_store().await);
             }
         }
         None
@@ -700,7 +730,9 @@ impl Ctx<'_> {
         permit: Permit,
     ) {
         let r = Refresher::new(self);
-        tokio::spawn(r.run(row_key, head, revalidate, permit));
+        self.st
+            .background
+            .spawn(r.run(row_key, head, revalidate, permit));
     }
 
     /// Go to the origin: revalidate `stale` if given, otherwise fetch; store what may be stored.
@@ -739,6 +771,9 @@ impl Ctx<'_> {
             Ok(r) => r,
             Err(e) => {
                 if let Some(entry) = stale.filter(|s| within(s.stale_if_error_until, t_res)) {
+                    if let Some(p) = permit {
+                        p.finish(Outcome::Failed);
+                    }
                     let cs = fwd.with_detail(Detail::StaleIfError);
                     return self.serve_stale(entry, t_res, cs);
                 }
@@ -753,6 +788,9 @@ impl Ctx<'_> {
         {
             let _ = entry;
             let entry = stale.expect("checked above");
+            if let Some(p) = permit {
+                p.finish(Outcome::Failed);
+            }
             let cs = fwd
                 .with_fwd_status(rparts.status.as_u16())
                 .with_detail(Detail::StaleIfError);
@@ -869,7 +907,9 @@ impl Ctx<'_> {
             (Some(tx), body)
         };
         let timeout = self.st.upstream.response_timeout();
-        tokio::spawn(fill::run(plan, rbody, to_client, permit, lease, timeout));
+        self.st
+            .background
+            .spawn(fill::run(plan, rbody, to_client, permit, lease, timeout));
         if client_wants_304 {
             return self.not_modified_response(client_headers, fwd.stored(true));
         }

@@ -15,9 +15,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
+use super::mitm::Interceptor;
 use super::service::State;
 use super::{ProxyConfig, ProxyError};
 use crate::store::Cache;
+
+/// One of the `max_connections` slots, shared by a client connection and whatever outlives it
+/// after a CONNECT (tunnel, intercepted connection); freed when the last holder ends.
+#[derive(Debug, Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// A bound, not yet running proxy.
 #[derive(Debug)]
@@ -68,7 +74,16 @@ impl Server {
         })
         .await
         .map_err(|e| ProxyError::Config(format!("store open task failed: {e}")))??;
-        let state = Arc::new(State::new(cfg, store, local));
+        let mitm = if cfg.mitm {
+            let c = cfg.clone();
+            let m = tokio::task::spawn_blocking(move || Interceptor::new(&c))
+                .await
+                .map_err(|e| ProxyError::Config(format!("CA load task failed: {e}")))??;
+            Some(Arc::new(m))
+        } else {
+            None
+        };
+        let state = Arc::new(State::new(cfg, store, local, mitm)?);
         Ok(Server {
             listener,
             admin,
@@ -171,8 +186,15 @@ impl Server {
                     };
                     let _ = stream.set_nodelay(true);
                     let st = state.clone();
-                    let svc = service_fn(move |req| {
+                    let slot = ConnSlot(Arc::new(permit));
+                    let task_slot = slot.clone();
+                    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                         let st = st.clone();
+                        if req.method() == http::Method::CONNECT {
+                            // A tunnel or an intercepted connection outlives this connection's
+                            // task: it keeps the connection's slot until it ends.
+                            req.extensions_mut().insert(slot.clone());
+                        }
                         async move { Ok::<_, std::convert::Infallible>(st.handle(req, peer).await) }
                     });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
@@ -181,7 +203,7 @@ impl Server {
                         if let Err(e) = conn.await {
                             tracing::debug!(%peer, error = %e, "connection ended with error");
                         }
-                        drop(permit);
+                        drop(task_slot);
                     });
                 }
             }
@@ -193,11 +215,23 @@ impl Server {
             let _ = t.await;
         }
         let timeout = state.cfg.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         if tokio::time::timeout(timeout, graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!(?timeout, "shutdown timeout: dropping remaining connections");
+        }
+        // Fills still writing what clients already received, and background refreshes.
+        state.background.close();
+        if tokio::time::timeout_at(deadline, state.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = state.background.len(),
+                "shutdown timeout: abandoning unfinished cache fills"
+            );
         }
         let store = state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.flush()).await;

@@ -1,5 +1,7 @@
-//! Per-request dispatch: CONNECT tunnels, cacheable GET/HEAD through the pipeline, everything
-//! else passed through (invalidating on unsafe methods), and the proxy's own error responses.
+//! Per-request dispatch: CONNECT tunnels or interception, cacheable GET/HEAD through the
+//! pipeline, everything else passed through (invalidating on unsafe methods), and the proxy's
+//! own error responses. Intercepted (inner TLS) requests enter through `handle_intercepted` and
+//! share `dispatch_to` with plain ones.
 //!
 //! Invariant: every response that leaves here carries `Cache-Status`; no `unwrap` on the
 //! network path: failures become 4xx/5xx responses with the reason in body and log.
@@ -16,15 +18,17 @@ use hyper::body::Incoming;
 
 use std::sync::Arc;
 
-use super::ProxyConfig;
 use super::body::ProxyBody;
 use super::fill::{Invalidations, Sinks};
 use super::health::StoreHealth;
 use super::hot::HotCache;
 use super::metrics::{Metrics, UPSTREAM_US};
+use super::mitm::{self, Interceptor};
 use super::pipeline;
+use super::server::ConnSlot;
 use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
+use super::{ProxyConfig, ProxyError};
 use crate::coalesce::Coalescer;
 use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions};
 use crate::store::Cache;
@@ -55,20 +59,29 @@ pub struct State {
     pub invalidations: Arc<Invalidations>,
     /// Value files already checked against their digests.
     pub verified: Arc<pipeline::Verified>,
+    /// CONNECT interception, when `--mitm` is on.
+    pub mitm: Option<Arc<Interceptor>>,
+    /// Cache fills and background refreshes: shutdown waits for them (bounded) so responses
+    /// already sent to clients are also in the store.
+    pub background: tokio_util::task::TaskTracker,
     /// Whether the store accepts writes (disk full / read-only: pass through uncached).
     pub health: Arc<StoreHealth>,
 }
 
 impl State {
-    /// Assemble the state.
-    pub fn new(cfg: ProxyConfig, store: Cache, local_addr: SocketAddr) -> Self {
+    /// Assemble the state (`mitm` is made beforehand: loading the CA does blocking file I/O).
+    pub fn new(
+        cfg: ProxyConfig,
+        store: Cache,
+        local_addr: SocketAddr,
+        mitm: Option<Arc<Interceptor>>,
+    ) -> Result<Self, ProxyError> {
         let metrics = Arc::new(Metrics::new());
-        let upstream =
-            Upstream::new(cfg.connect_timeout, cfg.response_timeout).with_metrics(metrics.clone());
+        let upstream = Upstream::new(&cfg)?.with_metrics(metrics.clone());
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_stale_if_error = cfg.stale_if_error;
         let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(2 << 20);
-        State {
+        Ok(State {
             cfg,
             store,
             upstream,
@@ -87,7 +100,9 @@ impl State {
             invalidations: Arc::new(Invalidations::default()),
             verified: Arc::new(pipeline::Verified::default()),
             health: Arc::new(StoreHealth::default()),
-        }
+            mitm,
+            background: tokio_util::task::TaskTracker::new(),
+        })
     }
 
     /// Where cache fills write.
@@ -101,13 +116,40 @@ impl State {
     }
 
     /// Handle one request: log one access line and count it in the metrics.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        self.handle_in(req, peer, None).await
+    }
+
+    /// Handle one request that arrived inside an intercepted CONNECT to `origin`
+    /// (`https://host[:port]`): log and count it like any other.
+    pub(super) async fn handle_intercepted(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        origin: &str,
+    ) -> Response<ProxyBody> {
+        self.handle_in(req, peer, Some(origin)).await
+    }
+
+    async fn handle_in(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        origin: Option<&str>,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
         let (res, upstream_us) = UPSTREAM_US
             .scope(Cell::new(0), async {
-                let res = self.dispatch(req, peer).await;
+                let res = match origin {
+                    None => self.dispatch(req, peer).await,
+                    Some(o) => self.dispatch_intercepted(req, peer, o).await,
+                };
                 (res, UPSTREAM_US.with(Cell::get))
             })
             .await;
@@ -133,28 +175,38 @@ impl State {
             cache_status,
             bytes,
             upstream_us,
+            intercepted = origin.is_some(),
             elapsed_us = elapsed.as_micros() as u64,
         );
         res
     }
 
-    async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let header_bytes: usize = req
-            .headers()
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum::<usize>()
-            + req.uri().to_string().len()
-            + 16;
-        if header_bytes > self.cfg.max_header_size {
-            return self.error(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                CacheStatus::bypass(BypassReason::Refused).with_detail("header-too-large"),
-                "request header block too large\n",
-            );
+    async fn dispatch(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        if let Some(res) = self.refuse_large_header(&req) {
+            return res;
+        }
+        // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host field.
+        // CONNECT is exempt: some clients omit Host there, and the authority is the target.
+        if req.version() == Version::HTTP_11 && req.method() != Method::CONNECT {
+            let hosts = req.headers().get_all(header::HOST).iter().count();
+            if hosts != 1 {
+                return self.error(
+                    StatusCode::BAD_REQUEST,
+                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-host"),
+                    if hosts == 0 {
+                        "HTTP/1.1 request without a Host field\n"
+                    } else {
+                        "request with several Host fields\n"
+                    },
+                );
+            }
         }
         if req.method() == Method::CONNECT {
-            return self.connect(req).await;
+            return self.connect(req, peer).await;
         }
         let target = match self.target_uri(&req) {
             Ok(t) => t,
@@ -166,6 +218,70 @@ impl State {
                 );
             }
         };
+        self.dispatch_to(req, peer, target).await
+    }
+
+    /// 431 when the request header block exceeds `max_header_size`.
+    fn refuse_large_header(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.uri().to_string().len()
+            + 16;
+        if header_bytes > self.cfg.max_header_size {
+            return Some(self.error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("header-too-large"),
+                "request header block too large\n",
+            ));
+        }
+        None
+    }
+
+    /// An inner request of an intercepted connection: its target is the CONNECT origin plus
+    /// its path, whatever its `Host` or `:authority` says.
+    async fn dispatch_intercepted(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        origin: &str,
+    ) -> Response<ProxyBody> {
+        if let Some(res) = self.refuse_large_header(&req) {
+            return res;
+        }
+        if req.method() == Method::CONNECT {
+            return self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
+                "CONNECT inside an intercepted connection is not supported\n",
+            );
+        }
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let pq = if pq.starts_with('/') { pq } else { "/" };
+        let Ok(target) = format!("{origin}{pq}").parse::<Uri>() else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
+                "request target cannot be joined to the CONNECT authority\n",
+            );
+        };
+        self.dispatch_to(req, peer, target).await
+    }
+
+    /// The common part of plain and intercepted requests: loop detection, then GET/HEAD
+    /// through the cache and everything else passed through.
+    pub(super) async fn dispatch_to(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        target: Uri,
+    ) -> Response<ProxyBody> {
         if self.is_loop(&target) {
             return self.error(
                 StatusCode::LOOP_DETECTED,
@@ -274,8 +390,18 @@ impl State {
         }
     }
 
-    /// CONNECT host:port -> blind tunnel.
-    async fn connect(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// May CONNECT reach `port`? (`allowed_connect_ports`, plus the ports of `--resolve`.)
+    fn connect_port_allowed(&self, port: u16) -> bool {
+        self.cfg.allowed_connect_ports.contains(&port) || self.upstream.resolve().has_port(port)
+    }
+
+    /// CONNECT host:port -> interception (`--mitm`, host not bypassed) or a blind tunnel.
+    async fn connect(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let slot = req.extensions_mut().remove::<ConnSlot>();
         if self.cfg.offline {
             return self.error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -290,18 +416,53 @@ impl State {
                 "CONNECT needs host:port\n",
             );
         };
-        if req.uri().port_u16().is_none() {
+        let (Some(port), Some(host)) = (req.uri().port_u16(), req.uri().host()) else {
             return self.error(
                 StatusCode::BAD_REQUEST,
                 CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
                 "CONNECT needs host:port\n",
             );
+        };
+        let host = host.to_string();
+        if !self.connect_port_allowed(port) {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("port-not-allowed"),
+                &format!("CONNECT to port {port} is not allowed (allowed_connect_ports)\n"),
+            );
         }
-        let origin = match tunnel::connect(&authority, self.cfg.connect_timeout).await {
+        if let Some(m) = &self.mitm
+            && !m.bypassed(&host)
+        {
+            // Origin connections are made per inner request, through the pooled client.
+            mitm::serve(
+                self.clone(),
+                hyper::upgrade::on(req),
+                host,
+                port,
+                peer,
+                slot,
+            );
+            let mut res = Response::new(ProxyBody::Empty);
+            self.stamp(
+                &mut res,
+                CacheStatus::bypass(BypassReason::Tunnel).with_detail("intercept"),
+            );
+            return res;
+        }
+        let origin = match tunnel::connect(
+            &authority,
+            &host,
+            port,
+            self.upstream.resolve(),
+            self.cfg.connect_timeout,
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => return self.upstream_error(&e, CacheStatus::bypass(BypassReason::Tunnel)),
         };
-        tunnel::splice(hyper::upgrade::on(req), origin, authority);
+        tunnel::splice(hyper::upgrade::on(req), origin, authority, slot);
         let mut res = Response::new(ProxyBody::Empty);
         self.stamp(&mut res, CacheStatus::bypass(BypassReason::Tunnel));
         res

@@ -9,11 +9,22 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::UpstreamError;
+use super::server::ConnSlot;
+use super::upstream::{ResolveMap, UpstreamError};
 
-/// Connect to the tunnel target.
-pub async fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, UpstreamError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
+/// Connect to the tunnel target `host:port` (`authority`), honouring `--resolve`.
+pub async fn connect(
+    authority: &str,
+    host: &str,
+    port: u16,
+    resolve: &ResolveMap,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let fut = match resolve.lookup(host, port) {
+        Some(ip) => futures_util::future::Either::Left(TcpStream::connect((ip, port))),
+        None => futures_util::future::Either::Right(TcpStream::connect(authority)),
+    };
+    match tokio::time::timeout(timeout, fut).await {
         Err(_) => Err(UpstreamError::ConnectTimeout),
         Ok(Err(e)) => Err(UpstreamError::Connect(format!("{authority}: {e}"))),
         Ok(Ok(s)) => {
@@ -24,8 +35,15 @@ pub async fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, Up
 }
 
 /// After the `200` has been sent, splice the upgraded client connection and the origin.
-pub fn splice(upgrade: OnUpgrade, mut origin: TcpStream, authority: String) {
+/// `slot` (the client connection's `max_connections` slot) is held until the tunnel closes.
+pub fn splice(
+    upgrade: OnUpgrade,
+    mut origin: TcpStream,
+    authority: String,
+    slot: Option<ConnSlot>,
+) {
     tokio::spawn(async move {
+        let _slot = slot;
         match upgrade.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);

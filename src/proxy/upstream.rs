@@ -1,27 +1,43 @@
-//! The pooled client that talks to origins: HTTP/1.1, and h2 by ALPN over rustls (webpki
-//! roots) for https origins. Timeouts and failures become [`UpstreamError`]s that name the
-//! status the client should get (502 or 504).
+//! The pooled client that talks to origins: HTTP/1.1, and h2 by ALPN over rustls for https
+//! origins, verified against webpki roots plus `extra_ca_files`. Timeouts and failures become
+//! [`UpstreamError`]s that name the status the client should get (502 or 504).
+//!
+//! Invariant: an origin certificate that does not verify is a 502 (`tls-verify`), never a
+//! silent accept; only `insecure_upstream`, asked for explicitly, turns verification off.
 
 use std::error::Error as _;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
 
-use super::body::ProxyBody;
+use super::body::{BoxError, ProxyBody};
 use super::metrics::Metrics;
+use super::{ProxyConfig, ProxyError};
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// Refused, unreachable, unresolvable, TLS failure.
+    /// Refused, unreachable, unresolvable, TLS failure other than verification.
     #[error("cannot connect to origin: {0}")]
     Connect(String),
+    /// The origin's certificate did not verify (unknown issuer, wrong name, expired...).
+    #[error("origin TLS certificate rejected: {0}")]
+    Tls(String),
     /// Connecting took longer than `connect_timeout`.
     #[error("timed out connecting to origin")]
     ConnectTimeout,
@@ -37,7 +53,9 @@ impl UpstreamError {
     /// The status a client gets for this failure.
     pub fn status(&self) -> StatusCode {
         match self {
-            UpstreamError::Connect(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::Connect(_) | UpstreamError::Tls(_) | UpstreamError::Protocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -48,6 +66,7 @@ impl UpstreamError {
     pub fn detail(&self) -> &'static str {
         match self {
             UpstreamError::Connect(_) => "connect-error",
+            UpstreamError::Tls(_) => "tls-verify",
             UpstreamError::ConnectTimeout => "connect-timeout",
             UpstreamError::ResponseTimeout(_) => "response-timeout",
             UpstreamError::Protocol(_) => "bad-response",
@@ -55,47 +74,216 @@ impl UpstreamError {
     }
 }
 
+/// `--resolve HOST:PORT:ADDR` entries: connections to `HOST:PORT` go to `ADDR:PORT`, while TLS
+/// still uses (and verifies) `HOST`.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveMap {
+    entries: Arc<Vec<(String, u16, IpAddr)>>,
+}
+
+impl ResolveMap {
+    /// From `(host, port, addr)` triples.
+    pub fn new(entries: &[(String, u16, IpAddr)]) -> Self {
+        let entries = entries
+            .iter()
+            .map(|(h, p, a)| (h.trim_end_matches('.').to_ascii_lowercase(), *p, *a))
+            .collect();
+        ResolveMap {
+            entries: Arc::new(entries),
+        }
+    }
+
+    /// The address `host:port` is mapped to, if any.
+    pub fn lookup(&self, host: &str, port: u16) -> Option<IpAddr> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host.trim_end_matches('.');
+        self.entries
+            .iter()
+            .find(|(h, p, _)| *p == port && h.eq_ignore_ascii_case(host))
+            .map(|(_, _, a)| *a)
+    }
+
+    /// Is `port` named by an entry?
+    pub fn has_port(&self, port: u16) -> bool {
+        self.entries.iter().any(|(_, p, _)| *p == port)
+    }
+}
+
+/// The TCP connector under the TLS layer: applies the [`ResolveMap`] by rewriting the URI it
+/// connects to, so the TLS layer above still sees (and verifies) the original host name.
+#[derive(Debug, Clone)]
+pub struct ResolvingConnector {
+    inner: HttpConnector,
+    map: ResolveMap,
+}
+
+impl tower_service::Service<Uri> for ResolvingConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let port = dst
+            .port_u16()
+            .unwrap_or(if dst.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let dst = match dst.host().and_then(|h| self.map.lookup(h, port)) {
+            Some(ip) => {
+                let sa = SocketAddr::new(ip, port);
+                match format!("http://{sa}/").parse::<Uri>() {
+                    Ok(u) => u,
+                    Err(e) => return Box::pin(async move { Err(e.into()) }),
+                }
+            }
+            None => dst,
+        };
+        let fut = self.inner.call(dst);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+/// Accepts any origin certificate. Only used with `--insecure-upstream`, which the user must
+/// ask for: it makes every intercepted or https origin open to impersonation.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Read every certificate of a PEM file.
+pub fn read_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ProxyError::Config(format!("extra CA file {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ProxyError::Config(format!(
+            "extra CA file {}: no certificate in it",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// The rustls client configuration for origins: webpki roots plus `extra_ca_files`, or no
+/// verification at all with `insecure_upstream`.
+pub fn client_tls_config(cfg: &ProxyConfig) -> Result<rustls::ClientConfig, ProxyError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProxyError::Config(format!("TLS versions: {e}")))?;
+    if cfg.insecure_upstream {
+        tracing::warn!("--insecure-upstream: origin certificates are NOT verified");
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in &cfg.extra_ca_files {
+        for cert in read_pem_certs(path)? {
+            roots.add(cert).map_err(|e| {
+                ProxyError::Config(format!("extra CA file {}: {e}", path.display()))
+            })?;
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
 /// A pooled origin client.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    client: Client<HttpsConnector<ResolvingConnector>, ProxyBody>,
     response_timeout: Duration,
+    resolve: ResolveMap,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl Upstream {
-    /// Build the client.
-    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
+    /// Build the client from the configuration (timeouts, trust, `--resolve`).
+    pub fn new(cfg: &ProxyConfig) -> Result<Self, ProxyError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
+        http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let resolve = ResolveMap::new(&cfg.resolve);
+        let tcp = ResolvingConnector {
+            inner: http,
+            map: resolve.clone(),
+        };
+        let tls = client_tls_config(cfg)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        Upstream {
+        Ok(Upstream {
             client,
-            response_timeout,
+            response_timeout: cfg.response_timeout,
+            resolve,
             metrics: None,
-        }
+        })
+    }
+
+    /// The `--resolve` map (shared with CONNECT tunnels).
+    pub fn resolve(&self) -> &ResolveMap {
+        &self.resolve
     }
 
     /// Count every exchange (and its failure) in `metrics`.
@@ -115,7 +303,14 @@ impl Upstream {
         let res = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await
         {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(Ok(res)) => Ok(res),
+            Ok(Ok(mut res)) => {
+                // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
+                // decoded the chunked framing; a stale Content-Length must not travel on.
+                if res.headers().contains_key(http::header::TRANSFER_ENCODING) {
+                    res.headers_mut().remove(http::header::CONTENT_LENGTH);
+                }
+                Ok(res)
+            }
             Ok(Err(e)) => Err(classify(&e)),
         };
         if let Some(m) = &self.metrics {
@@ -131,12 +326,16 @@ impl Upstream {
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     let mut chain = String::new();
     let mut timed_out = false;
+    let mut tls: Option<String> = None;
     let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {
             timed_out = true;
+        }
+        if tls.is_none() {
+            tls = find_rustls(s).and_then(tls_verify_reason);
         }
         if !chain.is_empty() {
             chain.push_str(": ");
@@ -147,6 +346,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     if chain.is_empty() {
         chain = e.to_string();
     }
+    if let Some(reason) = tls {
+        return UpstreamError::Tls(reason);
+    }
     if e.is_connect() {
         if timed_out {
             UpstreamError::ConnectTimeout
@@ -155,5 +357,50 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         }
     } else {
         UpstreamError::Protocol(chain)
+    }
+}
+
+/// A rustls error in `e`, looking through `io::Error` wrappers (whose `source()` skips the
+/// wrapped error itself; hyper-rustls wraps tokio-rustls's `io::Error` in another one).
+fn find_rustls<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    for _ in 0..8 {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+        e = inner;
+    }
+    None
+}
+
+/// The reason, when a rustls error is a failed verification of the origin's certificate.
+fn tls_verify_reason(e: &rustls::Error) -> Option<String> {
+    match e {
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::NoCertificatesPresented
+        | rustls::Error::UnsupportedNameType => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_map_matches_host_and_port() {
+        let m = ResolveMap::new(&[("Origin.Test".into(), 8443, "127.0.0.1".parse().unwrap())]);
+        assert_eq!(
+            m.lookup("origin.test", 8443),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            m.lookup("origin.test.", 8443),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(m.lookup("origin.test", 443), None);
+        assert_eq!(m.lookup("other.test", 8443), None);
+        assert!(m.has_port(8443));
+        assert!(!m.has_port(443));
     }
 }

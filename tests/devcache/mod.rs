@@ -208,3 +208,79 @@ async fn offline_serves_any_age_and_504s_misses() {
     assert_eq!(post_r.status, 504);
     assert_eq!(origin.hits(), before, "offline never contacts the origin");
 }
+
+/// The README recipe: rules from a configuration file, through the real binary.
+#[tokio::test]
+async fn rules_from_a_config_file_through_the_binary() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-cache")], "users")).await;
+    let dir = TempDir::new().unwrap();
+    let conf = dir.path().join("dev.toml");
+    std::fs::write(
+        &conf,
+        "[[rules]]\nname = \"slow-api\"\nhost = \"127.0.0.1\"\npath = \"/api/*\"\nttl = \"10m\"\nignore_query = [\"utm_*\", \"ts\"]\n",
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .arg("--config")
+        .arg(&conf)
+        .args(["--listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .args(["--upstream", &format!("http://{}", origin.addr)])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let addr: std::net::SocketAddr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("hoard starts")
+            .unwrap()
+            .expect("hoard prints its address");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let first = get(addr, &url(addr, "/api/users?utm_source=x")).await;
+    assert_eq!(first.text(), "users");
+    let second = get(addr, &url(addr, "/api/users?ts=5")).await;
+    let cs = second.cache_status();
+    cs.assert_hit();
+    assert!(cs.raw.contains("detail=\"rule=slow-api\""), "{}", cs.raw);
+    assert_eq!(origin.hits(), 1);
+    child.kill().await.ok();
+}
+
+#[tokio::test]
+async fn hoard_show_names_the_rule() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "x")).await;
+    let dir = TempDir::new().unwrap();
+    let rules = vec![rule("api", "/api/*", |r| {
+        r.ttl = Some(Duration::from_secs(600))
+    })];
+    let (h, proxy) = start_proxy_in(dir.path(), Some(origin.addr), move |c| c.rules = rules).await;
+    get(proxy, &url(proxy, "/api/x"))
+        .await
+        .cache_status()
+        .assert_stored();
+    h.shutdown().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .arg("show")
+        .arg("--cache-dir")
+        .arg(dir.path())
+        .arg(format!("http://{}/api/x", origin.addr))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("rule           api (ttl forced to 600s)"),
+        "{text}"
+    );
+    assert!(text.contains("rule=api"), "{text}");
+}

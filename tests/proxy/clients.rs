@@ -1,5 +1,6 @@
-//! Real clients against the proxy: reqwest through `Proxy::http`, a hyper HTTP/2 prior-knowledge
-//! client in gateway mode, curl against the `hoard` binary, and a burst of concurrent misses.
+//! Real clients and concurrency: reqwest through `Proxy::http`, hyper HTTP/2 prior-knowledge
+//! clients, curl against the `hoard` binary, and bursts of concurrent requests that must be
+//! coalesced (one origin fetch per key) or, for `no-store`, must not be.
 
 use std::net::SocketAddr;
 use std::process::Stdio;

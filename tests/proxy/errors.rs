@@ -1,6 +1,7 @@
 //! Error answers: 502 for an unreachable upstream, 504 for a silent one, 400 for malformed
 //! requests, 431 for oversized header blocks, 508 for a request looping back to the proxy.
-//! Every error answer still carries `Cache-Status`.
+//! Every error answer hoard writes carries `Cache-Status` (hyper's own 400 for an unparsable
+//! request cannot, see README.md).
 
 use std::time::{Duration, Instant};
 
@@ -115,7 +116,11 @@ async fn request_to_the_proxy_itself_is_508() {
 #[tokio::test]
 async fn connect_to_a_refused_port_is_502() {
     let dead = refused_addr().await;
-    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![dead.port()];
+    })
+    .await;
     let mut conn = RawConn::connect(proxy).await;
     conn.send(format!("CONNECT {dead} HTTP/1.1\r\nHost: {dead}\r\n\r\n").as_bytes())
         .await
@@ -145,4 +150,77 @@ async fn client_stalling_in_its_header_block_is_disconnected() {
         elapsed < Duration::from_secs(3),
         "slow client held the connection for {elapsed:?}"
     );
+}
+
+/// Sends raw request bytes on a fresh connection and reads the answer.
+async fn raw_exchange(proxy: std::net::SocketAddr, bytes: &[u8]) -> RawResponse {
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(bytes).await.unwrap();
+    conn.read_response("GET")
+        .await
+        .expect("an answer, not a dropped connection")
+}
+
+#[tokio::test]
+async fn http_1_1_request_without_host_is_400() {
+    let origin = Origin::start(|_| reply(200, &[], "ok")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let text = format!("GET {} HTTP/1.1\r\n\r\n", origin.url("/nohost"));
+    let resp = raw_exchange(proxy, text.as_bytes()).await;
+    assert_eq!(
+        resp.status, 400,
+        "RFC 9112 section 3.2: a request without Host is a 400"
+    );
+    assert!(resp.cache_status().present(), "{:?}", resp.headers);
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn request_with_two_host_fields_is_400() {
+    let origin = Origin::start(|_| reply(200, &[], "ok")).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let text = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nHost: other.invalid\r\n\r\n",
+        origin.url("/twohosts"),
+        origin.addr
+    );
+    let resp = raw_exchange(proxy, text.as_bytes()).await;
+    assert_eq!(
+        resp.status, 400,
+        "RFC 9112 section 3.2: several Host fields are a 400"
+    );
+    assert!(resp.cache_status().present(), "{:?}", resp.headers);
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn request_with_transfer_encoding_and_content_length_is_not_smuggled() {
+    let origin = Origin::start(|req| reply(200, &[], req.body().clone())).await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let text = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+         b\r\nhello world\r\n0\r\n\r\n",
+        origin.url("/smuggle"),
+        origin.addr
+    );
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(text.as_bytes()).await.unwrap();
+    match conn.read_response("POST").await {
+        Ok(resp) if resp.status == 400 => {}
+        Ok(resp) => {
+            assert_eq!((resp.status, resp.text().as_str()), (200, "hello world"));
+            let seen = origin.last("/smuggle");
+            assert_eq!(
+                seen.body.as_ref(),
+                b"hello world",
+                "the origin got the chunked body"
+            );
+            assert_eq!(
+                origin.hits(),
+                1,
+                "no second request was smuggled to the origin"
+            );
+        }
+        Err(e) => panic!("no answer: {e}"),
+    }
 }

@@ -1,11 +1,8 @@
 //! Request routing: forward mode (absolute-form), gateway mode (origin-form), keep-alive,
-//! CONNECT tunnels, `Via`, and hop-by-hop header removal in both directions.
+//! pipelining, HTTP/1.0, CONNECT tunnels, the cache key, `Via` and `Cache-Status` chaining, and
+//! hop-by-hop header removal in both directions.
 
 use super::harness::*;
-
-fn max_age_60(body: &'static str) -> impl Fn(&http::Request<bytes::Bytes>) -> http::Response<Body> {
-    move |_| reply(200, &[("cache-control", "max-age=60")], body)
-}
 
 #[tokio::test]
 async fn absolute_form_get_misses_then_hits() {
@@ -120,7 +117,11 @@ async fn query_strings_are_part_of_the_cache_key() {
 #[tokio::test]
 async fn connect_opens_a_blind_tunnel() {
     let (echo, _echo_task) = echo_server().await;
-    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![echo.port()];
+    })
+    .await;
     let mut conn = RawConn::connect(proxy).await;
     conn.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
         .await
@@ -137,9 +138,41 @@ async fn connect_opens_a_blind_tunnel() {
 }
 
 #[tokio::test]
+async fn connect_tunnel_carries_a_mebibyte_both_ways_and_half_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (echo, _echo_task) = echo_server().await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(conn.read_head().await.expect("CONNECT answer").0, 200);
+    let (mut read, mut write) = tokio::io::split(conn.into_io());
+    let payload = pattern(1 << 20);
+    let writer = tokio::spawn({
+        let payload = payload.clone();
+        async move {
+            write.write_all(&payload).await.unwrap();
+            write.shutdown().await.unwrap(); // half-close: the echo server sees EOF and closes
+        }
+    });
+    let mut echoed = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, read.read_to_end(&mut echoed))
+        .await
+        .expect("tunnel closed after the echo")
+        .unwrap();
+    writer.await.unwrap();
+    assert!(echoed == payload, "echoed {} bytes", echoed.len());
+}
+
+#[tokio::test]
 async fn http_inside_a_connect_tunnel_is_not_cached() {
     let origin = Origin::start(max_age_60("tunnelled")).await;
-    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![origin.addr.port()];
+    })
+    .await;
     let mut conn = RawConn::connect(proxy).await;
     let authority = origin.addr.to_string();
     conn.send(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
@@ -387,4 +420,40 @@ async fn cache_key_normalises_unreserved_percent_encoding_only() {
     let slash = get(proxy, &origin.url("/a%2Fb")).await;
     slash.cache_status().assert_not_hit(); // %2F is reserved: a different resource
     assert_eq!(slash.text(), "/a%2Fb");
+}
+
+#[tokio::test]
+async fn gateway_upstream_with_a_path_prefix_joins_the_request_path() {
+    let origin = Origin::start(|req| {
+        reply(
+            200,
+            &[("cache-control", "max-age=60")],
+            req.uri().to_string(),
+        )
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let base = format!("http://{}/base/", origin.addr);
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |cfg| {
+        cfg.upstream = Some(base.parse().unwrap())
+    })
+    .await;
+    let resp = get(proxy, "/x?y=1").await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "/base/x?y=1"));
+}
+
+#[tokio::test]
+async fn informational_103_before_the_response_is_handled() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nfinal"
+            .to_vec()
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    for _ in 0..2 {
+        let resp = get(proxy, &origin.url("/103")).await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, "final"));
+    }
+    assert_eq!(origin.hits(), 1);
 }

@@ -66,6 +66,14 @@ pub fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> R
     builder.body(full(body)).expect("valid test response")
 }
 
+/// An origin handler answering every request with `body` and `Cache-Control: max-age=60`.
+pub fn max_age_60(
+    body: impl Into<Bytes>,
+) -> impl Fn(&Request<Bytes>) -> Response<Body> + Send + Sync + 'static {
+    let body: Bytes = body.into();
+    move |_| reply(200, &[("cache-control", "max-age=60")], body.clone())
+}
+
 /// The value of a request header, if present and valid UTF-8.
 pub fn header<'a>(req: &'a Request<Bytes>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -319,6 +327,8 @@ pub async fn start_proxy_in(
     cfg.size_limit = 1 << 30;
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.response_timeout = Duration::from_secs(2);
+    // The tests tunnel to ephemeral loopback ports (the default allows only 443).
+    cfg.allowed_connect_ports = (1..=u16::MAX).collect();
     tweak(&mut cfg);
     let server = Server::bind(cfg).await.expect("proxy binds");
     let addr = server.local_addr();
@@ -327,6 +337,8 @@ pub async fn start_proxy_in(
 
 /// A reqwest client that sends every `http://` request through the proxy.
 pub fn client_via(proxy: SocketAddr) -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider` (no aws-lc): it needs a process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .proxy(reqwest::Proxy::http(format!("http://{proxy}")).expect("proxy url"))
         .timeout(IO_TIMEOUT)
@@ -449,6 +461,11 @@ impl RawConn {
         self.send(&request_text(method, target, headers, b""))
             .await?;
         self.read_response(method).await
+    }
+
+    /// The buffered connection, e.g. to split a tunnel into its two directions.
+    pub fn into_io(self) -> BufReader<TcpStream> {
+        self.io
     }
 
     /// Reads until the peer closes the connection.

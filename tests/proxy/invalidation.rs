@@ -1,5 +1,6 @@
-//! Unsafe methods: POST passes through, is never cached, and a successful POST invalidates the
-//! cached GET of its target URI and of a same-origin `Location` (RFC 9111 section 4.4).
+//! Unsafe methods: POST passes through (bodies intact), is never cached, and a successful
+//! unsafe request invalidates the cached GET of its target URI and of a same-origin `Location`,
+//! never of another origin's (RFC 9111 section 4.4).
 
 use super::harness::*;
 

@@ -5,10 +5,6 @@ use std::time::Duration;
 
 use super::harness::*;
 
-fn max_age_60(body: &'static str) -> impl Fn(&http::Request<bytes::Bytes>) -> http::Response<Body> {
-    move |_| reply(200, &[("cache-control", "max-age=60")], body)
-}
-
 #[tokio::test]
 async fn entries_survive_a_restart_on_the_same_cache_dir() {
     let origin = Origin::start(max_age_60("persistent")).await;

@@ -1,6 +1,7 @@
 //! RFC 9111 behaviour seen from outside: freshness, revalidation, storability, request
-//! directives, HEAD and Range. Staleness comes from `max-age=0`, never from sleeping, except in
-//! the one test that checks the fresh-to-stale transition itself.
+//! directives, stale-while-revalidate / stale-if-error, HEAD, Range and client conditionals.
+//! Staleness comes from `max-age=0`, never from sleeping, except in the one test that checks the
+//! fresh-to-stale transition itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,163 @@
+//! stale-while-revalidate and stale-if-error (RFC 5861), inside and outside their windows.
+//! "Outside" is reached without sleeping: the origin's `Age: 100` makes the stored entry
+//! 100 s old, past a 60 s window.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::{Act, Origin, burst, detail};
+use crate::proxy::harness::{reply, start_proxy, start_proxy_in};
+
+const DELAY: Duration = Duration::from_millis(400);
+
+/// Origin: 200 with `cc` (and `Age: age` if given) until told to fail, then 500s; answers
+/// `If-None-Match: "w1"` with 304 and `max-age=600`.
+async fn origin(cc: &'static str, age: Option<&'static str>, failing: Arc<AtomicBool>) -> Origin {
+    Origin::start(move |_, req| {
+        let mut headers = vec![("cache-control", cc), ("etag", "\"w1\"")];
+        headers.extend(age.map(|a| ("age", a)));
+        if failing.load(Ordering::SeqCst) {
+            Act::Reply(DELAY, reply(500, &[], "origin broken"))
+        } else if req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"w1\"")
+        {
+            // A successful revalidation makes the entry fresh (longer than the 100 s `Age`).
+            Act::Reply(
+                DELAY,
+                reply(
+                    304,
+                    &[("cache-control", "max-age=600"), ("etag", "\"w1\"")],
+                    "",
+                ),
+            )
+        } else {
+            Act::Reply(DELAY, reply(200, &headers, "last good"))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_inside_window_serves_stale_at_once_and_refreshes_once() {
+    let origin = origin(
+        "max-age=0, stale-while-revalidate=60",
+        None,
+        Default::default(),
+    )
+    .await;
+    let (_h, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/swr-in");
+    burst(&[proxy], &url, 1).await;
+    for (res, took) in burst(&[proxy], &url, 50).await {
+        assert_eq!((res.status, res.text().as_str()), (200, "last good"));
+        assert_eq!(
+            detail(&res).as_deref(),
+            Some("stale-while-revalidate"),
+            "{:?}",
+            res.cache_status().raw
+        );
+        assert!(
+            took < Duration::from_millis(250),
+            "a stale answer waited {took:?}"
+        );
+    }
+    assert_eq!(origin.wait_hits(2, Duration::from_secs(2)).await, 2);
+    tokio::time::sleep(DELAY + Duration::from_millis(200)).await;
+    assert_eq!(
+        (origin.hits(), origin.conditional()),
+        (2, 1),
+        "exactly one background revalidation"
+    );
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_outside_window_revalidates_in_line() {
+    let origin = origin(
+        "max-age=0, stale-while-revalidate=60",
+        Some("100"),
+        Default::default(),
+    )
+    .await;
+    let (_h, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/swr-out");
+    burst(&[proxy], &url, 1).await;
+    let results = burst(&[proxy], &url, 50).await;
+    for (res, took) in &results {
+        assert_eq!((res.status, res.text().as_str()), (200, "last good"));
+        assert_ne!(detail(res).as_deref(), Some("stale-while-revalidate"));
+        assert!(
+            *took >= DELAY,
+            "outside the window the client waits for the origin: {took:?}"
+        );
+    }
+    assert_eq!(
+        (origin.hits(), origin.conditional()),
+        (2, 1),
+        "one coalesced revalidation"
+    );
+}
+
+/// Inside the window, a failing origin is hidden from every concurrent client, and the
+/// waiters do not each retry the failing origin.
+#[tokio::test]
+async fn stale_if_error_inside_window_serves_stale_to_all_clients() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let origin = origin("max-age=0, stale-if-error=60", None, failing.clone()).await;
+    let (_h, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/sie-in");
+    burst(&[proxy], &url, 1).await;
+    failing.store(true, Ordering::SeqCst);
+    for (res, _) in burst(&[proxy], &url, 50).await {
+        assert_eq!(
+            (res.status, res.text().as_str()),
+            (200, "last good"),
+            "{:?}",
+            res.cache_status().raw
+        );
+        assert_eq!(detail(&res).as_deref(), Some("stale-if-error"));
+    }
+    assert_eq!(
+        origin.hits(),
+        2,
+        "one failed revalidation for 50 concurrent clients"
+    );
+}
+
+#[tokio::test]
+async fn stale_if_error_outside_window_passes_the_error() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let origin = origin("max-age=0, stale-if-error=60", Some("100"), failing.clone()).await;
+    let (_h, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/sie-out");
+    burst(&[proxy], &url, 1).await;
+    failing.store(true, Ordering::SeqCst);
+    let (res, _) = burst(&[proxy], &url, 1).await.pop().unwrap();
+    assert_eq!((res.status, res.text().as_str()), (500, "origin broken"));
+}
+
+/// `--stale-if-error` (ProxyConfig::stale_if_error) applies when the origin names no window.
+#[tokio::test]
+async fn default_stale_if_error_window_inside_and_outside() {
+    for (age, inside) in [(None, true), (Some("100"), false)] {
+        let failing = Arc::new(AtomicBool::new(false));
+        let origin = origin("max-age=0", age, failing.clone()).await;
+        let dir = tempfile::TempDir::new().unwrap();
+        let (_h, proxy) = start_proxy_in(dir.path(), None, |c| {
+            c.stale_if_error = Some(Duration::from_secs(60))
+        })
+        .await;
+        let url = origin.url("/sie-default");
+        burst(&[proxy], &url, 1).await;
+        failing.store(true, Ordering::SeqCst);
+        let (res, _) = burst(&[proxy], &url, 1).await.pop().unwrap();
+        if inside {
+            assert_eq!((res.status, res.text().as_str()), (200, "last good"));
+            assert_eq!(detail(&res).as_deref(), Some("stale-if-error"));
+        } else {
+            assert_eq!((res.status, res.text().as_str()), (500, "origin broken"));
+        }
+    }
+}
