@@ -94,7 +94,7 @@ proptest! {
         let q = |n: u64| if quoted { format!("\"{n}\"") } else { n.to_string() };
         let line = format!(
             "max-age=1, {}, Stale-While-Revalidate={}, stale-if-error={}",
-            render(&[other.clone()]), q(swr), q(sie)
+            render(std::slice::from_ref(&other)), q(swr), q(sie)
         );
         let f = Freshness5861::from_response(&headers(&[line]));
         let cap = |n: u64| Some(Duration::from_secs(n.min(1 << 31)));

@@ -24,7 +24,7 @@ const BUDGET: Duration = Duration::from_secs(150);
 
 /// The body of `/obj/<n>`: one in four is over 32 KiB (a value file), the rest inline.
 fn body_for(n: u32) -> Vec<u8> {
-    let len = if n % 4 == 0 {
+    let len = if n.is_multiple_of(4) {
         40_000 + (n as usize * 997) % 60_000
     } else {
         100 + (n as usize * 131) % 5_000
