@@ -274,6 +274,12 @@ pub struct ServeArgs {
     /// Time allowed for a client to send its request headers [default: 30s].
     #[arg(long, env = "HOARD_HEADER_TIMEOUT")]
     pub header_timeout: Option<String>,
+    /// Close client connections idle (no request in flight, no bytes moving) this long [default: 60s].
+    #[arg(long, env = "HOARD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Time allowed for a whole origin response body; off: only the per-chunk response timeout [default: 10m].
+    #[arg(long, env = "HOARD_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
     /// How long concurrent requests for one URL wait for the first one's fetch [default: 5s].
     #[arg(long, env = "HOARD_LOCK_TIMEOUT")]
     pub lock_timeout: Option<String>,
@@ -286,7 +292,7 @@ pub struct ServeArgs {
     /// Largest request header block accepted [default: 64KiB].
     #[arg(long, env = "HOARD_MAX_HEADER_SIZE")]
     pub max_header_size: Option<String>,
-    /// Memory for hot entries in front of the store, 0 disables [default: 64MiB].
+    /// Memory for hot entries in front of the store, 0 disables [default: 128MiB].
     #[arg(long, env = "HOARD_MEMORY_CACHE_SIZE")]
     pub memory_cache_size: Option<String>,
     /// How long a row held in memory is trusted before re-reading the store [default: 1s].
@@ -298,6 +304,12 @@ pub struct ServeArgs {
     /// Clients allowed to send PURGE, comma-separated IPs or networks; empty: nobody [default: 127.0.0.0/8,::1].
     #[arg(long, env = "HOARD_PURGE_ALLOW")]
     pub purge_allow: Option<String>,
+    /// Clients allowed to use the proxy, comma-separated IPs or networks; others get 403 [default: 127.0.0.0/8,::1].
+    #[arg(long, env = "HOARD_ALLOW")]
+    pub allow: Option<String>,
+    /// Require Proxy-Authorization: Basic with one of these comma-separated user:password pairs; empty: none [default: none].
+    #[arg(long, env = "HOARD_PROXY_AUTH")]
+    pub proxy_auth: Option<String>,
     /// Admin server address for /metrics and /healthz, e.g. 127.0.0.1:3129; off: disabled [default: off].
     #[arg(long, env = "HOARD_ADMIN")]
     pub admin: Option<String>,
@@ -381,6 +393,8 @@ pub struct Effective {
     pub connect_timeout: String,
     pub response_timeout: String,
     pub header_timeout: String,
+    pub idle_timeout: String,
+    pub body_timeout: String,
     pub lock_timeout: String,
     pub shutdown_timeout: String,
     pub max_connections: u64,
@@ -389,6 +403,9 @@ pub struct Effective {
     pub memory_cache_ttl: String,
     pub pseudonym: String,
     pub purge_allow: Vec<String>,
+    pub allow: Vec<String>,
+    /// `user:***`: passwords are never printed.
+    pub proxy_auth: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
     pub log_format: LogFormat,
@@ -651,6 +668,26 @@ impl ServeArgs {
             "30s",
             duration,
         )?;
+        let idle_timeout;
+        (c.idle_timeout, idle_timeout) = l.pick(
+            "idle-timeout",
+            self.idle_timeout.as_deref(),
+            "60s",
+            |t| match duration(t)? {
+                d if d.is_zero() => Err("must be more than 0".to_string()),
+                d => Ok(d),
+            },
+        )?;
+        let body_timeout;
+        (c.body_timeout, body_timeout) = l.pick(
+            "body-timeout",
+            self.body_timeout.as_deref(),
+            "10m",
+            |t| match t.trim() {
+                "off" | "" => Ok(None),
+                t => duration(t).map(Some),
+            },
+        )?;
         let lock_timeout;
         (c.lock_timeout, lock_timeout) =
             l.pick("lock-timeout", self.lock_timeout.as_deref(), "5s", duration)?;
@@ -685,7 +722,7 @@ impl ServeArgs {
         (mem, memory_cache_size) = l.pick(
             "memory-cache-size",
             self.memory_cache_size.as_deref(),
-            "64MiB",
+            "128MiB",
             size,
         )?;
         c.memory_cache_size = usize::try_from(mem).unwrap_or(usize::MAX);
@@ -708,6 +745,18 @@ impl ServeArgs {
             self.purge_allow.as_deref(),
             "127.0.0.0/8,::1",
             config::parse_ip_list,
+        )?;
+        (c.allow, _) = l.pick(
+            "allow",
+            self.allow.as_deref(),
+            "127.0.0.0/8,::1",
+            config::parse_ip_list,
+        )?;
+        (c.proxy_auth, _) = l.pick(
+            "proxy-auth",
+            self.proxy_auth.as_deref(),
+            "",
+            config::parse_credentials,
         )?;
         let admin_s;
         (c.admin, admin_s) = l.pick("admin", self.admin.as_deref(), "off", admin)?;
@@ -777,6 +826,8 @@ impl ServeArgs {
             connect_timeout,
             response_timeout,
             header_timeout,
+            idle_timeout,
+            body_timeout,
             lock_timeout,
             shutdown_timeout,
             max_connections: c.max_connections as u64,
@@ -785,6 +836,12 @@ impl ServeArgs {
             memory_cache_ttl,
             pseudonym: c.pseudonym.clone(),
             purge_allow: c.purge_allow.iter().map(ToString::to_string).collect(),
+            allow: c.allow.iter().map(ToString::to_string).collect(),
+            proxy_auth: c
+                .proxy_auth
+                .iter()
+                .map(|p| format!("{}:***", p.split(':').next().unwrap_or("")))
+                .collect(),
             admin: c.admin.map(|_| admin_s),
             log_format,
             mitm: c.mitm,
@@ -838,6 +895,29 @@ mod tests {
         assert_eq!(c.purge_allow, crate::proxy::loopback_nets());
         assert_eq!(r.log_format, LogFormat::Text);
         assert_eq!(r.effective.size_limit, "1GiB");
+    }
+
+    #[test]
+    fn bad_access_options_are_errors() {
+        for args in [
+            &["--proxy-auth", "nocolon"][..],
+            &["--proxy-auth", ":pw"],
+            &["--allow", "10.0.0.0/40"],
+            &["--idle-timeout", "0s"],
+        ] {
+            assert!(parse(args).serve.resolve_with(None).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn exposure_warning_only_for_non_loopback_listen_with_default_allow() {
+        let r = ServeArgs::default().resolve_with(None).unwrap();
+        assert!(crate::proxy::exposure_warning(&r.proxy).is_none());
+        let mut c = r.proxy.clone();
+        c.listen = "0.0.0.0:3128".parse().unwrap();
+        assert!(crate::proxy::exposure_warning(&c).is_some());
+        c.allow = crate::config::parse_ip_list("10.0.0.0/8").unwrap();
+        assert!(crate::proxy::exposure_warning(&c).is_none());
     }
 
     #[test]
@@ -915,6 +995,41 @@ mod tests {
             }
         };
     }
+    layered!(
+        idle_timeout_flag,
+        &["--idle-timeout", "5s"],
+        Some("idle-timeout = \"1m\""),
+        |r: &Resolved| r.proxy.idle_timeout,
+        Duration::from_secs(5)
+    );
+    layered!(
+        body_timeout_off_in_file,
+        &[],
+        Some("body-timeout = \"off\""),
+        |r: &Resolved| r.proxy.body_timeout,
+        None
+    );
+    layered!(
+        body_timeout_default,
+        &[],
+        None::<&str>,
+        |r: &Resolved| r.proxy.body_timeout,
+        Some(Duration::from_secs(600))
+    );
+    layered!(
+        allow_list_in_file,
+        &[],
+        Some("allow = [\"10.0.0.0/8\", \"::1\"]"),
+        |r: &Resolved| r.effective.allow.clone(),
+        vec!["10.0.0.0/8".to_string(), "::1/128".to_string()]
+    );
+    layered!(
+        proxy_auth_flag_is_redacted_in_effective,
+        &["--proxy-auth", "alice:s3cret,bob:pw"],
+        None::<&str>,
+        |r: &Resolved| (r.proxy.proxy_auth.len(), r.effective.proxy_auth.join(",")),
+        (2, "alice:***,bob:***".to_string())
+    );
     layered!(
         file_over_default,
         &[],

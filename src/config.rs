@@ -186,7 +186,9 @@ pub const FILE_KEYS: &[&str] = &[
     "offline",
     "connect-timeout",
     "response-timeout",
+    "body-timeout",
     "header-timeout",
+    "idle-timeout",
     "lock-timeout",
     "shutdown-timeout",
     "max-connections",
@@ -194,6 +196,8 @@ pub const FILE_KEYS: &[&str] = &[
     "memory-cache-size",
     "memory-cache-ttl",
     "pseudonym",
+    "allow",
+    "proxy-auth",
     "purge-allow",
     "admin",
     "log-format",
@@ -587,6 +591,24 @@ pub fn parse_ip_list(text: &str) -> Result<Vec<IpNet>, String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::parse)
+        .collect()
+}
+
+/// Parse a comma-separated list of `user:password` pairs (Basic proxy credentials); empty
+/// text is an empty list (no authentication).
+pub fn parse_credentials(text: &str) -> Result<Vec<String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.split_once(':') {
+            Some((user, _)) if !user.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+                Ok(s.to_string())
+            }
+            _ => Err(format!(
+                "{:?}: expected user:password (printable ASCII, user not empty)",
+                s.split(':').next().unwrap_or("")
+            )),
+        })
         .collect()
 }
 

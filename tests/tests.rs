@@ -1,4 +1,5 @@
 mod devcache;
+mod hostile;
 mod mitm;
 mod ops;
 mod props;

@@ -4,6 +4,7 @@
 //! Invariant: an error frame from the source surfaces as a body error, so hyper aborts the
 //! client connection instead of ending a short body cleanly.
 
+use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -34,12 +35,50 @@ pub enum ProxyBody {
     },
     /// A hyper body (upstream response or client request) streamed through unchanged.
     Incoming(hyper::body::Incoming),
+    /// An origin response body streamed through, cut with an error when no chunk arrives
+    /// within the chunk timeout or the whole body takes longer than the body timeout.
+    Origin(Box<TimedBody>),
+}
+
+/// An origin body under a per-chunk and a total deadline.
+#[derive(Debug)]
+pub struct TimedBody {
+    body: hyper::body::Incoming,
+    chunk: std::time::Duration,
+    deadline: Option<tokio::time::Instant>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn next_wake(&self) -> tokio::time::Instant {
+        let chunk = tokio::time::Instant::now() + self.chunk;
+        self.deadline.map_or(chunk, |d| d.min(chunk))
+    }
 }
 
 impl ProxyBody {
     /// A body of one buffer.
     pub fn full(b: impl Into<Bytes>) -> Self {
         ProxyBody::Full(Some(b.into()))
+    }
+
+    /// An origin body: an error when no chunk comes within `chunk` or the whole body is not
+    /// done within `total` (from now).
+    pub fn origin(
+        body: hyper::body::Incoming,
+        chunk: std::time::Duration,
+        total: Option<std::time::Duration>,
+    ) -> Self {
+        let deadline = total.map(|t| tokio::time::Instant::now() + t);
+        let mut t = TimedBody {
+            body,
+            chunk,
+            deadline,
+            sleep: Box::pin(tokio::time::sleep(chunk)),
+        };
+        let wake = t.next_wake();
+        t.sleep.as_mut().reset(wake);
+        ProxyBody::Origin(Box::new(t))
     }
 
     /// A channel body and its sender.
@@ -125,6 +164,22 @@ impl Body for ProxyBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            ProxyBody::Origin(t) => match Pin::new(&mut t.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    let wake = t.next_wake();
+                    t.sleep.as_mut().reset(wake);
+                    Poll::Ready(Some(Ok(f)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => match t.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "origin body timed out",
+                    ))))),
+                    Poll::Pending => Poll::Pending,
+                },
+            },
         }
     }
 
@@ -134,6 +189,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Channel { .. } => false,
             ProxyBody::Incoming(inc) => inc.is_end_stream(),
+            ProxyBody::Origin(t) => t.body.is_end_stream(),
         }
     }
 
@@ -144,6 +200,7 @@ impl Body for ProxyBody {
             ProxyBody::Channel { len: Some(n), .. } => SizeHint::with_exact(*n),
             ProxyBody::Channel { len: None, .. } => SizeHint::default(),
             ProxyBody::Incoming(inc) => inc.size_hint(),
+            ProxyBody::Origin(t) => t.body.size_hint(),
         }
     }
 }

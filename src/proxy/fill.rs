@@ -154,7 +154,9 @@ enum Msg {
     Commit(Box<StoredHead>),
 }
 
-/// Run the fill to completion. `to_client` receives the body (dropped early if the client leaves).
+/// Run the fill to completion. `to_client` receives the body (dropped early if the client
+/// leaves). The origin body is abandoned (not stored, the client's body fails) when no chunk
+/// arrives within `chunk_timeout` or it is not complete within `body_timeout`.
 pub async fn run(
     plan: FillPlan,
     mut body: Incoming,
@@ -162,7 +164,9 @@ pub async fn run(
     permit: Option<Permit>,
     lease: Option<Lease>,
     chunk_timeout: Duration,
+    body_timeout: Option<Duration>,
 ) {
+    let deadline = body_timeout.map(|t| tokio::time::Instant::now() + t);
     let FillPlan {
         store,
         hot,
@@ -218,7 +222,9 @@ pub async fn run(
     let mut total = 0u64;
     let mut too_large = false;
     let complete = loop {
-        let frame = match tokio::time::timeout(chunk_timeout, body.frame()).await {
+        let wake = tokio::time::Instant::now() + chunk_timeout;
+        let wake = deadline.map_or(wake, |d| d.min(wake));
+        let frame = match tokio::time::timeout_at(wake, body.frame()).await {
             Err(_) => {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "origin body stalled");
                 if let Some(tx) = to_client.take() {

@@ -8,6 +8,7 @@ mod admin;
 mod body;
 pub mod ca;
 mod fill;
+mod framing;
 mod health;
 mod hot;
 mod lease;
@@ -49,6 +50,12 @@ pub struct ProxyConfig {
     pub response_timeout: Duration,
     /// Time allowed for a client to send its request headers.
     pub header_timeout: Duration,
+    /// A client connection with no request in flight and no bytes moving for this long is
+    /// closed (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// Time allowed for a whole origin response body after its head (`None`: no limit beyond
+    /// the per-chunk `response_timeout`); bounds an origin that trickles.
+    pub body_timeout: Option<Duration>,
     /// How long waiters wait for another request's fetch of the same key before fetching themselves.
     pub lock_timeout: Duration,
     /// How long in-flight requests may run after a shutdown signal.
@@ -85,6 +92,10 @@ pub struct ProxyConfig {
     pub statistics: bool,
     /// Clients allowed to send `PURGE` (default: loopback only; empty: nobody).
     pub purge_allow: Vec<IpNet>,
+    /// Clients allowed to use the proxy at all (default: loopback only); others get 403.
+    pub allow: Vec<IpNet>,
+    /// `user:password` pairs accepted in `Proxy-Authorization: Basic`; empty: no authentication.
+    pub proxy_auth: Vec<String>,
     /// Address of the admin server (`/metrics`, `/healthz`); `None`: off.
     pub admin: Option<SocketAddr>,
     /// XFetch `beta`: how eagerly fresh hot entries are refreshed before they expire
@@ -118,6 +129,8 @@ impl ProxyConfig {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Some(Duration::from_secs(600)),
             lock_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 10_000,
@@ -135,6 +148,8 @@ impl ProxyConfig {
             mitm_cert_cache_size: 1024,
             statistics: true,
             purge_allow: loopback_nets(),
+            allow: loopback_nets(),
+            proxy_auth: Vec::new(),
             admin: None,
             xfetch_beta: 1.0,
             stale_if_error: None,
@@ -152,7 +167,7 @@ impl ProxyConfig {
     }
 }
 
-/// `127.0.0.0/8` and `::1`: the default `PURGE` allow list.
+/// `127.0.0.0/8` and `::1`: the default `allow` and `PURGE` allow lists.
 pub fn loopback_nets() -> Vec<IpNet> {
     vec![
         IpNet {
@@ -164,6 +179,19 @@ pub fn loopback_nets() -> Vec<IpNet> {
             prefix: 128,
         },
     ]
+}
+
+/// The startup warning for a proxy reachable from other hosts while `allow` still names
+/// loopback only (every non-local client would get 403), or `None`.
+pub fn exposure_warning(cfg: &ProxyConfig) -> Option<String> {
+    if cfg.listen.ip().is_loopback() || cfg.allow != loopback_nets() {
+        return None;
+    }
+    Some(format!(
+        "listening on {} but `allow` is the default (loopback only): clients from other \
+         hosts get 403; set allow (e.g. --allow 10.0.0.0/8) to admit them",
+        cfg.listen
+    ))
 }
 
 /// Errors that stop the proxy from starting or running.

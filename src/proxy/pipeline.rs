@@ -889,7 +889,7 @@ impl Ctx<'_> {
             };
             rparts.headers = client_headers;
             rparts.version = Version::HTTP_11;
-            let mut res = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
+            let mut res = Response::from_parts(rparts, self.st.origin_body(rbody));
             if self.is_head {
                 *res.body_mut() = ProxyBody::Empty;
             }
@@ -907,9 +907,10 @@ impl Ctx<'_> {
             (Some(tx), body)
         };
         let timeout = self.st.upstream.response_timeout();
-        self.st
-            .background
-            .spawn(fill::run(plan, rbody, to_client, permit, lease, timeout));
+        let total = self.st.cfg.body_timeout;
+        self.st.background.spawn(fill::run(
+            plan, rbody, to_client, permit, lease, timeout, total,
+        ));
         if client_wants_304 {
             return self.not_modified_response(client_headers, fwd.stored(true));
         }
@@ -932,7 +933,7 @@ impl Ctx<'_> {
                 self.st
                     .prepare_response_headers(&mut rparts.headers, rparts.version);
                 rparts.version = Version::HTTP_11;
-                let mut res = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
+                let mut res = Response::from_parts(rparts, self.st.origin_body(rbody));
                 self.st.stamp(&mut res, cs);
                 res
             }
@@ -1003,6 +1004,7 @@ struct Refresher {
     pseudonym: String,
     max_object_size: u64,
     lease_ttl: std::time::Duration,
+    body_timeout: Option<std::time::Duration>,
     rule: Option<Rule>,
     body: Option<Bytes>,
 }
@@ -1021,6 +1023,7 @@ impl Refresher {
             pseudonym: ctx.st.cfg.pseudonym.clone(),
             max_object_size: ctx.st.cfg.max_object_size,
             lease_ttl: ctx.st.cfg.lock_timeout,
+            body_timeout: ctx.st.cfg.body_timeout,
             rule: ctx.rule.clone(),
             body: ctx.body.clone(),
         }
@@ -1093,7 +1096,8 @@ impl Refresher {
             .map(|p| p.with_rule(self.rule.as_ref()))
         {
             let timeout = self.upstream.response_timeout();
-            fill::run(plan, rbody, None, Some(permit), Some(lease), timeout).await;
+            let total = self.body_timeout;
+            fill::run(plan, rbody, None, Some(permit), Some(lease), timeout, total).await;
         }
     }
 }

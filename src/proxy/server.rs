@@ -1,23 +1,37 @@
 //! Accept loop: binds the listener, serves HTTP/1.1 (keep-alive, upgrades for CONNECT) and
 //! HTTP/2 on each connection, and shuts down gracefully.
 //!
-//! Invariant: on shutdown the listener stops first, in-flight requests get
-//! `shutdown_timeout` to finish, then store buffers are flushed.
+//! Invariants: on shutdown the listener stops first, in-flight requests get
+//! `shutdown_timeout` to finish, then store buffers are flushed. A connection beyond
+//! `max_connections` is answered `503`, and one from outside `allow` `403`, with
+//! `Connection: close` on the raw socket, and closed (neither reaches hyper nor the cache);
+//! a connection with no request in flight and no bytes moving for `idle_timeout` is closed
+//! gracefully (a slow response in flight is never cut by it).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot, watch};
 
+use super::body::{BoxError, ProxyBody};
+use super::framing::{Scanner, Violation};
 use super::mitm::Interceptor;
-use super::service::State;
+use super::service::{CACHE_STATUS, State};
 use super::{ProxyConfig, ProxyError};
+use crate::http_cache::{BypassReason, CacheStatus};
 use crate::store::Cache;
 
 /// One of the `max_connections` slots, shared by a client connection and whatever outlives it
@@ -52,6 +66,9 @@ impl Server {
                 source,
             })?;
         let local = listener.local_addr()?;
+        if let Some(w) = super::exposure_warning(&cfg) {
+            tracing::warn!("{w}");
+        }
         let admin = match cfg.admin {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -137,8 +154,14 @@ impl Server {
             }
             None => (None, None),
         };
-        let graceful = GracefulShutdown::new();
+        // Each connection task holds a receiver; `closed()` resolves when all have ended.
+        let (graceful, _) = watch::channel(false);
+        let limits = ConnLimits {
+            idle: state.cfg.idle_timeout,
+            shutdown: state.cfg.shutdown_timeout,
+        };
         let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -179,30 +202,48 @@ impl Server {
                             continue;
                         }
                     };
+                    if !state.cfg.allow.iter().any(|n| n.contains(peer.ip())) {
+                        tracing::info!(%peer, "client address not in allow: 403");
+                        refuse_bounded(&refusals, stream, Refusal::NotAllowed);
+                        continue;
+                    }
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "max_connections reached, refusing connection");
-                        drop(stream);
+                        refuse_bounded(&refusals, stream, Refusal::TooMany);
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
+                    let activity = Arc::new(Activity::new());
                     let st = state.clone();
                     let slot = ConnSlot(Arc::new(permit));
                     let task_slot = slot.clone();
-                    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                        let st = st.clone();
-                        if req.method() == http::Method::CONNECT {
-                            // A tunnel or an intercepted connection outlives this connection's
-                            // task: it keeps the connection's slot until it ends.
-                            req.extensions_mut().insert(slot.clone());
+                    let svc = service_fn({
+                        let activity = activity.clone();
+                        move |mut req: http::Request<hyper::body::Incoming>| {
+                            let st = st.clone();
+                            let guard = InFlight::new(activity.clone());
+                            if let Some(v) = activity.framing() {
+                                req.extensions_mut().insert(v);
+                            }
+                            if req.method() == http::Method::CONNECT {
+                                // A tunnel or an intercepted connection outlives this
+                                // connection's task: it keeps the connection's slot until it ends.
+                                req.extensions_mut().insert(slot.clone());
+                            }
+                            async move {
+                                let res = st.handle(req, peer).await;
+                                Ok::<_, std::convert::Infallible>(
+                                    res.map(|inner| GuardedBody { inner, _guard: guard }),
+                                )
+                            }
                         }
-                        async move { Ok::<_, std::convert::Infallible>(st.handle(req, peer).await) }
                     });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    let conn = graceful.watch(conn.into_owned());
+                    let io = TokioIo::new(ActiveIo { io: stream, activity: activity.clone() });
+                    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+                    let stop = graceful.subscribe();
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with error");
-                        }
+                        let close = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+                        drive(conn, close, stop, activity, limits, peer).await;
                         drop(task_slot);
                     });
                 }
@@ -216,7 +257,8 @@ impl Server {
         }
         let timeout = state.cfg.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        if tokio::time::timeout(timeout, graceful.shutdown())
+        let _ = graceful.send(true);
+        if tokio::time::timeout(timeout, graceful.closed())
             .await
             .is_err()
         {
@@ -256,5 +298,303 @@ impl ServerHandle {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+    }
+}
+
+/// Drive one client connection until it ends: close it gracefully on shutdown, or when it has
+/// been idle (no request in flight, no bytes read or written) for `limits.idle`. A connection
+/// told to close that has not finished within `limits.shutdown` (shutdown) or `limits.idle`
+/// (idle) is dropped.
+async fn drive<C, E>(
+    conn: C,
+    close: impl Fn(Pin<&mut C>),
+    mut stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    limits: ConnLimits,
+    peer: SocketAddr,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let idle = limits.idle;
+    tokio::pin!(conn);
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = match closing {
+            Some(deadline) => deadline,
+            None => activity.idle_deadline(idle).into(),
+        };
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection ended with error");
+                }
+                return;
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                // Shutdown (or the server gone): finish the exchange in flight, then close.
+                // After `shutdown_timeout` the connection is dropped.
+                close(conn.as_mut());
+                closing = Some(tokio::time::Instant::now() + limits.shutdown);
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if closing.is_some() {
+                    tracing::debug!(%peer, "connection did not close in time; dropping it");
+                    return;
+                }
+                if activity.is_idle(idle) {
+                    tracing::debug!(%peer, ?idle, "closing idle connection");
+                    close(conn.as_mut());
+                    closing = Some(tokio::time::Instant::now() + idle);
+                }
+            }
+        }
+    }
+}
+
+/// How long a connection may stay idle, and may take to close on shutdown.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    idle: Duration,
+    shutdown: Duration,
+}
+
+/// Why a connection is answered on the raw socket and closed without being served.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Beyond `max_connections`: 503.
+    TooMany,
+    /// The client address is outside `allow`: 403.
+    NotAllowed,
+}
+
+impl Refusal {
+    /// The whole HTTP/1.1 response.
+    fn response(self) -> Vec<u8> {
+        let (status, detail, body) = match self {
+            Refusal::TooMany => (
+                "503 Service Unavailable",
+                "max-connections",
+                "hoard: too many connections (max-connections), try again later\n",
+            ),
+            Refusal::NotAllowed => (
+                "403 Forbidden",
+                "not-allowed",
+                "hoard: this address may not use the proxy (see allow)\n",
+            ),
+        };
+        let cs = CacheStatus::bypass(BypassReason::Refused).with_detail(detail);
+        let retry = match self {
+            Refusal::TooMany => "retry-after: 1\r\n",
+            Refusal::NotAllowed => "",
+        };
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\n{retry}cache-control: no-store\r\n\
+             {}: {cs}\r\nconnection: close\r\n\r\n{body}",
+            body.len(),
+            CACHE_STATUS.as_str(),
+        )
+        .into_bytes()
+    }
+}
+
+/// Refusals being written at once; beyond that, refused connections are closed unanswered
+/// (a flood must not cost unbounded tasks and sockets).
+const MAX_REFUSALS: usize = 256;
+
+fn refuse_bounded(refusals: &Arc<Semaphore>, stream: TcpStream, why: Refusal) {
+    if let Ok(slot) = refusals.clone().try_acquire_owned() {
+        tokio::spawn(async move {
+            refuse(stream, why).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Answer a refused connection (403 or 503) and close it, within one second whatever the
+/// client does. Its request is read and discarded (at most 64 KiB) until it closes its side,
+/// so closing does not reset the connection under the 503 before the client has read it.
+async fn refuse(mut stream: TcpStream, why: Refusal) {
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&why.response()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left -= n.min(left),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// When a connection last moved bytes, and how many of its requests are in flight.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    /// Milliseconds since `start` of the last read, write or finished response.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Request heads as read (HTTP/1), for what hyper lets through.
+    scanner: std::sync::Mutex<Scanner>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            scanner: Default::default(),
+        }
+    }
+
+    fn scan(&self, bytes: &[u8]) {
+        self.scanner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .feed(bytes);
+    }
+
+    /// The framing verdict on the request hyper has just parsed.
+    fn framing(&self) -> Option<Violation> {
+        self.scanner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.last().elapsed() >= idle
+    }
+
+    /// When the connection becomes idle if nothing happens (a request in flight postpones it).
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            Instant::now() + idle
+        } else {
+            self.last() + idle
+        }
+    }
+}
+
+/// Counts a request as in flight until its response body is finished or dropped.
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.touch();
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+#[derive(Debug)]
+struct GuardedBody {
+    inner: ProxyBody,
+    _guard: InFlight,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client socket, recording when bytes last moved.
+#[derive(Debug)]
+struct ActiveIo {
+    io: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for ActiveIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+            self.activity.scan(&buf.filled()[before..]);
+        }
+        res
+    }
+}
+
+impl AsyncWrite for ActiveIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -59,6 +59,8 @@ pub struct State {
     pub invalidations: Arc<Invalidations>,
     /// Value files already checked against their digests.
     pub verified: Arc<pipeline::Verified>,
+    /// `Basic` tokens (base64 of `user:password`) accepted in `Proxy-Authorization`.
+    proxy_tokens: Vec<String>,
     /// CONNECT interception, when `--mitm` is on.
     pub mitm: Option<Arc<Interceptor>>,
     /// Cache fills and background refreshes: shutdown waits for them (bounded) so responses
@@ -81,6 +83,11 @@ impl State {
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_stale_if_error = cfg.stale_if_error;
         let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(2 << 20);
+        let proxy_tokens = cfg
+            .proxy_auth
+            .iter()
+            .map(|c| base64(c.as_bytes()))
+            .collect();
         Ok(State {
             cfg,
             store,
@@ -100,6 +107,7 @@ impl State {
             invalidations: Arc::new(Invalidations::default()),
             verified: Arc::new(pipeline::Verified::default()),
             health: Arc::new(StoreHealth::default()),
+            proxy_tokens,
             mitm,
             background: tokio_util::task::TaskTracker::new(),
         })
@@ -186,7 +194,41 @@ impl State {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        if let Some(v) = req.extensions().get::<super::framing::Violation>() {
+            tracing::warn!(%peer, violation = v.as_str(), "ambiguous request framing refused");
+            let mut res = self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail(v.as_str()),
+                "ambiguous request framing (bare LF, or Content-Length with Transfer-Encoding)\n",
+            );
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
+        // The accept loop already refuses these; kept for any other caller of `handle`.
+        if !self.cfg.allow.iter().any(|n| n.contains(peer.ip())) {
+            let mut res = self.error(
+                StatusCode::FORBIDDEN,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("not-allowed"),
+                "this address may not use the proxy (see allow)\n",
+            );
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
         if let Some(res) = self.refuse_large_header(&req) {
+            return res;
+        }
+        if !self.proxy_tokens.is_empty() && !self.authorized(req.headers()) {
+            let mut res = self.error(
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("proxy-auth"),
+                "proxy authentication required\n",
+            );
+            res.headers_mut().insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"hoard\""),
+            );
             return res;
         }
         // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host field.
@@ -310,6 +352,31 @@ impl State {
             Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
             _ => self.pass_through(req, target).await,
         }
+    }
+
+    /// Does `Proxy-Authorization: Basic <token>` carry one of the configured credentials?
+    /// (Compared in constant time per candidate.)
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let Some(value) = headers
+            .get(header::PROXY_AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let mut parts = value.trim().splitn(2, ' ');
+        let (Some(scheme), Some(token)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return false;
+        }
+        let token = token.trim().as_bytes();
+        self.proxy_tokens.iter().fold(false, |ok, want| {
+            let want = want.as_bytes();
+            let same = want.len() == token.len()
+                && want.iter().zip(token).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+            ok | same
+        })
     }
 
     /// `PURGE <url>` from an allowed client: remove every stored variant of the URL.
@@ -493,7 +560,7 @@ impl State {
             }
         }
         self.prepare_response_headers(&mut rparts.headers, rparts.version);
-        let mut res = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
+        let mut res = Response::from_parts(rparts, self.origin_body(rbody));
         *res.version_mut() = Version::HTTP_11;
         self.stamp(&mut res, CacheStatus::bypass(BypassReason::Method));
         res
@@ -507,6 +574,11 @@ impl State {
         body: ProxyBody,
     ) -> Request<ProxyBody> {
         build_upstream_request(parts, target, &self.cfg.pseudonym, body)
+    }
+
+    /// An origin response body streamed to the client under the chunk and body timeouts.
+    pub fn origin_body(&self, body: Incoming) -> ProxyBody {
+        ProxyBody::origin(body, self.cfg.response_timeout, self.cfg.body_timeout)
     }
 
     /// Strip hop-by-hop headers of an upstream response and add `Via`.
@@ -573,4 +645,43 @@ pub fn build_upstream_request(
     *req.uri_mut() = target.clone();
     *req.headers_mut() = headers;
     req
+}
+
+/// Standard base64 with padding (RFC 4648), for `Basic` credentials.
+fn base64(input: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("alice:s3cret", "YWxpY2U6czNjcmV0"),
+        ] {
+            assert_eq!(super::base64(plain.as_bytes()), enc);
+        }
+    }
 }

@@ -29,6 +29,10 @@ use super::body::{BoxError, ProxyBody};
 use super::metrics::Metrics;
 use super::{ProxyConfig, ProxyError};
 
+/// Largest origin response head accepted (larger: 502). Above the 64 KiB request limit so
+/// origins with large cookies or CSP headers still work; well below hyper's ~400 KiB buffer.
+pub const MAX_RESPONSE_HEAD: usize = 96 * 1024;
+
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -309,7 +313,12 @@ impl Upstream {
                 if res.headers().contains_key(http::header::TRANSFER_ENCODING) {
                     res.headers_mut().remove(http::header::CONTENT_LENGTH);
                 }
-                Ok(res)
+                match head_size(&res) {
+                    n if n > MAX_RESPONSE_HEAD => Err(UpstreamError::Protocol(format!(
+                        "response head of {n} bytes is over the {MAX_RESPONSE_HEAD} byte limit"
+                    ))),
+                    _ => Ok(res),
+                }
             }
             Ok(Err(e)) => Err(classify(&e)),
         };
@@ -321,6 +330,15 @@ impl Upstream {
         }
         res
     }
+}
+
+/// Approximate size of a response head on the wire.
+fn head_size(res: &Response<Incoming>) -> usize {
+    res.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + 16
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {

@@ -1,0 +1,239 @@
+//! A watcher of the raw bytes a client sends on an HTTP/1 connection, for what hyper accepts
+//! but a proxy must refuse (RFC 9112 2.2, 6.1): a bare LF as a line ending, and a request
+//! carrying both Content-Length and Transfer-Encoding (a smuggling vector).
+//!
+//! Invariant: it never judges bytes it cannot place. It follows request heads and skips
+//! Content-Length bodies; after a chunked body, an upgrade, CONNECT, HTTP/2 or anything it
+//! cannot parse it stops (fail open: hyper's own checks still apply), so a body or a tunnel
+//! is never mistaken for a head.
+
+use std::collections::VecDeque;
+
+/// Why a request head is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A line ended with LF alone.
+    BareLf,
+    /// Both Content-Length and Transfer-Encoding.
+    ContentLengthWithTransferEncoding,
+}
+
+impl Violation {
+    /// Stable name (Cache-Status detail, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Violation::BareLf => "bare-lf",
+            Violation::ContentLengthWithTransferEncoding => "content-length-with-transfer-encoding",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Skip(u64),
+    Off,
+}
+
+/// Longest prefix of a line kept (enough for a header name and a Content-Length value).
+const LINE_PREFIX: usize = 128;
+/// Verdicts kept for heads not yet handled (pipelining); more and the watcher stops.
+const MAX_PENDING: usize = 64;
+
+/// Follows the request heads of one connection; one verdict per complete head, in order.
+#[derive(Debug)]
+pub struct Scanner {
+    state: State,
+    line: Vec<u8>,
+    prev_cr: bool,
+    request_line: bool,
+    bare_lf: bool,
+    content_length: Option<Option<u64>>,
+    transfer_encoding: bool,
+    upgrade: bool,
+    verdicts: VecDeque<Option<Violation>>,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner {
+            state: State::Head,
+            line: Vec::with_capacity(LINE_PREFIX),
+            prev_cr: false,
+            request_line: true,
+            bare_lf: false,
+            content_length: None,
+            transfer_encoding: false,
+            upgrade: false,
+            verdicts: VecDeque::new(),
+        }
+    }
+}
+
+impl Scanner {
+    /// Feed bytes as they are read from the client.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Skip(n) => {
+                    let k = n.min(data.len() as u64);
+                    data = &data[k as usize..];
+                    self.state = if n == k {
+                        State::Head
+                    } else {
+                        State::Skip(n - k)
+                    };
+                }
+                State::Head => {
+                    self.head_byte(data[0]);
+                    data = &data[1..];
+                }
+            }
+        }
+    }
+
+    /// The verdict on the oldest complete head not yet taken (`None`: nothing to say).
+    pub fn take(&mut self) -> Option<Violation> {
+        self.verdicts.pop_front().flatten()
+    }
+
+    fn head_byte(&mut self, b: u8) {
+        if b != b'\n' {
+            self.prev_cr = b == b'\r';
+            if b != b'\r' && self.line.len() < LINE_PREFIX {
+                self.line.push(b);
+            }
+            return;
+        }
+        if !self.prev_cr {
+            self.bare_lf = true;
+        }
+        self.prev_cr = false;
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            if !self.request_line {
+                self.end_head();
+            }
+            return; // empty lines before a request line are ignored (RFC 9112 2.2)
+        }
+        if self.request_line {
+            self.request_line = false;
+            if line.starts_with(b"PRI * HTTP/2.0") {
+                self.state = State::Off;
+            } else if line.starts_with(b"CONNECT ") {
+                self.upgrade = true;
+            }
+            return;
+        }
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            return;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let v = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            self.content_length = match self.content_length {
+                None => Some(v),
+                Some(prev) if prev == v => Some(v),
+                Some(_) => Some(None),
+            };
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade = true;
+        }
+    }
+
+    fn end_head(&mut self) {
+        let verdict = if self.bare_lf {
+            Some(Violation::BareLf)
+        } else if self.content_length.is_some() && self.transfer_encoding {
+            Some(Violation::ContentLengthWithTransferEncoding)
+        } else {
+            None
+        };
+        self.verdicts.push_back(verdict);
+        self.state = match (self.content_length, self.transfer_encoding || self.upgrade) {
+            _ if self.verdicts.len() > MAX_PENDING => State::Off,
+            (_, true) | (Some(None), _) => State::Off,
+            (Some(Some(n)), false) if n > 0 => State::Skip(n),
+            _ => State::Head,
+        };
+        self.request_line = true;
+        self.bare_lf = false;
+        self.content_length = None;
+        self.transfer_encoding = false;
+        self.upgrade = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Scanner, Violation};
+
+    fn verdicts(chunks: &[&[u8]]) -> Vec<Option<Violation>> {
+        let mut s = Scanner::default();
+        for c in chunks {
+            s.feed(c);
+        }
+        s.verdicts.into_iter().collect()
+    }
+
+    macro_rules! scan {
+        ($name:ident, [$($chunk:expr),*], $want:expr) => {
+            #[test]
+            fn $name() {
+                assert_eq!(verdicts(&[$($chunk.as_bytes()),*]), $want);
+            }
+        };
+    }
+
+    use Violation::*;
+    scan!(clean_get, ["GET / HTTP/1.1\r\nHost: a\r\n\r\n"], vec![None]);
+    scan!(
+        split_anywhere,
+        ["GET / HTTP/1.1\r", "\nHost: a\r\n\r", "\n"],
+        vec![None]
+    );
+    scan!(bare_lf, ["GET / HTTP/1.1\nHost: a\n\n"], vec![Some(BareLf)]);
+    scan!(
+        one_bare_lf,
+        ["GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"],
+        vec![Some(BareLf)]
+    );
+    scan!(
+        cl_and_te,
+        ["POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
+        vec![Some(ContentLengthWithTransferEncoding)]
+    );
+    scan!(
+        body_with_bare_lf_is_skipped,
+        [
+            "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\na\nb",
+            "GET / HTTP/1.1\r\n\r\n"
+        ],
+        vec![None, None]
+    );
+    scan!(
+        pipelined,
+        ["GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\nX: y\n\n"],
+        vec![None, Some(BareLf)]
+    );
+    scan!(
+        stops_after_chunked,
+        ["POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\n0\n\n"],
+        vec![None]
+    );
+    scan!(
+        stops_after_connect,
+        ["CONNECT a:443 HTTP/1.1\r\n\r\n\n\n\n\n"],
+        vec![None]
+    );
+    scan!(
+        h2_preface_stops,
+        ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\n\n"],
+        vec![]
+    );
+}

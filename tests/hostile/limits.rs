@@ -1,0 +1,213 @@
+//! Client limits: oversized header blocks (431), slow header senders (`header_timeout`), idle
+//! keep-alive connections (`idle_timeout`), and `max_connections` (503 to the excess, the
+//! others keep being served).
+
+use std::time::{Duration, Instant};
+
+use super::{SLACK, proxy};
+use crate::proxy::harness::*;
+
+#[tokio::test]
+async fn hostile_header_block_over_64_kib_is_431_and_nothing_cached() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=600")], "ok")).await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let big = "b".repeat(70 * 1024);
+    let resp = send(proxy, "GET", &origin.url("/x"), &[("X-Big", &big)]).await;
+    assert_eq!(resp.status, 431);
+    assert!(resp.cache_status().present());
+    assert_eq!(origin.hits(), 0);
+    assert_eq!(get(proxy, &origin.url("/x")).await.status, 200);
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn hostile_slow_header_sender_is_dropped_after_header_timeout() {
+    let (_h, proxy, _dir) = proxy(None, |c| c.header_timeout = Duration::from_millis(800)).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let started = Instant::now();
+    // One byte every 100 ms: always active, never done (bounded: 100 bytes, 10 s).
+    let head = b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut = false;
+    for b in head.iter().take(100) {
+        if conn.send(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    let rest = conn.read_to_end().await; // 408 then close, or a plain close
+    let elapsed = started.elapsed();
+    assert!(cut || rest.is_ok(), "connection not closed: {rest:?}");
+    assert!(
+        elapsed < Duration::from_millis(800) + SLACK,
+        "slow header sender held the connection for {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "ok")).await;
+    let idle = Duration::from_millis(700);
+    let (_h, proxy, _dir) = proxy(None, |c| c.idle_timeout = idle).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let resp = conn.request("GET", &origin.url("/x"), &[]).await.unwrap();
+    assert_eq!(resp.status, 200);
+    let started = Instant::now();
+    let rest = conn.read_to_end().await;
+    let elapsed = started.elapsed();
+    assert!(matches!(&rest, Ok(b) if b.is_empty()), "{rest:?}");
+    assert!(
+        elapsed >= idle - Duration::from_millis(100),
+        "closed early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < idle + SLACK,
+        "idle connection held for {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_connection_that_never_sends_is_closed() {
+    let idle = Duration::from_millis(700);
+    let (_h, proxy, _dir) = proxy(None, |c| {
+        c.idle_timeout = idle;
+        c.header_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut conn = RawConn::connect(proxy).await;
+    let started = Instant::now();
+    let rest = conn.read_to_end().await;
+    assert!(rest.is_ok(), "{rest:?}");
+    assert!(started.elapsed() < idle + SLACK);
+}
+
+#[tokio::test]
+async fn hostile_idle_timeout_does_not_cut_a_slow_response_in_flight() {
+    let origin = Origin::start_delayed(Duration::from_millis(1500), |_| {
+        reply(200, &[("cache-control", "no-store")], "slow but fine")
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |c| {
+        c.idle_timeout = Duration::from_millis(500);
+        c.response_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let resp = get(proxy, &origin.url("/slow")).await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slow but fine"));
+}
+
+#[tokio::test]
+async fn hostile_max_connections_refuses_the_excess_with_503_and_serves_the_rest() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "ok")).await;
+    let (_h, proxy, _dir) = proxy(None, |c| c.max_connections = 2).await;
+    let url = origin.url("/x");
+    let mut a = RawConn::connect(proxy).await;
+    let mut b = RawConn::connect(proxy).await;
+    assert_eq!(a.request("GET", &url, &[]).await.unwrap().status, 200);
+    assert_eq!(b.request("GET", &url, &[]).await.unwrap().status, 200);
+    // A third connection gets a 503 with Connection: close, then EOF, whether it sent its
+    // request first or not.
+    for send_first in [true, false] {
+        let mut c = RawConn::connect(proxy).await;
+        if send_first {
+            c.send(&request_text("GET", &url, &[], b"")).await.unwrap();
+        }
+        let refused = c
+            .read_response("GET")
+            .await
+            .expect("503 written on the socket");
+        assert_eq!(refused.status, 503);
+        assert_eq!(refused.header("connection"), Some("close"));
+        assert!(refused.cache_status().present());
+        assert!(matches!(c.read_to_end().await, Ok(b) if b.is_empty()));
+    }
+    assert_eq!(
+        origin.hits(),
+        2,
+        "a refused connection's request reached the origin"
+    );
+    // The two admitted connections are still served.
+    assert_eq!(a.request("GET", &url, &[]).await.unwrap().status, 200);
+    assert_eq!(b.request("GET", &url, &[]).await.unwrap().status, 200);
+    // Freeing one slot admits a new connection (bounded wait for the permit to return).
+    drop(a);
+    let mut served = false;
+    for _ in 0..50 {
+        let mut d = RawConn::connect(proxy).await;
+        if let Ok(r) = d.request("GET", &url, &[]).await
+            && r.status == 200
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "a freed slot was not reused");
+}
+
+/// hyper starts the header clock as soon as an HTTP/1.1 connection waits for its next head, so
+/// an idle keep-alive connection is also closed at `header_timeout` when that comes first.
+#[tokio::test]
+async fn hostile_idle_keep_alive_is_also_bounded_by_header_timeout() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "ok")).await;
+    let (_h, proxy, _dir) = proxy(None, |c| {
+        c.idle_timeout = Duration::from_secs(60);
+        c.header_timeout = Duration::from_millis(700);
+    })
+    .await;
+    let mut conn = RawConn::connect(proxy).await;
+    assert_eq!(
+        conn.request("GET", &origin.url("/x"), &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let started = Instant::now();
+    let rest = conn.read_to_end().await;
+    assert!(rest.is_ok(), "{rest:?}");
+    assert!(started.elapsed() < Duration::from_millis(700) + SLACK);
+}
+
+/// The idle watchdog covers HTTP/2 (prior knowledge) too: the server sends GOAWAY and closes.
+#[tokio::test]
+async fn hostile_idle_http2_connection_is_closed_after_idle_timeout() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "ok")).await;
+    let idle = Duration::from_millis(700);
+    let (_h, proxy, _dir) = proxy(Some(origin.addr), |c| c.idle_timeout = idle).await;
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{proxy}/x"))
+        .body(Empty::new())
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("h2 response in time")
+        .expect("h2 response");
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok");
+    let started = Instant::now();
+    let ended = tokio::time::timeout(idle + SLACK + SLACK, conn).await;
+    assert!(
+        ended.is_ok(),
+        "idle h2 connection still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < idle + SLACK,
+        "closed after {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,300 @@
+//! Upstream faults: each answered within the configured timeout (plus scheduling slack), with
+//! 502 or 504, and nothing cached: the next request for the URL reaches the origin again.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::{FaultOrigin, SLACK, T, proxy};
+use crate::proxy::harness::*;
+
+const GOOD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nCache-Control: max-age=60\r\n\r\ngood";
+
+/// The fault happens on the first request only; later requests get a cacheable 200.
+async fn first_faulty<F, Fut>(fault: F) -> FaultOrigin
+where
+    F: Fn(BufReader<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let fault = std::sync::Arc::new(fault);
+    FaultOrigin::start(move |mut io, n| {
+        let fault = fault.clone();
+        async move {
+            if n == 0 {
+                fault(io).await;
+            } else {
+                let _ = io.get_mut().write_all(GOOD).await;
+            }
+        }
+    })
+    .await
+}
+
+async fn reset(io: BufReader<TcpStream>) {
+    let s = io.into_inner();
+    let _ = s.set_zero_linger();
+    drop(s);
+}
+
+/// GET /x twice through a gateway proxy: the first must fail with `status` within `limit`,
+/// the second must reach the origin (nothing was cached) and get the good response.
+async fn fault_then_recovery(origin: &FaultOrigin, status: u16, limit: Duration) {
+    let (_h, proxy, _dir) = proxy(Some(origin.addr), |_| {}).await;
+    let started = Instant::now();
+    let resp = get(proxy, "/x").await;
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status, status, "body: {:?}", resp.text());
+    assert!(resp.cache_status().present(), "no Cache-Status");
+    assert!(elapsed < limit, "answered after {elapsed:?}");
+    assert_second_request_reaches_origin(origin, proxy).await;
+}
+
+async fn assert_second_request_reaches_origin(origin: &FaultOrigin, proxy: std::net::SocketAddr) {
+    let before = origin.hits();
+    let again = get(proxy, "/x").await;
+    assert_eq!(again.status, 200, "{:?}", again.text());
+    assert_eq!(again.text(), "good");
+    assert_eq!(origin.hits(), before + 1, "the faulty answer was cached");
+}
+
+#[tokio::test]
+async fn hostile_origin_refusing_connections_is_502_promptly() {
+    let dead = refused_addr().await;
+    let (_h, proxy, _dir) = proxy(Some(dead), |_| {}).await;
+    let started = Instant::now();
+    let resp = get(proxy, "/x").await;
+    assert_eq!(resp.status, 502);
+    assert!(resp.cache_status().present());
+    assert!(started.elapsed() < T + SLACK);
+}
+
+#[tokio::test]
+async fn hostile_origin_reset_before_headers_is_502() {
+    let origin = first_faulty(reset).await;
+    fault_then_recovery(&origin, 502, T + SLACK).await;
+}
+
+#[tokio::test]
+async fn hostile_origin_stalled_is_504_after_response_timeout() {
+    let origin = first_faulty(|io| async move {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        drop(io);
+    })
+    .await;
+    fault_then_recovery(&origin, 504, T + SLACK).await;
+}
+
+#[tokio::test]
+async fn hostile_origin_trickling_its_head_is_504_after_response_timeout() {
+    let origin = first_faulty(|mut io| async move {
+        for b in b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood" {
+            if io.get_mut().write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    fault_then_recovery(&origin, 504, T + SLACK).await;
+}
+
+#[tokio::test]
+async fn hostile_origin_invalid_status_line_is_502() {
+    let origin = first_faulty(|mut io| async move {
+        let _ = io
+            .get_mut()
+            .write_all(b"HTTP/1.1 2x0 Fine\r\nContent-Length: 4\r\n\r\nevil")
+            .await;
+    })
+    .await;
+    fault_then_recovery(&origin, 502, T + SLACK).await;
+}
+
+#[tokio::test]
+async fn hostile_origin_garbage_instead_of_http_is_502() {
+    let origin = first_faulty(|mut io| async move {
+        let _ = io.get_mut().write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await;
+    })
+    .await;
+    fault_then_recovery(&origin, 502, T + SLACK).await;
+}
+
+#[tokio::test]
+async fn hostile_origin_100_kib_of_response_headers_is_502() {
+    let origin = first_faulty(|mut io| async move {
+        let mut head = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n".to_vec();
+        for i in 0..50 {
+            head.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "a".repeat(2048)).as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 4\r\n\r\nevil");
+        let _ = io.get_mut().write_all(&head).await;
+    })
+    .await;
+    fault_then_recovery(&origin, 502, T + SLACK).await;
+}
+
+/// A fault after the head: the client has a 200 head, so the body must end in an error
+/// (connection closed before the declared length), promptly, and nothing is stored.
+async fn body_fault_then_recovery(origin: &FaultOrigin, limit: Duration) {
+    let (_h, proxy, _dir) = proxy(Some(origin.addr), |c| {
+        c.body_timeout = Some(Duration::from_secs(2))
+    })
+    .await;
+    let started = Instant::now();
+    let mut conn = RawConn::connect(proxy).await;
+    let resp = conn.request("GET", "/x", &[]).await;
+    let elapsed = started.elapsed();
+    assert!(
+        resp.is_err(),
+        "a broken body was delivered as complete: {:?}",
+        resp.map(|r| (r.status, r.text()))
+    );
+    assert!(elapsed < limit, "the client was held for {elapsed:?}");
+    assert_second_request_reaches_origin(origin, proxy).await;
+}
+
+#[tokio::test]
+async fn hostile_origin_reset_mid_body_aborts_the_client_and_stores_nothing() {
+    let origin = first_faulty(|mut io| async move {
+        let _ = io
+            .get_mut()
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 1000\r\n\r\nhalf",
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reset(io).await;
+    })
+    .await;
+    body_fault_then_recovery(&origin, T + SLACK).await;
+}
+
+#[tokio::test]
+async fn hostile_origin_content_length_larger_than_body_aborts_and_stores_nothing() {
+    let origin = first_faulty(|mut io| async move {
+        let _ = io
+            .get_mut()
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort",
+            )
+            .await;
+        // FIN after 5 of 100 bytes.
+    })
+    .await;
+    body_fault_then_recovery(&origin, T + SLACK).await;
+}
+
+#[tokio::test]
+async fn hostile_origin_stalling_mid_body_is_cut_at_response_timeout() {
+    let origin = first_faulty(|mut io| async move {
+        let _ = io
+            .get_mut()
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort",
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    })
+    .await;
+    body_fault_then_recovery(&origin, T + SLACK).await;
+}
+
+/// One byte every 300 ms never trips the 1 s per-chunk timeout; `body_timeout` (2 s here)
+/// bounds the whole body.
+#[tokio::test]
+async fn hostile_origin_trickling_its_body_is_cut_at_body_timeout() {
+    let origin = first_faulty(|mut io| async move {
+        let _ = io
+            .get_mut()
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n",
+            )
+            .await;
+        for _ in 0..100 {
+            if io.get_mut().write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    body_fault_then_recovery(&origin, Duration::from_secs(2) + SLACK).await;
+}
+
+/// The same trickle for an uncacheable response streamed straight through.
+#[tokio::test]
+async fn hostile_origin_trickling_an_uncacheable_body_is_cut_at_body_timeout() {
+    let origin = FaultOrigin::start(|mut io, _| async move {
+        let _ = io
+            .get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 100\r\n\r\n")
+            .await;
+        for _ in 0..100 {
+            if io.get_mut().write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(Some(origin.addr), |c| {
+        c.body_timeout = Some(Duration::from_secs(2))
+    })
+    .await;
+    let started = Instant::now();
+    let resp = RawConn::connect(proxy)
+        .await
+        .request("GET", "/x", &[])
+        .await;
+    assert!(resp.is_err(), "trickled body delivered as complete");
+    assert!(started.elapsed() < Duration::from_secs(2) + SLACK);
+}
+
+/// Bytes after the declared Content-Length are not part of the response, and they never
+/// become the answer to the next request on that (pooled) origin connection.
+#[tokio::test]
+async fn hostile_origin_body_longer_than_content_length_does_not_poison_the_next_response() {
+    let origin = FaultOrigin::start(|mut io, n| async move {
+        if n == 0 {
+            let _ = io
+                .get_mut()
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 5\r\n\r\nhello\
+                      HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 6\r\n\r\nPOISON",
+                )
+                .await;
+            // Keep the connection open and answer whatever comes next on it honestly.
+            while super::read_head(&mut io).await {
+                let _ = io
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 6\r\n\r\nhonest")
+                    .await;
+            }
+        } else {
+            let _ = io
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 6\r\n\r\nhonest")
+                .await;
+        }
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(Some(origin.addr), |_| {}).await;
+    let mut conn = RawConn::connect(proxy).await;
+    let first = conn
+        .request("GET", "/a", &[])
+        .await
+        .expect("first response");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "hello");
+    for path in ["/b", "/c"] {
+        let next = conn.request("GET", path, &[]).await.expect("next response");
+        assert_ne!(
+            next.text(),
+            "POISON",
+            "smuggled origin bytes answered {path}"
+        );
+        assert_eq!((next.status, next.text().as_str()), (200, "honest"));
+    }
+}
