@@ -85,11 +85,7 @@ struct Tally {
 
 /// GETs random URLs until `stop`, asserting that every complete body is exactly right.
 async fn load(proxy: SocketAddr, seed: u64, stop: Instant, tally: Arc<Tally>) {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let client = super::direct_client();
     let mut rng = fastrand::Rng::with_seed(seed);
     while Instant::now() < stop {
         let n = rng.u32(0..URLS);
@@ -205,7 +201,7 @@ async fn sigkill_crash_loop_leaves_an_intact_store_and_exact_bodies() {
     // Serve everything once more from a fresh process: every stored body must be exact.
     let (mut child, proxy) = spawn_hoard(dir.path(), origin.addr);
     let before = tally.hits.load(Ordering::Relaxed);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = super::direct_client();
     for n in 0..URLS {
         let res = client
             .get(format!("http://{proxy}/obj/{n}"))

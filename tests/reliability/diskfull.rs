@@ -194,7 +194,7 @@ async fn real_full_tmpfs_passes_through_logs_once_and_resumes() {
         assert!(child.0.try_wait().unwrap().is_none(), "hoard exited");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = super::direct_client();
     let fetch = |path: String| {
         let client = client.clone();
         async move {

@@ -6,3 +6,14 @@ mod corrupt;
 mod crash;
 mod diskfull;
 mod wal;
+
+/// A reqwest client for gateway-mode requests straight to a proxy (no `HTTP_PROXY`).
+pub fn direct_client() -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider`: it needs a process default even for http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("reqwest client")
+}
