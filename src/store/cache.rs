@@ -227,7 +227,7 @@ impl CacheBuilder {
     pub fn open(self) -> Result<Cache> {
         fs::create_dir_all(&self.dir)?;
         match self.open_db() {
-            Err(Error::Corrupt(why)) if self.recover_corrupt => {
+            Err(Error::Corrupt(why)) if self.recover_corrupt && database_is_damaged(&self.dir) => {
                 let aside = move_aside_corrupt(&self.dir)?;
                 tracing::warn!(
                     target: "hoard::store",
@@ -238,8 +238,8 @@ impl CacheBuilder {
                 );
                 let cache = self.open_db()?;
                 // Value files of the old database are orphans now.
-                let removed = cache.check(true)?.len();
-                tracing::info!(target: "hoard::store", removed, "orphan value files removed");
+                let fixed = cache.check(true)?.len();
+                tracing::info!(target: "hoard::store", fixed, "orphan value files removed");
                 Ok(cache)
             }
             r => r,
@@ -280,6 +280,30 @@ impl CacheBuilder {
         Ok(Cache {
             inner: Arc::new(inner),
         })
+    }
+}
+
+/// Whether `cache.db` is really damaged, checked apart from the open that failed (which
+/// also reports "could not enable WAL" as corrupt): its header is not SQLite's, or SQLite's
+/// `quick_check` fails or finds problems. A database SQLite finds intact is never moved.
+fn database_is_damaged(dir: &Path) -> bool {
+    use std::io::Read as _;
+    let path = dir.join(schema::DB_FILE);
+    let mut magic = [0u8; 16];
+    match fs::File::open(&path).and_then(|mut f| f.read_exact(&mut magic)) {
+        Ok(()) if &magic != b"SQLite format 3\0" => return true,
+        Ok(()) => {}
+        Err(_) => return false, // missing or shorter than a header: SQLite starts it afresh
+    }
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let check = rusqlite::Connection::open_with_flags(&path, flags).and_then(|c| {
+        c.busy_timeout(schema::BUSY_TIMEOUT)?;
+        c.query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0))
+    });
+    match check {
+        Ok(result) => result != "ok",
+        Err(e) => matches!(Error::from(e), Error::Corrupt(_)),
     }
 }
 
@@ -620,11 +644,6 @@ impl Inner {
             Ok(v)
         });
         drop(guard);
-        if wal_too_big {
-            // Back-pressure (see `checkpoint`): this writer resets the WAL; failure (busy) is
-            // harmless, the next check tries again.
-            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        }
         let cleanup = if result.is_ok() {
             &pending.unlink
         } else {
@@ -632,6 +651,11 @@ impl Inner {
         };
         for p in cleanup {
             files::unlink(p);
+        }
+        if wal_too_big {
+            // Back-pressure (see `checkpoint`): this writer resets the WAL; failure (busy) is
+            // harmless, the next check tries again.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
         result
     }

@@ -74,6 +74,33 @@ fn garbage_database_is_an_error_unless_recovery_was_asked_for() {
     assert_eq!(aside_files(dir.path()), aside);
 }
 
+#[test]
+fn database_with_a_damaged_schema_page_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Cache::open(dir.path()).unwrap());
+    let db = dir.path().join("cache.db");
+    let mut bytes = fs::read(&db).unwrap();
+    assert_eq!(&bytes[..16], b"SQLite format 3\0");
+    // Keep the 100-byte header, smash the rest of page 1 (the schema b-tree).
+    for (i, b) in bytes.iter_mut().enumerate().take(4096).skip(100) {
+        *b = (i * 13 % 256) as u8;
+    }
+    fs::write(&db, bytes).unwrap();
+    let _ = fs::remove_file(dir.path().join("cache.db-wal"));
+    let _ = fs::remove_file(dir.path().join("cache.db-shm"));
+    assert!(matches!(Cache::open(dir.path()), Err(Error::Corrupt(_))));
+    let c = Cache::builder(dir.path())
+        .recover_corrupt(true)
+        .open()
+        .unwrap();
+    c.set(b"k", b"v", None, None).unwrap();
+    let aside = aside_files(dir.path());
+    assert!(
+        aside.iter().any(|n| n.starts_with("cache.db.corrupt-")),
+        "{aside:?}"
+    );
+}
+
 async fn origin() -> Origin {
     Origin::start(|req| {
         let body = format!("body of {}", req.uri().path());
@@ -113,11 +140,13 @@ async fn corrupt_entry_head_is_a_miss_and_is_replaced() {
     wait_stored(proxy, &url).await;
     assert_eq!(origin.hits(), 1);
     let raw = crate::store::raw(dir.path());
+    let key = hoard::http_cache::cache_key(&http::Method::GET, &url.parse().unwrap()).unwrap();
     for garbage in [&b""[..], b"\x02", b"\x02\x01\xff\xff\xff", b"\x09garbage"] {
         let n = raw
             .execute(
-                "UPDATE cache SET meta = ?1, size = length(key) + ?2 + length(value)",
-                rusqlite::params![garbage, garbage.len() as i64],
+                "UPDATE cache SET meta = ?1, size = length(key) + ?2 + length(value) \
+                 WHERE key = ?3",
+                rusqlite::params![garbage, garbage.len() as i64, key.as_bytes()],
             )
             .unwrap();
         assert_eq!(n, 1);
