@@ -53,12 +53,14 @@ start_origin() {
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 hoard_row() {
-    local label=$1 beta=$2
+    local label=$1 beta=$2 swr=${3:-off}
     start_origin
     local port; port=$(free_port)
-    mkdir -p "$WORK/hoard-$beta"
-    "$BIN/hoard" -q --listen "127.0.0.1:$port" --cache-dir "$WORK/hoard-$beta" \
-        --upstream "http://127.0.0.1:$ORIGIN_PORT" --xfetch-beta "$beta" 2>"$WORK/hoard.log" &
+    local dir="$WORK/hoard-$beta-$swr"
+    mkdir -p "$dir"
+    "$BIN/hoard" -q --listen "127.0.0.1:$port" --cache-dir "$dir" \
+        --upstream "http://127.0.0.1:$ORIGIN_PORT" --xfetch-beta "$beta" \
+        --stale-while-revalidate "$swr" 2>"$WORK/hoard.log" &
     local pid=$!; PIDS+=("$pid")
     wait_port "$port"
     run "$label" "$port"
@@ -107,6 +109,7 @@ CONF
 hoard_row "hoard (XFetch beta=1)" 1
 hoard_row "hoard (--xfetch-beta 0.3)" 0.3
 hoard_row "hoard (--xfetch-beta 0)" 0
+hoard_row "hoard (--xfetch-beta 0 --stale-while-revalidate 1s)" 0 1s
 if command -v nginx >/dev/null; then
     nginx_row "nginx proxy_cache_lock" ""
     nginx_row "nginx lock + use_stale updating" "proxy_cache_use_stale updating; proxy_cache_background_update on;"

@@ -261,6 +261,12 @@ pub struct ServeArgs {
     /// stale-if-error window (RFC 5861); off disables [default: off].
     #[arg(long, env = "HOARD_STALE_IF_ERROR")]
     pub stale_if_error: Option<String>,
+    /// Serve a stale entry for up to this long past its expiry while one background
+    /// revalidation runs, when the response named no stale-while-revalidate window (like
+    /// nginx's `proxy_cache_use_stale updating`; beyond what RFC 9111 lets a cache do on its
+    /// own, so off by default; never for must-revalidate / no-cache responses) [default: off].
+    #[arg(long, env = "HOARD_STALE_WHILE_REVALIDATE")]
+    pub stale_while_revalidate: Option<String>,
     /// Never contact an origin: answer from the cache whatever the age, 504 on a miss
     /// (`--offline` or `--offline=false`) [default: false].
     #[arg(long, env = "HOARD_OFFLINE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
@@ -389,6 +395,7 @@ pub struct Effective {
     pub statistics: bool,
     pub xfetch_beta: f64,
     pub stale_if_error: String,
+    pub stale_while_revalidate: String,
     pub offline: bool,
     pub connect_timeout: String,
     pub response_timeout: String,
@@ -641,6 +648,16 @@ impl ServeArgs {
                 t => duration(t).map(Some),
             },
         )?;
+        let stale_while_revalidate;
+        (c.stale_while_revalidate, stale_while_revalidate) = l.pick(
+            "stale-while-revalidate",
+            self.stale_while_revalidate.as_deref(),
+            "off",
+            |t| match t.trim() {
+                "off" | "" => Ok(None),
+                t => duration(t).map(Some),
+            },
+        )?;
         (c.offline, _) = l.pick(
             "offline",
             self.offline.as_deref(),
@@ -822,6 +839,7 @@ impl ServeArgs {
             statistics: c.statistics,
             xfetch_beta: c.xfetch_beta,
             stale_if_error,
+            stale_while_revalidate,
             offline: c.offline,
             connect_timeout,
             response_timeout,
@@ -1106,6 +1124,13 @@ mod tests {
         Some("xfetch-beta = 2.5"),
         |r: &Resolved| r.proxy.xfetch_beta,
         2.5
+    );
+    layered!(
+        stale_while_revalidate_in_file,
+        &[],
+        Some("stale-while-revalidate = \"2s\""),
+        |r: &Resolved| r.proxy.stale_while_revalidate,
+        Some(Duration::from_secs(2))
     );
     layered!(
         stale_if_error_in_file,

@@ -183,6 +183,7 @@ pub const FILE_KEYS: &[&str] = &[
     "statistics",
     "xfetch-beta",
     "stale-if-error",
+    "stale-while-revalidate",
     "offline",
     "connect-timeout",
     "response-timeout",

@@ -26,6 +26,8 @@ pub struct LookupOptions {
     pub max_heuristic_ttl: Option<Duration>,
     /// Stale-if-error window used when neither response nor request names one; `None` = off.
     pub default_stale_if_error: Option<Duration>,
+    /// Stale-while-revalidate window used when the response names none; `None` = off.
+    pub default_stale_while_revalidate: Option<Duration>,
 }
 
 impl Default for LookupOptions {
@@ -35,6 +37,7 @@ impl Default for LookupOptions {
             immutable_min_ttl: Duration::from_secs(24 * 3600),
             max_heuristic_ttl: None,
             default_stale_if_error: None,
+            default_stale_while_revalidate: None,
         }
     }
 }
@@ -168,6 +171,7 @@ pub fn lookup(
         && !client_constrained
         && windows
             .stale_while_revalidate
+            .or(opts.default_stale_while_revalidate)
             .is_some_and(|w| staleness <= w);
     let sie_window = match req_cc.seconds("stale-if-error") {
         Some(w) if !no_stale && !res_cc.has("s-maxage") => Some(w),

@@ -103,6 +103,8 @@ pub struct ProxyConfig {
     pub xfetch_beta: f64,
     /// Stale-if-error window applied when the origin gives none (RFC 5861); `None` = off.
     pub stale_if_error: Option<Duration>,
+    /// Stale-while-revalidate window applied when the origin gives none; `None` = off.
+    pub stale_while_revalidate: Option<Duration>,
     /// Uniform random numbers in (0, 1] for XFetch; injectable so tests are exact.
     pub random: fn() -> f64,
     /// Never contact an origin: serve whatever is stored, whatever its age; 504 otherwise.
@@ -153,6 +155,7 @@ impl ProxyConfig {
             admin: None,
             xfetch_beta: 1.0,
             stale_if_error: None,
+            stale_while_revalidate: None,
             random: default_random,
             offline: false,
             rules: Vec::new(),

@@ -82,6 +82,7 @@ impl State {
         let upstream = Upstream::new(&cfg)?.with_metrics(metrics.clone());
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_stale_if_error = cfg.stale_if_error;
+        let cfg_swr = cfg.stale_while_revalidate;
         let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(2 << 20);
         let proxy_tokens = cfg
             .proxy_auth
@@ -96,6 +97,7 @@ impl State {
             local_addr,
             lookup_opts: LookupOptions {
                 default_stale_if_error: cfg_stale_if_error,
+                default_stale_while_revalidate: cfg_swr,
                 ..LookupOptions::default()
             },
             hot: Arc::new(HotCache::new(

@@ -161,3 +161,40 @@ async fn default_stale_if_error_window_inside_and_outside() {
         }
     }
 }
+
+/// `--stale-while-revalidate` (ProxyConfig::stale_while_revalidate) applies when the origin
+/// names no window, never to `must-revalidate` responses, and not past the window.
+#[tokio::test]
+async fn default_stale_while_revalidate_window() {
+    for (cc, age, expect_stale) in [
+        ("max-age=0", None, true),
+        ("max-age=0", Some("100"), false),
+        ("max-age=0, must-revalidate", None, false),
+    ] {
+        let origin = origin(cc, age, Default::default()).await;
+        let dir = tempfile::TempDir::new().unwrap();
+        let (_h, proxy) = start_proxy_in(dir.path(), None, |c| {
+            c.stale_while_revalidate = Some(Duration::from_secs(60))
+        })
+        .await;
+        let url = origin.url("/swr-default");
+        burst(&[proxy], &url, 1).await;
+        let (res, took) = burst(&[proxy], &url, 1).await.pop().unwrap();
+        assert_eq!((res.status, res.text().as_str()), (200, "last good"));
+        if expect_stale {
+            assert_eq!(
+                detail(&res).as_deref(),
+                Some("stale-while-revalidate"),
+                "{cc}"
+            );
+            assert!(took < DELAY, "{cc}: served stale at once, took {took:?}");
+        } else {
+            assert_ne!(
+                detail(&res).as_deref(),
+                Some("stale-while-revalidate"),
+                "{cc} {age:?}"
+            );
+            assert!(took >= DELAY, "{cc} {age:?}: waited for the origin");
+        }
+    }
+}
