@@ -2,6 +2,8 @@ mod devcache;
 mod hostile;
 mod mitm;
 mod ops;
+mod props;
 mod proxy;
+mod reliability;
 mod stampede;
 mod store;

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use super::health::StoreHealth;
 use super::hot::HotCache;
 use super::lease::Lease;
 use crate::coalesce::{Outcome, Permit};
@@ -28,6 +29,7 @@ pub struct FillPlan {
     store: Cache,
     hot: Arc<HotCache>,
     inv: Arc<Invalidations>,
+    health: Arc<StoreHealth>,
     /// Invalidation generation when the fetch started.
     generation: u64,
     /// Row key of the variant (the URL key when the response does not vary).
@@ -77,6 +79,7 @@ impl FillPlan {
             store: sinks.store.clone(),
             hot: sinks.hot.clone(),
             inv: sinks.inv.clone(),
+            health: sinks.health.clone(),
             generation: sinks.inv.generation(),
             row_key,
             index,
@@ -109,6 +112,8 @@ pub struct Sinks {
     pub hot: Arc<HotCache>,
     /// When URLs were last invalidated.
     pub inv: Arc<Invalidations>,
+    /// Whether the store accepts writes.
+    pub health: Arc<StoreHealth>,
 }
 
 /// Remembers when URL keys were last invalidated (RFC 9111 4.4, purge), so a fill that began
@@ -166,6 +171,7 @@ pub async fn run(
         store,
         hot,
         inv,
+        health,
         generation,
         row_key,
         index,
@@ -265,13 +271,21 @@ pub async fn run(
         let _ = tx.send(Msg::Commit(Box::new(head))).await;
         drop(tx);
         match writer.await {
-            Ok(Ok(ok)) => stored = ok,
-            Ok(Err(e)) => tracing::warn!(error = %e, "storing a response failed"),
+            Ok(Ok(ok)) => {
+                stored = ok;
+                if ok {
+                    health.write_ok();
+                }
+            }
+            Ok(Err(e)) => health.write_failed(&e),
             Err(e) => tracing::warn!(error = %e, "store writer task failed"),
         }
     } else {
         drop(storing);
-        let _ = writer.await;
+        // A writer that failed early (disk full) stopped taking chunks: report why.
+        if let Ok(Err(e)) = writer.await {
+            health.write_failed(&e);
+        }
     }
     // Other processes polling for this key see the entry before the lease goes.
     drop(lease);

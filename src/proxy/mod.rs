@@ -9,6 +9,7 @@ mod body;
 pub mod ca;
 mod fill;
 mod framing;
+mod health;
 mod hot;
 mod lease;
 pub mod metrics;

@@ -813,6 +813,9 @@ impl Ctx<'_> {
                     r
                 })
                 .await;
+                if let Ok(Err(e)) = &ok {
+                    self.st.health.write_failed(e);
+                }
                 let stored = matches!(ok, Ok(Ok(true)));
                 if let Some(p) = permit {
                     p.finish(if stored {
@@ -839,7 +842,10 @@ impl Ctx<'_> {
             &rparts,
             &self.st.lookup_opts,
         );
+        // Disk full or read-only: pass through, except one probe fill now and then.
+        let store_down = storable.is_ok() && !self.st.health.may_store();
         let plan = match &storable {
+            Ok(()) if store_down => None,
             Ok(()) => FillPlan::new(
                 &self.st.sinks(),
                 &self.key,
@@ -863,7 +869,8 @@ impl Ctx<'_> {
             if let Some(p) = permit {
                 // Failures and per-request refusals: one waiter tries again. Responses nobody
                 // may share: remember the key as pass for a while.
-                let retry = rparts.status.is_server_error()
+                let retry = store_down
+                    || rparts.status.is_server_error()
                     || matches!(
                         storable,
                         Err(NotStorable::Status | NotStorable::Authorization)
@@ -877,6 +884,7 @@ impl Ctx<'_> {
             drop(lease);
             let detail = match storable {
                 Err(reason) => Detail::NotStorable(reason),
+                Ok(()) if store_down => Detail::from("store-unavailable"),
                 Ok(()) => Detail::from("too-large"),
             };
             rparts.headers = client_headers;
@@ -1074,6 +1082,7 @@ impl Refresher {
             return;
         }
         if storability(self.rule.as_ref(), &self.lookup, &rparts, &self.opts).is_ok()
+            && self.sinks.health.may_store()
             && let Some(plan) = FillPlan::new(
                 &self.sinks,
                 &self.key,

@@ -85,6 +85,7 @@ impl Server {
                 .size_limit(size_limit)
                 .eviction_policy(policy)
                 .statistics(statistics)
+                .recover_corrupt(true)
                 .open()
                 .map_err(|source| ProxyError::Store { dir, source })
         })

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use super::body::ProxyBody;
 use super::fill::{Invalidations, Sinks};
+use super::health::StoreHealth;
 use super::hot::HotCache;
 use super::metrics::{Metrics, UPSTREAM_US};
 use super::mitm::{self, Interceptor};
@@ -65,6 +66,8 @@ pub struct State {
     /// Cache fills and background refreshes: shutdown waits for them (bounded) so responses
     /// already sent to clients are also in the store.
     pub background: tokio_util::task::TaskTracker,
+    /// Whether the store accepts writes (disk full / read-only: pass through uncached).
+    pub health: Arc<StoreHealth>,
 }
 
 impl State {
@@ -105,6 +108,7 @@ impl State {
             metrics,
             invalidations: Arc::new(Invalidations::default()),
             verified: Arc::new(pipeline::Verified::default()),
+            health: Arc::new(StoreHealth::default()),
             proxy_tokens,
             mitm,
             background: tokio_util::task::TaskTracker::new(),
@@ -117,6 +121,7 @@ impl State {
             store: self.store.clone(),
             hot: self.hot.clone(),
             inv: self.invalidations.clone(),
+            health: self.health.clone(),
         }
     }
 

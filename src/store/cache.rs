@@ -136,6 +136,7 @@ pub struct CacheBuilder {
     sqlite_cache_size: Option<i64>,
     clock: Option<Arc<dyn Clock>>,
     flush_interval: Duration,
+    recover_corrupt: bool,
 }
 
 impl CacheBuilder {
@@ -186,6 +187,14 @@ impl CacheBuilder {
         self.clock = Some(clock);
         self
     }
+    /// When `cache.db` is not a database or is corrupt at open, move it (and its `-wal` and
+    /// `-shm` files) aside as `cache.db.corrupt-<unix seconds>` (`cache.db-wal.corrupt-...`),
+    /// log a warning, start an empty database and remove the value files nothing refers to
+    /// any more. Off by default: a library user gets [`Error::Corrupt`] and decides.
+    pub fn recover_corrupt(mut self, yes: bool) -> Self {
+        self.recover_corrupt = yes;
+        self
+    }
 
     /// Applies the builder's overrides to `s`.
     fn overlay(&self, s: &mut Settings) {
@@ -213,8 +222,31 @@ impl CacheBuilder {
     }
 
     /// Creates the directory and database if needed, migrates, persists the given settings.
+    /// With [`recover_corrupt`](Self::recover_corrupt), a corrupt database is moved aside
+    /// and replaced by an empty one.
     pub fn open(self) -> Result<Cache> {
         fs::create_dir_all(&self.dir)?;
+        match self.open_db() {
+            Err(Error::Corrupt(why)) if self.recover_corrupt && database_is_damaged(&self.dir) => {
+                let aside = move_aside_corrupt(&self.dir)?;
+                tracing::warn!(
+                    target: "hoard::store",
+                    dir = %self.dir.display(),
+                    moved_to = %aside.display(),
+                    error = %why,
+                    "cache database is corrupt: moved aside, starting with an empty cache"
+                );
+                let cache = self.open_db()?;
+                // Value files of the old database are orphans now.
+                let fixed = cache.check(true)?.len();
+                tracing::info!(target: "hoard::store", fixed, "orphan value files removed");
+                Ok(cache)
+            }
+            r => r,
+        }
+    }
+
+    fn open_db(&self) -> Result<Cache> {
         let defaults = Settings::default();
         let mut conn = schema::open_connection(
             &self.dir,
@@ -235,7 +267,7 @@ impl CacheBuilder {
         let inner = Inner {
             dir: self.dir.clone(),
             pool: Mutex::new(vec![conn]),
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock: self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
             policy: AtomicU8::new(0),
             statistics: AtomicBool::new(false),
             min_file_size: AtomicU64::new(0),
@@ -249,6 +281,52 @@ impl CacheBuilder {
             inner: Arc::new(inner),
         })
     }
+}
+
+/// Whether `cache.db` is really damaged, checked apart from the open that failed (which
+/// also reports "could not enable WAL" as corrupt): its header is not SQLite's, or SQLite's
+/// `quick_check` fails or finds problems. A database SQLite finds intact is never moved.
+fn database_is_damaged(dir: &Path) -> bool {
+    use std::io::Read as _;
+    let path = dir.join(schema::DB_FILE);
+    let mut magic = [0u8; 16];
+    match fs::File::open(&path).and_then(|mut f| f.read_exact(&mut magic)) {
+        Ok(()) if &magic != b"SQLite format 3\0" => return true,
+        Ok(()) => {}
+        Err(_) => return false, // missing or shorter than a header: SQLite starts it afresh
+    }
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let check = rusqlite::Connection::open_with_flags(&path, flags).and_then(|c| {
+        c.busy_timeout(schema::BUSY_TIMEOUT)?;
+        c.query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0))
+    });
+    match check {
+        Ok(result) => result != "ok",
+        Err(e) => matches!(Error::from(e), Error::Corrupt(_)),
+    }
+}
+
+/// Renames `cache.db` and its `-wal`/`-shm` files to `<name>.corrupt-<unix seconds>`;
+/// returns the new path of `cache.db`.
+fn move_aside_corrupt(dir: &Path) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut db_aside = PathBuf::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let from = dir.join(format!("{}{suffix}", schema::DB_FILE));
+        let to = dir.join(format!("{}{suffix}.corrupt-{stamp}", schema::DB_FILE));
+        match fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if suffix.is_empty() {
+            db_aside = to;
+        }
+    }
+    Ok(db_aside)
 }
 
 /// Shared state behind every clone of a [`Cache`].
@@ -555,13 +633,14 @@ impl Inner {
             armed: true,
         };
         let mut pending = Pending::default();
+        let mut wal_too_big = false;
         let result = f(&conn, &mut pending).and_then(|v| {
             with_retry(|| {
                 conn.prepare_cached("COMMIT")?.execute([])?;
                 Ok(())
             })?;
             guard.armed = false;
-            self.checkpointer.committed();
+            wal_too_big = self.checkpointer.committed();
             Ok(v)
         });
         drop(guard);
@@ -572,6 +651,11 @@ impl Inner {
         };
         for p in cleanup {
             files::unlink(p);
+        }
+        if wal_too_big {
+            // Back-pressure (see `checkpoint`): this writer resets the WAL; failure (busy) is
+            // harmless, the next check tries again.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
         result
     }
@@ -1153,6 +1237,7 @@ impl Cache {
             sqlite_cache_size: None,
             clock: None,
             flush_interval: super::buffer::FLUSH_INTERVAL,
+            recover_corrupt: false,
         }
     }
 
@@ -1235,6 +1320,7 @@ impl Cache {
         expire: Option<Duration>,
         tag: Option<&str>,
     ) -> Result<()> {
+        super::fault::check(&self.inner.dir)?;
         let now = self.inner.clock.now();
         let expire_time = expire_at(now, expire);
         self.inner.write(|c, p| {
@@ -1329,6 +1415,7 @@ impl Cache {
     /// Replaces meta and expire time of a live row without touching its value.
     /// Returns false when there is no live row.
     pub fn set_meta(&self, key: &[u8], meta: &[u8], expire: Option<Duration>) -> Result<bool> {
+        super::fault::check(&self.inner.dir)?;
         let now = self.inner.clock.now();
         let expire_time = expire_at(now, expire);
         self.inner.write(|c, _| {

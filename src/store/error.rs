@@ -59,6 +59,32 @@ impl From<rusqlite::Error> for Error {
 }
 
 impl Error {
+    /// True when the error says the disk is full or the directory refuses writes (read-only
+    /// file system, permissions, quota): a condition that may clear without anyone touching
+    /// the store, so callers may carry on uncached and try again later.
+    pub fn is_unwritable(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            Error::Io(e) => matches!(
+                e.kind(),
+                K::StorageFull
+                    | K::ReadOnlyFilesystem
+                    | K::PermissionDenied
+                    | K::QuotaExceeded
+                    | K::FileTooLarge
+            ),
+            Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+                f.code,
+                ErrorCode::DiskFull
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::PermissionDenied
+            ),
+            _ => false,
+        }
+    }
+
     /// True when the error is SQLite's `SQLITE_BUSY`/`SQLITE_LOCKED` (worth retrying).
     pub(crate) fn is_busy(&self) -> bool {
         matches!(self, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
@@ -92,6 +118,26 @@ mod tests {
             };
             assert_eq!(got, kind, "code {code}");
             assert_eq!(e.is_busy(), busy, "code {code}");
+        }
+    }
+
+    #[test]
+    fn full_or_read_only_is_unwritable() {
+        use std::io::{Error as IoError, ErrorKind as K};
+        let cases: Vec<(Error, bool)> = vec![
+            (Error::from(failure(rusqlite::ffi::SQLITE_FULL)), true),
+            (Error::from(failure(rusqlite::ffi::SQLITE_READONLY)), true),
+            (Error::from(failure(rusqlite::ffi::SQLITE_IOERR)), true),
+            (Error::from(failure(rusqlite::ffi::SQLITE_BUSY)), false),
+            (Error::from(failure(rusqlite::ffi::SQLITE_CORRUPT)), false),
+            (Error::Io(IoError::from(K::StorageFull)), true),
+            (Error::Io(IoError::from(K::ReadOnlyFilesystem)), true),
+            (Error::Io(IoError::from(K::PermissionDenied)), true),
+            (Error::Io(IoError::from(K::NotFound)), false),
+            (Error::Timeout, false),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.is_unwritable(), want, "{e:?}");
         }
     }
 }

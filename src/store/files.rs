@@ -43,6 +43,7 @@ pub(crate) struct TempFile {
 impl TempFile {
     /// Creates an empty temporary file and returns it open for writing.
     pub(crate) fn create(dir: &Path) -> Result<(TempFile, File)> {
+        super::fault::check(dir)?;
         let tmp = dir.join(TMP_DIR);
         fs::create_dir_all(&tmp)?;
         let path = tmp.join(format!("{}.tmp", random_hex(12)));
@@ -72,11 +73,20 @@ impl TempFile {
     pub(crate) fn install(&mut self, dir: &Path) -> Result<(String, PathBuf)> {
         let rel = new_value_name();
         let full = dir.join(&rel);
-        if let Some(parent) = full.parent() {
-            fs::create_dir_all(parent)?;
-        }
         let from = self.path.as_ref().expect("temp file installed twice");
-        fs::rename(from, &full)?;
+        // `unlink` removes emptied `ab/cd` directories, possibly between our create_dir_all
+        // and rename (another thread or process): then create it again.
+        let mut attempts = 0;
+        loop {
+            if let Some(parent) = full.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            match fs::rename(from, &full) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.path = None;
         Ok((rel, full))
     }
@@ -90,10 +100,20 @@ impl Drop for TempFile {
     }
 }
 
-/// Removes a file, ignoring "not found" (someone else already removed it).
+/// Removes a file, ignoring "not found" (someone else already removed it), then its
+/// directory and that directory's parent if they are now empty, so a long-lived cache does
+/// not keep up to 65,536 empty `ab/cd` directories (4 KiB each) beyond its size limit.
 pub(crate) fn unlink(path: &Path) {
     // Best effort: a file that cannot be removed shows up as an orphan in `check`.
     let _ = fs::remove_file(path);
+    if path.extension().is_some_and(|e| e == VALUE_EXT)
+        && let Some(cd) = path.parent()
+        && fs::remove_dir(cd).is_ok()
+        && let Some(ab) = cd.parent()
+    {
+        // Fails (not empty) unless this was its last sub-directory.
+        let _ = fs::remove_dir(ab);
+    }
 }
 
 /// Whether `path` (a temp file) is older than `age` by its modification time.
@@ -315,8 +335,10 @@ impl ValueWriter {
 impl Write for ValueWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.file.is_none() && (self.buf.len() + data.len()) as u64 >= self.threshold {
-            let (temp, file) =
-                TempFile::create(self.cache.directory()).map_err(io::Error::other)?;
+            let (temp, file) = TempFile::create(self.cache.directory()).map_err(|e| match e {
+                super::Error::Io(e) => e,
+                e => io::Error::other(e),
+            })?;
             let mut w = BufWriter::with_capacity(256 * 1024, file);
             w.write_all(&self.buf)?;
             self.buf = Vec::new();

@@ -42,7 +42,7 @@
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
 //! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
-//! - `clock`, `error`, `retry`.
+//! - `fault`: injected write faults for tests.  `clock`, `error`, `retry`.
 
 mod buffer;
 mod cache;
@@ -50,6 +50,7 @@ mod checkpoint;
 mod clock;
 mod error;
 mod fanout;
+mod fault;
 mod files;
 mod lock;
 mod memo;
@@ -65,6 +66,8 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use fanout::{FanoutBuilder, FanoutCache};
+#[doc(hidden)]
+pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
 pub use lock::{Lock, LockGuard};
 pub use memo::{default_uniform, xfetch_should_recompute};

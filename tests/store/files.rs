@@ -177,3 +177,27 @@ fn pop_and_clear_remove_files() {
     assert_eq!(cache.clear().unwrap(), 1);
     assert!(value_files(dir.path()).is_empty());
 }
+
+#[test]
+fn emptied_value_directories_are_removed() {
+    let (dir, _c, cache) = open();
+    for i in 0..20u8 {
+        cache.set(&[i], &[i; 40 << 10], None, None).unwrap();
+    }
+    let dirs = |p: &std::path::Path| {
+        std::fs::read_dir(p)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir() && e.file_name() != "tmp")
+            .count()
+    };
+    assert!(dirs(dir.path()) > 0);
+    for i in 0..20u8 {
+        cache.delete(&[i]).unwrap();
+    }
+    assert_eq!(dirs(dir.path()), 0, "no empty ab/ directories left");
+    // And writing again recreates them.
+    cache.set(b"again", &[1; 40 << 10], None, None).unwrap();
+    assert_eq!(cache.get(b"again").unwrap().unwrap().len(), 40 << 10);
+    assert!(cache.check(false).unwrap().is_empty());
+}
