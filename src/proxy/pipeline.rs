@@ -560,12 +560,28 @@ impl Ctx<'_> {
                 return Ok(Loaded::Miss);
             }
             let head = Arc::new(head);
-            let body = match rec.value {
-                Value::Inline(v) => {
+            // A body that does not match its head's digest is never served: drop the row.
+            let damaged = |what: &str| -> crate::store::Result<Loaded> {
+                tracing::warn!(key = %key, "{what} does not match its digest: dropped");
+                store.delete(&row_key)?;
+                Ok(Loaded::Miss)
+            };
+            // Inline values, and value files small enough for the in-memory front, are read
+            // whole, checked, and kept in the front.
+            let small = match rec.value {
+                Value::Inline(v) => Ok(v),
+                Value::File { ref file, len } if hot.admits(len) => {
+                    use std::os::unix::fs::FileExt;
+                    let mut body = vec![0u8; len as usize];
+                    file.read_exact_at(&mut body, 0)?;
+                    Ok(body)
+                }
+                large => Err(large),
+            };
+            let body = match small {
+                Ok(v) => {
                     if xxhash_rust::xxh3::xxh3_64(&v) != head.body_digest {
-                        tracing::warn!(key = %key, "stored body does not match its digest: dropped");
-                        store.delete(&row_key)?;
-                        return Ok(Loaded::Miss);
+                        return damaged("stored body");
                     }
                     let b = Bytes::from(v);
                     if hot.admits(b.len() as u64) {
@@ -579,40 +595,19 @@ impl Ctx<'_> {
                     }
                     StoredBody::Mem(b)
                 }
-                Value::File { ref file, len } if hot.admits(len) => {
-                    // Small enough for the in-memory front: read, check, keep.
-                    let mut body = vec![0u8; len as usize];
-                    {
-                        use std::os::unix::fs::FileExt;
-                        file.read_exact_at(&mut body, 0)?;
-                    }
-                    if xxhash_rust::xxh3::xxh3_64(&body) != head.body_digest {
-                        tracing::warn!(key = %key, "value file does not match its digest: dropped");
-                        store.delete(&row_key)?;
-                        return Ok(Loaded::Miss);
-                    }
-                    let b = Bytes::from(body);
-                    hot.put(
-                        &row_key,
-                        HotValue::Variant {
-                            head: head.clone(),
-                            body: b.clone(),
-                        },
-                    );
-                    StoredBody::Mem(b)
-                }
-                Value::File { ref file, len } => {
+                Err(value) => {
                     // The first time this process serves a value file, check all of it
                     // before sending a byte; later reads are checked as they stream.
                     let id = (row_key.clone(), head.body_digest);
-                    if !verified.contains(&id) {
+                    if let Value::File { ref file, len } = value
+                        && !verified.contains(&id)
+                    {
                         if hash_file(file, len)? != head.body_digest {
-                            tracing::warn!(key = %key, "value file does not match its digest: dropped");
-                            store.delete(&row_key)?;
-                            return Ok(Loaded::Miss);
+                            return damaged("value file");
                         }
                         verified.insert(id);
                     }
+                    let rec = crate::store::Record { value, ..rec };
                     StoredBody::Rec(rec, row_key.clone())
                 }
             };
