@@ -102,6 +102,14 @@ impl Coalescer {
         })
     }
 
+    /// Wait on the fetch in flight for `key`, if there is one, without ever leading.
+    pub fn waiter(&self, key: &[u8]) -> Option<Waiter> {
+        let t = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        t.flights.get(key).map(|f| Waiter {
+            rx: f.tx.subscribe(),
+        })
+    }
+
     /// Number of keys with a fetch in flight (for metrics and tests).
     pub fn in_flight(&self) -> usize {
         self.inner

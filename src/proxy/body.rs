@@ -95,9 +95,24 @@ impl ProxyBody {
     /// or a short read the body ends in an error (the client's connection is aborted, never
     /// handed wrong bytes that look complete) and `on_corrupt` runs.
     pub fn from_reader<R: Read + Send + 'static>(
-        mut reader: R,
+        reader: R,
         len: u64,
         digest: u64,
+        on_corrupt: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        Self::stream_reader(reader, len, Some(digest), on_corrupt)
+    }
+
+    /// Like [`from_reader`](Self::from_reader) for part of a value already verified in full
+    /// (a byte range): a short read still aborts the body, but there is no digest to check.
+    pub fn from_verified_reader<R: Read + Send + 'static>(reader: R, len: u64) -> Self {
+        Self::stream_reader(reader, len, None, || {})
+    }
+
+    fn stream_reader<R: Read + Send + 'static>(
+        mut reader: R,
+        len: u64,
+        digest: Option<u64>,
         on_corrupt: impl FnOnce() + Send + 'static,
     ) -> Self {
         let (tx, body) = Self::channel(4, Some(len));
@@ -116,7 +131,7 @@ impl ProxyBody {
                     )),
                     Err(e) => Err(e),
                 };
-                if let Ok(b) = &res {
+                if let (Ok(b), Some(digest)) = (&res, digest) {
                     hasher.update(b);
                     if remaining == want as u64 && hasher.digest() != digest {
                         res = Err(std::io::Error::new(

@@ -420,3 +420,50 @@ async fn origin_response_with_transfer_encoding_and_content_length_is_reframed()
         assert_ne!(resp.header("content-length"), Some("3"));
     }
 }
+
+/// Ranges of a complete cached 200 are served from the cache (inline and file-backed values),
+/// unsatisfiable ones get 416, and what the cache cannot answer goes to the origin.
+#[tokio::test]
+async fn ranges_are_served_from_a_cached_complete_response() {
+    for size in [1000usize, 300 << 10] {
+        let body = pattern(size);
+        let origin = Origin::start(max_age_60(body.clone())).await;
+        let (_proxy, proxy, _dir) = start_proxy(None).await;
+        let url = origin.url("/ranged");
+        assert_eq!(get(proxy, &url).await.body, body);
+        let cases: &[(&str, usize, usize)] = &[
+            ("bytes=0-9", 0, 9),
+            ("bytes=100-", 100, size - 1),
+            ("bytes=-50", size - 50, size - 1),
+            ("bytes=990-5000000", 990, size - 1),
+        ];
+        for (spec, a, b) in cases {
+            let r = send(proxy, "GET", &url, &[("Range", spec)]).await;
+            assert_eq!(r.status, 206, "{spec}");
+            assert_eq!(
+                r.header("content-range"),
+                Some(format!("bytes {a}-{b}/{size}").as_str()),
+                "{spec}"
+            );
+            assert!(r.body == body[*a..=*b], "{spec}: wrong bytes");
+            r.cache_status().assert_hit();
+        }
+        let r = send(proxy, "GET", &url, &[("Range", &format!("bytes={size}-"))]).await;
+        assert_eq!(r.status, 416);
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes */{size}").as_str())
+        );
+        assert_eq!(origin.hits(), 1, "every range above came from the cache");
+        // Several ranges, or an If-Range that does not match, go to the origin.
+        send(proxy, "GET", &url, &[("Range", "bytes=0-1,5-6")]).await;
+        send(
+            proxy,
+            "GET",
+            &url,
+            &[("Range", "bytes=0-1"), ("If-Range", "\"other\"")],
+        )
+        .await;
+        assert_eq!(origin.hits(), 3);
+    }
+}
