@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod ca_files;
 mod intercept;
+mod python;
 mod robustness;
 
 /// The name tests use for their origin.
