@@ -37,7 +37,9 @@ use crate::store::Cache;
 /// One of the `max_connections` slots, shared by a client connection and whatever outlives it
 /// after a CONNECT (tunnel, intercepted connection); freed when the last holder ends.
 #[derive(Debug, Clone)]
-pub struct ConnSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+pub struct ConnSlot {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
 
 /// A bound, not yet running proxy.
 #[derive(Debug)]
@@ -215,7 +217,9 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     let activity = Arc::new(Activity::new());
                     let st = state.clone();
-                    let slot = ConnSlot(Arc::new(permit));
+                    let slot = ConnSlot {
+                        _permit: Arc::new(permit),
+                    };
                     let task_slot = slot.clone();
                     let svc = service_fn({
                         let activity = activity.clone();
