@@ -116,6 +116,30 @@ pub struct Sinks {
     pub health: Arc<StoreHealth>,
 }
 
+impl Sinks {
+    /// Replace the head of the stored row `row_key` after a 304 (RFC 9111 4.3.4), leaving its
+    /// body alone, and drop the row's copy in the in-memory front. `true` when the row was
+    /// still there and was updated.
+    pub async fn refresh_head(&self, row_key: &[u8], head: StoredHead) -> bool {
+        let meta = HeadRecord::Variant(head).encode();
+        let (store, hot, key) = (self.store.clone(), self.hot.clone(), row_key.to_vec());
+        let res = tokio::task::spawn_blocking(move || {
+            let r = store.set_meta(&key, &meta, None);
+            hot.remove(&key);
+            r
+        })
+        .await;
+        match res {
+            Ok(Ok(updated)) => updated,
+            Ok(Err(e)) => {
+                self.health.write_failed(&e);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// Remembers when URL keys were last invalidated (RFC 9111 4.4, purge), so a fill that began
 /// before an invalidation never commits after it: the client that sent the invalidating
 /// request must not see the old response again.

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::fill::{self, FillPlan, Sinks};
-use super::hot::{HotCache, HotValue};
+use super::hot::HotValue;
 use super::lease::{Lease, LeaseResult};
 use super::service::State;
 use super::upstream::Upstream;
@@ -876,20 +876,11 @@ impl Ctx<'_> {
                 http_cache::refresh(&entry.head, &self.lookup, &rparts, t_req, t_res)
             {
                 newhead.fetch_delta = delta;
-                let meta = HeadRecord::Variant(newhead.clone()).encode();
-                let store = self.st.store.clone();
-                let row_key = entry.row_key.clone();
-                let hot = self.st.hot.clone();
-                let ok = tokio::task::spawn_blocking(move || {
-                    let r = store.set_meta(&row_key, &meta, None);
-                    hot.remove(&row_key);
-                    r
-                })
-                .await;
-                if let Ok(Err(e)) = &ok {
-                    self.st.health.write_failed(e);
-                }
-                let stored = matches!(ok, Ok(Ok(true)));
+                let stored = self
+                    .st
+                    .sinks()
+                    .refresh_head(&entry.row_key, newhead.clone())
+                    .await;
                 if let Some(p) = permit {
                     p.finish(if stored {
                         Outcome::Stored
@@ -1066,8 +1057,6 @@ fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
 /// A background revalidation (stale-while-revalidate, XFetch), detached from the request
 /// that started it: the client has already been answered from the cache.
 struct Refresher {
-    store: Cache,
-    hot: Arc<HotCache>,
     sinks: Sinks,
     upstream: Upstream,
     opts: LookupOptions,
@@ -1085,8 +1074,6 @@ struct Refresher {
 impl Refresher {
     fn new(ctx: &Ctx<'_>) -> Self {
         Refresher {
-            store: ctx.st.store.clone(),
-            hot: ctx.st.hot.clone(),
             sinks: ctx.st.sinks(),
             upstream: ctx.st.upstream.clone(),
             opts: ctx.st.lookup_opts.clone(),
@@ -1105,7 +1092,7 @@ impl Refresher {
     async fn run(self, row_key: Vec<u8>, head: Arc<StoredHead>, revalidate: Parts, permit: Permit) {
         // Across processes: one refresh per key; if another process holds the lease it is
         // already refreshing, and its result reaches us through the store.
-        let lease = match Lease::acquire(&self.store, &self.key, self.lease_ttl).await {
+        let lease = match Lease::acquire(&self.sinks.store, &self.key, self.lease_ttl).await {
             LeaseResult::Acquired(l) => l,
             LeaseResult::HeldElsewhere | LeaseResult::Failed => return,
         };
@@ -1135,15 +1122,7 @@ impl Refresher {
                 http_cache::refresh(&head, &self.lookup, &rparts, t_req, t_res)
             {
                 newhead.fetch_delta = delta;
-                let meta = HeadRecord::Variant(newhead).encode();
-                let (store, hot) = (self.store.clone(), self.hot.clone());
-                let ok = tokio::task::spawn_blocking(move || {
-                    let r = store.set_meta(&row_key, &meta, None);
-                    hot.remove(&row_key);
-                    r
-                })
-                .await;
-                if matches!(ok, Ok(Ok(true))) {
+                if self.sinks.refresh_head(&row_key, newhead).await {
                     permit.finish(Outcome::Stored);
                 }
             }
