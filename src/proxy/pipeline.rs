@@ -672,7 +672,7 @@ impl Ctx<'_> {
         cs: CacheStatus,
     ) -> Response<ProxyBody> {
         let status = head.status;
-        http_cache::strip_hop_by_hop(&mut headers);
+        // Stored heads never hold hop-by-hop fields: `StoredHead::new` and `refresh` drop them.
         headers.remove(header::CONTENT_LENGTH);
         http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
         let len = rec.len();
@@ -724,7 +724,6 @@ impl Ctx<'_> {
             };
         let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
         let len = rec.len();
-        http_cache::strip_hop_by_hop(&mut headers);
         http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
         let Some((start, end)) = spec.resolve(len) else {
             let mut h = HeaderMap::new();

@@ -272,8 +272,9 @@ impl State {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>()
-            + req.uri().to_string().len()
-            + 16;
+            + req.uri().authority().map_or(0, |a| a.as_str().len())
+            + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+            + 32;
         if header_bytes > self.cfg.max_header_size {
             return Some(self.error(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
