@@ -198,7 +198,6 @@ async fn run_cached(
     lookup.uri = target.clone();
     lookup.version = Version::HTTP_11;
     let is_head = parts.method == Method::HEAD;
-    let applied = rule.clone();
     let ctx = Ctx {
         st,
         parts,
@@ -210,7 +209,7 @@ async fn run_cached(
         body,
         arrived: SystemTime::now(),
     };
-    let mut res = if st.cfg.offline {
+    if st.cfg.offline {
         ctx.offline().await
     } else if ctx.rule.as_ref().is_some_and(|r| r.bypass) {
         ctx.forward_uncached(CacheStatus::bypass(BypassReason::Disabled))
@@ -219,26 +218,6 @@ async fn run_cached(
         ctx.range().await
     } else {
         ctx.run().await
-    };
-    if let Some(rule) = &applied {
-        note_rule(&mut res, rule);
-    }
-    res
-}
-
-/// Name the applied rule in `Cache-Status` (as its detail, unless a detail is already there).
-fn note_rule(res: &mut Response<ProxyBody>, rule: &Rule) {
-    let name = &super::service::CACHE_STATUS;
-    let Some(cur) = res.headers().get(name).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    let last = cur.rsplit(',').next().unwrap_or(cur);
-    if last.contains("detail=") {
-        return;
-    }
-    let detail = rule.detail().replace(['"', '\\'], "");
-    if let Ok(v) = HeaderValue::from_str(&format!("{cur}; detail=\"{detail}\"")) {
-        res.headers_mut().insert(name.clone(), v);
     }
 }
 
@@ -429,6 +408,17 @@ impl Ctx<'_> {
                 CacheStatus::uri_miss().with_detail("offline"),
                 "hoard is offline and this URL is not in the cache\n",
             ),
+        }
+    }
+
+    /// `cs` naming the configuration rule that applied, unless it already has a detail
+    /// (RFC 9211 allows one).
+    fn ruled(&self, cs: CacheStatus) -> CacheStatus {
+        match &self.rule {
+            Some(rule) if cs.detail.is_none() => {
+                cs.with_detail(Detail::Other(rule.detail().into()))
+            }
+            _ => cs,
         }
     }
 
@@ -690,7 +680,7 @@ impl Ctx<'_> {
         let mut res = Response::new(body);
         *res.status_mut() = status;
         *res.headers_mut() = headers;
-        self.st.stamp(&mut res, cs);
+        self.st.stamp(&mut res, self.ruled(cs));
         res
     }
 
@@ -733,7 +723,7 @@ impl Ctx<'_> {
             );
             let mut res = self.st.error(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                cs,
+                self.ruled(cs),
                 "requested range not satisfiable\n",
             );
             res.headers_mut().extend(h);
@@ -768,7 +758,7 @@ impl Ctx<'_> {
         let mut res = Response::new(body);
         *res.status_mut() = StatusCode::PARTIAL_CONTENT;
         *res.headers_mut() = headers;
-        self.st.stamp(&mut res, cs);
+        self.st.stamp(&mut res, self.ruled(cs));
         res
     }
 
@@ -782,7 +772,7 @@ impl Ctx<'_> {
         let mut res = Response::new(ProxyBody::Empty);
         *res.status_mut() = StatusCode::NOT_MODIFIED;
         *res.headers_mut() = headers;
-        self.st.stamp(&mut res, cs);
+        self.st.stamp(&mut res, self.ruled(cs));
         res
     }
 
@@ -849,7 +839,7 @@ impl Ctx<'_> {
                     let cs = fwd.with_detail(Detail::StaleIfError);
                     return self.serve_stale(entry, t_res, cs);
                 }
-                return self.st.upstream_error(&e, fwd);
+                return self.st.upstream_error(&e, self.ruled(fwd));
             }
         };
         let (mut rparts, rbody) = res.into_parts();
@@ -956,7 +946,7 @@ impl Ctx<'_> {
             if self.is_head {
                 *res.body_mut() = ProxyBody::Empty;
             }
-            self.st.stamp(&mut res, fwd.with_detail(detail));
+            self.st.stamp(&mut res, self.ruled(fwd.with_detail(detail)));
             return res;
         };
         let expected = content_length(&rparts.headers);
@@ -980,7 +970,7 @@ impl Ctx<'_> {
         let mut res = Response::new(body);
         *res.status_mut() = status;
         *res.headers_mut() = client_headers;
-        self.st.stamp(&mut res, fwd.stored(true));
+        self.st.stamp(&mut res, self.ruled(fwd.stored(true)));
         res
     }
 
@@ -990,14 +980,14 @@ impl Ctx<'_> {
             .st
             .upstream_request(&self.parts, &self.target, self.request_body());
         match self.st.upstream.send(req).await {
-            Err(e) => self.st.upstream_error(&e, cs),
+            Err(e) => self.st.upstream_error(&e, self.ruled(cs)),
             Ok(res) => {
                 let (mut rparts, rbody) = res.into_parts();
                 self.st
                     .prepare_response_headers(&mut rparts.headers, rparts.version);
                 rparts.version = Version::HTTP_11;
                 let mut res = Response::from_parts(rparts, self.st.origin_body(rbody));
-                self.st.stamp(&mut res, cs);
+                self.st.stamp(&mut res, self.ruled(cs));
                 res
             }
         }
