@@ -220,28 +220,14 @@ async fn rules_from_a_config_file_through_the_binary() {
         "[[rules]]\nname = \"slow-api\"\nhost = \"127.0.0.1\"\npath = \"/api/*\"\nttl = \"10m\"\nignore_query = [\"utm_*\", \"ts\"]\n",
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .arg("--config")
-        .arg(&conf)
-        .args(["--listen", "127.0.0.1:0", "--cache-dir"])
-        .arg(dir.path().join("cache"))
-        .args(["--upstream", &format!("http://{}", origin.addr)])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let addr: std::net::SocketAddr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("hoard starts")
-            .unwrap()
-            .expect("hoard prints its address");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let mut args: Vec<std::ffi::OsString> = vec!["--config".into(), conf.into()];
+    args.extend(["--listen", "127.0.0.1:0", "--cache-dir"].map(Into::into));
+    args.push(dir.path().join("cache").into());
+    args.extend([
+        "--upstream".into(),
+        format!("http://{}", origin.addr).into(),
+    ]);
+    let (mut child, addr) = spawn_hoard(args).await;
     let first = get(addr, &url(addr, "/api/users?utm_source=x")).await;
     assert_eq!(first.text(), "users");
     let second = get(addr, &url(addr, "/api/users?ts=5")).await;

@@ -3,14 +3,12 @@
 //! coalesced (one origin fetch per key) or, for `no-store`, must not be.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
@@ -302,36 +300,11 @@ async fn spawn_binary(
     cache_dir: &std::path::Path,
     extra: &[&str],
 ) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .args(subcommand)
-        .args(["--listen", "127.0.0.1:0", "--cache-dir"])
-        .arg(cache_dir)
-        .args(extra)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn hoard");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(IO_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some((_, rest)) = line.split_once("listening on ") {
-                let addr: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                    .collect();
-                return addr.parse::<SocketAddr>().ok();
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("hoard prints `listening on ADDR` to stderr");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut args: Vec<std::ffi::OsString> = subcommand.into_iter().map(Into::into).collect();
+    args.extend(["--listen", "127.0.0.1:0", "--cache-dir"].map(Into::into));
+    args.push(cache_dir.into());
+    args.extend(extra.iter().map(Into::into));
+    let (child, addr) = spawn_hoard(args).await;
     Binary { child, addr }
 }
 

@@ -688,3 +688,40 @@ impl CacheStatus {
         assert!(!self.hit, "expected no hit, Cache-Status: {:?}", self.raw);
     }
 }
+
+/// Starts the real `hoard` binary with `args` (which should include `--listen 127.0.0.1:0`)
+/// and returns it with the address it printed (`hoard: listening on ADDR ...` on stderr).
+/// The child is killed when dropped; its further stderr is drained.
+pub async fn spawn_hoard<I, S>(args: I) -> (tokio::process::Child, SocketAddr)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn hoard");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let addr = tokio::time::timeout(IO_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("hoard prints `listening on ADDR` to stderr");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}

@@ -2,11 +2,9 @@
 //! once between them (the store lease), the others read the entry from the store.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::{Act, Origin, burst};
 use crate::proxy::harness::{IO_TIMEOUT, pattern, reply};
@@ -27,36 +25,13 @@ async fn spawn_hoard(
     dir: &std::path::Path,
     upstream: SocketAddr,
 ) -> SocketAddr {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .args(["--listen", "127.0.0.1:0", "--cache-dir"])
-        .arg(dir)
-        .args(["--upstream", &format!("http://{upstream}")])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn hoard");
-    let stderr = child.stderr.take().unwrap();
+    let mut args: Vec<std::ffi::OsString> = ["--listen", "127.0.0.1:0", "--cache-dir"]
+        .map(Into::into)
+        .to_vec();
+    args.push(dir.into());
+    args.extend(["--upstream".into(), format!("http://{upstream}").into()]);
+    let (child, addr) = crate::proxy::harness::spawn_hoard(args).await;
     children.0.push(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = tokio::time::timeout(IO_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some((_, rest)) = line.split_once("listening on ") {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|a| a.parse::<SocketAddr>().ok());
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("hoard prints `listening on ADDR` to stderr");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     addr
 }
 
