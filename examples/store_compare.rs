@@ -58,6 +58,12 @@ fn time(label: &str, ops: usize, mut f: impl FnMut(usize)) {
     println!("{label} {us:.3} {cpu_us:.3}");
 }
 
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().expect("a number of bytes"))
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().expect("usage: store_compare DIR [KEYS]"));
@@ -69,10 +75,14 @@ fn main() {
         .map(|i| format!("miss-{i}").into_bytes())
         .collect();
 
-    let cache = Cache::builder(dir.join("lrs"))
-        .size_limit(1 << 40)
-        .open()
-        .unwrap();
+    let mut b = Cache::builder(dir.join("lrs")).size_limit(1 << 40);
+    if let Some(v) = env_u64("STORE_COMPARE_MMAP") {
+        b = b.sqlite_mmap_size(v);
+    }
+    if let Some(v) = env_u64("STORE_COMPARE_MEMORY") {
+        b = b.memory_cache_size(v);
+    }
+    let cache = b.open().unwrap();
     populate(&cache, n, &value);
     if std::env::var_os("STORE_COMPARE_PROFILE_GETS").is_some() {
         // For `perf record`: a long run of hits only.

@@ -22,6 +22,7 @@ use super::checkpoint::Checkpointer;
 use super::clock::{Clock, SystemClock};
 use super::error::{Error, Result};
 use super::files::{self, TempFile, Value, ValueReader, ValueWriter};
+use super::memory::{self, Generations, Held, MemoryLayer};
 use super::retry::with_retry;
 use super::schema;
 use super::settings::{EvictionPolicy, Settings};
@@ -137,6 +138,7 @@ pub struct CacheBuilder {
     clock: Option<Arc<dyn Clock>>,
     flush_interval: Duration,
     recover_corrupt: bool,
+    memory_cache_size: u64,
 }
 
 impl CacheBuilder {
@@ -185,6 +187,15 @@ impl CacheBuilder {
     /// Uses `clock` for TTLs and access times (default [`SystemClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
+        self
+    }
+    /// Bytes of recently read small values this handle keeps in memory (default
+    /// [`DEFAULT_MEMORY_CACHE_SIZE`](super::DEFAULT_MEMORY_CACHE_SIZE), 32 MiB; 0 turns
+    /// it off). A copy is served only while no process has changed its key since it was
+    /// read (shared counters in `cache.gen`), so reads stay exact across processes; see
+    /// the `store` module docs. Per handle, not persisted.
+    pub fn memory_cache_size(mut self, bytes: u64) -> Self {
+        self.memory_cache_size = bytes;
         self
     }
     /// When `cache.db` is not a database or is corrupt at open, move it (and its `-wal` and
@@ -237,6 +248,10 @@ impl CacheBuilder {
                     "cache database is corrupt: moved aside, starting with an empty cache"
                 );
                 let cache = self.open_db()?;
+                // Copies other processes hold came from the old database.
+                if let Some(g) = &cache.inner.gens {
+                    g.bump_all();
+                }
                 // Value files of the old database are orphans now.
                 let fixed = cache.check(true)?.len();
                 tracing::info!(target: "hoard::store", fixed, "orphan value files removed");
@@ -264,7 +279,12 @@ impl CacheBuilder {
             Ok(s)
         })?;
         schema::apply_tuning(&conn, &settings)?;
+        let gens = Generations::open(&self.dir);
+        let memory = (gens.is_some() && self.memory_cache_size > 0)
+            .then(|| MemoryLayer::new(self.memory_cache_size));
         let inner = Inner {
+            gens,
+            memory,
             dir: self.dir.clone(),
             pool: Mutex::new(vec![conn]),
             clock: self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
@@ -342,6 +362,10 @@ pub(crate) struct Inner {
     settings: Mutex<Settings>,
     checkpointer: Checkpointer,
     pub(crate) buffer: AccessBuffer,
+    /// Shared change counters (`cache.gen`); every write bumps them (see `memory`).
+    gens: Option<Generations>,
+    /// Copies of recently read small values, valid under `gens`.
+    memory: Option<MemoryLayer>,
 }
 
 impl Drop for Inner {
@@ -384,6 +408,11 @@ pub(crate) struct Pending {
     created: Vec<PathBuf>,
     /// Files of rows deleted or replaced by this transaction: removed after it commits.
     unlink: Vec<PathBuf>,
+    /// Hashes of keys whose rows this transaction changed: their generation counters are
+    /// bumped again when it ends.
+    changed: Vec<u64>,
+    /// The transaction changed rows it cannot name: bump the global counter when it ends.
+    changed_all: bool,
 }
 
 /// Rolls back an open transaction unless disarmed (also on panic).
@@ -652,12 +681,38 @@ impl Inner {
         for p in cleanup {
             files::unlink(p);
         }
+        if let Some(g) = &self.gens {
+            for &h in &pending.changed {
+                g.bump(h);
+            }
+            if pending.changed_all {
+                g.bump_all();
+            }
+        }
         if wal_too_big {
             // Back-pressure (see `checkpoint`): this writer resets the WAL; failure (busy) is
             // harmless, the next check tries again.
             let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
         result
+    }
+
+    /// Registers a change to `key`'s row inside a write transaction: invalidates copies of
+    /// it now and again when the transaction ends (see `memory`).
+    fn changed(&self, p: &mut Pending, key: &[u8]) {
+        if let Some(g) = &self.gens {
+            let h = memory::key_hash(key);
+            g.bump(h);
+            p.changed.push(h);
+        }
+    }
+
+    /// Registers changes to rows that cannot be named: invalidates every copy.
+    fn changed_all(&self, p: &mut Pending) {
+        if let Some(g) = &self.gens {
+            g.bump_all();
+            p.changed_all = true;
+        }
     }
 
     /// Records a hit/miss and (LRU/LFU) an access. `may_flush` must be false inside a
@@ -721,6 +776,9 @@ impl Inner {
                 "DELETE FROM cache WHERE rowid = ?1 AND key = ?2 AND (?3 IS NULL OR filename = ?3)",
             )?
             .execute(params![rowid, key, filename])?;
+        if n == 1 {
+            self.changed(p, key);
+        }
         if n == 1
             && let Some(path) = filename.and_then(|f| value_path(&self.dir, f))
         {
@@ -792,6 +850,31 @@ impl Inner {
         Ok(out)
     }
 
+    /// `get`: from this handle's memory layer when its copy is current, else through
+    /// [`fetch`](Self::fetch), keeping a copy of small values.
+    fn get_held(&self, key: &[u8]) -> Result<Option<Held>> {
+        let (Some(memory), Some(gens)) = (&self.memory, &self.gens) else {
+            return Ok(self.fetch(key, |i, row| i.load_bytes(row))?.map(held));
+        };
+        let now = self.clock.now();
+        let h = memory::key_hash(key);
+        // Sampled before the database read: a change committed after it bumps the stamp.
+        let stamp = gens.stamp(h);
+        if let Some(copy) = memory.get(h, key, stamp, now) {
+            self.note_access(key, true, now, true);
+            return Ok(Some(copy));
+        }
+        let Some((row, value)) = self.fetch(key, |i, row| i.load_bytes(row))? else {
+            return Ok(None);
+        };
+        let inline = row.mode == MODE_INLINE;
+        let out = held((row, value));
+        if inline {
+            memory.put(h, key, out.clone(), stamp, now);
+        }
+        Ok(Some(out))
+    }
+
     /// Turns a payload into a stored form inside the transaction (renaming files into place).
     fn install<'p>(&self, payload: &'p mut Payload<'_>, p: &mut Pending) -> Result<Stored<'p>> {
         match payload {
@@ -823,6 +906,7 @@ impl Inner {
             Stored::File { rel, len } => (MODE_FILE, Some(rel.as_str()), None, *len),
         };
         let size = (key.len() as u64 + meta.len() as u64 + vlen) as i64;
+        self.changed(p, key);
         // Old row: columns are only assigned when they change, so unchanged indexed
         // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
         #[allow(clippy::type_complexity)]
@@ -914,13 +998,16 @@ impl Inner {
     ) -> Result<u64> {
         let sql = format!(
             "DELETE FROM cache WHERE rowid IN (SELECT rowid FROM cache WHERE ({filter}) \
-             AND rowid != ?2 ORDER BY {order} LIMIT ?3) RETURNING filename"
+             AND rowid != ?2 ORDER BY {order} LIMIT ?3) RETURNING filename, key"
         );
         let mut stmt = c.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![arg, protect, limit])?;
         let mut n = 0;
         while let Some(r) = rows.next()? {
             n += 1;
+            if let ValueRef::Blob(key) | ValueRef::Text(key) = r.get_ref(1)? {
+                self.changed(p, key);
+            }
             if let Some(path) = r
                 .get_ref(0)?
                 .as_str_or_null()
@@ -1113,6 +1200,7 @@ impl Inner {
             Some((rowid, file, expire_time)) => {
                 c.prepare_cached("DELETE FROM cache WHERE rowid = ?1")?
                     .execute([rowid])?;
+                self.changed(p, key);
                 Some((file, expire_time))
             }
             None => None,
@@ -1167,6 +1255,7 @@ impl Inner {
                     "UPDATE cache SET value = ?1, size = length(key) + length(meta) + ?2 WHERE rowid = ?3",
                 )?
                 .execute(params![bytes.as_bytes(), bytes.len() as i64, row.rowid])?;
+                self.changed(p, key);
                 Ok(next)
             }
             _ => {
@@ -1184,6 +1273,7 @@ impl Inner {
     fn touch_in(
         &self,
         c: &Connection,
+        p: &mut Pending,
         key: &[u8],
         expire_time: Option<f64>,
         now: f64,
@@ -1194,6 +1284,9 @@ impl Inner {
                  AND (expire_time IS NULL OR expire_time > ?3)",
             )?
             .execute(params![expire_time, key, now])?;
+        if n == 1 {
+            self.changed(p, key);
+        }
         Ok(n == 1)
     }
 
@@ -1211,6 +1304,14 @@ impl Inner {
 pub(crate) enum Stored<'a> {
     Inline(&'a [u8]),
     File { rel: String, len: u64 },
+}
+
+fn held((row, value): (Row, Vec<u8>)) -> Held {
+    Held {
+        value,
+        expire_time: row.expire_time,
+        tag: row.tag,
+    }
 }
 
 fn expire_at(now: f64, expire: Option<Duration>) -> Option<f64> {
@@ -1238,6 +1339,7 @@ impl Cache {
             clock: None,
             flush_interval: super::buffer::FLUSH_INTERVAL,
             recover_corrupt: false,
+            memory_cache_size: memory::DEFAULT_BUDGET,
         }
     }
 
@@ -1365,22 +1467,16 @@ impl Cache {
 
     /// The live value of `key`. Counts a hit or miss and (LRU/LFU) an access.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .inner
-            .fetch(key, |i, row| i.load_bytes(row))?
-            .map(|(_, v)| v))
+        Ok(self.inner.get_held(key)?.map(|h| h.value))
     }
 
     /// The live value of `key` with its expire time and tag.
     pub fn get_entry(&self, key: &[u8]) -> Result<Option<Entry>> {
-        Ok(self
-            .inner
-            .fetch(key, |i, row| i.load_bytes(row))?
-            .map(|(row, value)| Entry {
-                value,
-                expire_time: row.expire_time,
-                tag: row.tag,
-            }))
+        Ok(self.inner.get_held(key)?.map(|h| Entry {
+            value: h.value,
+            expire_time: h.expire_time,
+            tag: h.tag,
+        }))
     }
 
     /// One SELECT returning meta and value (inline bytes or an already open file).
@@ -1418,7 +1514,7 @@ impl Cache {
         super::fault::check(&self.inner.dir)?;
         let now = self.inner.clock.now();
         let expire_time = expire_at(now, expire);
-        self.inner.write(|c, _| {
+        self.inner.write(|c, p| {
             let n = c
                 .prepare_cached(
                     "UPDATE cache SET meta = ?1, expire_time = ?2, \
@@ -1426,6 +1522,9 @@ impl Cache {
                      AND (expire_time IS NULL OR expire_time > ?5)",
                 )?
                 .execute(params![meta, expire_time, meta.len() as i64, key, now])?;
+            if n == 1 {
+                self.inner.changed(p, key);
+            }
             Ok(n == 1)
         })
     }
@@ -1465,7 +1564,7 @@ impl Cache {
     pub fn touch(&self, key: &[u8], expire: Option<Duration>) -> Result<bool> {
         let now = self.inner.clock.now();
         self.inner
-            .write(|c, _| self.inner.touch_in(c, key, expire_at(now, expire), now))
+            .write(|c, p| self.inner.touch_in(c, p, key, expire_at(now, expire), now))
     }
 
     /// Atomically adds `delta` to the decimal integer stored at `key` and returns the result.
@@ -1704,6 +1803,9 @@ impl Cache {
                 for rowid in bad_rows {
                     self.inner.delete_where(c, p, "rowid = ?1", "rowid", &rowid, 1, -1)?;
                 }
+                if !bad_sizes.is_empty() {
+                    self.inner.changed_all(p);
+                }
                 for rowid in bad_sizes {
                     c.execute(
                         "UPDATE cache SET size = length(key) + length(meta) + length(value) WHERE rowid = ?1",
@@ -1929,9 +2031,10 @@ impl Transaction<'_> {
     /// [`Cache::touch`] inside the transaction.
     pub fn touch(&self, key: &[u8], expire: Option<Duration>) -> Result<bool> {
         let now = self.now();
+        let mut p = self.pending.borrow_mut();
         self.cache
             .inner
-            .touch_in(self.conn, key, expire_at(now, expire), now)
+            .touch_in(self.conn, &mut p, key, expire_at(now, expire), now)
     }
 
     /// [`Cache::contains`] inside the transaction.

@@ -54,6 +54,7 @@ mod fault;
 mod files;
 mod lock;
 mod memo;
+mod memory;
 mod retry;
 mod schema;
 mod settings;
@@ -71,4 +72,8 @@ pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
 pub use lock::{Lock, LockGuard};
 pub use memo::{default_uniform, xfetch_should_recompute};
+pub use memory::{
+    DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, SLOTS as GENERATION_SLOTS,
+    TRUST as MEMORY_TRUST_SECONDS,
+};
 pub use settings::{EvictionPolicy, Settings};

@@ -14,6 +14,7 @@ mod fanout;
 mod faults;
 mod files;
 mod memo_lock;
+mod memory;
 mod multiprocess;
 
 /// Start time of every manual clock (far from 0 so `now - ttl` stays positive).

@@ -1,0 +1,412 @@
+//! The read-side memory layer: recently read small values kept in this process, and the
+//! shared generation table that tells every process when such a copy went stale.
+//!
+//! A `get` served from SQLite costs a read transaction (file locks on the WAL index) and a
+//! B-tree lookup, about 3 µs. A value read again is served from memory instead, in well
+//! under a microsecond, and stays exactly as correct as a database read:
+//!
+//! - `cache.gen` in the cache directory is a small file every process maps shared. It holds
+//!   one global counter and [`SLOTS`] per-key counters (key → slot by xxh3). Every write
+//!   transaction bumps the counter of each key whose row it inserts, replaces, changes or
+//!   deletes, once when the change is made (before `COMMIT`) and once after the transaction
+//!   ends; changes that cannot name their keys (`check --fix`, recovery) bump the global one.
+//! - A reader samples (global, slot) *before* it reads the row from SQLite and files the
+//!   copy under that stamp. The copy is served only while both counters are unchanged, the
+//!   row is unexpired and the copy is younger than [`TRUST`].
+//!
+//! Why that is safe: a write that commits after the reader sampled bumps the slot after
+//! its commit, so the copy's stamp no longer matches. A write that committed before the
+//! sample is in what the reader read. The bump before `COMMIT` covers copies taken before
+//! the write began if the writer dies between its commit and the second bump; the only
+//! window left (a read between those two points by a writer that then dies) is bounded by
+//! [`TRUST`]. Unrelated keys share a slot with probability 1/[`SLOTS`], which only costs a
+//! re-read.
+//!
+//! Only inline values (below `min_file_size`) are kept, within a byte budget per handle
+//! ([`DEFAULT_BUDGET`], `CacheBuilder::memory_cache_size`; 0 turns the layer off). Entries
+//! leave in insertion order (FIFO), which costs nothing on a hit.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::OpenOptions;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::MmapMut;
+
+/// Name of the generation file inside the cache directory.
+pub(crate) const GEN_FILE: &str = "cache.gen";
+/// Per-key counters in the generation file (a power of two).
+pub const SLOTS: usize = 1 << 16;
+/// Default memory budget of one cache handle for values read from the store.
+pub const DEFAULT_BUDGET: u64 = 32 << 20;
+/// Longest a copy is served without reading the row again, in seconds of the cache clock.
+pub const TRUST: f64 = 1.0;
+const MAGIC: &[u8; 8] = b"hoardgn1";
+/// Header bytes before the counters (magic, then padding to a cache line).
+const HEADER: usize = 64;
+const FILE_LEN: usize = HEADER + 8 * (SLOTS + 1);
+/// Independent locks, so threads reading different keys rarely contend.
+const SHARDS: usize = 16;
+/// Bytes charged per entry on top of key and value (map, queue and allocation overhead).
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// The shared counters of one cache directory.
+pub(crate) struct Generations {
+    map: MmapMut,
+}
+
+impl std::fmt::Debug for Generations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generations").finish_non_exhaustive()
+    }
+}
+
+/// What a reader sampled before reading a row: (global, slot) counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp(u64, u64);
+
+impl Generations {
+    /// Maps `dir/cache.gen`, creating it first if needed. `None` when it cannot be created
+    /// or mapped (a full or read-only disk); the handle then keeps no copies, and copies
+    /// other processes hold of keys it changes are trusted for at most [`TRUST`].
+    pub(crate) fn open(dir: &Path) -> Option<Generations> {
+        let path = dir.join(GEN_FILE);
+        if !path.exists() {
+            create(dir, &path);
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+        // Shorter means not ours (or not finished by `create`, which never publishes a
+        // partial file): never extend it, a sparse page written through the map would be
+        // a SIGBUS on a full disk.
+        if file.metadata().ok()?.len() < FILE_LEN as u64 {
+            return None;
+        }
+        // SAFETY: the file is FILE_LEN bytes of allocated blocks (written, not extended) and
+        // this crate never truncates it; all access to the counters goes through atomics.
+        let map = unsafe { MmapMut::map_mut(&file) }.ok()?;
+        (map.len() >= FILE_LEN && &map[..MAGIC.len()] == MAGIC).then_some(Generations { map })
+    }
+
+    fn counter(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i <= SLOTS);
+        // SAFETY: the mapping is page-aligned and FILE_LEN long, HEADER is a multiple of 8,
+        // so the address is in bounds and 8-byte aligned; the memory lives as long as `self`
+        // and is only accessed atomically (by every process).
+        unsafe { &*(self.map.as_ptr().add(HEADER + 8 * i) as *const AtomicU64) }
+    }
+
+    /// Counters to sample before reading the row of a key with hash `h`.
+    pub(crate) fn stamp(&self, h: u64) -> Stamp {
+        Stamp(
+            self.counter(0).load(Ordering::SeqCst),
+            self.counter(slot(h)).load(Ordering::SeqCst),
+        )
+    }
+
+    /// Invalidates copies of keys with hash `h`, in every process.
+    pub(crate) fn bump(&self, h: u64) {
+        self.counter(slot(h)).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Invalidates every copy, in every process.
+    pub(crate) fn bump_all(&self) {
+        self.counter(0).fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Writes a complete generation file under a temporary name and links it into place, so
+/// no process ever maps a partial one and racing creators agree on one file (the first
+/// link wins; the others map that one).
+fn create(dir: &Path, path: &Path) {
+    let tmp = dir.join(format!(
+        "{GEN_FILE}.tmp-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let mut bytes = vec![0u8; FILE_LEN];
+    bytes[..MAGIC.len()].copy_from_slice(MAGIC);
+    // Counters only matter while processes run: no fsync.
+    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::hard_link(&tmp, path));
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        tracing::debug!(target: "hoard::store", error = %e, "cannot create {GEN_FILE}");
+    }
+    let _ = std::fs::remove_file(&tmp);
+}
+
+/// Slot 0 is the global counter; keys use 1..=SLOTS.
+fn slot(h: u64) -> usize {
+    1 + (h as usize & (SLOTS - 1))
+}
+
+/// The key hash used for slots and the memory map.
+pub(crate) fn key_hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// A value as read from the store, with what `get_entry` returns beside it.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub(crate) value: Vec<u8>,
+    pub(crate) expire_time: Option<f64>,
+    pub(crate) tag: Option<String>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: Box<[u8]>,
+    copy: Held,
+    stamp: Stamp,
+    read_at: f64,
+    seq: u64,
+}
+
+/// The map is keyed by the xxh3 hash already computed for the slot: no second hash.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<u64, Slot, BuildHasherDefault<Identity>>,
+    order: VecDeque<(u64, u64)>,
+    bytes: u64,
+    seq: u64,
+}
+
+impl Shard {
+    fn remove(&mut self, h: u64) {
+        if let Some(old) = self.map.remove(&h) {
+            self.bytes -= cost(&old.key, &old.copy);
+        }
+    }
+}
+
+fn cost(key: &[u8], copy: &Held) -> u64 {
+    (key.len() + copy.value.len() + copy.tag.as_ref().map_or(0, |t| t.len())) as u64
+        + ENTRY_OVERHEAD
+}
+
+/// This handle's copies.
+#[derive(Debug)]
+pub(crate) struct MemoryLayer {
+    shards: Vec<Mutex<Shard>>,
+    budget_per_shard: u64,
+}
+
+impl MemoryLayer {
+    pub(crate) fn new(budget: u64) -> MemoryLayer {
+        MemoryLayer {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            budget_per_shard: budget / SHARDS as u64,
+        }
+    }
+
+    fn shard(&self, h: u64) -> std::sync::MutexGuard<'_, Shard> {
+        // The low bits pick the slot; use high bits for the shard.
+        self.shards[(h >> 60) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The copy of `key` if it is still current: same stamp, unexpired at `now`, and read
+    /// less than [`TRUST`] ago. A copy that fails the test is dropped.
+    pub(crate) fn get(&self, h: u64, key: &[u8], stamp: Stamp, now: f64) -> Option<Held> {
+        let mut shard = self.shard(h);
+        let s = shard.map.get(&h)?;
+        let current = *s.key == *key
+            && s.stamp == stamp
+            && s.copy.expire_time.is_none_or(|t| t > now)
+            && now >= s.read_at
+            && now - s.read_at < TRUST;
+        if current {
+            return Some(s.copy.clone());
+        }
+        shard.remove(h);
+        None
+    }
+
+    /// Keeps `copy` of `key`, read from the store under `stamp` at `now`.
+    pub(crate) fn put(&self, h: u64, key: &[u8], copy: Held, stamp: Stamp, now: f64) {
+        let size = cost(key, &copy);
+        if size > self.budget_per_shard / 8 {
+            return;
+        }
+        let mut shard = self.shard(h);
+        shard.remove(h);
+        shard.seq += 1;
+        let seq = shard.seq;
+        shard.bytes += size;
+        shard.map.insert(
+            h,
+            Slot {
+                key: key.into(),
+                copy,
+                stamp,
+                read_at: now,
+                seq,
+            },
+        );
+        shard.order.push_back((h, seq));
+        while shard.bytes > self.budget_per_shard {
+            let Some((old, old_seq)) = shard.order.pop_front() else {
+                break;
+            };
+            if shard.map.get(&old).is_some_and(|s| s.seq == old_seq) {
+                shard.remove(old);
+            }
+        }
+        // Queue entries of replaced or dropped copies are skipped above; keep the queue
+        // from growing without bound when the same keys are re-read under the budget.
+        if shard.order.len() > 2 * shard.map.len() + 64 {
+            let Shard { map, order, .. } = &mut *shard;
+            order.retain(|(h, seq)| map.get(h).is_some_and(|s| s.seq == *seq));
+        }
+    }
+
+    /// Bytes held (keys, values and per-entry overhead).
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).bytes)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(v: &[u8]) -> Held {
+        Held {
+            value: v.to_vec(),
+            expire_time: None,
+            tag: None,
+        }
+    }
+
+    #[test]
+    fn a_copy_is_served_only_under_its_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Generations::open(dir.path()).unwrap();
+        let m = MemoryLayer::new(1 << 20);
+        let h = key_hash(b"k");
+        let stamp = g.stamp(h);
+        m.put(h, b"k", copy(b"v"), stamp, 10.0);
+        assert_eq!(m.get(h, b"k", g.stamp(h), 10.5).unwrap().value, b"v");
+        // Another process (a second mapping of the same file) changes the key.
+        let other = Generations::open(dir.path()).unwrap();
+        other.bump(h);
+        assert!(m.get(h, b"k", g.stamp(h), 10.5).is_none());
+        assert_eq!(m.bytes(), 0, "a stale copy is dropped");
+        m.put(h, b"k", copy(b"w"), g.stamp(h), 11.0);
+        other.bump_all();
+        assert!(m.get(h, b"k", g.stamp(h), 11.0).is_none());
+    }
+
+    #[test]
+    fn copies_expire_with_the_row_and_after_the_trust_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Generations::open(dir.path()).unwrap();
+        let m = MemoryLayer::new(1 << 20);
+        let h = key_hash(b"k");
+        let mut c = copy(b"v");
+        c.expire_time = Some(20.0);
+        m.put(h, b"k", c.clone(), g.stamp(h), 19.5);
+        assert!(m.get(h, b"k", g.stamp(h), 19.9).is_some());
+        assert!(m.get(h, b"k", g.stamp(h), 20.0).is_none(), "expired row");
+        m.put(h, b"k", copy(b"v"), g.stamp(h), 30.0);
+        assert!(
+            m.get(h, b"k", g.stamp(h), 30.0 + TRUST).is_none(),
+            "too old"
+        );
+        m.put(h, b"k", copy(b"v"), g.stamp(h), 30.0);
+        assert!(
+            m.get(h, b"k", g.stamp(h), 29.0).is_none(),
+            "clock went back"
+        );
+    }
+
+    #[test]
+    fn racing_creators_share_one_file_and_short_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let gens: Vec<Generations> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| Generations::open(dir.path()).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        gens[3].bump(42);
+        gens[5].bump_all();
+        assert!(gens.iter().all(|g| g.stamp(42) == Stamp(1, 1)));
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "temporary files are removed");
+
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join(GEN_FILE), b"hoardgn1").unwrap();
+        assert!(Generations::open(other.path()).is_none());
+        assert_eq!(
+            std::fs::metadata(other.path().join(GEN_FILE))
+                .unwrap()
+                .len(),
+            8,
+            "never extended"
+        );
+    }
+
+    #[test]
+    fn a_hash_collision_never_serves_another_key() {
+        let m = MemoryLayer::new(1 << 20);
+        let s = Stamp(0, 0);
+        m.put(7, b"a", copy(b"1"), s, 0.0);
+        assert!(m.get(7, b"b", s, 0.0).is_none());
+    }
+
+    #[test]
+    fn the_budget_holds_and_oldest_copies_leave_first() {
+        let budget = 64 << 10;
+        let m = MemoryLayer::new(budget);
+        let s = Stamp(0, 0);
+        let value = vec![1u8; 300];
+        let keys: Vec<Vec<u8>> = (0..2000).map(|i| format!("k{i}").into_bytes()).collect();
+        for k in &keys {
+            m.put(key_hash(k), k, copy(&value), s, 0.0);
+            assert!(m.bytes() <= budget);
+        }
+        let last = keys.last().unwrap();
+        assert!(m.get(key_hash(last), last, s, 0.0).is_some());
+        assert!(m.get(key_hash(&keys[0]), &keys[0], s, 0.0).is_none());
+        // Values too large for the budget are never kept.
+        let big = vec![0u8; budget as usize];
+        m.put(1, b"big", copy(&big), s, 0.0);
+        assert!(m.get(1, b"big", s, 0.0).is_none());
+    }
+
+    #[test]
+    fn rereading_the_same_keys_keeps_the_queue_bounded() {
+        let m = MemoryLayer::new(1 << 20);
+        let s = Stamp(0, 0);
+        for _ in 0..1000 {
+            for k in [b"a", b"b"] {
+                m.put(key_hash(k), k, copy(b"v"), s, 0.0);
+            }
+        }
+        let total: usize = m.shards.iter().map(|s| s.lock().unwrap().order.len()).sum();
+        assert!(total < 200, "queue holds {total}");
+    }
+}
