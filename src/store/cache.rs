@@ -692,7 +692,7 @@ impl Inner {
         if wal_too_big {
             // Back-pressure (see `checkpoint`): this writer resets the WAL; failure (busy) is
             // harmless, the next check tries again.
-            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
         }
         result
     }
@@ -860,17 +860,18 @@ impl Inner {
         let h = memory::key_hash(key);
         // Sampled before the database read: a change committed after it bumps the stamp.
         let stamp = gens.stamp(h);
-        if let Some(copy) = memory.get(h, key, stamp, now) {
-            self.note_access(key, true, now, true);
-            return Ok(Some(copy));
+        if let Some(known) = memory.get(h, key, stamp, now) {
+            self.note_access(key, known.is_some(), now, true);
+            return Ok(known);
         }
         let Some((row, value)) = self.fetch(key, |i, row| i.load_bytes(row))? else {
+            memory.put(h, key, None, stamp, now);
             return Ok(None);
         };
         let inline = row.mode == MODE_INLINE;
         let out = held((row, value));
         if inline {
-            memory.put(h, key, out.clone(), stamp, now);
+            memory.put(h, key, Some(out.clone()), stamp, now);
         }
         Ok(Some(out))
     }

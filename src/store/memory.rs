@@ -49,6 +49,8 @@ const HEADER: usize = 64;
 const FILE_LEN: usize = HEADER + 8 * (SLOTS + 1);
 /// Independent locks, so threads reading different keys rarely contend.
 const SHARDS: usize = 16;
+/// Remembered misses may take at most 1/ABSENT_SHARE of the budget.
+const ABSENT_SHARE: u64 = 4;
 /// Bytes charged per entry on top of key and value (map, queue and allocation overhead).
 const ENTRY_OVERHEAD: u64 = 96;
 
@@ -148,7 +150,7 @@ pub(crate) fn key_hash(key: &[u8]) -> u64 {
 }
 
 /// A value as read from the store, with what `get_entry` returns beside it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Held {
     pub(crate) value: Vec<u8>,
     pub(crate) expire_time: Option<f64>,
@@ -158,7 +160,8 @@ pub(crate) struct Held {
 #[derive(Debug)]
 struct Slot {
     key: Box<[u8]>,
-    copy: Held,
+    /// `None`: the key had no live row (a miss is remembered like a value).
+    copy: Option<Held>,
     stamp: Stamp,
     read_at: f64,
     seq: u64,
@@ -185,20 +188,28 @@ struct Shard {
     map: HashMap<u64, Slot, BuildHasherDefault<Identity>>,
     order: VecDeque<(u64, u64)>,
     bytes: u64,
+    /// Part of `bytes` held by remembered misses.
+    absent_bytes: u64,
     seq: u64,
 }
 
 impl Shard {
     fn remove(&mut self, h: u64) {
         if let Some(old) = self.map.remove(&h) {
-            self.bytes -= cost(&old.key, &old.copy);
+            let c = cost(&old.key, &old.copy);
+            self.bytes -= c;
+            if old.copy.is_none() {
+                self.absent_bytes -= c;
+            }
         }
     }
 }
 
-fn cost(key: &[u8], copy: &Held) -> u64 {
-    (key.len() + copy.value.len() + copy.tag.as_ref().map_or(0, |t| t.len())) as u64
-        + ENTRY_OVERHEAD
+fn cost(key: &[u8], copy: &Option<Held>) -> u64 {
+    let held = copy
+        .as_ref()
+        .map_or(0, |c| c.value.len() + c.tag.as_ref().map_or(0, |t| t.len()));
+    (key.len() + held) as u64 + ENTRY_OVERHEAD
 }
 
 /// This handle's copies.
@@ -223,14 +234,17 @@ impl MemoryLayer {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The copy of `key` if it is still current: same stamp, unexpired at `now`, and read
-    /// less than [`TRUST`] ago. A copy that fails the test is dropped.
-    pub(crate) fn get(&self, h: u64, key: &[u8], stamp: Stamp, now: f64) -> Option<Held> {
+    /// What is known of `key` if it is still current (same stamp, unexpired at `now`, read
+    /// less than [`TRUST`] ago): `Some(Some(copy))`, or `Some(None)` for a remembered miss.
+    /// An entry that fails the test is dropped.
+    pub(crate) fn get(&self, h: u64, key: &[u8], stamp: Stamp, now: f64) -> Option<Option<Held>> {
         let mut shard = self.shard(h);
         let s = shard.map.get(&h)?;
         let current = *s.key == *key
             && s.stamp == stamp
-            && s.copy.expire_time.is_none_or(|t| t > now)
+            && s.copy
+                .as_ref()
+                .is_none_or(|c| c.expire_time.is_none_or(|t| t > now))
             && now >= s.read_at
             && now - s.read_at < TRUST;
         if current {
@@ -240,14 +254,22 @@ impl MemoryLayer {
         None
     }
 
-    /// Keeps `copy` of `key`, read from the store under `stamp` at `now`.
-    pub(crate) fn put(&self, h: u64, key: &[u8], copy: Held, stamp: Stamp, now: f64) {
+    /// Keeps `copy` of `key` (`None`: no live row), read from the store under `stamp` at
+    /// `now`.
+    pub(crate) fn put(&self, h: u64, key: &[u8], copy: Option<Held>, stamp: Stamp, now: f64) {
         let size = cost(key, &copy);
         if size > self.budget_per_shard / 8 {
             return;
         }
         let mut shard = self.shard(h);
         shard.remove(h);
+        if copy.is_none() {
+            // Misses of many distinct keys (a scan) must not push out the values.
+            if shard.absent_bytes + size > self.budget_per_shard / ABSENT_SHARE {
+                return;
+            }
+            shard.absent_bytes += size;
+        }
         shard.seq += 1;
         let seq = shard.seq;
         shard.bytes += size;
@@ -292,12 +314,12 @@ impl MemoryLayer {
 mod tests {
     use super::*;
 
-    fn copy(v: &[u8]) -> Held {
-        Held {
+    fn copy(v: &[u8]) -> Option<Held> {
+        Some(Held {
             value: v.to_vec(),
             expire_time: None,
             tag: None,
-        }
+        })
     }
 
     #[test]
@@ -308,7 +330,10 @@ mod tests {
         let h = key_hash(b"k");
         let stamp = g.stamp(h);
         m.put(h, b"k", copy(b"v"), stamp, 10.0);
-        assert_eq!(m.get(h, b"k", g.stamp(h), 10.5).unwrap().value, b"v");
+        assert_eq!(
+            m.get(h, b"k", g.stamp(h), 10.5).unwrap().unwrap().value,
+            b"v"
+        );
         // Another process (a second mapping of the same file) changes the key.
         let other = Generations::open(dir.path()).unwrap();
         other.bump(h);
@@ -317,6 +342,12 @@ mod tests {
         m.put(h, b"k", copy(b"w"), g.stamp(h), 11.0);
         other.bump_all();
         assert!(m.get(h, b"k", g.stamp(h), 11.0).is_none());
+        // A miss is remembered too, under the same rule.
+        let absent = key_hash(b"absent");
+        m.put(absent, b"absent", None, g.stamp(absent), 12.0);
+        assert_eq!(m.get(absent, b"absent", g.stamp(absent), 12.5), Some(None));
+        other.bump(absent);
+        assert_eq!(m.get(absent, b"absent", g.stamp(absent), 12.5), None);
     }
 
     #[test]
@@ -326,8 +357,8 @@ mod tests {
         let m = MemoryLayer::new(1 << 20);
         let h = key_hash(b"k");
         let mut c = copy(b"v");
-        c.expire_time = Some(20.0);
-        m.put(h, b"k", c.clone(), g.stamp(h), 19.5);
+        c.as_mut().unwrap().expire_time = Some(20.0);
+        m.put(h, b"k", c, g.stamp(h), 19.5);
         assert!(m.get(h, b"k", g.stamp(h), 19.9).is_some());
         assert!(m.get(h, b"k", g.stamp(h), 20.0).is_none(), "expired row");
         m.put(h, b"k", copy(b"v"), g.stamp(h), 30.0);
@@ -391,6 +422,18 @@ mod tests {
         let last = keys.last().unwrap();
         assert!(m.get(key_hash(last), last, s, 0.0).is_some());
         assert!(m.get(key_hash(&keys[0]), &keys[0], s, 0.0).is_none());
+        // Remembered misses take at most a quarter of the budget.
+        for i in 0..10_000 {
+            let k = format!("absent{i}").into_bytes();
+            m.put(key_hash(&k), &k, None, s, 0.0);
+        }
+        assert!(m.get(key_hash(last), last, s, 0.0).is_some());
+        let absent: u64 = m
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().absent_bytes)
+            .sum();
+        assert!(absent <= budget / ABSENT_SHARE, "{absent}");
         // Values too large for the budget are never kept.
         let big = vec![0u8; budget as usize];
         m.put(1, b"big", copy(&big), s, 0.0);
