@@ -18,7 +18,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::buffer::{AccessBuffer, Drained};
-use super::checkpoint::Checkpointer;
+use super::checkpoint::{self, Checkpointer};
 use super::clock::{Clock, SystemClock};
 use super::error::{Error, Result};
 use super::files::{self, TempFile, Value, ValueReader, ValueWriter};
@@ -279,6 +279,8 @@ impl CacheBuilder {
             Ok(s)
         })?;
         schema::apply_tuning(&conn, &settings)?;
+        let checkpointer = Checkpointer::start(self.dir.clone());
+        checkpointer.watch(&mut conn)?;
         let gens = Generations::open(&self.dir);
         let memory = (gens.is_some() && self.memory_cache_size > 0)
             .then(|| MemoryLayer::new(self.memory_cache_size));
@@ -293,7 +295,7 @@ impl CacheBuilder {
             min_file_size: AtomicU64::new(0),
             tuning: Mutex::new((settings.sqlite_mmap_size, settings.sqlite_cache_size)),
             settings: Mutex::new(settings.clone()),
-            checkpointer: Checkpointer::start(self.dir.clone()),
+            checkpointer,
             buffer: AccessBuffer::new(self.flush_interval),
         };
         inner.cache_settings(&settings);
@@ -632,7 +634,9 @@ impl Inner {
             Some(c) => c,
             None => {
                 let (mmap, cache) = *self.tuning.lock().unwrap_or_else(|p| p.into_inner());
-                schema::open_connection(&self.dir, mmap, cache)?
+                let mut c = schema::open_connection(&self.dir, mmap, cache)?;
+                self.checkpointer.watch(&mut c)?;
+                c
             }
         };
         Ok(Conn {
@@ -692,7 +696,11 @@ impl Inner {
         if wal_too_big {
             // Back-pressure (see `checkpoint`): this writer resets the WAL; failure (busy) is
             // harmless, the next check tries again.
+            // Back-pressure with a bound: waiting out busy readers for the whole busy
+            // timeout would stall every writer that long; a later commit tries again.
+            let _ = conn.busy_timeout(checkpoint::RESTART_WAIT);
             let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+            let _ = conn.busy_timeout(schema::BUSY_TIMEOUT);
         }
         result
     }

@@ -1,60 +1,73 @@
 //! Background WAL checkpoints, so a writer never pays for copying the WAL back into the
 //! database and its fsync.
 //!
-//! Invariant: connections of this crate run with `wal_autocheckpoint = 0`; each open
-//! [`Cache`](super::Cache) handle owns one thread that runs a PASSIVE checkpoint (never
-//! blocks readers or writers) after every [`CHECKPOINT_EVERY`] commits of this handle and
-//! once a second while there were commits. The thread ends when the handle drops.
+//! Invariant: connections of this crate run with `wal_autocheckpoint = 0` and report the
+//! WAL's length after each of their commits through SQLite's WAL hook ([`Checkpointer::watch`]),
+//! which costs no system call. Each open [`Cache`](super::Cache) handle owns one thread that
+//! runs a PASSIVE checkpoint (never blocks readers or writers) each time the WAL has grown
+//! by [`KICK_FRAMES`] frames through this handle's commits, and once a second while there
+//! were commits. The thread ends when the handle drops.
 //!
 //! A PASSIVE checkpoint copies frames back but never resets the WAL while any reader still
 //! uses it, and under steady load some reader always does: the WAL then grows without bound
-//! (1.6 GB in 20 s of `benches/soak.sh` at a 20 MiB size limit). So writers look at the
-//! WAL's size every [`WAL_SIZE_CHECK_EVERY`] commits and, above [`WAL_RESTART_BYTES`], the
-//! committing writer (its transaction over) runs a RESTART checkpoint: it waits (busy
-//! timeout) for readers to move off the WAL, holding other writers off meanwhile
-//! (back-pressure), so the next commit starts the WAL from its beginning again and SQLite
-//! trims the file to `journal_size_limit`. This thread cannot do it: while it waits for
-//! the write lock it holds the checkpoint lock, and busy writers starve it.
+//! (1.6 GB in 20 s of `benches/soak.sh` at a 20 MiB size limit). So a commit that leaves
+//! more than [`WAL_RESTART_FRAMES`] frames in the WAL makes its writer (its transaction
+//! over) run a RESTART checkpoint: it waits (at most [`RESTART_WAIT`]; then a later commit
+//! tries again) for readers to move off the WAL, holding other writers off meanwhile
+//! (back-pressure), so the next commit starts the WAL
+//! from its beginning again and SQLite trims the file to `journal_size_limit`. This also
+//! settles a large transaction at once, as SQLite's own autocheckpoint would. The thread
+//! cannot do it: while it waits for the write lock it holds the checkpoint lock, and busy
+//! writers starve it.
 //!
 //! Not TRUNCATE: a WAL truncated to zero bytes makes every following commit append to
 //! the file, and appending (block allocation, new page-cache pages) cost `set` more than
 //! overwriting the WAL in place (38 µs vs 23 µs per 1 KiB `set` in
-//! `STORE_COMPARE_PROFILE_SETS=1 store_compare`). (Checkpointing every 64 commits
-//! instead of 256 changed nothing measurable and costs more CPU.)
+//! `STORE_COMPARE_PROFILE_SETS=1 store_compare`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rusqlite::Connection;
+
 use super::schema;
 
-/// Commits of one handle between checkpoint requests.
-pub(crate) const CHECKPOINT_EVERY: u64 = 256;
-/// WAL size above which a writer resets it with a RESTART checkpoint (`journal_size_limit`).
-pub(crate) const WAL_RESTART_BYTES: u64 = schema::JOURNAL_SIZE_LIMIT;
-/// Commits of one handle between two looks at the WAL's size.
-pub(crate) const WAL_SIZE_CHECK_EVERY: u64 = 32;
+/// Frames (pages) in the WAL after a commit from which the thread is asked to checkpoint.
+pub(crate) const KICK_FRAMES: u64 = 1024;
+/// Frames in the WAL above which the committing writer restarts it (`journal_size_limit`
+/// in 4 KiB pages).
+pub(crate) const WAL_RESTART_FRAMES: u64 = schema::JOURNAL_SIZE_LIMIT / 4096;
+/// While the WAL stays over [`WAL_RESTART_FRAMES`], a writer tries to restart it again each
+/// time it has grown by this many frames (the first over-limit commit always tries).
+pub(crate) const RESTART_STEP: u64 = 512;
+/// Longest a writer waits for readers to leave the WAL in one RESTART attempt.
+pub(crate) const RESTART_WAIT: Duration = Duration::from_millis(200);
 /// Idle interval after which pending commits are checkpointed anyway.
 const IDLE: Duration = Duration::from_secs(1);
 
 /// Handle to the checkpoint thread.
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
-    wal: PathBuf,
-    tx: Mutex<Option<Sender<()>>>,
-    commits: AtomicU64,
+    tx: Mutex<Option<SyncSender<()>>>,
+    /// WAL length in frames after the latest commit of any of this handle's connections.
+    frames: Arc<AtomicU64>,
+    /// WAL length at the last restart attempt.
+    tried_at: AtomicU64,
+    /// WAL length at the last checkpoint request.
+    kicked_at: AtomicU64,
     dirty: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Checkpointer {
     pub(crate) fn start(dir: PathBuf) -> Checkpointer {
-        let wal = dir.join(format!("{}-wal", schema::DB_FILE));
-        let (tx, rx) = mpsc::channel::<()>();
+        // One pending request is enough: requests made while one waits are the same request.
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
         let dirty = Arc::new(AtomicBool::new(false));
         let flag = dirty.clone();
         let thread = std::thread::Builder::new()
@@ -76,27 +89,54 @@ impl Checkpointer {
             })
             .ok();
         Checkpointer {
-            wal,
             tx: Mutex::new(Some(tx)),
-            commits: AtomicU64::new(0),
+            frames: Arc::new(AtomicU64::new(0)),
+            tried_at: AtomicU64::new(0),
+            kicked_at: AtomicU64::new(0),
             dirty,
             thread: Mutex::new(thread),
         }
     }
 
+    /// Registers the WAL hook on `conn` (after `wal_autocheckpoint`, which replaces it).
+    pub(crate) fn watch(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        let frames = self.frames.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(pages.max(0) as u64, Ordering::Relaxed);
+            Ok(())
+        }))
+    }
+
     /// Called after each commit of the handle. True when the WAL is over
-    /// [`WAL_RESTART_BYTES`]: the caller should run a RESTART checkpoint itself, after its
-    /// transaction ended.
+    /// [`WAL_RESTART_FRAMES`] (on the first such commit, then every [`RESTART_STEP`] frames): the
+    /// caller should run a RESTART checkpoint itself, waiting at most [`RESTART_WAIT`], after
+    /// its transaction ended.
     pub(crate) fn committed(&self) -> bool {
         self.dirty.store(true, Ordering::Relaxed);
-        let n = self.commits.fetch_add(1, Ordering::Relaxed);
-        if n % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1
-            && let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-        {
-            let _ = tx.send(());
+        let frames = self.frames.load(Ordering::Relaxed);
+        // One request per KICK_FRAMES of growth (each checkpoint ends in an fsync). Over the
+        // restart limit the writers restart the WAL themselves; the thread would only hold
+        // the checkpoint lock they need.
+        let kicked = self.kicked_at.load(Ordering::Relaxed);
+        if frames < kicked {
+            self.kicked_at.store(0, Ordering::Relaxed); // the WAL started again
         }
-        n % WAL_SIZE_CHECK_EVERY == WAL_SIZE_CHECK_EVERY - 1
-            && std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > WAL_RESTART_BYTES)
+        if frames >= kicked.min(frames) + KICK_FRAMES
+            && frames <= WAL_RESTART_FRAMES
+            && self.kicked_at.swap(frames, Ordering::Relaxed) < frames
+            && let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && let Err(TrySendError::Disconnected(())) = tx.try_send(())
+        {
+            // The thread is gone (it could not open a connection): the writer's RESTART
+            // above WAL_RESTART_FRAMES still bounds the WAL.
+        }
+        if frames <= WAL_RESTART_FRAMES {
+            self.tried_at.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let tried = self.tried_at.load(Ordering::Relaxed);
+        (tried == 0 || frames >= tried + RESTART_STEP)
+            && self.tried_at.swap(frames, Ordering::Relaxed) == tried
     }
 
     /// Stops the thread and waits for it (its connection closes before the handle is gone).
@@ -122,11 +162,33 @@ mod tests {
             .unwrap();
         assert_eq!(auto, 0, "commits never checkpoint inline");
         let c = Checkpointer::start(dir.path().to_path_buf());
-        for i in 0..CHECKPOINT_EVERY {
+        c.watch(&mut conn).unwrap();
+        for i in 1..=256 {
+            // (A value equal to the stored one writes no page, and then no hook runs.)
             conn.execute("UPDATE counters SET hits = ?1", [i as i64])
                 .unwrap();
             assert!(!c.committed(), "a small WAL needs no help");
+            assert!(c.frames.load(Ordering::Relaxed) > 0, "the hook reports");
         }
+        // One transaction of more than WAL_RESTART_FRAMES pages: its writer must restart
+        // the WAL.
+        conn.execute_batch(&format!(
+            "CREATE TABLE big(x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {})
+             INSERT INTO big SELECT randomblob(4000) FROM n;",
+            WAL_RESTART_FRAMES + 100
+        ))
+        .unwrap();
+        assert!(c.committed());
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            .unwrap();
+        conn.execute("UPDATE counters SET hits = 0", []).unwrap();
+        // (hits was 256: this commit writes a page.)
+        assert!(
+            c.frames.load(Ordering::Relaxed) < KICK_FRAMES,
+            "the WAL started again from its beginning"
+        );
+        assert!(!c.committed());
         c.stop();
         // The thread is gone; the WAL is intact and can be checkpointed.
         let (_, log, done): (i64, i64, i64) = conn

@@ -20,6 +20,10 @@
 //!   (that per-write query costs more than the rest of a `set`); expired rows read as
 //!   misses and are removed by culling, [`Cache::expire`] and [`Cache::cull`].
 //! - Time comes from the cache's [`Clock`]; tests use [`ManualClock`] and never sleep.
+//! - Reads are exact across handles and processes although small values read again are
+//!   served from memory: every write bumps shared per-key counters (`cache.gen`) and a copy
+//!   is served only under the counters it was read under (see `memory`). Writes made behind
+//!   the store's back (raw SQL) are seen within [`MEMORY_TRUST_SECONDS`].
 //!
 //! # How stale LRU/LFU order may be
 //! Reads never take a write transaction. Under `least-recently-used` and
@@ -42,6 +46,7 @@
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
 //! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
+//! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
 //! - `fault`: injected write faults for tests.  `clock`, `error`, `retry`.
 
 mod buffer;
