@@ -301,7 +301,8 @@ pub struct ServeArgs {
     /// Memory for hot entries in front of the store, 0 disables [default: 128MiB].
     #[arg(long, env = "HOARD_MEMORY_CACHE_SIZE")]
     pub memory_cache_size: Option<String>,
-    /// How long a row held in memory is trusted before re-reading the store [default: 1s].
+    /// Longest a row held in memory is used before re-reading the store; writes through the
+    /// store by any process are seen at once regardless [default: 1s].
     #[arg(long, env = "HOARD_MEMORY_CACHE_TTL")]
     pub memory_cache_ttl: Option<String>,
     /// Name used in Via headers [default: hoard].

@@ -1,10 +1,12 @@
 //! In-memory front for hot store rows: decoded heads and small bodies, so a hit on a hot URL
 //! needs no blocking thread, no SQLite read and no decode.
 //!
-//! Invariants: an entry mirrors one store row as it was read or written by this process, and
-//! is trusted for at most `ttl` after that (other processes sharing the directory may replace
-//! or purge the row; their changes are seen here within `ttl`). This process's own writes,
-//! refreshes and invalidations update or remove entries at once. Freshness is still decided
+//! Invariants: an entry mirrors one store row as it was read by this process, filed under the
+//! row key's change stamp sampled before that read (`Cache::change_stamp`), and is used only
+//! while a new sample is equal and for at most `ttl`: a write of the row by any process sharing
+//! the directory (a refresh, a purge, `hoard purge`) changes the stamp, so it is seen at once;
+//! `ttl` bounds the rest (writes made behind the store's back). This process's own writes,
+//! refreshes and invalidations also remove entries directly. Freshness is still decided
 //! per request from the head and the current time, so a memory hit is exactly the response a
 //! store hit would be. Memory stays within `budget` bytes.
 
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::http_cache::{StoredHead, Vary};
+use crate::store::ChangeStamp;
 
 /// What a row holds, decoded.
 #[derive(Debug)]
@@ -34,6 +37,7 @@ pub enum HotValue {
 struct Slot {
     value: Arc<HotValue>,
     loaded: Instant,
+    stamp: Option<ChangeStamp>,
     size: usize,
 }
 
@@ -76,14 +80,14 @@ impl HotCache {
         self.shard_budget > 0 && body_len as usize <= self.max_entry
     }
 
-    /// The decoded row, if loaded less than `ttl` ago.
-    pub fn get(&self, key: &[u8]) -> Option<Arc<HotValue>> {
+    /// The decoded row, if loaded less than `ttl` ago under the same change stamp.
+    pub fn get(&self, key: &[u8], stamp: Option<ChangeStamp>) -> Option<Arc<HotValue>> {
         if self.shard_budget == 0 {
             return None;
         }
         let mut s = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         let slot = s.map.get(key)?;
-        if slot.loaded.elapsed() <= self.ttl {
+        if slot.stamp == stamp && slot.loaded.elapsed() <= self.ttl {
             return Some(slot.value.clone());
         }
         let size = slot.size;
@@ -92,8 +96,8 @@ impl HotCache {
         None
     }
 
-    /// Remember a row.
-    pub fn put(&self, key: &[u8], value: HotValue) {
+    /// Remember a row read from the store under `stamp` (sampled before the read).
+    pub fn put(&self, key: &[u8], value: HotValue, stamp: Option<ChangeStamp>) {
         let size = key.len()
             + 256
             + match &value {
@@ -144,6 +148,7 @@ impl HotCache {
             Slot {
                 value: Arc::new(value),
                 loaded: Instant::now(),
+                stamp,
                 size,
             },
         );
@@ -194,27 +199,43 @@ mod tests {
     #[test]
     fn get_put_remove() {
         let h = HotCache::new(1 << 20, 1024, Duration::from_secs(60));
-        assert!(h.get(b"a").is_none());
-        h.put(b"a", idx());
-        assert!(h.get(b"a").is_some());
+        assert!(h.get(b"a", None).is_none());
+        h.put(b"a", idx(), None);
+        assert!(h.get(b"a", None).is_some());
         h.remove(b"a");
-        assert!(h.get(b"a").is_none());
+        assert!(h.get(b"a", None).is_none());
+        assert_eq!(h.bytes(), 0);
+    }
+
+    #[test]
+    fn a_changed_stamp_drops_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Cache::open(dir.path()).unwrap();
+        let h = HotCache::new(1 << 20, 1024, Duration::from_secs(60));
+        let before = store.change_stamp(b"a");
+        assert!(before.is_some());
+        h.put(b"a", idx(), before);
+        assert!(h.get(b"a", store.change_stamp(b"a")).is_some());
+        // Another handle (as another process would) writes the row.
+        let other = crate::store::Cache::open(dir.path()).unwrap();
+        other.set(b"a", b"new", None, None).unwrap();
+        assert!(h.get(b"a", store.change_stamp(b"a")).is_none());
         assert_eq!(h.bytes(), 0);
     }
 
     #[test]
     fn expires_after_ttl() {
         let h = HotCache::new(1 << 20, 1024, Duration::ZERO);
-        h.put(b"a", idx());
+        h.put(b"a", idx(), None);
         std::thread::sleep(Duration::from_millis(2));
-        assert!(h.get(b"a").is_none());
+        assert!(h.get(b"a", None).is_none());
     }
 
     #[test]
     fn stays_within_budget() {
         let h = HotCache::new(SHARDS * 4096, 1024, Duration::from_secs(60));
         for i in 0..10_000u32 {
-            h.put(&i.to_be_bytes(), idx());
+            h.put(&i.to_be_bytes(), idx(), None);
         }
         assert!(h.bytes() <= SHARDS * 4096);
     }
@@ -222,19 +243,19 @@ mod tests {
     #[test]
     fn remove_prefix_drops_variants() {
         let h = HotCache::new(1 << 20, 1024, Duration::from_secs(60));
-        h.put(b"GET http://a/x", idx());
-        h.put(b"GET http://a/x\0accept-encoding=gzip", idx());
-        h.put(b"GET http://a/y", idx());
+        h.put(b"GET http://a/x", idx(), None);
+        h.put(b"GET http://a/x\0accept-encoding=gzip", idx(), None);
+        h.put(b"GET http://a/y", idx(), None);
         h.remove_prefix(b"GET http://a/x");
-        assert!(h.get(b"GET http://a/x").is_none());
-        assert!(h.get(b"GET http://a/y").is_some());
+        assert!(h.get(b"GET http://a/x", None).is_none());
+        assert!(h.get(b"GET http://a/y", None).is_some());
     }
 
     #[test]
     fn zero_budget_disables() {
         let h = HotCache::new(0, 1024, Duration::from_secs(60));
-        h.put(b"a", idx());
-        assert!(h.get(b"a").is_none());
+        h.put(b"a", idx(), None);
+        assert!(h.get(b"a", None).is_none());
         assert!(!h.admits(1));
     }
 }

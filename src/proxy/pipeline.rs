@@ -518,19 +518,22 @@ impl Ctx<'_> {
         let key = self.key.clone();
         let headers = self.lookup.headers.clone();
         let res = tokio::task::spawn_blocking(move || -> crate::store::Result<Loaded> {
+            // Sampled before each read: the hot front keeps a row only under its stamp.
+            let stamp = store.change_stamp(key.as_bytes());
             let Some(rec) = store.record(key.as_bytes())? else {
                 return Ok(Loaded::Miss);
             };
-            let (row_key, head, rec) = match HeadRecord::decode(&rec.meta) {
-                Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec),
+            let (row_key, head, rec, stamp) = match HeadRecord::decode(&rec.meta) {
+                Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec, stamp),
                 Ok(HeadRecord::VaryIndex(vary)) => {
                     let vkey = http_cache::variant_key(&key, vary.names(), &headers);
-                    hot.put(key.as_bytes(), HotValue::Index(vary));
+                    hot.put(key.as_bytes(), HotValue::Index(vary), stamp);
+                    let vstamp = store.change_stamp(&vkey);
                     let Some(vrec) = store.record(&vkey)? else {
                         return Ok(Loaded::VaryMiss);
                     };
                     match HeadRecord::decode(&vrec.meta) {
-                        Ok(HeadRecord::Variant(head)) => (vkey, head, vrec),
+                        Ok(HeadRecord::Variant(head)) => (vkey, head, vrec, vstamp),
                         _ => {
                             store.delete(&vkey)?;
                             return Ok(Loaded::VaryMiss);
@@ -580,6 +583,7 @@ impl Ctx<'_> {
                                 head: head.clone(),
                                 body: b.clone(),
                             },
+                            stamp,
                         );
                     }
                     StoredBody::Mem(b)
@@ -622,13 +626,13 @@ impl Ctx<'_> {
 
     /// The hot-cache half of [`load`](Self::load): `None` when the rows are not in memory.
     fn load_hot(&self) -> Option<Loaded> {
-        let hot = &self.st.hot;
-        let first = hot.get(self.key.as_bytes())?;
+        let (hot, store) = (&self.st.hot, &self.st.store);
+        let first = hot.get(self.key.as_bytes(), store.change_stamp(self.key.as_bytes()))?;
         let (row_key, v) = match &*first {
             HotValue::Variant { .. } => (self.key.as_bytes().to_vec(), first.clone()),
             HotValue::Index(vary) => {
                 let vkey = http_cache::variant_key(&self.key, vary.names(), &self.lookup.headers);
-                let v = hot.get(&vkey)?;
+                let v = hot.get(&vkey, store.change_stamp(&vkey))?;
                 (vkey, v)
             }
         };

@@ -22,7 +22,7 @@ use super::checkpoint::{self, Checkpointer};
 use super::clock::{Clock, SystemClock};
 use super::error::{Error, Result};
 use super::files::{self, TempFile, Value, ValueReader, ValueWriter};
-use super::memory::{self, Generations, Held, MemoryLayer};
+use super::memory::{self, Generations, Held, MemoryLayer, Stamp as ChangeStamp};
 use super::retry::with_retry;
 use super::schema;
 use super::settings::{EvictionPolicy, Settings};
@@ -1699,6 +1699,18 @@ impl Cache {
     /// True when the cache holds no rows.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
+    }
+
+    /// The change counters of `key` (shared by every process; see the module docs), for
+    /// callers that keep their own copies of rows: sample before reading the row, keep the
+    /// stamp with the copy, and use the copy only while a new sample is equal. Any write of
+    /// the key by any handle or process changes it. `None` when `cache.gen` could not be
+    /// created (then only a time bound can limit staleness).
+    pub fn change_stamp(&self, key: &[u8]) -> Option<ChangeStamp> {
+        self.inner
+            .gens
+            .as_ref()
+            .map(|g| g.stamp(memory::key_hash(key)))
     }
 
     /// Records a hit on `key` served from a copy held outside the store (an in-memory

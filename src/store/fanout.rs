@@ -38,6 +38,7 @@ pub struct FanoutBuilder {
     min_file_size: Option<u64>,
     statistics: Option<bool>,
     clock: Option<Arc<dyn Clock>>,
+    memory_cache_size: Option<u64>,
 }
 
 impl FanoutBuilder {
@@ -71,6 +72,12 @@ impl FanoutBuilder {
         self.clock = Some(clock);
         self
     }
+    /// Total memory-layer budget in bytes, divided evenly between shards (default: each
+    /// shard's default, see [`CacheBuilder::memory_cache_size`](super::CacheBuilder::memory_cache_size)).
+    pub fn memory_cache_size(mut self, bytes: u64) -> Self {
+        self.memory_cache_size = Some(bytes);
+        self
+    }
 
     /// Opens (creating) every shard.
     pub fn open(self) -> Result<FanoutCache> {
@@ -95,6 +102,9 @@ impl FanoutBuilder {
             }
             if let Some(c) = &self.clock {
                 b = b.clock(c.clone());
+            }
+            if let Some(v) = self.memory_cache_size {
+                b = b.memory_cache_size(v / n as u64);
             }
             shards.push(b.open()?);
         }
@@ -123,6 +133,7 @@ impl FanoutCache {
             min_file_size: None,
             statistics: None,
             clock: None,
+            memory_cache_size: None,
         }
     }
 

@@ -65,9 +65,11 @@ impl std::fmt::Debug for Generations {
     }
 }
 
-/// What a reader sampled before reading a row: (global, slot) counters.
+/// The change counters of a key, sampled before reading its row (see
+/// [`Cache::change_stamp`](super::Cache::change_stamp)): a copy read after sampling is
+/// current while a new sample is equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp(u64, u64);
+pub struct Stamp(u64, u64);
 
 impl Generations {
     /// Maps `dir/cache.gen`, creating it first if needed. `None` when it cannot be created

@@ -78,7 +78,7 @@ pub use files::{Value, ValueReader, ValueWriter};
 pub use lock::{Lock, LockGuard};
 pub use memo::{default_uniform, xfetch_should_recompute};
 pub use memory::{
-    DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, SLOTS as GENERATION_SLOTS,
+    DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, SLOTS as GENERATION_SLOTS, Stamp as ChangeStamp,
     TRUST as MEMORY_TRUST_SECONDS,
 };
 pub use settings::{EvictionPolicy, Settings};

@@ -177,3 +177,34 @@ async fn check_reports_a_missing_value_file_and_fix_repairs_it() {
         assert_eq!(code, *want, "{args:?}: {out} {err}");
     }
 }
+
+/// `hoard purge` is another process: the running proxy's in-memory front must not serve the
+/// purged entry, however long its `memory_cache_ttl` (the store's change stamps say so at once).
+#[tokio::test]
+async fn a_cli_purge_is_seen_by_a_running_proxy_at_once() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let p = proxy(dir.path(), |c| {
+        c.memory_cache_ttl = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    for path in ["/p", "/vary"] {
+        let url = origin.url(path);
+        get(p.local_addr(), &url, &[]).await;
+        let (_, cs, _) = get(p.local_addr(), &url, &[]).await;
+        assert!(cs.contains("hit"), "{path}: {cs}");
+        let before = origin.hits();
+        let (code, out, err) = run(hoard(home.path()).args([
+            "purge",
+            "--cache-dir",
+            dir.path().to_str().unwrap(),
+            &url,
+        ]));
+        assert_eq!(code, 0, "{out} {err}");
+        let (status, cs, body) = get(p.local_addr(), &url, &[]).await;
+        assert_eq!((status, body.as_str()), (200, path));
+        assert!(!cs.contains("hit"), "{path}: served after the purge: {cs}");
+        assert_eq!(origin.hits(), before + 1, "{path}");
+    }
+}

@@ -82,3 +82,29 @@ fn size_limit_is_per_shard_share() {
     assert!(fc.volume().unwrap() <= limit + 2 * (40 << 10));
     assert!(fc.len().unwrap() < 400);
 }
+
+#[test]
+fn two_fanout_handles_never_serve_each_others_stale_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = FanoutCache::builder(dir.path(), 4)
+        .memory_cache_size(4 << 20)
+        .open()
+        .unwrap();
+    let b = FanoutCache::open(dir.path(), 4).unwrap();
+    for i in 0..50u32 {
+        a.set(&i.to_le_bytes(), b"one", None, None).unwrap();
+        assert_eq!(
+            a.get(&i.to_le_bytes()).unwrap().as_deref(),
+            Some(&b"one"[..])
+        );
+    }
+    for i in 0..50u32 {
+        b.set(&i.to_le_bytes(), b"two", None, None).unwrap();
+    }
+    for i in 0..50u32 {
+        assert_eq!(
+            a.get(&i.to_le_bytes()).unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+    }
+}
