@@ -302,7 +302,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HOARD_MEMORY_CACHE_SIZE")]
     pub memory_cache_size: Option<String>,
     /// Longest a row held in memory is used before re-reading the store; writes through the
-    /// store by any process are seen at once regardless [default: 1s].
+    /// store by hoard processes are seen at once regardless (except on btrfs/ZFS, or when
+    /// cache.gen cannot be opened: then this bounds them) [default: 1s].
     #[arg(long, env = "HOARD_MEMORY_CACHE_TTL")]
     pub memory_cache_ttl: Option<String>,
     /// Name used in Via headers [default: hoard].

@@ -1809,8 +1809,17 @@ impl Cache {
                     }
                 }
             }
-            if let Ok(rd) = fs::read_dir(dir.join(files::TMP_DIR)) {
-                for e in rd.flatten() {
+            // Temporary files: values being written, and `cache.gen` being created.
+            let gen_tmp = format!("{}.tmp-", memory::GEN_FILE);
+            let tmp_files = fs::read_dir(dir.join(files::TMP_DIR))
+                .into_iter()
+                .flatten()
+                .chain(fs::read_dir(&dir).into_iter().flatten().filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(&gen_tmp))
+                }));
+            {
+                for e in tmp_files.flatten() {
                     let path = e.path();
                     if files::older_than(&path, TEMP_GRACE) {
                         problems.push(format!("abandoned temporary file {}", path.display()));

@@ -72,8 +72,9 @@ impl FanoutBuilder {
         self.clock = Some(clock);
         self
     }
-    /// Total memory-layer budget in bytes, divided evenly between shards (default: each
-    /// shard's default, see [`CacheBuilder::memory_cache_size`](super::CacheBuilder::memory_cache_size)).
+    /// Total memory-layer budget in bytes, divided evenly between shards (default
+    /// [`DEFAULT_MEMORY_CACHE_SIZE`](super::DEFAULT_MEMORY_CACHE_SIZE) in all; see
+    /// [`CacheBuilder::memory_cache_size`](super::CacheBuilder::memory_cache_size)).
     pub fn memory_cache_size(mut self, bytes: u64) -> Self {
         self.memory_cache_size = Some(bytes);
         self
@@ -103,9 +104,11 @@ impl FanoutBuilder {
             if let Some(c) = &self.clock {
                 b = b.clock(c.clone());
             }
-            if let Some(v) = self.memory_cache_size {
-                b = b.memory_cache_size(v / n as u64);
-            }
+            // The total, not each shard's (the default too).
+            let memory = self
+                .memory_cache_size
+                .unwrap_or(super::DEFAULT_MEMORY_CACHE_SIZE);
+            b = b.memory_cache_size(memory / n as u64);
             shards.push(b.open()?);
         }
         Ok(FanoutCache {

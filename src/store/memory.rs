@@ -73,9 +73,27 @@ pub struct Stamp(u64, u64);
 
 impl Generations {
     /// Maps `dir/cache.gen`, creating it first if needed. `None` when it cannot be created
-    /// or mapped (a full or read-only disk); the handle then keeps no copies, and copies
-    /// other processes hold of keys it changes are trusted for at most [`TRUST`].
+    /// or mapped (a full or read-only disk, no write permission on the file) or the directory
+    /// is on a copy-on-write filesystem; the handle then keeps no copies, and copies other
+    /// processes hold of keys it changes are trusted only for their time bound (a warning is
+    /// logged, except on copy-on-write filesystems, where every process decides the same).
     pub(crate) fn open(dir: &Path) -> Option<Generations> {
+        if copy_on_write(dir) {
+            return None;
+        }
+        let found = Generations::map(dir);
+        if found.is_none() {
+            tracing::warn!(
+                target: "hoard::store",
+                dir = %dir.display(),
+                "cannot map {GEN_FILE}: this handle keeps no copies in memory, and other \
+                 processes see its writes only when their copies age out"
+            );
+        }
+        found
+    }
+
+    fn map(dir: &Path) -> Option<Generations> {
         let path = dir.join(GEN_FILE);
         if !path.exists() {
             create(dir, &path);
@@ -118,6 +136,28 @@ impl Generations {
     pub(crate) fn bump_all(&self) {
         self.counter(0).fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// Whether `dir` is on a filesystem that allocates new blocks when a mapped page is written
+/// again (btrfs, ZFS, bcachefs): there a write through the mapping on a full disk is a
+/// SIGBUS, not an error, so no process on it maps `cache.gen` (all processes sharing the
+/// directory see the same filesystem and decide the same).
+fn copy_on_write(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const BTRFS: i64 = 0x9123_683E;
+    const ZFS: i64 = 0x2FC1_2FC1;
+    const BCACHEFS: i64 = 0xCA45_1A4E;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    let kind = st.f_type as i64;
+    [BTRFS, ZFS, BCACHEFS].contains(&kind)
 }
 
 /// Writes a complete generation file under a temporary name and links it into place, so
@@ -230,8 +270,9 @@ impl MemoryLayer {
     }
 
     fn shard(&self, h: u64) -> std::sync::MutexGuard<'_, Shard> {
-        // The low bits pick the slot; use high bits for the shard.
-        self.shards[(h >> 60) as usize % SHARDS]
+        // The low 16 bits pick the slot and the map's bucket, the top 7 its probe tag: use
+        // bits in between for the shard.
+        self.shards[(h >> 32) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }

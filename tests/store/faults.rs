@@ -103,26 +103,32 @@ fn check_finds_and_fixes_problems() {
         .unwrap();
     fs::create_dir_all(dir.path().join("tmp")).unwrap();
     let tmp = dir.path().join("tmp/dead.tmp");
-    fs::write(&tmp, b"x").unwrap();
+    // 5. what a process killed while creating cache.gen leaves.
+    let gen_tmp = dir.path().join("cache.gen.tmp-1-00");
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
-    fs::File::options()
-        .write(true)
-        .open(&tmp)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    for f in [&tmp, &gen_tmp] {
+        fs::write(f, b"x").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
 
     let problems = cache.check(false).unwrap();
-    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert_eq!(problems.len(), 5, "{problems:#?}");
     assert!(problems.iter().any(|p| p.contains("missing")));
     assert!(problems.iter().any(|p| p.contains("orphan")));
     assert!(problems.iter().any(|p| p.contains("counters")));
     assert!(problems.iter().any(|p| p.contains("temporary")));
-    assert_eq!(cache.check(true).unwrap().len(), 4);
+    assert_eq!(cache.check(true).unwrap().len(), 5);
     assert!(cache.check(false).unwrap().is_empty());
     assert_eq!(cache.len().unwrap(), 2);
     assert!(!orphan.exists());
     assert!(!tmp.exists());
+    assert!(!gen_tmp.exists());
+    assert!(dir.path().join("cache.gen").exists(), "the real one stays");
 }
 
 #[test]
