@@ -202,6 +202,17 @@ fn run_op(cmd: Command) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // `show` and `purge` find a URL under the key the proxy used: the config file's rules
+    // (`ignore_query`) apply.
+    let rules = match &cmd {
+        Command::Show(_) | Command::Purge(_) => {
+            match hoard::cli::load_file(store_args.config.as_deref()) {
+                Ok(file) => file.map(|f| f.rules).unwrap_or_default(),
+                Err(e) => return config_error(&e),
+            }
+        }
+        _ => Vec::new(),
+    };
     let res = match &cmd {
         Command::Stats(c) => ops::stats(&cache, c.top).map(|r| {
             if json {
@@ -268,7 +279,7 @@ fn run_op(cmd: Command) -> u8 {
             }
             OK
         }),
-        Command::Show(c) => ops::show(&cache, &c.url, SystemTime::now()).map(|r| match r {
+        Command::Show(c) => ops::show(&cache, &c.url, &rules, SystemTime::now()).map(|r| match r {
             None => {
                 eprintln!("hoard: not cached: {}", c.url);
                 NEGATIVE
@@ -314,7 +325,7 @@ fn run_op(cmd: Command) -> u8 {
                 OK
             }
         }),
-        Command::Purge(c) => ops::purge(&cache, &c.url).map(|r| removed(&r, json, &c.url)),
+        Command::Purge(c) => ops::purge(&cache, &c.url, &rules).map(|r| removed(&r, json, &c.url)),
         Command::Evict(c) => match (&c.host, &c.tag) {
             (Some(h), _) => ops::evict_host(&cache, h),
             (None, Some(t)) => ops::evict_tag(&cache, t),

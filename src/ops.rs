@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, Method, Request, Uri};
 use serde::Serialize;
 
-use crate::http_cache::{self, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions};
+use crate::http_cache::{
+    self, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions, Rule,
+};
 use crate::store::{self, Cache};
 
 /// Why an operation failed.
@@ -53,10 +55,16 @@ pub fn open(dir: &Path) -> Result<Cache> {
 }
 
 /// The URL key of an absolute URL, as the proxy builds it.
-pub fn url_key(url: &str) -> Result<CacheKey> {
+/// The first matching rule's `ignore_query` applies, as in the proxy, so a URL is found
+/// under the key the proxy stored it with.
+pub fn url_key(url: &str, rules: &[Rule]) -> Result<CacheKey> {
     let uri: Uri = url
         .parse()
         .map_err(|e: http::uri::InvalidUri| OpsError::Url(url.to_string(), e.to_string()))?;
+    let uri = match http_cache::first_match(rules, &uri) {
+        Some(rule) => rule.key_uri(&uri),
+        None => uri,
+    };
     http_cache::cache_key(&Method::GET, &uri)
         .map_err(|e| OpsError::Url(url.to_string(), e.to_string()))
 }
@@ -345,8 +353,13 @@ fn would_get(head: &http_cache::StoredHead, req: &http::request::Parts, now: Sys
 }
 
 /// The stored head(s) of `url`, or `None` when nothing is stored.
-pub fn show(cache: &Cache, url: &str, now: SystemTime) -> Result<Option<ShowReport>> {
-    let key = url_key(url)?;
+pub fn show(
+    cache: &Cache,
+    url: &str,
+    rules: &[Rule],
+    now: SystemTime,
+) -> Result<Option<ShowReport>> {
+    let key = url_key(url, rules)?;
     let Some(rec) = peek_head(cache, key.as_bytes())? else {
         return Ok(None);
     };
@@ -427,8 +440,8 @@ pub struct Removed {
 }
 
 /// Remove every stored variant of `url`.
-pub fn purge(cache: &Cache, url: &str) -> Result<Removed> {
-    let key = url_key(url)?;
+pub fn purge(cache: &Cache, url: &str, rules: &[Rule]) -> Result<Removed> {
+    let key = url_key(url, rules)?;
     let rows = cache.evict(key.as_str())?;
     Ok(Removed {
         urls: u64::from(rows > 0),
@@ -593,8 +606,11 @@ mod tests {
         ));
         let dir = tempfile::tempdir().unwrap();
         let c = Cache::open(dir.path()).unwrap();
-        assert!(matches!(purge(&c, "not a url"), Err(OpsError::Url(..))));
-        assert_eq!(purge(&c, "http://x.example/").unwrap().rows, 0);
+        assert!(matches!(
+            purge(&c, "not a url", &[]),
+            Err(OpsError::Url(..))
+        ));
+        assert_eq!(purge(&c, "http://x.example/", &[]).unwrap().rows, 0);
     }
 
     #[test]

@@ -220,7 +220,7 @@ async fn rules_from_a_config_file_through_the_binary() {
         "[[rules]]\nname = \"slow-api\"\nhost = \"127.0.0.1\"\npath = \"/api/*\"\nttl = \"10m\"\nignore_query = [\"utm_*\", \"ts\"]\n",
     )
     .unwrap();
-    let mut args: Vec<std::ffi::OsString> = vec!["--config".into(), conf.into()];
+    let mut args: Vec<std::ffi::OsString> = vec!["--config".into(), conf.clone().into()];
     args.extend(["--listen", "127.0.0.1:0", "--cache-dir"].map(Into::into));
     args.push(dir.path().join("cache").into());
     args.extend([
@@ -235,6 +235,30 @@ async fn rules_from_a_config_file_through_the_binary() {
     cs.assert_hit();
     assert!(cs.raw.contains("detail=\"rule=slow-api\""), "{}", cs.raw);
     assert_eq!(origin.hits(), 1);
+
+    // `hoard show` and `hoard purge` apply the same rules: any utm_*/ts finds the entry.
+    let cli = |cmd: &str, query: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
+            .arg("--config")
+            .arg(&conf)
+            .args([cmd, "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .arg(format!("http://{}/api/users{query}", origin.addr))
+            .output()
+            .unwrap()
+    };
+    let shown = cli("show", "?utm_medium=y");
+    assert!(shown.status.success(), "{shown:?}");
+    let purged = cli("purge", "?ts=9");
+    assert!(purged.status.success(), "{purged:?}");
+    assert_eq!(cli("purge", "").status.code(), Some(1), "already gone");
+    let third = get(addr, &url(addr, "/api/users")).await;
+    assert!(
+        !third.cache_status().raw.contains("hit"),
+        "{}",
+        third.cache_status().raw
+    );
+    assert_eq!(origin.hits(), 2);
     child.kill().await.ok();
 }
 
