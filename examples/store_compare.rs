@@ -4,7 +4,9 @@
 //! Usage: `store_compare DIR [KEYS]` (default 10,000 keys of 1 KiB). Prints
 //! `op wall_us cpu_us` per operation. For `perf record`: `STORE_COMPARE_PROFILE_GETS=1`,
 //! `..._SETS=1` or `..._DELETES=1` run only that operation in a long loop;
-//! `STORE_COMPARE_MMAP=bytes` overrides `sqlite_mmap_size`.
+//! `STORE_COMPARE_MMAP=bytes` overrides `sqlite_mmap_size`, `STORE_COMPARE_MEMORY=bytes` the
+//! memory layer's budget (0: off); `STORE_COMPARE_SETTLE=secs` waits that long after loading
+//! (background checkpoint) and then sync(2)s before measuring.
 
 use std::time::Instant;
 
@@ -84,6 +86,13 @@ fn main() {
     }
     let cache = b.open().unwrap();
     populate(&cache, n, &value);
+    if let Some(secs) = env_u64("STORE_COMPARE_SETTLE") {
+        // Steady state: the load's WAL checkpointed and the kernel's writeback done, so the
+        // reads below measure lookups, not a disk still busy with the load.
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
+    }
     if std::env::var_os("STORE_COMPARE_PROFILE_GETS").is_some() {
         // For `perf record`: a long run of hits only.
         time("get_hit_profile", 2_000_000, |i| {
