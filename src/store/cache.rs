@@ -233,10 +233,16 @@ impl CacheBuilder {
     }
 
     /// Creates the directory and database if needed, migrates, persists the given settings.
+    /// Removes temporary files nothing has written to for an hour (left by processes killed
+    /// mid-write).
     /// With [`recover_corrupt`](Self::recover_corrupt), a corrupt database is moved aside
     /// and replaced by an empty one.
     pub fn open(self) -> Result<Cache> {
         fs::create_dir_all(&self.dir)?;
+        // What processes killed mid-write left behind (also reported by `check`).
+        for path in stale_temp_files(&self.dir) {
+            files::unlink(&path);
+        }
         match self.open_db() {
             Err(Error::Corrupt(why)) if self.recover_corrupt && database_is_damaged(&self.dir) => {
                 let aside = move_aside_corrupt(&self.dir)?;
@@ -303,6 +309,23 @@ impl CacheBuilder {
             inner: Arc::new(inner),
         })
     }
+}
+
+/// Temporary files not written to for [`TEMP_GRACE`]: values being written by a process that
+/// died (a live writer touches its file with every chunk), and `cache.gen` being created.
+fn stale_temp_files(dir: &Path) -> Vec<PathBuf> {
+    let gen_tmp = format!("{}.tmp-", memory::GEN_FILE);
+    let values = fs::read_dir(dir.join(files::TMP_DIR)).into_iter().flatten();
+    let gens = fs::read_dir(dir).into_iter().flatten().filter(|e| {
+        e.as_ref()
+            .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(&gen_tmp))
+    });
+    values
+        .chain(gens)
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| files::older_than(p, TEMP_GRACE))
+        .collect()
 }
 
 /// Whether `cache.db` is really damaged, checked apart from the open that failed (which
@@ -1809,24 +1832,10 @@ impl Cache {
                     }
                 }
             }
-            // Temporary files: values being written, and `cache.gen` being created.
-            let gen_tmp = format!("{}.tmp-", memory::GEN_FILE);
-            let tmp_files = fs::read_dir(dir.join(files::TMP_DIR))
-                .into_iter()
-                .flatten()
-                .chain(fs::read_dir(&dir).into_iter().flatten().filter(|e| {
-                    e.as_ref()
-                        .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(&gen_tmp))
-                }));
-            {
-                for e in tmp_files.flatten() {
-                    let path = e.path();
-                    if files::older_than(&path, TEMP_GRACE) {
-                        problems.push(format!("abandoned temporary file {}", path.display()));
-                        if fix {
-                            files::unlink(&path);
-                        }
-                    }
+            for path in stale_temp_files(&dir) {
+                problems.push(format!("abandoned temporary file {}", path.display()));
+                if fix {
+                    files::unlink(&path);
                 }
             }
             if fix {

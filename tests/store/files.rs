@@ -201,3 +201,31 @@ fn emptied_value_directories_are_removed() {
     assert_eq!(cache.get(b"again").unwrap().unwrap().len(), 40 << 10);
     assert!(cache.check(false).unwrap().is_empty());
 }
+
+#[test]
+fn opening_removes_temporary_files_abandoned_by_killed_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Cache::open(dir.path()).unwrap());
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let old = dir.path().join("tmp/killed-writer.tmp");
+    let live = dir.path().join("tmp/live-writer.tmp");
+    let gen_tmp = dir.path().join("cache.gen.tmp-7-00");
+    for f in [&old, &live, &gen_tmp] {
+        std::fs::write(f, b"partial").unwrap();
+    }
+    let hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    for f in [&old, &gen_tmp] {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
+    }
+    let _c = Cache::open(dir.path()).unwrap();
+    assert!(!old.exists() && !gen_tmp.exists());
+    assert!(
+        live.exists(),
+        "a file written to recently may belong to a live writer"
+    );
+}
