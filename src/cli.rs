@@ -283,6 +283,9 @@ pub struct ServeArgs {
     /// Close client connections idle (no request in flight, no bytes moving) this long [default: 60s].
     #[arg(long, env = "HOARD_IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
+    /// Close CONNECT tunnels with no bytes moving either way this long [default: 10m].
+    #[arg(long, env = "HOARD_TUNNEL_IDLE_TIMEOUT")]
+    pub tunnel_idle_timeout: Option<String>,
     /// Time allowed for a whole origin response body; off: only the per-chunk response timeout [default: 10m].
     #[arg(long, env = "HOARD_BODY_TIMEOUT")]
     pub body_timeout: Option<String>,
@@ -403,6 +406,7 @@ pub struct Effective {
     pub response_timeout: String,
     pub header_timeout: String,
     pub idle_timeout: String,
+    pub tunnel_idle_timeout: String,
     pub body_timeout: String,
     pub lock_timeout: String,
     pub shutdown_timeout: String,
@@ -697,6 +701,16 @@ impl ServeArgs {
                 d => Ok(d),
             },
         )?;
+        let tunnel_idle_timeout;
+        (c.tunnel_idle_timeout, tunnel_idle_timeout) = l.pick(
+            "tunnel-idle-timeout",
+            self.tunnel_idle_timeout.as_deref(),
+            "10m",
+            |t| match duration(t)? {
+                d if d.is_zero() => Err("must be more than 0".to_string()),
+                d => Ok(d),
+            },
+        )?;
         let body_timeout;
         (c.body_timeout, body_timeout) = l.pick(
             "body-timeout",
@@ -847,6 +861,7 @@ impl ServeArgs {
             response_timeout,
             header_timeout,
             idle_timeout,
+            tunnel_idle_timeout,
             body_timeout,
             lock_timeout,
             shutdown_timeout,
@@ -1015,6 +1030,13 @@ mod tests {
             }
         };
     }
+    layered!(
+        tunnel_idle_timeout_from_the_file,
+        &[],
+        Some("tunnel-idle-timeout = \"90s\""),
+        |r: &Resolved| r.proxy.tunnel_idle_timeout,
+        Duration::from_secs(90)
+    );
     layered!(
         idle_timeout_flag,
         &["--idle-timeout", "5s"],

@@ -190,6 +190,7 @@ pub const FILE_KEYS: &[&str] = &[
     "body-timeout",
     "header-timeout",
     "idle-timeout",
+    "tunnel-idle-timeout",
     "lock-timeout",
     "shutdown-timeout",
     "max-connections",

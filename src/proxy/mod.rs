@@ -53,6 +53,8 @@ pub struct ProxyConfig {
     /// A client connection with no request in flight and no bytes moving for this long is
     /// closed (HTTP/1 keep-alive and HTTP/2 alike).
     pub idle_timeout: Duration,
+    /// A CONNECT tunnel with no bytes moving either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// Time allowed for a whole origin response body after its head (`None`: no limit beyond
     /// the per-chunk `response_timeout`); bounds an origin that trickles.
     pub body_timeout: Option<Duration>,
@@ -132,6 +134,7 @@ impl ProxyConfig {
             response_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(600),
             body_timeout: Some(Duration::from_secs(600)),
             lock_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),

@@ -532,7 +532,13 @@ impl State {
             Ok(s) => s,
             Err(e) => return self.upstream_error(&e, CacheStatus::bypass(BypassReason::Tunnel)),
         };
-        tunnel::splice(hyper::upgrade::on(req), origin, authority, slot);
+        tunnel::splice(
+            hyper::upgrade::on(req),
+            origin,
+            authority,
+            slot,
+            self.cfg.tunnel_idle_timeout,
+        );
         let mut res = Response::new(ProxyBody::Empty);
         self.stamp(&mut res, CacheStatus::bypass(BypassReason::Tunnel));
         res

@@ -1,13 +1,21 @@
 //! CONNECT: a blind TCP tunnel between the client and `host:port`. Nothing is cached.
 //!
-//! Invariant: the origin connection is made before the client gets `200`, so a refused or
-//! unreachable target is a 502 (504 on timeout), never a tunnel that closes at once.
+//! Invariants: the origin connection is made before the client gets `200`, so a refused or
+//! unreachable target is a 502 (504 on timeout), never a tunnel that closes at once. A tunnel
+//! with no bytes moving either way for `tunnel_idle_timeout` is closed (both sides), so dead
+//! peers do not hold `max_connections` slots forever.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::server::ConnSlot;
 use super::upstream::{ResolveMap, UpstreamError};
@@ -34,27 +42,120 @@ pub async fn connect(
     }
 }
 
-/// After the `200` has been sent, splice the upgraded client connection and the origin.
-/// `slot` (the client connection's `max_connections` slot) is held until the tunnel closes.
+/// After the `200` has been sent, splice the upgraded client connection and the origin
+/// until either side closes or no bytes move for `idle`. `slot` (the client connection's
+/// `max_connections` slot) is held until the tunnel closes.
 pub fn splice(
     upgrade: OnUpgrade,
-    mut origin: TcpStream,
+    origin: TcpStream,
     authority: String,
     slot: Option<ConnSlot>,
+    idle: Duration,
 ) {
     tokio::spawn(async move {
         let _slot = slot;
-        match upgrade.await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                match tokio::io::copy_bidirectional(&mut client, &mut origin).await {
-                    Ok((up, down)) => {
-                        tracing::debug!(%authority, up, down, "tunnel closed")
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%authority, error = %e, "CONNECT upgrade failed");
+                return;
+            }
+        };
+        let last = Arc::new(LastMoved::new());
+        let mut client = Watched {
+            io: TokioIo::new(upgraded),
+            last: last.clone(),
+        };
+        let mut origin = Watched {
+            io: origin,
+            last: last.clone(),
+        };
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut origin);
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                res = &mut copy => {
+                    match res {
+                        Ok((up, down)) => tracing::debug!(%authority, up, down, "tunnel closed"),
+                        Err(e) => tracing::debug!(%authority, error = %e, "tunnel ended with error"),
                     }
-                    Err(e) => tracing::debug!(%authority, error = %e, "tunnel ended with error"),
+                    return;
+                }
+                _ = tokio::time::sleep_until(last.at() + idle) => {
+                    if last.at().elapsed() >= idle {
+                        tracing::debug!(%authority, ?idle, "tunnel idle: closed");
+                        return; // dropping both ends closes them
+                    }
                 }
             }
-            Err(e) => tracing::debug!(%authority, error = %e, "CONNECT upgrade failed"),
         }
     });
+}
+
+/// When bytes last moved through a tunnel, either way.
+#[derive(Debug)]
+struct LastMoved {
+    start: Instant,
+    ms: AtomicU64,
+}
+
+impl LastMoved {
+    fn new() -> Self {
+        LastMoved {
+            start: Instant::now(),
+            ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.ms
+            .fetch_max(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> Instant {
+        self.start + Duration::from_millis(self.ms.load(Ordering::Relaxed))
+    }
+}
+
+/// One side of a tunnel, touching `last` whenever bytes move.
+struct Watched<T> {
+    io: T,
+    last: Arc<LastMoved>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.touch();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.touch();
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -2,6 +2,8 @@
 //! pipelining, HTTP/1.0, CONNECT tunnels, the cache key, `Via` and `Cache-Status` chaining, and
 //! hop-by-hop header removal in both directions.
 
+use std::time::Duration;
+
 use super::harness::*;
 
 #[tokio::test]
@@ -135,6 +137,46 @@ async fn connect_opens_a_blind_tunnel() {
         conn.send(message).await.unwrap();
         assert_eq!(conn.read_exact(message.len()).await.expect("echo"), message);
     }
+}
+
+#[tokio::test]
+async fn an_idle_connect_tunnel_is_closed_and_a_busy_one_is_not() {
+    let (echo, _echo_task) = echo_server().await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let idle = Duration::from_millis(400);
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![echo.port()];
+        c.tunnel_idle_timeout = idle;
+    })
+    .await;
+    let open = || async {
+        let mut conn = RawConn::connect(proxy).await;
+        conn.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(conn.read_head().await.expect("CONNECT answer").0, 200);
+        conn
+    };
+    // Busy: a message every 100 ms for three times the idle timeout, all echoed.
+    let mut busy = open().await;
+    let started = std::time::Instant::now();
+    while started.elapsed() < idle * 3 {
+        busy.send(b"tick").await.unwrap();
+        assert_eq!(busy.read_exact(4).await.expect("still open"), b"tick");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Idle: after one exchange nothing moves, and the proxy closes the tunnel.
+    let mut quiet = open().await;
+    quiet.send(b"once").await.unwrap();
+    assert_eq!(quiet.read_exact(4).await.unwrap(), b"once");
+    let silent_from = std::time::Instant::now();
+    // (read_to_end is bounded by IO_TIMEOUT: an open tunnel fails here.)
+    let rest = quiet
+        .read_to_end()
+        .await
+        .expect("the idle tunnel is closed by the proxy");
+    assert!(rest.is_empty());
+    assert!(silent_from.elapsed() >= idle - Duration::from_millis(50));
 }
 
 #[tokio::test]
