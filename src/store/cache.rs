@@ -883,7 +883,7 @@ impl Inner {
 
     /// `get`: from this handle's memory layer when its copy is current, else through
     /// [`fetch`](Self::fetch), keeping a copy of small values.
-    fn get_held(&self, key: &[u8]) -> Result<Option<Held>> {
+    pub(crate) fn get_held(&self, key: &[u8]) -> Result<Option<Held>> {
         let (Some(memory), Some(gens)) = (&self.memory, &self.gens) else {
             return Ok(self.fetch(key, |i, row| i.load_bytes(row))?.map(held));
         };
@@ -1341,6 +1341,7 @@ pub(crate) enum Stored<'a> {
 fn held((row, value): (Row, Vec<u8>)) -> Held {
     Held {
         value,
+        meta: row.meta,
         expire_time: row.expire_time,
         tag: row.tag,
     }

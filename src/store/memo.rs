@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::cache::Cache;
 use super::error::Result;
-use super::files::Value;
 
 /// Version byte of the meta blob written by [`Cache::memoize_stampede`].
 const MEMO_META_V1: u8 = 1;
@@ -71,23 +70,13 @@ impl Cache {
         uniform: &mut dyn FnMut() -> f64,
         compute: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<(Vec<u8>, bool)> {
-        if let Some(rec) = self.record(key)?
-            && let (Some(delta), Some(expire_time)) = (decode_delta(&rec.meta), rec.expire_time)
+        // Through the memory layer, like `get`: a hot memoized value costs no SQLite read.
+        if let Some(held) = self.inner.get_held(key)?
+            && let (Some(delta), Some(expire_time)) = (decode_delta(&held.meta), held.expire_time)
         {
             let now = self.clock().now();
             if !xfetch_should_recompute(now, delta, beta, expire_time, uniform()) {
-                let value = match rec.value {
-                    Value::Inline(v) => v,
-                    v @ Value::File { .. } => {
-                        let mut out = Vec::new();
-                        std::io::Read::read_to_end(
-                            &mut super::files::ValueReader::new(v),
-                            &mut out,
-                        )?;
-                        out
-                    }
-                };
-                return Ok((value, false));
+                return Ok((held.value, false));
             }
         }
         let start = self.clock().now();

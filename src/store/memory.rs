@@ -195,6 +195,8 @@ pub(crate) fn key_hash(key: &[u8]) -> u64 {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Held {
     pub(crate) value: Vec<u8>,
+    /// The row's meta (`memoize_stampede` keeps its compute time there).
+    pub(crate) meta: Vec<u8>,
     pub(crate) expire_time: Option<f64>,
     pub(crate) tag: Option<String>,
 }
@@ -248,9 +250,9 @@ impl Shard {
 }
 
 fn cost(key: &[u8], copy: &Option<Held>) -> u64 {
-    let held = copy
-        .as_ref()
-        .map_or(0, |c| c.value.len() + c.tag.as_ref().map_or(0, |t| t.len()));
+    let held = copy.as_ref().map_or(0, |c| {
+        c.value.len() + c.meta.len() + c.tag.as_ref().map_or(0, |t| t.len())
+    });
     (key.len() + held) as u64 + ENTRY_OVERHEAD
 }
 
@@ -360,6 +362,7 @@ mod tests {
     fn copy(v: &[u8]) -> Option<Held> {
         Some(Held {
             value: v.to_vec(),
+            meta: Vec::new(),
             expire_time: None,
             tag: None,
         })

@@ -93,6 +93,30 @@ fn memoize_stampede_recomputes_early_per_xfetch() {
 }
 
 #[test]
+fn memoize_stampede_never_serves_a_value_another_handle_removed() {
+    let (dir, clock, a) = open();
+    let b = hoard::store::Cache::builder(dir.path())
+        .clock(clock.shared())
+        .open()
+        .unwrap();
+    let run = |c: &hoard::store::Cache, v: &'static [u8]| {
+        c.memoize_stampede(b"k", Duration::from_secs(100), 1.0, &mut || 1.0, || {
+            Ok(v.to_vec())
+        })
+        .unwrap()
+    };
+    assert_eq!(run(&a, b"one"), (b"one".to_vec(), true));
+    assert_eq!(
+        run(&a, b"two"),
+        (b"one".to_vec(), false),
+        "served (from memory)"
+    );
+    b.delete(b"k").unwrap();
+    assert_eq!(run(&a, b"three"), (b"three".to_vec(), true));
+    assert_eq!(run(&b, b"four"), (b"three".to_vec(), false));
+}
+
+#[test]
 fn lock_is_exclusive_and_released_by_holder_only() {
     let (_d, _c, cache) = open();
     let a = Lock::new(&cache, b"lock", Duration::from_secs(30));
