@@ -571,31 +571,61 @@ fn lookup(c: &Connection, key: &[u8], now: f64) -> Result<Found> {
     }
 }
 
-/// Reads the settings row.
-pub(crate) fn read_settings(c: &Connection) -> Result<Settings> {
-    let (s, policy) = c
-        .prepare_cached(
-            "SELECT size_limit, cull_limit, eviction_policy, min_file_size, statistics, \
-             sqlite_mmap_size, sqlite_cache_size FROM settings WHERE id = 0",
-        )?
-        .query_row([], |r| {
-            Ok((
-                Settings {
-                    size_limit: r.get::<_, i64>(0)?.max(0) as u64,
-                    cull_limit: r.get::<_, i64>(1)?.clamp(0, u32::MAX as i64) as u32,
-                    eviction_policy: EvictionPolicy::default(),
-                    min_file_size: r.get::<_, i64>(3)?.max(0) as u64,
-                    statistics: r.get::<_, i64>(4)? != 0,
-                    sqlite_mmap_size: r.get::<_, i64>(5)?.max(0) as u64,
-                    sqlite_cache_size: r.get(6)?,
-                },
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+/// Columns of the settings row, in the order [`settings_from`] reads them.
+macro_rules! settings_cols {
+    () => {
+        "size_limit, cull_limit, eviction_policy, min_file_size, statistics, \
+         sqlite_mmap_size, sqlite_cache_size"
+    };
+}
+
+/// Decodes a row selected with [`settings_cols`]; the policy is returned as text.
+fn settings_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Settings, String)> {
+    Ok((
+        Settings {
+            size_limit: r.get::<_, i64>(0)?.max(0) as u64,
+            cull_limit: r.get::<_, i64>(1)?.clamp(0, u32::MAX as i64) as u32,
+            eviction_policy: EvictionPolicy::default(),
+            min_file_size: r.get::<_, i64>(3)?.max(0) as u64,
+            statistics: r.get::<_, i64>(4)? != 0,
+            sqlite_mmap_size: r.get::<_, i64>(5)?.max(0) as u64,
+            sqlite_cache_size: r.get(6)?,
+        },
+        r.get::<_, String>(2)?,
+    ))
+}
+
+fn with_policy((s, policy): (Settings, String)) -> Result<Settings> {
     Ok(Settings {
         eviction_policy: policy.parse()?,
         ..s
     })
+}
+
+/// Reads the settings row.
+pub(crate) fn read_settings(c: &Connection) -> Result<Settings> {
+    let row = c
+        .prepare_cached(concat!(
+            "SELECT ",
+            settings_cols!(),
+            " FROM settings WHERE id = 0"
+        ))?
+        .query_row([], settings_from)?;
+    with_policy(row)
+}
+
+/// The settings and [`volume_in`], in one statement (every write needs both).
+fn read_settings_and_volume(c: &Connection) -> Result<(Settings, u64)> {
+    let (row, volume) = c
+        .prepare_cached(concat!(
+            "SELECT ",
+            settings_cols!(),
+            ", (SELECT size FROM counters WHERE id = 0) + \
+             (SELECT page_count FROM pragma_page_count()) * \
+             (SELECT page_size FROM pragma_page_size()) FROM settings WHERE id = 0"
+        ))?
+        .query_row([], |r| Ok((settings_from(r)?, r.get::<_, i64>(7)?)))?;
+    Ok((with_policy(row)?, volume.max(0) as u64))
 }
 
 fn write_settings(c: &Connection, s: &Settings) -> Result<()> {
@@ -1121,9 +1151,9 @@ impl Inner {
         now: f64,
         protect: i64,
     ) -> Result<u64> {
-        let s = read_settings(c)?;
+        let (s, volume) = read_settings_and_volume(c)?;
         self.cache_settings(&s);
-        if s.cull_limit == 0 {
+        if s.cull_limit == 0 || volume <= s.size_limit {
             return Ok(0);
         }
         self.cull_in(
