@@ -534,6 +534,14 @@ fn size(t: &str) -> Result<u64, String> {
     config::parse_size(t).map_err(|e| e.to_string())
 }
 
+/// A duration that must be more than zero.
+fn nonzero_duration(t: &str) -> Result<std::time::Duration, String> {
+    match duration(t)? {
+        d if d.is_zero() => Err("must be more than 0".to_string()),
+        d => Ok(d),
+    }
+}
+
 fn duration(t: &str) -> Result<std::time::Duration, String> {
     config::parse_duration(t).map_err(|e| e.to_string())
 }
@@ -696,20 +704,14 @@ impl ServeArgs {
             "idle-timeout",
             self.idle_timeout.as_deref(),
             "60s",
-            |t| match duration(t)? {
-                d if d.is_zero() => Err("must be more than 0".to_string()),
-                d => Ok(d),
-            },
+            nonzero_duration,
         )?;
         let tunnel_idle_timeout;
         (c.tunnel_idle_timeout, tunnel_idle_timeout) = l.pick(
             "tunnel-idle-timeout",
             self.tunnel_idle_timeout.as_deref(),
             "10m",
-            |t| match duration(t)? {
-                d if d.is_zero() => Err("must be more than 0".to_string()),
-                d => Ok(d),
-            },
+            nonzero_duration,
         )?;
         let body_timeout;
         (c.body_timeout, body_timeout) = l.pick(

@@ -14,6 +14,7 @@ mod hot;
 mod lease;
 pub mod metrics;
 mod mitm;
+mod observed;
 mod pipeline;
 mod server;
 mod service;

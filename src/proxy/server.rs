@@ -22,13 +22,14 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::body::{BoxError, ProxyBody};
 use super::framing::{Scanner, Violation};
 use super::mitm::Interceptor;
+use super::observed::{Observed, Observer};
 use super::service::{CACHE_STATUS, State};
 use super::{ProxyConfig, ProxyError};
 use crate::http_cache::{BypassReason, CacheStatus};
@@ -242,7 +243,7 @@ impl Server {
                             }
                         }
                     });
-                    let io = TokioIo::new(ActiveIo { io: stream, activity: activity.clone() });
+                    let io = TokioIo::new(Observed { io: stream, observer: activity.clone() });
                     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
                     let stop = graceful.subscribe();
                     tokio::spawn(async move {
@@ -542,63 +543,15 @@ impl Body for GuardedBody {
     }
 }
 
-/// The client socket, recording when bytes last moved.
-#[derive(Debug)]
-struct ActiveIo {
-    io: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for ActiveIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-            self.activity.scan(&buf.filled()[before..]);
-        }
-        res
-    }
-}
-
-impl AsyncWrite for ActiveIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        res
+/// The client socket reports to its connection's activity: bytes moved (idle timeout) and
+/// request bytes read (the raw head scanner).
+impl Observer for Arc<Activity> {
+    fn on_read(&self, bytes: &[u8]) {
+        self.touch();
+        self.scan(bytes);
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    fn on_write(&self) {
+        self.touch();
     }
 }

@@ -5,18 +5,16 @@
 //! with no bytes moving either way for `tunnel_idle_timeout` is closed (both sides), so dead
 //! peers do not hold `max_connections` slots forever.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::observed::{Observed, Observer};
 use super::server::ConnSlot;
 use super::upstream::{ResolveMap, UpstreamError};
 
@@ -62,13 +60,13 @@ pub fn splice(
             }
         };
         let last = Arc::new(LastMoved::new());
-        let mut client = Watched {
+        let mut client = Observed {
             io: TokioIo::new(upgraded),
-            last: last.clone(),
+            observer: last.clone(),
         };
-        let mut origin = Watched {
+        let mut origin = Observed {
             io: origin,
-            last: last.clone(),
+            observer: last.clone(),
         };
         let copy = tokio::io::copy_bidirectional(&mut client, &mut origin);
         tokio::pin!(copy);
@@ -117,45 +115,12 @@ impl LastMoved {
     }
 }
 
-/// One side of a tunnel, touching `last` whenever bytes move.
-struct Watched<T> {
-    io: T,
-    last: Arc<LastMoved>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.last.touch();
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.touch();
-        }
-        res
+impl Observer for Arc<LastMoved> {
+    fn on_read(&self, _: &[u8]) {
+        self.touch();
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    fn on_write(&self) {
+        self.touch();
     }
 }
