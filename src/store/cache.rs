@@ -571,6 +571,14 @@ fn lookup(c: &Connection, key: &[u8], now: f64) -> Result<Found> {
     }
 }
 
+/// The volume (`volume()`): bytes of keys, values and meta plus the database's own pages.
+macro_rules! volume_expr {
+    () => {
+        "(SELECT size FROM counters WHERE id = 0) + \
+         (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())"
+    };
+}
+
 /// Columns of the settings row, in the order [`settings_from`] reads them.
 macro_rules! settings_cols {
     () => {
@@ -620,9 +628,9 @@ fn read_settings_and_volume(c: &Connection) -> Result<(Settings, u64)> {
         .prepare_cached(concat!(
             "SELECT ",
             settings_cols!(),
-            ", (SELECT size FROM counters WHERE id = 0) + \
-             (SELECT page_count FROM pragma_page_count()) * \
-             (SELECT page_size FROM pragma_page_size()) FROM settings WHERE id = 0"
+            ", ",
+            volume_expr!(),
+            " FROM settings WHERE id = 0"
         ))?
         .query_row([], |r| Ok((settings_from(r)?, r.get::<_, i64>(7)?)))?;
     Ok((with_policy(row)?, volume.max(0) as u64))
@@ -650,10 +658,7 @@ fn write_settings(c: &Connection, s: &Settings) -> Result<()> {
 /// Volume in bytes: accounted row sizes plus the database size.
 fn volume_in(c: &Connection) -> Result<u64> {
     let v: i64 = c
-        .prepare_cached(
-            "SELECT size + (SELECT page_count FROM pragma_page_count()) * \
-             (SELECT page_size FROM pragma_page_size()) FROM counters WHERE id = 0",
-        )?
+        .prepare_cached(concat!("SELECT ", volume_expr!()))?
         .query_row([], |r| r.get(0))?;
     Ok(v.max(0) as u64)
 }
@@ -747,10 +752,9 @@ impl Inner {
             }
         }
         if wal_too_big {
-            // Back-pressure (see `checkpoint`): this writer resets the WAL; failure (busy) is
-            // harmless, the next check tries again.
-            // Back-pressure with a bound: waiting out busy readers for the whole busy
-            // timeout would stall every writer that long; a later commit tries again.
+            // Back-pressure (see `checkpoint`): this writer restarts the WAL, waiting for
+            // readers at most RESTART_WAIT (the whole busy timeout would stall every writer
+            // that long); on failure a later commit tries again.
             let _ = conn.busy_timeout(checkpoint::RESTART_WAIT);
             let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
             let _ = conn.busy_timeout(schema::BUSY_TIMEOUT);
@@ -840,8 +844,9 @@ impl Inner {
         if n == 1 {
             self.changed(p, key);
         }
-        if n == 1
-            && let Some(path) = filename.and_then(|f| value_path(&self.dir, f))
+        if let Some(path) = filename
+            .filter(|_| n == 1)
+            .and_then(|f| value_path(&self.dir, f))
         {
             p.unlink.push(path);
         }

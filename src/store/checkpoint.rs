@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -118,17 +118,15 @@ impl Checkpointer {
         // restart limit the writers restart the WAL themselves; the thread would only hold
         // the checkpoint lock they need.
         let kicked = self.kicked_at.load(Ordering::Relaxed);
-        if frames < kicked {
-            self.kicked_at.store(0, Ordering::Relaxed); // the WAL started again
-        }
-        if frames >= kicked.min(frames) + KICK_FRAMES
-            && frames <= WAL_RESTART_FRAMES
-            && self.kicked_at.swap(frames, Ordering::Relaxed) < frames
-            && let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && let Err(TrySendError::Disconnected(())) = tx.try_send(())
-        {
-            // The thread is gone (it could not open a connection): the writer's RESTART
-            // above WAL_RESTART_FRAMES still bounds the WAL.
+        // Shorter than at the last request: the WAL started again.
+        let base = if frames < kicked { 0 } else { kicked };
+        if frames >= base + KICK_FRAMES && frames <= WAL_RESTART_FRAMES {
+            self.kicked_at.store(frames, Ordering::Relaxed);
+            if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                // Full: a request is already pending. Gone: the thread could not open a
+                // connection, and the writers' RESTART still bounds the WAL.
+                let _ = tx.try_send(());
+            }
         }
         if frames <= WAL_RESTART_FRAMES {
             self.tried_at.store(0, Ordering::Relaxed);
