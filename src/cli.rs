@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, ConfigError, ConfigFile, LogFormat};
+use crate::http_cache::ForwardingHeaders;
 use crate::proxy::ProxyConfig;
 use crate::store::EvictionPolicy;
 
@@ -312,6 +313,10 @@ pub struct ServeArgs {
     /// Name used in Via headers [default: hoard].
     #[arg(long, env = "HOARD_PSEUDONYM")]
     pub pseudonym: Option<String>,
+    /// Client-sent Forwarded / X-Forwarded-* / X-Original-URL fields: strip (removed before
+    /// caching) or pass (forwarded; such requests bypass the cache) [default: strip].
+    #[arg(long, env = "HOARD_FORWARDING_HEADERS")]
+    pub forwarding_headers: Option<String>,
     /// Clients allowed to send PURGE, comma-separated IPs or networks; empty: nobody [default: 127.0.0.0/8,::1].
     #[arg(long, env = "HOARD_PURGE_ALLOW")]
     pub purge_allow: Option<String>,
@@ -415,6 +420,7 @@ pub struct Effective {
     pub memory_cache_size: String,
     pub memory_cache_ttl: String,
     pub pseudonym: String,
+    pub forwarding_headers: String,
     pub purge_allow: Vec<String>,
     pub allow: Vec<String>,
     /// `user:***`: passwords are never printed.
@@ -775,6 +781,12 @@ impl ServeArgs {
                 Err(format!("{t:?}: expected a non-empty token without spaces"))
             }
         })?;
+        (c.forwarding_headers, _) = l.pick(
+            "forwarding-headers",
+            self.forwarding_headers.as_deref(),
+            "strip",
+            ForwardingHeaders::parse,
+        )?;
         (c.purge_allow, _) = l.pick(
             "purge-allow",
             self.purge_allow.as_deref(),
@@ -872,6 +884,7 @@ impl ServeArgs {
             memory_cache_size,
             memory_cache_ttl,
             pseudonym: c.pseudonym.clone(),
+            forwarding_headers: c.forwarding_headers.as_str().to_string(),
             purge_allow: c.purge_allow.iter().map(ToString::to_string).collect(),
             allow: c.allow.iter().map(ToString::to_string).collect(),
             proxy_auth: c

@@ -198,6 +198,7 @@ pub const FILE_KEYS: &[&str] = &[
     "memory-cache-size",
     "memory-cache-ttl",
     "pseudonym",
+    "forwarding-headers",
     "allow",
     "proxy-auth",
     "purge-allow",

@@ -11,7 +11,7 @@ use http_cache_semantics::{CacheOptions, CachePolicy};
 use super::directives::{CacheControl, Freshness5861, parse_cache_control};
 use super::entry::{StoredHead, stored_request_headers};
 use super::headers::{set_age, strip_hop_by_hop};
-use super::key::normalized_header;
+use super::key::{stored_vary_value, vary_value};
 use super::status::RequestReason;
 use super::vary::Vary;
 
@@ -127,9 +127,10 @@ pub fn lookup(
     match &head.vary {
         Vary::Any => return Lookup::Mismatch,
         Vary::Headers(names) => {
-            if names.iter().any(|n| {
-                normalized_header(&req.headers, n) != normalized_header(&head.request_headers, n)
-            }) {
+            if names
+                .iter()
+                .any(|n| vary_value(&req.headers, n) != stored_vary_value(&head.request_headers, n))
+            {
                 return Lookup::Mismatch;
             }
         }
@@ -392,13 +393,44 @@ pub fn storability_forced(
     Ok(())
 }
 
-/// Fields a 304 never updates: framing and content-coding of the stored body (RFC 9111 3.2).
-const NOT_UPDATED: &[header::HeaderName] = &[
-    header::CONTENT_LENGTH,
-    header::CONTENT_ENCODING,
-    header::TRANSFER_ENCODING,
-    header::CONTENT_RANGE,
+/// Fields a 304 never updates: those that describe the stored body, its framing, coding,
+/// range, digest and the validator that selected it (RFC 9111 3.2, 4.3.4).
+const NOT_UPDATED: &[&str] = &[
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "content-range",
+    "content-md5",
+    "etag",
 ];
+
+/// Response fields that belong to the one client whose request produced them and never to a
+/// stored response other clients receive: cookies being set, and the fields a qualified
+/// `private="..."` or `no-cache="..."` names (RFC 9111 5.2.2.4, 5.2.2.7). Names are lower-case.
+pub fn per_client_fields(res: &HeaderMap) -> Vec<String> {
+    let mut out = vec!["set-cookie".to_string(), "set-cookie2".to_string()];
+    let cc = parse_cache_control(res);
+    for directive in ["private", "no-cache"] {
+        if let Some(Some(list)) = cc.get(directive) {
+            out.extend(
+                list.split(',')
+                    .map(|n| n.trim().to_ascii_lowercase())
+                    .filter(|n| !n.is_empty()),
+            );
+        }
+    }
+    out
+}
+
+/// A 304 merged into a stored head (RFC 9111 4.3.4).
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    /// The head to store: the stored one updated by the 304, without [`per_client_fields`].
+    pub head: StoredHead,
+    /// The 304's [`per_client_fields`]: sent to the client whose request revalidated, never
+    /// stored (a rolling session cookie must not reach the next client).
+    pub client_only: HeaderMap,
+}
 
 fn trim(v: &header::HeaderValue) -> &[u8] {
     v.as_bytes().trim_ascii()
@@ -425,16 +457,19 @@ fn validators_match(head: &StoredHead, h304: &HeaderMap) -> bool {
 }
 
 /// Merges a 304 into `head` (RFC 9111 4.3.4 / 3.2): each field in the 304 replaces all stored
-/// lines of that name or is added; hop-by-hop and [`NOT_UPDATED`] fields are ignored. Body
-/// length, digest, status and `fetch_delta` stay. `None` when the 304's validators do not
-/// select this entry (or the response is not a 304).
+/// lines of that name or is added; hop-by-hop and [`NOT_UPDATED`] fields are ignored, and
+/// [`per_client_fields`] (judged on the merged `Cache-Control`) go to
+/// [`Refreshed::client_only`], never into the stored head. Body length, digest, status and
+/// `fetch_delta` stay. `None` when the 304's validators do not select this entry (or the
+/// response is not a 304). Whether the merged response may still be shared is the caller's
+/// question ([`storability`] on [`StoredHead::response_parts`]).
 pub fn refresh(
     head: &StoredHead,
     req: &request::Parts,
     not_modified: &response::Parts,
     now_request: SystemTime,
     now_response: SystemTime,
-) -> Option<StoredHead> {
+) -> Option<Refreshed> {
     if not_modified.status != StatusCode::NOT_MODIFIED
         || !validators_match(head, &not_modified.headers)
     {
@@ -444,7 +479,7 @@ pub fn refresh(
     strip_hop_by_hop(&mut incoming);
     let mut merged = head.response_headers.clone();
     for name in incoming.keys() {
-        if NOT_UPDATED.contains(name) {
+        if NOT_UPDATED.contains(&name.as_str()) {
             continue;
         }
         merged.remove(name);
@@ -452,15 +487,28 @@ pub fn refresh(
             merged.append(name.clone(), v.clone());
         }
     }
+    let mut client_only = HeaderMap::new();
+    for name in per_client_fields(&merged) {
+        let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        merged.remove(&name);
+        for v in incoming.get_all(&name) {
+            client_only.append(name.clone(), v.clone());
+        }
+    }
     let vary = Vary::from_headers(&merged);
-    Some(StoredHead {
-        request_headers: stored_request_headers(&req.headers, &vary),
-        response_headers: merged,
-        request_time: now_request,
-        response_time: now_response,
-        vary,
-        memo: Default::default(),
-        ..head.clone()
+    Some(Refreshed {
+        head: StoredHead {
+            request_headers: stored_request_headers(&req.headers, &vary),
+            response_headers: merged,
+            request_time: now_request,
+            response_time: now_response,
+            vary,
+            memo: Default::default(),
+            ..head.clone()
+        },
+        client_only,
     })
 }
 

@@ -10,6 +10,7 @@ use http_cache_semantics::{CacheOptions, CachePolicy};
 
 use super::decide::LookupOptions;
 use super::headers::{parse_http_date, strip_hop_by_hop};
+use super::key::{is_secret_field, vary_value};
 use super::vary::Vary;
 
 /// Current format version, the first byte of every encoded [`HeadRecord`].
@@ -121,6 +122,13 @@ pub fn stored_request_headers(req: &HeaderMap, vary: &Vary) -> HeaderMap {
         );
     }
     for name in vary.names() {
+        if is_secret_field(name) {
+            // Only the digest is kept (see `vary_value`): a Cookie never reaches the store.
+            if let Some(d) = vary_value(req, name).and_then(|d| HeaderValue::from_bytes(&d).ok()) {
+                out.insert(name.clone(), d);
+            }
+            continue;
+        }
         for v in req.get_all(name) {
             out.append(name.clone(), v.clone());
         }
@@ -170,6 +178,12 @@ impl StoredHead {
         res.status = self.status;
         res.headers = res_headers;
         (req, res)
+    }
+
+    /// The stored response as `response::Parts` (status and headers, no body), e.g. to ask
+    /// [`storability`](super::storability) about it again after a 304 merge.
+    pub fn response_parts(&self) -> response::Parts {
+        self.parts(self.response_headers.clone()).1
     }
 
     /// The http-cache-semantics policy of this entry (shared cache, stored response time).

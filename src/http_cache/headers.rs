@@ -19,6 +19,93 @@ pub const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
 ];
 
+/// Request fields a client can use to make an origin build links, pick a scheme or host, or
+/// route to another URL, none of which is part of the cache key: `Forwarded` (RFC 7239), its
+/// `X-Forwarded-*` predecessors and the URL/method override fields of common frameworks. An
+/// origin that reflects one of them into a stored page would hand one client's value to
+/// everyone (cache poisoning), so the proxy removes them from client requests by default.
+pub const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-original-url",
+    "x-original-host",
+    "x-rewrite-url",
+    "x-host",
+    "x-url-scheme",
+    "front-end-https",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// What the proxy does with the [`FORWARDING`] fields of a client request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardingHeaders {
+    /// Remove them before anything else looks at the request (the default).
+    #[default]
+    Strip,
+    /// Forward them; a request carrying one is never answered from or stored in the cache.
+    Pass,
+}
+
+impl ForwardingHeaders {
+    /// The configuration spelling (`strip`, `pass`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardingHeaders::Strip => "strip",
+            ForwardingHeaders::Pass => "pass",
+        }
+    }
+
+    /// Parses the configuration spelling.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "strip" => Ok(ForwardingHeaders::Strip),
+            "pass" => Ok(ForwardingHeaders::Pass),
+            other => Err(format!("{other:?}: expected strip or pass")),
+        }
+    }
+}
+
+/// What [`normalize_request`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalized {
+    /// Nothing left that the cache key does not cover.
+    Clean,
+    /// [`FORWARDING`] fields were kept (`ForwardingHeaders::Pass`): the response may depend on
+    /// them, so the request must bypass the cache.
+    CarriesForwarding,
+}
+
+/// Normalises a client request's header block once, before its cache key, Vary match and
+/// storability are computed: hop-by-hop fields (and those named in `Connection`) are removed,
+/// so a field the origin never sees can never pick the variant others are served, and the
+/// [`FORWARDING`] fields are removed or, under `ForwardingHeaders::Pass`, reported.
+pub fn normalize_request(headers: &mut HeaderMap, forwarding: ForwardingHeaders) -> Normalized {
+    strip_hop_by_hop(headers);
+    let mut found = false;
+    for name in FORWARDING {
+        if headers.contains_key(*name) {
+            found = true;
+            if forwarding == ForwardingHeaders::Strip {
+                headers.remove(*name);
+            }
+        }
+    }
+    if found && forwarding == ForwardingHeaders::Pass {
+        Normalized::CarriesForwarding
+    } else {
+        Normalized::Clean
+    }
+}
+
 /// Removes hop-by-hop header fields: the fixed list in [`HOP_BY_HOP`] plus every field named by
 /// any `Connection` field line.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -149,6 +236,39 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn normalize_strips_connection_named_and_forwarding_fields() {
+        let mut h = map(&[
+            ("connection", "accept-language"),
+            ("accept-language", "fr"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "host=evil.example"),
+            ("x-original-url", "/admin"),
+            ("accept", "text/html"),
+        ]);
+        assert_eq!(
+            normalize_request(&mut h, ForwardingHeaders::Strip),
+            Normalized::Clean
+        );
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn normalize_pass_keeps_forwarding_fields_and_reports_them() {
+        let mut h = map(&[("x-forwarded-proto", "http"), ("accept", "*/*")]);
+        assert_eq!(
+            normalize_request(&mut h, ForwardingHeaders::Pass),
+            Normalized::CarriesForwarding
+        );
+        assert!(h.contains_key("x-forwarded-proto"));
+        let mut clean = map(&[("accept", "*/*")]);
+        assert_eq!(
+            normalize_request(&mut clean, ForwardingHeaders::Pass),
+            Normalized::Clean
+        );
     }
 
     #[test]

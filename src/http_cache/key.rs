@@ -220,14 +220,56 @@ pub fn normalized_header(req: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> 
     Some(out)
 }
 
+/// Does `name` carry a secret (a session, a credential)? A response varying on such a field is
+/// keyed and matched by a digest of its value, so the store never holds the value in clear.
+pub fn is_secret_field(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(n, "cookie" | "authorization" | "proxy-authorization")
+        || [
+            "token", "auth", "session", "secret", "password", "api-key", "apikey",
+        ]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+/// Prefix of a digested Vary value (followed by 64 hex digits of SHA-256).
+pub const SECRET_DIGEST_PREFIX: &str = "sha256:";
+
+/// The value a request contributes to Vary matching for `name`: [`normalized_header`], and for
+/// [`is_secret_field`] fields `sha256:<hex>` of it instead (what stored heads and variant keys
+/// hold, so a `Cookie` never sits in the store in clear).
+pub fn vary_value(req: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let v = normalized_header(req, name)?;
+    if !is_secret_field(name) {
+        return Some(v);
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, &v);
+    let mut out = SECRET_DIGEST_PREFIX.as_bytes().to_vec();
+    for b in d.as_ref() {
+        out.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    Some(out)
+}
+
+/// The Vary value a stored head recorded for `name` (see [`vary_value`]): secret fields are
+/// stored already digested and compared as stored; others are normalised again.
+pub fn stored_vary_value(stored: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    if is_secret_field(name) {
+        let mut values = stored.get_all(name).iter();
+        let first = values.next()?;
+        return Some(first.as_bytes().to_vec());
+    }
+    normalized_header(stored, name)
+}
+
 /// Key of one Vary variant: the base key, then per varying header `\0name` followed by `\x01`
-/// (absent) or `\x02value` (present, normalised with [`normalized_header`]).
+/// (absent) or `\x02value` (present, as [`vary_value`] gives it: normalised, secrets digested).
 pub fn variant_key(base: &CacheKey, vary: &[HeaderName], req: &HeaderMap) -> Vec<u8> {
     let mut out = base.as_bytes().to_vec();
     for name in vary {
         out.push(0);
         out.extend_from_slice(name.as_str().as_bytes());
-        match normalized_header(req, name) {
+        match vary_value(req, name) {
             None => out.push(1),
             Some(v) => {
                 out.push(2);

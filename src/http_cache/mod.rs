@@ -14,19 +14,21 @@ mod status;
 mod vary;
 
 pub use decide::{
-    Lookup, LookupOptions, NotStorable, forced_by_request, invalidation_targets, lookup,
-    only_if_cached, refresh, request_no_cache, resolve_reference, revalidation_request,
-    storability, storability_forced, xfetch_due,
+    Lookup, LookupOptions, NotStorable, Refreshed, forced_by_request, invalidation_targets, lookup,
+    only_if_cached, per_client_fields, refresh, request_no_cache, resolve_reference,
+    revalidation_request, storability, storability_forced, xfetch_due,
 };
 pub use directives::{CacheControl, Freshness5861, parse_cache_control, request_stale_if_error};
 pub use entry::{
     DecodeError, HEAD_FORMAT_VERSION, HeadRecord, Memo, StoredHead, stored_request_headers,
 };
 pub use headers::{
-    HOP_BY_HOP, append_via, fmt_http_date, parse_http_date, set_age, strip_hop_by_hop,
+    FORWARDING, ForwardingHeaders, HOP_BY_HOP, Normalized, append_via, fmt_http_date,
+    normalize_request, parse_http_date, set_age, strip_hop_by_hop,
 };
 pub use key::{
-    CacheKey, KeyError, absolute_uri, cache_key, normalize_uri, normalized_header, variant_key,
+    CacheKey, KeyError, SECRET_DIGEST_PREFIX, absolute_uri, cache_key, is_secret_field,
+    normalize_uri, normalized_header, variant_key, vary_value,
 };
 pub use rules::{IgnoreQuery, Pattern, Rule, RuleError, first_match};
 pub use status::{BypassReason, CACHE_NAME, CacheStatus, Detail, Fwd, RequestReason};

@@ -50,6 +50,8 @@ pub enum BypassReason {
     Disabled,
     /// The request was refused before reaching the cache (malformed, loop).
     Refused,
+    /// The request carries forwarding fields the key does not cover (`forwarding-headers = pass`).
+    Forwarding,
 }
 
 impl BypassReason {
@@ -63,6 +65,7 @@ impl BypassReason {
             BypassReason::Key => "key",
             BypassReason::Disabled => "disabled",
             BypassReason::Refused => "refused",
+            BypassReason::Forwarding => "forwarding-header",
         }
     }
 }

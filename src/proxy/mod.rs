@@ -28,6 +28,7 @@ use std::time::Duration;
 pub use server::{Server, ServerHandle};
 
 use crate::config::IpNet;
+use crate::http_cache::ForwardingHeaders;
 use crate::store::EvictionPolicy;
 
 /// Everything the proxy needs to run, already validated.
@@ -69,6 +70,8 @@ pub struct ProxyConfig {
     pub max_header_size: usize,
     /// The name used in `Via`.
     pub pseudonym: String,
+    /// Client-sent forwarding fields (`Forwarded`, `X-Forwarded-*`, ...): stripped or passed.
+    pub forwarding_headers: ForwardingHeaders,
     /// Bytes of decoded hot entries kept in memory in front of the store (0 disables).
     pub memory_cache_size: usize,
     /// How long a row held in memory is trusted before it is read from the store again
@@ -142,6 +145,7 @@ impl ProxyConfig {
             max_connections: 10_000,
             max_header_size: 64 * 1024,
             pseudonym: "hoard".to_string(),
+            forwarding_headers: ForwardingHeaders::Strip,
             memory_cache_size: 128 << 20,
             memory_cache_ttl: Duration::from_secs(1),
             mitm: false,

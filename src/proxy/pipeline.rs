@@ -26,7 +26,7 @@ use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
 use crate::http_cache::{
     self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions,
-    NotStorable, Rule, StoredHead,
+    NotStorable, Refreshed, Rule, StoredHead,
 };
 use crate::store::{Cache, Record, Value};
 
@@ -865,32 +865,53 @@ impl Ctx<'_> {
         if rparts.status == StatusCode::NOT_MODIFIED
             && let Some(entry) = stale
         {
-            if let Some(mut newhead) =
-                http_cache::refresh(&entry.head, &self.lookup, &rparts, t_req, t_res)
-            {
-                newhead.fetch_delta = delta;
-                let stored = self
-                    .st
-                    .sinks()
-                    .refresh_head(&entry.row_key, newhead.clone())
-                    .await;
-                if let Some(p) = permit {
-                    p.finish(if stored {
+            let merged = merge_304(
+                self.rule.as_ref(),
+                &self.lookup,
+                &entry.head,
+                &rparts,
+                (t_req, t_res, delta),
+                &self.st.lookup_opts,
+            );
+            let sinks = self.st.sinks();
+            let (refreshed, outcome, fwd) = match merged {
+                Merged304::NoMatch => {
+                    // The 304 does not match what we hold: fetch the full response.
+                    return Box::pin(self.fetch(None, permit, fwd, lease)).await;
+                }
+                Merged304::Store(r) => {
+                    let stored = sinks.refresh_head(&entry.row_key, r.head.clone()).await;
+                    let outcome = if stored {
                         Outcome::Stored
                     } else {
                         Outcome::Abandoned
-                    });
+                    };
+                    (r, outcome, fwd.with_fwd_status(304).stored(stored))
                 }
-                let headers = served_headers(&newhead, t_res);
-                return self.serve_stored(
-                    &newhead,
-                    headers,
-                    entry.rec,
-                    fwd.with_fwd_status(304).stored(stored),
-                );
+                Merged304::ClientOnly(r, reason) => (
+                    r,
+                    Outcome::Abandoned,
+                    fwd.with_fwd_status(304)
+                        .with_detail(Detail::NotStorable(reason)),
+                ),
+                Merged304::Remove(r, reason) => {
+                    drop_row(&sinks, &entry.row_key).await;
+                    (
+                        r,
+                        Outcome::Uncacheable,
+                        fwd.with_fwd_status(304)
+                            .with_detail(Detail::NotStorable(reason)),
+                    )
+                }
+            };
+            if let Some(p) = permit {
+                p.finish(outcome);
             }
-            // The 304 does not match what we hold: fetch the full response.
-            return Box::pin(self.fetch(None, permit, fwd, lease)).await;
+            let mut headers = served_headers(&refreshed.head, t_res);
+            for (name, value) in &refreshed.client_only {
+                headers.append(name, value.clone());
+            }
+            return self.serve_stored(&refreshed.head, headers, entry.rec, fwd);
         }
         // A new response.
         let storable = storability(
@@ -1111,13 +1132,25 @@ impl Refresher {
         let delta = started.elapsed();
         let (rparts, rbody) = res.into_parts();
         if rparts.status == StatusCode::NOT_MODIFIED {
-            if let Some(mut newhead) =
-                http_cache::refresh(&head, &self.lookup, &rparts, t_req, t_res)
-            {
-                newhead.fetch_delta = delta;
-                if self.sinks.refresh_head(&row_key, newhead).await {
-                    permit.finish(Outcome::Stored);
+            // Nobody is answered here: the 304's per-client fields go nowhere.
+            match merge_304(
+                self.rule.as_ref(),
+                &self.lookup,
+                &head,
+                &rparts,
+                (t_req, t_res, delta),
+                &self.opts,
+            ) {
+                Merged304::Store(r) => {
+                    if self.sinks.refresh_head(&row_key, r.head).await {
+                        permit.finish(Outcome::Stored);
+                    }
                 }
+                Merged304::Remove(..) => {
+                    drop_row(&self.sinks, &row_key).await;
+                    permit.finish(Outcome::Uncacheable);
+                }
+                Merged304::ClientOnly(..) | Merged304::NoMatch => {}
             }
             drop(lease);
             return;
@@ -1144,6 +1177,66 @@ impl Refresher {
             let total = self.body_timeout;
             fill::run(plan, rbody, None, Some(permit), Some(lease), timeout, total).await;
         }
+    }
+}
+
+/// What a 304 does to the stored entry it revalidated.
+enum Merged304 {
+    /// The merge may be shared: store it (the client also gets `client_only`).
+    Store(Refreshed),
+    /// The merged response may be shared, but not as the answer to this request (it carried
+    /// Authorization, `no-store`...): answer this client from the merge, leave the entry.
+    ClientOnly(Refreshed, NotStorable),
+    /// The merged response may no longer be shared (`private`, `no-store`, `Vary: *`...):
+    /// remove the entry; this client is still answered from the merge.
+    Remove(Refreshed, NotStorable),
+    /// The 304's validators do not select the entry.
+    NoMatch,
+}
+
+/// Merge a 304 into `head` and ask storability again, on the response alone (may anyone
+/// share it?) and then with the request that was sent (may this exchange update it?).
+fn merge_304(
+    rule: Option<&Rule>,
+    req: &Parts,
+    head: &StoredHead,
+    res: &http::response::Parts,
+    (t_req, t_res, delta): (SystemTime, SystemTime, std::time::Duration),
+    opts: &LookupOptions,
+) -> Merged304 {
+    let Some(mut r) = http_cache::refresh(head, req, res, t_req, t_res) else {
+        return Merged304::NoMatch;
+    };
+    r.head.fetch_delta = delta;
+    let merged = r.head.response_parts();
+    let mut anonymous = req.clone();
+    anonymous.headers = HeaderMap::new();
+    if let Err(reason) = storability(rule, &anonymous, &merged, opts) {
+        return Merged304::Remove(r, reason);
+    }
+    // A Range request revalidates the whole stored response; the range is not the exchange's.
+    let mut sent = req.clone();
+    sent.headers.remove(header::RANGE);
+    if let Err(reason) = storability(rule, &sent, &merged, opts) {
+        return Merged304::ClientOnly(r, reason);
+    }
+    Merged304::Store(r)
+}
+
+/// Remove one stored row (a variant whose response may no longer be shared) and its copy in
+/// the in-memory front.
+async fn drop_row(sinks: &Sinks, row_key: &[u8]) {
+    let (store, hot, key) = (sinks.store.clone(), sinks.hot.clone(), row_key.to_vec());
+    let res = tokio::task::spawn_blocking(move || {
+        let r = store.delete(&key);
+        hot.remove(&key);
+        r
+    })
+    .await;
+    match res {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "removing an unshareable entry failed"),
+        Err(e) => tracing::warn!(error = %e, "removing an unshareable entry: task failed"),
     }
 }
 

@@ -30,7 +30,7 @@ use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
 use super::{ProxyConfig, ProxyError};
 use crate::coalesce::Coalescer;
-use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions};
+use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions, Normalized};
 use crate::store::Cache;
 
 /// `Cache-Status` header name (RFC 9211).
@@ -323,10 +323,14 @@ impl State {
     /// through the cache and everything else passed through.
     pub(super) async fn dispatch_to(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
         target: Uri,
     ) -> Response<ProxyBody> {
+        // Once, before anything computes a key, a Vary match or storability: what the origin
+        // will not see (hop-by-hop fields) must not choose what others are served.
+        let normalized =
+            http_cache::normalize_request(req.headers_mut(), self.cfg.forwarding_headers);
         if self.is_loop(&target) {
             return self.error(
                 StatusCode::LOOP_DETECTED,
@@ -344,6 +348,11 @@ impl State {
                 "hoard is offline: only GET and HEAD are answered, from the cache\n",
             );
         }
+        if normalized == Normalized::CarriesForwarding && !self.cfg.offline {
+            return self
+                .pass_through(req, target, BypassReason::Forwarding)
+                .await;
+        }
         if !matches!(*req.method(), Method::GET | Method::HEAD)
             && let Some(rule) = http_cache::first_match(&self.cfg.rules, &target)
             && rule.caches_method(req.method())
@@ -353,7 +362,7 @@ impl State {
         }
         match *req.method() {
             Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
-            _ => self.pass_through(req, target).await,
+            _ => self.pass_through(req, target, BypassReason::Method).await,
         }
     }
 
@@ -545,7 +554,12 @@ impl State {
     }
 
     /// Forward a request the cache does not answer; unsafe methods invalidate on success.
-    async fn pass_through(&self, req: Request<Incoming>, target: Uri) -> Response<ProxyBody> {
+    async fn pass_through(
+        &self,
+        req: Request<Incoming>,
+        target: Uri,
+        reason: BypassReason,
+    ) -> Response<ProxyBody> {
         let (parts, body) = req.into_parts();
         let unsafe_method = !matches!(
             parts.method,
@@ -554,7 +568,7 @@ impl State {
         let up = self.upstream_request(&parts, &target, ProxyBody::Incoming(body));
         let res = match self.upstream.send(up).await {
             Ok(r) => r,
-            Err(e) => return self.upstream_error(&e, CacheStatus::bypass(BypassReason::Method)),
+            Err(e) => return self.upstream_error(&e, CacheStatus::bypass(reason)),
         };
         let (mut rparts, rbody) = res.into_parts();
         if unsafe_method {
@@ -571,7 +585,7 @@ impl State {
         self.prepare_response_headers(&mut rparts.headers, rparts.version);
         let mut res = Response::from_parts(rparts, self.origin_body(rbody));
         *res.version_mut() = Version::HTTP_11;
-        self.stamp(&mut res, CacheStatus::bypass(BypassReason::Method));
+        self.stamp(&mut res, CacheStatus::bypass(reason));
         res
     }
 

@@ -6,6 +6,7 @@ mod access;
 mod framing;
 mod limits;
 mod privacy;
+mod sharing;
 mod upstream;
 
 use std::future::Future;

@@ -346,7 +346,9 @@ fn refresh_replaces_and_adds_but_not_framing() {
             ("transfer-encoding", "chunked"),
         ],
     );
-    let new = refresh(&head, &req(&[]), &not_modified, at(499), at(500)).expect("refreshed");
+    let new = refresh(&head, &req(&[]), &not_modified, at(499), at(500))
+        .expect("refreshed")
+        .head;
     let h = &new.response_headers;
     assert_eq!(h["cache-control"], "max-age=120");
     assert_eq!(h["x-old"], "1");
@@ -370,6 +372,54 @@ fn refresh_replaces_and_adds_but_not_framing() {
         summary(&lookup(&new, &req(&[]), at(560), &o)),
         "fresh ttl=59"
     );
+}
+
+/// Issue 12.1: a rolling session cookie in a 304 went into the shared entry.
+#[test]
+fn refresh_never_stores_per_client_fields() {
+    let head = refresh_base();
+    let not_modified = res_with(
+        304,
+        &[
+            ("etag", "\"v1\""),
+            ("set-cookie", "sid=ALICE-rotated"),
+            ("set-cookie2", "old=1"),
+            (
+                "cache-control",
+                "max-age=60, private=\"x-user\", no-cache=\"X-Debug\"",
+            ),
+            ("x-user", "alice"),
+            ("x-debug", "1"),
+            ("x-shared", "yes"),
+        ],
+    );
+    let r = refresh(&head, &req(&[]), &not_modified, at(1), at(2)).expect("refreshed");
+    let h = &r.head.response_headers;
+    for field in ["set-cookie", "set-cookie2", "x-user", "x-debug"] {
+        assert!(!h.contains_key(field), "{field} stored");
+        assert!(
+            r.client_only.contains_key(field),
+            "{field} not given to the client"
+        );
+    }
+    assert_eq!(h["x-shared"], "yes");
+    assert!(!r.client_only.contains_key("x-shared"));
+}
+
+/// RFC 9111 3.2: fields describing the stored body are never replaced by a 304.
+#[test]
+fn refresh_keeps_the_stored_validator_and_digest() {
+    let head = refresh_base();
+    let not_modified = res_with(
+        304,
+        &[
+            ("etag", "W/\"v1\""),
+            ("content-md5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
+        ],
+    );
+    let r = refresh(&head, &req(&[]), &not_modified, at(1), at(2)).expect("refreshed");
+    assert_eq!(r.head.response_headers["etag"], "\"v1\"");
+    assert!(!r.head.response_headers.contains_key("content-md5"));
 }
 
 #[test]

@@ -1,0 +1,287 @@
+//! What one client sends never changes what another receives: a 304's per-client fields, a
+//! 304 that makes the response unshareable, request fields the origin never sees (named in
+//! `Connection`) and unkeyed forwarding fields (`X-Forwarded-Host` and friends). Each test
+//! replays the attack from issue 12 through real sockets.
+
+use std::time::Duration;
+
+use super::proxy;
+use crate::proxy::harness::*;
+
+/// Polls (bounded) until a plain GET of `url` is a hit; returns that response.
+async fn until_hit(proxy: std::net::SocketAddr, url: &str) -> RawResponse {
+    for _ in 0..100 {
+        let r = send(proxy, "GET", url, &[("Cache-Control", "only-if-cached")]).await;
+        if r.status == 200 {
+            return get(proxy, url).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url} never became a hit");
+}
+
+/// An origin with a rolling session: a 200 (`ETag "v1"`, always stale) to plain requests; a
+/// revalidation gets a 304 that makes the entry fresh, and, when the request had a cookie,
+/// rotates it with `Set-Cookie: <cookie>-rotated`.
+async fn rolling_session_origin(stale: &'static str) -> Origin {
+    Origin::start(move |req| {
+        if header(req, "if-none-match") == Some("\"v1\"") {
+            let mut h = vec![("etag", "\"v1\""), ("cache-control", "max-age=600")];
+            let rotated = header(req, "cookie").map(|c| format!("{c}-rotated"));
+            if let Some(c) = &rotated {
+                h.push(("set-cookie", c.as_str()));
+            }
+            return reply(304, &h, "");
+        }
+        reply(200, &[("etag", "\"v1\""), ("cache-control", stale)], "page")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hostile_304_set_cookie_reaches_only_the_client_that_revalidated() {
+    let origin = rolling_session_origin("max-age=0").await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/session");
+    assert_eq!(get(proxy, &url).await.text(), "page");
+    let alice = send(proxy, "GET", &url, &[("Cookie", "sid=ALICE")]).await;
+    assert_eq!(alice.text(), "page");
+    assert_eq!(alice.cache_status().fwd_status, Some(304));
+    // Alice's own rotated cookie is hers to receive...
+    assert_eq!(alice.header_all("set-cookie"), ["sid=ALICE-rotated"]);
+    // ...and nobody else's: the refreshed entry is a hit without it.
+    let anon = get(proxy, &url).await;
+    anon.cache_status().assert_hit();
+    assert!(
+        anon.header("set-cookie").is_none(),
+        "another client got {:?}",
+        anon.header_all("set-cookie")
+    );
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn hostile_304_set_cookie_from_a_background_revalidation_is_never_stored() {
+    // stale-while-revalidate: Alice is answered from the cache; the 304 arrives later.
+    let origin = rolling_session_origin("max-age=0, stale-while-revalidate=600").await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/swr");
+    assert_eq!(get(proxy, &url).await.text(), "page");
+    let alice = send(proxy, "GET", &url, &[("Cookie", "sid=ALICE")]).await;
+    assert_eq!(alice.text(), "page");
+    let anon = until_hit(proxy, &url).await;
+    anon.cache_status().assert_hit();
+    assert!(
+        anon.header("set-cookie").is_none(),
+        "another client got {:?}",
+        anon.header_all("set-cookie")
+    );
+}
+
+/// A 304 whose `Cache-Control` makes the stored response unshareable.
+async fn unshareable_after_304(directive: &'static str) {
+    let origin = Origin::start(move |req| {
+        if header(req, "if-none-match") == Some("\"v1\"") {
+            return reply(304, &[("etag", "\"v1\""), ("cache-control", directive)], "");
+        }
+        reply(
+            200,
+            &[("etag", "\"v1\""), ("cache-control", "max-age=0")],
+            "page",
+        )
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/turns");
+    assert_eq!(get(proxy, &url).await.text(), "page");
+    let first = get(proxy, &url).await;
+    assert_eq!(first.text(), "page");
+    let cs = first.cache_status();
+    assert_eq!(cs.fwd_status, Some(304));
+    assert!(!cs.stored, "{directive}: Cache-Status {:?}", cs.raw);
+    // The entry is gone, even for a client that accepts anything stale.
+    let only = send(
+        proxy,
+        "GET",
+        &url,
+        &[("Cache-Control", "only-if-cached, max-stale=3600")],
+    )
+    .await;
+    assert_eq!(only.status, 504, "{directive}: still stored");
+    let next = get(proxy, &url).await;
+    next.cache_status().assert_miss();
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn hostile_304_that_makes_the_response_private_removes_it() {
+    unshareable_after_304("private, max-age=600").await;
+}
+
+#[tokio::test]
+async fn hostile_304_that_makes_the_response_no_store_removes_it() {
+    unshareable_after_304("no-store").await;
+}
+
+#[tokio::test]
+async fn hostile_header_named_in_connection_cannot_pick_the_variant() {
+    let origin = Origin::start(|req| {
+        let lang = header(req, "accept-language").unwrap_or("none").to_string();
+        reply(
+            200,
+            &[
+                ("cache-control", "max-age=600"),
+                ("vary", "Accept-Language"),
+            ],
+            format!("lang={lang}"),
+        )
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/vary");
+    let attacker = send(
+        proxy,
+        "GET",
+        &url,
+        &[("Accept-Language", "fr"), ("Connection", "accept-language")],
+    )
+    .await;
+    // The origin never saw the field, and neither does the key.
+    assert_eq!(attacker.text(), "lang=none");
+    let french = send(proxy, "GET", &url, &[("Accept-Language", "fr")]).await;
+    assert_eq!(french.text(), "lang=fr", "the fr variant was poisoned");
+    let plain = get(proxy, &url).await;
+    assert_eq!(plain.text(), "lang=none");
+    plain.cache_status().assert_hit();
+}
+
+/// An origin that builds links from `X-Forwarded-Host` (or `Forwarded: host=`, or serves the
+/// path named by `X-Original-URL`), as many frameworks do behind a load balancer.
+async fn reflecting_origin() -> Origin {
+    Origin::start(|req| {
+        let host = header(req, "x-forwarded-host")
+            .or_else(|| header(req, "forwarded").and_then(|f| f.strip_prefix("host=")))
+            .or_else(|| header(req, "host"))
+            .unwrap_or("?")
+            .to_string();
+        let path = header(req, "x-original-url")
+            .map(str::to_string)
+            .unwrap_or_else(|| req.uri().path().to_string());
+        reply(
+            200,
+            &[("cache-control", "max-age=600")],
+            format!("<script src=//{host}/app.js></script> {path}"),
+        )
+    })
+    .await
+}
+
+const POISON: [(&str, &str); 4] = [
+    ("X-Forwarded-Host", "evil.example"),
+    ("Forwarded", "host=evil.example"),
+    ("X-Original-URL", "/evil.example"),
+    ("X-Forwarded-Proto", "evil.example"),
+];
+
+#[tokio::test]
+async fn hostile_forwarding_headers_are_stripped_and_cannot_poison_the_entry() {
+    let origin = reflecting_origin().await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    for (i, field) in POISON.iter().enumerate() {
+        let url = origin.url(&format!("/page{i}"));
+        let attacker = send(proxy, "GET", &url, &[*field]).await;
+        assert!(
+            !attacker.text().contains("evil"),
+            "{field:?} reached the origin"
+        );
+        let seen = origin.last(&format!("/page{i}"));
+        assert!(seen.headers.get(field.0).is_none(), "{field:?} forwarded");
+        wait_stored(proxy, &url).await;
+        let victim = get(proxy, &url).await;
+        victim.cache_status().assert_hit();
+        assert!(
+            !victim.text().contains("evil"),
+            "{field:?} poisoned the entry"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_forwarding_headers_passed_on_request_bypass_the_cache() {
+    let origin = reflecting_origin().await;
+    let (_h, proxy, _dir) = proxy(None, |c| {
+        c.forwarding_headers = hoard::http_cache::ForwardingHeaders::Pass;
+    })
+    .await;
+    for (i, field) in POISON.iter().enumerate() {
+        let url = origin.url(&format!("/pass{i}"));
+        let attacker = send(proxy, "GET", &url, &[*field]).await;
+        let seen = origin.last(&format!("/pass{i}"));
+        assert_eq!(seen.headers[field.0], field.1, "{field:?} not passed on");
+        assert!(
+            attacker.cache_status().raw.contains("forwarding-header"),
+            "{:?}",
+            attacker.cache_status().raw
+        );
+        let victim = get(proxy, &url).await;
+        victim.cache_status().assert_miss();
+        assert!(
+            !victim.text().contains("evil"),
+            "{field:?} poisoned the entry"
+        );
+    }
+}
+
+/// Every byte under `dir` (database, WAL, value files), for "is this secret on disk?".
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.extend_from_slice(&b);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn hostile_vary_cookie_keeps_only_a_digest_of_the_cookie_in_the_store() {
+    let origin = Origin::start(|req| {
+        let who = if header(req, "cookie").is_some_and(|c| c.contains("ALICE")) {
+            "alice"
+        } else {
+            "other"
+        };
+        reply(
+            200,
+            &[("cache-control", "public, max-age=600"), ("vary", "Cookie")],
+            format!("for {who}"),
+        )
+    })
+    .await;
+    let (_h, proxy, dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/account");
+    let secret = "sid=ALICE-5f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let first = send(proxy, "GET", &url, &[("Cookie", secret)]).await;
+    assert_eq!(first.text(), "for alice");
+    let again = send(proxy, "GET", &url, &[("Cookie", secret)]).await;
+    again.cache_status().assert_hit();
+    assert_eq!(again.text(), "for alice");
+    let bob = send(proxy, "GET", &url, &[("Cookie", "sid=BOB")]).await;
+    assert_eq!(bob.text(), "for other");
+    bob.cache_status().assert_not_hit();
+    let none = get(proxy, &url).await;
+    assert_eq!(none.text(), "for other");
+    none.cache_status().assert_not_hit();
+    let on_disk = all_bytes(dir.path());
+    let needle = b"5f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    assert!(
+        !on_disk.windows(needle.len()).any(|w| w == needle),
+        "the cookie is stored in clear"
+    );
+}
