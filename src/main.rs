@@ -13,8 +13,8 @@ use std::time::SystemTime;
 use hoard::cli::{CaCmd, Cli, Command, Resolved, ServeArgs, StoreArgs};
 use hoard::config::{ConfigError, LogFormat};
 use hoard::ops::{self, OpsError};
-use hoard::proxy::ca::CaError;
 use hoard::proxy::Server;
+use hoard::proxy::ca::CaError;
 use serde::Serialize;
 
 /// `println!` that ignores a closed stdout (`hoard ls | head`) instead of panicking.

@@ -531,7 +531,8 @@ impl CheckReport {
 /// it); with `fix`, repair. `fixed` is false when `fix` left an exposure it may not change
 /// (a parent directory, files owned by another account).
 pub fn check(cache: &Cache, fix: bool) -> Result<CheckReport> {
-    let problems = cache.check(fix)?;
+    let mut problems = cache.check(fix)?;
+    problems.extend(cache.check_exposure(fix)?);
     let fixed = fix
         && store::exposure(cache.directory())
             .map_err(store::Error::from)?

@@ -1799,15 +1799,14 @@ impl Cache {
         self.inner.flush()
     }
 
-    /// Checks database integrity, rows against value files, and counters. Returns the
-    /// problems found; with `fix`, removes faulty rows and orphan files and repairs counters.
-    ///
-    /// It also reports what exposes the store to other local accounts (see
-    /// [`exposure`](super::exposure); value files and their directories wider than 0600/0700
-    /// too) and, with `fix`, narrows what this account owns: the directory to 0700, its
-    /// files to 0600. Parents and files owned by others are reported, never changed.
-    pub fn check(&self, fix: bool) -> Result<Vec<String>> {
-        let mut problems = self.check_rows(fix)?;
+    /// Reports what exposes the store to other local accounts: the directory, its parents
+    /// and its files (see [`exposure`](super::exposure)), and value files, temporary files
+    /// and their directories wider than 0600/0700. With `fix`, narrows what this account
+    /// owns: the directory to 0700, its files to 0600. Parents and anything owned by
+    /// another account are reported, never changed. Not part of [`check`](Self::check): a
+    /// directory the user shares on purpose is theirs to judge.
+    pub fn check_exposure(&self, fix: bool) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
         let dir = &self.inner.dir;
         for e in super::exposure(dir)? {
             problems.push(e.to_string());
@@ -1835,8 +1834,10 @@ impl Cache {
         Ok(problems)
     }
 
-    /// [`check`](Self::check) of the database and value files.
-    fn check_rows(&self, fix: bool) -> Result<Vec<String>> {
+    /// Checks database integrity, rows against value files, and counters. Returns the
+    /// problems found; with `fix`, removes faulty rows and orphan files and repairs counters.
+    /// Who may access the files is [`check_exposure`](Self::check_exposure)'s job.
+    pub fn check(&self, fix: bool) -> Result<Vec<String>> {
         self.inner.flush()?;
         let dir = self.inner.dir.clone();
         self.inner.write(|c, p| {

@@ -224,7 +224,10 @@ pub fn exposure_of(dir: &Path, names: &[&str]) -> io::Result<Vec<Exposure>> {
     for p in parents {
         let Ok(m) = fs::metadata(&p) else { continue };
         if !trusted_owner(m.uid()) {
-            push(Exposure::ForeignOwner { path: p, uid: m.uid() });
+            push(Exposure::ForeignOwner {
+                path: p,
+                uid: m.uid(),
+            });
         } else if m.mode() & GROUP_OTHER_WRITE != 0 && m.mode() & STICKY == 0 {
             push(Exposure::Writable {
                 path: p,
@@ -259,7 +262,10 @@ pub fn exposure_of(dir: &Path, names: &[&str]) -> io::Result<Vec<Exposure>> {
             continue;
         };
         if !trusted_owner(m.uid()) {
-            push(Exposure::ForeignOwner { path: p, uid: m.uid() });
+            push(Exposure::ForeignOwner {
+                path: p,
+                uid: m.uid(),
+            });
         } else if m.is_file() && m.mode() & GROUP_OTHER != 0 {
             push(Exposure::Readable {
                 path: p,
