@@ -3,7 +3,9 @@
 //! exit codes and renders reports.
 //!
 //! Exit codes: 0 success; 1 nothing found (purge, evict, show) or problems left (check);
-//! 2 usage or configuration error; 3 runtime failure.
+//! 2 usage or configuration error (including a cache directory or CA another local account
+//! could read the key of or replace: the files named by the configuration are unsafe);
+//! 3 runtime failure.
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -12,6 +14,7 @@ use hoard::cli::{CaCmd, Cli, Command, Resolved, ServeArgs, StoreArgs};
 use hoard::config::{ConfigError, LogFormat};
 use hoard::ops::{self, OpsError};
 use hoard::proxy::Server;
+use hoard::proxy::ca::CaError;
 use serde::Serialize;
 
 /// `println!` that ignores a closed stdout (`hoard ls | head`) instead of panicking.
@@ -67,7 +70,10 @@ fn run_ca(c: &CaCmd) -> u8 {
         }
         Err(e) => {
             eprintln!("hoard: {e}");
-            FAILURE
+            match e {
+                CaError::Unsafe(_) => USAGE,
+                _ => FAILURE,
+            }
         }
     }
 }
@@ -137,13 +143,43 @@ fn serve(args: &ServeArgs) -> u8 {
         Err(e) => return config_error(&e),
     };
     init_logging(args.quiet, args.verbose, r.log_format, "info");
+    if let Err(code) = check_cache_dir(&r.proxy.cache_dir) {
+        return code;
+    }
     match run_proxy(r) {
         Ok(()) => OK,
         Err(e) => {
             eprintln!("hoard: {e:#}");
-            FAILURE
+            match e.downcast_ref::<hoard::proxy::ProxyError>() {
+                Some(hoard::proxy::ProxyError::Ca(CaError::Unsafe(_))) => USAGE,
+                _ => FAILURE,
+            }
         }
     }
+}
+
+/// Refuses a cache directory another local account could replace (it, or a parent, is
+/// writable by group/others or owned by another account than this one or root): exit 2.
+/// Warns when others can read it; the directory's mode is the user's to change (`hoard
+/// check --fix` narrows it).
+fn check_cache_dir(dir: &std::path::Path) -> Result<(), u8> {
+    let found = match hoard::store::exposure(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot check who may access the cache directory");
+            return Ok(());
+        }
+    };
+    for e in &found {
+        if e.is_replaceable() {
+            eprintln!("hoard: refusing cache directory {}: {e}", dir.display());
+            return Err(USAGE);
+        }
+    }
+    for e in found {
+        tracing::warn!(dir = %dir.display(), "cache directory exposed: {e}");
+    }
+    Ok(())
 }
 
 fn run_proxy(r: Resolved) -> anyhow::Result<()> {

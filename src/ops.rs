@@ -527,12 +527,17 @@ impl CheckReport {
     }
 }
 
-/// Check the store (integrity, rows against files, counters); with `fix`, repair.
+/// Check the store (integrity, rows against files, counters, who else may read or replace
+/// it); with `fix`, repair. `fixed` is false when `fix` left an exposure it may not change
+/// (a parent directory, files owned by another account).
 pub fn check(cache: &Cache, fix: bool) -> Result<CheckReport> {
-    Ok(CheckReport {
-        problems: cache.check(fix)?,
-        fixed: fix,
-    })
+    let mut problems = cache.check(fix)?;
+    problems.extend(cache.check_exposure(fix)?);
+    let fixed = fix
+        && store::exposure(cache.directory())
+            .map_err(store::Error::from)?
+            .is_empty();
+    Ok(CheckReport { problems, fixed })
 }
 
 /// `stored_at` for people: an HTTP date.

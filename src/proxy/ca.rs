@@ -2,7 +2,10 @@
 //! and short-lived leaf certificates for intercepted hosts signed by it.
 //!
 //! Invariants: the private key file is created with mode 0600 and never exists with wider
-//! permissions, even briefly; the CA files appear atomically (temp file + `hard_link`, which
+//! permissions, even briefly; a CA is used only when no other local account could have read
+//! its key or could replace it (the key not accessible to group/others, neither file
+//! writable by them or owned by another account than this one or root, the directory and
+//! its parents not writable by them); the CA files appear atomically (temp file + `hard_link`, which
 //! fails when the name exists), so processes racing on first use end up with one CA, the
 //! first one published; the CA and every leaf are valid for a bounded time.
 
@@ -46,6 +49,52 @@ pub enum CaError {
     /// The directory holds only half a CA (a racing creator died, or a file was removed).
     #[error("incomplete CA in {0}: remove the directory or restore both files")]
     Incomplete(PathBuf),
+    /// Another local account could read the key or replace the CA: refused.
+    #[error("refusing to use the CA: {0}")]
+    Unsafe(Unsafe),
+}
+
+/// Why a CA on disk is not trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsafe {
+    /// The key file is readable (or writable) by group or others.
+    #[error(
+        "{path} is accessible to group/others (mode {mode:04o}): anyone who read it can \
+         impersonate any site to clients trusting this CA; fix: chmod 600 {path} (and, since \
+         it may have been copied, make a new CA: remove the directory's two files)"
+    )]
+    KeyReadable {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A CA file is writable by group or others.
+    #[error(
+        "{path} is writable by group/others (mode {mode:04o}): another account could swap \
+         the CA; fix: chmod go-w {path}"
+    )]
+    Writable {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A CA file is owned by another account (neither this one nor root).
+    #[error(
+        "{path} is owned by uid {uid}, not by this user ({me}) or root: that account could \
+         swap the CA; fix: chown it to this user, or use a --ca-dir you own",
+        me = crate::store::effective_uid()
+    )]
+    ForeignOwner {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// The CA directory, or one of its parents, lets another account replace its files.
+    #[error("{0}")]
+    Directory(crate::store::Exposure),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
@@ -80,14 +129,19 @@ impl std::fmt::Debug for CertAuthority {
 
 impl CertAuthority {
     /// Load the CA in `dir`, creating it first if the directory holds none.
+    ///
+    /// Refuses ([`CaError::Unsafe`]) a CA another local account could read or replace: a
+    /// key accessible to group/others, a certificate or key writable by them or owned by
+    /// another account (root is trusted), a directory (or parent) they may write or own.
     pub fn load_or_create(dir: &Path) -> Result<CertAuthority, CaError> {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_path = dir.join(CA_KEY_FILE);
+        check_dir(dir)?;
         if !cert_path.exists() || !key_path.exists() {
             create(dir, &cert_path, &key_path)?;
         }
-        let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
-        let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+        let cert_pem = read_trusted(&cert_path, false)?;
+        let key_pem = read_trusted(&key_path, true)?;
         let key = KeyPair::from_pem(&key_pem).map_err(cert_err)?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(cert_err)?;
         let leaf_key = KeyPair::generate().map_err(cert_err)?;
@@ -219,6 +273,51 @@ fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), CaError> 
     let _ = fs::remove_file(&key_tmp);
     let _ = fs::remove_file(&cert_tmp);
     res
+}
+
+/// Refuses a CA directory (or parent) another account may write or owns. Checked before
+/// anything is created in it (a directory that does not exist yet is judged by its parents).
+fn check_dir(dir: &Path) -> Result<(), CaError> {
+    let found = crate::store::exposure_of(dir, &[]).map_err(io_err(dir))?;
+    match found.into_iter().find(|e| e.is_replaceable()) {
+        Some(e) => Err(CaError::Unsafe(Unsafe::Directory(e))),
+        None => Ok(()),
+    }
+}
+
+/// Reads a CA file after checking, on the open file itself (no window for a swap between
+/// check and read), that no other account may write it or owns it, and for the key
+/// (`secret`) that no other account may read it.
+fn read_trusted(path: &Path, secret: bool) -> Result<String, CaError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt;
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let m = f.metadata().map_err(io_err(path))?;
+    let (mode, uid) = (m.mode() & 0o7777, m.uid());
+    let unsafe_ = if uid != crate::store::effective_uid() && uid != 0 {
+        Some(Unsafe::ForeignOwner {
+            path: path.to_path_buf(),
+            uid,
+        })
+    } else if secret && mode & 0o077 != 0 {
+        Some(Unsafe::KeyReadable {
+            path: path.to_path_buf(),
+            mode,
+        })
+    } else if mode & 0o022 != 0 {
+        Some(Unsafe::Writable {
+            path: path.to_path_buf(),
+            mode,
+        })
+    } else {
+        None
+    };
+    if let Some(u) = unsafe_ {
+        return Err(CaError::Unsafe(u));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(io_err(path))?;
+    Ok(text)
 }
 
 /// Another process published the key; wait (bounded) for its certificate.

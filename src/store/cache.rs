@@ -23,6 +23,7 @@ use super::clock::{Clock, SystemClock};
 use super::error::{Error, Result};
 use super::files::{self, TempFile, Value, ValueReader, ValueWriter};
 use super::memory::{self, Generations, Held, MemoryLayer, Stamp as ChangeStamp};
+use super::private;
 use super::retry::with_retry;
 use super::schema;
 use super::settings::{EvictionPolicy, Settings};
@@ -232,13 +233,20 @@ impl CacheBuilder {
         }
     }
 
-    /// Creates the directory and database if needed, migrates, persists the given settings.
+    /// Creates the directory (0700) and database (0600) if needed, migrates, persists the
+    /// given settings.
     /// Removes temporary files nothing has written to for an hour (left by processes killed
     /// mid-write).
     /// With [`recover_corrupt`](Self::recover_corrupt), a corrupt database is moved aside
     /// and replaced by an empty one.
     pub fn open(self) -> Result<Cache> {
-        fs::create_dir_all(&self.dir)?;
+        private::create_dir_all(&self.dir)?;
+        // Files of earlier versions (or made under a wide umask by SQLite before this
+        // version created `cache.db` itself): tightened when this account owns them. Best
+        // effort: a read-only directory keeps what it has, and `check` reports it.
+        for name in super::STORE_FILES {
+            let _ = private::tighten_own_file(&self.dir.join(name));
+        }
         // What processes killed mid-write left behind (also reported by `check`).
         for path in stale_temp_files(&self.dir) {
             files::unlink(&path);
@@ -1791,8 +1799,44 @@ impl Cache {
         self.inner.flush()
     }
 
+    /// Reports what exposes the store to other local accounts: the directory, its parents
+    /// and its files (see [`exposure`](super::exposure)), and value files, temporary files
+    /// and their directories wider than 0600/0700. With `fix`, narrows what this account
+    /// owns: the directory to 0700, its files to 0600. Parents and anything owned by
+    /// another account are reported, never changed. Not part of [`check`](Self::check): a
+    /// directory the user shares on purpose is theirs to judge.
+    pub fn check_exposure(&self, fix: bool) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let dir = &self.inner.dir;
+        for e in super::exposure(dir)? {
+            problems.push(e.to_string());
+            if fix && e.path() == dir.as_path() {
+                private::tighten_own_dir(dir)?;
+            } else if fix && matches!(e, super::Exposure::Readable { .. }) {
+                private::tighten_own_file(e.path())?;
+            }
+        }
+        let wide = private::wide_entries(dir)?;
+        if let Some(first) = wide.first() {
+            problems.push(format!(
+                "{} value files or directories are accessible to group/others (first: {}); \
+                 fix: hoard check --fix, or chmod -R go-rwx {}",
+                wide.len(),
+                first.display(),
+                dir.display()
+            ));
+            if fix {
+                for p in &wide {
+                    private::tighten_own(p)?;
+                }
+            }
+        }
+        Ok(problems)
+    }
+
     /// Checks database integrity, rows against value files, and counters. Returns the
     /// problems found; with `fix`, removes faulty rows and orphan files and repairs counters.
+    /// Who may access the files is [`check_exposure`](Self::check_exposure)'s job.
     pub fn check(&self, fix: bool) -> Result<Vec<String>> {
         self.inner.flush()?;
         let dir = self.inner.dir.clone();

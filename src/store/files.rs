@@ -4,7 +4,8 @@
 //! inside the write transaction that inserts its row, so with the write lock held every
 //! final-named file has a row (except files whose row's delete just committed and which
 //! are about to be unlinked). Temporary files live in `tmp/` and are removed when their
-//! writer is dropped.
+//! writer is dropped. Every file is created 0600 and every directory 0700 (`private`), and
+//! a rename keeps the mode, so a value is never readable by another account.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -45,12 +46,9 @@ impl TempFile {
     pub(crate) fn create(dir: &Path) -> Result<(TempFile, File)> {
         super::fault::check(dir)?;
         let tmp = dir.join(TMP_DIR);
-        fs::create_dir_all(&tmp)?;
+        super::private::create_dir_all(&tmp)?;
         let path = tmp.join(format!("{}.tmp", random_hex(12)));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = super::private::create_new_file(&path)?;
         Ok((
             TempFile {
                 path: Some(path),
@@ -79,7 +77,7 @@ impl TempFile {
         let mut attempts = 0;
         loop {
             if let Some(parent) = full.parent() {
-                fs::create_dir_all(parent)?;
+                super::private::create_dir_all(parent)?;
             }
             match fs::rename(from, &full) {
                 Ok(()) => break,

@@ -160,7 +160,7 @@ fn copy_on_write(dir: &Path) -> bool {
     [BTRFS, ZFS, BCACHEFS].contains(&kind)
 }
 
-/// Writes a complete generation file under a temporary name and links it into place, so
+/// Writes a complete generation file (mode 0600) under a temporary name and links it into place, so
 /// no process ever maps a partial one and racing creators agree on one file (the first
 /// link wins; the others map that one).
 fn create(dir: &Path, path: &Path) {
@@ -172,7 +172,9 @@ fn create(dir: &Path, path: &Path) {
     let mut bytes = vec![0u8; FILE_LEN];
     bytes[..MAGIC.len()].copy_from_slice(MAGIC);
     // Counters only matter while processes run: no fsync.
-    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::hard_link(&tmp, path));
+    let written = super::private::create_new_file(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .and_then(|()| std::fs::hard_link(&tmp, path));
     if let Err(e) = written
         && e.kind() != std::io::ErrorKind::AlreadyExists
     {

@@ -19,6 +19,9 @@
 //!   Unlike diskcache, a write that is under the limit does not also sweep expired rows
 //!   (that per-write query costs more than the rest of a `set`); expired rows read as
 //!   misses and are removed by culling, [`Cache::expire`] and [`Cache::cull`].
+//! - Everything the store creates is private to its owner whatever the umask: directories
+//!   0700, files 0600 (`cache.db` and so its `-wal`/`-shm`, `cache.gen`, value and
+//!   temporary files); see `private`.
 //! - Time comes from the cache's [`Clock`]; tests use [`ManualClock`] and never sleep.
 //! - Reads are exact across handles and processes although small values read again are
 //!   served from memory: every write bumps shared per-key counters (`cache.gen`) and a copy
@@ -46,6 +49,7 @@
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
 //! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
+//! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory.
 //! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
 //! - `fault`: injected write faults for tests.  `clock`, `error`, `retry`.
 
@@ -60,6 +64,7 @@ mod files;
 mod lock;
 mod memo;
 mod memory;
+mod private;
 mod retry;
 mod schema;
 mod settings;
@@ -81,4 +86,14 @@ pub use memory::{
     DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, SLOTS as GENERATION_SLOTS, Stamp as ChangeStamp,
     TRUST as MEMORY_TRUST_SECONDS,
 };
+pub use private::{DIR_MODE, Exposure, FILE_MODE, effective_uid, exposure_of};
 pub use settings::{EvictionPolicy, Settings};
+
+/// Files the store names in its directory (besides value files and `tmp/`).
+pub const STORE_FILES: [&str; 4] = ["cache.db", "cache.db-wal", "cache.db-shm", memory::GEN_FILE];
+
+/// What exposes the store in `dir` to other local accounts (see [`exposure_of`]): the
+/// directory, its parents, and the files in [`STORE_FILES`].
+pub fn exposure(dir: &std::path::Path) -> std::io::Result<Vec<Exposure>> {
+    exposure_of(dir, &STORE_FILES)
+}

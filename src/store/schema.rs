@@ -92,6 +92,8 @@ pub(crate) fn open_connection(dir: &Path, mmap_size: u64, cache_size: i64) -> Re
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
+    // Created 0600 first: SQLite gives `-wal` and `-shm` the database file's mode.
+    super::private::precreate_file(&dir.join(DB_FILE))?;
     let conn = Connection::open_with_flags(dir.join(DB_FILE), flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(64);

@@ -1,8 +1,9 @@
 //! Hostile and broken peers: misbehaving origins (each answered within its timeout, nothing
 //! cached), request smuggling and framing attacks, slow and idle clients, connection limits,
-//! access control and privacy of responses. Each test backs one line of README "Guarantees".
+//! access control, privacy of responses, and the modes and owners of the store's and the CA's files. Each test backs one line of README "Guarantees".
 
 mod access;
+mod files;
 mod framing;
 mod limits;
 mod privacy;

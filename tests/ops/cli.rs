@@ -12,6 +12,12 @@ fn json(out: &str) -> Value {
 async fn subcommands_on_a_store_filled_by_the_proxy() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
+    // tempdir() is 0755, which `check` reports (hostile::files covers that).
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let home = tempfile::tempdir().unwrap();
     let cache = dir.path().to_str().unwrap().to_string();
     let p = proxy(dir.path(), |_| {}).await;
