@@ -101,6 +101,8 @@ pub struct ProxyConfig {
     pub proxy_auth: Vec<String>,
     /// Address of the admin server (`/metrics`, `/healthz`); `None`: off.
     pub admin: Option<SocketAddr>,
+    /// Clients the admin server answers (default: loopback only); others are closed unanswered.
+    pub admin_allow: Vec<IpNet>,
     /// XFetch `beta`: how eagerly fresh hot entries are refreshed before they expire
     /// (1.0 is the paper's default; larger is earlier; 0 disables).
     pub xfetch_beta: f64,
@@ -157,6 +159,7 @@ impl ProxyConfig {
             allow: loopback_nets(),
             proxy_auth: Vec::new(),
             admin: None,
+            admin_allow: loopback_nets(),
             xfetch_beta: 1.0,
             stale_if_error: None,
             stale_while_revalidate: None,
@@ -174,7 +177,7 @@ impl ProxyConfig {
     }
 }
 
-/// `127.0.0.0/8` and `::1`: the default `allow` and `PURGE` allow lists.
+/// `127.0.0.0/8` and `::1`: the default `allow`, `PURGE` and admin allow lists.
 pub fn loopback_nets() -> Vec<IpNet> {
     vec![
         IpNet {

@@ -3,6 +3,7 @@
 //! access control and privacy of responses. Each test backs one line of README "Guarantees".
 
 mod access;
+mod admin;
 mod framing;
 mod limits;
 mod privacy;
