@@ -364,7 +364,7 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub resolve: Vec<String>,
-    /// Ports CONNECT may reach, comma-separated; ports of --resolve entries are allowed too [default: 443].
+    /// Ports CONNECT may reach for any host, comma-separated; a --resolve entry also opens its own HOST:PORT [default: 443].
     #[arg(long, env = "HOARD_ALLOWED_CONNECT_PORTS")]
     pub allowed_connect_ports: Option<String>,
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.

@@ -10,6 +10,7 @@ pub mod ca;
 mod fill;
 mod framing;
 mod health;
+mod hostname;
 mod hot;
 mod lease;
 pub mod metrics;
@@ -87,7 +88,7 @@ pub struct ProxyConfig {
     pub insecure_upstream: bool,
     /// `HOST:PORT:ADDR` overrides, like curl's `--resolve`.
     pub resolve: Vec<(String, u16, IpAddr)>,
-    /// Ports CONNECT may reach (the ports of `resolve` entries are allowed too).
+    /// Ports CONNECT may reach for any host (a `resolve` entry also opens its own host:port).
     pub allowed_connect_ports: Vec<u16>,
     /// Intercepted hosts whose leaf certificates are kept in memory.
     pub mitm_cert_cache_size: usize,

@@ -7,6 +7,7 @@ mod admin;
 mod framing;
 mod limits;
 mod privacy;
+mod tunnels;
 mod upstream;
 
 use std::future::Future;
