@@ -329,6 +329,9 @@ pub struct ServeArgs {
     /// Admin server address for /metrics and /healthz, e.g. 127.0.0.1:3129; off: disabled [default: off].
     #[arg(long, env = "HOARD_ADMIN")]
     pub admin: Option<String>,
+    /// Clients the admin server answers, comma-separated IPs or networks; others are closed [default: 127.0.0.0/8,::1].
+    #[arg(long, env = "HOARD_ADMIN_ALLOW")]
+    pub admin_allow: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "HOARD_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -366,7 +369,7 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub resolve: Vec<String>,
-    /// Ports CONNECT may reach, comma-separated; ports of --resolve entries are allowed too [default: 443].
+    /// Ports CONNECT may reach for any host, comma-separated; a --resolve entry also opens its own HOST:PORT [default: 443].
     #[arg(long, env = "HOARD_ALLOWED_CONNECT_PORTS")]
     pub allowed_connect_ports: Option<String>,
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
@@ -427,6 +430,7 @@ pub struct Effective {
     pub proxy_auth: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+    pub admin_allow: Vec<String>,
     pub log_format: LogFormat,
     pub mitm: bool,
     pub mitm_bypass: Vec<String>,
@@ -807,6 +811,12 @@ impl ServeArgs {
         )?;
         let admin_s;
         (c.admin, admin_s) = l.pick("admin", self.admin.as_deref(), "off", admin)?;
+        (c.admin_allow, _) = l.pick(
+            "admin-allow",
+            self.admin_allow.as_deref(),
+            "127.0.0.0/8,::1",
+            config::parse_ip_list,
+        )?;
         let (log_format, _) = l.pick("log-format", self.log_format.as_deref(), "text", |t| {
             t.parse::<LogFormat>()
         })?;
@@ -893,6 +903,7 @@ impl ServeArgs {
                 .map(|p| format!("{}:***", p.split(':').next().unwrap_or("")))
                 .collect(),
             admin: c.admin.map(|_| admin_s),
+            admin_allow: c.admin_allow.iter().map(ToString::to_string).collect(),
             log_format,
             mitm: c.mitm,
             mitm_bypass: c.mitm_bypass.clone(),
@@ -1151,6 +1162,30 @@ mod tests {
         Some("127.0.0.1:1".parse().unwrap())
     );
     layered!(
+        admin_allow_default_is_loopback,
+        &[],
+        None::<&str>,
+        |r: &Resolved| (r.proxy.admin_allow.clone(), r.effective.admin_allow.clone()),
+        (
+            crate::proxy::loopback_nets(),
+            vec!["127.0.0.0/8".to_string(), "::1/128".to_string()]
+        )
+    );
+    layered!(
+        admin_allow_flag_over_file,
+        &["--admin-allow", "10.0.0.0/8"],
+        Some("admin-allow = [\"192.168.0.0/16\"]"),
+        |r: &Resolved| r.effective.admin_allow.clone(),
+        vec!["10.0.0.0/8".to_string()]
+    );
+    layered!(
+        admin_allow_in_file,
+        &[],
+        Some("admin-allow = [\"192.168.0.0/16\", \"::1\"]"),
+        |r: &Resolved| r.effective.admin_allow.clone(),
+        vec!["192.168.0.0/16".to_string(), "::1/128".to_string()]
+    );
+    layered!(
         json_logs,
         &["--log-format", "json"],
         None::<&str>,
@@ -1226,5 +1261,11 @@ mod tests {
         &[],
         Some("statistics = \"maybe\""),
         "/etc/hoard.toml:1: statistics:"
+    );
+    refused!(
+        bad_admin_allow_flag,
+        &["--admin-allow", "10.0.0.0/40"],
+        None::<&str>,
+        "--admin-allow"
     );
 }

@@ -203,6 +203,7 @@ pub const FILE_KEYS: &[&str] = &[
     "proxy-auth",
     "purge-allow",
     "admin",
+    "admin-allow",
     "log-format",
     "mitm",
     "mitm-bypass",

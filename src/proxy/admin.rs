@@ -1,47 +1,167 @@
 //! The admin server (`--admin ADDR`, off by default): `GET /metrics` in Prometheus text
 //! format and `GET /healthz`. HTTP/1.1 only, separate from the proxy listener.
 //!
-//! Invariant: store gauges are read on a blocking thread at scrape time; nothing here
-//! touches the request path of the proxy.
+//! Invariants: store gauges are read on a blocking thread at scrape time; nothing here
+//! touches the request path of the proxy. Only clients in `admin_allow` are served (others
+//! are closed unanswered), at most [`MAX_CONNECTIONS`] at once (the excess is closed at
+//! once); a request head must arrive within `header_timeout` (hyper's timer, which also
+//! bounds an idle keep-alive connection), and a connection with no bytes moving for
+//! `idle_timeout` is closed, so no client can hold the admin server.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
+use super::observed::{Observed, Observer};
 use super::service::State;
+
+/// Admin connections served at once. Scrapers and health checks need a handful; beyond this
+/// a connection is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Why an accepted admin connection is closed without being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The client address is outside `admin_allow`.
+    NotAllowed,
+    /// [`MAX_CONNECTIONS`] are being served.
+    TooMany,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "client address not in admin-allow",
+            Refusal::TooMany => "too many admin connections",
+        }
+    }
+}
 
 /// Serve admin requests until `signal` completes.
 pub async fn run(listener: TcpListener, state: Arc<State>, signal: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let idle = state.cfg.idle_timeout;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.cfg.header_timeout)
+        .max_buf_size(16 * 1024)
+        .max_headers(64)
+        .keep_alive(true);
     tokio::pin!(signal);
     loop {
         tokio::select! {
             _ = &mut signal => break,
             accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let permit = if !state.cfg.admin_allow.iter().any(|n| n.contains(peer.ip())) {
+                    Err(Refusal::NotAllowed)
+                } else {
+                    permits.clone().try_acquire_owned().map_err(|_| Refusal::TooMany)
+                };
+                let permit = match permit {
+                    Ok(p) => p,
+                    Err(why) => {
+                        // Dropping the stream closes it: a flood costs no task and no buffer.
+                        tracing::info!(%peer, reason = why.as_str(), "admin connection closed");
+                        continue;
+                    }
                 };
                 let st = state.clone();
                 let svc = service_fn(move |req| {
                     let st = st.clone();
                     async move { Ok::<_, std::convert::Infallible>(respond(&st, req).await) }
                 });
+                let last = Arc::new(LastMoved::new());
+                let io = TokioIo::new(Observed { io: stream, observer: last.clone() });
+                let conn = builder.serve_connection(io, svc);
                 tokio::spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "admin connection ended with error");
-                    }
+                    let _permit = permit;
+                    drive(conn, last, idle, peer).await;
                 });
             }
         }
+    }
+}
+
+/// Run one admin connection until it ends or has moved no bytes for `idle` (a client that
+/// stopped reading its response, or keeps a connection open without asking anything).
+async fn drive<C, E>(conn: C, last: Arc<LastMoved>, idle: Duration, peer: SocketAddr)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "admin connection ended with error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(last.at() + idle) => {
+                if last.at().elapsed() >= idle {
+                    tracing::debug!(%peer, ?idle, "admin connection idle: closed");
+                    return; // dropping the connection closes the socket
+                }
+            }
+        }
+    }
+}
+
+/// When an admin connection last moved bytes.
+#[derive(Debug)]
+struct LastMoved {
+    start: Instant,
+    ms: AtomicU64,
+}
+
+impl LastMoved {
+    fn new() -> Self {
+        LastMoved {
+            start: Instant::now(),
+            ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.ms
+            .fetch_max(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> Instant {
+        self.start + Duration::from_millis(self.ms.load(Ordering::Relaxed))
+    }
+}
+
+impl Observer for Arc<LastMoved> {
+    fn on_read(&self, _: &[u8]) {
+        self.touch();
+    }
+
+    fn on_write(&self) {
+        self.touch();
     }
 }
 

@@ -171,6 +171,9 @@ impl CertAuthority {
     /// A fresh leaf certificate for `host` (a DNS name or an IP address), for rustls.
     pub fn leaf(&self, host: &str) -> Result<CertifiedKey, CaError> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        // Never a wildcard, an empty label or anything but one plain name or address.
+        super::hostname::check_name(host)
+            .map_err(|why| CaError::Cert(format!("no leaf for {host:?}: {why}")))?;
         let mut params = CertificateParams::default();
         let san = match host.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),

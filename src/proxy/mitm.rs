@@ -4,9 +4,11 @@
 //! absolute target `https://{CONNECT authority}{path}`.
 //!
 //! Invariants: the target of every inner request is the CONNECT authority, whatever the inner
-//! `Host` or SNI says; leaf certificates are cached in memory, bounded, and renewed well before
-//! they expire; a failed or abandoned handshake ends the connection's task (bounded by
-//! `header_timeout`), never the proxy.
+//! `Host` or SNI says; a leaf is only ever made for one plain DNS name or IP address
+//! (`hostname::check_name`: never a wildcard, whatever the CONNECT host or SNI); leaf
+//! certificates are cached in memory, bounded, and renewed well before they expire; a failed
+//! or abandoned handshake (a ClientHello that never comes included) ends the connection's task
+//! (bounded by `header_timeout`), never the proxy.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -25,6 +27,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::ProxyConfig;
 use super::ca::{CaError, CertAuthority};
+use super::hostname;
 use super::server::ConnSlot;
 use super::service::State;
 
@@ -136,8 +139,14 @@ impl std::fmt::Debug for Leaves {
 }
 
 impl Leaves {
+    /// The leaf for `host`; `None` (the handshake fails) for a name that is not one plain DNS
+    /// name or IP address, whether it came from CONNECT or from the client's SNI.
     fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         let host = normalize_host(host);
+        if let Err(why) = hostname::check_name(&host) {
+            tracing::info!(%host, reason = why.as_str(), "no leaf certificate for this name");
+            return None;
+        }
         let now = self.tick.fetch_add(1, Ordering::Relaxed);
         {
             let mut map = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,4 +319,27 @@ mod tests {
     );
     bypass!(star_all, "*", "anything.test", true);
     bypass!(ip, "127.0.0.1", "127.0.0.1", true);
+}
+
+#[cfg(test)]
+mod leaf_names {
+    use super::*;
+
+    #[test]
+    fn leaves_are_never_made_for_wildcards_or_invalid_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaves = Leaves {
+            ca: CertAuthority::load_or_create(dir.path()).unwrap(),
+            cache: Mutex::new(HashMap::new()),
+            cap: 8,
+            tick: AtomicU64::new(0),
+        };
+        for bad in ["*.origin.test", "*", "a..origin.test", "-a.test", "127.1"] {
+            assert!(leaves.get(bad).is_none(), "{bad:?}");
+            assert!(leaves.ca.leaf(bad).is_err(), "{bad:?}");
+        }
+        for good in ["origin.test", "Origin.Test.", "127.0.0.1", "[::1]"] {
+            assert!(leaves.get(good).is_some(), "{good:?}");
+        }
+    }
 }

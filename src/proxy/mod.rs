@@ -10,6 +10,7 @@ pub mod ca;
 mod fill;
 mod framing;
 mod health;
+mod hostname;
 mod hot;
 mod lease;
 pub mod metrics;
@@ -90,7 +91,7 @@ pub struct ProxyConfig {
     pub insecure_upstream: bool,
     /// `HOST:PORT:ADDR` overrides, like curl's `--resolve`.
     pub resolve: Vec<(String, u16, IpAddr)>,
-    /// Ports CONNECT may reach (the ports of `resolve` entries are allowed too).
+    /// Ports CONNECT may reach for any host (a `resolve` entry also opens its own host:port).
     pub allowed_connect_ports: Vec<u16>,
     /// Intercepted hosts whose leaf certificates are kept in memory.
     pub mitm_cert_cache_size: usize,
@@ -104,6 +105,8 @@ pub struct ProxyConfig {
     pub proxy_auth: Vec<String>,
     /// Address of the admin server (`/metrics`, `/healthz`); `None`: off.
     pub admin: Option<SocketAddr>,
+    /// Clients the admin server answers (default: loopback only); others are closed unanswered.
+    pub admin_allow: Vec<IpNet>,
     /// XFetch `beta`: how eagerly fresh hot entries are refreshed before they expire
     /// (1.0 is the paper's default; larger is earlier; 0 disables).
     pub xfetch_beta: f64,
@@ -161,6 +164,7 @@ impl ProxyConfig {
             allow: loopback_nets(),
             proxy_auth: Vec::new(),
             admin: None,
+            admin_allow: loopback_nets(),
             xfetch_beta: 1.0,
             stale_if_error: None,
             stale_while_revalidate: None,
@@ -178,7 +182,7 @@ impl ProxyConfig {
     }
 }
 
-/// `127.0.0.0/8` and `::1`: the default `allow` and `PURGE` allow lists.
+/// `127.0.0.0/8` and `::1`: the default `allow`, `PURGE` and admin allow lists.
 pub fn loopback_nets() -> Vec<IpNet> {
     vec![
         IpNet {

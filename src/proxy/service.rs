@@ -21,6 +21,7 @@ use std::sync::Arc;
 use super::body::ProxyBody;
 use super::fill::{Invalidations, Sinks};
 use super::health::StoreHealth;
+use super::hostname;
 use super::hot::HotCache;
 use super::metrics::{Metrics, UPSTREAM_US};
 use super::mitm::{self, Interceptor};
@@ -469,9 +470,12 @@ impl State {
         }
     }
 
-    /// May CONNECT reach `port`? (`allowed_connect_ports`, plus the ports of `--resolve`.)
-    fn connect_port_allowed(&self, port: u16) -> bool {
-        self.cfg.allowed_connect_ports.contains(&port) || self.upstream.resolve().has_port(port)
+    /// May CONNECT reach `host:port`? Any host on `allowed_connect_ports`; otherwise only the
+    /// exact `(host, port)` pairs named by `--resolve` (a `--resolve` entry opens its port for
+    /// its own host, never for every host).
+    fn connect_port_allowed(&self, host: &str, port: u16) -> bool {
+        self.cfg.allowed_connect_ports.contains(&port)
+            || self.upstream.resolve().lookup(host, port).is_some()
     }
 
     /// CONNECT host:port -> interception (`--mitm`, host not bypassed) or a blind tunnel.
@@ -502,12 +506,24 @@ impl State {
                 "CONNECT needs host:port\n",
             );
         };
+        // Before any tunnel or interception: a leaf is only ever made for a plain name.
+        if let Err(why) = hostname::check_authority_host(host) {
+            tracing::info!(%peer, %authority, reason = why.as_str(), "CONNECT host refused");
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-connect-host"),
+                &format!("CONNECT needs a DNS name or an IP address (IPv6 in brackets): {why}\n"),
+            );
+        }
         let host = host.to_string();
-        if !self.connect_port_allowed(port) {
+        if !self.connect_port_allowed(&host, port) {
             return self.error(
                 StatusCode::FORBIDDEN,
                 CacheStatus::bypass(BypassReason::Refused).with_detail("port-not-allowed"),
-                &format!("CONNECT to port {port} is not allowed (allowed_connect_ports)\n"),
+                &format!(
+                    "CONNECT to port {port} is not allowed for this host \
+                     (allowed_connect_ports, or a resolve entry for it)\n"
+                ),
             );
         }
         if let Some(m) = &self.mitm

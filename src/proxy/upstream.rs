@@ -106,11 +106,6 @@ impl ResolveMap {
             .find(|(h, p, _)| *p == port && h.eq_ignore_ascii_case(host))
             .map(|(_, _, a)| *a)
     }
-
-    /// Is `port` named by an entry?
-    pub fn has_port(&self, port: u16) -> bool {
-        self.entries.iter().any(|(_, p, _)| *p == port)
-    }
 }
 
 /// The TCP connector under the TLS layer: applies the [`ResolveMap`] by rewriting the URI it
@@ -418,7 +413,5 @@ mod tests {
         );
         assert_eq!(m.lookup("origin.test", 443), None);
         assert_eq!(m.lookup("other.test", 8443), None);
-        assert!(m.has_port(8443));
-        assert!(!m.has_port(443));
     }
 }

@@ -3,11 +3,13 @@
 //! access control, privacy of responses, and the modes and owners of the store's and the CA's files. Each test backs one line of README "Guarantees".
 
 mod access;
+mod admin;
 mod files;
 mod framing;
 mod limits;
 mod privacy;
 mod sharing;
+mod tunnels;
 mod upstream;
 
 use std::future::Future;

@@ -242,7 +242,13 @@ async fn curl_through_https_proxy_misses_then_hits() {
 
 #[tokio::test]
 async fn ip_address_target_gets_a_leaf_with_an_ip_san() {
-    let s = Setup::new().await;
+    // The origin's port is opened for every host: a --resolve entry opens it only for
+    // origin.test.
+    let s = Setup::with(|c| {
+        let port = c.resolve[0].1;
+        c.allowed_connect_ports.push(port);
+    })
+    .await;
     // No SNI is sent for an IP address: the leaf is made for the CONNECT host.
     let auth = format!("127.0.0.1:{}", s.origin.addr.port());
     let mut c = Inner::open(s.proxy.addr, &auth, s.proxy.ca_der(), true)

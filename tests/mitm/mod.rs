@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 mod ca_files;
+mod connect_hosts;
 mod intercept;
 mod python;
 mod robustness;
