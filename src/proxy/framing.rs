@@ -2,12 +2,17 @@
 //! but a proxy must refuse (RFC 9112 2.2, 6.1): a bare LF as a line ending, and a request
 //! carrying both Content-Length and Transfer-Encoding (a smuggling vector).
 //!
-//! Invariant: it never judges bytes it cannot place. It follows request heads and skips
-//! Content-Length bodies; after a chunked body, an upgrade, CONNECT, HTTP/2 or anything it
-//! cannot parse it stops (fail open: hyper's own checks still apply), so a body or a tunnel
-//! is never mistaken for a head.
+//! Invariant: it never judges bytes it cannot place. It follows request heads, skips
+//! Content-Length bodies and follows chunked ones (chunk sizes, data, trailers), so it stays on
+//! for the whole connection; after CONNECT (a tunnel), HTTP/2 or anything it cannot parse it
+//! stops (fail open: hyper's own checks still apply), so a body or a tunnel is never mistaken
+//! for a head. A bare LF in a chunked body's framing condemns the next head on the connection.
+//! The proxy's client sockets and the inner connections of `--mitm` interception both use it.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use super::observed::Observer;
 
 /// Why a request head is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +36,16 @@ impl Violation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Head,
+    /// Inside a Content-Length body: bytes left.
     Skip(u64),
+    /// A chunked body: reading a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk: bytes left.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines after the last chunk, up to the empty line.
+    Trailers,
     Off,
 }
 
@@ -50,7 +64,12 @@ pub struct Scanner {
     bare_lf: bool,
     content_length: Option<Option<u64>>,
     transfer_encoding: bool,
-    upgrade: bool,
+    /// The last Transfer-Encoding line ends with `chunked`.
+    chunked: bool,
+    /// CONNECT: what follows a successful one is a tunnel.
+    connect: bool,
+    /// A bare LF was seen in a chunked body's framing: the next head is refused.
+    body_bare_lf: bool,
     verdicts: VecDeque<Option<Violation>>,
 }
 
@@ -64,7 +83,9 @@ impl Default for Scanner {
             bare_lf: false,
             content_length: None,
             transfer_encoding: false,
-            upgrade: false,
+            chunked: false,
+            connect: false,
+            body_bare_lf: false,
             verdicts: VecDeque::new(),
         }
     }
@@ -89,8 +110,64 @@ impl Scanner {
                     self.head_byte(data[0]);
                     data = &data[1..];
                 }
+                State::ChunkData(n) => {
+                    let k = n.min(data.len() as u64);
+                    data = &data[k as usize..];
+                    self.state = if n == k {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(n - k)
+                    };
+                }
+                State::ChunkSize | State::ChunkEnd | State::Trailers => {
+                    if let Some(line) = self.body_line_byte(data[0]) {
+                        self.body_line(&line);
+                    }
+                    data = &data[1..];
+                }
             }
         }
+    }
+
+    /// One byte of a line of chunked framing; the line (without CR/LF) when it ends.
+    fn body_line_byte(&mut self, b: u8) -> Option<Vec<u8>> {
+        if b != b'\n' {
+            self.prev_cr = b == b'\r';
+            if b != b'\r' && self.line.len() < LINE_PREFIX {
+                self.line.push(b);
+            }
+            return None;
+        }
+        if !self.prev_cr {
+            self.body_bare_lf = true;
+        }
+        self.prev_cr = false;
+        Some(std::mem::take(&mut self.line))
+    }
+
+    fn body_line(&mut self, line: &[u8]) {
+        self.state = match self.state {
+            State::ChunkSize => {
+                let size = line.split(|&c| c == b';').next().unwrap_or_default();
+                let size = size.trim_ascii();
+                let parsed = (!size.is_empty() && size.len() <= 16)
+                    .then(|| std::str::from_utf8(size).ok())
+                    .flatten()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok());
+                match parsed {
+                    Some(0) => State::Trailers,
+                    Some(n) => State::ChunkData(n),
+                    None => State::Off, // hyper refuses it; nothing more to follow
+                }
+            }
+            State::ChunkEnd if line.is_empty() => State::ChunkSize,
+            State::Trailers if line.is_empty() => {
+                self.request_line = true;
+                State::Head
+            }
+            State::Trailers => State::Trailers,
+            _ => State::Off,
+        };
     }
 
     /// The verdict on the oldest complete head not yet taken (`None`: nothing to say).
@@ -122,7 +199,7 @@ impl Scanner {
             if line.starts_with(b"PRI * HTTP/2.0") {
                 self.state = State::Off;
             } else if line.starts_with(b"CONNECT ") {
-                self.upgrade = true;
+                self.connect = true;
             }
             return;
         }
@@ -141,13 +218,17 @@ impl Scanner {
             };
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.transfer_encoding = true;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            self.upgrade = true;
+            self.chunked = value
+                .rsplit(|&c| c == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
+        // `Upgrade` needs no special case: hoard never switches protocols on a request (it
+        // drops Upgrade when forwarding), so what follows is still HTTP/1.1.
     }
 
     fn end_head(&mut self) {
-        let verdict = if self.bare_lf {
+        let verdict = if self.bare_lf || std::mem::take(&mut self.body_bare_lf) {
             Some(Violation::BareLf)
         } else if self.content_length.is_some() && self.transfer_encoding {
             Some(Violation::ContentLengthWithTransferEncoding)
@@ -155,8 +236,11 @@ impl Scanner {
             None
         };
         self.verdicts.push_back(verdict);
-        self.state = match (self.content_length, self.transfer_encoding || self.upgrade) {
-            _ if self.verdicts.len() > MAX_PENDING => State::Off,
+        self.state = match (self.content_length, self.transfer_encoding) {
+            _ if self.verdicts.len() > MAX_PENDING || self.connect => State::Off,
+            // A violation closes the connection: nothing after it is answered.
+            _ if verdict.is_some() => State::Off,
+            (None, true) if self.chunked => State::ChunkSize,
             (_, true) | (Some(None), _) => State::Off,
             (Some(Some(n)), false) if n > 0 => State::Skip(n),
             _ => State::Head,
@@ -165,8 +249,29 @@ impl Scanner {
         self.bare_lf = false;
         self.content_length = None;
         self.transfer_encoding = false;
-        self.upgrade = false;
+        self.chunked = false;
+        self.connect = false;
     }
+}
+
+/// A [`Scanner`] shared between a connection's read side (an [`Observer`] of its stream) and
+/// its request handler, which takes the verdict on each head hyper has parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Guard(Arc<Mutex<Scanner>>);
+
+impl Guard {
+    /// The verdict on the request hyper has just parsed.
+    pub fn take(&self) -> Option<Violation> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Observer for Guard {
+    fn on_read(&self, bytes: &[u8]) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).feed(bytes);
+    }
+
+    fn on_write(&self) {}
 }
 
 #[cfg(test)]
@@ -222,9 +327,37 @@ mod tests {
         vec![None, Some(BareLf)]
     );
     scan!(
-        stops_after_chunked,
-        ["POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\n0\n\n"],
-        vec![None]
+        follows_a_chunked_body,
+        [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "5;ext=1\r\nab\ncd\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            "GET /next HTTP/1.1\nHost: a\n\n"
+        ],
+        vec![None, Some(BareLf)]
+    );
+    scan!(
+        clean_request_after_a_chunked_body,
+        [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        ],
+        vec![None, None]
+    );
+    scan!(
+        bare_lf_in_chunk_framing_condemns_the_next_head,
+        [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\n0\n\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        ],
+        vec![None, Some(BareLf)]
+    );
+    scan!(
+        follows_after_an_upgrade_request,
+        [
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a\n\n"
+        ],
+        vec![None, Some(BareLf)]
     );
     scan!(
         stops_after_connect,

@@ -27,7 +27,9 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::ProxyConfig;
 use super::ca::{CaError, CertAuthority};
+use super::framing::Guard;
 use super::hostname;
+use super::observed::Observed;
 use super::server::ConnSlot;
 use super::service::State;
 
@@ -270,11 +272,23 @@ async fn serve_inner(
     };
     let origin: Arc<str> = origin.into();
     let st = state.clone();
-    let svc = service_fn(move |req| {
-        let st = st.clone();
-        let origin = origin.clone();
-        async move { Ok::<_, Infallible>(st.handle_intercepted(req, peer, &origin).await) }
+    // The same framing guard as on the proxy's own client sockets, on the decrypted bytes.
+    let guard = Guard::default();
+    let svc = service_fn({
+        let guard = guard.clone();
+        move |mut req: http::Request<hyper::body::Incoming>| {
+            let st = st.clone();
+            let origin = origin.clone();
+            if let Some(v) = guard.take() {
+                req.extensions_mut().insert(v);
+            }
+            async move { Ok::<_, Infallible>(st.handle_intercepted(req, peer, &origin).await) }
+        }
     });
+    let tls = Observed {
+        io: tls,
+        observer: guard,
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

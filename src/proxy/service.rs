@@ -197,15 +197,7 @@ impl State {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
-        if let Some(v) = req.extensions().get::<super::framing::Violation>() {
-            tracing::warn!(%peer, violation = v.as_str(), "ambiguous request framing refused");
-            let mut res = self.error(
-                StatusCode::BAD_REQUEST,
-                CacheStatus::bypass(BypassReason::Refused).with_detail(v.as_str()),
-                "ambiguous request framing (bare LF, or Content-Length with Transfer-Encoding)\n",
-            );
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if let Some(res) = self.refuse_framing(&req, peer) {
             return res;
         }
         // The accept loop already refuses these; kept for any other caller of `handle`.
@@ -251,7 +243,14 @@ impl State {
             }
         }
         if req.method() == Method::CONNECT {
-            return self.connect(req, peer).await;
+            let mut res = self.connect(req, peer).await;
+            if !res.status().is_success() {
+                // A refused CONNECT ends the connection: the framing guard stopped at its head,
+                // so nothing after it would be checked.
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return res;
         }
         let target = match self.target_uri(&req) {
             Ok(t) => t,
@@ -264,6 +263,24 @@ impl State {
             }
         };
         self.dispatch_to(req, peer, target).await
+    }
+
+    /// 400 and close for a request whose raw head the framing guard condemned.
+    fn refuse_framing(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Option<Response<ProxyBody>> {
+        let v = req.extensions().get::<super::framing::Violation>()?;
+        tracing::warn!(%peer, violation = v.as_str(), "ambiguous request framing refused");
+        let mut res = self.error(
+            StatusCode::BAD_REQUEST,
+            CacheStatus::bypass(BypassReason::Refused).with_detail(v.as_str()),
+            "ambiguous request framing (bare LF, or Content-Length with Transfer-Encoding)\n",
+        );
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Some(res)
     }
 
     /// 431 when the request header block exceeds `max_header_size`.
@@ -294,6 +311,9 @@ impl State {
         peer: SocketAddr,
         origin: &str,
     ) -> Response<ProxyBody> {
+        if let Some(res) = self.refuse_framing(&req, peer) {
+            return res;
+        }
         if let Some(res) = self.refuse_large_header(&req) {
             return res;
         }

@@ -80,3 +80,73 @@ async fn hostile_transfer_encoding_not_chunked_is_400_and_closed() {
     rejected("POST http://{o}/x HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: gzip\r\n\r\nbody")
         .await;
 }
+
+/// Issue 12.8: the guard used to switch itself off after a chunked request, so a bare-LF
+/// request pipelined behind it was answered (and stored).
+#[tokio::test]
+async fn hostile_bare_lf_pipelined_after_a_chunked_post_is_400_and_closed() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=600")], "ok")).await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let o = origin.addr.to_string();
+    let raw = format!(
+        "POST http://{o}/p HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         4\r\nbody\r\n0\r\n\r\nGET http://{o}/smuggled HTTP/1.1\nHost: {o}\n\n"
+    );
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(raw.as_bytes()).await.expect("send");
+    let first = conn.read_response("POST").await.expect("POST answered");
+    assert_eq!(first.status, 200);
+    let second = conn.read_response("GET").await.expect("an answer");
+    assert_eq!(
+        second.status,
+        400,
+        "bare LF after chunked: {:?}",
+        second.text()
+    );
+    let rest = conn.read_to_end().await;
+    assert!(
+        matches!(&rest, Ok(b) if b.is_empty()),
+        "not closed: {rest:?}"
+    );
+    assert_eq!(origin.count("GET", "/smuggled"), 0);
+}
+
+/// A clean request after a chunked one is still served: the guard follows the chunked body
+/// instead of switching off, and does not mistake its bytes for a head.
+#[tokio::test]
+async fn clean_request_pipelined_after_a_chunked_post_with_lf_in_its_data_is_served() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=600")], "ok")).await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let o = origin.addr.to_string();
+    let raw = format!(
+        "POST http://{o}/p HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\na\nb\nc\r\n0\r\n\r\nGET http://{o}/next HTTP/1.1\r\nHost: {o}\r\n\r\n"
+    );
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(raw.as_bytes()).await.expect("send");
+    assert_eq!(conn.read_response("POST").await.expect("POST").status, 200);
+    assert_eq!(conn.read_response("GET").await.expect("GET").status, 200);
+    assert_eq!(origin.count("GET", "/next"), 1);
+}
+
+/// A refused CONNECT closes its connection: the guard stops at a CONNECT head, so nothing
+/// pipelined behind a refused one may be answered unchecked.
+#[tokio::test]
+async fn hostile_request_pipelined_after_a_refused_connect_is_never_answered() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=600")], "ok")).await;
+    let (_h, proxy, _dir) = proxy(None, |c| c.allowed_connect_ports = vec![443]).await;
+    let o = origin.addr.to_string();
+    let raw = format!(
+        "CONNECT {o} HTTP/1.1\r\nHost: {o}\r\n\r\nGET http://{o}/smuggled HTTP/1.1\nHost: {o}\n\n"
+    );
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(raw.as_bytes()).await.expect("send");
+    let refused = conn.read_response("CONNECT").await.expect("an answer");
+    assert_eq!(refused.status, 403);
+    let rest = conn.read_to_end().await;
+    assert!(
+        matches!(&rest, Ok(b) if b.is_empty()),
+        "not closed: {rest:?}"
+    );
+    assert_eq!(origin.count("GET", "/smuggled"), 0);
+}

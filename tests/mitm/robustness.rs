@@ -120,3 +120,26 @@ async fn intercepted_connection_keeps_its_max_connections_slot() {
         "a new connection is accepted once the intercepted one closed"
     );
 }
+
+/// Issue 12.8: intercepted connections had no framing guard; a bare-LF request inside the TLS
+/// tunnel was answered. Now it is a 400 and the inner connection closes.
+#[tokio::test]
+async fn hostile_bare_lf_inside_an_intercepted_connection_is_400_and_closed() {
+    let s = Setup::new().await;
+    let authority = s.authority();
+    let tcp = connect(s.proxy.addr, &authority).await.expect("CONNECT");
+    let host = authority.rsplit_once(':').unwrap().0.to_string();
+    let mut tls = tokio_rustls::TlsConnector::from(client_config(s.proxy.ca_der(), &[b"http/1.1"]))
+        .connect(rustls::pki_types::ServerName::try_from(host).unwrap(), tcp)
+        .await
+        .expect("TLS");
+    tls.write_all(format!("GET /smuggled HTTP/1.1\nHost: {authority}\n\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the inner connection was not closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "answered: {text:?}");
+    assert_eq!(s.origin.count(), 0, "the request reached the origin");
+}
