@@ -3,12 +3,13 @@
 //! `add`), with an expiry so a crashed holder never blocks the others for long.
 //!
 //! Invariant: a lease is released (its row deleted) when dropped, after the entry it guarded
-//! was committed, so a process polling the store sees the entry before the lease disappears.
+//! was committed, so a process polling the store sees the entry before the lease disappears;
+//! it is the store's token-checked [`Lock`], so only its holder ever releases it.
 
 use std::time::Duration;
 
 use crate::http_cache::CacheKey;
-use crate::store::Cache;
+use crate::store::{Cache, Lock};
 
 const PREFIX: &[u8] = b"hoard-lease\0";
 
@@ -29,28 +30,27 @@ pub enum LeaseResult {
     Failed,
 }
 
-/// A held lease; dropping it deletes the row.
+/// A held lease: the store's token-checked [`Lock`]; dropping it releases the lock only while
+/// this holder's token is still the one stored, so a fill that outlived `lock_timeout` never
+/// deletes the lease another process took after it expired.
 #[derive(Debug)]
 pub struct Lease {
-    store: Cache,
-    key: Vec<u8>,
+    lock: Option<Lock>,
 }
 
 impl Lease {
     /// Try to take the lease for `key`, valid for `ttl`.
     pub async fn acquire(store: &Cache, key: &CacheKey, ttl: Duration) -> LeaseResult {
-        let store = store.clone();
-        let k = lease_key(key);
-        let pid = std::process::id().to_le_bytes();
+        let lock = Lock::new(store, &lease_key(key), ttl);
         let res = tokio::task::spawn_blocking(move || {
-            let got = store.add(&k, &pid, Some(ttl), None);
-            (store, k, got)
+            let got = lock.try_acquire();
+            (lock, got)
         })
         .await;
         match res {
-            Ok((store, key, Ok(true))) => LeaseResult::Acquired(Lease { store, key }),
-            Ok((_, _, Ok(false))) => LeaseResult::HeldElsewhere,
-            Ok((_, _, Err(e))) => {
+            Ok((lock, Ok(true))) => LeaseResult::Acquired(Lease { lock: Some(lock) }),
+            Ok((_, Ok(false))) => LeaseResult::HeldElsewhere,
+            Ok((_, Err(e))) => {
                 tracing::debug!(error = %e, "lease: store error");
                 LeaseResult::Failed
             }
@@ -70,10 +70,11 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let store = self.store.clone();
-        let key = std::mem::take(&mut self.key);
+        let Some(lock) = self.lock.take() else {
+            return;
+        };
         let release = move || {
-            if let Err(e) = store.delete(&key) {
+            if let Err(e) = lock.release() {
                 tracing::debug!(error = %e, "lease: release failed (it will expire)");
             }
         };
@@ -83,5 +84,47 @@ impl Drop for Lease {
             }
             Err(_) => release(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http_cache::cache_key;
+
+    /// Issue 13: the lease was deleted unconditionally, so a fill that outlived its lease
+    /// deleted the lease another process had taken since.
+    #[tokio::test]
+    async fn an_expired_holder_never_releases_the_next_holders_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Cache::open(dir.path()).unwrap();
+        let key = cache_key(&http::Method::GET, &"http://a.test/x".parse().unwrap()).unwrap();
+        let LeaseResult::Acquired(old) =
+            Lease::acquire(&store, &key, Duration::from_millis(50)).await
+        else {
+            panic!("first lease");
+        };
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let LeaseResult::Acquired(new) =
+            Lease::acquire(&store, &key, Duration::from_secs(60)).await
+        else {
+            panic!("the expired lease was not free");
+        };
+        // The old holder finishes late; its release runs on a blocking thread.
+        tokio::task::spawn_blocking(move || drop(old))
+            .await
+            .unwrap();
+        assert!(
+            Lease::held(&store, &key).await,
+            "the new holder lost its lease"
+        );
+        drop(new);
+        for _ in 0..100 {
+            if !Lease::held(&store, &key).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the holder's own release did not free the lease");
     }
 }
