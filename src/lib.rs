@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod entries;
 pub mod http_cache;
 pub mod ops;
 pub mod proxy;

@@ -16,10 +16,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
-use super::health::StoreHealth;
-use super::hot::HotCache;
-use super::lease::Lease;
 use crate::coalesce::{Outcome, Permit};
+use crate::entries::Invalidations;
+use crate::entries::health::StoreHealth;
+use crate::entries::hot::HotCache;
+use crate::entries::lease::Lease;
 use crate::http_cache::{self, CacheKey, HeadRecord, StoredHead, Vary};
 use crate::store::Cache;
 
@@ -114,63 +115,6 @@ pub struct Sinks {
     pub inv: Arc<Invalidations>,
     /// Whether the store accepts writes.
     pub health: Arc<StoreHealth>,
-}
-
-impl Sinks {
-    /// Replace the head of the stored row `row_key` after a 304 (RFC 9111 4.3.4), leaving its
-    /// body alone, and drop the row's copy in the in-memory front. `true` when the row was
-    /// still there and was updated.
-    pub async fn refresh_head(&self, row_key: &[u8], head: StoredHead) -> bool {
-        let meta = HeadRecord::Variant(head).encode();
-        let (store, hot, key) = (self.store.clone(), self.hot.clone(), row_key.to_vec());
-        let res = tokio::task::spawn_blocking(move || {
-            let r = store.set_meta(&key, &meta, None);
-            hot.remove(&key);
-            r
-        })
-        .await;
-        match res {
-            Ok(Ok(updated)) => updated,
-            Ok(Err(e)) => {
-                self.health.write_failed(&e);
-                false
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-/// Remembers when URL keys were last invalidated (RFC 9111 4.4, purge), so a fill that began
-/// before an invalidation never commits after it: the client that sent the invalidating
-/// request must not see the old response again.
-#[derive(Debug, Default)]
-pub struct Invalidations {
-    inner: std::sync::Mutex<(u64, std::collections::HashMap<String, u64>)>,
-}
-
-impl Invalidations {
-    /// The current generation (take it when a fetch starts).
-    pub fn generation(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0
-    }
-
-    /// Record an invalidation of the URL key `tag`.
-    pub fn mark(&self, tag: &str) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 += 1;
-        let now = g.0;
-        if g.1.len() >= 100_000 {
-            // Fills last seconds, not thousands of invalidations: forget the oldest half.
-            g.1.retain(|_, v| *v + 50_000 > now);
-        }
-        g.1.insert(tag.to_string(), now);
-    }
-
-    /// Was `tag` invalidated after generation `since`?
-    pub fn since(&self, tag: &str, since: u64) -> bool {
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.1.get(tag).is_some_and(|v| *v > since)
-    }
 }
 
 enum Msg {

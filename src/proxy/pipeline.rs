@@ -19,16 +19,15 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::fill::{self, FillPlan, Sinks};
-use super::hot::HotValue;
-use super::lease::{Lease, LeaseResult};
 use super::service::State;
 use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
+use crate::entries::{Entries, Lease, LeaseResult, Loaded, StoredBody};
 use crate::http_cache::{
-    self, BypassReason, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions,
-    NotStorable, Refreshed, Rule, StoredHead,
+    self, BypassReason, CacheKey, CacheStatus, Detail, Lookup, LookupOptions, NotStorable,
+    Refreshed, Rule, StoredHead,
 };
-use crate::store::{Cache, Record, Value};
+use crate::store::Value;
 
 /// Conditional request headers a cache removes before filling (it answers them itself).
 const CONDITIONALS: [header::HeaderName; 5] = [
@@ -39,52 +38,23 @@ const CONDITIONALS: [header::HeaderName; 5] = [
     header::IF_RANGE,
 ];
 
-/// What the store holds for a request.
-enum Loaded {
-    /// Nothing under the URL key.
-    Miss,
-    /// The URL is known to vary, and this request's variant is absent.
-    VaryMiss,
-    /// A stored variant: its row key, decoded head, and its body.
-    Found {
-        row_key: Vec<u8>,
-        head: Arc<StoredHead>,
-        rec: StoredBody,
-    },
-}
-
-/// A stored body: in memory (small, or from the hot cache) or an open store record.
-enum StoredBody {
-    Mem(Bytes),
-    /// A record and its row key (to drop the row if its body proves damaged).
-    Rec(Record, Vec<u8>),
-}
-
-impl StoredBody {
-    fn len(&self) -> u64 {
-        match self {
-            StoredBody::Mem(b) => b.len() as u64,
-            StoredBody::Rec(r, _) => r.len(),
-        }
-    }
-
-    /// The body to send; a file body is verified against `digest` as it streams, and the row
-    /// under `row_key` is deleted if it turns out damaged.
-    fn into_body(self, digest: u64, store: &Cache) -> ProxyBody {
-        match self {
-            StoredBody::Mem(b) => ProxyBody::full(b),
-            StoredBody::Rec(r, row_key) => match r.value {
-                Value::Inline(v) => ProxyBody::full(v),
-                Value::File { .. } => {
-                    let len = r.len();
-                    let (store, key) = (store.clone(), row_key);
-                    ProxyBody::from_reader(r.into_reader(), len, digest, move || {
-                        tracing::warn!("stored body damaged: entry dropped");
-                        let _ = store.delete(&key);
-                    })
-                }
-            },
-        }
+/// The body to send for a stored entry; a file body is verified against `digest` as it
+/// streams, and its row is removed if it turns out damaged.
+fn stored_body(body: StoredBody, digest: u64, entries: &Entries) -> ProxyBody {
+    match body {
+        StoredBody::Mem(b) => ProxyBody::full(b),
+        StoredBody::Rec(r, row_key) => match r.value {
+            Value::Inline(v) => ProxyBody::full(v),
+            Value::File { .. } => {
+                let len = r.len();
+                let (store, hot) = (entries.store.clone(), entries.hot.clone());
+                ProxyBody::from_reader(r.into_reader(), len, digest, move || {
+                    tracing::warn!("stored body damaged: entry dropped");
+                    let _ = store.delete(&row_key);
+                    hot.remove(&row_key);
+                })
+            }
+        },
     }
 }
 
@@ -229,28 +199,9 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) -> u64 {
         .filter_map(|u| http_cache::cache_key(&Method::GET, &key_uri(st, u).0).ok())
         .collect();
     for k in &keys {
-        st.invalidations.mark(k.as_str());
         st.coalescer.clear_pass(k.as_bytes());
-        st.hot.remove_prefix(k.as_bytes());
     }
-    let store = st.store.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        let mut n = 0;
-        for k in &keys {
-            n += store.evict(k.as_str())?;
-        }
-        Ok::<u64, crate::store::Error>(n)
-    })
-    .await;
-    match res {
-        Ok(Ok(n)) => {
-            tracing::debug!(removed = n, "invalidated");
-            return n;
-        }
-        Ok(Err(e)) => tracing::warn!(error = %e, "invalidation failed"),
-        Err(e) => tracing::warn!(error = %e, "invalidation task failed"),
-    }
-    0
+    st.entries.purge(keys).await
 }
 
 impl Ctx<'_> {
@@ -262,69 +213,71 @@ impl Ctx<'_> {
             let mut fwd = CacheStatus::uri_miss();
             let mut stale = None;
             match self.load().await {
-                Loaded::Found { row_key, head, rec } => {
-                    match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
-                        Lookup::Fresh { headers, ttl } => {
-                            let mut cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
-                            if self.xfetch_due(&head, now, ttl)
-                                && let Role::Leader(permit) =
-                                    self.st.coalescer.join(self.key.as_bytes())
-                            {
-                                let reval = http_cache::revalidation_request(&head, &self.lookup);
-                                self.spawn_refresh(row_key, head.clone(), reval, permit);
-                                cs = cs.with_detail("early-refresh");
-                            }
-                            return self.serve_stored(&head, headers, rec, cs);
+                Loaded::Found {
+                    row_key,
+                    head,
+                    body: rec,
+                } => match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
+                    Lookup::Fresh { headers, ttl } => {
+                        let mut cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                        if self.xfetch_due(&head, now, ttl)
+                            && let Role::Leader(permit) =
+                                self.st.coalescer.join(self.key.as_bytes())
+                        {
+                            let reval = http_cache::revalidation_request(&head, &self.lookup);
+                            self.spawn_refresh(row_key, head.clone(), reval, permit);
+                            cs = cs.with_detail("early-refresh");
                         }
-                        Lookup::Stale {
-                            revalidate,
-                            serve_stale_while_revalidate,
+                        return self.serve_stored(&head, headers, rec, cs);
+                    }
+                    Lookup::Stale {
+                        revalidate,
+                        serve_stale_while_revalidate,
+                        stale_if_error_until,
+                        ..
+                    } => {
+                        let entry = StaleEntry {
+                            row_key,
+                            head,
+                            rec,
                             stale_if_error_until,
-                            ..
-                        } => {
-                            let entry = StaleEntry {
-                                row_key,
-                                head,
-                                rec,
-                                stale_if_error_until,
-                            };
-                            if only_if_cached {
-                                return self.only_if_cached_miss();
-                            }
-                            if let Some(cs) = self.collapsed(&entry.head) {
-                                return self.serve_stale(entry, now, cs);
-                            }
-                            if serve_stale_while_revalidate {
-                                if let Role::Leader(permit) =
-                                    self.st.coalescer.join(self.key.as_bytes())
-                                {
-                                    self.spawn_refresh(
-                                        entry.row_key.clone(),
-                                        entry.head.clone(),
-                                        revalidate,
-                                        permit,
-                                    );
-                                }
-                                return self.serve_stale(
-                                    entry,
-                                    now,
-                                    CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate),
+                        };
+                        if only_if_cached {
+                            return self.only_if_cached_miss();
+                        }
+                        if let Some(cs) = self.collapsed(&entry.head) {
+                            return self.serve_stale(entry, now, cs);
+                        }
+                        if serve_stale_while_revalidate {
+                            if let Role::Leader(permit) =
+                                self.st.coalescer.join(self.key.as_bytes())
+                            {
+                                self.spawn_refresh(
+                                    entry.row_key.clone(),
+                                    entry.head.clone(),
+                                    revalidate,
+                                    permit,
                                 );
                             }
-                            fwd = match http_cache::forced_by_request(
-                                &entry.head,
-                                &self.lookup,
+                            return self.serve_stale(
+                                entry,
                                 now,
-                                &self.st.lookup_opts,
-                            ) {
-                                Some(reason) => CacheStatus::request(reason),
-                                None => CacheStatus::stale(),
-                            };
-                            stale = Some((entry, revalidate));
+                                CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate),
+                            );
                         }
-                        Lookup::Mismatch => fwd = CacheStatus::miss(),
+                        fwd = match http_cache::forced_by_request(
+                            &entry.head,
+                            &self.lookup,
+                            now,
+                            &self.st.lookup_opts,
+                        ) {
+                            Some(reason) => CacheStatus::request(reason),
+                            None => CacheStatus::stale(),
+                        };
+                        stale = Some((entry, revalidate));
                     }
-                }
+                    Lookup::Mismatch => fwd = CacheStatus::miss(),
+                },
                 Loaded::VaryMiss => fwd = CacheStatus::vary_miss(),
                 Loaded::Miss => {}
             }
@@ -342,7 +295,7 @@ impl Ctx<'_> {
                         return res;
                     }
                     let ttl = self.lease_ttl();
-                    let lease = match Lease::acquire(&self.st.store, &self.key, ttl).await {
+                    let lease = match self.st.entries.lease(&self.key, ttl).await {
                         LeaseResult::Acquired(l) => Some(l),
                         LeaseResult::Failed => None,
                         LeaseResult::HeldElsewhere => {
@@ -352,7 +305,7 @@ impl Ctx<'_> {
                                 permit.finish(Outcome::Stored);
                                 return res;
                             }
-                            match Lease::acquire(&self.st.store, &self.key, ttl).await {
+                            match self.st.entries.lease(&self.key, ttl).await {
                                 LeaseResult::Acquired(l) => Some(l),
                                 _ => None,
                             }
@@ -395,7 +348,9 @@ impl Ctx<'_> {
     /// (with its true `Age`); a miss is a 504 that says why.
     async fn offline(&self) -> Response<ProxyBody> {
         match self.load().await {
-            Loaded::Found { head, rec, .. } => {
+            Loaded::Found {
+                head, body: rec, ..
+            } => {
                 let now = SystemTime::now();
                 let lifetime = head.freshness_lifetime(&self.st.lookup_opts);
                 let age = head.current_age(now);
@@ -457,7 +412,10 @@ impl Ctx<'_> {
 
     /// A hit response if `loaded` is an entry fresh enough for this request.
     fn serve_if_fresh(&self, loaded: Loaded) -> Option<Response<ProxyBody>> {
-        let Loaded::Found { head, rec, .. } = loaded else {
+        let Loaded::Found {
+            head, body: rec, ..
+        } = loaded
+        else {
             return None;
         };
         let now = SystemTime::now();
@@ -490,12 +448,22 @@ impl Ctx<'_> {
         while Instant::now() < deadline {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_millis(100));
-            if let Some(res) = self.serve_if_fresh(self.load_store().await) {
+            if let Some(res) = self.serve_if_fresh(
+                self.st
+                    .entries
+                    .load_store(&self.key, &self.lookup.headers)
+                    .await,
+            ) {
                 return Some(res);
             }
-            if !Lease::held(&self.st.store, &self.key).await {
+            if !self.st.entries.lease_held(&self.key).await {
                 // The holder may have committed between our read and its release.
-                return self.serve_if_fresh(self.load_store().await);
+                return self.serve_if_fresh(
+                    self.st
+                        .entries
+                        .load_store(&self.key, &self.lookup.headers)
+                        .await,
+                );
             }
         }
         None
@@ -504,149 +472,7 @@ impl Ctx<'_> {
     /// Read the URL key, follow a Vary index to this request's variant: from the hot cache
     /// when it has the rows, else from the store (filling the hot cache).
     async fn load(&self) -> Loaded {
-        if let Some(l) = self.load_hot() {
-            return l;
-        }
-        self.load_store().await
-    }
-
-    /// The store half of [`load`](Self::load).
-    async fn load_store(&self) -> Loaded {
-        let store = self.st.store.clone();
-        let hot = self.st.hot.clone();
-        let verified = self.st.verified.clone();
-        let key = self.key.clone();
-        let headers = self.lookup.headers.clone();
-        let res = tokio::task::spawn_blocking(move || -> crate::store::Result<Loaded> {
-            // Sampled before each read: the hot front keeps a row only under its stamp.
-            let stamp = store.change_stamp(key.as_bytes());
-            let Some(rec) = store.record(key.as_bytes())? else {
-                return Ok(Loaded::Miss);
-            };
-            let (row_key, head, rec, stamp) = match HeadRecord::decode(&rec.meta) {
-                Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec, stamp),
-                Ok(HeadRecord::VaryIndex(vary)) => {
-                    let vkey = http_cache::variant_key(&key, vary.names(), &headers);
-                    hot.put(key.as_bytes(), HotValue::Index(vary), stamp);
-                    let vstamp = store.change_stamp(&vkey);
-                    let Some(vrec) = store.record(&vkey)? else {
-                        return Ok(Loaded::VaryMiss);
-                    };
-                    match HeadRecord::decode(&vrec.meta) {
-                        Ok(HeadRecord::Variant(head)) => (vkey, head, vrec, vstamp),
-                        _ => {
-                            store.delete(&vkey)?;
-                            return Ok(Loaded::VaryMiss);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(key = %key, error = %e, "undecodable entry head: dropped");
-                    store.delete(key.as_bytes())?;
-                    return Ok(Loaded::Miss);
-                }
-            };
-            if rec.len() != head.body_len {
-                tracing::warn!(key = %key, "stored body length differs from head: dropped");
-                store.delete(&row_key)?;
-                return Ok(Loaded::Miss);
-            }
-            let head = Arc::new(head);
-            // A body that does not match its head's digest is never served: drop the row.
-            let damaged = |what: &str| -> crate::store::Result<Loaded> {
-                tracing::warn!(key = %key, "{what} does not match its digest: dropped");
-                store.delete(&row_key)?;
-                Ok(Loaded::Miss)
-            };
-            // Inline values, and value files small enough for the in-memory front, are read
-            // whole, checked, and kept in the front.
-            let small = match rec.value {
-                Value::Inline(v) => Ok(v),
-                Value::File { ref file, len } if hot.admits(len) => {
-                    use std::os::unix::fs::FileExt;
-                    let mut body = vec![0u8; len as usize];
-                    file.read_exact_at(&mut body, 0)?;
-                    Ok(body)
-                }
-                large => Err(large),
-            };
-            let body = match small {
-                Ok(v) => {
-                    if xxhash_rust::xxh3::xxh3_64(&v) != head.body_digest {
-                        return damaged("stored body");
-                    }
-                    let b = Bytes::from(v);
-                    if hot.admits(b.len() as u64) {
-                        hot.put(
-                            &row_key,
-                            HotValue::Variant {
-                                head: head.clone(),
-                                body: b.clone(),
-                            },
-                            stamp,
-                        );
-                    }
-                    StoredBody::Mem(b)
-                }
-                Err(value) => {
-                    // The first time this process serves a value file, check all of it
-                    // before sending a byte; later reads are checked as they stream.
-                    let id = (row_key.clone(), head.body_digest);
-                    if let Value::File { ref file, len } = value
-                        && !verified.contains(&id)
-                    {
-                        if hash_file(file, len)? != head.body_digest {
-                            return damaged("value file");
-                        }
-                        verified.insert(id);
-                    }
-                    let rec = crate::store::Record { value, ..rec };
-                    StoredBody::Rec(rec, row_key.clone())
-                }
-            };
-            Ok(Loaded::Found {
-                row_key,
-                head,
-                rec: body,
-            })
-        })
-        .await;
-        match res {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "store lookup failed: treating as a miss");
-                Loaded::Miss
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "store lookup task failed");
-                Loaded::Miss
-            }
-        }
-    }
-
-    /// The hot-cache half of [`load`](Self::load): `None` when the rows are not in memory.
-    fn load_hot(&self) -> Option<Loaded> {
-        let (hot, store) = (&self.st.hot, &self.st.store);
-        let first = hot.get(self.key.as_bytes(), store.change_stamp(self.key.as_bytes()))?;
-        let (row_key, v) = match &*first {
-            HotValue::Variant { .. } => (self.key.as_bytes().to_vec(), first.clone()),
-            HotValue::Index(vary) => {
-                let vkey = http_cache::variant_key(&self.key, vary.names(), &self.lookup.headers);
-                let v = hot.get(&vkey, store.change_stamp(&vkey))?;
-                (vkey, v)
-            }
-        };
-        match &*v {
-            HotValue::Variant { head, body } => {
-                self.st.store.note_hit(&row_key);
-                Some(Loaded::Found {
-                    row_key,
-                    head: head.clone(),
-                    rec: StoredBody::Mem(body.clone()),
-                })
-            }
-            HotValue::Index(_) => None,
-        }
+        self.st.entries.load(&self.key, &self.lookup.headers).await
     }
 
     fn only_if_cached_miss(&self) -> Response<ProxyBody> {
@@ -679,7 +505,7 @@ impl Ctx<'_> {
         let body = if self.is_head || len == 0 {
             ProxyBody::Empty
         } else {
-            rec.into_body(head.body_digest, &self.st.store)
+            stored_body(rec, head.body_digest, &self.st.entries)
         };
         let mut res = Response::new(body);
         *res.status_mut() = status;
@@ -704,7 +530,10 @@ impl Ctx<'_> {
             w.wait(self.st.cfg.lock_timeout).await;
             loaded = self.load().await;
         }
-        let Loaded::Found { head, rec, .. } = loaded else {
+        let Loaded::Found {
+            head, body: rec, ..
+        } = loaded
+        else {
             return forward().await;
         };
         if head.status != StatusCode::OK || !if_range_matches(&self.parts.headers, &head) {
@@ -873,14 +702,14 @@ impl Ctx<'_> {
                 (t_req, t_res, delta),
                 &self.st.lookup_opts,
             );
-            let sinks = self.st.sinks();
+            let entries = &self.st.entries;
             let (refreshed, outcome, fwd) = match merged {
                 Merged304::NoMatch => {
                     // The 304 does not match what we hold: fetch the full response.
                     return Box::pin(self.fetch(None, permit, fwd, lease)).await;
                 }
                 Merged304::Store(r) => {
-                    let stored = sinks.refresh_head(&entry.row_key, r.head.clone()).await;
+                    let stored = entries.refresh_head(&entry.row_key, r.head.clone()).await;
                     let outcome = if stored {
                         Outcome::Stored
                     } else {
@@ -895,7 +724,7 @@ impl Ctx<'_> {
                         .with_detail(Detail::NotStorable(reason)),
                 ),
                 Merged304::Remove(r, reason) => {
-                    drop_row(&sinks, &entry.row_key).await;
+                    entries.remove_row(&entry.row_key).await;
                     (
                         r,
                         Outcome::Uncacheable,
@@ -921,7 +750,7 @@ impl Ctx<'_> {
             &self.st.lookup_opts,
         );
         // Disk full or read-only: pass through, except one probe fill now and then.
-        let store_down = storable.is_ok() && !self.st.health.may_store();
+        let store_down = storable.is_ok() && !self.st.entries.health.may_store();
         let plan = match &storable {
             Ok(()) if store_down => None,
             Ok(()) => FillPlan::new(
@@ -1072,6 +901,7 @@ fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
 /// that started it: the client has already been answered from the cache.
 struct Refresher {
     sinks: Sinks,
+    entries: Entries,
     upstream: Upstream,
     opts: LookupOptions,
     key: CacheKey,
@@ -1089,6 +919,7 @@ impl Refresher {
     fn new(ctx: &Ctx<'_>) -> Self {
         Refresher {
             sinks: ctx.st.sinks(),
+            entries: ctx.st.entries.clone(),
             upstream: ctx.st.upstream.clone(),
             opts: ctx.st.lookup_opts.clone(),
             key: ctx.key.clone(),
@@ -1106,7 +937,7 @@ impl Refresher {
     async fn run(self, row_key: Vec<u8>, head: Arc<StoredHead>, revalidate: Parts, permit: Permit) {
         // Across processes: one refresh per key; if another process holds the lease it is
         // already refreshing, and its result reaches us through the store.
-        let lease = match Lease::acquire(&self.sinks.store, &self.key, self.lease_ttl).await {
+        let lease = match self.entries.lease(&self.key, self.lease_ttl).await {
             LeaseResult::Acquired(l) => l,
             LeaseResult::HeldElsewhere | LeaseResult::Failed => return,
         };
@@ -1142,12 +973,12 @@ impl Refresher {
                 &self.opts,
             ) {
                 Merged304::Store(r) => {
-                    if self.sinks.refresh_head(&row_key, r.head).await {
+                    if self.entries.refresh_head(&row_key, r.head).await {
                         permit.finish(Outcome::Stored);
                     }
                 }
                 Merged304::Remove(..) => {
-                    drop_row(&self.sinks, &row_key).await;
+                    self.entries.remove_row(&row_key).await;
                     permit.finish(Outcome::Uncacheable);
                 }
                 Merged304::ClientOnly(..) | Merged304::NoMatch => {}
@@ -1223,23 +1054,6 @@ fn merge_304(
     Merged304::Store(r)
 }
 
-/// Remove one stored row (a variant whose response may no longer be shared) and its copy in
-/// the in-memory front.
-async fn drop_row(sinks: &Sinks, row_key: &[u8]) {
-    let (store, hot, key) = (sinks.store.clone(), sinks.hot.clone(), row_key.to_vec());
-    let res = tokio::task::spawn_blocking(move || {
-        let r = store.delete(&key);
-        hot.remove(&key);
-        r
-    })
-    .await;
-    match res {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "removing an unshareable entry failed"),
-        Err(e) => tracing::warn!(error = %e, "removing an unshareable entry: task failed"),
-    }
-}
-
 /// Storability under the rule that applies, if any (a forced TTL overrides the origin).
 fn storability(
     rule: Option<&Rule>,
@@ -1250,45 +1064,6 @@ fn storability(
     match rule {
         Some(r) if r.ttl.is_some() => http_cache::storability_forced(req, res, r.share_auth),
         _ => http_cache::storability(req, res, opts),
-    }
-}
-
-/// xxh3-64 of the first `len` bytes of `file`, read with positional reads (the file's cursor,
-/// from which the body is streamed afterwards, does not move).
-fn hash_file(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
-    use std::os::unix::fs::FileExt;
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    while off < len {
-        let want = (len - off).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..want], off)?;
-        hasher.update(&buf[..want]);
-        off += want as u64;
-    }
-    Ok(hasher.digest())
-}
-
-/// Value files this process has checked in full against their digests (bounded).
-#[derive(Debug, Default)]
-pub struct Verified {
-    set: std::sync::Mutex<std::collections::HashSet<(Vec<u8>, u64)>>,
-}
-
-impl Verified {
-    fn contains(&self, id: &(Vec<u8>, u64)) -> bool {
-        self.set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-    }
-
-    fn insert(&self, id: (Vec<u8>, u64)) {
-        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        if s.len() >= 100_000 {
-            s.clear();
-        }
-        s.insert(id);
     }
 }
 

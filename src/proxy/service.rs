@@ -19,10 +19,8 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 
 use super::body::ProxyBody;
-use super::fill::{Invalidations, Sinks};
-use super::health::StoreHealth;
+use super::fill::Sinks;
 use super::hostname;
-use super::hot::HotCache;
 use super::metrics::{Metrics, UPSTREAM_US};
 use super::mitm::{self, Interceptor};
 use super::pipeline;
@@ -31,6 +29,8 @@ use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
 use super::{ProxyConfig, ProxyError};
 use crate::coalesce::Coalescer;
+use crate::entries::Entries;
+use crate::entries::hot::HotCache;
 use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions, Normalized};
 use crate::store::Cache;
 
@@ -52,14 +52,10 @@ pub struct State {
     pub local_addr: SocketAddr,
     /// Freshness options for lookups and storability.
     pub lookup_opts: LookupOptions,
-    /// In-memory front for hot rows.
-    pub hot: Arc<HotCache>,
+    /// HTTP entries: the in-memory front over the store, leases, invalidations.
+    pub entries: Entries,
     /// Prometheus metrics (served by the admin server).
     pub metrics: Arc<Metrics>,
-    /// When URLs were last invalidated (fills that started earlier do not commit).
-    pub invalidations: Arc<Invalidations>,
-    /// Value files already checked against their digests.
-    pub verified: Arc<pipeline::Verified>,
     /// `Basic` tokens (base64 of `user:password`) accepted in `Proxy-Authorization`.
     proxy_tokens: Vec<String>,
     /// CONNECT interception, when `--mitm` is on.
@@ -67,8 +63,6 @@ pub struct State {
     /// Cache fills and background refreshes: shutdown waits for them (bounded) so responses
     /// already sent to clients are also in the store.
     pub background: tokio_util::task::TaskTracker,
-    /// Whether the store accepts writes (disk full / read-only: pass through uncached).
-    pub health: Arc<StoreHealth>,
 }
 
 impl State {
@@ -90,9 +84,14 @@ impl State {
             .iter()
             .map(|c| base64(c.as_bytes()))
             .collect();
+        let entries = Entries::new(
+            store.clone(),
+            HotCache::new(cfg_hot_budget, cfg_hot_max_entry, cfg_hot_ttl),
+        );
         Ok(State {
             cfg,
             store,
+            entries,
             upstream,
             coalescer: Coalescer::default(),
             local_addr,
@@ -101,15 +100,7 @@ impl State {
                 default_stale_while_revalidate: cfg_swr,
                 ..LookupOptions::default()
             },
-            hot: Arc::new(HotCache::new(
-                cfg_hot_budget,
-                cfg_hot_max_entry,
-                cfg_hot_ttl,
-            )),
             metrics,
-            invalidations: Arc::new(Invalidations::default()),
-            verified: Arc::new(pipeline::Verified::default()),
-            health: Arc::new(StoreHealth::default()),
             proxy_tokens,
             mitm,
             background: tokio_util::task::TaskTracker::new(),
@@ -120,9 +111,9 @@ impl State {
     pub fn sinks(&self) -> Sinks {
         Sinks {
             store: self.store.clone(),
-            hot: self.hot.clone(),
-            inv: self.invalidations.clone(),
-            health: self.health.clone(),
+            hot: self.entries.hot.clone(),
+            inv: self.entries.inv.clone(),
+            health: self.entries.health.clone(),
         }
     }
 

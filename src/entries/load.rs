@@ -1,0 +1,196 @@
+//! Reading entries: the in-memory front first, then the store; Vary index resolution; body
+//! verification (length, xxh3-64 digest) with damaged rows dropped.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::hot::HotValue;
+use super::{Entries, Loaded, StoredBody};
+use crate::http_cache::{self, CacheKey, HeadRecord};
+use crate::store::Value;
+
+impl Entries {
+    /// The store half of [`load`](Entries::load): read the URL row, follow a Vary index to the
+    /// request's variant, verify the body (length always; digest of small bodies now, of a
+    /// value file once per process before its first byte is sent), and keep small rows in the
+    /// in-memory front under the change stamps sampled before each read.
+    pub async fn load_store(&self, key: &CacheKey, headers: &HeaderMap) -> Loaded {
+        let store = self.store.clone();
+        let hot = self.hot.clone();
+        let verified = self.verified.clone();
+        let key = key.clone();
+        let headers = headers.clone();
+        let res = tokio::task::spawn_blocking(move || -> crate::store::Result<Loaded> {
+            // Sampled before each read: the hot front keeps a row only under its stamp.
+            let stamp = store.change_stamp(key.as_bytes());
+            let Some(rec) = store.record(key.as_bytes())? else {
+                return Ok(Loaded::Miss);
+            };
+            let (row_key, head, rec, stamp) = match HeadRecord::decode(&rec.meta) {
+                Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec, stamp),
+                Ok(HeadRecord::VaryIndex(vary)) => {
+                    let vkey = http_cache::variant_key(&key, vary.names(), &headers);
+                    hot.put(key.as_bytes(), HotValue::Index(vary), stamp);
+                    let vstamp = store.change_stamp(&vkey);
+                    let Some(vrec) = store.record(&vkey)? else {
+                        return Ok(Loaded::VaryMiss);
+                    };
+                    match HeadRecord::decode(&vrec.meta) {
+                        Ok(HeadRecord::Variant(head)) => (vkey, head, vrec, vstamp),
+                        _ => {
+                            store.delete(&vkey)?;
+                            return Ok(Loaded::VaryMiss);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "undecodable entry head: dropped");
+                    store.delete(key.as_bytes())?;
+                    return Ok(Loaded::Miss);
+                }
+            };
+            if rec.len() != head.body_len {
+                tracing::warn!(key = %key, "stored body length differs from head: dropped");
+                store.delete(&row_key)?;
+                return Ok(Loaded::Miss);
+            }
+            let head = Arc::new(head);
+            // A body that does not match its head's digest is never served: drop the row.
+            let damaged = |what: &str| -> crate::store::Result<Loaded> {
+                tracing::warn!(key = %key, "{what} does not match its digest: dropped");
+                store.delete(&row_key)?;
+                Ok(Loaded::Miss)
+            };
+            // Inline values, and value files small enough for the in-memory front, are read
+            // whole, checked, and kept in the front.
+            let small = match rec.value {
+                Value::Inline(v) => Ok(v),
+                Value::File { ref file, len } if hot.admits(len) => {
+                    use std::os::unix::fs::FileExt;
+                    let mut body = vec![0u8; len as usize];
+                    file.read_exact_at(&mut body, 0)?;
+                    Ok(body)
+                }
+                large => Err(large),
+            };
+            let body = match small {
+                Ok(v) => {
+                    if xxhash_rust::xxh3::xxh3_64(&v) != head.body_digest {
+                        return damaged("stored body");
+                    }
+                    let b = Bytes::from(v);
+                    if hot.admits(b.len() as u64) {
+                        hot.put(
+                            &row_key,
+                            HotValue::Variant {
+                                head: head.clone(),
+                                body: b.clone(),
+                            },
+                            stamp,
+                        );
+                    }
+                    StoredBody::Mem(b)
+                }
+                Err(value) => {
+                    // The first time this process serves a value file, check all of it
+                    // before sending a byte; later reads are checked as they stream.
+                    let id = (row_key.clone(), head.body_digest);
+                    if let Value::File { ref file, len } = value
+                        && !verified.contains(&id)
+                    {
+                        if hash_file(file, len)? != head.body_digest {
+                            return damaged("value file");
+                        }
+                        verified.insert(id);
+                    }
+                    let rec = crate::store::Record { value, ..rec };
+                    StoredBody::Rec(rec, row_key.clone())
+                }
+            };
+            Ok(Loaded::Found {
+                row_key,
+                head,
+                body,
+            })
+        })
+        .await;
+        match res {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store lookup failed: treating as a miss");
+                Loaded::Miss
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store lookup task failed");
+                Loaded::Miss
+            }
+        }
+    }
+
+    /// The in-memory half of [`load`](Entries::load): `None` when the rows are not in memory
+    /// under their current change stamps.
+    pub(super) fn load_hot(&self, key: &CacheKey, headers: &HeaderMap) -> Option<Loaded> {
+        let (hot, store) = (&self.hot, &self.store);
+        let first = hot.get(key.as_bytes(), store.change_stamp(key.as_bytes()))?;
+        let (row_key, v) = match &*first {
+            HotValue::Variant { .. } => (key.as_bytes().to_vec(), first.clone()),
+            HotValue::Index(vary) => {
+                let vkey = http_cache::variant_key(key, vary.names(), headers);
+                let v = hot.get(&vkey, store.change_stamp(&vkey))?;
+                (vkey, v)
+            }
+        };
+        match &*v {
+            HotValue::Variant { head, body } => {
+                self.store.note_hit(&row_key);
+                Some(Loaded::Found {
+                    row_key,
+                    head: head.clone(),
+                    body: StoredBody::Mem(body.clone()),
+                })
+            }
+            HotValue::Index(_) => None,
+        }
+    }
+}
+
+/// xxh3-64 of the first `len` bytes of `file`, read with positional reads (the file's cursor,
+/// from which the body is streamed afterwards, does not move).
+fn hash_file(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let want = (len - off).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..want], off)?;
+        hasher.update(&buf[..want]);
+        off += want as u64;
+    }
+    Ok(hasher.digest())
+}
+
+/// Value files this process has checked in full against their digests (bounded).
+#[derive(Debug, Default)]
+pub struct Verified {
+    set: std::sync::Mutex<std::collections::HashSet<(Vec<u8>, u64)>>,
+}
+
+impl Verified {
+    pub(super) fn contains(&self, id: &(Vec<u8>, u64)) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    pub(super) fn insert(&self, id: (Vec<u8>, u64)) {
+        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() >= 100_000 {
+            s.clear();
+        }
+        s.insert(id);
+    }
+}
