@@ -183,13 +183,18 @@ impl Drop for BodySender {
     }
 }
 
+/// Chunk reads (and digest updates) of store streams running at once, in the whole process.
+/// More streams wait for a permit without a thread; the blocking pool and the CPU stay
+/// available to store lookups and fills however many clients stream large values at once.
+const FILE_READS_AT_ONCE: usize = 8;
+static FILE_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(FILE_READS_AT_ONCE);
+
 /// A store value sent one chunk per frame. Each poll for a frame (hyper polls only when it can
 /// take one, i.e. when the client is reading) runs one blocking read of at most
 /// [`FILE_CHUNK`] bytes on the blocking pool and returns it. So a stream in flight holds a
 /// blocking thread only for the length of one disk read, never while its client does not
-/// read: the number of threads busy on store streams is bounded by the clients actually
-/// taking bytes at that moment (and by tokio's blocking pool), and each read finishes on its
-/// own, so store lookups queue behind disk reads at worst, never behind the network.
+/// read, and at most [`FILE_READS_AT_ONCE`] such reads run at a time: store lookups never
+/// queue behind the network, nor behind more than a few bounded disk reads.
 pub struct FileBody {
     len: u64,
     state: FileState,
@@ -206,6 +211,11 @@ impl std::fmt::Debug for FileBody {
 enum FileState {
     /// Waiting for hyper to ask for the next chunk.
     Idle(Box<FileCursor>),
+    /// Waiting for one of the [`FILE_READS`] permits.
+    Queued(
+        Pin<Box<dyn Future<Output = Option<tokio::sync::SemaphorePermit<'static>>> + Send>>,
+        Box<FileCursor>,
+    ),
     /// One chunk being read on the blocking pool.
     Reading(tokio::task::JoinHandle<(Box<FileCursor>, std::io::Result<Bytes>)>),
     /// All bytes sent, or failed.
@@ -263,12 +273,23 @@ impl FileBody {
             match std::mem::replace(&mut self.state, FileState::Done) {
                 FileState::Done => return Poll::Ready(None),
                 FileState::Idle(cur) if cur.remaining == 0 => return Poll::Ready(None),
-                FileState::Idle(mut cur) => {
-                    self.state = FileState::Reading(tokio::task::spawn_blocking(move || {
-                        let res = cur.next_chunk();
-                        (cur, res)
-                    }));
+                FileState::Idle(cur) => {
+                    let permit = Box::pin(async { FILE_READS.acquire().await.ok() });
+                    self.state = FileState::Queued(permit, cur);
                 }
+                FileState::Queued(mut permit, mut cur) => match permit.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = FileState::Queued(permit, cur);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(permit) => {
+                        self.state = FileState::Reading(tokio::task::spawn_blocking(move || {
+                            let res = cur.next_chunk();
+                            drop(permit);
+                            (cur, res)
+                        }));
+                    }
+                },
                 FileState::Reading(mut task) => match Pin::new(&mut task).poll(cx) {
                     Poll::Pending => {
                         self.state = FileState::Reading(task);
@@ -291,7 +312,7 @@ impl FileBody {
         match &self.state {
             FileState::Done => true,
             FileState::Idle(cur) => cur.remaining == 0,
-            FileState::Reading(_) => false,
+            FileState::Queued(..) | FileState::Reading(_) => false,
         }
     }
 }

@@ -13,10 +13,6 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::request::Parts;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use super::body::BodySender;
 use super::health::StoreHealth;
 use super::hot::HotCache;
@@ -24,6 +20,10 @@ use super::lease::Lease;
 use crate::coalesce::{Outcome, Permit};
 use crate::http_cache::{self, CacheKey, HeadRecord, StoredHead, Vary};
 use crate::store::Cache;
+use bytes::Bytes;
+use http::request::Parts;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 /// Where and what to store for one response.
 #[derive(Debug)]
@@ -464,7 +464,9 @@ pub async fn run(
             match d {
                 Disk::Idle(w) => {
                     let commit = tokio::task::spawn_blocking(move || {
-                        commit(*w, &store, &hot, &inv, generation, &row_key, index, &tag, head)
+                        commit(
+                            *w, &store, &hot, &inv, generation, &row_key, index, &tag, head,
+                        )
                     });
                     match commit.await {
                         Ok(Ok(ok)) => {

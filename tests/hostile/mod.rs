@@ -4,8 +4,10 @@
 
 mod access;
 mod framing;
+mod h2;
 mod limits;
 mod privacy;
+mod starvation;
 mod upstream;
 
 use std::future::Future;
