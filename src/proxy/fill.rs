@@ -459,11 +459,12 @@ pub async fn run(
     let mut stored = false;
     match disk {
         Some(mut d) if complete => {
-            d.write(batch).await;
             d.settle().await;
             match d {
-                Disk::Idle(w) => {
+                Disk::Idle(mut w) => {
+                    // The last batch and the commit in one blocking call.
                     let commit = tokio::task::spawn_blocking(move || {
+                        w.write(&batch)?;
                         commit(
                             *w, &store, &hot, &inv, generation, &row_key, index, &tag, head,
                         )
