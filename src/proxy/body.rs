@@ -1,12 +1,16 @@
-//! Response bodies the proxy sends: empty, one buffer, a channel fed by a task (store reads,
-//! cache fills), or an upstream body passed straight through.
+//! Response bodies the proxy sends: empty, one buffer, a store value read on demand, a channel
+//! fed by a cache fill, or an upstream body passed straight through.
 //!
-//! Invariant: an error frame from the source surfaces as a body error, so hyper aborts the
-//! client connection instead of ending a short body cleanly.
+//! Invariants: an error frame from the source, or a source that stops before it said it was
+//! done, surfaces as a body error, so hyper aborts the client connection instead of ending a
+//! short body cleanly. No blocking thread ever waits on a client: a store value is read one
+//! bounded chunk at a time, only when hyper asks for the next frame (the client can take more).
 
 use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -26,13 +30,18 @@ pub enum ProxyBody {
     Empty,
     /// One buffer.
     Full(Option<Bytes>),
-    /// Chunks sent by another task; `Err` aborts the response.
+    /// Chunks sent by another task through a [`BodySender`]; `Err`, an abort or a sender
+    /// dropped before `finish` aborts the response.
     Channel {
         /// Receiving end.
         rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        /// How the sender ended (see [`BodySender`]).
+        end: Arc<AtomicU8>,
         /// Expected total length, if known.
         len: Option<u64>,
     },
+    /// A store value read one chunk per frame (see [`ProxyBody::from_reader`]).
+    File(Box<FileBody>),
     /// A hyper body (upstream response or client request) streamed through unchanged.
     Incoming(hyper::body::Incoming),
     /// An origin response body streamed through, cut with an error when no chunk arrives
@@ -82,77 +91,229 @@ impl ProxyBody {
     }
 
     /// A channel body and its sender.
-    pub fn channel(
-        capacity: usize,
-        len: Option<u64>,
-    ) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Self) {
+    pub fn channel(capacity: usize, len: Option<u64>) -> (BodySender, Self) {
         let (tx, rx) = mpsc::channel(capacity);
-        (tx, ProxyBody::Channel { rx, len })
+        let end = Arc::new(AtomicU8::new(SENDING));
+        (
+            BodySender {
+                tx,
+                end: end.clone(),
+            },
+            ProxyBody::Channel { rx, end, len },
+        )
     }
 
-    /// Stream a blocking reader (a store value of `len` bytes whose xxh3-64 is `digest`) from
-    /// a blocking thread. The last chunk is held back until the digest matches; on a mismatch
-    /// or a short read the body ends in an error (the client's connection is aborted, never
-    /// handed wrong bytes that look complete) and `on_corrupt` runs.
+    /// Stream a store value of `len` bytes whose xxh3-64 is `digest` from `reader`. The last
+    /// chunk is held back until the digest matches; on a mismatch or a short read the body
+    /// ends in an error (the client's connection is aborted, never handed wrong bytes that
+    /// look complete) and `on_corrupt` runs (on a blocking thread).
     pub fn from_reader<R: Read + Send + 'static>(
         reader: R,
         len: u64,
         digest: u64,
         on_corrupt: impl FnOnce() + Send + 'static,
     ) -> Self {
-        Self::stream_reader(reader, len, Some(digest), on_corrupt)
+        Self::file(reader, len, Some(digest), Box::new(on_corrupt))
     }
 
     /// Like [`from_reader`](Self::from_reader) for part of a value already verified in full
     /// (a byte range): a short read still aborts the body, but there is no digest to check.
     pub fn from_verified_reader<R: Read + Send + 'static>(reader: R, len: u64) -> Self {
-        Self::stream_reader(reader, len, None, || {})
+        Self::file(reader, len, None, Box::new(|| {}))
     }
 
-    fn stream_reader<R: Read + Send + 'static>(
-        mut reader: R,
+    fn file<R: Read + Send + 'static>(
+        reader: R,
         len: u64,
         digest: Option<u64>,
-        on_corrupt: impl FnOnce() + Send + 'static,
+        on_corrupt: Box<dyn FnOnce() + Send>,
     ) -> Self {
-        let (tx, body) = Self::channel(4, Some(len));
-        tokio::task::spawn_blocking(move || {
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            let mut remaining = len;
-            while remaining > 0 {
-                let want = remaining.min(FILE_CHUNK as u64) as usize;
-                // `read_to_end` fills spare capacity without zeroing it first.
-                let mut buf = Vec::with_capacity(want);
-                let mut res = match (&mut reader).take(want as u64).read_to_end(&mut buf) {
-                    Ok(n) if n == want => Ok(Bytes::from(buf)),
-                    Ok(_) => Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "stored body shorter than recorded",
-                    )),
-                    Err(e) => Err(e),
-                };
-                if let (Ok(b), Some(digest)) = (&res, digest) {
-                    hasher.update(b);
-                    if remaining == want as u64 && hasher.digest() != digest {
-                        res = Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "stored body does not match its digest",
-                        ));
-                    }
-                }
-                let failed = res.is_err();
-                if failed {
-                    on_corrupt();
-                    let _ = tx.blocking_send(res);
-                    return;
-                }
-                if tx.blocking_send(res).is_err() {
-                    return;
-                }
-                remaining -= want as u64;
+        ProxyBody::File(Box::new(FileBody {
+            len,
+            state: FileState::Idle(Box::new(FileCursor {
+                reader: Box::new(reader),
+                remaining: len,
+                hasher: digest.map(|d| (xxhash_rust::xxh3::Xxh3::new(), d)),
+                on_corrupt: Some(on_corrupt),
+            })),
+        }))
+    }
+}
+
+/// `end` values of a channel body.
+const SENDING: u8 = 0;
+const FINISHED: u8 = 1;
+const ABORTED: u8 = 2;
+
+/// The sending half of a channel body. The body ends cleanly only after [`finish`]
+/// (Self::finish); [`abort`](Self::abort), or dropping the sender without `finish`, makes the
+/// body fail at its next poll, whatever chunks are still queued.
+#[derive(Debug)]
+pub struct BodySender {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    end: Arc<AtomicU8>,
+}
+
+impl BodySender {
+    /// The channel itself (to send chunks and errors).
+    pub fn tx(&self) -> &mpsc::Sender<Result<Bytes, std::io::Error>> {
+        &self.tx
+    }
+
+    /// Everything was sent: the body ends cleanly once the queued chunks are taken.
+    pub fn finish(self) {
+        let _ = self
+            .end
+            .compare_exchange(SENDING, FINISHED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Fail the body now, without waiting for the receiver to take the queued chunks.
+    pub fn abort(self) {
+        let _ = self
+            .end
+            .compare_exchange(SENDING, ABORTED, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+impl Drop for BodySender {
+    fn drop(&mut self) {
+        let _ = self
+            .end
+            .compare_exchange(SENDING, ABORTED, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// Chunk reads (and digest updates) of store streams running at once, in the whole process.
+/// More streams wait for a permit without a thread; the blocking pool and the CPU stay
+/// available to store lookups and fills however many clients stream large values at once.
+const FILE_READS_AT_ONCE: usize = 8;
+static FILE_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(FILE_READS_AT_ONCE);
+
+/// A store value sent one chunk per frame. Each poll for a frame (hyper polls only when it can
+/// take one, i.e. when the client is reading) runs one blocking read of at most
+/// [`FILE_CHUNK`] bytes on the blocking pool and returns it. So a stream in flight holds a
+/// blocking thread only for the length of one disk read, never while its client does not
+/// read, and at most [`FILE_READS_AT_ONCE`] such reads run at a time: store lookups never
+/// queue behind the network, nor behind more than a few bounded disk reads.
+pub struct FileBody {
+    len: u64,
+    state: FileState,
+}
+
+impl std::fmt::Debug for FileBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBody")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+enum FileState {
+    /// Waiting for hyper to ask for the next chunk.
+    Idle(Box<FileCursor>),
+    /// Waiting for one of the [`FILE_READS`] permits.
+    Queued(
+        Pin<Box<dyn Future<Output = Option<tokio::sync::SemaphorePermit<'static>>> + Send>>,
+        Box<FileCursor>,
+    ),
+    /// One chunk being read on the blocking pool.
+    Reading(tokio::task::JoinHandle<(Box<FileCursor>, std::io::Result<Bytes>)>),
+    /// All bytes sent, or failed.
+    Done,
+}
+
+/// Where a file body is in its value.
+struct FileCursor {
+    reader: Box<dyn Read + Send>,
+    remaining: u64,
+    /// The running hash and the digest the whole value must have.
+    hasher: Option<(xxhash_rust::xxh3::Xxh3, u64)>,
+    on_corrupt: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl FileCursor {
+    /// Read the next chunk (blocking). The last chunk is returned only if the digest matches;
+    /// a failure runs `on_corrupt`.
+    fn next_chunk(&mut self) -> std::io::Result<Bytes> {
+        let want = self.remaining.min(FILE_CHUNK as u64) as usize;
+        // `read_to_end` fills spare capacity without zeroing it first.
+        let mut buf = Vec::with_capacity(want);
+        let mut res = match (&mut self.reader).take(want as u64).read_to_end(&mut buf) {
+            Ok(n) if n == want => Ok(Bytes::from(buf)),
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "stored body shorter than recorded",
+            )),
+            Err(e) => Err(e),
+        };
+        if let (Ok(b), Some((hasher, digest))) = (&res, &mut self.hasher) {
+            hasher.update(b);
+            if self.remaining == want as u64 && hasher.digest() != *digest {
+                res = Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stored body does not match its digest",
+                ));
             }
-        });
-        body
+        }
+        match &res {
+            Ok(_) => self.remaining -= want as u64,
+            Err(_) => {
+                if let Some(f) = self.on_corrupt.take() {
+                    f();
+                }
+            }
+        }
+        res
+    }
+}
+
+impl FileBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match std::mem::replace(&mut self.state, FileState::Done) {
+                FileState::Done => return Poll::Ready(None),
+                FileState::Idle(cur) if cur.remaining == 0 => return Poll::Ready(None),
+                FileState::Idle(cur) => {
+                    let permit = Box::pin(async { FILE_READS.acquire().await.ok() });
+                    self.state = FileState::Queued(permit, cur);
+                }
+                FileState::Queued(mut permit, mut cur) => match permit.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = FileState::Queued(permit, cur);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(permit) => {
+                        self.state = FileState::Reading(tokio::task::spawn_blocking(move || {
+                            let res = cur.next_chunk();
+                            drop(permit);
+                            (cur, res)
+                        }));
+                    }
+                },
+                FileState::Reading(mut task) => match Pin::new(&mut task).poll(cx) {
+                    Poll::Pending => {
+                        self.state = FileState::Reading(task);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok((cur, Ok(b)))) => {
+                        self.state = FileState::Idle(cur);
+                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                    }
+                    Poll::Ready(Ok((_, Err(e)))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Some(Err(Box::new(std::io::Error::other(e)))));
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            FileState::Done => true,
+            FileState::Idle(cur) => cur.remaining == 0,
+            FileState::Queued(..) | FileState::Reading(_) => false,
+        }
     }
 }
 
@@ -167,12 +328,27 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Channel { rx, .. } => match rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            ProxyBody::Channel { rx, end, .. } => {
+                let cut = || {
+                    Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "body source ended before the body was complete",
+                    )) as BoxError)))
+                };
+                if end.load(Ordering::Acquire) == ABORTED {
+                    return cut();
+                }
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Poll::Ready(None) if end.load(Ordering::Acquire) == FINISHED => {
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(None) => cut(),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ProxyBody::File(f) => f.poll_frame(cx),
             ProxyBody::Incoming(inc) => match Pin::new(inc).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
@@ -203,6 +379,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Channel { .. } => false,
+            ProxyBody::File(f) => f.is_end_stream(),
             ProxyBody::Incoming(inc) => inc.is_end_stream(),
             ProxyBody::Origin(t) => t.body.is_end_stream(),
         }
@@ -214,6 +391,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Channel { len: Some(n), .. } => SizeHint::with_exact(*n),
             ProxyBody::Channel { len: None, .. } => SizeHint::default(),
+            ProxyBody::File(f) => SizeHint::with_exact(f.len),
             ProxyBody::Incoming(inc) => inc.size_hint(),
             ProxyBody::Origin(t) => t.body.size_hint(),
         }

@@ -2,10 +2,13 @@
 //!
 //! Invariants: the entry commits only after the origin body ended cleanly with the declared
 //! length and within `max_object_size`; otherwise the half-written value is dropped (no row,
-//! no file). A client that goes away does not stop a fill that is still storing, so waiters
-//! coalesced behind it still get the entry. An origin failure mid-body reaches the client as
-//! a body error, so its connection is aborted rather than ending with a short body.
+//! no file). A client that goes away, or takes no chunk for its stall bound (it is then
+//! dropped), does not stop a fill that is still storing, so waiters coalesced behind it still
+//! get the entry. An origin failure mid-body reaches the client as a body error, so its
+//! connection is aborted rather than ending with a short body. No blocking thread waits on the
+//! origin or a client: the async loop owns the store writer and hands it one batch at a time.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,8 +17,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
 
+use super::body::BodySender;
 use crate::coalesce::{Outcome, Permit};
 use crate::entries::Invalidations;
 use crate::entries::health::StoreHealth;
@@ -117,18 +120,158 @@ pub struct Sinks {
     pub health: Arc<StoreHealth>,
 }
 
-enum Msg {
-    Chunk(Bytes),
-    Commit(Box<StoredHead>),
+/// Bytes a fill gathers before handing them to the store in one blocking write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Bytes a fill holds for a client that reads slower than the origin sends (beyond its
+/// channel). Past that the fill waits for the client, but never longer than its stall bound.
+const CLIENT_LAG: usize = 4 * 1024 * 1024;
+
+/// The client a fill streams to.
+#[derive(Debug)]
+pub struct ToClient {
+    /// The client's response body.
+    pub body: BodySender,
+    /// A client that takes no chunk for this long is dropped (its body fails) while the fill
+    /// goes on storing for everyone else.
+    pub stall: Duration,
 }
 
-/// Run the fill to completion. `to_client` receives the body (dropped early if the client
-/// leaves). The origin body is abandoned (not stored, the client's body fails) when no chunk
-/// arrives within `chunk_timeout` or it is not complete within `body_timeout`.
+/// Chunks waiting for the client, and when it last took one.
+struct Feed {
+    to: ToClient,
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    since: tokio::time::Instant,
+}
+
+impl Feed {
+    fn push(&mut self, b: Bytes) {
+        if self.queue.is_empty() {
+            self.since = tokio::time::Instant::now();
+        }
+        self.queued += b.len();
+        self.queue.push_back(b);
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        let b = self.queue.pop_front()?;
+        self.queued -= b.len();
+        self.since = tokio::time::Instant::now();
+        Some(b)
+    }
+
+    /// Hand the rest to the client, then end its body cleanly; a client that takes nothing
+    /// for the stall bound is dropped.
+    async fn drain(mut self) {
+        while !self.queue.is_empty() {
+            let tx = self.to.body.tx().clone();
+            match tokio::time::timeout(self.to.stall, tx.reserve_owned()).await {
+                Ok(Ok(permit)) => {
+                    if let Some(b) = self.pop() {
+                        permit.send(Ok(b));
+                    }
+                }
+                Ok(Err(_)) => return, // the client went away
+                Err(_) => {
+                    tracing::info!(stall = ?self.to.stall, "client not reading a fill: dropped");
+                    self.to.body.abort();
+                    return;
+                }
+            }
+        }
+        self.to.body.finish();
+    }
+}
+
+/// What a store write runs on: the value writer, and the running hash and length of what it
+/// was given.
+struct DiskWriter {
+    w: crate::store::ValueWriter,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    n: u64,
+}
+
+impl DiskWriter {
+    fn write(&mut self, chunks: &[Bytes]) -> crate::store::Result<()> {
+        for b in chunks {
+            self.w.write_all(b)?;
+            self.hasher.update(b);
+            self.n += b.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The store side of a fill. The async loop owns the writer; each batch of chunks (up to
+/// [`WRITE_BATCH`] bytes) is one `spawn_blocking` write, so a blocking thread only ever waits
+/// on the disk, never on the origin or a client.
+enum Disk {
+    Idle(Box<DiskWriter>),
+    Busy(tokio::task::JoinHandle<(Box<DiskWriter>, crate::store::Result<()>)>),
+    /// A write failed (its error is reported when the fill ends), or the store refused.
+    Failed(Option<crate::store::Error>),
+}
+
+impl Disk {
+    /// Wait for the write in flight, if any.
+    async fn settle(&mut self) {
+        if let Disk::Busy(task) = self {
+            *self = match task.await {
+                Ok((w, Ok(()))) => Disk::Idle(w),
+                Ok((w, Err(e))) => {
+                    discard(w);
+                    Disk::Failed(Some(e))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "store write task failed");
+                    Disk::Failed(None)
+                }
+            };
+        }
+    }
+
+    /// Start writing `batch` (after the write in flight).
+    async fn write(&mut self, batch: Vec<Bytes>) {
+        self.settle().await;
+        if let Disk::Idle(_) = self {
+            let Disk::Idle(mut w) = std::mem::replace(self, Disk::Failed(None)) else {
+                return;
+            };
+            *self = Disk::Busy(tokio::task::spawn_blocking(move || {
+                let r = w.write(&batch);
+                (w, r)
+            }));
+        }
+    }
+
+    /// Drop what was written (on a blocking thread: it removes a temporary file).
+    async fn abandon(mut self) -> Option<crate::store::Error> {
+        self.settle().await;
+        match self {
+            Disk::Idle(w) => {
+                discard(w);
+                None
+            }
+            Disk::Busy(_) => None,
+            Disk::Failed(e) => e,
+        }
+    }
+}
+
+/// Drop a value writer (removing its temporary file) off the async threads.
+fn discard(w: Box<DiskWriter>) {
+    drop(tokio::task::spawn_blocking(move || drop(w)));
+}
+
+/// Run the fill to completion. `to_client` receives the body; a client that goes away or
+/// takes no chunk for its stall bound is dropped, and the fill goes on storing. The origin
+/// body is abandoned (not stored, the client's body fails) when no chunk arrives within
+/// `chunk_timeout` or it is not complete within `body_timeout`.
 pub async fn run(
     plan: FillPlan,
     mut body: Incoming,
-    mut to_client: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    to_client: Option<ToClient>,
     permit: Option<Permit>,
     lease: Option<Lease>,
     chunk_timeout: Duration,
@@ -148,112 +291,154 @@ pub async fn run(
         max_object_size,
         expected_len,
     } = plan;
-    let (wtx, mut wrx) = mpsc::channel::<Msg>(8);
-    let writer = tokio::task::spawn_blocking(move || -> crate::store::Result<bool> {
-        let mut w = store.writer(&row_key, None, Some(&tag))?;
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut n = 0u64;
-        while let Some(msg) = wrx.blocking_recv() {
-            match msg {
-                Msg::Chunk(b) => {
-                    w.write_all(&b)?;
-                    hasher.update(&b);
-                    n += b.len() as u64;
-                }
-                Msg::Commit(mut head) => {
-                    head.body_len = n;
-                    head.body_digest = hasher.digest();
-                    if inv.since(&tag, generation) {
-                        return Ok(false); // invalidated while fetching: drop it
-                    }
-                    w.set_meta(HeadRecord::Variant(*head).encode());
-                    w.commit()?;
-                    hot.remove(&row_key);
-                    if inv.since(&tag, generation) {
-                        // Invalidated between the check and the commit: undo.
-                        store.delete(&row_key)?;
-                        return Ok(false);
-                    }
-                    if let Some((url_key, vary)) = index {
-                        let mut iw = store.writer(&url_key, None, Some(&tag))?;
-                        iw.set_meta(HeadRecord::VaryIndex(vary).encode());
-                        iw.commit()?;
-                        hot.remove(&url_key);
-                    }
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false) // abandoned: dropping `w` removes what was written
+    let mut feed = to_client.map(|to| Feed {
+        to,
+        queue: VecDeque::new(),
+        queued: 0,
+        since: tokio::time::Instant::now(),
     });
-    let mut storing = Some(wtx);
+    let mut disk = match store.writer(&row_key, None, Some(&tag)) {
+        Ok(w) => Some(Disk::Idle(Box::new(DiskWriter {
+            w,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            n: 0,
+        }))),
+        Err(e) => Some(Disk::Failed(Some(e))),
+    };
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
     let mut total = 0u64;
     let mut too_large = false;
+    let mut origin_since = tokio::time::Instant::now();
     let complete = loop {
-        let wake = tokio::time::Instant::now() + chunk_timeout;
-        let wake = deadline.map_or(wake, |d| d.min(wake));
-        let frame = match tokio::time::timeout_at(wake, body.frame()).await {
-            Err(_) => {
-                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "origin body stalled");
-                if let Some(tx) = to_client.take() {
-                    let _ = tx.send(Err(e)).await;
-                }
-                break false;
-            }
-            Ok(None) => break expected_len.is_none_or(|n| n == total),
-            Ok(Some(Err(e))) => {
-                tracing::debug!(error = %e, "origin body failed");
-                if let Some(tx) = to_client.take() {
-                    let _ = tx.send(Err(std::io::Error::other(e))).await;
-                }
-                break false;
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not stored
-        };
-        total += data.len() as u64;
-        if total > max_object_size && storing.is_some() {
-            too_large = true;
-            storing = None;
-        }
-        if let Some(tx) = &storing
-            && tx.send(Msg::Chunk(data.clone())).await.is_err()
-        {
-            storing = None;
-        }
-        if let Some(tx) = &to_client
-            && tx.send(Ok(data)).await.is_err()
-        {
-            to_client = None;
-        }
-        if storing.is_none() && to_client.is_none() {
+        let storing = matches!(disk, Some(Disk::Idle(_) | Disk::Busy(_)));
+        if !storing && feed.is_none() {
             break false;
         }
-    };
-    // The client's body ends now, not after the store commit.
-    drop(to_client);
-    let mut stored = false;
-    if complete && let Some(tx) = storing.take() {
-        let _ = tx.send(Msg::Commit(Box::new(head))).await;
-        drop(tx);
-        match writer.await {
-            Ok(Ok(ok)) => {
-                stored = ok;
-                if ok {
-                    health.write_ok();
+        // The origin is read unless a slow client already has `CLIENT_LAG` bytes waiting;
+        // while it is not read, its chunk timeout does not run.
+        let read_origin = feed.as_ref().is_none_or(|f| f.queued < CLIENT_LAG);
+        if !read_origin {
+            origin_since = tokio::time::Instant::now();
+        }
+        let wake = origin_since + chunk_timeout;
+        let wake = deadline.map_or(wake, |d| d.min(wake));
+        let waiting = feed.as_ref().is_some_and(|f| !f.queue.is_empty());
+        let (room, stalled) = match &feed {
+            Some(f) if waiting => (
+                Some(f.to.body.tx().clone().reserve_owned()),
+                f.since + f.to.stall,
+            ),
+            _ => (None, wake),
+        };
+        tokio::select! {
+            biased;
+            r = async { room?.await.ok() }, if waiting => {
+                match (r, feed.as_mut()) {
+                    (Some(permit), Some(f)) => {
+                        if let Some(b) = f.pop() {
+                            permit.send(Ok(b));
+                        }
+                    }
+                    // The client went away: the fill goes on for the store.
+                    _ => feed = None,
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(stalled), if waiting => {
+                if let Some(f) = feed.take() {
+                    tracing::info!(stall = ?f.to.stall, "client not reading a fill: dropped");
+                    f.to.body.abort();
+                }
+                continue;
+            }
+            frame = tokio::time::timeout_at(wake, body.frame()), if read_origin => {
+                let frame = match frame {
+                    Err(_) => {
+                        tracing::debug!("origin body stalled");
+                        break false;
+                    }
+                    Ok(None) => break expected_len.is_none_or(|n| n == total),
+                    Ok(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "origin body failed");
+                        break false;
+                    }
+                    Ok(Some(Ok(f))) => f,
+                };
+                origin_since = tokio::time::Instant::now();
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers are not stored
+                };
+                total += data.len() as u64;
+                if total > max_object_size && storing {
+                    too_large = true;
+                    if let Some(d) = disk.take() {
+                        let _ = d.abandon().await;
+                    }
+                    batch.clear();
+                }
+                if matches!(disk, Some(Disk::Idle(_) | Disk::Busy(_))) {
+                    batched += data.len();
+                    batch.push(data.clone());
+                    if batched >= WRITE_BATCH
+                        && let Some(d) = disk.as_mut()
+                    {
+                        batched = 0;
+                        d.write(std::mem::take(&mut batch)).await;
+                    }
+                }
+                if let Some(f) = feed.as_mut() {
+                    f.push(data);
                 }
             }
-            Ok(Err(e)) => health.write_failed(&e),
-            Err(e) => tracing::warn!(error = %e, "store writer task failed"),
         }
-    } else {
-        drop(storing);
-        // A writer that failed early (disk full) stopped taking chunks: report why.
-        if let Ok(Err(e)) = writer.await {
-            health.write_failed(&e);
+    };
+    // The client's body ends now (once it has taken what is queued), not after the commit.
+    if let Some(f) = feed.take() {
+        if complete {
+            tokio::spawn(f.drain());
+        } else {
+            f.to.body.abort();
         }
+    }
+    let mut stored = false;
+    match disk {
+        Some(mut d) if complete => {
+            d.settle().await;
+            match d {
+                Disk::Idle(mut w) => {
+                    // The last batch and the commit in one blocking call.
+                    let commit = tokio::task::spawn_blocking(move || {
+                        w.write(&batch)?;
+                        commit(
+                            *w, &store, &hot, &inv, generation, &row_key, index, &tag, head,
+                        )
+                    });
+                    match commit.await {
+                        Ok(Ok(ok)) => {
+                            stored = ok;
+                            if ok {
+                                health.write_ok();
+                            }
+                        }
+                        Ok(Err(e)) => health.write_failed(&e),
+                        Err(e) => tracing::warn!(error = %e, "store writer task failed"),
+                    }
+                }
+                other => {
+                    // A write that failed (disk full) stopped the fill's storing: report why.
+                    if let Some(e) = other.abandon().await {
+                        health.write_failed(&e);
+                    }
+                }
+            }
+        }
+        Some(d) => {
+            if let Some(e) = d.abandon().await {
+                health.write_failed(&e);
+            }
+        }
+        None => {}
     }
     // Other processes polling for this key see the entry before the lease goes.
     drop(lease);
@@ -266,4 +451,40 @@ pub async fn run(
             Outcome::Abandoned
         });
     }
+}
+
+/// Commit a complete value (blocking): `Ok(false)` when its URL was invalidated meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn commit(
+    w: DiskWriter,
+    store: &Cache,
+    hot: &HotCache,
+    inv: &Invalidations,
+    generation: u64,
+    row_key: &[u8],
+    index: Option<(Vec<u8>, Vary)>,
+    tag: &str,
+    mut head: StoredHead,
+) -> crate::store::Result<bool> {
+    let DiskWriter { mut w, hasher, n } = w;
+    head.body_len = n;
+    head.body_digest = hasher.digest();
+    if inv.since(tag, generation) {
+        return Ok(false); // invalidated while fetching: drop it
+    }
+    w.set_meta(HeadRecord::Variant(head).encode());
+    w.commit()?;
+    hot.remove(row_key);
+    if inv.since(tag, generation) {
+        // Invalidated between the check and the commit: undo.
+        store.delete(row_key)?;
+        return Ok(false);
+    }
+    if let Some((url_key, vary)) = index {
+        let mut iw = store.writer(&url_key, None, Some(tag))?;
+        iw.set_meta(HeadRecord::VaryIndex(vary).encode());
+        iw.commit()?;
+        hot.remove(&url_key);
+    }
+    Ok(true)
 }

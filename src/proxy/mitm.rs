@@ -296,7 +296,7 @@ async fn serve_inner(
         .header_read_timeout(state.cfg.header_timeout)
         .max_buf_size(state.cfg.max_header_size.max(8192) + 1024)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    super::server::configure_http2(&mut builder, &state.cfg);
     builder
         .serve_connection(TokioIo::new(tls), svc)
         .await

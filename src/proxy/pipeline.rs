@@ -811,7 +811,8 @@ impl Ctx<'_> {
             (None, ProxyBody::Empty)
         } else {
             let (tx, body) = ProxyBody::channel(8, expected);
-            (Some(tx), body)
+            let stall = self.st.cfg.idle_timeout;
+            (Some(fill::ToClient { body: tx, stall }), body)
         };
         let timeout = self.st.upstream.response_timeout();
         let total = self.st.cfg.body_timeout;

@@ -6,13 +6,18 @@
 //! `max_connections` is answered `503`, and one from outside `allow` `403`, with
 //! `Connection: close` on the raw socket, and closed (neither reaches hyper nor the cache);
 //! a connection with no request in flight and no bytes moving for `idle_timeout` is closed
-//! gracefully (a slow response in flight is never cut by it).
+//! gracefully (a slow response in flight is never cut by it); a connection with a response
+//! whose next bytes are ready but not taken by the client, and nothing written to it, for
+//! `idle_timeout` is dropped (a client that does not read holds nothing for long). HTTP/2
+//! limits (streams, header list, resets) are set in [`configure_http2`], for the listener and
+//! for intercepted connections alike.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -161,6 +166,7 @@ impl Server {
         let (graceful, _) = watch::channel(false);
         let limits = ConnLimits {
             idle: state.cfg.idle_timeout,
+            send: state.cfg.idle_timeout,
             shutdown: state.cfg.shutdown_timeout,
         };
         let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
@@ -175,7 +181,7 @@ impl Server {
             .max_buf_size((state.cfg.max_header_size * 4).max(256 * 1024))
             .max_headers(200)
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        configure_http2(&mut builder, &state.cfg);
         // Buffered LRU/LFU accesses and hit counters reach the database at least once a second.
         let flusher = {
             let store = state.store.clone();
@@ -238,7 +244,7 @@ impl Server {
                             async move {
                                 let res = st.handle(req, peer).await;
                                 Ok::<_, std::convert::Infallible>(
-                                    res.map(|inner| GuardedBody { inner, _guard: guard }),
+                                    res.map(|inner| GuardedBody::new(inner, guard)),
                                 )
                             }
                         }
@@ -309,7 +315,8 @@ impl ServerHandle {
 /// Drive one client connection until it ends: close it gracefully on shutdown, or when it has
 /// been idle (no request in flight, no bytes read or written) for `limits.idle`. A connection
 /// told to close that has not finished within `limits.shutdown` (shutdown) or `limits.idle`
-/// (idle) is dropped.
+/// (idle) is dropped, and so is one whose client has not taken a ready response's bytes
+/// for `limits.send` (see [`Activity::send_stall_deadline`]).
 async fn drive<C, E>(
     conn: C,
     close: impl Fn(Pin<&mut C>),
@@ -325,10 +332,12 @@ async fn drive<C, E>(
     tokio::pin!(conn);
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
+        let stall = activity.send_stall_deadline(limits.send);
         let wake = match closing {
             Some(deadline) => deadline,
             None => activity.idle_deadline(idle).into(),
         };
+        let wake = stall.map_or(wake, |s| wake.min(s.into()));
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -343,6 +352,17 @@ async fn drive<C, E>(
                 closing = Some(tokio::time::Instant::now() + limits.shutdown);
             }
             _ = tokio::time::sleep_until(wake) => {
+                if activity
+                    .send_stall_deadline(limits.send)
+                    .is_some_and(|s| s <= Instant::now())
+                {
+                    // Bytes are ready and the client takes none: it holds a response (a store
+                    // stream, a place in a fill) for nothing. Closing gracefully would wait on
+                    // that same response, so the connection is dropped.
+                    tracing::info!(%peer, send_timeout = ?limits.send,
+                        "client not reading its response; dropping the connection");
+                    return;
+                }
                 if closing.is_some() {
                     tracing::debug!(%peer, "connection did not close in time; dropping it");
                     return;
@@ -357,11 +377,43 @@ async fn drive<C, E>(
     }
 }
 
-/// How long a connection may stay idle, and may take to close on shutdown.
+/// How long a connection may stay idle, may leave a ready response untaken, and may take to
+/// close on shutdown.
 #[derive(Debug, Clone, Copy)]
 struct ConnLimits {
     idle: Duration,
+    send: Duration,
     shutdown: Duration,
+}
+
+/// Concurrent HTTP/2 streams per client connection (hyper's default is 200).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams the client opens and resets before they are served (rapid reset,
+/// CVE-2023-44487) before the connection gets GOAWAY(ENHANCE_YOUR_CALM).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams hoard resets for the client's protocol errors before the connection gets
+/// GOAWAY(ENHANCE_YOUR_CALM).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// An HTTP/2 client is pinged after this long without frames, and dropped when it does not
+/// answer within [`H2_KEEP_ALIVE_TIMEOUT`] (a peer that vanished, or that reads nothing).
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The HTTP/2 limits of every client connection: the listener's and intercepted ones (the
+/// one place they are set). The header list may be twice `max_header_size` (HTTP/2 counts 32
+/// bytes per field on top of name and value), so a request under that size still reaches
+/// `State::handle`, which answers 431 with `Cache-Status` like for HTTP/1.1.
+pub fn configure_http2(builder: &mut auto::Builder<TokioExecutor>, cfg: &ProxyConfig) {
+    let header_list = u32::try_from(cfg.max_header_size.saturating_mul(2)).unwrap_or(u32::MAX);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(header_list)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
 }
 
 /// Why a connection is answered on the raw socket and closed without being served.
@@ -445,9 +497,17 @@ struct Activity {
     /// Milliseconds since `start` of the last read, write or finished response.
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Milliseconds since `start` of the last write to the client.
+    wrote_ms: AtomicU64,
+    /// For each response body in flight: since when (milliseconds since `start`) it has had
+    /// bytes ready that hyper has not asked for, or [`NOT_READY`].
+    sends: Mutex<Vec<Weak<AtomicU64>>>,
     /// Request heads as read (HTTP/1), for what hyper lets through.
     scanner: std::sync::Mutex<Scanner>,
 }
+
+/// A response body waiting on its source (or done), not on the client.
+const NOT_READY: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
@@ -455,6 +515,8 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            wrote_ms: AtomicU64::new(0),
+            sends: Mutex::new(Vec::new()),
             scanner: Default::default(),
         }
     }
@@ -474,9 +536,37 @@ impl Activity {
             .take()
     }
 
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+        self.last_ms.fetch_max(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Track a response body's readiness (see `sends`).
+    fn register_send(&self, ready: &Arc<AtomicU64>) {
+        let mut sends = self.sends.lock().unwrap_or_else(|e| e.into_inner());
+        sends.retain(|w| w.strong_count() > 0);
+        sends.push(Arc::downgrade(ready));
+    }
+
+    /// When the connection is to be dropped for a client that does not take its response:
+    /// `send` after the later of the last write to the client and the moment the oldest
+    /// waiting body got ready. `None` while no body has bytes waiting for the client (a body
+    /// waiting on its origin, however long, is no reason).
+    fn send_stall_deadline(&self, send: Duration) -> Option<Instant> {
+        let oldest = self
+            .sends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .map(|r| r.load(Ordering::Acquire))
+            .min()
+            .filter(|&ms| ms != NOT_READY)?;
+        let since = oldest.max(self.wrote_ms.load(Ordering::Relaxed));
+        Some(self.start + Duration::from_millis(since) + send)
     }
 
     fn last(&self) -> Instant {
@@ -516,11 +606,32 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight.
+/// A response body that keeps its request counted as in flight, and tells its connection's
+/// activity whether it has bytes ready that the client has not taken: from when it is made
+/// (its head is ready) and after each frame until hyper polls it again.
 #[derive(Debug)]
 struct GuardedBody {
     inner: ProxyBody,
+    ready: Arc<AtomicU64>,
     _guard: InFlight,
+}
+
+impl GuardedBody {
+    fn new(inner: ProxyBody, guard: InFlight) -> Self {
+        let ready = Arc::new(AtomicU64::new(guard.0.now_ms()));
+        guard.0.register_send(&ready);
+        GuardedBody {
+            inner,
+            ready,
+            _guard: guard,
+        }
+    }
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        self.ready.store(NOT_READY, Ordering::Release);
+    }
 }
 
 impl Body for GuardedBody {
@@ -531,7 +642,13 @@ impl Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        let ready = match &res {
+            Poll::Ready(Some(Ok(_))) => self._guard.0.now_ms(),
+            _ => NOT_READY,
+        };
+        self.ready.store(ready, Ordering::Release);
+        res
     }
 
     fn is_end_stream(&self) -> bool {
@@ -552,6 +669,8 @@ impl Observer for Arc<Activity> {
     }
 
     fn on_write(&self) {
-        self.touch();
+        let ms = self.now_ms();
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+        self.wrote_ms.fetch_max(ms, Ordering::Relaxed);
     }
 }

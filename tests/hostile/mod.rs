@@ -6,9 +6,11 @@ mod access;
 mod admin;
 mod files;
 mod framing;
+mod h2;
 mod limits;
 mod privacy;
 mod sharing;
+mod starvation;
 mod tunnels;
 mod upstream;
 
