@@ -242,7 +242,7 @@ fn run_op(cmd: Command) -> u8 {
     // (`ignore_query`) apply.
     let rules = match &cmd {
         Command::Show(_) | Command::Purge(_) => {
-            match hoard::cli::load_file(store_args.config.as_deref()) {
+            match hoard::config::load_file(store_args.config.as_deref()) {
                 Ok(file) => file.map(|f| f.rules).unwrap_or_default(),
                 Err(e) => return config_error(&e),
             }

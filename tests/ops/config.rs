@@ -86,6 +86,51 @@ fn precedence_flag_over_env_over_file_over_default() {
     assert!(out.contains("from-file"), "{out}");
 }
 
+/// Each kind of argument built from the option table reads its `HOARD_*` variable, and a bad
+/// value there names the flag and the variable (exit 2).
+#[test]
+fn every_kind_of_option_reads_its_environment_variable() {
+    let home = tempfile::tempdir().unwrap();
+    let v = effective(
+        hoard(home.path())
+            .env("HOARD_TUNNEL_IDLE_TIMEOUT", "90s")
+            .env("HOARD_OFFLINE", "true")
+            .env("HOARD_MITM_BYPASS", "a.example,*.b.example")
+            .env("HOARD_EXTRA_CA_FILES", "/x.pem")
+            .env("HOARD_FORWARDING_HEADERS", "pass"),
+    );
+    assert_eq!(v["tunnel-idle-timeout"], "90s");
+    assert_eq!(v["offline"], true);
+    assert_eq!(
+        v["mitm-bypass"],
+        serde_json::json!(["a.example", "*.b.example"])
+    );
+    assert_eq!(v["extra-ca-files"], serde_json::json!(["/x.pem"]));
+    assert_eq!(v["forwarding-headers"], "pass");
+    let (code, out, err) = run(hoard(home.path()).env("HOARD_OFFLINE", "true").args([
+        "config",
+        "--json",
+        "--offline=false",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["offline"], false);
+    for key in hoard::config::OPTIONS.iter().map(|o| o.key) {
+        assert!(
+            v.get(key).is_some() || ["upstream", "admin", "ca-dir"].contains(&key),
+            "{key}"
+        );
+    }
+    let (code, _, err) = run(hoard(home.path())
+        .env("HOARD_TUNNEL_IDLE_TIMEOUT", "0s")
+        .arg("config"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("invalid --tunnel-idle-timeout (command line or HOARD_TUNNEL_IDLE_TIMEOUT)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn shipped_example_file_is_valid_and_matches_the_defaults() {
     let home = tempfile::tempdir().unwrap();
