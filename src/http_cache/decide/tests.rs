@@ -120,7 +120,19 @@ decide!(no_validator_no_freshness, res[], req[], at 0, "stale");
 decide!(response_no_cache, res["cache-control" => "max-age=60, no-cache"], req[], at 1, "stale");
 decide!(response_pragma_without_cc, res["pragma" => "no-cache", "expires" => &date(60)], req[], at 1, "stale");
 decide!(proxy_revalidate_still_fresh, res["cache-control" => "max-age=60, proxy-revalidate"], req[], at 30, "fresh ttl=30");
-decide!(immutable_default, res["cache-control" => "immutable"], req[], at 3600, "fresh ttl=82800");
+// RFC 8246 2.1: immutable gives no lifetime of its own, and is honoured only while fresh.
+decide!(immutable_default, res["cache-control" => "immutable"], req[], at 3600, "stale");
+decide!(rfc8246_immutable_fresh_reused_on_reload, res["cache-control" => "max-age=60, immutable"], req["cache-control" => "max-age=0"], at 30, "fresh ttl=30");
+decide!(rfc8246_immutable_stale_revalidated, res["cache-control" => "max-age=60, immutable"], req[], at 61, "stale");
+decide!(rfc8246_immutable_stale_reload_revalidated, res["cache-control" => "max-age=60, immutable"], req["cache-control" => "max-age=0"], at 61, "stale");
+decide!(rfc8246_immutable_force_reload_no_cache, res["cache-control" => "max-age=60, immutable"], req["cache-control" => "no-cache"], at 30, "stale");
+// RFC 9111 5.2.2.4: qualified no-cache restricts fields, not the whole response.
+decide!(rfc9111_5_2_2_4_qualified_no_cache_fresh, res["cache-control" => "max-age=60, no-cache=\"x-a\""], req[], at 30, "fresh ttl=30");
+decide!(rfc9111_5_2_case_insensitive_no_cache_response, res["cache-control" => "max-age=60, No-CaChE"], req[], at 1, "stale");
+decide!(rfc9111_5_2_case_insensitive_request_max_age, res["cache-control" => "max-age=60"], req["cache-control" => "MaX-AgE=0"], at 1, "stale");
+decide!(rfc9111_5_1_invalid_age_is_stale, res["cache-control" => "max-age=60", "age" => "1.5"], req[], at 1, "stale");
+decide!(rfc9111_5_1_age_list_first_member, res["cache-control" => "max-age=60", "age" => "20, 0"], req[], at 30, "fresh ttl=10");
+decide!(rfc9111_1_2_2_invalid_request_max_age_ignored, res["cache-control" => "max-age=60"], req["cache-control" => "max-age=0x"], at 1, "fresh ttl=59");
 // request directives
 decide!(request_no_cache, res["cache-control" => "max-age=60"], req["cache-control" => "no-cache"], at 1, "stale");
 decide!(request_pragma_no_cache, res["cache-control" => "max-age=60"], req["pragma" => "no-cache"], at 1, "stale");
@@ -296,14 +308,25 @@ storable!(st_head, Method::HEAD, req[], 200, res["cache-control" => "max-age=60"
 storable!(st_no_store_res, Method::GET, req[], 200, res["cache-control" => "max-age=60, No-Store"], Err(N::NoStore));
 storable!(st_no_store_req, Method::GET, req["cache-control" => "no-store"], 200, res["cache-control" => "max-age=60"], Err(N::NoStore));
 storable!(st_private, Method::GET, req[], 200, res["cache-control" => "private, max-age=60"], Err(N::Private));
-storable!(st_private_qualified, Method::GET, req[], 200, res["cache-control" => "private=\"x-user\", max-age=60"], Err(N::Private));
+// RFC 9111 5.2.2.7: qualified private withholds the fields, the rest is stored.
+storable!(st_private_qualified, Method::GET, req[], 200, res["cache-control" => "private=\"x-user\", max-age=60"], Ok(()));
+storable!(rfc9111_5_2_case_insensitive_private, Method::GET, req[], 200, res["cache-control" => "PRIVATE, max-age=60"], Err(N::Private));
 storable!(st_auth_plain, Method::GET, req["authorization" => "Basic x"], 200, res["cache-control" => "max-age=60"], Err(N::Authorization));
 storable!(st_auth_public, Method::GET, req["authorization" => "Basic x"], 200, res["cache-control" => "public, max-age=60"], Ok(()));
 storable!(st_auth_s_maxage, Method::GET, req["authorization" => "Basic x"], 200, res["cache-control" => "s-maxage=60"], Ok(()));
 storable!(st_auth_must_revalidate, Method::GET, req["authorization" => "Basic x"], 200, res["cache-control" => "max-age=60, must-revalidate"], Ok(()));
 storable!(st_206, Method::GET, req[], 206, res["cache-control" => "max-age=60"], Err(N::Range));
 storable!(st_range_request, Method::GET, req["range" => "bytes=0-9"], 200, res["cache-control" => "max-age=60"], Err(N::Range));
-storable!(st_500, Method::GET, req[], 500, res["cache-control" => "max-age=60"], Err(N::Status));
+// RFC 9111 3: any final status with explicit freshness is storable.
+storable!(st_500, Method::GET, req[], 500, res["cache-control" => "max-age=60"], Ok(()));
+storable!(rfc9111_3_explicit_299, Method::GET, req[], 299, res["cache-control" => "max-age=60"], Ok(()));
+storable!(rfc9111_3_explicit_400_expires, Method::GET, req[], 400, res["expires" => "Thu, 01 Jan 2037 00:00:00 GMT"], Ok(()));
+storable!(rfc9111_3_explicit_499_s_maxage, Method::GET, req[], 499, res["cache-control" => "s-maxage=60"], Ok(()));
+storable!(rfc9111_3_plain_500, Method::GET, req[], 500, res[], Err(N::NoFreshness));
+storable!(rfc9111_3_plain_299, Method::GET, req[], 299, res[], Err(N::NoFreshness));
+storable!(rfc9111_4_2_2_public_299, Method::GET, req[], 299, res["cache-control" => "public"], Ok(()));
+storable!(rfc9111_3_interim_103, Method::GET, req[], 103, res["cache-control" => "max-age=60"], Err(N::Status));
+storable!(rfc9111_5_2_case_insensitive_no_store, Method::GET, req[], 200, res["cache-control" => "max-age=60, NO-STORE"], Err(N::NoStore));
 storable!(st_304, Method::GET, req[], 304, res["cache-control" => "max-age=60"], Err(N::Status));
 storable!(st_vary_star, Method::GET, req[], 200, res["cache-control" => "max-age=60", "vary" => "accept, *"], Err(N::VaryAny));
 storable!(st_set_cookie, Method::GET, req[], 200, res["cache-control" => "max-age=60", "set-cookie" => "a=1"], Err(N::SetCookie));
@@ -575,4 +598,32 @@ fn xfetch() {
         f64::INFINITY,
         f64::NAN
     ));
+}
+
+/// RFC 9111 5.2.2.4 / 5.2.2.7: the fields a qualified no-cache / private names are not
+/// stored; the rest of the response is.
+#[test]
+fn rfc9111_5_2_2_7_qualified_fields_not_stored() {
+    let head = head_with(
+        &[
+            (
+                "cache-control",
+                "max-age=60, Private=\"X-User\", no-cache=\"x-debug, x-trace\"",
+            ),
+            ("x-user", "alice"),
+            ("x-debug", "1"),
+            ("x-trace", "2"),
+            ("x-shared", "yes"),
+        ],
+        &[],
+    );
+    let h = &head.response_headers;
+    for gone in ["x-user", "x-debug", "x-trace"] {
+        assert!(!h.contains_key(gone), "{gone} stored");
+    }
+    assert_eq!(h["x-shared"], "yes");
+    assert_eq!(
+        summary(&lookup(&head, &req(&[]), at(1), &LookupOptions::default())),
+        "fresh ttl=59"
+    );
 }
