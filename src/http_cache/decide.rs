@@ -240,6 +240,44 @@ pub fn xfetch_due(
     }
 }
 
+/// Whether a client's conditional GET/HEAD is answered 304 by the response `res` the cache
+/// would send (RFC 9111 4.3.2, RFC 9110 13.1.2, 13.1.3, 13.2.2). `If-None-Match` (all field
+/// lines, weak comparison, `*`) takes precedence; otherwise `If-Modified-Since`, in any of
+/// the three HTTP-date formats, is compared with the response's `Last-Modified`, else its
+/// `Date`, else `received`. An invalid or multi-member `If-Modified-Since` is ignored.
+pub fn not_modified(req: &HeaderMap, res: &HeaderMap, received: SystemTime) -> bool {
+    if req.contains_key(header::IF_NONE_MATCH) {
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let etag = res
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(weak);
+        return req
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|t| t == "*" || etag.as_ref().is_some_and(|e| weak(t) == *e));
+    }
+    let mut lines = req.get_all(header::IF_MODIFIED_SINCE).iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    let Some(ims) = line.to_str().ok().and_then(super::headers::parse_http_date) else {
+        return false;
+    };
+    let date = |name| {
+        res.get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+            .and_then(super::headers::parse_http_date)
+    };
+    let modified = date(header::LAST_MODIFIED)
+        .or_else(|| date(header::DATE))
+        .unwrap_or(received);
+    modified <= ims
+}
+
 /// Conditional request for revalidating `head` on behalf of `req`.
 pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request::Parts {
     let (mut parts, ()) = Request::new(()).into_parts();

@@ -17,7 +17,7 @@ mod vary;
 
 pub use decide::{
     Lookup, LookupOptions, NotStorable, Refreshed, forced_by_request, invalidation_targets, lookup,
-    only_if_cached, per_client_fields, refresh, request_no_cache, resolve_reference,
+    not_modified, only_if_cached, per_client_fields, refresh, request_no_cache, resolve_reference,
     revalidation_request, storability, storability_forced, withheld_fields, xfetch_due,
 };
 pub use directives::{

@@ -670,7 +670,9 @@ impl Ctx<'_> {
         headers.remove(header::CONTENT_LENGTH);
         http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
         let len = rec.len();
-        if status.is_success() && not_modified(&self.parts.headers, &headers) {
+        if status.is_success()
+            && http_cache::not_modified(&self.parts.headers, &headers, head.response_time)
+        {
             return self.not_modified_response(headers, cs);
         }
         if !(status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED) {
@@ -976,8 +978,8 @@ impl Ctx<'_> {
         };
         let expected = content_length(&rparts.headers);
         let status = rparts.status;
-        let client_wants_304 =
-            status.is_success() && not_modified(&self.parts.headers, &client_headers);
+        let client_wants_304 = status.is_success()
+            && http_cache::not_modified(&self.parts.headers, &client_headers, t_res);
         let (to_client, body) = if self.is_head || client_wants_304 {
             (None, ProxyBody::Empty)
         } else {
@@ -1037,35 +1039,6 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Does the client's conditional request match the response we would send (RFC 9110 13.1)?
-fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        let Some(etag) = res.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
-        let etag = etag.trim().trim_start_matches("W/");
-        return inm
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t.trim_start_matches("W/") == etag);
-    }
-    if let Some(ims) = req
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(http_cache::parse_http_date)
-    {
-        let Some(lm) = res
-            .get(header::LAST_MODIFIED)
-            .and_then(|v| v.to_str().ok())
-            .and_then(http_cache::parse_http_date)
-        else {
-            return false;
-        };
-        return lm <= ims;
-    }
-    false
 }
 
 /// A background revalidation (stale-while-revalidate, XFetch), detached from the request

@@ -627,3 +627,78 @@ fn rfc9111_5_2_2_7_qualified_fields_not_stored() {
         "fresh ttl=59"
     );
 }
+
+/// RFC 9111 4.3.2 / RFC 9110 13.1.3: If-Modified-Since in the three date formats, compared
+/// with Last-Modified, else Date, else the time received; If-None-Match first.
+#[test]
+fn rfc9111_4_3_2_client_conditionals() {
+    const LM: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    const DATE: &str = "Mon, 07 Nov 1994 08:49:37 GMT";
+    let received = UNIX_EPOCH + Duration::from_secs(784_111_777 + 2 * 86_400);
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)], bool);
+    let with_lm: &[(&str, &str)] = &[("last-modified", LM), ("date", DATE), ("etag", "\"a\"")];
+    let date_only: &[(&str, &str)] = &[("date", DATE)];
+    let cases: &[Case<'_>] = &[
+        (&[("if-modified-since", LM)], with_lm, true),
+        (
+            &[("if-modified-since", "Sunday, 06-Nov-94 08:49:37 GMT")],
+            with_lm,
+            true,
+        ),
+        (
+            &[("if-modified-since", "Sun Nov  6 08:49:37 1994")],
+            with_lm,
+            true,
+        ),
+        (
+            &[("if-modified-since", "Sun, 06 Nov 1994 08:49:36 GMT")],
+            with_lm,
+            false,
+        ),
+        (
+            &[("if-modified-since", "Sat Nov  5 08:49:37 1994")],
+            with_lm,
+            false,
+        ),
+        (&[("if-modified-since", "not a date")], with_lm, false),
+        (
+            &[("if-modified-since", LM), ("if-modified-since", LM)],
+            with_lm,
+            false,
+        ),
+        // no Last-Modified: the stored response's Date
+        (&[("if-modified-since", DATE)], date_only, true),
+        (&[("if-modified-since", LM)], date_only, false),
+        // neither: the time it was received
+        (
+            &[("if-modified-since", "Tue, 08 Nov 1994 08:49:37 GMT")],
+            &[],
+            true,
+        ),
+        (&[("if-modified-since", DATE)], &[], false),
+        // If-None-Match wins over If-Modified-Since
+        (
+            &[("if-none-match", "\"b\""), ("if-modified-since", LM)],
+            with_lm,
+            false,
+        ),
+        (&[("if-none-match", "W/\"a\"")], with_lm, true),
+        (&[("if-none-match", "\"x\", \"a\"")], with_lm, true),
+        (
+            &[("if-none-match", "\"x\""), ("if-none-match", "\"a\"")],
+            with_lm,
+            true,
+        ),
+        (&[("if-none-match", "*")], with_lm, true),
+        (&[("if-none-match", "*")], date_only, true),
+        (&[("if-none-match", "\"a\"")], date_only, false),
+        (&[], with_lm, false),
+    ];
+    for (i, (req, res, expect)) in cases.iter().enumerate() {
+        assert_eq!(
+            not_modified(&map(req), &map(res), received),
+            *expect,
+            "case {i}: {req:?}"
+        );
+    }
+}
