@@ -527,7 +527,24 @@ pub fn refresh(
     {
         return None;
     }
-    let mut incoming = not_modified.headers.clone();
+    Some(merge_head(
+        head,
+        req,
+        &not_modified.headers,
+        now_request,
+        now_response,
+    ))
+}
+
+/// The field merge shared by a 304 and a HEAD response (RFC 9111 3.2).
+fn merge_head(
+    head: &StoredHead,
+    req: &request::Parts,
+    incoming: &HeaderMap,
+    now_request: SystemTime,
+    now_response: SystemTime,
+) -> Refreshed {
+    let mut incoming = incoming.clone();
     strip_hop_by_hop(&mut incoming);
     let mut merged = head.response_headers.clone();
     for name in incoming.keys() {
@@ -550,7 +567,7 @@ pub fn refresh(
         }
     }
     let vary = Vary::from_headers(&merged);
-    Some(Refreshed {
+    Refreshed {
         head: StoredHead {
             request_headers: stored_request_headers(&req.headers, &vary),
             response_headers: merged,
@@ -561,7 +578,55 @@ pub fn refresh(
             ..head.clone()
         },
         client_only,
-    })
+    }
+}
+
+/// What a `200` response to a `HEAD` the cache forwarded does to the stored GET response
+/// (RFC 9111 4.3.5).
+#[derive(Debug, Clone)]
+// Not boxed: built once per HEAD response and consumed at once, like `HeadRecord`.
+#[allow(clippy::large_enum_variant)]
+pub enum HeadUpdate {
+    /// Validators (and `Content-Length`, when given) match: the stored header fields and
+    /// freshness are updated like by a 304; fields the HEAD response lacks are kept.
+    Freshened(Refreshed),
+    /// The HEAD response describes another representation: the stored one is invalidated.
+    Invalidate,
+    /// Not a 200: the stored response is left alone.
+    Ignore,
+}
+
+/// RFC 9111 4.3.5 freshening with HEAD: the HEAD response's `ETag` and `Last-Modified` must
+/// equal the stored ones where either side has them (a validator present on one side only is
+/// a mismatch), and its `Content-Length`, when present, the stored body length.
+pub fn freshen_with_head(
+    head: &StoredHead,
+    req: &request::Parts,
+    res: &response::Parts,
+    now_request: SystemTime,
+    now_response: SystemTime,
+) -> HeadUpdate {
+    if res.status != StatusCode::OK {
+        return HeadUpdate::Ignore;
+    }
+    let same = |name: header::HeaderName| {
+        head.response_headers.get(&name).map(trim) == res.headers.get(&name).map(trim)
+    };
+    let length_ok = res
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim().parse::<u64>().ok() == Some(head.body_len));
+    if !(same(header::ETAG) && same(header::LAST_MODIFIED) && length_ok) {
+        return HeadUpdate::Invalidate;
+    }
+    HeadUpdate::Freshened(merge_head(
+        head,
+        req,
+        &res.headers,
+        now_request,
+        now_response,
+    ))
 }
 
 /// Origin triple (scheme, host, port) with default ports filled in, lower-cased.

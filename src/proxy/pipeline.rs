@@ -1001,15 +1001,49 @@ impl Ctx<'_> {
         res
     }
 
+    /// RFC 9111 4.3.5: a 200 to a HEAD this cache forwarded updates the stored GET response
+    /// when the validators match (if it may still be shared), and removes it when not.
+    async fn freshen_with_head(&self, res: &http::response::Parts, t_req: SystemTime) {
+        if self.rule.is_some() || res.status != StatusCode::OK {
+            return;
+        }
+        let Loaded::Found { row_key, head, .. } = self.load().await else {
+            return;
+        };
+        let sinks = self.st.sinks();
+        let t_res = SystemTime::now();
+        match http_cache::freshen_with_head(&head, &self.lookup, res, t_req, t_res) {
+            http_cache::HeadUpdate::Freshened(r) => {
+                let mut anonymous = self.lookup.clone();
+                anonymous.headers = HeaderMap::new();
+                let merged = r.head.response_parts();
+                let opts = &self.st.lookup_opts;
+                if http_cache::storability(&anonymous, &merged, opts).is_err() {
+                    drop_row(&sinks, &row_key).await;
+                } else if http_cache::storability(&without_range(&self.lookup), &merged, opts)
+                    .is_ok()
+                {
+                    sinks.refresh_head(&row_key, r.head).await;
+                }
+            }
+            http_cache::HeadUpdate::Invalidate => drop_row(&sinks, &row_key).await,
+            http_cache::HeadUpdate::Ignore => {}
+        }
+    }
+
     /// Forward without touching the cache (Range requests and similar).
     async fn forward_uncached(&self, cs: CacheStatus) -> Response<ProxyBody> {
         let req = self
             .st
             .upstream_request(&self.parts, &self.target, self.request_body());
+        let t_req = SystemTime::now();
         match self.st.upstream.send(req).await {
             Err(e) => self.st.upstream_error(&e, self.ruled(cs)),
             Ok(res) => {
                 let (mut rparts, rbody) = res.into_parts();
+                if self.is_head {
+                    self.freshen_with_head(&rparts, t_req).await;
+                }
                 self.st
                     .prepare_response_headers(&mut rparts.headers, rparts.version);
                 rparts.version = Version::HTTP_11;
@@ -1019,6 +1053,13 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// `req` without its `Range`: a range request updates the whole stored response.
+fn without_range(req: &Parts) -> Parts {
+    let mut sent = req.clone();
+    sent.headers.remove(header::RANGE);
+    sent
 }
 
 /// Stored response headers with `Age` for `now` (RFC 9111 4.2.3).

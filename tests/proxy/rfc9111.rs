@@ -326,3 +326,67 @@ async fn rfc9110_13_1_3_if_modified_since_any_format_and_date_fallback() {
     r.cache_status().assert_hit();
     assert_eq!(no_lm.hits(), 1);
 }
+
+#[tokio::test]
+async fn rfc9111_4_3_5_head_response_freshens_or_invalidates_the_stored_get() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // GET: stale at once (max-age=0), etag "v1". HEAD: a fresh lifetime and a new field,
+    // with the etag of `head_etag`.
+    async fn run(head_etag: &'static str) -> (RawResponse, usize) {
+        let gets = Arc::new(AtomicUsize::new(0));
+        let origin = Origin::start({
+            let gets = gets.clone();
+            move |req| {
+                if req.method() == "HEAD" {
+                    reply(
+                        200,
+                        &[
+                            ("etag", head_etag),
+                            ("cache-control", "max-age=3600"),
+                            ("x-template", "2"),
+                        ],
+                        "",
+                    )
+                } else {
+                    gets.fetch_add(1, Ordering::SeqCst);
+                    reply(
+                        200,
+                        &[
+                            ("etag", "\"v1\""),
+                            ("cache-control", "max-age=0"),
+                            ("x-template", "1"),
+                            ("x-kept", "yes"),
+                        ],
+                        "0123456789",
+                    )
+                }
+            }
+        })
+        .await;
+        let (_p, proxy, _d) = start_proxy(None).await;
+        let url = origin.url("/h");
+        fill(proxy, &url).await;
+        // A HEAD the cache forwards as HEAD (a range of a stale entry goes to the origin).
+        let h = send(proxy, "HEAD", &url, &[("range", "bytes=0-1")]).await;
+        assert_eq!(h.status, 200);
+        assert_eq!(origin.count("HEAD", "/h"), 1);
+        let after = get(proxy, &url).await;
+        (after, gets.load(Ordering::SeqCst))
+    }
+    let (after, gets) = run("\"v1\"").await;
+    after.cache_status().assert_hit();
+    assert_eq!(after.header("x-template"), Some("2"), "updated field");
+    assert_eq!(
+        after.header("x-kept"),
+        Some("yes"),
+        "field the HEAD lacked is kept"
+    );
+    assert_eq!(after.text(), "0123456789");
+    assert_eq!(gets, 1);
+
+    let (after, gets) = run("\"v2\"").await;
+    // Removed, not merely stale (that would be fwd=stale).
+    after.cache_status().assert_miss();
+    assert_eq!(gets, 2);
+}

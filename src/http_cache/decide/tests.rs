@@ -702,3 +702,91 @@ fn rfc9111_4_3_2_client_conditionals() {
         );
     }
 }
+
+/// RFC 9111 4.3.5: a 200 to a HEAD freshens the stored GET response when validators match,
+/// keeps the fields it did not receive, and invalidates it when they do not match.
+#[test]
+fn rfc9111_4_3_5_freshening_with_head() {
+    let head = refresh_base(); // etag "v1", last-modified, content-length 10, body_len 10
+    let lm = date(-100);
+    type Case<'a> = (u16, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            200,
+            vec![
+                ("etag", "\"v1\"".into()),
+                ("last-modified", lm.clone()),
+                ("cache-control", "max-age=1000".into()),
+                ("x-new", "2".into()),
+                ("content-length", "10".into()),
+                ("date", date(1000)),
+            ],
+            "fresh",
+        ),
+        (
+            200,
+            vec![("etag", "\"v2\"".into()), ("last-modified", lm.clone())],
+            "invalidate",
+        ),
+        (
+            200,
+            vec![("etag", "\"v1\"".into()), ("last-modified", date(-5))],
+            "invalidate",
+        ),
+        (200, vec![("last-modified", lm.clone())], "invalidate"),
+        (
+            200,
+            vec![
+                ("etag", "\"v1\"".into()),
+                ("last-modified", lm.clone()),
+                ("content-length", "11".into()),
+            ],
+            "invalidate",
+        ),
+        (410, vec![("etag", "\"v2\"".into())], "ignore"),
+    ];
+    for (i, (status, pairs, expect)) in cases.into_iter().enumerate() {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let got = freshen_with_head(
+            &head,
+            &req(&[]),
+            &res_with(status, &pairs),
+            at(1000),
+            at(1000),
+        );
+        match (got, expect) {
+            (HeadUpdate::Freshened(r), "fresh") => {
+                let h = &r.head.response_headers;
+                assert_eq!(h["cache-control"], "max-age=1000");
+                assert_eq!(h["x-new"], "2");
+                assert_eq!(h["x-old"], "1", "fields not received are kept");
+                assert_eq!(h["content-type"], "text/plain");
+                assert_eq!(r.head.body_len, head.body_len);
+                assert_eq!(
+                    summary(&lookup(
+                        &r.head,
+                        &req(&[]),
+                        at(1500),
+                        &LookupOptions::default()
+                    )),
+                    "fresh ttl=500"
+                );
+            }
+            (HeadUpdate::Invalidate, "invalidate") | (HeadUpdate::Ignore, "ignore") => {}
+            (got, _) => panic!("case {i}: expected {expect}, got {got:?}"),
+        }
+    }
+}
+
+/// RFC 9111 4.3.4: a 304 whose strong ETag differs from the stored one updates nothing.
+#[test]
+fn rfc9111_4_3_4_304_selects_by_validator() {
+    let head = refresh_base();
+    let other = res_with(304, &[("etag", "\"v2\""), ("cache-control", "max-age=999")]);
+    assert!(refresh(&head, &req(&[]), &other, at(1), at(2)).is_none());
+    let lm_mismatch = res_with(304, &[("last-modified", &date(-1))]);
+    assert!(refresh(&head, &req(&[]), &lm_mismatch, at(1), at(2)).is_none());
+    let same = res_with(304, &[("etag", "\"v1\""), ("cache-control", "max-age=999")]);
+    let r = refresh(&head, &req(&[]), &same, at(1), at(2)).expect("selected");
+    assert_eq!(r.head.response_headers["cache-control"], "max-age=999");
+}
