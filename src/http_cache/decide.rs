@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode, Uri, request, response};
-use http_cache_semantics::{CacheOptions, CachePolicy};
 
 use super::directives::{CacheControl, Freshness5861, parse_cache_control};
 use super::entry::{StoredHead, stored_request_headers};
+use super::freshness::{HEURISTIC_STATUSES, has_explicit_freshness, response_no_cache};
 use super::headers::{set_age, strip_hop_by_hop};
 use super::key::{stored_vary_value, vary_value};
 use super::status::RequestReason;
@@ -20,8 +20,6 @@ use super::vary::Vary;
 pub struct LookupOptions {
     /// Fraction of `Date - Last-Modified` used as heuristic lifetime (RFC 9111 4.2.2); 0.1.
     pub heuristic_fraction: f32,
-    /// Lifetime assumed for `immutable` responses without max-age; 24 h.
-    pub immutable_min_ttl: Duration,
     /// Upper bound for heuristic lifetimes; `None` = no bound.
     pub max_heuristic_ttl: Option<Duration>,
     /// Stale-if-error window used when neither response nor request names one; `None` = off.
@@ -34,7 +32,6 @@ impl Default for LookupOptions {
     fn default() -> Self {
         Self {
             heuristic_fraction: 0.1,
-            immutable_min_ttl: Duration::from_secs(24 * 3600),
             max_heuristic_ttl: None,
             default_stale_if_error: None,
             default_stale_while_revalidate: None,
@@ -92,12 +89,12 @@ pub fn only_if_cached(req: &request::Parts) -> bool {
 }
 
 /// Response directives that forbid serving stale in any case (RFC 9111 4.2.4): must-revalidate,
-/// proxy-revalidate (we are shared), no-cache (also `Pragma: no-cache` without Cache-Control).
+/// proxy-revalidate (we are shared), unqualified no-cache (also `Pragma: no-cache` without
+/// Cache-Control; `no-cache="field"` only concerns the fields it names).
 fn forbids_stale(res_cc: &CacheControl, res: &HeaderMap) -> bool {
     res_cc.has("must-revalidate")
         || res_cc.has("proxy-revalidate")
-        || res_cc.has("no-cache")
-        || (!res.contains_key(header::CACHE_CONTROL) && pragma_no_cache(res))
+        || response_no_cache(res_cc, res)
 }
 
 /// Decides whether `head` may answer `req` at `now`.
@@ -151,7 +148,10 @@ pub fn lookup(
     let staleness = age.saturating_sub(lifetime);
     let no_stale = !forced && forbids_stale(&res_cc, &head.response_headers);
 
-    let max_age_ok = req_cc.seconds("max-age").is_none_or(|m| age <= m);
+    // RFC 8246 2: a fresh `immutable` response is reused when a browser reloads (request
+    // `max-age=0`); once stale it is revalidated like any other.
+    let immutable = !forced && res_cc.has("immutable");
+    let max_age_ok = (immutable && fresh) || req_cc.seconds("max-age").is_none_or(|m| age <= m);
     let min_fresh_ok = req_cc.seconds("min-fresh").is_none_or(|m| ttl >= m);
     let max_stale_ok = match req_cc.get("max-stale") {
         None => false,
@@ -240,6 +240,44 @@ pub fn xfetch_due(
     }
 }
 
+/// Whether a client's conditional GET/HEAD is answered 304 by the response `res` the cache
+/// would send (RFC 9111 4.3.2, RFC 9110 13.1.2, 13.1.3, 13.2.2). `If-None-Match` (all field
+/// lines, weak comparison, `*`) takes precedence; otherwise `If-Modified-Since`, in any of
+/// the three HTTP-date formats, is compared with the response's `Last-Modified`, else its
+/// `Date`, else `received`. An invalid or multi-member `If-Modified-Since` is ignored.
+pub fn not_modified(req: &HeaderMap, res: &HeaderMap, received: SystemTime) -> bool {
+    if req.contains_key(header::IF_NONE_MATCH) {
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let etag = res
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(weak);
+        return req
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|t| t == "*" || etag.as_ref().is_some_and(|e| weak(t) == *e));
+    }
+    let mut lines = req.get_all(header::IF_MODIFIED_SINCE).iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    let Some(ims) = line.to_str().ok().and_then(super::headers::parse_http_date) else {
+        return false;
+    };
+    let date = |name| {
+        res.get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+            .and_then(super::headers::parse_http_date)
+    };
+    let modified = date(header::LAST_MODIFIED)
+        .or_else(|| date(header::DATE))
+        .unwrap_or(received);
+    modified <= ims
+}
+
 /// Conditional request for revalidating `head` on behalf of `req`.
 pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request::Parts {
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -275,11 +313,12 @@ pub enum NotStorable {
     Method,
     /// `no-store` in request or response.
     NoStore,
-    /// `private` (also the qualified `private="..."` form) in a shared cache.
+    /// Unqualified `private` in a shared cache (`private="field"` only withholds the field).
     Private,
     /// Request had Authorization and the response lacks public / s-maxage / must-revalidate.
     Authorization,
-    /// Status not understood or not storable (1xx, 304, 206 handled as `Range`, ...).
+    /// Not a final status a cache stores (1xx, 304; 206 is `Range`), or, under a rule's
+    /// forced TTL, a status the cache does not understand.
     Status,
     /// `Vary: *` never matches later requests.
     VaryAny,
@@ -287,7 +326,8 @@ pub enum NotStorable {
     Range,
     /// Set-Cookie without explicit `public`: we do not share one client's cookies.
     SetCookie,
-    /// No explicit freshness and the status is not heuristically cacheable (e.g. plain 302).
+    /// No explicit freshness, not `public`, and the status is not heuristically cacheable
+    /// (e.g. a plain 302 or 500).
     NoFreshness,
 }
 
@@ -314,16 +354,22 @@ impl std::fmt::Display for NotStorable {
     }
 }
 
-/// Statuses whose semantics the cache understands (RFC 9111 3; 206 excluded).
+/// Statuses whose semantics the cache understands (RFC 9111 3; 206 excluded). Only what a
+/// configuration rule may force into the cache; the origin's own responses are storable with
+/// any final status that has explicit freshness (see [`storability`]).
 const UNDERSTOOD: &[u16] = &[
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
 
-/// Whether a shared cache may store `res` for `req` (RFC 9111 3, 3.5).
+/// Whether a shared cache may store `res` for `req` (RFC 9111 3, 3.5): a GET, a final status
+/// other than 206 and 304, no `no-store`, no unqualified `private` (`private="field"` only
+/// keeps the named fields out of the stored response, see [`StoredHead::new`]),
+/// `Authorization` only with public / s-maxage / must-revalidate, and either explicit
+/// freshness (any status: 299, 400, 500...), a heuristically cacheable status, or `public`.
 pub fn storability(
     req: &request::Parts,
     res: &response::Parts,
-    opts: &LookupOptions,
+    _opts: &LookupOptions,
 ) -> Result<(), NotStorable> {
     if req.method != Method::GET {
         return Err(NotStorable::Method);
@@ -336,7 +382,7 @@ pub fn storability(
     if req_cc.has("no-store") || res_cc.has("no-store") {
         return Err(NotStorable::NoStore);
     }
-    if res_cc.has("private") {
+    if res_cc.has_bare("private") {
         return Err(NotStorable::Private);
     }
     if req.headers.contains_key(header::AUTHORIZATION)
@@ -344,7 +390,7 @@ pub fn storability(
     {
         return Err(NotStorable::Authorization);
     }
-    if !UNDERSTOOD.contains(&res.status.as_u16()) {
+    if res.status.is_informational() || res.status == StatusCode::NOT_MODIFIED {
         return Err(NotStorable::Status);
     }
     if Vary::from_headers(&res.headers) == Vary::Any {
@@ -353,14 +399,10 @@ pub fn storability(
     if res.headers.contains_key(header::SET_COOKIE) && !res_cc.has("public") {
         return Err(NotStorable::SetCookie);
     }
-    let copts = CacheOptions {
-        shared: true,
-        cache_heuristic: opts.heuristic_fraction,
-        immutable_min_time_to_live: opts.immutable_min_ttl,
-        ignore_cargo_cult: false,
-    };
-    // `response_time` only matters for ages, not for storability.
-    if !CachePolicy::new_options(req, res, std::time::UNIX_EPOCH, copts).is_storable() {
+    if !(has_explicit_freshness(&res.headers)
+        || HEURISTIC_STATUSES.contains(&res.status.as_u16())
+        || res_cc.has("public"))
+    {
         return Err(NotStorable::NoFreshness);
     }
     Ok(())
@@ -405,13 +447,23 @@ const NOT_UPDATED: &[&str] = &[
 ];
 
 /// Response fields that belong to the one client whose request produced them and never to a
-/// stored response other clients receive: cookies being set, and the fields a qualified
-/// `private="..."` or `no-cache="..."` names (RFC 9111 5.2.2.4, 5.2.2.7). Names are lower-case.
+/// stored response other clients receive: cookies being set, and the [`withheld_fields`].
+/// Names are lower-case.
 pub fn per_client_fields(res: &HeaderMap) -> Vec<String> {
     let mut out = vec!["set-cookie".to_string(), "set-cookie2".to_string()];
+    out.extend(withheld_fields(res));
+    out
+}
+
+/// The fields a qualified `private="..."` or `no-cache="..."` names (RFC 9111 5.2.2.4,
+/// 5.2.2.7): a shared cache stores the response without them, so they are never served from
+/// the cache (only with the response that carried them, or after a revalidation that
+/// sends them again). Names are lower-case.
+pub fn withheld_fields(res: &HeaderMap) -> Vec<String> {
     let cc = parse_cache_control(res);
-    for directive in ["private", "no-cache"] {
-        if let Some(Some(list)) = cc.get(directive) {
+    let mut out = Vec::new();
+    for (name, value) in cc.iter() {
+        if let ("private" | "no-cache", Some(list)) = (name, value) {
             out.extend(
                 list.split(',')
                     .map(|n| n.trim().to_ascii_lowercase())
@@ -475,7 +527,24 @@ pub fn refresh(
     {
         return None;
     }
-    let mut incoming = not_modified.headers.clone();
+    Some(merge_head(
+        head,
+        req,
+        &not_modified.headers,
+        now_request,
+        now_response,
+    ))
+}
+
+/// The field merge shared by a 304 and a HEAD response (RFC 9111 3.2).
+fn merge_head(
+    head: &StoredHead,
+    req: &request::Parts,
+    incoming: &HeaderMap,
+    now_request: SystemTime,
+    now_response: SystemTime,
+) -> Refreshed {
+    let mut incoming = incoming.clone();
     strip_hop_by_hop(&mut incoming);
     let mut merged = head.response_headers.clone();
     for name in incoming.keys() {
@@ -498,7 +567,7 @@ pub fn refresh(
         }
     }
     let vary = Vary::from_headers(&merged);
-    Some(Refreshed {
+    Refreshed {
         head: StoredHead {
             request_headers: stored_request_headers(&req.headers, &vary),
             response_headers: merged,
@@ -509,7 +578,55 @@ pub fn refresh(
             ..head.clone()
         },
         client_only,
-    })
+    }
+}
+
+/// What a `200` response to a `HEAD` the cache forwarded does to the stored GET response
+/// (RFC 9111 4.3.5).
+#[derive(Debug, Clone)]
+// Not boxed: built once per HEAD response and consumed at once, like `HeadRecord`.
+#[allow(clippy::large_enum_variant)]
+pub enum HeadUpdate {
+    /// Validators (and `Content-Length`, when given) match: the stored header fields and
+    /// freshness are updated like by a 304; fields the HEAD response lacks are kept.
+    Freshened(Refreshed),
+    /// The HEAD response describes another representation: the stored one is invalidated.
+    Invalidate,
+    /// Not a 200: the stored response is left alone.
+    Ignore,
+}
+
+/// RFC 9111 4.3.5 freshening with HEAD: the HEAD response's `ETag` and `Last-Modified` must
+/// equal the stored ones where either side has them (a validator present on one side only is
+/// a mismatch), and its `Content-Length`, when present, the stored body length.
+pub fn freshen_with_head(
+    head: &StoredHead,
+    req: &request::Parts,
+    res: &response::Parts,
+    now_request: SystemTime,
+    now_response: SystemTime,
+) -> HeadUpdate {
+    if res.status != StatusCode::OK {
+        return HeadUpdate::Ignore;
+    }
+    let same = |name: header::HeaderName| {
+        head.response_headers.get(&name).map(trim) == res.headers.get(&name).map(trim)
+    };
+    let length_ok = res
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim().parse::<u64>().ok() == Some(head.body_len));
+    if !(same(header::ETAG) && same(header::LAST_MODIFIED) && length_ok) {
+        return HeadUpdate::Invalidate;
+    }
+    HeadUpdate::Freshened(merge_head(
+        head,
+        req,
+        &res.headers,
+        now_request,
+        now_response,
+    ))
 }
 
 /// Origin triple (scheme, host, port) with default ports filled in, lower-cased.

@@ -9,37 +9,97 @@ use http::header::{self, HeaderMap};
 /// Delta-seconds larger than this are read as this (RFC 9111 1.2.2).
 const MAX_DELTA_SECONDS: u64 = 1 << 31;
 
-/// Directives of all `Cache-Control` field lines of one message, names lower-cased, in order.
+/// Directives of all `Cache-Control` field lines of one message, names lower-cased (directive
+/// names are case-insensitive, RFC 9111 5.2), in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheControl {
-    directives: Vec<(String, Option<String>)>,
+    directives: Vec<Directive>,
+}
+
+/// One `name[=value]` item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Directive {
+    name: String,
+    value: Option<String>,
+    /// Whitespace around `=` (`max-age =60`, `max-age= 60`): not `token [ "=" ( token /
+    /// quoted-string ) ]` (RFC 9111 5.2), so its argument is never a valid delta-seconds.
+    malformed: bool,
+}
+
+/// A delta-seconds directive (RFC 9111 1.2.2) as found in a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta {
+    /// The directive does not occur.
+    Absent,
+    /// The first occurrence with a valid argument (clamped to 2^31).
+    Valid(Duration),
+    /// The directive occurs, but no occurrence has a valid argument (`max-age=100a`,
+    /// `max-age=a100`, `max-age=3600.5`, `max-age= 60`, bare `max-age`).
+    Invalid,
+}
+
+impl Delta {
+    /// The valid value, if any.
+    pub fn valid(self) -> Option<Duration> {
+        match self {
+            Delta::Valid(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// A delta-seconds argument: digits only (quotes already removed), clamped to 2^31.
+fn delta_seconds(v: &str) -> Option<Duration> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = v
+        .parse::<u64>()
+        .unwrap_or(MAX_DELTA_SECONDS)
+        .min(MAX_DELTA_SECONDS);
+    Some(Duration::from_secs(secs))
 }
 
 impl CacheControl {
     /// Whether the directive `name` (lower case) is present, with or without an argument.
     pub fn has(&self, name: &str) -> bool {
-        self.directives.iter().any(|(n, _)| n == name)
+        self.directives.iter().any(|d| d.name == name)
+    }
+
+    /// Whether `name` is present without an argument (`no-cache`, not `no-cache="x"`).
+    pub fn has_bare(&self, name: &str) -> bool {
+        self.directives
+            .iter()
+            .any(|d| d.name == name && d.value.is_none())
     }
 
     /// The argument of the first `name` directive: `None` if absent, `Some(None)` if bare.
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
         self.directives
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_deref())
+            .find(|d| d.name == name)
+            .map(|d| d.value.as_deref())
     }
 
-    /// The first `name` directive as delta-seconds; `None` if absent, bare or not a number.
-    pub fn seconds(&self, name: &str) -> Option<Duration> {
-        let v = self.get(name)??;
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
+    /// `name` as delta-seconds: the first occurrence with a valid argument (RFC 9111 4.2.1:
+    /// with several, the first is used), [`Delta::Invalid`] when it occurs but never validly.
+    pub fn delta(&self, name: &str) -> Delta {
+        let mut seen = false;
+        for d in self.directives.iter().filter(|d| d.name == name) {
+            seen = true;
+            if d.malformed {
+                continue;
+            }
+            if let Some(v) = d.value.as_deref().and_then(delta_seconds) {
+                return Delta::Valid(v);
+            }
         }
-        let secs = v
-            .parse::<u64>()
-            .unwrap_or(MAX_DELTA_SECONDS)
-            .min(MAX_DELTA_SECONDS);
-        Some(Duration::from_secs(secs))
+        if seen { Delta::Invalid } else { Delta::Absent }
+    }
+
+    /// `name` as delta-seconds; `None` if absent or never valid (see [`delta`](Self::delta)).
+    pub fn seconds(&self, name: &str) -> Option<Duration> {
+        self.delta(name).valid()
     }
 
     /// Whether no directive was found.
@@ -51,7 +111,7 @@ impl CacheControl {
     pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         self.directives
             .iter()
-            .map(|(n, v)| (n.as_str(), v.as_deref()))
+            .map(|d| (d.name.as_str(), d.value.as_deref()))
     }
 }
 
@@ -68,7 +128,7 @@ pub fn parse_cache_control(headers: &HeaderMap) -> CacheControl {
 }
 
 /// Splits one field line into `name[=value]` items, honouring quoted strings.
-fn parse_line(line: &str, out: &mut Vec<(String, Option<String>)>) {
+fn parse_line(line: &str, out: &mut Vec<Directive>) {
     let mut chars = line.chars().peekable();
     loop {
         // name
@@ -81,9 +141,11 @@ fn parse_line(line: &str, out: &mut Vec<(String, Option<String>)>) {
             chars.next();
         }
         let mut value = None;
+        let mut malformed = name.ends_with([' ', '\t']);
         if chars.peek() == Some(&'=') {
             chars.next();
             while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+                malformed = true;
                 chars.next();
             }
             let mut v = String::new();
@@ -111,10 +173,17 @@ fn parse_line(line: &str, out: &mut Vec<(String, Option<String>)>) {
                 v = v.trim().to_owned();
             }
             value = Some(v);
+        } else {
+            // A bare name: trailing whitespace is only the OWS before the comma.
+            malformed = false;
         }
         let name = name.trim().to_ascii_lowercase();
         if !name.is_empty() && !name.contains(|c: char| c.is_whitespace() || c == '"') {
-            out.push((name, value));
+            out.push(Directive {
+                name,
+                value,
+                malformed,
+            });
         }
         if chars.next().is_none() {
             break;
@@ -185,11 +254,13 @@ mod tests {
     );
     swr!(
         quoted_and_case,
-        ["Stale-While-Revalidate=\"7\" ,  STALE-IF-ERROR = 9"],
+        ["Stale-While-Revalidate=\"7\" ,  STALE-IF-ERROR=9"],
         Some(7),
         Some(9)
     );
-    swr!(spaces_after_equals, ["stale-if-error= 9"], NONE, Some(9));
+    // RFC 9111 5.2: `token [ "=" ( token / quoted-string ) ]`, no whitespace around `=`.
+    swr!(spaces_after_equals, ["stale-if-error= 9"], NONE, NONE);
+    swr!(spaces_before_equals, ["stale-if-error =9"], NONE, NONE);
     swr!(
         invalid_numbers_ignored,
         ["stale-while-revalidate=-1, stale-if-error=1e3"],
@@ -237,5 +308,139 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(request_stale_if_error(&cc(&["max-stale"])), None);
+    }
+
+    macro_rules! delta {
+        ($name:ident, [$($l:expr),*], $directive:expr, $expect:expr) => {
+            #[test]
+            fn $name() {
+                assert_eq!(parse_cache_control(&cc(&[$($l),*])).delta($directive), $expect);
+            }
+        };
+    }
+    fn valid(s: u64) -> Delta {
+        Delta::Valid(Duration::from_secs(s))
+    }
+    // RFC 9111 5.2: directive names are case-insensitive.
+    delta!(
+        rfc9111_5_2_case_insensitive_max_age,
+        ["MaX-AgE=60"],
+        "max-age",
+        valid(60)
+    );
+    delta!(
+        rfc9111_5_2_case_insensitive_s_maxage,
+        ["S-MAXAGE=5"],
+        "s-maxage",
+        valid(5)
+    );
+    // RFC 9111 1.2.2: delta-seconds is 1*DIGIT; anything else is invalid.
+    delta!(
+        rfc9111_1_2_2_trailing_alpha,
+        ["max-age=100a"],
+        "max-age",
+        Delta::Invalid
+    );
+    delta!(
+        rfc9111_1_2_2_leading_alpha,
+        ["max-age=a100"],
+        "max-age",
+        Delta::Invalid
+    );
+    delta!(
+        rfc9111_1_2_2_decimal,
+        ["max-age=3600.5"],
+        "max-age",
+        Delta::Invalid
+    );
+    delta!(
+        rfc9111_1_2_2_decimal_zero,
+        ["max-age=3600.0"],
+        "max-age",
+        Delta::Invalid
+    );
+    delta!(
+        rfc9111_1_2_2_negative,
+        ["max-age=-1"],
+        "max-age",
+        Delta::Invalid
+    );
+    delta!(
+        rfc9111_1_2_2_single_quoted,
+        ["max-age='60'"],
+        "max-age",
+        Delta::Invalid
+    );
+    delta!(rfc9111_1_2_2_bare, ["max-age"], "max-age", Delta::Invalid);
+    delta!(rfc9111_1_2_2_empty, ["max-age="], "max-age", Delta::Invalid);
+    delta!(
+        rfc9111_5_2_space_before_equals,
+        ["max-age =60"],
+        "max-age",
+        Delta::Invalid
+    );
+    delta!(
+        rfc9111_5_2_space_after_equals,
+        ["max-age= 60"],
+        "max-age",
+        Delta::Invalid
+    );
+    delta!(
+        rfc9111_1_2_2_leading_zero,
+        ["max-age=003600"],
+        "max-age",
+        valid(3600)
+    );
+    delta!(rfc9111_5_2_quoted, ["max-age=\"60\""], "max-age", valid(60));
+    delta!(
+        rfc9111_1_2_2_clamped,
+        ["max-age=99999999999999999999"],
+        "max-age",
+        valid(1 << 31)
+    );
+    delta!(
+        rfc9111_5_2_ows_before_comma,
+        ["max-age=60 , public"],
+        "max-age",
+        valid(60)
+    );
+    delta!(rfc9111_5_2_absent, ["public"], "max-age", Delta::Absent);
+    delta!(
+        rfc9111_5_2_quoted_not_a_directive,
+        ["x=\"max-age=3600\", max-age=1"],
+        "max-age",
+        valid(1)
+    );
+    delta!(
+        rfc9111_5_2_quoted_not_a_directive_rev,
+        ["max-age=1, x=\"max-age=3600\""],
+        "max-age",
+        valid(1)
+    );
+    // RFC 9111 4.2.1: with several occurrences the first (valid) one is used.
+    delta!(
+        rfc9111_4_2_1_first_of_two_same_line,
+        ["max-age=1800, max-age=1"],
+        "max-age",
+        valid(1800)
+    );
+    delta!(
+        rfc9111_4_2_1_first_of_two_lines,
+        ["max-age=1", "max-age=1800"],
+        "max-age",
+        valid(1)
+    );
+    delta!(
+        rfc9111_4_2_1_first_valid,
+        ["max-age=1x, max-age=30"],
+        "max-age",
+        valid(30)
+    );
+
+    #[test]
+    fn rfc9111_5_2_bare_and_qualified() {
+        let c = parse_cache_control(&cc(&["No-Cache=\"Set-Cookie\", PRIVATE"]));
+        assert!(c.has("no-cache") && !c.has_bare("no-cache"));
+        assert!(c.has_bare("private"));
     }
 }

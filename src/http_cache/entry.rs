@@ -9,6 +9,7 @@ use http::{Method, Request, Response, StatusCode, Uri, request, response};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
 use super::decide::LookupOptions;
+use super::freshness;
 use super::headers::{parse_http_date, strip_hop_by_hop};
 use super::key::{is_secret_field, vary_value};
 use super::vary::Vary;
@@ -88,7 +89,7 @@ pub struct Memo {
 }
 
 /// The part of [`LookupOptions`] a freshness lifetime depends on.
-type LookupKey = (u32, Duration, Option<Duration>);
+type LookupKey = (u32, Option<Duration>);
 
 impl PartialEq for Memo {
     /// Memos never make two heads differ.
@@ -138,7 +139,8 @@ pub fn stored_request_headers(req: &HeaderMap, vary: &Vary) -> HeaderMap {
 }
 
 impl StoredHead {
-    /// Builds the head of a fresh upstream exchange; the request URI must be absolute.
+    /// Builds the head of a fresh upstream exchange; the request URI must be absolute. The
+    /// fields a qualified `private="..."` / `no-cache="..."` names are not kept.
     pub fn new(
         req: &request::Parts,
         res: &response::Parts,
@@ -151,6 +153,11 @@ impl StoredHead {
         let vary = Vary::from_headers(&res.headers);
         let mut response_headers = res.headers.clone();
         strip_hop_by_hop(&mut response_headers);
+        for name in super::decide::withheld_fields(&res.headers) {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                response_headers.remove(name);
+            }
+        }
         StoredHead {
             method: req.method.clone(),
             uri: req.uri.clone(),
@@ -192,67 +199,28 @@ impl StoredHead {
         CachePolicy::new_options(&req, &res, self.response_time, CacheOptions::default())
     }
 
-    /// Freshness lifetime (RFC 9111 4.2.1), computed by http-cache-semantics on headers with
-    /// `Age` removed (we do age ourselves) and `proxy-revalidate` removed (the crate treats it as
-    /// "never fresh"; we apply it as must-revalidate instead). Heuristic lifetimes are capped by
-    /// `opts.max_heuristic_ttl`.
+    /// Freshness lifetime (RFC 9111 4.2.1), see [`freshness::lifetime`]: a forced TTL wins;
+    /// otherwise `s-maxage`, `max-age`, `Expires`, then the heuristic (capped by
+    /// `opts.max_heuristic_ttl`). `proxy-revalidate` does not shorten it (it is applied as
+    /// must-revalidate when stale).
     pub fn freshness_lifetime(&self, opts: &LookupOptions) -> Duration {
         if let Some(forced) = self.forced_ttl {
             return forced;
         }
-        let key = (
-            opts.heuristic_fraction.to_bits(),
-            opts.immutable_min_ttl,
-            opts.max_heuristic_ttl,
-        );
+        let key = (opts.heuristic_fraction.to_bits(), opts.max_heuristic_ttl);
         if let Some((k, v)) = self.memo.lifetime.get()
             && *k == key
         {
             return *v;
         }
-        let v = self.compute_freshness_lifetime(opts);
+        let v = freshness::lifetime(
+            self.status,
+            &self.response_headers,
+            self.response_time,
+            opts,
+        );
         let _ = self.memo.lifetime.set((key, v));
         v
-    }
-
-    fn compute_freshness_lifetime(&self, opts: &LookupOptions) -> Duration {
-        let mut res = self.response_headers.clone();
-        res.remove(header::AGE);
-        let cc: Vec<HeaderValue> = res.get_all(header::CACHE_CONTROL).iter().cloned().collect();
-        if cc
-            .iter()
-            .any(|v| contains_token(v.as_bytes(), b"proxy-revalidate"))
-        {
-            res.remove(header::CACHE_CONTROL);
-            for v in cc {
-                let kept: Vec<&str> = v
-                    .to_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .filter(|d| !d.trim().eq_ignore_ascii_case("proxy-revalidate"))
-                    .collect();
-                if let Ok(v) = HeaderValue::from_str(&kept.join(",")) {
-                    res.append(header::CACHE_CONTROL, v);
-                }
-            }
-        }
-        let explicit = res.contains_key(header::EXPIRES) || {
-            let cc = super::directives::parse_cache_control(&res);
-            cc.has("max-age") || cc.has("s-maxage")
-        };
-        let (req, res) = self.parts(res);
-        let copts = CacheOptions {
-            shared: true,
-            cache_heuristic: opts.heuristic_fraction,
-            immutable_min_time_to_live: opts.immutable_min_ttl,
-            ignore_cargo_cult: false,
-        };
-        let lifetime = CachePolicy::new_options(&req, &res, self.response_time, copts)
-            .time_to_live(self.response_time);
-        match opts.max_heuristic_ttl {
-            Some(cap) if !explicit => lifetime.min(cap),
-            _ => lifetime,
-        }
     }
 
     /// `corrected_initial_age` of RFC 9111 4.2.3: the age when the response arrived.
@@ -264,12 +232,12 @@ impl StoredHead {
     }
 
     fn compute_initial_age(&self) -> Duration {
-        let age_value = self
-            .response_headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
+        // An invalid Age makes the entry stale through its lifetime (RFC 9111 5.1); for the
+        // age itself it counts as absent.
+        let age_value = match freshness::age_value(&self.response_headers) {
+            freshness::AgeValue::Valid(d) => d,
+            _ => Duration::ZERO,
+        };
         let apparent_age = self
             .response_headers
             .get(header::DATE)
@@ -359,11 +327,6 @@ impl StoredHead {
     pub fn last_modified(&self) -> Option<&HeaderValue> {
         self.response_headers.get(header::LAST_MODIFIED)
     }
-}
-
-fn contains_token(hay: &[u8], token: &[u8]) -> bool {
-    hay.split(|b| *b == b',')
-        .any(|d| d.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 impl HeadRecord {

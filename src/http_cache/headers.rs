@@ -143,42 +143,156 @@ pub fn set_age(headers: &mut HeaderMap, age: Duration) {
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only format senders may generate
-/// (RFC 9110 5.6.7). Obsolete formats yield `None`, which callers treat as "no date".
+/// Parses an HTTP-date in any of the three formats of RFC 9110 5.6.7: IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`), obsolete RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and
+/// ANSI C asctime (`Sun Nov  6 08:49:37 1994`). The grammar is case-sensitive and exact: a
+/// wrong zone, a missing comma, extra spaces, a one-digit hour or several dates yield `None`,
+/// which callers treat as invalid (an invalid `Expires` means already expired, RFC 9111 5.3).
+/// A two-digit RFC 850 year is read in 1970..=2069 (the 50-years-ahead rule of RFC 9110
+/// 5.6.7, without a clock). Dates before 1970 yield `None`; far-future dates (up to year 9999)
+/// never overflow.
 pub fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let b = s.trim().as_bytes();
-    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
+    let s = s.trim_matches(|c| c == ' ' || c == '\t');
+    let b = s.as_bytes();
+    if b.len() == 29 && b[3] == b',' {
+        parse_imf_fixdate(b)
+    } else if b.len() == 24 && b[3] == b' ' {
+        parse_asctime(b)
+    } else {
+        parse_rfc850(b)
+    }
+}
+
+/// Broken-down parts of an HTTP-date, checked and turned into a time by [`to_time`].
+struct Civil {
+    year: u64,
+    month: u64,
+    day: u64,
+    hms: (u64, u64, u64),
+}
+
+fn digits(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u64> {
-        let part = &b[r];
-        if !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    let day = num(5..7)?;
-    let month = match &b[8..11] {
-        b"Jan" => 1,
-        b"Feb" => 2,
-        b"Mar" => 3,
-        b"Apr" => 4,
-        b"May" => 5,
-        b"Jun" => 6,
-        b"Jul" => 7,
-        b"Aug" => 8,
-        b"Sep" => 9,
-        b"Oct" => 10,
-        b"Nov" => 11,
-        b"Dec" => 12,
-        _ => return None,
-    };
-    let year = num(12..16)?;
-    let (hh, mm, ss) = (num(17..19)?, num(20..22)?, num(23..25)?);
-    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn month(b: &[u8]) -> Option<u64> {
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    MONTHS.iter().position(|m| *m == b).map(|i| i as u64 + 1)
+}
+
+fn short_day(b: &[u8]) -> bool {
+    [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"]
+        .iter()
+        .any(|d| d.as_slice() == b)
+}
+
+fn long_day(b: &[u8]) -> bool {
+    const DAYS: [&[u8]; 7] = [
+        b"Monday",
+        b"Tuesday",
+        b"Wednesday",
+        b"Thursday",
+        b"Friday",
+        b"Saturday",
+        b"Sunday",
+    ];
+    DAYS.contains(&b)
+}
+
+/// `HH:MM:SS`, two digits each.
+fn time_of_day(b: &[u8]) -> Option<(u64, u64, u64)> {
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
         return None;
     }
-    if !(1..=31).contains(&day) || year < 1970 || hh > 23 || mm > 59 || ss > 60 {
+    Some((digits(&b[0..2])?, digits(&b[3..5])?, digits(&b[6..8])?))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`
+fn parse_imf_fixdate(b: &[u8]) -> Option<SystemTime> {
+    if !short_day(&b[0..3]) || &b[3..5] != b", " || &b[25..] != b" GMT" {
+        return None;
+    }
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' {
+        return None;
+    }
+    to_time(Civil {
+        day: digits(&b[5..7])?,
+        month: month(&b[8..11])?,
+        year: digits(&b[12..16])?,
+        hms: time_of_day(&b[17..25])?,
+    })
+}
+
+/// `Sunday, 06-Nov-94 08:49:37 GMT`
+fn parse_rfc850(b: &[u8]) -> Option<SystemTime> {
+    let comma = b.iter().position(|c| *c == b',')?;
+    if !long_day(&b[..comma]) {
+        return None;
+    }
+    let rest = &b[comma..];
+    // ", DD-Mon-YY HH:MM:SS GMT"
+    if rest.len() != 24 || &rest[..2] != b", " || rest[4] != b'-' || rest[8] != b'-' {
+        return None;
+    }
+    if rest[11] != b' ' || &rest[20..] != b" GMT" {
+        return None;
+    }
+    let yy = digits(&rest[9..11])?;
+    to_time(Civil {
+        day: digits(&rest[2..4])?,
+        month: month(&rest[5..8])?,
+        year: if yy < 70 { 2000 + yy } else { 1900 + yy },
+        hms: time_of_day(&rest[12..20])?,
+    })
+}
+
+/// `Sun Nov  6 08:49:37 1994` (day padded with a space) or `Sun Nov 16 08:49:37 1994`
+fn parse_asctime(b: &[u8]) -> Option<SystemTime> {
+    if !short_day(&b[0..3]) || b[7] != b' ' || b[10] != b' ' || b[19] != b' ' {
+        return None;
+    }
+    let day = match (b[8], b[9]) {
+        (b' ', d) => digits(&[d])?,
+        (_, _) => digits(&b[8..10])?,
+    };
+    to_time(Civil {
+        day,
+        month: month(&b[4..7])?,
+        year: digits(&b[20..24])?,
+        hms: time_of_day(&b[11..19])?,
+    })
+}
+
+fn to_time(c: Civil) -> Option<SystemTime> {
+    let Civil {
+        year,
+        month,
+        day,
+        hms: (hh, mm, ss),
+    } = c;
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let max_day = *month_days.get(usize::try_from(month).ok()?.checked_sub(1)?)?;
+    if !(1..=max_day).contains(&day) || year < 1970 || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
     // Days from civil (Howard Hinnant), valid for years >= 1970.
@@ -340,12 +454,60 @@ mod tests {
         "Thu, 29 Feb 2024 12:00:00 GMT",
         Some(1_709_208_000)
     );
-    date!(
-        date_rfc850_unsupported,
-        "Sunday, 06-Nov-94 08:49:37 GMT",
-        None
-    );
     date!(date_zero, "0", None);
     date!(date_bad_month, "Sun, 06 Foo 1994 08:49:37 GMT", None);
     date!(date_junk_digits, "Sun, 0x Nov 1994 08:49:37 GMT", None);
+
+    /// RFC 9110 5.6.7: the three formats, and what is not an HTTP-date. `Some(secs)` after
+    /// the epoch, `None` for invalid (an `Expires` that is invalid means already expired).
+    #[test]
+    fn rfc9110_5_6_7_http_date_formats() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("Sun, 06 Nov 1994 08:49:37 GMT", Some(784_111_777)),
+            ("Sunday, 06-Nov-94 08:49:37 GMT", Some(784_111_777)),
+            ("Sun Nov  6 08:49:37 1994", Some(784_111_777)),
+            ("Wed Nov 16 08:49:37 1994", Some(784_111_777 + 10 * 86_400)),
+            ("Thursday, 01-Jan-70 00:00:00 GMT", Some(0)),
+            ("Friday, 01-Jan-38 00:00:00 GMT", Some(2_145_916_800)),
+            // 32-bit boundary and far future: no overflow
+            ("Tue, 19 Jan 2038 03:14:07 GMT", Some(2_147_483_647)),
+            ("Tue, 19 Jan 2038 03:14:08 GMT", Some(2_147_483_648)),
+            ("Sun, 07 Feb 2106 06:28:16 GMT", Some(4_294_967_296)),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", Some(253_402_300_799)),
+            ("  Sun, 06 Nov 1994 08:49:37 GMT ", Some(784_111_777)),
+            // invalid: zone, case, forms, punctuation, several dates
+            ("Sun, 06 Nov 1994 08:49:37 UTC", None),
+            ("Sun, 06 Nov 1994 08:49:37 gMT", None),
+            ("Sun, 06 Nov 1994 08:49:37 +0000", None),
+            ("SUN, 06 Nov 1994 08:49:37 GMT", None),
+            ("Sun, 06 NOV 1994 08:49:37 GMT", None),
+            ("Sun 06 Nov 1994 08:49:37 GMT", None),
+            ("Sun, 06 Nov 94 08:49:37 GMT", None),
+            ("Sun, 06  Nov  1994 08:49:37 GMT", None),
+            ("Sun, 06-Nov-1994 08:49:37 GMT", None),
+            ("Sun, 06 Nov 1994 08.49.37 GMT", None),
+            ("Sun, 06 Nov 1994 8:49:37 GMT", None),
+            ("Sun, 31 Feb 1994 08:49:37 GMT", None),
+            ("Sun, 06 Nov 1994 24:00:00 GMT", None),
+            (
+                "Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov 1994 08:49:37 GMT",
+                None,
+            ),
+            ("Sunday, 06-Nov-94 08:49:37 UTC", None),
+            ("Sun, 06-Nov-94 08:49:37 GMT", None),
+            ("Sun Nov 6 08:49:37 1994", None),
+            ("Sun Nov  6 08:49:37 94", None),
+            ("Wed, 31 Dec 1969 23:59:59 GMT", None),
+            ("0", None),
+            ("-1", None),
+            ("", None),
+        ];
+        for (s, expect) in cases {
+            assert_eq!(
+                parse_http_date(s),
+                expect.map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+                "{s:?}"
+            );
+        }
+    }
 }

@@ -1,12 +1,14 @@
 //! Pure HTTP caching logic (RFC 9111, RFC 5861, RFC 9211). Does no I/O; `now` is always a parameter.
 //!
 //! Code map: [`key`](cache_key) builds store keys, `vary` models `Vary`, `directives` parses
-//! Cache-Control (+ RFC 5861), `entry` is the versioned stored head, `decide` holds every
-//! caching decision, `headers` rewrites header maps, `status` renders `Cache-Status`.
+//! Cache-Control (+ RFC 5861), `freshness` computes lifetimes and reads `Age`, `entry` is the
+//! versioned stored head, `decide` holds every caching decision, `headers` rewrites header
+//! maps, `status` renders `Cache-Status`.
 
 mod decide;
 mod directives;
 mod entry;
+mod freshness;
 mod headers;
 mod key;
 mod rules;
@@ -14,14 +16,18 @@ mod status;
 mod vary;
 
 pub use decide::{
-    Lookup, LookupOptions, NotStorable, Refreshed, forced_by_request, invalidation_targets, lookup,
-    only_if_cached, per_client_fields, refresh, request_no_cache, resolve_reference,
-    revalidation_request, storability, storability_forced, xfetch_due,
+    HeadUpdate, Lookup, LookupOptions, NotStorable, Refreshed, forced_by_request,
+    freshen_with_head, invalidation_targets, lookup, not_modified, only_if_cached,
+    per_client_fields, refresh, request_no_cache, resolve_reference, revalidation_request,
+    storability, storability_forced, withheld_fields, xfetch_due,
 };
-pub use directives::{CacheControl, Freshness5861, parse_cache_control, request_stale_if_error};
+pub use directives::{
+    CacheControl, Delta, Freshness5861, parse_cache_control, request_stale_if_error,
+};
 pub use entry::{
     DecodeError, HEAD_FORMAT_VERSION, HeadRecord, Memo, StoredHead, stored_request_headers,
 };
+pub use freshness::{AgeValue, HEURISTIC_STATUSES, age_value, has_explicit_freshness};
 pub use headers::{
     FORWARDING, ForwardingHeaders, HOP_BY_HOP, Normalized, append_via, fmt_http_date,
     normalize_request, parse_http_date, set_age, strip_hop_by_hop,

@@ -496,7 +496,9 @@ impl Ctx<'_> {
         headers.remove(header::CONTENT_LENGTH);
         http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
         let len = rec.len();
-        if status.is_success() && not_modified(&self.parts.headers, &headers) {
+        if status.is_success()
+            && http_cache::not_modified(&self.parts.headers, &headers, head.response_time)
+        {
             return self.not_modified_response(headers, cs);
         }
         if !(status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED) {
@@ -805,8 +807,8 @@ impl Ctx<'_> {
         };
         let expected = content_length(&rparts.headers);
         let status = rparts.status;
-        let client_wants_304 =
-            status.is_success() && not_modified(&self.parts.headers, &client_headers);
+        let client_wants_304 = status.is_success()
+            && http_cache::not_modified(&self.parts.headers, &client_headers, t_res);
         let (to_client, body) = if self.is_head || client_wants_304 {
             (None, ProxyBody::Empty)
         } else {
@@ -829,15 +831,49 @@ impl Ctx<'_> {
         res
     }
 
+    /// RFC 9111 4.3.5: a 200 to a HEAD this cache forwarded updates the stored GET response
+    /// when the validators match (if it may still be shared), and removes it when not.
+    async fn freshen_with_head(&self, res: &http::response::Parts, t_req: SystemTime) {
+        if self.rule.is_some() || res.status != StatusCode::OK {
+            return;
+        }
+        let Loaded::Found { row_key, head, .. } = self.load().await else {
+            return;
+        };
+        let entries = &self.st.entries;
+        let t_res = SystemTime::now();
+        match http_cache::freshen_with_head(&head, &self.lookup, res, t_req, t_res) {
+            http_cache::HeadUpdate::Freshened(r) => {
+                let mut anonymous = self.lookup.clone();
+                anonymous.headers = HeaderMap::new();
+                let merged = r.head.response_parts();
+                let opts = &self.st.lookup_opts;
+                if http_cache::storability(&anonymous, &merged, opts).is_err() {
+                    entries.remove_row(&row_key).await;
+                } else if http_cache::storability(&without_range(&self.lookup), &merged, opts)
+                    .is_ok()
+                {
+                    entries.refresh_head(&row_key, r.head).await;
+                }
+            }
+            http_cache::HeadUpdate::Invalidate => entries.remove_row(&row_key).await,
+            http_cache::HeadUpdate::Ignore => {}
+        }
+    }
+
     /// Forward without touching the cache (Range requests and similar).
     async fn forward_uncached(&self, cs: CacheStatus) -> Response<ProxyBody> {
         let req = self
             .st
             .upstream_request(&self.parts, &self.target, self.request_body());
+        let t_req = SystemTime::now();
         match self.st.upstream.send(req).await {
             Err(e) => self.st.upstream_error(&e, self.ruled(cs)),
             Ok(res) => {
                 let (mut rparts, rbody) = res.into_parts();
+                if self.is_head {
+                    self.freshen_with_head(&rparts, t_req).await;
+                }
                 self.st
                     .prepare_response_headers(&mut rparts.headers, rparts.version);
                 rparts.version = Version::HTTP_11;
@@ -847,6 +883,13 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// `req` without its `Range`: a range request updates the whole stored response.
+fn without_range(req: &Parts) -> Parts {
+    let mut sent = req.clone();
+    sent.headers.remove(header::RANGE);
+    sent
 }
 
 /// Stored response headers with `Age` for `now` (RFC 9111 4.2.3).
@@ -867,35 +910,6 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Does the client's conditional request match the response we would send (RFC 9110 13.1)?
-fn not_modified(req: &HeaderMap, res: &HeaderMap) -> bool {
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        let Some(etag) = res.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
-        let etag = etag.trim().trim_start_matches("W/");
-        return inm
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t.trim_start_matches("W/") == etag);
-    }
-    if let Some(ims) = req
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(http_cache::parse_http_date)
-    {
-        let Some(lm) = res
-            .get(header::LAST_MODIFIED)
-            .and_then(|v| v.to_str().ok())
-            .and_then(http_cache::parse_http_date)
-        else {
-            return false;
-        };
-        return lm <= ims;
-    }
-    false
 }
 
 /// A background revalidation (stale-while-revalidate, XFetch), detached from the request

@@ -8,9 +8,10 @@ use std::time::Duration;
 use super::proxy;
 use crate::proxy::harness::*;
 
-/// Polls (bounded) until a plain GET of `url` is a hit; returns that response.
+/// Polls (bounded: 10 s, generous for a loaded CI machine) until a plain GET of `url` is a
+/// hit; returns that response.
 async fn until_hit(proxy: std::net::SocketAddr, url: &str) -> RawResponse {
-    for _ in 0..100 {
+    for _ in 0..500 {
         let r = send(proxy, "GET", url, &[("Cache-Control", "only-if-cached")]).await;
         if r.status == 200 {
             return get(proxy, url).await;

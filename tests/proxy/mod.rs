@@ -8,5 +8,6 @@ mod forward;
 pub mod harness;
 mod invalidation;
 mod lifecycle;
+mod rfc9111;
 mod semantics;
 mod vary;

@@ -120,7 +120,19 @@ decide!(no_validator_no_freshness, res[], req[], at 0, "stale");
 decide!(response_no_cache, res["cache-control" => "max-age=60, no-cache"], req[], at 1, "stale");
 decide!(response_pragma_without_cc, res["pragma" => "no-cache", "expires" => &date(60)], req[], at 1, "stale");
 decide!(proxy_revalidate_still_fresh, res["cache-control" => "max-age=60, proxy-revalidate"], req[], at 30, "fresh ttl=30");
-decide!(immutable_default, res["cache-control" => "immutable"], req[], at 3600, "fresh ttl=82800");
+// RFC 8246 2.1: immutable gives no lifetime of its own, and is honoured only while fresh.
+decide!(immutable_default, res["cache-control" => "immutable"], req[], at 3600, "stale");
+decide!(rfc8246_immutable_fresh_reused_on_reload, res["cache-control" => "max-age=60, immutable"], req["cache-control" => "max-age=0"], at 30, "fresh ttl=30");
+decide!(rfc8246_immutable_stale_revalidated, res["cache-control" => "max-age=60, immutable"], req[], at 61, "stale");
+decide!(rfc8246_immutable_stale_reload_revalidated, res["cache-control" => "max-age=60, immutable"], req["cache-control" => "max-age=0"], at 61, "stale");
+decide!(rfc8246_immutable_force_reload_no_cache, res["cache-control" => "max-age=60, immutable"], req["cache-control" => "no-cache"], at 30, "stale");
+// RFC 9111 5.2.2.4: qualified no-cache restricts fields, not the whole response.
+decide!(rfc9111_5_2_2_4_qualified_no_cache_fresh, res["cache-control" => "max-age=60, no-cache=\"x-a\""], req[], at 30, "fresh ttl=30");
+decide!(rfc9111_5_2_case_insensitive_no_cache_response, res["cache-control" => "max-age=60, No-CaChE"], req[], at 1, "stale");
+decide!(rfc9111_5_2_case_insensitive_request_max_age, res["cache-control" => "max-age=60"], req["cache-control" => "MaX-AgE=0"], at 1, "stale");
+decide!(rfc9111_5_1_invalid_age_is_stale, res["cache-control" => "max-age=60", "age" => "1.5"], req[], at 1, "stale");
+decide!(rfc9111_5_1_age_list_first_member, res["cache-control" => "max-age=60", "age" => "20, 0"], req[], at 30, "fresh ttl=10");
+decide!(rfc9111_1_2_2_invalid_request_max_age_ignored, res["cache-control" => "max-age=60"], req["cache-control" => "max-age=0x"], at 1, "fresh ttl=59");
 // request directives
 decide!(request_no_cache, res["cache-control" => "max-age=60"], req["cache-control" => "no-cache"], at 1, "stale");
 decide!(request_pragma_no_cache, res["cache-control" => "max-age=60"], req["pragma" => "no-cache"], at 1, "stale");
@@ -296,14 +308,25 @@ storable!(st_head, Method::HEAD, req[], 200, res["cache-control" => "max-age=60"
 storable!(st_no_store_res, Method::GET, req[], 200, res["cache-control" => "max-age=60, No-Store"], Err(N::NoStore));
 storable!(st_no_store_req, Method::GET, req["cache-control" => "no-store"], 200, res["cache-control" => "max-age=60"], Err(N::NoStore));
 storable!(st_private, Method::GET, req[], 200, res["cache-control" => "private, max-age=60"], Err(N::Private));
-storable!(st_private_qualified, Method::GET, req[], 200, res["cache-control" => "private=\"x-user\", max-age=60"], Err(N::Private));
+// RFC 9111 5.2.2.7: qualified private withholds the fields, the rest is stored.
+storable!(st_private_qualified, Method::GET, req[], 200, res["cache-control" => "private=\"x-user\", max-age=60"], Ok(()));
+storable!(rfc9111_5_2_case_insensitive_private, Method::GET, req[], 200, res["cache-control" => "PRIVATE, max-age=60"], Err(N::Private));
 storable!(st_auth_plain, Method::GET, req["authorization" => "Basic x"], 200, res["cache-control" => "max-age=60"], Err(N::Authorization));
 storable!(st_auth_public, Method::GET, req["authorization" => "Basic x"], 200, res["cache-control" => "public, max-age=60"], Ok(()));
 storable!(st_auth_s_maxage, Method::GET, req["authorization" => "Basic x"], 200, res["cache-control" => "s-maxage=60"], Ok(()));
 storable!(st_auth_must_revalidate, Method::GET, req["authorization" => "Basic x"], 200, res["cache-control" => "max-age=60, must-revalidate"], Ok(()));
 storable!(st_206, Method::GET, req[], 206, res["cache-control" => "max-age=60"], Err(N::Range));
 storable!(st_range_request, Method::GET, req["range" => "bytes=0-9"], 200, res["cache-control" => "max-age=60"], Err(N::Range));
-storable!(st_500, Method::GET, req[], 500, res["cache-control" => "max-age=60"], Err(N::Status));
+// RFC 9111 3: any final status with explicit freshness is storable.
+storable!(st_500, Method::GET, req[], 500, res["cache-control" => "max-age=60"], Ok(()));
+storable!(rfc9111_3_explicit_299, Method::GET, req[], 299, res["cache-control" => "max-age=60"], Ok(()));
+storable!(rfc9111_3_explicit_400_expires, Method::GET, req[], 400, res["expires" => "Thu, 01 Jan 2037 00:00:00 GMT"], Ok(()));
+storable!(rfc9111_3_explicit_499_s_maxage, Method::GET, req[], 499, res["cache-control" => "s-maxage=60"], Ok(()));
+storable!(rfc9111_3_plain_500, Method::GET, req[], 500, res[], Err(N::NoFreshness));
+storable!(rfc9111_3_plain_299, Method::GET, req[], 299, res[], Err(N::NoFreshness));
+storable!(rfc9111_4_2_2_public_299, Method::GET, req[], 299, res["cache-control" => "public"], Ok(()));
+storable!(rfc9111_3_interim_103, Method::GET, req[], 103, res["cache-control" => "max-age=60"], Err(N::Status));
+storable!(rfc9111_5_2_case_insensitive_no_store, Method::GET, req[], 200, res["cache-control" => "max-age=60, NO-STORE"], Err(N::NoStore));
 storable!(st_304, Method::GET, req[], 304, res["cache-control" => "max-age=60"], Err(N::Status));
 storable!(st_vary_star, Method::GET, req[], 200, res["cache-control" => "max-age=60", "vary" => "accept, *"], Err(N::VaryAny));
 storable!(st_set_cookie, Method::GET, req[], 200, res["cache-control" => "max-age=60", "set-cookie" => "a=1"], Err(N::SetCookie));
@@ -575,4 +598,195 @@ fn xfetch() {
         f64::INFINITY,
         f64::NAN
     ));
+}
+
+/// RFC 9111 5.2.2.4 / 5.2.2.7: the fields a qualified no-cache / private names are not
+/// stored; the rest of the response is.
+#[test]
+fn rfc9111_5_2_2_7_qualified_fields_not_stored() {
+    let head = head_with(
+        &[
+            (
+                "cache-control",
+                "max-age=60, Private=\"X-User\", no-cache=\"x-debug, x-trace\"",
+            ),
+            ("x-user", "alice"),
+            ("x-debug", "1"),
+            ("x-trace", "2"),
+            ("x-shared", "yes"),
+        ],
+        &[],
+    );
+    let h = &head.response_headers;
+    for gone in ["x-user", "x-debug", "x-trace"] {
+        assert!(!h.contains_key(gone), "{gone} stored");
+    }
+    assert_eq!(h["x-shared"], "yes");
+    assert_eq!(
+        summary(&lookup(&head, &req(&[]), at(1), &LookupOptions::default())),
+        "fresh ttl=59"
+    );
+}
+
+/// RFC 9111 4.3.2 / RFC 9110 13.1.3: If-Modified-Since in the three date formats, compared
+/// with Last-Modified, else Date, else the time received; If-None-Match first.
+#[test]
+fn rfc9111_4_3_2_client_conditionals() {
+    const LM: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    const DATE: &str = "Mon, 07 Nov 1994 08:49:37 GMT";
+    let received = UNIX_EPOCH + Duration::from_secs(784_111_777 + 2 * 86_400);
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)], bool);
+    let with_lm: &[(&str, &str)] = &[("last-modified", LM), ("date", DATE), ("etag", "\"a\"")];
+    let date_only: &[(&str, &str)] = &[("date", DATE)];
+    let cases: &[Case<'_>] = &[
+        (&[("if-modified-since", LM)], with_lm, true),
+        (
+            &[("if-modified-since", "Sunday, 06-Nov-94 08:49:37 GMT")],
+            with_lm,
+            true,
+        ),
+        (
+            &[("if-modified-since", "Sun Nov  6 08:49:37 1994")],
+            with_lm,
+            true,
+        ),
+        (
+            &[("if-modified-since", "Sun, 06 Nov 1994 08:49:36 GMT")],
+            with_lm,
+            false,
+        ),
+        (
+            &[("if-modified-since", "Sat Nov  5 08:49:37 1994")],
+            with_lm,
+            false,
+        ),
+        (&[("if-modified-since", "not a date")], with_lm, false),
+        (
+            &[("if-modified-since", LM), ("if-modified-since", LM)],
+            with_lm,
+            false,
+        ),
+        // no Last-Modified: the stored response's Date
+        (&[("if-modified-since", DATE)], date_only, true),
+        (&[("if-modified-since", LM)], date_only, false),
+        // neither: the time it was received
+        (
+            &[("if-modified-since", "Tue, 08 Nov 1994 08:49:37 GMT")],
+            &[],
+            true,
+        ),
+        (&[("if-modified-since", DATE)], &[], false),
+        // If-None-Match wins over If-Modified-Since
+        (
+            &[("if-none-match", "\"b\""), ("if-modified-since", LM)],
+            with_lm,
+            false,
+        ),
+        (&[("if-none-match", "W/\"a\"")], with_lm, true),
+        (&[("if-none-match", "\"x\", \"a\"")], with_lm, true),
+        (
+            &[("if-none-match", "\"x\""), ("if-none-match", "\"a\"")],
+            with_lm,
+            true,
+        ),
+        (&[("if-none-match", "*")], with_lm, true),
+        (&[("if-none-match", "*")], date_only, true),
+        (&[("if-none-match", "\"a\"")], date_only, false),
+        (&[], with_lm, false),
+    ];
+    for (i, (req, res, expect)) in cases.iter().enumerate() {
+        assert_eq!(
+            not_modified(&map(req), &map(res), received),
+            *expect,
+            "case {i}: {req:?}"
+        );
+    }
+}
+
+/// RFC 9111 4.3.5: a 200 to a HEAD freshens the stored GET response when validators match,
+/// keeps the fields it did not receive, and invalidates it when they do not match.
+#[test]
+fn rfc9111_4_3_5_freshening_with_head() {
+    let head = refresh_base(); // etag "v1", last-modified, content-length 10, body_len 10
+    let lm = date(-100);
+    type Case<'a> = (u16, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            200,
+            vec![
+                ("etag", "\"v1\"".into()),
+                ("last-modified", lm.clone()),
+                ("cache-control", "max-age=1000".into()),
+                ("x-new", "2".into()),
+                ("content-length", "10".into()),
+                ("date", date(1000)),
+            ],
+            "fresh",
+        ),
+        (
+            200,
+            vec![("etag", "\"v2\"".into()), ("last-modified", lm.clone())],
+            "invalidate",
+        ),
+        (
+            200,
+            vec![("etag", "\"v1\"".into()), ("last-modified", date(-5))],
+            "invalidate",
+        ),
+        (200, vec![("last-modified", lm.clone())], "invalidate"),
+        (
+            200,
+            vec![
+                ("etag", "\"v1\"".into()),
+                ("last-modified", lm.clone()),
+                ("content-length", "11".into()),
+            ],
+            "invalidate",
+        ),
+        (410, vec![("etag", "\"v2\"".into())], "ignore"),
+    ];
+    for (i, (status, pairs, expect)) in cases.into_iter().enumerate() {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let got = freshen_with_head(
+            &head,
+            &req(&[]),
+            &res_with(status, &pairs),
+            at(1000),
+            at(1000),
+        );
+        match (got, expect) {
+            (HeadUpdate::Freshened(r), "fresh") => {
+                let h = &r.head.response_headers;
+                assert_eq!(h["cache-control"], "max-age=1000");
+                assert_eq!(h["x-new"], "2");
+                assert_eq!(h["x-old"], "1", "fields not received are kept");
+                assert_eq!(h["content-type"], "text/plain");
+                assert_eq!(r.head.body_len, head.body_len);
+                assert_eq!(
+                    summary(&lookup(
+                        &r.head,
+                        &req(&[]),
+                        at(1500),
+                        &LookupOptions::default()
+                    )),
+                    "fresh ttl=500"
+                );
+            }
+            (HeadUpdate::Invalidate, "invalidate") | (HeadUpdate::Ignore, "ignore") => {}
+            (got, _) => panic!("case {i}: expected {expect}, got {got:?}"),
+        }
+    }
+}
+
+/// RFC 9111 4.3.4: a 304 whose strong ETag differs from the stored one updates nothing.
+#[test]
+fn rfc9111_4_3_4_304_selects_by_validator() {
+    let head = refresh_base();
+    let other = res_with(304, &[("etag", "\"v2\""), ("cache-control", "max-age=999")]);
+    assert!(refresh(&head, &req(&[]), &other, at(1), at(2)).is_none());
+    let lm_mismatch = res_with(304, &[("last-modified", &date(-1))]);
+    assert!(refresh(&head, &req(&[]), &lm_mismatch, at(1), at(2)).is_none());
+    let same = res_with(304, &[("etag", "\"v1\""), ("cache-control", "max-age=999")]);
+    let r = refresh(&head, &req(&[]), &same, at(1), at(2)).expect("selected");
+    assert_eq!(r.head.response_headers["cache-control"], "max-age=999");
 }
