@@ -19,6 +19,7 @@ pub mod health;
 pub mod hot;
 pub mod lease;
 mod load;
+mod write;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use health::StoreHealth;
 use hot::HotCache;
 pub use lease::{Lease, LeaseResult};
 pub use load::Verified;
+pub use write::{EntryWriter, FillPlan};
 
 /// What the store holds for a request.
 #[derive(Debug)]

@@ -18,11 +18,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::fill::{self, FillPlan, Sinks};
+use super::fill;
 use super::service::State;
 use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
-use crate::entries::{Entries, Lease, LeaseResult, Loaded, StoredBody};
+use crate::entries::{Entries, FillPlan, Lease, LeaseResult, Loaded, StoredBody};
 use crate::http_cache::{
     self, BypassReason, CacheKey, CacheStatus, Detail, Lookup, LookupOptions, NotStorable,
     Refreshed, Rule, StoredHead,
@@ -756,7 +756,7 @@ impl Ctx<'_> {
         let plan = match &storable {
             Ok(()) if store_down => None,
             Ok(()) => FillPlan::new(
-                &self.st.sinks(),
+                &self.st.entries,
                 &self.key,
                 &self.lookup,
                 &rparts,
@@ -915,7 +915,6 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 /// A background revalidation (stale-while-revalidate, XFetch), detached from the request
 /// that started it: the client has already been answered from the cache.
 struct Refresher {
-    sinks: Sinks,
     entries: Entries,
     upstream: Upstream,
     opts: LookupOptions,
@@ -933,7 +932,6 @@ struct Refresher {
 impl Refresher {
     fn new(ctx: &Ctx<'_>) -> Self {
         Refresher {
-            sinks: ctx.st.sinks(),
             entries: ctx.st.entries.clone(),
             upstream: ctx.st.upstream.clone(),
             opts: ctx.st.lookup_opts.clone(),
@@ -1006,9 +1004,9 @@ impl Refresher {
             return;
         }
         if storability(self.rule.as_ref(), &self.lookup, &rparts, &self.opts).is_ok()
-            && self.sinks.health.may_store()
+            && self.entries.health.may_store()
             && let Some(plan) = FillPlan::new(
-                &self.sinks,
+                &self.entries,
                 &self.key,
                 &self.lookup,
                 &rparts,

@@ -19,7 +19,6 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 
 use super::body::ProxyBody;
-use super::fill::Sinks;
 use super::hostname;
 use super::metrics::{Metrics, UPSTREAM_US};
 use super::mitm::{self, Interceptor};
@@ -105,16 +104,6 @@ impl State {
             mitm,
             background: tokio_util::task::TaskTracker::new(),
         })
-    }
-
-    /// Where cache fills write.
-    pub fn sinks(&self) -> Sinks {
-        Sinks {
-            store: self.store.clone(),
-            hot: self.entries.hot.clone(),
-            inv: self.entries.inv.clone(),
-            health: self.entries.health.clone(),
-        }
     }
 
     /// Handle one request: log one access line and count it in the metrics.

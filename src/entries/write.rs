@@ -1,0 +1,327 @@
+//! Writing entries: the plan for storing one response (row key, Vary index, head, limits) and
+//! the writer that streams its body into the store in batches on blocking threads and commits
+//! it only when complete and not invalidated meanwhile (no row, no file otherwise).
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::request::Parts;
+
+use super::Entries;
+use crate::http_cache::{self, CacheKey, HeadRecord, StoredHead, Vary};
+
+/// Where and what to store for one response.
+#[derive(Debug)]
+pub struct FillPlan {
+    entries: Entries,
+    /// Invalidation generation when the fetch started.
+    generation: u64,
+    /// Row key of the variant (the URL key when the response does not vary).
+    row_key: Vec<u8>,
+    /// URL key and Vary index to write beside a varying variant.
+    index: Option<(Vec<u8>, Vary)>,
+    /// Tag shared by all rows of one URL, for purge and invalidation.
+    tag: String,
+    head: StoredHead,
+    max_object_size: u64,
+    expected_len: Option<u64>,
+}
+
+impl FillPlan {
+    /// Plan the fill of a storable response, or `None` when it cannot be stored
+    /// (`Vary: *`, or declared larger than `max_object_size`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        entries: &Entries,
+        key: &CacheKey,
+        req: &Parts,
+        res: &http::response::Parts,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        fetch_delta: Duration,
+        max_object_size: u64,
+    ) -> Option<FillPlan> {
+        let expected_len = res
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if expected_len.is_some_and(|n| n > max_object_size) {
+            return None;
+        }
+        let vary = Vary::from_headers(&res.headers);
+        let (row_key, index) = match &vary {
+            Vary::Any => return None,
+            Vary::None => (key.as_bytes().to_vec(), None),
+            Vary::Headers(names) => (
+                http_cache::variant_key(key, names, &req.headers),
+                Some((key.as_bytes().to_vec(), vary.clone())),
+            ),
+        };
+        let head = StoredHead::new(req, res, request_time, response_time, 0, 0, fetch_delta);
+        Some(FillPlan {
+            entries: entries.clone(),
+            generation: entries.inv.generation(),
+            row_key,
+            index,
+            tag: key.as_str().to_string(),
+            head,
+            max_object_size,
+            expected_len,
+        })
+    }
+}
+
+impl FillPlan {
+    /// The largest body this fill stores; a longer one is abandoned.
+    pub fn max_object_size(&self) -> u64 {
+        self.max_object_size
+    }
+
+    /// The body length the response declared (`Content-Length`), if any.
+    pub fn expected_len(&self) -> Option<u64> {
+        self.expected_len
+    }
+
+    /// Start writing: the store's value writer is opened now.
+    pub fn start(self) -> EntryWriter {
+        let disk = match self
+            .entries
+            .store
+            .writer(&self.row_key, None, Some(&self.tag))
+        {
+            Ok(w) => Disk::Idle(Box::new(DiskWriter {
+                w,
+                hasher: xxhash_rust::xxh3::Xxh3::new(),
+                n: 0,
+            })),
+            Err(e) => Disk::Failed(Some(e)),
+        };
+        EntryWriter {
+            plan: self,
+            disk,
+            batch: Vec::new(),
+            batched: 0,
+        }
+    }
+
+    /// Apply a configuration rule: its forced TTL and name go into the stored head.
+    pub fn with_rule(mut self, rule: Option<&crate::http_cache::Rule>) -> Self {
+        if let Some(r) = rule {
+            self.head.forced_ttl = r.ttl;
+            self.head.rule = Some(r.name.clone());
+            self.head.memo = Default::default();
+        }
+        self
+    }
+}
+
+/// Bytes a fill gathers before handing them to the store in one blocking write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Writes one entry's body to the store as it arrives and commits it only when complete. The
+/// caller owns it in its async loop; each batch of chunks (up to [`WRITE_BATCH`] bytes) is one
+/// `spawn_blocking` write, so a blocking thread only ever waits on the disk, never on the origin
+/// or a client.
+#[derive(Debug)]
+pub struct EntryWriter {
+    plan: FillPlan,
+    disk: Disk,
+    batch: Vec<Bytes>,
+    batched: usize,
+}
+
+impl EntryWriter {
+    /// Still storing (no write failed, not abandoned)?
+    pub fn is_storing(&self) -> bool {
+        matches!(self.disk, Disk::Idle(_) | Disk::Busy(_))
+    }
+
+    /// The next chunk of the body.
+    pub async fn push(&mut self, data: Bytes) {
+        if !self.is_storing() {
+            return;
+        }
+        self.batched += data.len();
+        self.batch.push(data);
+        if self.batched >= WRITE_BATCH {
+            self.batched = 0;
+            let batch = std::mem::take(&mut self.batch);
+            self.disk.write(batch).await;
+        }
+    }
+
+    /// Drop what was written (an incomplete or too large body); a write failure (disk full)
+    /// is reported to the store's health.
+    pub async fn abandon(self) {
+        if let Some(e) = self.disk.abandon().await {
+            self.plan.entries.health.write_failed(&e);
+        }
+    }
+
+    /// The body is complete: write the last batch and commit the entry (and its Vary index).
+    /// `true` when stored; `false` when a write failed or the URL was invalidated meanwhile.
+    pub async fn commit(self) -> bool {
+        let EntryWriter {
+            plan,
+            mut disk,
+            batch,
+            ..
+        } = self;
+        disk.settle().await;
+        let health = plan.entries.health.clone();
+        let Disk::Idle(mut w) = disk else {
+            // A write that failed (disk full) stopped the storing: report why.
+            if let Some(e) = disk.abandon().await {
+                health.write_failed(&e);
+            }
+            return false;
+        };
+        // The last batch and the commit in one blocking call.
+        let res = tokio::task::spawn_blocking(move || {
+            w.write(&batch)?;
+            commit(*w, plan)
+        })
+        .await;
+        match res {
+            Ok(Ok(ok)) => {
+                if ok {
+                    health.write_ok();
+                }
+                ok
+            }
+            Ok(Err(e)) => {
+                health.write_failed(&e);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store writer task failed");
+                false
+            }
+        }
+    }
+}
+
+/// What a store write runs on: the value writer, and the running hash and length of what it
+/// was given.
+struct DiskWriter {
+    w: crate::store::ValueWriter,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    n: u64,
+}
+
+impl std::fmt::Debug for DiskWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskWriter").field("n", &self.n).finish()
+    }
+}
+
+impl DiskWriter {
+    fn write(&mut self, chunks: &[Bytes]) -> crate::store::Result<()> {
+        for b in chunks {
+            self.w.write_all(b)?;
+            self.hasher.update(b);
+            self.n += b.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The store side of a fill. The async loop owns the writer; each batch of chunks (up to
+/// [`WRITE_BATCH`] bytes) is one `spawn_blocking` write, so a blocking thread only ever waits
+/// on the disk, never on the origin or a client.
+#[derive(Debug)]
+enum Disk {
+    Idle(Box<DiskWriter>),
+    Busy(tokio::task::JoinHandle<(Box<DiskWriter>, crate::store::Result<()>)>),
+    /// A write failed (its error is reported when the fill ends), or the store refused.
+    Failed(Option<crate::store::Error>),
+}
+
+impl Disk {
+    /// Wait for the write in flight, if any.
+    async fn settle(&mut self) {
+        if let Disk::Busy(task) = self {
+            *self = match task.await {
+                Ok((w, Ok(()))) => Disk::Idle(w),
+                Ok((w, Err(e))) => {
+                    discard(w);
+                    Disk::Failed(Some(e))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "store write task failed");
+                    Disk::Failed(None)
+                }
+            };
+        }
+    }
+
+    /// Start writing `batch` (after the write in flight).
+    async fn write(&mut self, batch: Vec<Bytes>) {
+        self.settle().await;
+        if let Disk::Idle(_) = self {
+            let Disk::Idle(mut w) = std::mem::replace(self, Disk::Failed(None)) else {
+                return;
+            };
+            *self = Disk::Busy(tokio::task::spawn_blocking(move || {
+                let r = w.write(&batch);
+                (w, r)
+            }));
+        }
+    }
+
+    /// Drop what was written (on a blocking thread: it removes a temporary file).
+    async fn abandon(mut self) -> Option<crate::store::Error> {
+        self.settle().await;
+        match self {
+            Disk::Idle(w) => {
+                discard(w);
+                None
+            }
+            Disk::Busy(_) => None,
+            Disk::Failed(e) => e,
+        }
+    }
+}
+
+/// Drop a value writer (removing its temporary file) off the async threads.
+fn discard(w: Box<DiskWriter>) {
+    drop(tokio::task::spawn_blocking(move || drop(w)));
+}
+
+/// Commit a complete value (blocking): `Ok(false)` when its URL was invalidated meanwhile.
+fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<bool> {
+    let FillPlan {
+        entries,
+        generation,
+        row_key,
+        index,
+        tag,
+        mut head,
+        ..
+    } = plan;
+    let (store, hot, inv) = (&entries.store, &entries.hot, &entries.inv);
+    let (row_key, tag) = (row_key.as_slice(), tag.as_str());
+    let DiskWriter { mut w, hasher, n } = w;
+    head.body_len = n;
+    head.body_digest = hasher.digest();
+    if inv.since(tag, generation) {
+        return Ok(false); // invalidated while fetching: drop it
+    }
+    w.set_meta(HeadRecord::Variant(head).encode());
+    w.commit()?;
+    hot.remove(row_key);
+    if inv.since(tag, generation) {
+        // Invalidated between the check and the commit: undo.
+        store.delete(row_key)?;
+        return Ok(false);
+    }
+    if let Some((url_key, vary)) = index {
+        let mut iw = store.writer(&url_key, None, Some(tag))?;
+        iw.set_meta(HeadRecord::VaryIndex(vary).encode());
+        iw.commit()?;
+        hot.remove(&url_key);
+    }
+    Ok(true)
+}
