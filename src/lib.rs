@@ -5,6 +5,7 @@
 //! - [`http_cache`]: pure RFC 9111 / RFC 5861 / RFC 9211 logic. Does no I/O; time is a parameter.
 //! - [`coalesce`]: single-flight per key with self-releasing permits.
 //! - [`proxy`]: sockets, upstream client, tunnels; glues the layers above together.
+//! - [`entries`]: entry stores beyond the local disk, such as the shared Redis tier.
 //! - [`config`]: validated configuration handed to the proxy as values.
 //! - [`ops`]: the maintenance subcommands (stats, ls, show, purge, evict, check) as a library.
 #![deny(missing_docs, missing_debug_implementations)]
@@ -12,6 +13,7 @@
 pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod entries;
 pub mod http_cache;
 pub mod ops;
 pub mod proxy;

@@ -1,0 +1,3 @@
+//! Entry stores beyond the local disk cache.
+
+pub mod shared;
