@@ -76,7 +76,10 @@ impl Breaker {
     /// A call failed: the [`FAILURE_THRESHOLD`]th consecutive failure opens the breaker
     /// (logged once); a failed probe keeps it open until the next interval.
     pub fn failure(&self, why: &dyn std::fmt::Display) {
-        let n = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
         if n >= FAILURE_THRESHOLD && !self.open.load(Ordering::Acquire) {
             *self.last_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             if !self.open.swap(true, Ordering::AcqRel) {
@@ -122,7 +125,11 @@ mod tests {
         for _ in 0..FAILURE_THRESHOLD - 1 {
             b.failure(&"x");
         }
-        assert_eq!(b.state(), BreakerState::Closed, "a success resets the count");
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "a success resets the count"
+        );
         b.failure(&"x");
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b.times_opened(), 1);

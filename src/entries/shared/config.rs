@@ -327,13 +327,63 @@ mod tests {
 
     #[test]
     fn accepted_urls() {
-        let cases: &[(&str, bool, bool, &[(&str, u16)], Option<&str>, i64)] = &[
-            ("redis://127.0.0.1:6379", false, false, &[("127.0.0.1", 6379)], None, 0),
-            ("redis://localhost", false, false, &[("localhost", 6379)], None, 0),
-            ("redis://Cache.Example:7000/3", false, false, &[("cache.example", 7000)], None, 3),
-            ("redis://u:p%40ss@h:1/", false, false, &[("h", 1)], Some("u:p%40ss"), 0),
-            ("redis://:secret@h", false, false, &[("h", 6379)], Some(":secret"), 0),
-            ("rediss://[::1]:6380/2", true, false, &[("::1", 6380)], None, 2),
+        type Case<'a> = (
+            &'a str,
+            bool,
+            bool,
+            &'a [(&'a str, u16)],
+            Option<&'a str>,
+            i64,
+        );
+        let cases: &[Case] = &[
+            (
+                "redis://127.0.0.1:6379",
+                false,
+                false,
+                &[("127.0.0.1", 6379)],
+                None,
+                0,
+            ),
+            (
+                "redis://localhost",
+                false,
+                false,
+                &[("localhost", 6379)],
+                None,
+                0,
+            ),
+            (
+                "redis://Cache.Example:7000/3",
+                false,
+                false,
+                &[("cache.example", 7000)],
+                None,
+                3,
+            ),
+            (
+                "redis://u:p%40ss@h:1/",
+                false,
+                false,
+                &[("h", 1)],
+                Some("u:p%40ss"),
+                0,
+            ),
+            (
+                "redis://:secret@h",
+                false,
+                false,
+                &[("h", 6379)],
+                Some(":secret"),
+                0,
+            ),
+            (
+                "rediss://[::1]:6380/2",
+                true,
+                false,
+                &[("::1", 6380)],
+                None,
+                2,
+            ),
             ("REDIS://h", false, false, &[("h", 6379)], None, 0),
             (
                 "redis+cluster://a:7000,b:7001,[::1]:7002",
@@ -343,7 +393,14 @@ mod tests {
                 None,
                 0,
             ),
-            ("rediss+cluster://u:p@a:1", true, true, &[("a", 1)], Some("u:p"), 0),
+            (
+                "rediss+cluster://u:p@a:1",
+                true,
+                true,
+                &[("a", 1)],
+                Some("u:p"),
+                0,
+            ),
             ("redis+cluster://a:1/", false, true, &[("a", 1)], None, 0),
         ];
         for (url, tls, cluster, nodes, user, db) in cases {
@@ -360,7 +417,8 @@ mod tests {
     #[test]
     fn refused_urls() {
         use SharedConfigError as E;
-        let cases: &[(&str, fn(&E) -> bool)] = &[
+        type Check = fn(&E) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("127.0.0.1:6379", |e| matches!(e, E::Scheme(_))),
             ("http://h:1", |e| matches!(e, E::Scheme(_))),
             ("redis://", |e| matches!(e, E::NoHost)),
@@ -415,7 +473,10 @@ mod tests {
         c.prefix = String::new();
         assert!(c.validate().is_ok(), "an empty prefix is allowed");
         c.max_object_size = 0;
-        assert!(matches!(c.validate(), Err(SharedConfigError::MaxObjectSize(0))));
+        assert!(matches!(
+            c.validate(),
+            Err(SharedConfigError::MaxObjectSize(0))
+        ));
         c.max_object_size = DEFAULT_MAX_OBJECT_SIZE;
         c.timeout = Duration::ZERO;
         assert!(matches!(c.validate(), Err(SharedConfigError::Timeout(_))));

@@ -39,8 +39,8 @@ use redis::{Cmd, RedisError, RedisFuture, Value};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-pub use breaker::BreakerState;
 use breaker::Breaker;
+pub use breaker::BreakerState;
 use codec::{Decoded, UrlKeys};
 pub use config::{SharedConfig, SharedConfigError, SharedUrl};
 
@@ -99,7 +99,8 @@ pub struct SharedStatus {
     pub errors: u64,
     /// Of `errors`, timeouts.
     pub timeouts: u64,
-    /// Calls not sent because a breaker was open or no connection was up.
+    /// Calls not sent because a breaker was open or no connection was up (the latter also
+    /// counts as a breaker failure).
     pub skipped: u64,
     /// Rows written (`put`, and `put_meta` that found its row).
     pub writes: u64,
@@ -446,7 +447,13 @@ impl SharedTier {
     /// Replace the meta of the existing row `row_key` (a 304 refreshing a head), keeping
     /// its stored body, and set its TTL to `ttl`. `true` when the row was there and was
     /// updated; nothing is written when it is absent (like `Cache::set_meta`).
-    pub async fn put_meta(&self, url_key: &str, row_key: &[u8], meta: &[u8], ttl: Duration) -> bool {
+    pub async fn put_meta(
+        &self,
+        url_key: &str,
+        row_key: &[u8],
+        meta: &[u8],
+        ttl: Duration,
+    ) -> bool {
         let Some(ms) = ttl_millis(ttl) else {
             return false;
         };
@@ -529,7 +536,10 @@ impl SharedTier {
             let held = self
                 .inner
                 .call(Kind::Read, move |mut c| async move {
-                    redis::cmd("EXISTS").arg(&k).query_async::<bool>(&mut c).await
+                    redis::cmd("EXISTS")
+                        .arg(&k)
+                        .query_async::<bool>(&mut c)
+                        .await
                 })
                 .await;
             match held {
@@ -740,7 +750,10 @@ impl Inner {
             return Err(Failed::Skipped);
         }
         let Some((generation, conn)) = self.current() else {
+            // Unreachable Redis is a failure too: the breaker (and `status`) shows it, and
+            // after a reconnect the next call probes at once.
             inc(&c.skipped);
+            self.all.failure(&"not connected");
             return Err(Failed::Skipped);
         };
         let start = Instant::now();
@@ -762,6 +775,9 @@ impl Inner {
                     // Redis is up but full: stop writing, keep reading.
                     self.writes.failure(&e);
                     self.all.success();
+                } else if e.is_timeout() {
+                    inc(&c.timeouts);
+                    self.all.failure(&e);
                 } else {
                     tracing::debug!(error = %e, "shared tier: Redis call failed");
                     self.all.failure(&e);
@@ -810,7 +826,9 @@ async fn connect(inner: &Inner) -> redis::RedisResult<Conn> {
         let client = redis::Client::open(urls[0].as_str())?;
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(inner.cfg.timeout));
+            // No client-side response timeout: `call` bounds every command itself, and
+            // a late answer must not cost the whole multiplexed connection.
+            .set_response_timeout(None);
         let mut c = client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await?;
