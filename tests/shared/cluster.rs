@@ -17,7 +17,7 @@ fn cluster() -> Vec<Redis> {
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
-                "2000",
+                "1000",
             ])
         })
         .collect();
@@ -48,7 +48,7 @@ async fn cluster_spreads_rows_and_supports_purge_leases_and_invalidations() {
     if !have_redis("cluster_spreads_rows_and_supports_purge_leases_and_invalidations") {
         return;
     }
-    let nodes = cluster();
+    let mut nodes = cluster();
     let hosts: Vec<String> = nodes
         .iter()
         .map(|n| format!("127.0.0.1:{}", n.port))
@@ -120,4 +120,32 @@ async fn cluster_spreads_rows_and_supports_purge_leases_and_invalidations() {
         a.status()
     );
     assert_eq!(b.status().errors, 0, "{:?}", b.status());
+
+    // A master dies: its slots fail, then the cluster reports CLUSTERDOWN everywhere. Every
+    // call stays bounded and the breaker opens.
+    nodes[2].kill();
+    let killed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    while a.status().breaker != hoard::entries::shared::BreakerState::Open {
+        assert!(
+            Instant::now() < deadline,
+            "breaker still closed: {:?}",
+            a.status()
+        );
+        let u = &urls[i % urls.len()];
+        i += 1;
+        let t0 = Instant::now();
+        let _ = a.get(u, u.as_bytes()).await;
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "bounded: {:?}",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "breaker open {:?} after the kill, {i} calls",
+        killed.elapsed()
+    );
 }
