@@ -5,6 +5,8 @@
 //! - [`http_cache`]: pure RFC 9111 / RFC 5861 / RFC 9211 logic. Does no I/O; time is a parameter.
 //! - [`coalesce`]: single-flight per key with self-releasing permits.
 //! - [`proxy`]: sockets, upstream client, tunnels; glues the layers above together.
+//! - [`entries`]: the one owner of HTTP responses kept in a store: the local tier (memory front
+//!   over the disk store) and the shared Redis tier.
 //! - [`config`]: the option table; flags, `HOARD_*` variables, the file and defaults, validated
 //!   into a [`proxy::ProxyConfig`] handed to the proxy as values.
 //! - [`ops`]: the maintenance subcommands (stats, ls, show, purge, evict, check) as a library.

@@ -5,5 +5,6 @@ mod ops;
 mod props;
 mod proxy;
 mod reliability;
+mod shared;
 mod stampede;
 mod store;

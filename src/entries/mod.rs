@@ -19,6 +19,7 @@ pub mod health;
 pub mod hot;
 pub mod lease;
 mod load;
+pub mod shared;
 mod write;
 
 use std::sync::Arc;

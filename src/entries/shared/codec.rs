@@ -1,0 +1,241 @@
+//! Key names and the row blob of the shared tier.
+//!
+//! Keys: every key of one URL shares one cluster hash tag (the xxh3-64 of the URL key), so
+//! they live on one slot and the row scripts may touch them together:
+//! - `{prefix}{<xxh3-64 hex of url_key>}:r:<xxh3-128 hex of row_key>`: a row;
+//! - `{prefix}{<...>}:rows`: SET of the URL's row ids (the 32-hex part), for purge;
+//! - `{prefix}{<...>}:lease`: the cross-process fetch lease.
+//!
+//! Row blob (all integers big-endian):
+//! `version (1 byte) | row_key len (u32) | row_key | meta len (u32) | meta |`
+//! `body len (u64) | body xxh3-64 (u64) | body`.
+//! The header (everything before the body section) is what `put_meta` replaces; the row
+//! script splices it in front of the stored body section without decoding the body.
+
+use bytes::Bytes;
+
+/// Current blob format version (first byte).
+pub const VERSION: u8 = 1;
+
+/// The keys of one URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlKeys {
+    /// `{prefix}{<hash>}`: common part of every key of the URL.
+    pub base: String,
+    /// `...:rows`.
+    pub rows: String,
+    /// `...:lease`.
+    pub lease: String,
+    /// The hash tag alone (16 hex digits), the payload of `filled` messages.
+    pub tag: String,
+}
+
+impl UrlKeys {
+    /// Keys of `url_key` under `prefix`.
+    pub fn new(prefix: &str, url_key: &str) -> Self {
+        let tag = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(url_key.as_bytes()));
+        let base = format!("{prefix}{{{tag}}}");
+        UrlKeys {
+            rows: format!("{base}:rows"),
+            lease: format!("{base}:lease"),
+            base,
+            tag,
+        }
+    }
+
+    /// The row id (32 hex digits) of `row_key`.
+    pub fn row_id(row_key: &[u8]) -> String {
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(row_key))
+    }
+
+    /// The Redis key of row `row_key`.
+    pub fn row(&self, row_key: &[u8]) -> String {
+        format!("{}:r:{}", self.base, Self::row_id(row_key))
+    }
+
+    /// Prefix of every row key of this URL (`...:r:`), used by the purge script.
+    pub fn row_prefix(&self) -> String {
+        format!("{}:r:", self.base)
+    }
+}
+
+/// Channel of invalidation messages.
+pub fn invalidate_channel(prefix: &str) -> String {
+    format!("{prefix}invalidate")
+}
+
+/// Channel of "fill finished / lease released" messages.
+pub fn filled_channel(prefix: &str) -> String {
+    format!("{prefix}filled")
+}
+
+/// The header of a row blob: version, row key, meta.
+pub fn encode_header(row_key: &[u8], meta: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + row_key.len() + meta.len());
+    out.push(VERSION);
+    out.extend_from_slice(&(row_key.len() as u32).to_be_bytes());
+    out.extend_from_slice(row_key);
+    out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    out.extend_from_slice(meta);
+    out
+}
+
+/// A whole row blob.
+pub fn encode(row_key: &[u8], meta: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = encode_header(row_key, meta);
+    out.reserve(16 + body.len());
+    out.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(body).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// What reading a blob found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// An intact row for the expected row key: (meta, body).
+    Row(Vec<u8>, Bytes),
+    /// An intact row of another row key (a 128-bit hash collision): a miss, left alone.
+    OtherKey,
+    /// Truncated, wrong version, wrong length or digest: a miss, to be deleted.
+    Damaged(&'static str),
+}
+
+/// Decode a blob read for `row_key`. The body is a zero-copy slice of `blob`.
+pub fn decode(blob: Bytes, row_key: &[u8]) -> Decoded {
+    let mut r = Reader { b: &blob, at: 0 };
+    let Some(version) = r.take(1) else {
+        return Decoded::Damaged("empty");
+    };
+    if version[0] != VERSION {
+        return Decoded::Damaged("version");
+    }
+    let Some(stored_key) = r.u32().and_then(|n| r.take(n as usize)) else {
+        return Decoded::Damaged("truncated row key");
+    };
+    let Some(meta) = r.u32().and_then(|n| r.take(n as usize)) else {
+        return Decoded::Damaged("truncated meta");
+    };
+    let (Some(len), Some(digest)) = (r.u64(), r.u64()) else {
+        return Decoded::Damaged("truncated body header");
+    };
+    let start = r.at;
+    if (blob.len() - start) as u64 != len {
+        return Decoded::Damaged("body length");
+    }
+    if xxhash_rust::xxh3::xxh3_64(&blob[start..]) != digest {
+        return Decoded::Damaged("body digest");
+    }
+    if stored_key != row_key {
+        return Decoded::OtherKey;
+    }
+    let meta = meta.to_vec();
+    Decoded::Row(meta, blob.slice(start..))
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let k = UrlKeys::new("hoard:", "GET http://a/");
+        assert_eq!(k.tag.len(), 16);
+        assert_eq!(k.base, format!("hoard:{{{}}}", k.tag));
+        assert_eq!(k.rows, format!("{}:rows", k.base));
+        assert_eq!(k.lease, format!("{}:lease", k.base));
+        let row = k.row(b"GET http://a/\0accept=x");
+        assert!(row.starts_with(&k.row_prefix()));
+        assert_eq!(row.len(), k.row_prefix().len() + 32);
+        // Hash tag = the text between the first '{' and the next '}'.
+        for key in [&k.rows, &k.lease, &row] {
+            let open = key.find('{').unwrap();
+            let close = key[open..].find('}').unwrap() + open;
+            assert_eq!(&key[open + 1..close], k.tag);
+        }
+        assert_ne!(
+            UrlKeys::new("hoard:", "GET http://b/").tag,
+            k.tag,
+            "different URLs, different tags"
+        );
+        assert_eq!(invalidate_channel("p:"), "p:invalidate");
+        assert_eq!(filled_channel("p:"), "p:filled");
+    }
+
+    #[test]
+    fn round_trip() {
+        for (meta, body) in [
+            (&b""[..], &b""[..]),
+            (b"head", b"body"),
+            (b"m", &[0u8; 70_000][..]),
+        ] {
+            let blob = Bytes::from(encode(b"row", meta, body));
+            assert_eq!(
+                decode(blob, b"row"),
+                Decoded::Row(meta.to_vec(), Bytes::copy_from_slice(body))
+            );
+        }
+        // The header is a prefix of the blob (what put_meta splices).
+        let blob = encode(b"row", b"meta", b"body");
+        assert!(blob.starts_with(&encode_header(b"row", b"meta")));
+    }
+
+    #[test]
+    fn damage_and_collisions() {
+        let good = encode(b"row", b"meta", b"the body");
+        let n = good.len();
+        let flip_body = {
+            let mut b = good.clone();
+            b[n - 1] ^= 1;
+            b
+        };
+        let bad_version = {
+            let mut b = good.clone();
+            b[0] = 9;
+            b
+        };
+        let huge_meta_len = {
+            let mut b = good.clone();
+            b[8] = 0xff; // high byte of the meta length
+            b
+        };
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "empty"),
+            (&bad_version, "version"),
+            (&good[..3], "truncated row key"),
+            (&huge_meta_len, "truncated meta"),
+            (&good[..n - 9 - 8], "truncated body header"),
+            (&good[..n - 1], "body length"),
+            (&[&good[..], b"x"].concat(), "body length"),
+            (&flip_body, "body digest"),
+        ];
+        for (blob, why) in cases {
+            assert_eq!(
+                decode(Bytes::copy_from_slice(blob), b"row"),
+                Decoded::Damaged(why),
+                "{why}"
+            );
+        }
+        assert_eq!(decode(Bytes::from(good), b"other"), Decoded::OtherKey);
+    }
+}
