@@ -202,6 +202,25 @@ options_table! {
         allowed_connect_ports: Vec<u16> {
             key: "allowed-connect-ports", default: "443", parse: ports, show: each => Vec<String>,
         }
+        /// Shared tier across machines: redis://[user:pass@]host:port[/db], rediss://...,
+        /// redis+cluster://h1:p1,h2:p2,...; off: none.
+        shared: Option<String> {
+            key: "shared", default: "off", parse: shared_url,
+            show: shared_url => Option<String>,
+        }
+        /// Prefix of every shared-tier key and channel (several fleets can share one Redis).
+        shared_prefix: String {
+            key: "shared-prefix", default: "hoard:", parse: shared_prefix, show: value => String,
+        }
+        /// Responses larger than this stay in the local tier only.
+        shared_max_object_size: u64 {
+            key: "shared-max-object-size", default: "8MiB", parse: size, show: given => String,
+        }
+        /// Bound on every shared-tier (Redis) operation; past it the tier is a miss.
+        shared_timeout: Duration {
+            key: "shared-timeout", default: "50ms", parse: nonzero_duration,
+            show: given => String,
+        }
     }
     more {
         /// Intercepted hosts whose leaf certificates are kept in memory.

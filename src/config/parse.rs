@@ -31,6 +31,29 @@ pub fn admin(a: &str) -> Result<Option<SocketAddr>, String> {
     }
 }
 
+/// A shared-tier Redis URL (checked), or `off` (also `none`, empty) for none.
+pub fn shared_url(t: &str) -> Result<Option<String>, String> {
+    match t.trim() {
+        "" | "off" | "none" => Ok(None),
+        u => crate::entries::shared::SharedConfig::parse_url(u)
+            .map(|_| Some(u.to_string()))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A shared-tier key prefix: printable, no spaces or braces (they would break hash tags).
+pub fn shared_prefix(t: &str) -> Result<String, String> {
+    if t.bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+    {
+        Ok(t.to_string())
+    } else {
+        Err(format!(
+            "{t:?}: printable characters only, no spaces, no braces"
+        ))
+    }
+}
+
 /// A path that must not be empty.
 pub fn path(t: &str) -> Result<PathBuf, String> {
     if t.is_empty() {

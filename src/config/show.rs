@@ -39,6 +39,16 @@ pub fn redacted(value: &[String], _: &str) -> Vec<String> {
         .collect()
 }
 
+/// A shared-tier URL with its password replaced (`hoard config` never prints secrets).
+pub fn shared_url(value: &Option<String>, _: &str) -> Option<String> {
+    let url = value.as_ref()?;
+    Some(
+        crate::entries::shared::SharedConfig::parse_url(url)
+            .map(|u| u.redacted())
+            .unwrap_or_else(|_| "(invalid)".to_string()),
+    )
+}
+
 /// The configuration spelling (`strip`, `pass`).
 pub fn forwarding(value: &ForwardingHeaders, _: &str) -> String {
     value.as_str().to_string()

@@ -24,10 +24,19 @@ fn lease_key(key: &CacheKey) -> Vec<u8> {
 pub enum LeaseResult {
     /// Ours until dropped (or until it expires).
     Acquired(Lease),
-    /// Another process holds it.
-    HeldElsewhere,
+    /// Another process holds it: on this directory, or (shared tier) on another machine.
+    HeldElsewhere(Holder),
     /// The store failed; proceed without cross-process coalescing.
     Failed,
+}
+
+/// Where the lease another process holds lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A process on this cache directory: its entry appears in the store.
+    Local,
+    /// A process on another machine: its entry appears in the shared tier.
+    Shared,
 }
 
 /// A held lease: the store's token-checked [`Lock`]; dropping it releases the lock only while
@@ -35,7 +44,9 @@ pub enum LeaseResult {
 /// deletes the lease another process took after it expired.
 #[derive(Debug)]
 pub struct Lease {
-    lock: Option<Lock>,
+    pub(super) lock: Option<Lock>,
+    /// The shared tier's lease (a third level, across machines), released on drop.
+    pub(super) shared: Option<super::shared::SharedLeaseGuard>,
 }
 
 impl Lease {
@@ -48,8 +59,11 @@ impl Lease {
         })
         .await;
         match res {
-            Ok((lock, Ok(true))) => LeaseResult::Acquired(Lease { lock: Some(lock) }),
-            Ok((_, Ok(false))) => LeaseResult::HeldElsewhere,
+            Ok((lock, Ok(true))) => LeaseResult::Acquired(Lease {
+                lock: Some(lock),
+                shared: None,
+            }),
+            Ok((_, Ok(false))) => LeaseResult::HeldElsewhere(Holder::Local),
             Ok((_, Err(e))) => {
                 tracing::debug!(error = %e, "lease: store error");
                 LeaseResult::Failed

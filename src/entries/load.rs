@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::hot::HotValue;
-use super::{Entries, Loaded, StoredBody};
+use super::{Entries, Loaded, StoredBody, Tier};
 use crate::http_cache::{self, CacheKey, HeadRecord};
 use crate::store::Value;
 
@@ -113,6 +113,7 @@ impl Entries {
                 row_key,
                 head,
                 body,
+                tier: Tier::Disk,
             })
         })
         .await;
@@ -149,6 +150,7 @@ impl Entries {
                     row_key,
                     head: head.clone(),
                     body: StoredBody::Mem(body.clone()),
+                    tier: Tier::Memory,
                 })
             }
             HotValue::Index(_) => None,

@@ -20,6 +20,7 @@ pub mod hot;
 pub mod lease;
 mod load;
 pub mod shared;
+mod tiered;
 mod write;
 
 use std::sync::Arc;
@@ -30,8 +31,9 @@ use crate::http_cache::{CacheKey, HeadRecord, StoredHead};
 use crate::store::{Cache, Record};
 use health::StoreHealth;
 use hot::HotCache;
-pub use lease::{Lease, LeaseResult};
+pub use lease::{Holder, Lease, LeaseResult};
 pub use load::Verified;
+pub use tiered::shared_ttl;
 pub use write::{EntryWriter, FillPlan};
 
 /// What the store holds for a request.
@@ -49,7 +51,20 @@ pub enum Loaded {
         head: Arc<StoredHead>,
         /// The body, verified (in memory) or verified once per process (file).
         body: StoredBody,
+        /// Where it was found.
+        tier: Tier,
     },
+}
+
+/// Where an entry was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// This process's in-memory front.
+    Memory,
+    /// The local disk store.
+    Disk,
+    /// The shared tier (Redis), copied into the local store on the way.
+    Shared,
 }
 
 /// A stored body: in memory (small, or from the hot front) or an open store record.
@@ -123,6 +138,8 @@ pub struct Entries {
     pub health: Arc<StoreHealth>,
     /// Value files already checked against their digests.
     verified: Arc<Verified>,
+    /// The shared tier behind the local one, when configured.
+    shared: Option<Arc<tiered::Shared>>,
 }
 
 impl Entries {
@@ -134,6 +151,7 @@ impl Entries {
             inv: Arc::new(Invalidations::default()),
             health: Arc::new(StoreHealth::default()),
             verified: Arc::new(Verified::default()),
+            shared: None,
         }
     }
 
@@ -143,13 +161,21 @@ impl Entries {
         if let Some(l) = self.load_hot(key, headers) {
             return l;
         }
-        self.load_store(key, headers).await
+        match self.load_store(key, headers).await {
+            l @ Loaded::Found { .. } => l,
+            local if self.shared.is_some() => match self.load_shared(key, headers).await {
+                found @ Loaded::Found { .. } => found,
+                _ => local,
+            },
+            local => local,
+        }
     }
 
     /// Replace the head of the row `row_key` after a 304 (RFC 9111 4.3.4), leaving its body
     /// alone, and drop the row's copy in the in-memory front. `true` when the row was still
     /// there and was updated.
-    pub async fn refresh_head(&self, row_key: &[u8], head: StoredHead) -> bool {
+    pub async fn refresh_head(&self, key: &CacheKey, row_key: &[u8], head: StoredHead) -> bool {
+        self.share_head(key.as_str(), row_key, &head).await;
         let meta = HeadRecord::Variant(head).encode();
         let (store, hot, key) = (self.store.clone(), self.hot.clone(), row_key.to_vec());
         let res = tokio::task::spawn_blocking(move || {
@@ -168,9 +194,10 @@ impl Entries {
         }
     }
 
-    /// Remove one row (a variant whose response may no longer be shared, a damaged body) and
-    /// its copy in the in-memory front.
-    pub async fn remove_row(&self, row_key: &[u8]) {
+    /// Remove one row (a variant whose response may no longer be shared) and its copy in the
+    /// in-memory front; the shared tier drops every copy of the URL (and tells the others).
+    pub async fn remove_row(&self, key: &CacheKey, row_key: &[u8]) {
+        self.unshare(key.as_str()).await;
         let (store, hot, key) = (self.store.clone(), self.hot.clone(), row_key.to_vec());
         let res = tokio::task::spawn_blocking(move || {
             let r = store.delete(&key);
@@ -192,6 +219,7 @@ impl Entries {
         for k in &keys {
             self.inv.mark(k.as_str());
             self.hot.remove_prefix(k.as_bytes());
+            self.unshare(k.as_str()).await;
         }
         let store = self.store.clone();
         let res = tokio::task::spawn_blocking(move || {
@@ -219,8 +247,45 @@ impl Entries {
     }
 
     /// Take the cross-process fetch lease of `key` for `ttl`.
+    /// With a shared tier, the lease is also taken there (a third level after the in-process
+    /// coalescer and this directory's lease): one machine fetches a URL at a time.
     pub async fn lease(&self, key: &CacheKey, ttl: std::time::Duration) -> LeaseResult {
-        Lease::acquire(&self.store, key, ttl).await
+        let local = Lease::acquire(&self.store, key, ttl).await;
+        let Some(shared) = &self.shared else {
+            return local;
+        };
+        let mut lease = match local {
+            LeaseResult::Acquired(l) => Some(l),
+            LeaseResult::HeldElsewhere(h) => return LeaseResult::HeldElsewhere(h),
+            LeaseResult::Failed => None,
+        };
+        match shared.tier.lease(key.as_str(), ttl).await {
+            shared::SharedLease::Acquired(g) => match lease.as_mut() {
+                Some(l) => l.shared = Some(g),
+                None => {
+                    return LeaseResult::Acquired(Lease {
+                        lock: None,
+                        shared: Some(g),
+                    });
+                }
+            },
+            shared::SharedLease::HeldElsewhere => {
+                return LeaseResult::HeldElsewhere(Holder::Shared);
+            }
+            shared::SharedLease::Unavailable => {}
+        }
+        match lease {
+            Some(l) => LeaseResult::Acquired(l),
+            None => LeaseResult::Failed,
+        }
+    }
+
+    /// Wait (at most `max`) until the machine holding the shared lease of `key` finished or
+    /// gave up; then read again.
+    pub async fn wait_shared_fill(&self, key: &CacheKey, max: std::time::Duration) {
+        if let Some(shared) = &self.shared {
+            shared.tier.wait_filled(key.as_str(), max).await;
+        }
     }
 
     /// Does any process hold the fetch lease of `key`?

@@ -98,11 +98,14 @@ impl FillPlan {
             })),
             Err(e) => Disk::Failed(Some(e)),
         };
+        let copy = self.entries.shared.is_some().then(Vec::new);
         EntryWriter {
             plan: self,
             disk,
             batch: Vec::new(),
             batched: 0,
+            copy,
+            copied: 0,
         }
     }
 
@@ -130,6 +133,9 @@ pub struct EntryWriter {
     disk: Disk,
     batch: Vec<Bytes>,
     batched: usize,
+    /// The body so far, kept while a shared tier may take it (up to its size limit).
+    copy: Option<Vec<Bytes>>,
+    copied: u64,
 }
 
 impl EntryWriter {
@@ -142,6 +148,20 @@ impl EntryWriter {
     pub async fn push(&mut self, data: Bytes) {
         if !self.is_storing() {
             return;
+        }
+        if let Some(copy) = self.copy.as_mut() {
+            self.copied += data.len() as u64;
+            let limit = self
+                .plan
+                .entries
+                .shared
+                .as_ref()
+                .map_or(0, |s| s.max_object_size);
+            if self.copied > limit {
+                self.copy = None; // too large to share: local only
+            } else {
+                copy.push(data.clone());
+            }
         }
         self.batched += data.len();
         self.batch.push(data);
@@ -167,6 +187,7 @@ impl EntryWriter {
             plan,
             mut disk,
             batch,
+            copy,
             ..
         } = self;
         disk.settle().await;
@@ -185,12 +206,18 @@ impl EntryWriter {
         })
         .await;
         match res {
-            Ok(Ok(ok)) => {
-                if ok {
-                    health.write_ok();
+            Ok(Ok(Some(c))) => {
+                health.write_ok();
+                // Before the lease goes: other machines waiting on it then find the entry.
+                if let Some(chunks) = copy {
+                    let body: Vec<u8> = chunks.concat();
+                    c.entries
+                        .share(&c.tag, &c.row_key, &c.head, &body, c.index)
+                        .await;
                 }
-                ok
+                true
             }
+            Ok(Ok(None)) => false,
             Ok(Err(e)) => {
                 health.write_failed(&e);
                 false
@@ -291,7 +318,16 @@ fn discard(w: Box<DiskWriter>) {
 }
 
 /// Commit a complete value (blocking): `Ok(false)` when its URL was invalidated meanwhile.
-fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<bool> {
+/// A committed entry, for the shared tier.
+struct Committed {
+    entries: Entries,
+    tag: String,
+    row_key: Vec<u8>,
+    head: StoredHead,
+    index: Option<Vec<u8>>,
+}
+
+fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committed>> {
     let FillPlan {
         entries,
         generation,
@@ -302,26 +338,34 @@ fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<bool> {
         ..
     } = plan;
     let (store, hot, inv) = (&entries.store, &entries.hot, &entries.inv);
-    let (row_key, tag) = (row_key.as_slice(), tag.as_str());
     let DiskWriter { mut w, hasher, n } = w;
     head.body_len = n;
     head.body_digest = hasher.digest();
-    if inv.since(tag, generation) {
-        return Ok(false); // invalidated while fetching: drop it
+    if inv.since(&tag, generation) {
+        return Ok(None); // invalidated while fetching: drop it
     }
-    w.set_meta(HeadRecord::Variant(head).encode());
+    w.set_meta(HeadRecord::Variant(head.clone()).encode());
     w.commit()?;
-    hot.remove(row_key);
-    if inv.since(tag, generation) {
+    hot.remove(&row_key);
+    if inv.since(&tag, generation) {
         // Invalidated between the check and the commit: undo.
-        store.delete(row_key)?;
-        return Ok(false);
+        store.delete(&row_key)?;
+        return Ok(None);
     }
+    let mut index_meta = None;
     if let Some((url_key, vary)) = index {
-        let mut iw = store.writer(&url_key, None, Some(tag))?;
-        iw.set_meta(HeadRecord::VaryIndex(vary).encode());
+        let meta = HeadRecord::VaryIndex(vary).encode();
+        let mut iw = store.writer(&url_key, None, Some(&tag))?;
+        iw.set_meta(meta.clone());
         iw.commit()?;
         hot.remove(&url_key);
+        index_meta = Some(meta);
     }
-    Ok(true)
+    Ok(Some(Committed {
+        entries,
+        tag,
+        row_key,
+        head,
+        index: index_meta,
+    }))
 }

@@ -197,6 +197,9 @@ async fn respond(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 Ok(Err(e)) => tracing::warn!(error = %e, "metrics: store gauges unavailable"),
                 Err(e) => tracing::warn!(error = %e, "metrics: store gauge task failed"),
             }
+            if let Some(tier) = st.entries.shared_tier() {
+                st.metrics.set_shared(&tier.status());
+            }
             text(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -37,6 +37,12 @@ struct SourceLabel {
     source: &'static str,
 }
 
+/// Label of a shared tier figure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SharedLabel {
+    figure: &'static str,
+}
+
 /// The metrics of one proxy.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,6 +54,8 @@ pub struct Metrics {
     entries: Gauge,
     volume: Gauge,
     size_limit: Gauge,
+    /// Shared tier figures by name (set when scraped; absent tier: all 0).
+    shared: Family<SharedLabel, Gauge>,
     duration: Histogram,
     upstream_duration: Histogram,
 }
@@ -130,6 +138,14 @@ impl Metrics {
             "Size limit of the store",
             size_limit.clone(),
         );
+        let shared = Family::<SharedLabel, Gauge>::default();
+        registry.register(
+            "shared_tier",
+            "Shared tier (Redis) counters and state by figure: hits, misses, damaged, errors, \
+             timeouts, skipped, writes, oversize, invalidations_received, breaker_open (0/1), \
+             write_breaker_open, breaker_opened, connected, latency_micros_sum, latency_count",
+            shared.clone(),
+        );
         let duration = Histogram::new(exponential_buckets(0.0001, 2.5, 14));
         registry.register(
             "request_duration_seconds",
@@ -151,6 +167,7 @@ impl Metrics {
             entries,
             volume,
             size_limit,
+            shared,
             duration,
             upstream_duration,
         }
@@ -190,6 +207,32 @@ impl Metrics {
         self.entries.set(entries.min(i64::MAX as u64) as i64);
         self.volume.set(volume.min(i64::MAX as u64) as i64);
         self.size_limit.set(size_limit.min(i64::MAX as u64) as i64);
+    }
+
+    /// Shared tier gauges (set when scraped).
+    pub fn set_shared(&self, s: &crate::entries::shared::SharedStatus) {
+        use crate::entries::shared::BreakerState;
+        let open = |b: &BreakerState| i64::from(matches!(b, BreakerState::Open));
+        let figures: [(&'static str, i64); 15] = [
+            ("hits", s.hits as i64),
+            ("misses", s.misses as i64),
+            ("damaged", s.damaged as i64),
+            ("errors", s.errors as i64),
+            ("timeouts", s.timeouts as i64),
+            ("skipped", s.skipped as i64),
+            ("writes", s.writes as i64),
+            ("oversize", s.oversize as i64),
+            ("invalidations_received", s.invalidations_received as i64),
+            ("breaker_open", open(&s.breaker)),
+            ("write_breaker_open", open(&s.write_breaker)),
+            ("breaker_opened", s.breaker_opened as i64),
+            ("connected", i64::from(s.connected && s.subscribed)),
+            ("latency_micros_sum", s.latency_micros_sum as i64),
+            ("latency_count", s.latency_count as i64),
+        ];
+        for (figure, v) in figures {
+            self.shared.get_or_create(&SharedLabel { figure }).set(v);
+        }
     }
 
     /// The Prometheus text exposition.

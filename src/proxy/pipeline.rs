@@ -22,7 +22,7 @@ use super::fill;
 use super::service::State;
 use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
-use crate::entries::{Entries, FillPlan, Lease, LeaseResult, Loaded, StoredBody};
+use crate::entries::{Entries, FillPlan, Holder, Lease, LeaseResult, Loaded, StoredBody, Tier};
 use crate::http_cache::{
     self, BypassReason, CacheKey, CacheStatus, Detail, Lookup, LookupOptions, NotStorable,
     Refreshed, Rule, StoredHead,
@@ -217,9 +217,13 @@ impl Ctx<'_> {
                     row_key,
                     head,
                     body: rec,
+                    tier,
                 } => match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
                     Lookup::Fresh { headers, ttl } => {
                         let mut cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                        if tier == Tier::Shared {
+                            cs = cs.with_detail("shared");
+                        }
                         if self.xfetch_due(&head, now, ttl)
                             && let Role::Leader(permit) =
                                 self.st.coalescer.join(self.key.as_bytes())
@@ -298,7 +302,23 @@ impl Ctx<'_> {
                     let lease = match self.st.entries.lease(&self.key, ttl).await {
                         LeaseResult::Acquired(l) => Some(l),
                         LeaseResult::Failed => None,
-                        LeaseResult::HeldElsewhere => {
+                        LeaseResult::HeldElsewhere(Holder::Shared) => {
+                            // Another machine is fetching: wait for its entry in the shared
+                            // tier rather than asking the origin again.
+                            self.st
+                                .entries
+                                .wait_shared_fill(&self.key, self.st.cfg.lock_timeout)
+                                .await;
+                            if let Some(res) = self.serve_if_fresh(self.load().await) {
+                                permit.finish(Outcome::Stored);
+                                return res;
+                            }
+                            match self.st.entries.lease(&self.key, ttl).await {
+                                LeaseResult::Acquired(l) => Some(l),
+                                _ => None,
+                            }
+                        }
+                        LeaseResult::HeldElsewhere(Holder::Local) => {
                             // Another hoard process on this directory is fetching: wait for
                             // its entry in the store rather than asking the origin again.
                             if let Some(res) = self.await_other_process().await {
@@ -711,7 +731,9 @@ impl Ctx<'_> {
                     return Box::pin(self.fetch(None, permit, fwd, lease)).await;
                 }
                 Merged304::Store(r) => {
-                    let stored = entries.refresh_head(&entry.row_key, r.head.clone()).await;
+                    let stored = entries
+                        .refresh_head(&self.key, &entry.row_key, r.head.clone())
+                        .await;
                     let outcome = if stored {
                         Outcome::Stored
                     } else {
@@ -726,7 +748,7 @@ impl Ctx<'_> {
                         .with_detail(Detail::NotStorable(reason)),
                 ),
                 Merged304::Remove(r, reason) => {
-                    entries.remove_row(&entry.row_key).await;
+                    entries.remove_row(&self.key, &entry.row_key).await;
                     (
                         r,
                         Outcome::Uncacheable,
@@ -849,14 +871,14 @@ impl Ctx<'_> {
                 let merged = r.head.response_parts();
                 let opts = &self.st.lookup_opts;
                 if http_cache::storability(&anonymous, &merged, opts).is_err() {
-                    entries.remove_row(&row_key).await;
+                    entries.remove_row(&self.key, &row_key).await;
                 } else if http_cache::storability(&without_range(&self.lookup), &merged, opts)
                     .is_ok()
                 {
-                    entries.refresh_head(&row_key, r.head).await;
+                    entries.refresh_head(&self.key, &row_key, r.head).await;
                 }
             }
-            http_cache::HeadUpdate::Invalidate => entries.remove_row(&row_key).await,
+            http_cache::HeadUpdate::Invalidate => entries.remove_row(&self.key, &row_key).await,
             http_cache::HeadUpdate::Ignore => {}
         }
     }
@@ -952,7 +974,7 @@ impl Refresher {
         // already refreshing, and its result reaches us through the store.
         let lease = match self.entries.lease(&self.key, self.lease_ttl).await {
             LeaseResult::Acquired(l) => l,
-            LeaseResult::HeldElsewhere | LeaseResult::Failed => return,
+            LeaseResult::HeldElsewhere(_) | LeaseResult::Failed => return,
         };
         let req = super::service::build_upstream_request(
             &revalidate,
@@ -986,12 +1008,12 @@ impl Refresher {
                 &self.opts,
             ) {
                 Merged304::Store(r) => {
-                    if self.entries.refresh_head(&row_key, r.head).await {
+                    if self.entries.refresh_head(&self.key, &row_key, r.head).await {
                         permit.finish(Outcome::Stored);
                     }
                 }
                 Merged304::Remove(..) => {
-                    self.entries.remove_row(&row_key).await;
+                    self.entries.remove_row(&self.key, &row_key).await;
                     permit.finish(Outcome::Uncacheable);
                 }
                 Merged304::ClientOnly(..) | Merged304::NoMatch => {}

@@ -30,6 +30,7 @@ use super::{ProxyConfig, ProxyError};
 use crate::coalesce::Coalescer;
 use crate::entries::Entries;
 use crate::entries::hot::HotCache;
+use crate::entries::shared::{SharedConfig, SharedTier};
 use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions, Normalized};
 use crate::store::Cache;
 
@@ -83,10 +84,26 @@ impl State {
             .iter()
             .map(|c| base64(c.as_bytes()))
             .collect();
-        let entries = Entries::new(
+        let mut entries = Entries::new(
             store.clone(),
             HotCache::new(cfg_hot_budget, cfg_hot_max_entry, cfg_hot_ttl),
         );
+        let lookup_opts = LookupOptions {
+            default_stale_if_error: cfg_stale_if_error,
+            default_stale_while_revalidate: cfg_swr,
+            ..LookupOptions::default()
+        };
+        if let Some(url) = &cfg.shared {
+            let tier = SharedTier::start(SharedConfig {
+                url: url.clone(),
+                prefix: cfg.shared_prefix.clone(),
+                max_object_size: cfg.shared_max_object_size,
+                timeout: cfg.shared_timeout,
+            })
+            .map_err(|e| ProxyError::Config(format!("shared: {e}")))?;
+            tracing::info!(url = %tier.url(), "shared tier configured");
+            entries = entries.with_shared(tier, lookup_opts.clone(), cfg.shared_max_object_size);
+        }
         Ok(State {
             cfg,
             store,
@@ -94,11 +111,7 @@ impl State {
             upstream,
             coalescer: Coalescer::default(),
             local_addr,
-            lookup_opts: LookupOptions {
-                default_stale_if_error: cfg_stale_if_error,
-                default_stale_while_revalidate: cfg_swr,
-                ..LookupOptions::default()
-            },
+            lookup_opts,
             metrics,
             proxy_tokens,
             mitm,
