@@ -46,7 +46,7 @@ pub enum Holder {
 pub struct Lease {
     pub(super) lock: Option<Lock>,
     /// The shared tier's lease (a third level, across machines), released on drop.
-    pub(super) shared: Option<super::shared::SharedLeaseGuard>,
+    pub(super) shared: Option<Box<super::shared::SharedLeaseGuard>>,
 }
 
 impl Lease {

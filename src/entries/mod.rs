@@ -261,11 +261,11 @@ impl Entries {
         };
         match shared.tier.lease(key.as_str(), ttl).await {
             shared::SharedLease::Acquired(g) => match lease.as_mut() {
-                Some(l) => l.shared = Some(g),
+                Some(l) => l.shared = Some(Box::new(g)),
                 None => {
                     return LeaseResult::Acquired(Lease {
                         lock: None,
-                        shared: Some(g),
+                        shared: Some(Box::new(g)),
                     });
                 }
             },
