@@ -331,6 +331,15 @@ impl Ctx<'_> {
                             }
                         }
                     };
+                    // Across machines the window between our lookup and the lease is wide
+                    // (another machine may have filled and released meanwhile): look again.
+                    if lease.is_some()
+                        && self.st.entries.shared_tier().is_some()
+                        && let Some(res) = self.serve_if_fresh(self.load().await)
+                    {
+                        permit.finish(Outcome::Stored);
+                        return res;
+                    }
                     return self.fetch(stale, Some(permit), fwd, lease).await;
                 }
                 Role::Pass => {

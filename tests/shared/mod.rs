@@ -15,6 +15,7 @@ mod basic;
 mod cluster;
 mod failure;
 mod leases;
+mod proxies;
 
 /// Is `redis-server` (and `redis-cli`) here? Prints the skip line when not.
 pub fn have_redis(test: &str) -> bool {
