@@ -218,7 +218,7 @@ fn op_error(e: OpsError) -> u8 {
     eprintln!("hoard: {e}");
     match e {
         OpsError::Url(..) => USAGE,
-        OpsError::Store(_) | OpsError::NoCache(_) => FAILURE,
+        OpsError::Store(_) | OpsError::NoCache(_) | OpsError::Served(_) => FAILURE,
     }
 }
 
@@ -264,14 +264,28 @@ fn run_op(cmd: Command) -> u8 {
             );
             out!("policy      {}", r.eviction_policy);
             match (r.hit_ratio, r.statistics) {
-                (Some(h), _) => out!(
-                    "hit ratio   {:.1}% ({} hits, {} misses in the store)",
-                    h * 100.0,
-                    r.hits,
-                    r.misses
-                ),
-                (None, true) => out!("hit ratio   - (no lookups yet)"),
+                (Some(h), _) => {
+                    out!(
+                        "hit ratio   {:.1}% ({} of {} cacheable requests answered from the cache)",
+                        h * 100.0,
+                        r.hits,
+                        r.hits + r.misses
+                    );
+                    out!(
+                        "served      {} from the cache, {} from origins",
+                        ops::human_bytes(r.cache_bytes),
+                        ops::human_bytes(r.origin_bytes)
+                    );
+                }
+                (None, true) => out!("hit ratio   - (no cacheable requests yet)"),
                 (None, false) => out!("hit ratio   - (statistics off)"),
+            }
+            if r.store_hits + r.store_misses > 0 {
+                out!(
+                    "lookups     {} found, {} not found in the store",
+                    r.store_hits,
+                    r.store_misses
+                );
             }
             if !r.top_hosts.is_empty() {
                 out!("top hosts by bytes:");

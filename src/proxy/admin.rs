@@ -185,15 +185,23 @@ async fn respond(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => {
             let store = st.store.clone();
             let gauges = tokio::task::spawn_blocking(move || {
+                let served = super::metrics::read_served(store.directory());
                 Ok::<_, crate::store::Error>((
                     store.len()?,
                     store.volume()?,
                     store.settings().size_limit,
+                    served,
                 ))
             })
             .await;
             match gauges {
-                Ok(Ok((n, v, l))) => st.metrics.set_store(n, v, l),
+                Ok(Ok((n, v, l, served))) => {
+                    st.metrics.set_store(n, v, l);
+                    match served {
+                        Ok(s) => st.metrics.set_served(&s),
+                        Err(e) => tracing::warn!(error = %e, "metrics: served counts unavailable"),
+                    }
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "metrics: store gauges unavailable"),
                 Err(e) => tracing::warn!(error = %e, "metrics: store gauge task failed"),
             }

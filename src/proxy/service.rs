@@ -79,7 +79,7 @@ impl State {
         local_addr: SocketAddr,
         mitm: Option<Arc<Interceptor>>,
     ) -> Result<Self, ProxyError> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::persisting(&cfg.cache_dir, cfg.statistics));
         let upstream = Upstream::new(&cfg)?.with_metrics(metrics.clone());
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_stale_if_error = cfg.stale_if_error;
