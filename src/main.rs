@@ -196,7 +196,7 @@ fn run_proxy(r: Resolved) -> anyhow::Result<()> {
             dir.display()
         );
         if let Some(a) = server.admin_addr() {
-            eprintln!("hoard: admin on http://{a}/metrics");
+            eprintln!("hoard: admin on http://{a}/ (dashboard; /metrics, /healthz)");
         }
         server.run_until(shutdown_signal()).await;
         Ok(())

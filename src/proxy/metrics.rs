@@ -69,6 +69,51 @@ pub struct Metrics {
     live: Arc<Pending>,
     /// Counts not yet added to the served file (`None`: not persisted).
     tally: Option<Arc<Tally>>,
+    /// Requests handled by this process (all outcomes).
+    requests_total: AtomicU64,
+    /// The live request feed of the dashboard (see [`Metrics::publish`]).
+    feed: tokio::sync::broadcast::Sender<Arc<AccessEvent>>,
+    /// Subscribers of `feed` (checked without a lock on the request path).
+    watchers: Arc<AtomicU64>,
+}
+
+/// Events kept for a subscriber that is behind; beyond this it loses the oldest (a slow
+/// dashboard drops events, it never slows the proxy).
+pub const FEED_CAPACITY: usize = 1024;
+
+/// One request as the dashboard shows it (the access line's fields).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessEvent {
+    /// When the response head was ready (Unix milliseconds).
+    pub time_ms: u64,
+    /// Request method.
+    pub method: String,
+    /// Request target as received (absolute URL, or path in gateway mode / inside CONNECT).
+    pub url: String,
+    /// Response status.
+    pub status: u16,
+    /// Our `Cache-Status` value.
+    pub cache_status: String,
+    /// Its outcome token (`hit`, `uri-miss`, `bypass`, ...).
+    pub outcome: String,
+    /// Body bytes when known in advance.
+    pub bytes: Option<u64>,
+    /// Time to the response head in microseconds.
+    pub elapsed_us: u64,
+}
+
+/// A subscription to the request feed; counts as a watcher until dropped.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The events.
+    pub rx: tokio::sync::broadcast::Receiver<Arc<AccessEvent>>,
+    watchers: Arc<AtomicU64>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -181,6 +226,9 @@ impl Metrics {
             served_misses,
             live: Arc::new(Pending::default()),
             tally: None,
+            requests_total: AtomicU64::new(0),
+            feed: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
+            watchers: Arc::new(AtomicU64::new(0)),
             requests,
             upstream_requests,
             upstream_errors,
@@ -209,9 +257,40 @@ impl Metrics {
         self.live.peek()
     }
 
+    /// Requests this process handled (every outcome) and origin exchanges it made.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.requests_total.load(Ordering::Relaxed),
+            self.upstream_requests.get(),
+        )
+    }
+
+    /// Whether anyone watches the request feed (one relaxed load).
+    pub fn watched(&self) -> bool {
+        self.watchers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Send one request to the feed's subscribers. `make` runs only when someone watches,
+    /// so an unwatched proxy builds no event; sending never blocks.
+    pub fn publish(&self, make: impl FnOnce() -> AccessEvent) {
+        if self.watched() {
+            let _ = self.feed.send(Arc::new(make()));
+        }
+    }
+
+    /// Watch the request feed.
+    pub fn subscribe(&self) -> Subscription {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            rx: self.feed.subscribe(),
+            watchers: self.watchers.clone(),
+        }
+    }
+
     /// One client request finished its head: outcome, time, and body length if known.
     pub fn request(&self, cache_status: &str, elapsed: Duration, body_len: Option<u64>) {
         let outcome = outcome(cache_status);
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
         if let Some(kind) = ServedKind::of(outcome) {
             self.live.add(kind, body_len.unwrap_or(0));
             if let Some(t) = &self.tally {
@@ -272,6 +351,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How a request counts for the hit ratio.
@@ -595,6 +681,36 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_feed_builds_events_only_when_watched() {
+        let m = Metrics::new();
+        m.publish(|| unreachable!("nobody watches"));
+        let mut sub = m.subscribe();
+        assert!(m.watched());
+        let ev = || AccessEvent {
+            time_ms: 1,
+            method: "GET".into(),
+            url: "http://a/".into(),
+            status: 200,
+            cache_status: "hoard; hit".into(),
+            outcome: "hit".into(),
+            bytes: Some(3),
+            elapsed_us: 5,
+        };
+        m.publish(ev);
+        assert_eq!(sub.rx.try_recv().unwrap().url, "http://a/");
+        // A subscriber that falls behind loses the oldest events; sending never blocks.
+        for _ in 0..FEED_CAPACITY + 10 {
+            m.publish(ev);
+        }
+        assert!(matches!(
+            sub.rx.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(10))
+        ));
+        drop(sub);
+        assert!(!m.watched());
     }
 
     #[test]
