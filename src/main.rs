@@ -230,18 +230,33 @@ fn run_op(cmd: Command) -> u8 {
         Command::Evict(c) => (&c.store, c.store.json),
         Command::Expire(s) | Command::Clear(s) => (s, s.json),
         Command::Check(c) => (&c.store, c.store.json),
+        Command::Export(c) => (&c.store, c.store.json),
+        Command::Import(c) => (&c.store, c.store.json),
         Command::Serve(_) | Command::Config(_) | Command::Ca(_) => {
             unreachable!("handled in main")
         }
     };
-    let cache = match store_of(store_args) {
-        Ok(c) => c,
-        Err(code) => return code,
+    let cache = match &cmd {
+        // Importing into a directory without a cache creates it.
+        Command::Import(_) => match store_args.resolve_cache_dir() {
+            Ok(dir) => match hoard::store::Cache::open(&dir) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hoard: cannot open cache directory {}: {e}", dir.display());
+                    return FAILURE;
+                }
+            },
+            Err(e) => return config_error(&e),
+        },
+        _ => match store_of(store_args) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
     };
     // `show` and `purge` find a URL under the key the proxy used: the config file's rules
     // (`ignore_query`) apply.
     let rules = match &cmd {
-        Command::Show(_) | Command::Purge(_) => {
+        Command::Show(_) | Command::Purge(_) | Command::Import(_) => {
             match hoard::cli::load_file(store_args.config.as_deref()) {
                 Ok(file) => file.map(|f| f.rules).unwrap_or_default(),
                 Err(e) => return config_error(&e),
@@ -405,11 +420,52 @@ fn run_op(cmd: Command) -> u8 {
             }
             if r.failed() { NEGATIVE } else { OK }
         }),
+        Command::Export(c) => {
+            return match ops::har::export(&cache, &c.har, c.host.as_deref(), c.prefix.as_deref()) {
+                Ok(r) if json => print_json(&r),
+                Ok(r) => {
+                    out!(
+                        "wrote {} response(s), {} of bodies, to {}",
+                        r.entries,
+                        ops::human_bytes(r.bytes),
+                        c.har.display()
+                    );
+                    if r.entries == 0 { NEGATIVE } else { OK }
+                }
+                Err(e) => har_error(e),
+            };
+        }
+        Command::Import(c) => {
+            return match ops::har::import(&cache, &c.har, c.ttl, &rules, SystemTime::now()) {
+                Ok(r) if json => print_json(&r),
+                Ok(r) => {
+                    out!("stored {} response(s) from {}", r.stored, c.har.display());
+                    for (why, n) in &r.skipped {
+                        out!(
+                            "skipped {n}: {}",
+                            serde_json::to_string(why)
+                                .unwrap_or_default()
+                                .trim_matches('"')
+                        );
+                    }
+                    OK
+                }
+                Err(e) => har_error(e),
+            };
+        }
         Command::Serve(_) | Command::Config(_) | Command::Ca(_) => {
             unreachable!("handled in main")
         }
     };
     res.unwrap_or_else(op_error)
+}
+
+fn har_error(e: ops::har::HarError) -> u8 {
+    eprintln!("hoard: {e}");
+    match e {
+        ops::har::HarError::NotHar(..) | ops::har::HarError::Entry { .. } => USAGE,
+        ops::har::HarError::Io { .. } | ops::har::HarError::Store(_) => FAILURE,
+    }
 }
 
 fn removed(r: &ops::Removed, json: bool, what: &str) -> u8 {

@@ -8,6 +8,8 @@
 //! proxy keeps hot rows in memory for up to `memory-cache-ttl` (1 s by default), so it may
 //! serve a purged entry for that long; `PURGE` through the proxy has no such delay.
 
+pub mod har;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
