@@ -73,6 +73,7 @@ impl Cli {
             Some(Command::Ca(c)) => c.store.config = cfg,
             Some(Command::Export(c)) => c.store.config = cfg,
             Some(Command::Import(c)) => c.store.config = cfg,
+            Some(Command::Warm(_)) => {}
             None => {}
         }
     }
@@ -107,6 +108,28 @@ pub enum Command {
     Export(ExportCmd),
     /// Store the responses of a HAR file (e.g. saved from a browser's devtools).
     Import(ImportCmd),
+    /// Fetch a list of URLs through a running proxy so they are stored (exit 1 if any failed).
+    Warm(WarmCmd),
+}
+
+/// `hoard warm URLS.txt`.
+#[derive(Debug, Args, Clone)]
+pub struct WarmCmd {
+    /// File with one URL per line (`#` comments and blank lines ignored), or `-` for stdin.
+    #[arg(value_name = "URLS")]
+    pub list: PathBuf,
+    /// The running proxy.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3128")]
+    pub proxy: http::Uri,
+    /// Requests in flight at most.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Time allowed per URL (head and body).
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_ttl)]
+    pub timeout: std::time::Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `hoard export --har FILE`.

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
             Err(e) => config_error(&e),
         },
         Some(Command::Ca(c)) => run_ca(&c),
+        Some(Command::Warm(w)) => {
+            init_logging(false, 0, LogFormat::Text, "warn");
+            run_warm(&w)
+        }
         Some(cmd) => {
             init_logging(false, 0, LogFormat::Text, "warn");
             run_op(cmd)
@@ -232,7 +236,7 @@ fn run_op(cmd: Command) -> u8 {
         Command::Check(c) => (&c.store, c.store.json),
         Command::Export(c) => (&c.store, c.store.json),
         Command::Import(c) => (&c.store, c.store.json),
-        Command::Serve(_) | Command::Config(_) | Command::Ca(_) => {
+        Command::Serve(_) | Command::Config(_) | Command::Ca(_) | Command::Warm(_) => {
             unreachable!("handled in main")
         }
     };
@@ -453,11 +457,69 @@ fn run_op(cmd: Command) -> u8 {
                 Err(e) => har_error(e),
             };
         }
-        Command::Serve(_) | Command::Config(_) | Command::Ca(_) => {
+        Command::Serve(_) | Command::Config(_) | Command::Ca(_) | Command::Warm(_) => {
             unreachable!("handled in main")
         }
     };
     res.unwrap_or_else(op_error)
+}
+
+/// `hoard warm`: fetch the list through the proxy; exit 1 when any URL failed.
+fn run_warm(w: &hoard::cli::WarmCmd) -> u8 {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let read = if w.list.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(&w.list).map(|t| text = t)
+    };
+    if let Err(e) = read {
+        eprintln!("hoard: cannot read {}: {e}", w.list.display());
+        return USAGE;
+    }
+    if !matches!(w.proxy.scheme_str(), Some("http")) || w.proxy.host().is_none() {
+        eprintln!(
+            "hoard: --proxy must be an http:// URL with a host: {}",
+            w.proxy
+        );
+        return USAGE;
+    }
+    let urls = ops::warm::parse_list(&text);
+    let opts = ops::warm::WarmOptions {
+        proxy: w.proxy.clone(),
+        concurrency: usize::from(w.concurrency),
+        timeout: w.timeout,
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hoard: {e}");
+            return FAILURE;
+        }
+    };
+    let r = rt.block_on(ops::warm::warm(urls, &opts, tty));
+    if w.json {
+        print_json(&r);
+    } else {
+        out!(
+            "{} URL(s) in {:.1}s: {} stored, {} already fresh, {} failed ({} received)",
+            r.stored + r.already_fresh + r.failed.len() as u64,
+            r.seconds,
+            r.stored,
+            r.already_fresh,
+            r.failed.len(),
+            ops::human_bytes(r.bytes)
+        );
+        for (url, why) in &r.failed {
+            out!("failed  {url}: {why}");
+        }
+    }
+    if r.all_ok() { OK } else { NEGATIVE }
 }
 
 fn har_error(e: ops::har::HarError) -> u8 {

@@ -422,7 +422,9 @@ fn plan(
 ) -> Result<Result<Planned, Skip>, String> {
     if let Some((scheme, _)) = e.request.url.split_once(':')
         && !scheme.is_empty()
-        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
         && !scheme.eq_ignore_ascii_case("http")
         && !scheme.eq_ignore_ascii_case("https")
     {

@@ -20,6 +20,7 @@ mod cli;
 mod config;
 mod har;
 mod metrics;
+mod warm;
 
 /// A loopback origin counting requests: `/vary*` varies on Accept-Encoding, `/nostore`
 /// is `no-store`, everything else is fresh for 60 s. The body is the path (`/bin*`: the
