@@ -69,6 +69,9 @@ impl Cli {
             Some(Command::Expire(s)) | Some(Command::Clear(s)) => s.config = cfg,
             Some(Command::Check(c)) => c.store.config = cfg,
             Some(Command::Ca(c)) => c.store.config = cfg,
+            Some(Command::Export(c)) => c.store.config = cfg,
+            Some(Command::Import(c)) => c.store.config = cfg,
+            Some(Command::Warm(_)) => {}
             None => {}
         }
     }
@@ -99,6 +102,67 @@ pub enum Command {
     Check(CheckCmd),
     /// Print the interception CA certificate (creating it if needed) and how to trust it.
     Ca(CaCmd),
+    /// Write stored responses to a HAR 1.2 file.
+    Export(ExportCmd),
+    /// Store the responses of a HAR file (e.g. saved from a browser's devtools).
+    Import(ImportCmd),
+    /// Fetch a list of URLs through a running proxy so they are stored (exit 1 if any failed).
+    Warm(WarmCmd),
+}
+
+/// `hoard warm URLS.txt`.
+#[derive(Debug, Args, Clone)]
+pub struct WarmCmd {
+    /// File with one URL per line (`#` comments and blank lines ignored), or `-` for stdin.
+    #[arg(value_name = "URLS")]
+    pub list: PathBuf,
+    /// The running proxy.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3128")]
+    pub proxy: http::Uri,
+    /// Requests in flight at most.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Time allowed per URL (head and body).
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_ttl)]
+    pub timeout: std::time::Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hoard export --har FILE`.
+#[derive(Debug, Args, Clone)]
+pub struct ExportCmd {
+    /// Store location and output format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The HAR file to write.
+    #[arg(long, value_name = "FILE")]
+    pub har: PathBuf,
+    /// Only this host (`host` for every port, `host:port` for one).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only URLs starting with this prefix (e.g. http://example.com/docs/).
+    #[arg(long, value_name = "URL")]
+    pub prefix: Option<String>,
+}
+
+/// `hoard import --har FILE`.
+#[derive(Debug, Args, Clone)]
+pub struct ImportCmd {
+    /// Store location and output format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The HAR file to read.
+    #[arg(long, value_name = "FILE")]
+    pub har: PathBuf,
+    /// Keep the responses fresh for this long from now, whatever their headers say.
+    #[arg(long, value_name = "D", value_parser = parse_ttl)]
+    pub ttl: Option<std::time::Duration>,
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// `hoard ca`.

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
             Err(e) => config_error(&e),
         },
         Some(Command::Ca(c)) => run_ca(&c),
+        Some(Command::Warm(w)) => {
+            init_logging(false, 0, LogFormat::Text, "warn");
+            run_warm(&w)
+        }
         Some(cmd) => {
             init_logging(false, 0, LogFormat::Text, "warn");
             run_op(cmd)
@@ -196,7 +200,7 @@ fn run_proxy(r: Resolved) -> anyhow::Result<()> {
             dir.display()
         );
         if let Some(a) = server.admin_addr() {
-            eprintln!("hoard: admin on http://{a}/metrics");
+            eprintln!("hoard: admin on http://{a}/ (dashboard; /metrics, /healthz)");
         }
         server.run_until(shutdown_signal()).await;
         Ok(())
@@ -218,7 +222,7 @@ fn op_error(e: OpsError) -> u8 {
     eprintln!("hoard: {e}");
     match e {
         OpsError::Url(..) => USAGE,
-        OpsError::Store(_) | OpsError::NoCache(_) => FAILURE,
+        OpsError::Store(_) | OpsError::NoCache(_) | OpsError::Served(_) => FAILURE,
     }
 }
 
@@ -230,18 +234,33 @@ fn run_op(cmd: Command) -> u8 {
         Command::Evict(c) => (&c.store, c.store.json),
         Command::Expire(s) | Command::Clear(s) => (s, s.json),
         Command::Check(c) => (&c.store, c.store.json),
-        Command::Serve(_) | Command::Config(_) | Command::Ca(_) => {
+        Command::Export(c) => (&c.store, c.store.json),
+        Command::Import(c) => (&c.store, c.store.json),
+        Command::Serve(_) | Command::Config(_) | Command::Ca(_) | Command::Warm(_) => {
             unreachable!("handled in main")
         }
     };
-    let cache = match store_of(store_args) {
-        Ok(c) => c,
-        Err(code) => return code,
+    let cache = match &cmd {
+        // Importing into a directory without a cache creates it.
+        Command::Import(_) => match store_args.resolve_cache_dir() {
+            Ok(dir) => match hoard::store::Cache::open(&dir) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hoard: cannot open cache directory {}: {e}", dir.display());
+                    return FAILURE;
+                }
+            },
+            Err(e) => return config_error(&e),
+        },
+        _ => match store_of(store_args) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
     };
     // `show` and `purge` find a URL under the key the proxy used: the config file's rules
     // (`ignore_query`) apply.
     let rules = match &cmd {
-        Command::Show(_) | Command::Purge(_) => {
+        Command::Show(_) | Command::Purge(_) | Command::Import(_) => {
             match hoard::config::load_file(store_args.config.as_deref()) {
                 Ok(file) => file.map(|f| f.rules).unwrap_or_default(),
                 Err(e) => return config_error(&e),
@@ -264,14 +283,28 @@ fn run_op(cmd: Command) -> u8 {
             );
             out!("policy      {}", r.eviction_policy);
             match (r.hit_ratio, r.statistics) {
-                (Some(h), _) => out!(
-                    "hit ratio   {:.1}% ({} hits, {} misses in the store)",
-                    h * 100.0,
-                    r.hits,
-                    r.misses
-                ),
-                (None, true) => out!("hit ratio   - (no lookups yet)"),
+                (Some(h), _) => {
+                    out!(
+                        "hit ratio   {:.1}% ({} of {} cacheable requests answered from the cache)",
+                        h * 100.0,
+                        r.hits,
+                        r.hits + r.misses
+                    );
+                    out!(
+                        "served      {} from the cache, {} from origins",
+                        ops::human_bytes(r.cache_bytes),
+                        ops::human_bytes(r.origin_bytes)
+                    );
+                }
+                (None, true) => out!("hit ratio   - (no cacheable requests yet)"),
                 (None, false) => out!("hit ratio   - (statistics off)"),
+            }
+            if r.store_hits + r.store_misses > 0 {
+                out!(
+                    "lookups     {} found, {} not found in the store",
+                    r.store_hits,
+                    r.store_misses
+                );
             }
             if !r.top_hosts.is_empty() {
                 out!("top hosts by bytes:");
@@ -391,11 +424,110 @@ fn run_op(cmd: Command) -> u8 {
             }
             if r.failed() { NEGATIVE } else { OK }
         }),
-        Command::Serve(_) | Command::Config(_) | Command::Ca(_) => {
+        Command::Export(c) => {
+            return match ops::har::export(&cache, &c.har, c.host.as_deref(), c.prefix.as_deref()) {
+                Ok(r) if json => print_json(&r),
+                Ok(r) => {
+                    out!(
+                        "wrote {} response(s), {} of bodies, to {}",
+                        r.entries,
+                        ops::human_bytes(r.bytes),
+                        c.har.display()
+                    );
+                    if r.entries == 0 { NEGATIVE } else { OK }
+                }
+                Err(e) => har_error(e),
+            };
+        }
+        Command::Import(c) => {
+            return match ops::har::import(&cache, &c.har, c.ttl, &rules, SystemTime::now()) {
+                Ok(r) if json => print_json(&r),
+                Ok(r) => {
+                    out!("stored {} response(s) from {}", r.stored, c.har.display());
+                    for (why, n) in &r.skipped {
+                        out!(
+                            "skipped {n}: {}",
+                            serde_json::to_string(why)
+                                .unwrap_or_default()
+                                .trim_matches('"')
+                        );
+                    }
+                    OK
+                }
+                Err(e) => har_error(e),
+            };
+        }
+        Command::Serve(_) | Command::Config(_) | Command::Ca(_) | Command::Warm(_) => {
             unreachable!("handled in main")
         }
     };
     res.unwrap_or_else(op_error)
+}
+
+/// `hoard warm`: fetch the list through the proxy; exit 1 when any URL failed.
+fn run_warm(w: &hoard::cli::WarmCmd) -> u8 {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let read = if w.list.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(&w.list).map(|t| text = t)
+    };
+    if let Err(e) = read {
+        eprintln!("hoard: cannot read {}: {e}", w.list.display());
+        return USAGE;
+    }
+    if !matches!(w.proxy.scheme_str(), Some("http")) || w.proxy.host().is_none() {
+        eprintln!(
+            "hoard: --proxy must be an http:// URL with a host: {}",
+            w.proxy
+        );
+        return USAGE;
+    }
+    let urls = ops::warm::parse_list(&text);
+    let opts = ops::warm::WarmOptions {
+        proxy: w.proxy.clone(),
+        concurrency: usize::from(w.concurrency),
+        timeout: w.timeout,
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hoard: {e}");
+            return FAILURE;
+        }
+    };
+    let r = rt.block_on(ops::warm::warm(urls, &opts, tty));
+    if w.json {
+        print_json(&r);
+    } else {
+        out!(
+            "{} URL(s) in {:.1}s: {} stored, {} already fresh, {} failed ({} received)",
+            r.stored + r.already_fresh + r.failed.len() as u64,
+            r.seconds,
+            r.stored,
+            r.already_fresh,
+            r.failed.len(),
+            ops::human_bytes(r.bytes)
+        );
+        for (url, why) in &r.failed {
+            out!("failed  {url}: {why}");
+        }
+    }
+    if r.all_ok() { OK } else { NEGATIVE }
+}
+
+fn har_error(e: ops::har::HarError) -> u8 {
+    eprintln!("hoard: {e}");
+    match e {
+        ops::har::HarError::NotHar(..) | ops::har::HarError::Entry { .. } => USAGE,
+        ops::har::HarError::Io { .. } | ops::har::HarError::Store(_) => FAILURE,
+    }
 }
 
 fn removed(r: &ops::Removed, json: bool, what: &str) -> u8 {

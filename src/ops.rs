@@ -8,6 +8,9 @@
 //! proxy keeps hot rows in memory for up to `memory-cache-ttl` (1 s by default), so it may
 //! serve a purged entry for that long; `PURGE` through the proxy has no such delay.
 
+pub mod har;
+pub mod warm;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +21,7 @@ use serde::Serialize;
 use crate::http_cache::{
     self, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions, Rule,
 };
+use crate::proxy::metrics::read_served;
 use crate::store::{self, Cache};
 
 /// Why an operation failed.
@@ -29,6 +33,9 @@ pub enum OpsError {
     /// The directory holds no cache (a typo in `--cache-dir` should not create an empty one).
     #[error("no cache in {0} (no cache.db; check --cache-dir)")]
     NoCache(String),
+    /// The served counts could not be read.
+    #[error(transparent)]
+    Served(#[from] crate::proxy::metrics::ServedError),
     /// The argument is not an absolute http(s) URL.
     #[error("{0:?} is not an absolute http:// or https:// URL: {1}")]
     Url(String, String),
@@ -233,14 +240,23 @@ pub struct StatsReport {
     pub size_limit: u64,
     /// The store's eviction policy.
     pub eviction_policy: String,
-    /// Whether the store counts hits and misses.
+    /// Whether hits and misses are counted (the proxy's `statistics` setting).
     pub statistics: bool,
-    /// Store lookups that found a row (all processes).
+    /// Requests the proxy answered from the cache, memory front included (all processes
+    /// on this directory, across restarts).
     pub hits: u64,
-    /// Store lookups that found nothing.
+    /// Cacheable requests (GET/HEAD, rule-cached methods) that went to an origin.
     pub misses: u64,
-    /// hits / (hits + misses), when there were lookups.
+    /// hits / (hits + misses), when there were such requests.
     pub hit_ratio: Option<f64>,
+    /// Body bytes (of known length) sent from the cache.
+    pub cache_bytes: u64,
+    /// Body bytes (of known length) of cacheable requests sent from origins.
+    pub origin_bytes: u64,
+    /// Store lookups that found a row (a Vary lookup is two; includes re-reads).
+    pub store_hits: u64,
+    /// Store lookups that found nothing.
+    pub store_misses: u64,
     /// Hosts with the most bytes, largest first.
     pub top_hosts: Vec<HostUsage>,
 }
@@ -249,7 +265,8 @@ pub struct StatsReport {
 pub fn stats(cache: &Cache, top: usize) -> Result<StatsReport> {
     let settings = cache.settings();
     // Keeps `statistics` as it is: this reads the counters without turning counting on or off.
-    let (hits, misses) = cache.stats(settings.statistics, false)?;
+    let (store_hits, store_misses) = cache.stats(settings.statistics, false)?;
+    let served = read_served(cache.directory())?;
     let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut urls = 0;
     for (key, g) in groups(cache, None)? {
@@ -272,9 +289,13 @@ pub fn stats(cache: &Cache, top: usize) -> Result<StatsReport> {
         size_limit: settings.size_limit,
         eviction_policy: settings.eviction_policy.to_string(),
         statistics: settings.statistics,
-        hits,
-        misses,
-        hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+        hits: served.hits,
+        misses: served.misses,
+        hit_ratio: served.ratio(),
+        cache_bytes: served.cache_bytes,
+        origin_bytes: served.origin_bytes,
+        store_hits,
+        store_misses,
         top_hosts,
     })
 }

@@ -1,3 +1,4 @@
+mod dashboard;
 mod devcache;
 mod hostile;
 mod mitm;

@@ -1,5 +1,6 @@
 //! The admin server (`--admin ADDR`, off by default): `GET /metrics` in Prometheus text
-//! format and `GET /healthz`. HTTP/1.1 only, separate from the proxy listener.
+//! format, `GET /healthz`, and the dashboard (`/`, `/events`, `/api/...`; see
+//! [`dashboard`](super::dashboard)). HTTP/1.1 only, separate from the proxy listener.
 //!
 //! Invariants: store gauges are read on a blocking thread at scrape time; nothing here
 //! touches the request path of the proxy. Only clients in `admin_allow` are served (others
@@ -16,7 +17,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::dashboard::{self, AdminBody};
 use super::observed::{Observed, Observer};
 use super::service::State;
 
@@ -90,7 +91,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, signal: impl Future<O
                 let st = state.clone();
                 let svc = service_fn(move |req| {
                     let st = st.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&st, req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(respond(&st, req, peer).await) }
                 });
                 let last = Arc::new(LastMoved::new());
                 let io = TokioIo::new(Observed { io: stream, observer: last.clone() });
@@ -165,8 +166,8 @@ impl Observer for Arc<LastMoved> {
     }
 }
 
-fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(Bytes::from(body)));
+fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<AdminBody> {
+    let mut res = Response::new(AdminBody::full(Bytes::from(body)));
     *res.status_mut() = code;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -175,8 +176,21 @@ fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<
     res
 }
 
-async fn respond(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
     const PLAIN: &str = "text/plain; charset=utf-8";
+    let req = match req.uri().path() {
+        "/healthz" | "/metrics" => req,
+        _ => match dashboard::route(st, req, peer).await {
+            Some(res) => return res,
+            None => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    PLAIN,
+                    "not found: try /, /metrics or /healthz\n".into(),
+                );
+            }
+        },
+    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n".into());
     }
@@ -185,15 +199,23 @@ async fn respond(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => {
             let store = st.store.clone();
             let gauges = tokio::task::spawn_blocking(move || {
+                let served = super::metrics::read_served(store.directory());
                 Ok::<_, crate::store::Error>((
                     store.len()?,
                     store.volume()?,
                     store.settings().size_limit,
+                    served,
                 ))
             })
             .await;
             match gauges {
-                Ok(Ok((n, v, l))) => st.metrics.set_store(n, v, l),
+                Ok(Ok((n, v, l, served))) => {
+                    st.metrics.set_store(n, v, l);
+                    match served {
+                        Ok(s) => st.metrics.set_served(&s),
+                        Err(e) => tracing::warn!(error = %e, "metrics: served counts unavailable"),
+                    }
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "metrics: store gauges unavailable"),
                 Err(e) => tracing::warn!(error = %e, "metrics: store gauge task failed"),
             }
@@ -209,7 +231,7 @@ async fn respond(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         _ => text(
             StatusCode::NOT_FOUND,
             PLAIN,
-            "not found: try /metrics or /healthz\n".into(),
+            "not found: try /, /metrics or /healthz\n".into(),
         ),
     }
 }

@@ -7,6 +7,7 @@
 mod admin;
 mod body;
 pub mod ca;
+mod dashboard;
 mod fill;
 mod framing;
 mod hostname;

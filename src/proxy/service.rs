@@ -73,7 +73,7 @@ impl State {
         local_addr: SocketAddr,
         mitm: Option<Arc<Interceptor>>,
     ) -> Result<Self, ProxyError> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::persisting(&cfg.cache_dir, cfg.statistics));
         let upstream = Upstream::new(&cfg)?.with_metrics(metrics.clone());
         let (cfg_hot_budget, cfg_hot_ttl) = (cfg.memory_cache_size, cfg.memory_cache_ttl);
         let cfg_stale_if_error = cfg.stale_if_error;
@@ -170,6 +170,19 @@ impl State {
             res.body().size_hint().exact()
         };
         self.metrics.request(cache_status, elapsed, bytes);
+        self.metrics.publish(|| super::metrics::AccessEvent {
+            time_ms: super::metrics::unix_ms(),
+            method: method.to_string(),
+            url: match origin {
+                Some(o) => format!("{o}{}", uri.path_and_query().map_or("/", |p| p.as_str())),
+                None => uri.to_string(),
+            },
+            status,
+            cache_status: cache_status.to_string(),
+            outcome: super::metrics::outcome(cache_status).to_string(),
+            bytes,
+            elapsed_us: elapsed.as_micros() as u64,
+        });
         tracing::info!(
             target: "hoard::access",
             %peer,

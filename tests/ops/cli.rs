@@ -218,3 +218,67 @@ async fn a_cli_purge_is_seen_by_a_running_proxy_at_once() {
         assert_eq!(origin.hits(), before + 1, "{path}");
     }
 }
+
+/// Issue 17: `hoard stats` right after hits served by a freshly started proxy (the second
+/// one from its in-memory front) counts them, and the counts survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_every_hit_the_proxy_served_across_restarts() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_str().unwrap().to_string();
+    let stats = || {
+        let (code, out, err) =
+            run(hoard(home.path()).args(["stats", "--json", "--cache-dir", &cache]));
+        assert_eq!(code, 0, "{err}");
+        json(&out)
+    };
+    // Counts reach the served file within milliseconds of the response: poll, bounded.
+    let wait_for = |hits: u64, misses: u64| {
+        let mut st = stats();
+        for _ in 0..40 {
+            if st["hits"] == hits && st["misses"] == misses {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            st = stats();
+        }
+        st
+    };
+    let url = origin.url("/s");
+    for round in 0..2u64 {
+        let args = ["--listen", "127.0.0.1:0", "--cache-dir", &cache, "-q"];
+        let (mut child, addr) = crate::proxy::harness::spawn_hoard(args).await;
+        let want: &[&str] = if round == 0 {
+            &["fwd=uri-miss", "hit", "hit"]
+        } else {
+            &["hit", "hit"]
+        };
+        for w in want {
+            let (s, cs, body) = get(addr, &url, &[]).await;
+            assert_eq!((s, body.as_str()), (200, "/s"));
+            assert!(cs.contains(&format!("; {w}")), "{cs}");
+        }
+        let st = wait_for(2 + 2 * round, 1);
+        assert_eq!(
+            (st["hits"].as_u64(), st["misses"].as_u64()),
+            (Some(2 + 2 * round), Some(1)),
+            "{st}"
+        );
+        assert_eq!(st["cache_bytes"], 2 * (2 + 2 * round), "{st}");
+        let ratio = st["hit_ratio"].as_f64().unwrap();
+        assert!(
+            (ratio - (2 + 2 * round) as f64 / (3 + 2 * round) as f64).abs() < 1e-9,
+            "{st}"
+        );
+        child.kill().await.unwrap();
+        let _ = child.wait().await;
+    }
+    assert_eq!(origin.hits(), 1);
+    let (code, out, _) = run(hoard(home.path()).args(["stats", "--cache-dir", &cache]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("hit ratio   80.0% (4 of 5 cacheable requests"),
+        "{out}"
+    );
+}

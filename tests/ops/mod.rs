@@ -18,10 +18,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod cli;
 mod config;
+mod har;
 mod metrics;
+mod warm;
 
 /// A loopback origin counting requests: `/vary*` varies on Accept-Encoding, `/nostore`
-/// is `no-store`, everything else is fresh for 60 s. The body is the path.
+/// is `no-store`, everything else is fresh for 60 s. The body is the path (`/bin*`: the
+/// bytes 255 down to 0).
 pub struct Origin {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
@@ -43,7 +46,12 @@ impl Origin {
                     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         h.fetch_add(1, Ordering::SeqCst);
                         let path = req.uri().path().to_string();
-                        let mut res = http::Response::new(Full::new(Bytes::from(path.clone())));
+                        let body = if path.starts_with("/bin") {
+                            Bytes::from((0..=255u8).rev().collect::<Vec<u8>>())
+                        } else {
+                            Bytes::from(path.clone())
+                        };
+                        let mut res = http::Response::new(Full::new(body));
                         let hd = res.headers_mut();
                         if path.starts_with("/nostore") {
                             hd.insert("cache-control", "no-store".parse().unwrap());
