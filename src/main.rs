@@ -259,15 +259,16 @@ fn run_op(cmd: Command) -> u8 {
     };
     // `show` and `purge` find a URL under the key the proxy used: the config file's rules
     // (`ignore_query`) apply.
-    let rules = match &cmd {
+    let file = match &cmd {
         Command::Show(_) | Command::Purge(_) | Command::Import(_) => {
             match hoard::config::load_file(store_args.config.as_deref()) {
-                Ok(file) => file.map(|f| f.rules).unwrap_or_default(),
+                Ok(file) => file,
                 Err(e) => return config_error(&e),
             }
         }
-        _ => Vec::new(),
+        _ => None,
     };
+    let rules = file.as_ref().map(|f| f.rules.clone()).unwrap_or_default();
     let res = match &cmd {
         Command::Stats(c) => ops::stats(&cache, c.top).map(|r| {
             if json {
@@ -394,7 +395,19 @@ fn run_op(cmd: Command) -> u8 {
                 OK
             }
         }),
-        Command::Purge(c) => ops::purge(&cache, &c.url, &rules).map(|r| removed(&r, json, &c.url)),
+        Command::Purge(c) => ops::purge(&cache, &c.url, &rules).map(|r| {
+            let code = removed(&r, json, &c.url);
+            // The shared tier too, when the configuration names one.
+            if let Some(cfg) = ops::shared::configured(file.as_ref())
+                && let Ok(key) = ops::url_key(&c.url, &rules)
+            {
+                match ops::shared::purge(cfg, key.as_str()) {
+                    Ok(()) => eprintln!("hoard: purged from the shared tier too"),
+                    Err(e) => eprintln!("hoard: shared tier not purged: {e}"),
+                }
+            }
+            code
+        }),
         Command::Evict(c) => match (&c.host, &c.tag) {
             (Some(h), _) => ops::evict_host(&cache, h),
             (None, Some(t)) => ops::evict_tag(&cache, t),

@@ -9,6 +9,7 @@
 //! serve a purged entry for that long; `PURGE` through the proxy has no such delay.
 
 pub mod har;
+pub mod shared;
 pub mod warm;
 
 use std::collections::BTreeMap;

@@ -249,3 +249,39 @@ async fn redis_killed_and_restarted_under_load_fails_no_request_and_sharing_resu
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn hoard_purge_with_a_shared_tier_reaches_every_machine() {
+    if !have_redis("hoard_purge_with_a_shared_tier_reaches_every_machine") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let (origin, _) = counting_origin(Duration::ZERO).await;
+    let (_ha, a, da) = hoard_on(&redis.url()).await;
+    let (_hb, b, _db) = hoard_on(&redis.url()).await;
+    connected(&redis, 2).await;
+    let url = origin.url("/cli-purged");
+    get(a, &url).await;
+    get(b, &url).await.cache_status().assert_hit();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .args(["purge", &url, "--cache-dir"])
+        .arg(da.path())
+        .env("HOARD_SHARED", redis.url())
+        .output()
+        .await
+        .expect("hoard purge runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "hoard purge failed: {stderr}");
+    assert!(stderr.contains("shared tier too"), "{stderr}");
+    let only = [("Cache-Control", "only-if-cached, max-stale=3600")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while send(b, "GET", &url, &only).await.status != 504 {
+        assert!(
+            Instant::now() < deadline,
+            "B still serves what hoard purge removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    get(b, &url).await.cache_status().assert_not_hit();
+    assert_eq!(origin.count("GET", "/cli-purged"), 2);
+}
