@@ -335,6 +335,15 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "HOARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Access log destination: a file (appended to, reopened on SIGHUP), stderr, or off;
+    /// written by its own thread, lines dropped (and counted) rather than a request ever
+    /// waiting [default: stderr]. Read by main.rs (`access_log::Destination::parse`).
+    #[arg(long, env = "HOARD_ACCESS_LOG", value_name = "PATH")]
+    pub access_log: Option<String>,
+    /// Worker threads of the runtime, or auto (the CPUs hoard may run on, honouring taskset)
+    /// [default: auto]. Read by main.rs (`runtime::parse_threads`).
+    #[arg(long, env = "HOARD_THREADS", value_name = "N")]
+    pub threads: Option<String>,
     /// Intercept CONNECT (HTTPS) with hoard's CA so HTTPS responses are cached too
     /// (`--mitm` or `--mitm=false`) [default: false].
     #[arg(long, env = "HOARD_MITM", num_args = 0..=1, default_missing_value = "true", require_equals = true)]

@@ -6,9 +6,11 @@
 //! - [`coalesce`]: single-flight per key with self-releasing permits.
 //! - [`proxy`]: sockets, upstream client, tunnels; glues the layers above together.
 //! - [`config`]: validated configuration handed to the proxy as values.
+//! - [`access_log`], [`runtime`]: the access log's writer thread and the serve runtime (`main.rs`).
 //! - [`ops`]: the maintenance subcommands (stats, ls, show, purge, evict, check) as a library.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod access_log;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
@@ -16,4 +18,5 @@ pub mod entries;
 pub mod http_cache;
 pub mod ops;
 pub mod proxy;
+pub mod runtime;
 pub mod store;

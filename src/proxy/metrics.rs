@@ -5,6 +5,7 @@
 //! walked by the admin server's `/metrics` handler.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -50,6 +51,9 @@ pub struct Metrics {
     size_limit: Gauge,
     duration: Histogram,
     upstream_duration: Histogram,
+    access_dropped: Counter,
+    /// The value of [`crate::access_log::dropped`] `access_dropped` has caught up with.
+    access_dropped_seen: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -142,6 +146,12 @@ impl Metrics {
             "Time to response head from origins",
             upstream_duration.clone(),
         );
+        let access_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access lines dropped because the access log destination did not keep up",
+            access_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -153,6 +163,8 @@ impl Metrics {
             size_limit,
             duration,
             upstream_duration,
+            access_dropped,
+            access_dropped_seen: AtomicU64::new(0),
         }
     }
 
@@ -194,6 +206,14 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        // The process-wide count of the access log, caught up when scraped.
+        let dropped = crate::access_log::dropped();
+        let seen = self
+            .access_dropped_seen
+            .fetch_max(dropped, Ordering::Relaxed);
+        if dropped > seen {
+            self.access_dropped.inc_by(dropped - seen);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -248,5 +268,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("hoard_access_log_dropped_total ")),
+            "{text}"
+        );
     }
 }
