@@ -16,7 +16,8 @@
 #              Lua), fetched from the origin and stored by hoard and nginx alike. "rand": GET
 #              /1k?r=<math.random(1, RANDOM_URLS)> after all RANDOM_URLS URLs were stored.
 #   RANDOM_URLS  URLs stored for "rand" (default 100000)
-#   FILL_TIME  seconds the fill of RANDOM_URLS URLs may take per server (default 600)
+#   FILL_TIME  seconds the fill of RANDOM_URLS URLs (curl --parallel, 32 at a time) may take
+#              per server (default 600)
 #   VARNISH    auto (default: use varnishd, installing it if possible) | 0 (skip)
 #   RSS_TEST   1 (default): peak RSS of hoard streaming a 1 GiB miss | 0 (skip)
 #   NO_BUILD   1: do not run cargo build --release
@@ -111,6 +112,7 @@ PIDS=()
 cleanup() {
     local rc=$? pid
     [[ -z ${WATCHDOG:-} ]] || kill "$WATCHDOG" 2>/dev/null || true
+    [[ -z ${CURRENT:-} ]] || kill -TERM "$CURRENT" 2>/dev/null || true # wrk or curl, under timeout
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -283,7 +285,7 @@ log "caches warm (second request a hit on ${SERVERS[*]})"
 
 # --- wrk ---------------------------------------------------------------------------------------
 WRK_LIMIT=$(($(dur_s "$DURATION") + 30))
-# Dynamic requests (misses, random hits, the fill before them). Arguments after `--`:
+# Dynamic requests (misses, random hits). Arguments after `--`:
 # KIND PATH N TAG [HOST]; PATH is /1k (gateway) or http://127.0.0.1:ORIGIN/1k (forward mode,
 # with HOST as the Host header).
 cat >"$RUN/dynamic.lua" <<'LUA'
@@ -299,9 +301,6 @@ function request()
     counter = counter + 1
     if kind == "miss" then
         return wrk.format("GET", path .. "?m=" .. tag .. "-" .. counter, headers)
-    elseif kind == "fill" then
-        if counter >= n then wrk.thread:stop() end
-        return wrk.format("GET", path .. "?r=" .. ((counter - 1) % n + 1), headers)
     end
     return wrk.format("GET", path .. "?r=" .. math.random(1, n), headers)
 end
@@ -316,7 +315,7 @@ RESULTS=$RUN/results.tsv # scenario server rep rps p50 p99 errors
 : >"$RESULTS"
 COMMANDS=$RUN/commands.txt # the exact wrk command of every (scenario, server) pair, round 1
 : >"$COMMANDS"
-# Sets WRK_CMD for: server kind(1k|1m|miss|rand|fill) conns duration tag
+# Sets WRK_CMD for: server kind(1k|1m|miss|rand) conns duration tag
 wrk_cmd() {
     local server=$1 kind=$2 c=$3 d=$4 tag=$5 url path host="" lua=()
     case $server in
@@ -340,7 +339,7 @@ wrk_cmd() {
             lua=(-s "$RUN/dynamic.lua") ;;
     esac
     WRK_CMD=(timeout "$(($(dur_s "$d") + 30))" "${PIN_WRK[@]}" wrk -t1 "-c$c" "-d$d" --timeout 5s --latency "${lua[@]}" "$url")
-    if [[ $kind == miss || $kind == rand || $kind == fill ]]; then
+    if [[ $kind == miss || $kind == rand ]]; then
         WRK_CMD+=(-- "$kind" "$path" "$RANDOM_URLS" "$tag" "$host")
     fi
 }
@@ -348,7 +347,12 @@ run_wrk() { # scenario server conns kind
     local scen=$1 server=$2 c=$3 kind=$4 out rps p50 p99 errs
     wrk_cmd "$server" "$kind" "$c" "$DURATION" "r$rep-$server-$(date +%s%N)"
     [[ $rep == 1 ]] && printf '%-9s %-9s %s\n' "$scen" "$server" "${WRK_CMD[*]}" >>"$COMMANDS"
-    out=$("${WRK_CMD[@]}" 2>&1) || true
+    # In the background and waited for, so a TERM (MAX_TIME, Ctrl-C) is handled at once.
+    "${WRK_CMD[@]}" >"$RUN/wrk.out" 2>&1 &
+    CURRENT=$!
+    wait "$CURRENT" || true
+    CURRENT=""
+    out=$(<"$RUN/wrk.out")
     printf '== %s %s rep %s: %s\n%s\n' "$scen" "$server" "$rep" "${WRK_CMD[*]}" "$out" >>"$RUN/wrk.log"
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
@@ -363,9 +367,16 @@ run_wrk() { # scenario server conns kind
 if [[ ,$SCENARIO_LIST, == *,rand\ * ]]; then
     for s in "${SERVERS[@]}"; do
         started=$(date +%s)
-        rep=fill
-        wrk_cmd "$s" fill 32 "${FILL_TIME:-600}s" fill
-        "${WRK_CMD[@]}" >>"$RUN/fill.log" 2>&1 || true
+        case $s in # curl's URL globbing, 32 transfers at a time; output discarded
+            hoard-gw) fill=("http://127.0.0.1:$HOARD_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+            hoard-fwd) fill=(-x "http://127.0.0.1:$HOARD_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+            nginx) fill=("http://127.0.0.1:$NGINX_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+            varnish) fill=("http://127.0.0.1:$VARNISH_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+        esac
+        timeout "${FILL_TIME:-600}" "${PIN_WRK[@]}" curl -s --parallel --parallel-max 32 "${fill[@]}" >/dev/null 2>>"$RUN/fill.log" &
+        CURRENT=$!
+        wait "$CURRENT" || log "$s: the fill ended with status $? (see $RUN/fill.log)"
+        CURRENT=""
         sleep 1 # let the last fills commit
         for r in 1 $(((RANDOM_URLS + 1) / 2)) "$RANDOM_URLS"; do
             h=$(fetch_headers "$s" "/1k?r=$r")

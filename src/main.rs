@@ -90,8 +90,8 @@ enum Access {
     Inline,
     /// Nowhere (`--access-log off`).
     Off,
-    /// Through the access log's writer thread (`serve`).
-    Writer(AccessLog),
+    /// Through the access log's writer thread (`serve`); `true` when it writes to stderr.
+    Writer(AccessLog, bool),
 }
 
 /// One fmt layer in the chosen format.
@@ -134,8 +134,8 @@ fn init_logging(quiet: bool, verbose: u8, format: LogFormat, base: &str, access:
         inline || m.target() != access_log::TARGET
     }));
     let access = match access {
-        Access::Writer(w) => Some(
-            fmt_layer(format, false, w)
+        Access::Writer(w, to_stderr) => Some(
+            fmt_layer(format, ansi && to_stderr, w)
                 .with_filter(filter_fn(|m| m.target() == access_log::TARGET)),
         ),
         Access::Inline | Access::Off => None,
@@ -224,7 +224,11 @@ fn serve(args: &ServeArgs) -> u8 {
         }
     };
     let (access, reopener, _guard) = match started {
-        Some(s) => (Access::Writer(s.writer), s.reopener, Some(s.guard)),
+        Some(s) => (
+            Access::Writer(s.writer, dest == Destination::Stderr),
+            s.reopener,
+            Some(s.guard),
+        ),
         None => (Access::Off, None, None),
     };
     init_logging(args.quiet, args.verbose, r.log_format, "info", access);
