@@ -2,14 +2,16 @@
 # Compares hoard's store with Python diskcache 5.6.3 on the same workload
 # (10,000 keys of 1 KiB: get hit, get miss, set, delete, LRU get), plus hoard's get at
 # 1,000,000 keys (index path and default configuration, see below), and the floor SQLite
-# itself sets for one `set` (the same UPDATE in its own transaction, from Python's sqlite3). Installs diskcache in a virtualenv under target/. Release mode.
+# itself sets for one `set` (the same UPDATE in its own transaction, from Python's sqlite3). Installs diskcache in a virtualenv under target/ ($CARGO_TARGET_DIR if set). Release mode.
 # Each side runs RUNS times (default 3) and the fastest run per operation counts, which
 # filters out noise from other processes on a shared machine.
 # Usage: [RUNS=3] benches/compare_diskcache.sh [--no-big]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Binaries and the virtualenv live in cargo's target directory ($CARGO_TARGET_DIR if set).
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-venv=target/diskcache-venv
+venv=$TARGET_DIR/diskcache-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q diskcache==5.6.3
 
@@ -20,7 +22,7 @@ trap 'rm -rf "$work"' EXIT
 runs=${RUNS:-3}
 for i in $(seq "$runs"); do
   rm -rf "$work/rust" "$work/py"
-  ./target/release/examples/store_compare "$work/rust" >> "$work/rust.all"
+  "$TARGET_DIR/release/examples/store_compare" "$work/rust" >> "$work/rust.all"
   "$venv/bin/python" benches/compare_diskcache.py "$work/py" >> "$work/py.all"
 done
 # Fastest run per operation (column 2: wall, column 3: CPU), in first-seen order.
@@ -62,15 +64,15 @@ if [ "${1:-}" != "--no-big" ]; then
   # memory with disk, not how the store scales. The index path is compared with the memory
   # layer off in both runs (STORE_COMPARE_MEMORY=0); the default configuration is shown too.
   rm -rf "$work/rust"
-  ./target/release/examples/store_compare "$work/rust" 1000000 > "$work/big.txt"
+  "$TARGET_DIR/release/examples/store_compare" "$work/rust" 1000000 > "$work/big.txt"
   # Index path: both runs measured in steady state (after loading, 3 s for the background
   # checkpoint, then sync(2): right after writing 1.4 GB the kernel's writeback competes with
   # the reads, which measures the disk, not the index).
   rm -rf "$work/rust"
-  STORE_COMPARE_SETTLE=3 STORE_COMPARE_MEMORY=0 ./target/release/examples/store_compare "$work/rust" 1000000 > "$work/big0.txt"
+  STORE_COMPARE_SETTLE=3 STORE_COMPARE_MEMORY=0 "$TARGET_DIR/release/examples/store_compare" "$work/rust" 1000000 > "$work/big0.txt"
   for i in $(seq "$runs"); do
     rm -rf "$work/rust"
-    STORE_COMPARE_SETTLE=3 STORE_COMPARE_MEMORY=0 ./target/release/examples/store_compare "$work/rust" >> "$work/small0.all"
+    STORE_COMPARE_SETTLE=3 STORE_COMPARE_MEMORY=0 "$TARGET_DIR/release/examples/store_compare" "$work/rust" >> "$work/small0.all"
   done
   echo
   ratio() { # label small big col target

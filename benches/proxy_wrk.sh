@@ -1,30 +1,47 @@
 #!/usr/bin/env bash
-# hoard vs nginx proxy_cache (and varnish, if installable) on cached hits, with wrk.
+# hoard vs nginx proxy_cache (and varnish, if installable) under wrk: cached hits (1 KiB, 1 MiB),
+# misses (every request a new URL, stored by every cache), and hits over many stored URLs in
+# random order.
 #
-#   benches/proxy_wrk.sh                      # defaults: DURATION=10s REPEAT=2
-#   DURATION=5s REPEAT=3 benches/proxy_wrk.sh
+#   benches/proxy_wrk.sh                      # defaults: DURATION=10s ROUNDS=5
+#   ROUNDS=1 DURATION=2s RANDOM_URLS=2000 VARNISH=0 RSS_TEST=0 benches/proxy_wrk.sh   # smoke run
 #
 # Environment:
 #   DURATION   wrk -d per run (default 10s)
-#   REPEAT     interleaved repetitions of every (scenario, server) pair (default 2); the table
-#              shows the best run by rps (p50/p99 from that same run)
+#   ROUNDS     rounds (default 5; REPEAT is accepted as an old name): every round runs every
+#              (scenario, server) pair once, the order of the servers reversed every other
+#              round; the table shows the MEDIAN of the rounds with the spread (min..max)
+#   SCENARIOS  comma-separated subset of: 1k c32, 1k c1, 1m c32, 1m c1, miss c32, rand c32
+#              (default: all). "miss": GET /1k?m=<run>-<counter>, a new URL every request (wrk
+#              Lua), fetched from the origin and stored by hoard and nginx alike. "rand": GET
+#              /1k?r=<math.random(1, RANDOM_URLS)> after all RANDOM_URLS URLs were stored.
+#   RANDOM_URLS  URLs stored for "rand" (default 100000)
+#   FILL_TIME  seconds the fill of RANDOM_URLS URLs (curl --parallel, 32 at a time) may take
+#              per server (default 600)
 #   VARNISH    auto (default: use varnishd, installing it if possible) | 0 (skip)
 #   RSS_TEST   1 (default): peak RSS of hoard streaming a 1 GiB miss | 0 (skip)
 #   NO_BUILD   1: do not run cargo build --release
-#   PROXY_CPU / WRK_CPU  cores for the servers / for wrk (default 0 / 1)
-#   KEEP       1: keep the run directory (configs, logs) under target/bench-proxy/
-#   PERF       a scenario such as "1k c32" or "1m c32" (optionally "... fwd" for forward mode):
+#   PROXY_CPU / WRK_CPU  cores for the servers / for wrk (default 0 / 1); pinning with taskset
+#              when it is installed and both cores exist, else nothing is pinned (said in the output)
+#   MAX_TIME   seconds the whole script may run (default: estimated from the runs, plus 15 min);
+#              a watchdog ends it (and everything it started) after that
+#   KEEP       1: keep the run directory (configs, logs) under $CARGO_TARGET_DIR/bench-proxy/
+#   PERF       a scenario such as "1k c32" or "miss c32" (optionally "... fwd" for forward mode):
 #              after the measured runs, one extra hoard run of that scenario under
 #              `perf record -g -p PID`, and the top 20 symbols of `perf report --no-children
 #              --sort symbol` are printed (not part of the table)
 #
 # Everything listens on 127.0.0.1 only. All servers (origin, hoard, nginx, varnish) are pinned to
-# PROXY_CPU and wrk to WRK_CPU; only one proxy is loaded at a time. The trap stops only the
-# processes this script started, by PID.
+# PROXY_CPU and wrk to WRK_CPU; only one proxy is loaded at a time. Every wrk run has -d and a
+# timeout. The trap stops only the processes this script started, by PID.
 set -euo pipefail
 
+INVOCATION="$0${*:+ $*}"
 DURATION=${DURATION:-10s}
-REPEAT=${REPEAT:-2}
+ROUNDS=${ROUNDS:-${REPEAT:-5}}
+SCENARIO_LIST=${SCENARIOS:-1k c32,1k c1,1m c32,1m c1,miss c32,rand c32}
+RANDOM_URLS=${RANDOM_URLS:-100000}
+MAX_TIME=${MAX_TIME:-}
 VARNISH=${VARNISH:-auto}
 RSS_TEST=${RSS_TEST:-1}
 NO_BUILD=${NO_BUILD:-0}
@@ -45,7 +62,6 @@ die() { log "error: $*"; exit 1; }
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 apt_install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1; }
 
-command -v taskset >/dev/null || die "taskset (util-linux) is required"
 command -v curl >/dev/null || apt_install curl || die "curl is required"
 command -v wrk >/dev/null || apt_install wrk || die "could not install wrk"
 NGINX=$(command -v nginx || true)
@@ -67,12 +83,36 @@ fi
 HOARD=$TARGET_DIR/release/hoard
 [[ -x $HOARD ]] || die "$HOARD not built"
 
+IFS=, read -r -a SCENARIOS <<<"$SCENARIO_LIST"
+for sc in "${SCENARIOS[@]}"; do
+    [[ $sc =~ ^(1k|1m|miss|rand)\ c[0-9]+$ ]] || die "unknown scenario '$sc' (SCENARIOS)"
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[[ $RANDOM_URLS =~ ^[1-9][0-9]*$ ]] || die "RANDOM_URLS must be a positive integer"
+
+# Pinning: servers on PROXY_CPU, wrk on WRK_CPU, when taskset exists and both cores do.
+CORES=$(nproc)
+CORES_ALL=$(nproc --all 2>/dev/null || echo "$CORES")
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+PIN_PROXY=()
+PIN_WRK=()
+if command -v taskset >/dev/null && taskset -c "$PROXY_CPU" true 2>/dev/null && taskset -c "$WRK_CPU" true 2>/dev/null; then
+    PIN_PROXY=(taskset -c "$PROXY_CPU")
+    PIN_WRK=(taskset -c "$WRK_CPU")
+    PINNING="servers pinned to cpu $PROXY_CPU, wrk to cpu $WRK_CPU (taskset)"
+else
+    PINNING="NOT pinned (taskset missing or cpu $PROXY_CPU/$WRK_CPU unavailable)"
+    log "warning: $PINNING"
+fi
+
 # --- run directory and cleanup -----------------------------------------------------------------
 mkdir -p "$BENCH_DIR" "$DATA"
 RUN=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
 PIDS=()
 cleanup() {
     local rc=$? pid
+    [[ -z ${WATCHDOG:-} ]] || kill "$WATCHDOG" 2>/dev/null || true
+    [[ -z ${CURRENT:-} ]] || kill -TERM "$CURRENT" 2>/dev/null || true # wrk or curl, under timeout
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -82,6 +122,13 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+dur_s() { local d=$1; case $d in *ms) echo 1 ;; *m) echo $((${d%m} * 60)) ;; *h) echo $((${d%h} * 3600)) ;; *s) echo "${d%s}" ;; *) echo "$d" ;; esac; }
+# The whole script is bounded: a watchdog (a subshell waiting in `read -t`, no child of its
+# own) sends TERM to this script after MAX_TIME seconds; the EXIT trap then stops the rest.
+[[ -n $MAX_TIME ]] || MAX_TIME=$((${#SCENARIOS[@]} * 4 * ROUNDS * ($(dur_s "$DURATION") + 3) + 900))
+(read -r -t "$MAX_TIME" <> <(:) || true; log "MAX_TIME (${MAX_TIME}s) reached: stopping"; kill -TERM $$) 2>/dev/null &
+WATCHDOG=$!
 
 # A free loopback port (nothing listening on it now).
 pick_port() {
@@ -156,7 +203,7 @@ EOF
     echo "$d/nginx.conf"
 }
 start_nginx() { # conf
-    taskset -c "$PROXY_CPU" "$NGINX" -c "$1" -p "$(dirname "$1")" &
+    "${PIN_PROXY[@]}" "$NGINX" -c "$1" -p "$(dirname "$1")" &
     PIDS+=($!)
 }
 
@@ -183,8 +230,9 @@ NGINX_PID=$!
 
 # hoard in gateway mode; the same process also serves the forward-mode runs.
 mkdir -p "$RUN/hoard"
-taskset -c "$PROXY_CPU" "$HOARD" -q --listen "127.0.0.1:$HOARD_PORT" --cache-dir "$RUN/hoard/cache" \
-    --upstream "http://127.0.0.1:$ORIGIN_PORT" 2>"$RUN/hoard/stderr.log" &
+HOARD_CMD=("$HOARD" -q --listen "127.0.0.1:$HOARD_PORT" --cache-dir "$RUN/hoard/cache"
+    --upstream "http://127.0.0.1:$ORIGIN_PORT")
+"${PIN_PROXY[@]}" "${HOARD_CMD[@]}" 2>"$RUN/hoard/stderr.log" &
 PIDS+=($!)
 HOARD_PID=$!
 
@@ -192,7 +240,7 @@ VARNISH_PID=""
 if [[ -n $VARNISHD ]]; then
     mkdir -p "$RUN/varnish"
     chmod 755 "$RUN" "$RUN/varnish"
-    taskset -c "$PROXY_CPU" "$VARNISHD" -a "127.0.0.1:$VARNISH_PORT" -b "127.0.0.1:$ORIGIN_PORT" \
+    "${PIN_PROXY[@]}" "$VARNISHD" -a "127.0.0.1:$VARNISH_PORT" -b "127.0.0.1:$ORIGIN_PORT" \
         -s malloc,256m -n "$RUN/varnish/n" -F >"$RUN/varnish/stdout.log" 2>&1 &
     PIDS+=($!)
     VARNISH_PID=$!
@@ -209,21 +257,25 @@ fi
 
 # --- warm every cache and check the second response is a hit ------------------------------------
 headers() { curl -s -D - -o /dev/null --max-time 30 "$@"; }
+fetch_headers() { # server path
+    case $1 in
+        hoard-gw) headers "http://127.0.0.1:$HOARD_PORT$2" ;;
+        hoard-fwd) headers -x "http://127.0.0.1:$HOARD_PORT" "http://127.0.0.1:$ORIGIN_PORT$2" ;;
+        nginx) headers "http://127.0.0.1:$NGINX_PORT$2" ;;
+        varnish) headers "http://127.0.0.1:$VARNISH_PORT$2" ;;
+    esac
+}
+is_hit() { # server headers
+    case $1 in
+        hoard-*) grep -qi '^cache-status: hoard; hit' <<<"$2" ;;
+        nginx) grep -qi '^x-cache: HIT' <<<"$2" ;;
+        varnish) grep -qiE '^x-varnish: [0-9]+ [0-9]+' <<<"$2" ;;
+    esac
+}
 warm() { # server path
-    local server=$1 path=$2 h=""
-    for _ in 1 2; do
-        case $server in
-            hoard-gw) h=$(headers "http://127.0.0.1:$HOARD_PORT$path") ;;
-            hoard-fwd) h=$(headers -x "http://127.0.0.1:$HOARD_PORT" "http://127.0.0.1:$ORIGIN_PORT$path") ;;
-            nginx) h=$(headers "http://127.0.0.1:$NGINX_PORT$path") ;;
-            varnish) h=$(headers "http://127.0.0.1:$VARNISH_PORT$path") ;;
-        esac
-    done
-    case $server in
-        hoard-*) grep -qi '^cache-status: hoard; hit' <<<"$h" ;;
-        nginx) grep -qi '^x-cache: HIT' <<<"$h" ;;
-        varnish) grep -qiE '^x-varnish: [0-9]+ [0-9]+' <<<"$h" ;;
-    esac || { printf '%s\n' "$h" >&2; die "$server $path: second request was not a hit"; }
+    local h=""
+    for _ in 1 2; do h=$(fetch_headers "$1" "$2"); done
+    is_hit "$1" "$h" || { printf '%s\n' "$h" >&2; die "$1 $2: second request was not a hit"; }
 }
 SERVERS=(hoard-gw nginx)
 [[ -n $VARNISH_PID ]] && SERVERS+=(varnish)
@@ -231,9 +283,28 @@ SERVERS+=(hoard-fwd)
 for s in "${SERVERS[@]}"; do for p in /1k /1m; do warm "$s" "$p"; done; done
 log "caches warm (second request a hit on ${SERVERS[*]})"
 
-# --- wrk runs ----------------------------------------------------------------------------------
-dur_s() { local d=$1; case $d in *ms) echo 1 ;; *m) echo $((${d%m} * 60)) ;; *h) echo $((${d%h} * 3600)) ;; *s) echo "${d%s}" ;; *) echo "$d" ;; esac; }
+# --- wrk ---------------------------------------------------------------------------------------
 WRK_LIMIT=$(($(dur_s "$DURATION") + 30))
+# Dynamic requests (misses, random hits). Arguments after `--`:
+# KIND PATH N TAG [HOST]; PATH is /1k (gateway) or http://127.0.0.1:ORIGIN/1k (forward mode,
+# with HOST as the Host header).
+cat >"$RUN/dynamic.lua" <<'LUA'
+local kind, path, n, tag
+local counter = 0
+local headers = {}
+function init(args)
+    kind, path, n, tag = args[1], args[2], tonumber(args[3]), args[4]
+    if args[5] ~= nil and args[5] ~= "" then headers["Host"] = args[5] end
+    math.randomseed(os.time())
+end
+function request()
+    counter = counter + 1
+    if kind == "miss" then
+        return wrk.format("GET", path .. "?m=" .. tag .. "-" .. counter, headers)
+    end
+    return wrk.format("GET", path .. "?r=" .. math.random(1, n), headers)
+end
+LUA
 
 to_ms() { # "123.45us" -> ms
     awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
@@ -242,41 +313,90 @@ to_ms() { # "123.45us" -> ms
 }
 RESULTS=$RUN/results.tsv # scenario server rep rps p50 p99 errors
 : >"$RESULTS"
-run_wrk() { # scenario server conns path
-    local scen=$1 server=$2 c=$3 path=$4 url lua=() out rps p50 p99 errs
+COMMANDS=$RUN/commands.txt # the exact wrk command of every (scenario, server) pair, round 1
+: >"$COMMANDS"
+# Sets WRK_CMD for: server kind(1k|1m|miss|rand) conns duration tag
+wrk_cmd() {
+    local server=$1 kind=$2 c=$3 d=$4 tag=$5 url path host="" lua=()
     case $server in
-        hoard-gw) url="http://127.0.0.1:$HOARD_PORT$path" ;;
-        nginx) url="http://127.0.0.1:$NGINX_PORT$path" ;;
-        varnish) url="http://127.0.0.1:$VARNISH_PORT$path" ;;
-        hoard-fwd)
-            url="http://127.0.0.1:$HOARD_PORT/"
-            printf 'wrk.method = "GET"\nwrk.path = "http://127.0.0.1:%s%s"\nwrk.headers["Host"] = "127.0.0.1:%s"\n' \
-                "$ORIGIN_PORT" "$path" "$ORIGIN_PORT" >"$RUN/fwd-${path#/}.lua"
-            lua=(-s "$RUN/fwd-${path#/}.lua") ;;
+        hoard-gw) url="http://127.0.0.1:$HOARD_PORT/" ;;
+        nginx) url="http://127.0.0.1:$NGINX_PORT/" ;;
+        varnish) url="http://127.0.0.1:$VARNISH_PORT/" ;;
+        hoard-fwd) url="http://127.0.0.1:$HOARD_PORT/" ;;
     esac
-    out=$(timeout "$WRK_LIMIT" taskset -c "$WRK_CPU" wrk -t1 "-c$c" "-d$DURATION" --timeout 5s --latency "${lua[@]}" "$url" 2>&1) || true
-    printf '== %s %s rep %s\n%s\n' "$scen" "$server" "$rep" "$out" >>"$RUN/wrk.log"
+    case $kind in
+        1k | 1m)
+            if [[ $server == hoard-fwd ]]; then
+                printf 'wrk.method = "GET"\nwrk.path = "http://127.0.0.1:%s/%s"\nwrk.headers["Host"] = "127.0.0.1:%s"\n' \
+                    "$ORIGIN_PORT" "$kind" "$ORIGIN_PORT" >"$RUN/fwd-$kind.lua"
+                lua=(-s "$RUN/fwd-$kind.lua")
+            else
+                url+=$kind
+            fi ;;
+        *)
+            path=/1k
+            [[ $server == hoard-fwd ]] && { path="http://127.0.0.1:$ORIGIN_PORT/1k"; host="127.0.0.1:$ORIGIN_PORT"; }
+            lua=(-s "$RUN/dynamic.lua") ;;
+    esac
+    WRK_CMD=(timeout "$(($(dur_s "$d") + 30))" "${PIN_WRK[@]}" wrk -t1 "-c$c" "-d$d" --timeout 5s --latency "${lua[@]}" "$url")
+    if [[ $kind == miss || $kind == rand ]]; then
+        WRK_CMD+=(-- "$kind" "$path" "$RANDOM_URLS" "$tag" "$host")
+    fi
+}
+run_wrk() { # scenario server conns kind
+    local scen=$1 server=$2 c=$3 kind=$4 out rps p50 p99 errs
+    wrk_cmd "$server" "$kind" "$c" "$DURATION" "r$rep-$server-$(date +%s%N)"
+    [[ $rep == 1 ]] && printf '%-9s %-9s %s\n' "$scen" "$server" "${WRK_CMD[*]}" >>"$COMMANDS"
+    # In the background and waited for, so a TERM (MAX_TIME, Ctrl-C) is handled at once.
+    "${WRK_CMD[@]}" >"$RUN/wrk.out" 2>&1 &
+    CURRENT=$!
+    wait "$CURRENT" || true
+    CURRENT=""
+    out=$(<"$RUN/wrk.out")
+    printf '== %s %s rep %s: %s\n%s\n' "$scen" "$server" "$rep" "${WRK_CMD[*]}" "$out" >>"$RUN/wrk.log"
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
     errs=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")
     [[ -n $rps && -n $p50 && -n $p99 ]] || { printf '%s\n' "$out" >&2; die "could not parse wrk output ($scen $server)"; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$server" "$rep" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" "$errs" >>"$RESULTS"
-    log "$(printf '%-14s %-9s rep %s: %10s rps  p50 %s  p99 %s  errors %s' "$scen" "$server" "$rep" "$rps" "$p50" "$p99" "$errs")"
+    log "$(printf '%-9s %-9s rep %s: %10s rps  p50 %s  p99 %s  errors %s' "$scen" "$server" "$rep" "$rps" "$p50" "$p99" "$errs")"
 }
 
-SCENARIOS=("1k c32" "1k c1" "1m c32" "1m c1")
+# --- "rand": store RANDOM_URLS URLs in every cache first ---------------------------------------
+if [[ ,$SCENARIO_LIST, == *,rand\ * ]]; then
+    for s in "${SERVERS[@]}"; do
+        started=$(date +%s)
+        case $s in # curl's URL globbing, 32 transfers at a time; output discarded
+            hoard-gw) fill=("http://127.0.0.1:$HOARD_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+            hoard-fwd) fill=(-x "http://127.0.0.1:$HOARD_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+            nginx) fill=("http://127.0.0.1:$NGINX_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+            varnish) fill=("http://127.0.0.1:$VARNISH_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+        esac
+        timeout "${FILL_TIME:-600}" "${PIN_WRK[@]}" curl -s --parallel --parallel-max 32 "${fill[@]}" >/dev/null 2>>"$RUN/fill.log" &
+        CURRENT=$!
+        wait "$CURRENT" || log "$s: the fill ended with status $? (see $RUN/fill.log)"
+        CURRENT=""
+        sleep 1 # let the last fills commit
+        for r in 1 $(((RANDOM_URLS + 1) / 2)) "$RANDOM_URLS"; do
+            h=$(fetch_headers "$s" "/1k?r=$r")
+            is_hit "$s" "$h" || { printf '%s\n' "$h" >&2; die "$s: /1k?r=$r not a hit after the fill (see $RUN/fill.log)"; }
+        done
+        log "$s: $RANDOM_URLS URLs stored in $(($(date +%s) - started)) s"
+    done
+fi
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-log "wrk: $((${#SCENARIOS[@]} * ${#SERVERS[@]} * REPEAT)) runs of $DURATION (servers on cpu $PROXY_CPU, wrk on cpu $WRK_CPU)"
-for rep in $(seq "$REPEAT"); do
+log "wrk: $((${#SCENARIOS[@]} * ${#SERVERS[@]} * ROUNDS)) runs of $DURATION ($PINNING)"
+for rep in $(seq "$ROUNDS"); do
     order=("${SERVERS[@]}")
     if ((rep % 2 == 0)); then # alternate the order so no server always runs first
         order=()
         for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do order+=("${SERVERS[$i]}"); done
     fi
     for sc in "${SCENARIOS[@]}"; do
-        read -r size conns <<<"$sc"
-        for s in "${order[@]}"; do run_wrk "$size ${conns}" "$s" "${conns#c}" "/$size"; done
+        read -r kind conns <<<"$sc"
+        for s in "${order[@]}"; do run_wrk "$sc" "$s" "${conns#c}" "$kind"; done
     done
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -285,13 +405,13 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 PERF_OUT=""
 if [[ -n $PERF ]]; then
     command -v perf >/dev/null || die "PERF set but perf is not installed (apt-get install linux-perf)"
-    read -r size conns mode <<<"$PERF"
+    read -r kind conns mode <<<"$PERF"
     server=hoard-gw; [[ ${mode:-} == fwd ]] && server=hoard-fwd
     rep=perf
     timeout "$WRK_LIMIT" perf record -q -g -o "$RUN/perf.data" -p "$HOARD_PID" 2>"$RUN/perf.err" &
     perf_pid=$!
     sleep 0.5
-    run_wrk "$size $conns perf" "$server" "${conns#c}" "/$size"
+    run_wrk "$kind $conns" "$server" "${conns#c}" "$kind"
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
     sed -i '$d' "$RESULTS" # the profiled run is not part of the table
@@ -311,7 +431,7 @@ if [[ $RSS_TEST == 1 ]]; then
         [[ -n $VARNISH_PID ]] && stop_pid "$VARNISH_PID"
         mkdir -p "$RUN/rss"
         RSS_PORT=$(pick_port) # picked now: minutes have passed since the others
-        taskset -c "$PROXY_CPU" "$HOARD" -q --listen "127.0.0.1:$RSS_PORT" --cache-dir "$RUN/rss/cache" \
+        "${PIN_PROXY[@]}" "$HOARD" -q --listen "127.0.0.1:$RSS_PORT" --cache-dir "$RUN/rss/cache" \
             --upstream "http://127.0.0.1:$ORIGIN_PORT" --max-object-size 2GiB --size-limit 4GiB \
             2>"$RUN/rss/stderr.log" &
         PIDS+=($!)
@@ -319,11 +439,11 @@ if [[ $RSS_TEST == 1 ]]; then
         wait_port "$RSS_PORT" "$RSS_PID" "$RUN/rss/stderr.log"
         hwm() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$RSS_PID/status"; }
         base=$(hwm)
-        miss=$(timeout 300 taskset -c "$WRK_CPU" curl -s -o /dev/null -D "$RUN/rss/miss.h" \
+        miss=$(timeout 300 "${PIN_WRK[@]}" curl -s -o /dev/null -D "$RUN/rss/miss.h" \
             -w '%{size_download} %{time_total}' "http://127.0.0.1:$RSS_PORT/1g")
         sleep 1 # let the store commit
         miss_hwm=$(hwm)
-        hit=$(timeout 300 taskset -c "$WRK_CPU" curl -s -o /dev/null -D "$RUN/rss/hit.h" \
+        hit=$(timeout 300 "${PIN_WRK[@]}" curl -s -o /dev/null -D "$RUN/rss/hit.h" \
             -w '%{size_download} %{time_total}' "http://127.0.0.1:$RSS_PORT/1g")
         hit_hwm=$(hwm)
         miss_cs=$(awk -F': ' 'tolower($1) == "cache-status" { sub(/\r$/, "", $2); print $2 }' "$RUN/rss/miss.h")
@@ -341,32 +461,45 @@ fi
 
 # --- report ------------------------------------------------------------------------------------
 echo
-echo "hoard vs nginx proxy_cache$([[ -n $VARNISH_PID ]] && echo " vs varnish"): cached hits, wrk -t1 -d$DURATION --latency"
-echo "servers pinned to cpu $PROXY_CPU, wrk to cpu $WRK_CPU; REPEAT=$REPEAT interleaved runs per pair, best run by rps shown"
-echo "(p50/p99 from that run); load average before $LOAD_BEFORE, after $LOAD_AFTER. Shared, noisy machine:"
-echo "compare ratios within this run, not absolute numbers across runs."
+echo "hoard vs nginx proxy_cache$([[ -n $VARNISH_PID ]] && echo " vs varnish"): wrk -t1 -d$DURATION --latency"
+echo "command: ROUNDS=$ROUNDS DURATION=$DURATION SCENARIOS=\"$SCENARIO_LIST\" RANDOM_URLS=$RANDOM_URLS VARNISH=$VARNISH RSS_TEST=$RSS_TEST PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU $INVOCATION"
+echo "machine: $CORES cores usable ($CORES_ALL online)${CPU_MODEL:+, $CPU_MODEL}; $PINNING"
+echo "hoard: ${HOARD_CMD[*]}"
+echo "$("$HOARD" --version 2>/dev/null); $("$NGINX" -v 2>&1)${VARNISHD:+; $("$VARNISHD" -V 2>&1 | head -1)}"
+echo "$ROUNDS rounds, each running every (scenario, server) pair once, server order reversed every other round;"
+echo "shown: the MEDIAN of the rounds (rps, p50, p99 each), with the spread of rps and p99 as min..max."
+echo "Load average before $LOAD_BEFORE, after $LOAD_AFTER. Shared, noisy machine: compare ratios within"
+echo "this run, not absolute numbers across runs."
 echo "hoard-gw = gateway mode (--upstream); hoard-fwd = forward mode (absolute-form via wrk Lua); nginx/varnish gateway."
+echo "1k/1m: hits on one URL; miss: every request a new URL (/1k?m=<run>-<n>), fetched and stored;"
+echo "rand: hits on /1k?r=<math.random(1, $RANDOM_URLS)>, all $RANDOM_URLS URLs stored first."
 echo
 awk -F'\t' -v order="${SERVERS[*]}" '
-    { k = $1 SUBSEP $2; if (!(k in rps) || $4 + 0 > rps[k] + 0) { rps[k] = $4; p50[k] = $5; p99[k] = $6; err[k] = $7 }
+    function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+    function median(list,   a, n) { n = split(list, a, " "); sort(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    function lo(list,   a, n) { n = split(list, a, " "); sort(a, n); return a[1] }
+    function hi(list,   a, n) { n = split(list, a, " "); sort(a, n); return a[n] }
+    { k = $1 SUBSEP $2; R[k] = R[k] " " $4; P50[k] = P50[k] " " $5; P99[k] = P99[k] " " $6; E[k] += $7
       if (!($1 in seen)) { seen[$1] = 1; scen[++ns] = $1 } }
     function ratio(a, b, what,   x, y) {
-        x = (what == "rps") ? rps[a] : p99[a]; y = (what == "rps") ? rps[b] : p99[b]
+        x = (what == "rps") ? median(R[a]) : median(P99[a]); y = (what == "rps") ? median(R[b]) : median(P99[b])
         return (y + 0 > 0) ? sprintf("%.2fx", x / y) : "-" }
     function row(s, a, b, label,   r, q, t) {
-        if (!((s SUBSEP a) in rps) || !((s SUBSEP b) in rps)) return
+        if (!((s SUBSEP a) in R) || !((s SUBSEP b) in R)) return
         r = ratio(s SUBSEP a, s SUBSEP b, "rps"); q = ratio(s SUBSEP a, s SUBSEP b, "p99"); t = ""
         if (b == "nginx" && a ~ /^hoard/) {
             if (s ~ /^1k/) t = (r + 0 >= 1.1 && q + 0 <= 1.0) ? "target met (>=1.1x rps, p99<=1x)" : "target MISSED (>=1.1x rps, p99<=1x)"
-            else t = (r + 0 >= 1.7) ? "target met (>=1.7x rps)" : "target MISSED (>=1.7x rps)"
+            else if (s ~ /^1m/) t = (r + 0 >= 1.7) ? "target met (>=1.7x rps)" : "target MISSED (>=1.7x rps)"
         }
-        printf "%-8s %-26s %10s %10s   %s\n", s, label, r, q, t }
+        printf "%-9s %-22s %8s %8s   %s\n", s, label, r, q, t }
     END {
         n = split(order, srv, " ")
-        printf "%-8s %-10s %10s %10s %10s %7s\n", "scenario", "server", "rps", "p50 ms", "p99 ms", "errors"
+        printf "%-9s %-9s %9s %-19s %8s %8s %-17s %7s\n", "scenario", "server", "rps", "(min..max)", "p50 ms", "p99 ms", "(min..max)", "errors"
         for (i = 1; i <= ns; i++) for (j = 1; j <= n; j++) { k = scen[i] SUBSEP srv[j]
-            if (k in rps) printf "%-8s %-10s %10.0f %10.3f %10.3f %7d\n", scen[i], srv[j], rps[k], p50[k], p99[k], err[k] }
-        printf "\n%-8s %-26s %10s %10s\n", "scenario", "ratio", "rps", "p99"
+            if (k in R) printf "%-9s %-9s %9.0f %-19s %8.3f %8.3f %-17s %7d\n", scen[i], srv[j], median(R[k]),
+                sprintf("(%.0f..%.0f)", lo(R[k]), hi(R[k])), median(P50[k]), median(P99[k]),
+                sprintf("(%.2f..%.2f)", lo(P99[k]), hi(P99[k])), E[k] }
+        printf "\n%-9s %-22s %8s %8s   (ratios of medians)\n", "scenario", "ratio", "rps", "p99"
         for (i = 1; i <= ns; i++) {
             row(scen[i], "hoard-gw", "nginx", "hoard-gw / nginx")
             row(scen[i], "hoard-fwd", "nginx", "hoard-fwd / nginx-gw")
@@ -374,6 +507,9 @@ awk -F'\t' -v order="${SERVERS[*]}" '
             row(scen[i], "hoard-gw", "varnish", "hoard-gw / varnish")
         }
     }' "$RESULTS"
+echo
+echo "wrk commands (round 1; later rounds differ only in the miss tag):"
+sed 's/^/  /' "$COMMANDS"
 echo
 echo "$RSS_LINE"
 if [[ -n $PERF_OUT ]]; then

@@ -20,7 +20,7 @@ WINDOW_MS=${WINDOW_MS:-100}
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --quiet --bin hoard --example slow_origin --example stampede_load
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d /tmp/hoard-stampede.XXXXXX)
 PIDS=()
 cleanup() {

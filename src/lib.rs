@@ -9,9 +9,11 @@
 //!   over the disk store) and the shared Redis tier.
 //! - [`config`]: the option table; flags, `HOARD_*` variables, the file and defaults, validated
 //!   into a [`proxy::ProxyConfig`] handed to the proxy as values.
+//! - [`access_log`], [`runtime`]: the access log's writer thread and the serve runtime (`main.rs`).
 //! - [`ops`]: the maintenance subcommands (stats, ls, show, purge, evict, check) as a library.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod access_log;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
@@ -19,4 +21,5 @@ pub mod entries;
 pub mod http_cache;
 pub mod ops;
 pub mod proxy;
+pub mod runtime;
 pub mod store;

@@ -10,6 +10,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use hoard::access_log::{self, AccessLog, Destination};
 use hoard::cli::{CaCmd, Cli, Command, Resolved, ServeArgs, StoreArgs};
 use hoard::config::{ConfigError, LogFormat};
 use hoard::ops::{self, OpsError};
@@ -45,11 +46,11 @@ fn main() -> ExitCode {
         },
         Some(Command::Ca(c)) => run_ca(&c),
         Some(Command::Warm(w)) => {
-            init_logging(false, 0, LogFormat::Text, "warn");
+            init_logging(false, 0, LogFormat::Text, "warn", Access::Inline);
             run_warm(&w)
         }
         Some(cmd) => {
-            init_logging(false, 0, LogFormat::Text, "warn");
+            init_logging(false, 0, LogFormat::Text, "warn", Access::Inline);
             run_op(cmd)
         }
     };
@@ -87,7 +88,41 @@ fn config_error(e: &ConfigError) -> u8 {
     USAGE
 }
 
-fn init_logging(quiet: bool, verbose: u8, format: LogFormat, base: &str) {
+/// Where access lines (target `hoard::access`) go.
+enum Access {
+    /// With the other log lines, on stderr, written by the thread that logs (subcommands).
+    Inline,
+    /// Nowhere (`--access-log off`).
+    Off,
+    /// Through the access log's writer thread (`serve`); `true` when it writes to stderr.
+    Writer(AccessLog, bool),
+}
+
+/// One fmt layer in the chosen format.
+fn fmt_layer<S, W>(
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    let l = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => l.boxed(),
+        LogFormat::Json => l.json().flatten_event(true).boxed(),
+    }
+}
+
+fn init_logging(quiet: bool, verbose: u8, format: LogFormat, base: &str, access: Access) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default = match (quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => base,
@@ -98,14 +133,22 @@ fn init_logging(quiet: bool, verbose: u8, format: LogFormat, base: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().flatten_event(true).init(),
-    }
+    let inline = matches!(access, Access::Inline);
+    let stderr = fmt_layer(format, ansi, std::io::stderr).with_filter(filter_fn(move |m| {
+        inline || m.target() != access_log::TARGET
+    }));
+    let access = match access {
+        Access::Writer(w, to_stderr) => Some(
+            fmt_layer(format, ansi && to_stderr, w)
+                .with_filter(filter_fn(|m| m.target() == access_log::TARGET)),
+        ),
+        Access::Inline | Access::Off => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(access)
+        .init();
 }
 
 fn print_config(r: &Resolved, json: bool) -> u8 {
@@ -146,11 +189,29 @@ fn serve(args: &ServeArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return config_error(&e),
     };
-    init_logging(args.quiet, args.verbose, r.log_format, "info");
+    let (dest, threads) = (r.proxy.access_log.clone(), r.proxy.threads);
+    // Kept until the end of `serve`: its drop writes the last access lines (after the
+    // runtime, and with it every request, has ended).
+    let started = match access_log::start(&dest) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hoard: cannot open the access log {dest:?}: {e}");
+            return USAGE;
+        }
+    };
+    let (access, reopener, _guard) = match started {
+        Some(s) => (
+            Access::Writer(s.writer, dest == Destination::Stderr),
+            s.reopener,
+            Some(s.guard),
+        ),
+        None => (Access::Off, None, None),
+    };
+    init_logging(args.quiet, args.verbose, r.log_format, "info", access);
     if let Err(code) = check_cache_dir(&r.proxy.cache_dir) {
         return code;
     }
-    match run_proxy(r) {
+    match run_proxy(r, threads, reopener) {
         Ok(()) => OK,
         Err(e) => {
             eprintln!("hoard: {e:#}");
@@ -186,13 +247,30 @@ fn check_cache_dir(dir: &std::path::Path) -> Result<(), u8> {
     Ok(())
 }
 
-fn run_proxy(r: Resolved) -> anyhow::Result<()> {
+fn run_proxy(
+    r: Resolved,
+    threads: Option<std::num::NonZeroUsize>,
+    reopener: Option<access_log::Reopener>,
+) -> anyhow::Result<()> {
     let cfg = r.proxy;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = hoard::runtime::build(threads)?;
     rt.block_on(async move {
         let dir = cfg.cache_dir.clone();
+        // SIGHUP reopens a file access log (logrotate moves it, then signals). Registered
+        // before "listening on" is printed; without a file, SIGHUP keeps its default effect.
+        #[cfg(unix)]
+        if let Some(reopener) = reopener {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut hup = signal(SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reopening the access log");
+                    reopener.reopen();
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        drop(reopener);
         let server = Server::bind(cfg).await?;
         eprintln!(
             "hoard: listening on {} (cache {})",

@@ -7,6 +7,7 @@
 //! in `config/hoard.toml` and a row in README's option table: the tests below insist).
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use super::Kind::{List, Switch};
 use super::proxy::default_random;
 use super::table::options_table;
 use super::{ConfigError, ConfigFile, EffectiveRule, Given, IpNet, LogFormat};
+use crate::access_log::Destination;
 use crate::http_cache::{ForwardingHeaders, Rule};
 use crate::store::EvictionPolicy;
 
@@ -161,6 +163,16 @@ options_table! {
         admin_allow: Vec<IpNet> {
             key: "admin-allow", default: "127.0.0.0/8,::1", parse: ip_list,
             show: each => Vec<String>,
+        }
+        /// Where the access lines go: a file (appended to, created 0600, reopened on SIGHUP),
+        /// stderr (or -), or off; written by a thread of their own, never blocking a request.
+        access_log: Destination {
+            key: "access-log", default: "stderr", parse: access_log, show: given => String,
+        }
+        /// Worker threads of the runtime; auto: the CPUs hoard may run on (honours taskset and
+        /// cgroup limits). Use 1 when hoard is pinned to one core.
+        threads: Option<NonZeroUsize> {
+            key: "threads", default: "auto", parse: threads, show: given => String,
         }
         /// Log format: text or json.
         log_format: LogFormat {

@@ -54,6 +54,16 @@ pub fn shared_prefix(t: &str) -> Result<String, String> {
     }
 }
 
+/// An access log destination (see [`crate::access_log::Destination::parse`]).
+pub fn access_log(t: &str) -> Result<crate::access_log::Destination, String> {
+    crate::access_log::Destination::parse(t)
+}
+
+/// A worker thread count, or `auto` (see [`crate::runtime::parse_threads`]).
+pub fn threads(t: &str) -> Result<Option<std::num::NonZeroUsize>, String> {
+    crate::runtime::parse_threads(t)
+}
+
 /// A path that must not be empty.
 pub fn path(t: &str) -> Result<PathBuf, String> {
     if t.is_empty() {

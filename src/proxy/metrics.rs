@@ -83,6 +83,9 @@ pub struct Metrics {
     feed: tokio::sync::broadcast::Sender<Arc<AccessEvent>>,
     /// Subscribers of `feed` (checked without a lock on the request path).
     watchers: Arc<AtomicU64>,
+    access_dropped: Counter,
+    /// The value of [`crate::access_log::dropped`] `access_dropped` has caught up with.
+    access_dropped_seen: AtomicU64,
 }
 
 /// Events kept for a subscriber that is behind; beyond this it loses the oldest (a slow
@@ -236,6 +239,12 @@ impl Metrics {
              cache directory (what `hoard stats` shows)",
             served_misses.clone(),
         );
+        let access_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access lines dropped because the access log destination did not keep up",
+            access_dropped.clone(),
+        );
         Metrics {
             registry,
             served_hits,
@@ -255,6 +264,8 @@ impl Metrics {
             shared,
             duration,
             upstream_duration,
+            access_dropped,
+            access_dropped_seen: AtomicU64::new(0),
         }
     }
 
@@ -388,6 +399,14 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        // The process-wide count of the access log, caught up when scraped.
+        let dropped = crate::access_log::dropped();
+        let seen = self
+            .access_dropped_seen
+            .fetch_max(dropped, Ordering::Relaxed);
+        if dropped > seen {
+            self.access_dropped.inc_by(dropped - seen);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -724,6 +743,11 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("hoard_access_log_dropped_total ")),
+            "{text}"
+        );
     }
 
     #[test]
