@@ -17,4 +17,4 @@ pub mod entries;
 pub mod http_cache;
 pub mod ops;
 pub mod proxy;
-pub mod store;
+pub use hoard_store as store;

@@ -77,6 +77,7 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use fanout::{FanoutBuilder, FanoutCache};
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
