@@ -75,7 +75,7 @@ pub use cache::{
     Transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SqliteError};
 pub use fanout::{FanoutBuilder, FanoutCache};
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]

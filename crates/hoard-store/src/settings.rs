@@ -76,8 +76,16 @@ impl FromStr for EvictionPolicy {
     }
 }
 
-/// Settings stored in the database (diskcache defaults).
+/// Settings stored in the database (diskcache defaults). `#[non_exhaustive]`: start from
+/// [`Settings::default`] or [`Cache::settings`](super::Cache::settings) and change fields.
+///
+/// ```
+/// let mut s = hoard_store::Settings::default();
+/// s.size_limit = 64 << 20;
+/// assert_eq!(s.cull_limit, 10);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Settings {
     /// Approximate maximum of [`Cache::volume`](super::Cache::volume) in bytes (default 1 GiB).
     pub size_limit: u64,
