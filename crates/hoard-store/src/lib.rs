@@ -44,7 +44,10 @@
 //! seen by this handle's read path after its next write or [`Cache::settings`] call.
 //!
 //! # Code map
-//! - `cache`: [`Cache`], [`Transaction`], the read path, writes and culling.
+//! - `cache/`: [`Cache`], split by concern: `open` (builder, recovery), `pool` (shared state,
+//!   connections, the write transaction), `row` (row codec, settings row), `read` (the read
+//!   path), `write` (writes and culling), `api` (the public operations), `check`,
+//!   `transaction` ([`Transaction`]), `iter` (iteration).
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
