@@ -11,6 +11,7 @@ use crate::retry::with_retry;
 use crate::schema;
 use crate::settings::{EvictionPolicy, Settings};
 use rusqlite::Connection;
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,15 +132,56 @@ impl Inner {
     }
 
     /// Runs `f` on a pooled connection, retrying on `SQLITE_BUSY`.
+    /// Inside a [`Cache::transact`] of this handle on this thread, runs on its connection
+    /// (so it sees the transaction's own writes).
     pub(crate) fn read<T>(&self, mut f: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+        if let Some(r) = self.joined(|c, _| with_retry(|| f(c))) {
+            return r;
+        }
         let conn = self.conn()?;
         with_retry(|| f(&conn))
+    }
+
+    /// Calls `f` with the connection and pending files of the transaction this handle (any
+    /// clone of it) has open on this thread, if any; `None` otherwise.
+    pub(crate) fn joined<R>(
+        &self,
+        f: impl FnOnce(&Connection, &RefCell<Pending>) -> R,
+    ) -> Option<R> {
+        let me = self as *const Inner as usize;
+        let open = OPEN.with(|o| o.borrow().iter().rev().find(|e| e.0 == me).copied());
+        // SAFETY: an entry is pushed by `OpenTx::new` from references that outlive the
+        // guard, and the guard removes it before they go out of scope; entries are
+        // thread-local, so they are only dereferenced on the thread that borrowed them.
+        open.map(|(_, c, p)| unsafe { f(&*c, &*p) })
     }
 
     /// Runs `f` inside `BEGIN IMMEDIATE` ... `COMMIT`; cleans up files either way.
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&Connection, &mut Pending) -> Result<T>,
+    ) -> Result<T> {
+        self.write_cell(|c, p| f(c, &mut p.borrow_mut()))
+    }
+
+    /// [`Inner::write`] with the pending files in a cell, so that a [`Cache::transact`] can
+    /// let calls nested in it join. Inside a transaction of this handle on this thread, `f`
+    /// runs in that transaction (no `BEGIN`/`COMMIT` of its own).
+    pub(crate) fn write_cell<T>(
+        &self,
+        f: impl FnOnce(&Connection, &RefCell<Pending>) -> Result<T>,
+    ) -> Result<T> {
+        let mut f = Some(f);
+        if let Some(r) = self.joined(|c, p| (f.take().expect("called once"))(c, p)) {
+            return r;
+        }
+        self.write_cell_outer(f.take().expect("not called yet"))
+    }
+
+    /// Runs `f` inside `BEGIN IMMEDIATE` ... `COMMIT`; cleans up files either way.
+    fn write_cell_outer<T>(
+        &self,
+        f: impl FnOnce(&Connection, &RefCell<Pending>) -> Result<T>,
     ) -> Result<T> {
         let conn = self.conn()?;
         with_retry(|| {
@@ -150,9 +192,9 @@ impl Inner {
             conn: &conn,
             armed: true,
         };
-        let mut pending = Pending::default();
+        let cell = RefCell::new(Pending::default());
         let mut wal_too_big = false;
-        let result = f(&conn, &mut pending).and_then(|v| {
+        let result = f(&conn, &cell).and_then(|v| {
             with_retry(|| {
                 conn.prepare_cached("COMMIT")?.execute([])?;
                 Ok(())
@@ -162,6 +204,7 @@ impl Inner {
             Ok(v)
         });
         drop(guard);
+        let pending = cell.into_inner();
         let cleanup = if result.is_ok() {
             &pending.unlink
         } else {
@@ -205,5 +248,31 @@ impl Inner {
             g.bump_all();
             p.changed_all = true;
         }
+    }
+}
+
+thread_local! {
+    /// Transactions open on this thread: (address of the [`Inner`], its connection, its
+    /// pending files). Pushed and popped by [`OpenTx`] only.
+    static OPEN: RefCell<Vec<OpenEntry>> = const { RefCell::new(Vec::new()) };
+}
+
+type OpenEntry = (usize, *const Connection, *const RefCell<Pending>);
+
+/// Registers a transaction as open on this thread for as long as it lives, so that calls on
+/// the same cache made inside it join it (see [`Inner::joined`]).
+pub(crate) struct OpenTx(());
+
+impl OpenTx {
+    pub(crate) fn new(inner: &Inner, conn: &Connection, pending: &RefCell<Pending>) -> OpenTx {
+        let e: OpenEntry = (inner as *const Inner as usize, conn, pending);
+        OPEN.with(|o| o.borrow_mut().push(e));
+        OpenTx(())
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        OPEN.with(|o| o.borrow_mut().pop());
     }
 }

@@ -11,12 +11,33 @@ use super::*;
 impl Cache {
     /// Runs `f` inside one `BEGIN IMMEDIATE` transaction; commits if it returns `Ok`,
     /// rolls back (removing any value files it wrote) otherwise.
+    ///
+    /// Re-entrant, like diskcache's `transact`: calls on this cache (any clone of the handle)
+    /// made on this thread while `f` runs, including a nested `transact`, join the
+    /// transaction instead of waiting for the write lock it holds. A nested `transact`
+    /// that fails does not roll anything back by itself; its error reaches the outer one.
+    /// Iterators ([`Cache::iter_keys`], [`Cache::scan`]) read committed rows only.
+    ///
+    /// ```
+    /// # fn main() -> hoard_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = hoard_store::Cache::open(dir.path())?;
+    /// cache.transact(|tx| {
+    ///     tx.set(b"a", b"1", None, None)?;
+    ///     cache.set(b"b", b"2", None, None)?; // joins the transaction
+    ///     assert_eq!(cache.get(b"a")?, Some(b"1".to_vec())); // sees its writes
+    ///     Ok(())
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn transact<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.inner.write(|c, p| {
+        self.inner.write_cell(|c, p| {
+            let _open = OpenTx::new(&self.inner, c, p);
             let tx = Transaction {
                 cache: self,
                 conn: c,
-                pending: RefCell::new(p),
+                pending: p,
             };
             f(&tx)
         })
@@ -27,7 +48,7 @@ impl Cache {
 pub struct Transaction<'a> {
     cache: &'a Cache,
     conn: &'a Connection,
-    pending: RefCell<&'a mut Pending>,
+    pending: &'a RefCell<Pending>,
 }
 
 impl fmt::Debug for Transaction<'_> {
