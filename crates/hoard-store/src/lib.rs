@@ -60,14 +60,17 @@ mod buffer;
 mod cache;
 mod checkpoint;
 mod clock;
+mod deque;
 mod error;
 mod fanout;
 mod fault;
 mod files;
+mod index;
 mod lock;
 mod memo;
 mod memory;
 mod private;
+mod queue;
 mod retry;
 mod schema;
 mod settings;
@@ -78,12 +81,14 @@ pub use cache::{
     Transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use deque::Deque;
 pub use error::{Error, Result, SqliteError};
 pub use fanout::{FanoutBuilder, FanoutCache};
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
+pub use index::Index;
 pub use lock::{Lock, LockGuard};
 pub use memo::{default_uniform, xfetch_should_recompute};
 pub use memory::{
@@ -91,6 +96,7 @@ pub use memory::{
     TRUST as MEMORY_TRUST_SECONDS,
 };
 pub use private::{DIR_MODE, Exposure, FILE_MODE, effective_uid, exposure_of};
+pub use queue::Side;
 pub use settings::{EvictionPolicy, Settings};
 
 /// Files the store names in its directory (besides value files and `tmp/`).
