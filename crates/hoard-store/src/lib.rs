@@ -7,6 +7,35 @@
 //! counters live in the database, and schema changes are append-only migrations tracked
 //! in `PRAGMA user_version`.
 //!
+//! ```
+//! use std::time::Duration;
+//! use hoard_store::{Cache, Deque, EvictionPolicy, Index, Side};
+//! # fn main() -> hoard_store::Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path();
+//! let cache = Cache::builder(dir.join("cache"))
+//!     .size_limit(64 << 20) // persisted: every process sees it
+//!     .eviction_policy(EvictionPolicy::LeastRecentlyUsed)
+//!     .open()?;
+//! cache.set(b"user:1", b"ada", Some(Duration::from_secs(300)), Some("users"))?;
+//! assert_eq!(cache.get(b"user:1")?, Some(b"ada".to_vec()));
+//! assert_eq!(cache.evict("users")?, 1); // everything tagged "users"
+//!
+//! cache.push(b"job-1", Some("jobs"), Side::Back, None, None)?; // a queue in the cache
+//! assert_eq!(cache.pull(Some("jobs"), Side::Front)?.map(|(_, v)| v), Some(b"job-1".to_vec()));
+//!
+//! let deque = Deque::open(dir.join("deque"))?;
+//! deque.append(b"x")?;
+//! let index = Index::open(dir.join("index"))?;
+//! index.set(b"k", b"v")?;
+//! assert_eq!(index.peekitem(false)?, Some((b"k".to_vec(), b"v".to_vec())));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The table of diskcache's API with its spelling here, done or not yet, is in the crate's
+//! README.md.
+//!
 //! # Invariants
 //! - A value file gets its final name only inside the transaction inserting its row and
 //!   is unlinked only after the transaction deleting the row commits; an abandoned write
@@ -54,7 +83,9 @@
 //! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
 //! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory.
 //! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
-//! - `fault`: injected write faults for tests.  `clock`, `error`, `retry`.
+//! - `queue`: [`Cache::push`]/[`Cache::pull`]/[`Cache::peek`], [`Side`].  `deque`: [`Deque`].
+//!   `index`: [`Index`].
+//! - `fault`: injected write faults for tests (feature `test-hooks`).  `clock`, `error`, `retry`.
 
 mod buffer;
 mod cache;

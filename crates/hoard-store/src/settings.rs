@@ -9,6 +9,13 @@ use std::str::FromStr;
 use super::error::Error;
 
 /// Which entries are evicted when the cache is over its size limit (after expired ones).
+///
+/// ```
+/// use hoard_store::EvictionPolicy;
+/// let p: EvictionPolicy = "least-recently-used".parse().unwrap();
+/// assert_eq!(p, EvictionPolicy::LeastRecentlyUsed);
+/// assert_eq!(p.to_string(), "least-recently-used");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum EvictionPolicy {
     /// Oldest store time first (diskcache `least-recently-stored`, the default).

@@ -18,6 +18,20 @@ use super::*;
 
 /// A handle to a cache directory. Cheap to clone (an `Arc` inside), `Send + Sync`.
 /// Buffered accesses and counters are flushed when the last clone drops.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// use std::time::Duration;
+/// let cache = hoard_store::Cache::open(dir)?;
+/// cache.set(b"k", b"v", Some(Duration::from_secs(60)), None)?;
+/// assert!(!cache.add(b"k", b"other", None, None)?); // present: not added
+/// assert_eq!(cache.incr(b"n", 2, Some(0))?, 2);
+/// assert_eq!(cache.pop(b"k")?, Some(b"v".to_vec()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Cache {
     pub(crate) inner: Arc<Inner>,
@@ -32,6 +46,18 @@ impl fmt::Debug for Cache {
 }
 
 /// A value with its expiry and tag (diskcache `get(expire_time=True, tag=True)`).
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// let cache = hoard_store::Cache::open(dir)?;
+/// cache.set(b"k", b"v", None, Some("t"))?;
+/// let e = cache.get_entry(b"k")?.unwrap();
+/// assert_eq!((e.value, e.expire_time, e.tag.as_deref()), (b"v".to_vec(), None, Some("t")));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// The stored bytes.
@@ -43,6 +69,21 @@ pub struct Entry {
 }
 
 /// One row read by [`Cache::record`]: metadata plus a value ready to stream.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// use std::io::Read;
+/// let cache = hoard_store::Cache::open(dir)?;
+/// cache.set_with_meta(b"k", &vec![7; 100_000], b"head", None, None)?; // a value file
+/// let r = cache.record(b"k")?.unwrap();
+/// assert_eq!((r.meta.as_slice(), r.len()), (&b"head"[..], 100_000));
+/// let mut body = Vec::new();
+/// r.into_reader().read_to_end(&mut body)?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Record {
     /// Small metadata stored beside the value ([`Cache::set_meta`] replaces it alone).
@@ -75,6 +116,19 @@ impl Record {
 }
 
 /// One row listed by [`Cache::scan`] (no value).
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// let cache = hoard_store::Cache::open(dir)?;
+/// cache.set(b"a:1", b"one", None, None)?;
+/// let rows: Vec<hoard_store::ScanEntry> = cache.scan(b"a:").collect::<Result<_, _>>()?;
+/// assert_eq!(rows.len(), 1);
+/// assert_eq!(rows[0].key, b"a:1");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanEntry {
     /// The key.

@@ -20,6 +20,20 @@ use std::time::Duration;
 use super::*;
 
 /// Opens a [`Cache`] with settings that are persisted to the database.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// let cache = hoard_store::Cache::builder(dir)
+///     .size_limit(1 << 20)
+///     .min_file_size(4096)
+///     .statistics(true)
+///     .open()?;
+/// assert_eq!(cache.settings().size_limit, 1 << 20);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct CacheBuilder {
     pub(crate) dir: PathBuf,
