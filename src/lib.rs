@@ -22,4 +22,4 @@ pub mod http_cache;
 pub mod ops;
 pub mod proxy;
 pub mod runtime;
-pub mod store;
+pub use hoard_store as store;

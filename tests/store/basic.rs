@@ -356,14 +356,12 @@ fn settings_are_persisted_and_shared() {
         .statistics(true)
         .open()
         .unwrap();
-    let want = Settings {
-        size_limit: 12345678,
-        cull_limit: 3,
-        eviction_policy: EvictionPolicy::LeastFrequentlyUsed,
-        min_file_size: 4096,
-        statistics: true,
-        ..Settings::default()
-    };
+    let mut want = Settings::default();
+    want.size_limit = 12345678;
+    want.cull_limit = 3;
+    want.eviction_policy = EvictionPolicy::LeastFrequentlyUsed;
+    want.min_file_size = 4096;
+    want.statistics = true;
     assert_eq!(cache.settings(), want);
     let other = Cache::open(dir.path()).unwrap();
     assert_eq!(other.settings(), want);

@@ -7,6 +7,35 @@
 //! counters live in the database, and schema changes are append-only migrations tracked
 //! in `PRAGMA user_version`.
 //!
+//! ```
+//! use std::time::Duration;
+//! use hoard_store::{Cache, Deque, EvictionPolicy, Index, Side};
+//! # fn main() -> hoard_store::Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path();
+//! let cache = Cache::builder(dir.join("cache"))
+//!     .size_limit(64 << 20) // persisted: every process sees it
+//!     .eviction_policy(EvictionPolicy::LeastRecentlyUsed)
+//!     .open()?;
+//! cache.set(b"user:1", b"ada", Some(Duration::from_secs(300)), Some("users"))?;
+//! assert_eq!(cache.get(b"user:1")?, Some(b"ada".to_vec()));
+//! assert_eq!(cache.evict("users")?, 1); // everything tagged "users"
+//!
+//! cache.push(b"job-1", Some("jobs"), Side::Back, None, None)?; // a queue in the cache
+//! assert_eq!(cache.pull(Some("jobs"), Side::Front)?.map(|(_, v)| v), Some(b"job-1".to_vec()));
+//!
+//! let deque = Deque::open(dir.join("deque"))?;
+//! deque.append(b"x")?;
+//! let index = Index::open(dir.join("index"))?;
+//! index.set(b"k", b"v")?;
+//! assert_eq!(index.peekitem(false)?, Some((b"k".to_vec(), b"v".to_vec())));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The table of diskcache's API with its spelling here, done or not yet, is in the crate's
+//! README.md.
+//!
 //! # Invariants
 //! - A value file gets its final name only inside the transaction inserting its row and
 //!   is unlinked only after the transaction deleting the row commits; an abandoned write
@@ -44,27 +73,35 @@
 //! seen by this handle's read path after its next write or [`Cache::settings`] call.
 //!
 //! # Code map
-//! - `cache`: [`Cache`], [`Transaction`], the read path, writes and culling.
+//! - `cache/`: [`Cache`], split by concern: `open` (builder, recovery), `pool` (shared state,
+//!   connections, the write transaction), `row` (row codec, settings row), `read` (the read
+//!   path), `write` (writes and culling), `api` (the public operations), `check`,
+//!   `transaction` ([`Transaction`]), `iter` (iteration).
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
 //! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
 //! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory.
 //! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
-//! - `fault`: injected write faults for tests.  `clock`, `error`, `retry`.
+//! - `queue`: [`Cache::push`]/[`Cache::pull`]/[`Cache::peek`], [`Side`].  `deque`: [`Deque`].
+//!   `index`: [`Index`].
+//! - `fault`: injected write faults for tests (feature `test-hooks`).  `clock`, `error`, `retry`.
 
 mod buffer;
 mod cache;
 mod checkpoint;
 mod clock;
+mod deque;
 mod error;
 mod fanout;
 mod fault;
 mod files;
+mod index;
 mod lock;
 mod memo;
 mod memory;
 mod private;
+mod queue;
 mod retry;
 mod schema;
 mod settings;
@@ -75,11 +112,14 @@ pub use cache::{
     Transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, Result};
+pub use deque::Deque;
+pub use error::{Error, Result, SqliteError};
 pub use fanout::{FanoutBuilder, FanoutCache};
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
+pub use index::Index;
 pub use lock::{Lock, LockGuard};
 pub use memo::{default_uniform, xfetch_should_recompute};
 pub use memory::{
@@ -87,6 +127,7 @@ pub use memory::{
     TRUST as MEMORY_TRUST_SECONDS,
 };
 pub use private::{DIR_MODE, Exposure, FILE_MODE, effective_uid, exposure_of};
+pub use queue::Side;
 pub use settings::{EvictionPolicy, Settings};
 
 /// Files the store names in its directory (besides value files and `tmp/`).

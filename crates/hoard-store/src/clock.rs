@@ -27,6 +27,20 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to. Cheap to clone; clones share the time.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// use std::time::Duration;
+/// let clock = hoard_store::ManualClock::new(1_000.0);
+/// let cache = hoard_store::Cache::builder(dir).clock(clock.shared()).open()?;
+/// cache.set(b"k", b"v", Some(Duration::from_secs(10)), None)?;
+/// clock.advance(11.0);
+/// assert_eq!(cache.get(b"k")?, None);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ManualClock {
     bits: Arc<AtomicU64>,

@@ -9,6 +9,13 @@ use std::str::FromStr;
 use super::error::Error;
 
 /// Which entries are evicted when the cache is over its size limit (after expired ones).
+///
+/// ```
+/// use hoard_store::EvictionPolicy;
+/// let p: EvictionPolicy = "least-recently-used".parse().unwrap();
+/// assert_eq!(p, EvictionPolicy::LeastRecentlyUsed);
+/// assert_eq!(p.to_string(), "least-recently-used");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum EvictionPolicy {
     /// Oldest store time first (diskcache `least-recently-stored`, the default).
@@ -76,8 +83,16 @@ impl FromStr for EvictionPolicy {
     }
 }
 
-/// Settings stored in the database (diskcache defaults).
+/// Settings stored in the database (diskcache defaults). `#[non_exhaustive]`: start from
+/// [`Settings::default`] or [`Cache::settings`](super::Cache::settings) and change fields.
+///
+/// ```
+/// let mut s = hoard_store::Settings::default();
+/// s.size_limit = 64 << 20;
+/// assert_eq!(s.cull_limit, 10);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Settings {
     /// Approximate maximum of [`Cache::volume`](super::Cache::volume) in bytes (default 1 GiB).
     pub size_limit: u64,

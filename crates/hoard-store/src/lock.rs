@@ -9,6 +9,22 @@ use super::cache::Cache;
 use super::error::{Error, Result};
 
 /// A named lock shared by every process using the cache directory. Not reentrant.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// use std::time::Duration;
+/// let cache = hoard_store::Cache::open(dir)?;
+/// let lock = hoard_store::Lock::new(&cache, b"lock:report", Duration::from_secs(30));
+/// {
+///     let _held = lock.guard(Duration::from_secs(1))?;
+///     assert!(lock.locked()?);
+/// }
+/// assert!(!lock.locked()?);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Lock {
     cache: Cache,

@@ -18,7 +18,7 @@ pub enum Error {
     Corrupt(String),
     /// Any other SQLite error.
     #[error("sqlite: {0}")]
-    Sqlite(#[source] rusqlite::Error),
+    Sqlite(#[source] SqliteError),
     /// Filesystem error (value files, directories).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -45,6 +45,46 @@ pub enum Error {
     InvalidSetting(String),
 }
 
+/// An SQLite error other than corruption, opaque so that the SQLite binding is not part of
+/// the store's API: it displays SQLite's message and tells its result code.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// std::fs::create_dir(dir.path().join("cache.db"))?; // a directory where the database goes
+/// match hoard_store::Cache::open(dir.path()) {
+///     Err(hoard_store::Error::Sqlite(e)) => println!("sqlite said {e} (code {:?})", e.code()),
+///     other => println!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SqliteError(pub(crate) rusqlite::Error);
+
+impl SqliteError {
+    /// SQLite's extended result code (`SQLITE_BUSY` = 5, `SQLITE_FULL` = 13, ...), when the
+    /// error came from SQLite itself rather than from the binding (a type mismatch, say).
+    pub fn code(&self) -> Option<i32> {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SqliteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SqliteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         match &e {
@@ -53,7 +93,7 @@ impl From<rusqlite::Error> for Error {
             {
                 Error::Corrupt(e.to_string())
             }
-            _ => Error::Sqlite(e),
+            _ => Error::Sqlite(SqliteError(e)),
         }
     }
 }
@@ -73,7 +113,7 @@ impl Error {
                     | K::QuotaExceeded
                     | K::FileTooLarge
             ),
-            Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            Error::Sqlite(SqliteError(rusqlite::Error::SqliteFailure(f, _))) => matches!(
                 f.code,
                 ErrorCode::DiskFull
                     | ErrorCode::ReadOnly
@@ -87,7 +127,7 @@ impl Error {
 
     /// True when the error is SQLite's `SQLITE_BUSY`/`SQLITE_LOCKED` (worth retrying).
     pub(crate) fn is_busy(&self) -> bool {
-        matches!(self, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+        matches!(self, Error::Sqlite(SqliteError(rusqlite::Error::SqliteFailure(f, _)))
             if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
     }
 }

@@ -21,6 +21,18 @@ pub(crate) fn shard_of(key: &[u8], shards: usize) -> usize {
 }
 
 /// A cache sharded over N directories (`000`, `001`, ...) to spread write contention.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// let cache = hoard_store::FanoutCache::open(dir, 4)?;
+/// cache.set(b"k", b"v", None, None)?;
+/// assert_eq!(cache.get(b"k")?, Some(b"v".to_vec()));
+/// assert_eq!(cache.shards().len(), 4);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct FanoutCache {
     dir: PathBuf,

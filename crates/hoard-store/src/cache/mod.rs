@@ -1,0 +1,70 @@
+//! The [`Cache`] handle, split by concern:
+//! - `open`: [`CacheBuilder`], opening and recovery.  `pool`: shared state, connection pool,
+//!   the write transaction.  `row`: the row codec and the settings row.
+//! - `read`: the read path.  `write`: writes and culling.  `api`: the public operations.
+//! - `check`: consistency checks.  `transaction`: [`Cache::transact`].  `iter`: iteration.
+//!
+//! Invariant: every write runs in one `BEGIN IMMEDIATE` transaction; value files are
+//! renamed into place inside it and unlinked only after a delete commits; the read path
+//! takes no write transaction except to remove a faulty row.
+
+use std::time::Duration;
+
+/// `mode` of a row whose value is the `value` column.
+pub(crate) const MODE_INLINE: i64 = 1;
+/// `mode` of a row whose value is the file named by `filename`.
+pub(crate) const MODE_FILE: i64 = 2;
+/// Idle connections kept per cache handle.
+pub(crate) const MAX_IDLE_CONNECTIONS: usize = 32;
+/// Most rows one write may cull to get back under the size limit (bounds write latency).
+pub const MAX_CULL_PER_WRITE: u64 = 10_000;
+/// Rows per transaction for bulk deletes (`expire`, `evict`, `clear`, `cull`).
+pub(crate) const BULK_BATCH: i64 = 1000;
+/// Temporary files older than this are reported (and removed) by `check`.
+pub(crate) const TEMP_GRACE: Duration = Duration::from_secs(3600);
+/// Rows per page of iteration.
+pub(crate) const PAGE: i64 = 1000;
+
+/// Columns of a full row read; indices used by [`decode_row`].
+macro_rules! row_cols {
+    () => {
+        "rowid, mode, filename, value, expire_time, size, length(key), \
+         length(meta), meta, store_time, tag, key"
+    };
+}
+pub(crate) const ROW_COLS: &str = row_cols!();
+
+/// The volume (`volume()`): bytes of keys, values and meta plus the database's own pages.
+macro_rules! volume_expr {
+    () => {
+        "(SELECT size FROM counters WHERE id = 0) + \
+         (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())"
+    };
+}
+
+/// Columns of the settings row, in the order [`settings_from`] reads them.
+macro_rules! settings_cols {
+    () => {
+        "size_limit, cull_limit, eviction_policy, min_file_size, statistics, \
+         sqlite_mmap_size, sqlite_cache_size"
+    };
+}
+
+mod api;
+mod check;
+mod iter;
+mod open;
+mod pool;
+mod read;
+mod row;
+mod transaction;
+mod write;
+
+pub use api::{Cache, Entry, Record, ScanEntry};
+pub use iter::{KeyIter, ScanIter};
+pub use open::CacheBuilder;
+pub(crate) use open::stale_temp_files;
+pub(crate) use pool::*;
+pub(crate) use row::*;
+pub use transaction::Transaction;
+pub(crate) use write::*;

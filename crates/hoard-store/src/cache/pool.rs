@@ -1,0 +1,278 @@
+//! Shared state of a handle ([`Inner`]) and its connection pool; the write transaction
+//! (`BEGIN IMMEDIATE` ... `COMMIT`, file cleanup either way, generation bumps).
+
+use crate::buffer::AccessBuffer;
+use crate::checkpoint::{self, Checkpointer};
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::files;
+use crate::memory::{self, Generations, MemoryLayer};
+use crate::retry::with_retry;
+use crate::schema;
+use crate::settings::{EvictionPolicy, Settings};
+use rusqlite::Connection;
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+/// Shared state behind every clone of a [`Cache`].
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) pool: Mutex<Vec<Connection>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) policy: AtomicU8,
+    pub(crate) statistics: AtomicBool,
+    pub(crate) min_file_size: AtomicU64,
+    pub(crate) tuning: Mutex<(u64, i64)>,
+    /// Last settings read from the database.
+    pub(crate) settings: Mutex<Settings>,
+    pub(crate) checkpointer: Checkpointer,
+    pub(crate) buffer: AccessBuffer,
+    /// Shared change counters (`cache.gen`); every write bumps them (see `memory`).
+    pub(crate) gens: Option<Generations>,
+    /// Copies of recently read small values, valid under `gens`.
+    pub(crate) memory: Option<MemoryLayer>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.flush();
+        self.checkpointer.stop();
+    }
+}
+
+/// A pooled connection, returned to the pool on drop.
+pub(crate) struct Conn<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) conn: Option<Connection>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take()
+            && c.is_autocommit()
+        {
+            let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < MAX_IDLE_CONNECTIONS {
+                pool.push(c);
+            }
+        }
+    }
+}
+
+/// Files to clean up when a write transaction ends.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// Files renamed into place by this transaction: removed if it rolls back.
+    pub(crate) created: Vec<PathBuf>,
+    /// Files of rows deleted or replaced by this transaction: removed after it commits.
+    pub(crate) unlink: Vec<PathBuf>,
+    /// Hashes of keys whose rows this transaction changed: their generation counters are
+    /// bumped again when it ends.
+    pub(crate) changed: Vec<u64>,
+    /// The transaction changed rows it cannot name: bump the global counter when it ends.
+    pub(crate) changed_all: bool,
+}
+
+/// Rolls back an open transaction unless disarmed (also on panic).
+pub(crate) struct Rollback<'a> {
+    pub(crate) conn: &'a Connection,
+    pub(crate) armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.armed && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn policy(&self) -> EvictionPolicy {
+        EvictionPolicy::ALL[self.policy.load(Ordering::Relaxed) as usize % 4]
+    }
+
+    pub(crate) fn cache_settings(&self, s: &Settings) {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(s);
+        self.policy
+            .store(policy_to_u8(s.eviction_policy), Ordering::Relaxed);
+        self.statistics.store(s.statistics, Ordering::Relaxed);
+        self.min_file_size.store(s.min_file_size, Ordering::Relaxed);
+    }
+
+    pub(crate) fn conn(&self) -> Result<Conn<'_>> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let (mmap, cache) = *self.tuning.lock().unwrap_or_else(|p| p.into_inner());
+                let mut c = schema::open_connection(&self.dir, mmap, cache)?;
+                self.checkpointer.watch(&mut c)?;
+                c
+            }
+        };
+        Ok(Conn {
+            inner: self,
+            conn: Some(conn),
+        })
+    }
+
+    /// Runs `f` on a pooled connection, retrying on `SQLITE_BUSY`.
+    /// Inside a [`Cache::transact`] of this handle on this thread, runs on its connection
+    /// (so it sees the transaction's own writes).
+    pub(crate) fn read<T>(&self, mut f: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+        if let Some(r) = self.joined(|c, _| with_retry(|| f(c))) {
+            return r;
+        }
+        let conn = self.conn()?;
+        with_retry(|| f(&conn))
+    }
+
+    /// Calls `f` with the connection and pending files of the transaction this handle (any
+    /// clone of it) has open on this thread, if any; `None` otherwise.
+    pub(crate) fn joined<R>(
+        &self,
+        f: impl FnOnce(&Connection, &RefCell<Pending>) -> R,
+    ) -> Option<R> {
+        let me = self as *const Inner as usize;
+        let open = OPEN.with(|o| o.borrow().iter().rev().find(|e| e.0 == me).copied());
+        // SAFETY: an entry is pushed by `OpenTx::new` from references that outlive the
+        // guard, and the guard removes it before they go out of scope; entries are
+        // thread-local, so they are only dereferenced on the thread that borrowed them.
+        open.map(|(_, c, p)| unsafe { f(&*c, &*p) })
+    }
+
+    /// Runs `f` inside `BEGIN IMMEDIATE` ... `COMMIT`; cleans up files either way.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Pending) -> Result<T>,
+    ) -> Result<T> {
+        self.write_cell(|c, p| f(c, &mut p.borrow_mut()))
+    }
+
+    /// [`Inner::write`] with the pending files in a cell, so that a [`Cache::transact`] can
+    /// let calls nested in it join. Inside a transaction of this handle on this thread, `f`
+    /// runs in that transaction (no `BEGIN`/`COMMIT` of its own).
+    pub(crate) fn write_cell<T>(
+        &self,
+        f: impl FnOnce(&Connection, &RefCell<Pending>) -> Result<T>,
+    ) -> Result<T> {
+        let mut f = Some(f);
+        if let Some(r) = self.joined(|c, p| (f.take().expect("called once"))(c, p)) {
+            return r;
+        }
+        self.write_cell_outer(f.take().expect("not called yet"))
+    }
+
+    /// Runs `f` inside `BEGIN IMMEDIATE` ... `COMMIT`; cleans up files either way.
+    fn write_cell_outer<T>(
+        &self,
+        f: impl FnOnce(&Connection, &RefCell<Pending>) -> Result<T>,
+    ) -> Result<T> {
+        let conn = self.conn()?;
+        with_retry(|| {
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            Ok(())
+        })?;
+        let mut guard = Rollback {
+            conn: &conn,
+            armed: true,
+        };
+        let cell = RefCell::new(Pending::default());
+        let mut wal_too_big = false;
+        let result = f(&conn, &cell).and_then(|v| {
+            with_retry(|| {
+                conn.prepare_cached("COMMIT")?.execute([])?;
+                Ok(())
+            })?;
+            guard.armed = false;
+            wal_too_big = self.checkpointer.committed();
+            Ok(v)
+        });
+        drop(guard);
+        let pending = cell.into_inner();
+        let cleanup = if result.is_ok() {
+            &pending.unlink
+        } else {
+            &pending.created
+        };
+        for p in cleanup {
+            files::unlink(p);
+        }
+        if let Some(g) = &self.gens {
+            for &h in &pending.changed {
+                g.bump(h);
+            }
+            if pending.changed_all {
+                g.bump_all();
+            }
+        }
+        if wal_too_big {
+            // Back-pressure (see `checkpoint`): this writer restarts the WAL, waiting for
+            // readers at most RESTART_WAIT (the whole busy timeout would stall every writer
+            // that long); on failure a later commit tries again.
+            let _ = conn.busy_timeout(checkpoint::RESTART_WAIT);
+            let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+            let _ = conn.busy_timeout(schema::BUSY_TIMEOUT);
+        }
+        result
+    }
+
+    /// Registers a change to `key`'s row inside a write transaction: invalidates copies of
+    /// it now and again when the transaction ends (see `memory`).
+    pub(crate) fn changed(&self, p: &mut Pending, key: &[u8]) {
+        if let Some(g) = &self.gens {
+            let h = memory::key_hash(key);
+            g.bump(h);
+            p.changed.push(h);
+        }
+    }
+
+    /// Registers changes to rows that cannot be named: invalidates every copy.
+    pub(crate) fn changed_all(&self, p: &mut Pending) {
+        if let Some(g) = &self.gens {
+            g.bump_all();
+            p.changed_all = true;
+        }
+    }
+}
+
+thread_local! {
+    /// Transactions open on this thread: (address of the [`Inner`], its connection, its
+    /// pending files). Pushed and popped by [`OpenTx`] only.
+    static OPEN: RefCell<Vec<OpenEntry>> = const { RefCell::new(Vec::new()) };
+}
+
+type OpenEntry = (usize, *const Connection, *const RefCell<Pending>);
+
+/// Registers a transaction as open on this thread for as long as it lives, so that calls on
+/// the same cache made inside it join it (see [`Inner::joined`]).
+pub(crate) struct OpenTx(());
+
+impl OpenTx {
+    pub(crate) fn new(inner: &Inner, conn: &Connection, pending: &RefCell<Pending>) -> OpenTx {
+        let e: OpenEntry = (inner as *const Inner as usize, conn, pending);
+        OPEN.with(|o| o.borrow_mut().push(e));
+        OpenTx(())
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        OPEN.with(|o| o.borrow_mut().pop());
+    }
+}

@@ -1,0 +1,173 @@
+//! The read path: access/hit-miss recording and flushing, loading values, removing faulty rows.
+
+use crate::error::Result;
+use crate::files::{self, Value};
+use crate::memory::{self, Held};
+use rusqlite::{Connection, params};
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+impl Inner {
+    /// Records a hit/miss and (LRU/LFU) an access. `may_flush` must be false inside a
+    /// write transaction: a flush needs the write lock that transaction holds.
+    pub(crate) fn note_access(&self, key: &[u8], hit: bool, now: f64, may_flush: bool) {
+        let mut due = false;
+        if self.statistics.load(Ordering::Relaxed) {
+            due |= self.buffer.count(hit);
+        }
+        if hit && self.policy().tracks_access() {
+            due |= self.buffer.access(key, now);
+        }
+        if due && may_flush {
+            self.try_flush();
+        }
+    }
+
+    /// Flushes if no other thread is flushing; errors keep the counters for the next try.
+    pub(crate) fn try_flush(&self) {
+        if let Ok(_g) = self.buffer.flushing.try_lock() {
+            let _ = self.flush_drained();
+        }
+    }
+
+    /// Writes what the buffer holds, [`FLUSH_CHUNK`](crate::buffer::FLUSH_CHUNK) keys per
+    /// transaction. On error the counters are put back (accesses are dropped).
+    pub(crate) fn flush_drained(&self) -> Result<()> {
+        let policy = self.policy();
+        for part in self.buffer.drain().into_chunks() {
+            self.write(|c, _| part.apply(c, policy)).inspect_err(|_| {
+                self.buffer.restore_counts(&part);
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        let _g = self
+            .buffer
+            .flushing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.flush_drained()
+    }
+
+    /// Deletes a faulty row (missing/short file, undecodable) if it is still the same row.
+    pub(crate) fn remove_bad(&self, key: &[u8], rowid: i64, filename: Option<&str>) -> Result<()> {
+        self.write(|c, p| self.remove_bad_in(c, p, key, rowid, filename))
+    }
+
+    pub(crate) fn remove_bad_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        rowid: i64,
+        filename: Option<&str>,
+    ) -> Result<()> {
+        let n = c
+            .prepare_cached(
+                "DELETE FROM cache WHERE rowid = ?1 AND key = ?2 AND (?3 IS NULL OR filename = ?3)",
+            )?
+            .execute(params![rowid, key, filename])?;
+        if n == 1 {
+            self.changed(p, key);
+        }
+        if let Some(path) = filename
+            .filter(|_| n == 1)
+            .and_then(|f| value_path(&self.dir, f))
+        {
+            p.unlink.push(path);
+        }
+        Ok(())
+    }
+
+    /// Loads a row's whole value; `None` when its file is missing or has the wrong length.
+    pub(crate) fn load_bytes(&self, row: &mut Row) -> Result<Option<Vec<u8>>> {
+        match row.mode {
+            MODE_INLINE => Ok(row.value.take()),
+            _ => match row
+                .filename
+                .as_deref()
+                .and_then(|f| value_path(&self.dir, f))
+            {
+                Some(path) => files::read_value_file(&path, row.value_len),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Opens a row's value for streaming; `None` when its file is missing or short.
+    pub(crate) fn load_value(&self, row: &mut Row) -> Result<Option<Value>> {
+        match row.mode {
+            MODE_INLINE => Ok(row.value.take().map(Value::Inline)),
+            _ => match row
+                .filename
+                .as_deref()
+                .and_then(|f| value_path(&self.dir, f))
+            {
+                Some(path) => {
+                    Ok(
+                        files::open_value_file(&path, row.value_len)?.map(|file| Value::File {
+                            file,
+                            len: row.value_len,
+                        }),
+                    )
+                }
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The read path: one SELECT, then the value; faults become misses and are removed.
+    pub(crate) fn fetch<T>(
+        &self,
+        key: &[u8],
+        load: impl Fn(&Inner, &mut Row) -> Result<Option<T>>,
+    ) -> Result<Option<(Row, T)>> {
+        let now = self.clock.now();
+        let found = self.read(|c| lookup(c, key, now))?;
+        let out = match found {
+            Found::Live(mut row) => match load(self, &mut row)? {
+                Some(v) => Some((row, v)),
+                None => {
+                    self.remove_bad(key, row.rowid, row.filename.as_deref())?;
+                    None
+                }
+            },
+            Found::Undecodable(rowid) => {
+                self.remove_bad(key, rowid, None)?;
+                None
+            }
+            Found::Missing | Found::Expired => None,
+        };
+        self.note_access(key, out.is_some(), now, true);
+        Ok(out)
+    }
+
+    /// `get`: from this handle's memory layer when its copy is current, else through
+    /// [`fetch`](Self::fetch), keeping a copy of small values.
+    pub(crate) fn get_held(&self, key: &[u8]) -> Result<Option<Held>> {
+        let (Some(memory), Some(gens)) = (&self.memory, &self.gens) else {
+            return Ok(self.fetch(key, |i, row| i.load_bytes(row))?.map(held));
+        };
+        let now = self.clock.now();
+        let h = memory::key_hash(key);
+        // Sampled before the database read: a change committed after it bumps the stamp.
+        let stamp = gens.stamp(h);
+        if let Some(known) = memory.get(h, key, stamp, now) {
+            self.note_access(key, known.is_some(), now, true);
+            return Ok(known);
+        }
+        let Some((row, value)) = self.fetch(key, |i, row| i.load_bytes(row))? else {
+            memory.put(h, key, None, stamp, now);
+            return Ok(None);
+        };
+        let inline = row.mode == MODE_INLINE;
+        let out = held((row, value));
+        if inline {
+            memory.put(h, key, Some(out.clone()), stamp, now);
+        }
+        Ok(Some(out))
+    }
+}

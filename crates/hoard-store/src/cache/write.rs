@@ -1,0 +1,469 @@
+//! Writes and culling: installing a value (inline or file), putting and deleting rows,
+//! culling expired then policy-ordered rows, and each operation's in-transaction form.
+
+use crate::buffer::Drained;
+use crate::error::{Error, Result};
+use crate::files::TempFile;
+use crate::memory::Held;
+use crate::settings::Settings;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::*;
+
+impl Inner {
+    /// Turns a payload into a stored form inside the transaction (renaming files into place).
+    pub(crate) fn install<'p>(
+        &self,
+        payload: &'p mut Payload<'_>,
+        p: &mut Pending,
+    ) -> Result<Stored<'p>> {
+        match payload {
+            Payload::Bytes(b) => Ok(Stored::Inline(b)),
+            Payload::File(t) => {
+                let len = t.len;
+                let (rel, full) = t.install(&self.dir)?;
+                p.created.push(full);
+                Ok(Stored::File { rel, len })
+            }
+        }
+    }
+
+    /// Inserts or replaces the row for `key`. Returns its rowid.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn put_row(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        stored: &Stored<'_>,
+        meta: &[u8],
+        expire_time: Option<f64>,
+        tag: Option<&str>,
+        now: f64,
+    ) -> Result<i64> {
+        let (mode, filename, value, vlen): (i64, Option<&str>, Option<&[u8]>, u64) = match stored {
+            Stored::Inline(b) => (MODE_INLINE, None, Some(b), b.len() as u64),
+            Stored::File { rel, len } => (MODE_FILE, Some(rel.as_str()), None, *len),
+        };
+        let size = (key.len() as u64 + meta.len() as u64 + vlen) as i64;
+        self.changed(p, key);
+        // Old row: columns are only assigned when they change, so unchanged indexed
+        // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
+        #[allow(clippy::type_complexity)]
+        let old: Option<(i64, Option<String>, Option<f64>, Option<String>, i64, i64)> = c
+            .prepare_cached(
+                "SELECT rowid, filename, expire_time, tag, access_count, size FROM cache WHERE key = ?1",
+            )?
+            .query_row([key], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get_ref(1)?.as_str_or_null().ok().flatten().map(String::from),
+                    r.get_ref(2)?.as_f64_or_null().ok().flatten(),
+                    r.get_ref(3)?.as_str_or_null().ok().flatten().map(String::from),
+                    r.get_ref(4)?.as_i64().unwrap_or(-1),
+                    r.get_ref(5)?.as_i64().unwrap_or(-1),
+                ))
+            })
+            .optional()?;
+        match old {
+            Some((rowid, old_file, old_expire, old_tag, old_count, old_size)) => {
+                let mut sql = String::from(
+                    "UPDATE cache SET raw = 1, store_time = :now, access_time = :now, mode = :mode, \
+                     filename = :filename, value = :value, meta = :meta",
+                );
+                let set_expire = old_expire != expire_time;
+                let set_tag = old_tag.as_deref() != tag;
+                let set_size = old_size != size;
+                if set_expire {
+                    sql.push_str(", expire_time = :expire_time");
+                }
+                if set_tag {
+                    sql.push_str(", tag = :tag");
+                }
+                if set_size {
+                    sql.push_str(", size = :size");
+                }
+                if old_count != 0 {
+                    sql.push_str(", access_count = 0");
+                }
+                sql.push_str(" WHERE rowid = :rowid");
+                let mut stmt = c.prepare_cached(&sql)?;
+                let mut named: Vec<(&str, &dyn ToSql)> = vec![
+                    (":now", &now),
+                    (":mode", &mode),
+                    (":filename", &filename),
+                    (":value", &value),
+                    (":meta", &meta),
+                    (":rowid", &rowid),
+                ];
+                if set_expire {
+                    named.push((":expire_time", &expire_time));
+                }
+                if set_tag {
+                    named.push((":tag", &tag));
+                }
+                if set_size {
+                    named.push((":size", &size));
+                }
+                stmt.execute(named.as_slice())?;
+                if let Some(path) = old_file.and_then(|f| value_path(&self.dir, &f)) {
+                    p.unlink.push(path);
+                }
+                Ok(rowid)
+            }
+            None => {
+                c.prepare_cached(
+                    "INSERT INTO cache (key, raw, store_time, expire_time, access_time, access_count, \
+                     tag, size, mode, filename, value, meta) \
+                     VALUES (?1, 1, ?2, ?3, ?2, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![key, now, expire_time, tag, size, mode, filename, value, meta])?;
+                Ok(c.last_insert_rowid())
+            }
+        }
+    }
+
+    /// Deletes up to `limit` rows matching `filter` (with `?1` = `arg`) in `order`,
+    /// never `protect`. Returns how many were deleted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn delete_where(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        filter: &str,
+        order: &str,
+        arg: &dyn ToSql,
+        limit: i64,
+        protect: i64,
+    ) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM cache WHERE rowid IN (SELECT rowid FROM cache WHERE ({filter}) \
+             AND rowid != ?2 ORDER BY {order} LIMIT ?3) RETURNING filename, key"
+        );
+        let mut stmt = c.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![arg, protect, limit])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            n += 1;
+            if let ValueRef::Blob(key) | ValueRef::Text(key) = r.get_ref(1)? {
+                self.changed(p, key);
+            }
+            if let Some(path) = r
+                .get_ref(0)?
+                .as_str_or_null()
+                .ok()
+                .flatten()
+                .and_then(|f| value_path(&self.dir, f))
+            {
+                p.unlink.push(path);
+            }
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn delete_expired(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        now: f64,
+        limit: i64,
+        protect: i64,
+    ) -> Result<u64> {
+        self.delete_where(
+            c,
+            p,
+            "expire_time IS NOT NULL AND expire_time <= ?1",
+            "expire_time",
+            &now,
+            limit,
+            protect,
+        )
+    }
+
+    /// Culls inside the caller's transaction while the volume is over the limit:
+    /// expired rows first, then by policy, in batches of `batch` rows, at most `max`
+    /// rows in all. Never deletes `protect`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn cull_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        s: &Settings,
+        now: f64,
+        protect: i64,
+        batch: i64,
+        max: u64,
+    ) -> Result<u64> {
+        let mut deleted = 0;
+        let mut drained = false;
+        while deleted < max && volume_in(c)? > s.size_limit {
+            let mut n = self.delete_expired(c, p, now, batch, protect)?;
+            if n == 0 {
+                let Some(order) = s.eviction_policy.order_by() else {
+                    break;
+                };
+                if s.eviction_policy.tracks_access() && !drained {
+                    // Make this process's buffered accesses count before choosing victims.
+                    Drained {
+                        accesses: self.buffer.take_accesses(),
+                        ..Drained::default()
+                    }
+                    .apply(c, s.eviction_policy)?;
+                    drained = true;
+                }
+                n = self.delete_where(c, p, "1", order, &rusqlite::types::Null, batch, protect)?;
+            }
+            if n == 0 {
+                break;
+            }
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+
+    /// The cull every write runs (diskcache semantics, continued until under the limit).
+    pub(crate) fn cull_on_write(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        now: f64,
+        protect: i64,
+    ) -> Result<u64> {
+        let (s, volume) = read_settings_and_volume(c)?;
+        self.cache_settings(&s);
+        if s.cull_limit == 0 || volume <= s.size_limit {
+            return Ok(0);
+        }
+        self.cull_in(
+            c,
+            p,
+            &s,
+            now,
+            protect,
+            s.cull_limit as i64,
+            MAX_CULL_PER_WRITE,
+        )
+    }
+
+    pub(crate) fn payload_for<'a>(&self, value: &'a [u8]) -> Result<Payload<'a>> {
+        if value.len() as u64 >= self.min_file_size.load(Ordering::Relaxed) {
+            Ok(Payload::File(TempFile::write_all(&self.dir, value)?))
+        } else {
+            Ok(Payload::Bytes(value))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn put_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        payload: &mut Payload<'_>,
+        meta: &[u8],
+        expire_time: Option<f64>,
+        tag: Option<&str>,
+        now: f64,
+    ) -> Result<()> {
+        let stored = self.install(payload, p)?;
+        let rowid = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
+        self.cull_on_write(c, p, now, rowid)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        payload: &mut Payload<'_>,
+        expire_time: Option<f64>,
+        tag: Option<&str>,
+        now: f64,
+    ) -> Result<bool> {
+        if let Found::Live(_) = lookup(c, key, now)? {
+            return Ok(false);
+        }
+        self.put_in(c, p, key, payload, &[], expire_time, tag, now)?;
+        Ok(true)
+    }
+
+    /// Reads a live value inside a transaction; faulty rows are removed and read as misses.
+    pub(crate) fn get_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        now: f64,
+    ) -> Result<Option<Entry>> {
+        let out = match lookup(c, key, now)? {
+            Found::Live(mut row) => match self.load_bytes(&mut row)? {
+                Some(value) => Some(Entry {
+                    value,
+                    expire_time: row.expire_time,
+                    tag: row.tag,
+                }),
+                None => {
+                    self.remove_bad_in(c, p, key, row.rowid, row.filename.as_deref())?;
+                    None
+                }
+            },
+            Found::Undecodable(rowid) => {
+                self.remove_bad_in(c, p, key, rowid, None)?;
+                None
+            }
+            _ => None,
+        };
+        self.note_access(key, out.is_some(), now, false);
+        Ok(out)
+    }
+
+    pub(crate) fn delete_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        now: f64,
+    ) -> Result<bool> {
+        // SELECT then DELETE by rowid: cheaper than DELETE ... RETURNING, which buffers
+        // its output in an ephemeral table.
+        let old: Option<(i64, Option<String>, Option<f64>)> = c
+            .prepare_cached("SELECT rowid, filename, expire_time FROM cache WHERE key = ?1")?
+            .query_row([key], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get_ref(1)?
+                        .as_str_or_null()
+                        .ok()
+                        .flatten()
+                        .map(String::from),
+                    r.get_ref(2)?.as_f64_or_null().ok().flatten(),
+                ))
+            })
+            .optional()?;
+        let old = match old {
+            Some((rowid, file, expire_time)) => {
+                c.prepare_cached("DELETE FROM cache WHERE rowid = ?1")?
+                    .execute([rowid])?;
+                self.changed(p, key);
+                Some((file, expire_time))
+            }
+            None => None,
+        };
+        Ok(match old {
+            Some((file, expire_time)) => {
+                if let Some(path) = file.and_then(|f| value_path(&self.dir, &f)) {
+                    p.unlink.push(path);
+                }
+                is_live(expire_time, now)
+            }
+            None => false,
+        })
+    }
+
+    pub(crate) fn pop_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        now: f64,
+    ) -> Result<Option<Vec<u8>>> {
+        let value = match lookup(c, key, now)? {
+            Found::Live(mut row) => self.load_bytes(&mut row)?,
+            _ => None,
+        };
+        self.delete_in(c, p, key, now)?;
+        Ok(value)
+    }
+
+    pub(crate) fn incr_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        delta: i64,
+        default: Option<i64>,
+        now: f64,
+    ) -> Result<i64> {
+        match lookup(c, key, now)? {
+            Found::Live(row) => {
+                let current = match (row.mode, &row.value) {
+                    (MODE_INLINE, Some(v)) => std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i64>().ok())
+                        .ok_or(Error::NotAnInteger)?,
+                    _ => return Err(Error::NotAnInteger),
+                };
+                let next = current.checked_add(delta).ok_or(Error::NotAnInteger)?;
+                let bytes = next.to_string();
+                c.prepare_cached(
+                    "UPDATE cache SET value = ?1, size = length(key) + length(meta) + ?2 WHERE rowid = ?3",
+                )?
+                .execute(params![bytes.as_bytes(), bytes.len() as i64, row.rowid])?;
+                self.changed(p, key);
+                Ok(next)
+            }
+            _ => {
+                let start = default.ok_or(Error::KeyNotFound)?;
+                let next = start.checked_add(delta).ok_or(Error::NotAnInteger)?;
+                let bytes = next.to_string();
+                let stored = Stored::Inline(bytes.as_bytes());
+                let rowid = self.put_row(c, p, key, &stored, &[], None, None, now)?;
+                self.cull_on_write(c, p, now, rowid)?;
+                Ok(next)
+            }
+        }
+    }
+
+    pub(crate) fn touch_in(
+        &self,
+        c: &Connection,
+        p: &mut Pending,
+        key: &[u8],
+        expire_time: Option<f64>,
+        now: f64,
+    ) -> Result<bool> {
+        let n = c
+            .prepare_cached(
+                "UPDATE cache SET expire_time = ?1 WHERE key = ?2 \
+                 AND (expire_time IS NULL OR expire_time > ?3)",
+            )?
+            .execute(params![expire_time, key, now])?;
+        if n == 1 {
+            self.changed(p, key);
+        }
+        Ok(n == 1)
+    }
+
+    pub(crate) fn contains_in(&self, c: &Connection, key: &[u8], now: f64) -> Result<bool> {
+        let row: Option<Option<f64>> = c
+            .prepare_cached("SELECT expire_time FROM cache WHERE key = ?1")?
+            .query_row([key], |r| Ok(r.get_ref(0)?.as_f64_or_null().ok().flatten()))
+            .optional()?;
+        Ok(row.is_some_and(|e| is_live(e, now)))
+    }
+}
+
+/// A value as stored by one row.
+#[derive(Debug)]
+pub(crate) enum Stored<'a> {
+    Inline(&'a [u8]),
+    File { rel: String, len: u64 },
+}
+
+pub(crate) fn held((row, value): (Row, Vec<u8>)) -> Held {
+    Held {
+        value,
+        meta: row.meta,
+        expire_time: row.expire_time,
+        tag: row.tag,
+    }
+}
+
+pub(crate) fn expire_at(now: f64, expire: Option<Duration>) -> Option<f64> {
+    expire.map(|d| now + d.as_secs_f64())
+}
