@@ -12,7 +12,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,10 +21,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 
 use super::dashboard::{self, AdminBody};
-use super::observed::{Observed, Observer};
+use super::observed::{LastMoved, Observed};
 use super::service::State;
 
 /// Admin connections served at once. Scrapers and health checks need a handful; beyond this
@@ -128,41 +126,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// When an admin connection last moved bytes.
-#[derive(Debug)]
-struct LastMoved {
-    start: Instant,
-    ms: AtomicU64,
-}
-
-impl LastMoved {
-    fn new() -> Self {
-        LastMoved {
-            start: Instant::now(),
-            ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        self.ms
-            .fetch_max(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn at(&self) -> Instant {
-        self.start + Duration::from_millis(self.ms.load(Ordering::Relaxed))
-    }
-}
-
-impl Observer for Arc<LastMoved> {
-    fn on_read(&self, _: &[u8]) {
-        self.touch();
-    }
-
-    fn on_write(&self) {
-        self.touch();
     }
 }
 

@@ -3,7 +3,12 @@
 //! timeout) are wrapped in it.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use std::task::{Context, Poll};
+use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -72,5 +77,44 @@ impl<T: AsyncWrite + Unpin, O: Observer + Unpin> AsyncWrite for Observed<T, O> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// When bytes last moved through an observed stream, either way (a tunnel, an admin
+/// connection): the clock of their idle timeouts.
+#[derive(Debug)]
+pub struct LastMoved {
+    start: Instant,
+    ms: AtomicU64,
+}
+
+impl LastMoved {
+    /// Nothing moved yet: now.
+    pub fn new() -> Self {
+        LastMoved {
+            start: Instant::now(),
+            ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes moved now.
+    pub fn touch(&self) {
+        self.ms
+            .fetch_max(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// When bytes last moved.
+    pub fn at(&self) -> Instant {
+        self.start + Duration::from_millis(self.ms.load(Ordering::Relaxed))
+    }
+}
+
+impl Observer for Arc<LastMoved> {
+    fn on_read(&self, _: &[u8]) {
+        self.touch();
+    }
+
+    fn on_write(&self) {
+        self.touch();
     }
 }

@@ -6,15 +6,13 @@
 //! peers do not hold `max_connections` slots forever.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
-use super::observed::{Observed, Observer};
+use super::observed::{LastMoved, Observed};
 use super::server::ConnSlot;
 use super::upstream::{ResolveMap, UpstreamError};
 
@@ -88,39 +86,4 @@ pub fn splice(
             }
         }
     });
-}
-
-/// When bytes last moved through a tunnel, either way.
-#[derive(Debug)]
-struct LastMoved {
-    start: Instant,
-    ms: AtomicU64,
-}
-
-impl LastMoved {
-    fn new() -> Self {
-        LastMoved {
-            start: Instant::now(),
-            ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        self.ms
-            .fetch_max(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn at(&self) -> Instant {
-        self.start + Duration::from_millis(self.ms.load(Ordering::Relaxed))
-    }
-}
-
-impl Observer for Arc<LastMoved> {
-    fn on_read(&self, _: &[u8]) {
-        self.touch();
-    }
-
-    fn on_write(&self) {
-        self.touch();
-    }
 }
