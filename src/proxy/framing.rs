@@ -7,12 +7,10 @@
 //! for the whole connection; after CONNECT (a tunnel), HTTP/2 or anything it cannot parse it
 //! stops (fail open: hyper's own checks still apply), so a body or a tunnel is never mistaken
 //! for a head. A bare LF in a chunked body's framing condemns the next head on the connection.
-//! The proxy's client sockets and the inner connections of `--mitm` interception both use it.
+//! The proxy's client sockets and the inner connections of `--mitm` interception both use it
+//! (through `server::Activity`).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-
-use super::observed::Observer;
 
 /// Why a request head is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,26 +250,6 @@ impl Scanner {
         self.chunked = false;
         self.connect = false;
     }
-}
-
-/// A [`Scanner`] shared between a connection's read side (an [`Observer`] of its stream) and
-/// its request handler, which takes the verdict on each head hyper has parsed.
-#[derive(Debug, Clone, Default)]
-pub struct Guard(Arc<Mutex<Scanner>>);
-
-impl Guard {
-    /// The verdict on the request hyper has just parsed.
-    pub fn take(&self) -> Option<Violation> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-impl Observer for Guard {
-    fn on_read(&self, bytes: &[u8]) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).feed(bytes);
-    }
-
-    fn on_write(&self) {}
 }
 
 #[cfg(test)]

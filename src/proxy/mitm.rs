@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,10 +28,9 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::ProxyConfig;
 use super::ca::{CaError, CertAuthority};
-use super::framing::Guard;
 use super::hostname;
 use super::observed::Observed;
-use super::server::ConnSlot;
+use super::server::{Activity, ConnLimits, ConnSlot, GuardedBody, InFlight, drive};
 use super::service::State;
 
 /// A cached leaf is replaced after this long (leaves are valid for days).
@@ -272,22 +272,28 @@ async fn serve_inner(
     };
     let origin: Arc<str> = origin.into();
     let st = state.clone();
-    // The same framing guard as on the proxy's own client sockets, on the decrypted bytes.
-    let guard = Guard::default();
+    // The same guards as the proxy's own client connections, on the decrypted bytes: the
+    // framing scanner, the idle timeout, and the send stall (a client that takes nothing of a
+    // ready response for idle_timeout is dropped).
+    let activity = Arc::new(Activity::new());
     let svc = service_fn({
-        let guard = guard.clone();
+        let activity = activity.clone();
         move |mut req: http::Request<hyper::body::Incoming>| {
             let st = st.clone();
             let origin = origin.clone();
-            if let Some(v) = guard.take() {
+            let guard = InFlight::new(activity.clone());
+            if let Some(v) = activity.framing() {
                 req.extensions_mut().insert(v);
             }
-            async move { Ok::<_, Infallible>(st.handle_intercepted(req, peer, &origin).await) }
+            async move {
+                let res = st.handle_intercepted(req, peer, &origin).await;
+                Ok::<_, Infallible>(res.map(|inner| GuardedBody::new(inner, guard)))
+            }
         }
     });
     let tls = Observed {
         io: tls,
-        observer: guard,
+        observer: activity.clone(),
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -297,10 +303,21 @@ async fn serve_inner(
         .max_buf_size(state.cfg.max_header_size.max(8192) + 1024)
         .keep_alive(true);
     super::server::configure_http2(&mut builder, &state.cfg);
-    builder
-        .serve_connection(TokioIo::new(tls), svc)
-        .await
-        .map_err(|e| format!("inner connection: {e}"))
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    // Intercepted connections end with their client or their timeouts; the proxy's shutdown
+    // drops them after its own grace period (the sender lives as long as the connection).
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    let close = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+    drive(
+        conn,
+        close,
+        stop,
+        activity,
+        ConnLimits::of(&state.cfg),
+        peer,
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]

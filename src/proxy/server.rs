@@ -164,11 +164,7 @@ impl Server {
         };
         // Each connection task holds a receiver; `closed()` resolves when all have ended.
         let (graceful, _) = watch::channel(false);
-        let limits = ConnLimits {
-            idle: state.cfg.idle_timeout,
-            send: state.cfg.idle_timeout,
-            shutdown: state.cfg.shutdown_timeout,
-        };
+        let limits = ConnLimits::of(&state.cfg);
         let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -317,7 +313,7 @@ impl ServerHandle {
 /// told to close that has not finished within `limits.shutdown` (shutdown) or `limits.idle`
 /// (idle) is dropped, and so is one whose client has not taken a ready response's bytes
 /// for `limits.send` (see [`Activity::send_stall_deadline`]).
-async fn drive<C, E>(
+pub(super) async fn drive<C, E>(
     conn: C,
     close: impl Fn(Pin<&mut C>),
     mut stop: watch::Receiver<bool>,
@@ -380,10 +376,21 @@ async fn drive<C, E>(
 /// How long a connection may stay idle, may leave a ready response untaken, and may take to
 /// close on shutdown.
 #[derive(Debug, Clone, Copy)]
-struct ConnLimits {
+pub(super) struct ConnLimits {
     idle: Duration,
     send: Duration,
     shutdown: Duration,
+}
+
+impl ConnLimits {
+    /// The limits of a client connection under `cfg`.
+    pub(super) fn of(cfg: &ProxyConfig) -> Self {
+        ConnLimits {
+            idle: cfg.idle_timeout,
+            send: cfg.idle_timeout,
+            shutdown: cfg.shutdown_timeout,
+        }
+    }
 }
 
 /// Concurrent HTTP/2 streams per client connection (hyper's default is 200).
@@ -492,7 +499,7 @@ async fn refuse(mut stream: TcpStream, why: Refusal) {
 
 /// When a connection last moved bytes, and how many of its requests are in flight.
 #[derive(Debug)]
-struct Activity {
+pub(super) struct Activity {
     start: Instant,
     /// Milliseconds since `start` of the last read, write or finished response.
     last_ms: AtomicU64,
@@ -510,7 +517,7 @@ struct Activity {
 const NOT_READY: u64 = u64::MAX;
 
 impl Activity {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -529,7 +536,7 @@ impl Activity {
     }
 
     /// The framing verdict on the request hyper has just parsed.
-    fn framing(&self) -> Option<Violation> {
+    pub(super) fn framing(&self) -> Option<Violation> {
         self.scanner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -589,10 +596,10 @@ impl Activity {
 
 /// Counts a request as in flight until its response body is finished or dropped.
 #[derive(Debug)]
-struct InFlight(Arc<Activity>);
+pub(super) struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn new(activity: Arc<Activity>) -> Self {
+    pub(super) fn new(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.touch();
         InFlight(activity)
@@ -610,14 +617,15 @@ impl Drop for InFlight {
 /// activity whether it has bytes ready that the client has not taken: from when it is made
 /// (its head is ready) and after each frame until hyper polls it again.
 #[derive(Debug)]
-struct GuardedBody {
+pub(super) struct GuardedBody {
     inner: ProxyBody,
     ready: Arc<AtomicU64>,
     _guard: InFlight,
 }
 
 impl GuardedBody {
-    fn new(inner: ProxyBody, guard: InFlight) -> Self {
+    /// `inner`, counted as in flight by `guard` until it ends or is dropped.
+    pub(super) fn new(inner: ProxyBody, guard: InFlight) -> Self {
         let ready = Arc::new(AtomicU64::new(guard.0.now_ms()));
         guard.0.register_send(&ready);
         GuardedBody {

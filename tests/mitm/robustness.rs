@@ -143,3 +143,29 @@ async fn hostile_bare_lf_inside_an_intercepted_connection_is_400_and_closed() {
     assert!(text.starts_with("HTTP/1.1 400"), "answered: {text:?}");
     assert_eq!(s.origin.count(), 0, "the request reached the origin");
 }
+
+/// Intercepted connections had no idle timeout (they were served outside the proxy's
+/// connection guard): an idle one stayed open, holding its `max-connections` slot, forever.
+#[tokio::test]
+async fn hostile_idle_intercepted_connection_is_closed_at_idle_timeout() {
+    let s = Setup::with(|c| c.idle_timeout = Duration::from_secs(1)).await;
+    let authority = s.authority();
+    let tcp = connect(s.proxy.addr, &authority).await.expect("CONNECT");
+    let host = authority.rsplit_once(':').unwrap().0.to_string();
+    let mut tls = tokio_rustls::TlsConnector::from(client_config(s.proxy.ca_der(), &[b"http/1.1"]))
+        .connect(rustls::pki_types::ServerName::try_from(host).unwrap(), tcp)
+        .await
+        .expect("TLS");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the idle intercepted connection was never closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+}
