@@ -7,7 +7,7 @@ use hoard::entries::shared::SharedLease;
 use super::{Redis, cli, eventually, have_redis, tier};
 
 /// Three `--cluster-enabled` servers joined with `redis-cli --cluster create`.
-fn cluster() -> Vec<Redis> {
+pub(super) fn cluster() -> Vec<Redis> {
     let nodes: Vec<Redis> = (0..3)
         .map(|_| {
             // Relative to the server's own `--dir` (a temp dir per server).

@@ -285,3 +285,71 @@ async fn hoard_purge_with_a_shared_tier_reaches_every_machine() {
     get(b, &url).await.cache_status().assert_not_hit();
     assert_eq!(origin.count("GET", "/cli-purged"), 2);
 }
+
+/// Wait until a URL fetched through `a` is a shared hit through `b` (both tiers connected).
+async fn sharing(a: SocketAddr, b: SocketAddr, origin: &Origin) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for i in 0.. {
+        let url = origin.url(&format!("/ready{i}"));
+        get(a, &url).await;
+        if get(b, &url).await.cache_status().raw.contains("shared") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the tiers never shared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hoards_on_a_redis_cluster_fetch_once_share_and_purge() {
+    if !have_redis("two_hoards_on_a_redis_cluster_fetch_once_share_and_purge") {
+        return;
+    }
+    let nodes = super::cluster::cluster();
+    let url = format!(
+        "redis+cluster://{}",
+        nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (origin, _) = counting_origin(Duration::from_millis(300)).await;
+    let (_ha, a, _da) = hoard_on(&url).await;
+    let (_hb, b, _db) = hoard_on(&url).await;
+    sharing(a, b, &origin).await;
+    // A cold URL, 60 concurrent clients across both: one origin fetch.
+    let cold = origin.url("/cluster-cold");
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let (u, p) = (cold.clone(), if i % 2 == 0 { a } else { b });
+            tokio::spawn(async move { get(p, &u).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(origin.count("GET", "/cluster-cold"), 1);
+    // Many URLs through A are hits through B, and their keys are on every master.
+    for i in 0..60 {
+        let u = origin.url(&format!("/spread{i}"));
+        get(a, &u).await;
+        get(b, &u).await.cache_status().assert_hit();
+        assert_eq!(origin.count("GET", &format!("/spread{i}")), 1);
+    }
+    for n in &nodes {
+        let keys: u64 = n.cli(&["DBSIZE"]).parse().unwrap_or(0);
+        assert!(keys > 0, "no keys on the master at port {}", n.port);
+    }
+    // A purge through A sends B's next request to the origin.
+    let u = origin.url("/spread0");
+    assert_eq!(send(a, "PURGE", &u, &[]).await.status, 200);
+    let only = [("Cache-Control", "only-if-cached, max-stale=3600")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while send(b, "GET", &u, &only).await.status != 504 {
+        assert!(Instant::now() < deadline, "B still serves the purged entry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    get(b, &u).await.cache_status().assert_not_hit();
+    assert_eq!(origin.count("GET", "/spread0"), 2);
+}
