@@ -76,7 +76,12 @@ impl Drained {
 
     /// Writes the drained state inside the caller's write transaction. Only the column
     /// the policy orders by is written (one index to maintain, not two).
-    pub(crate) fn apply(&self, conn: &Connection, policy: EvictionPolicy) -> Result<()> {
+    pub(crate) fn apply(
+        &self,
+        conn: &Connection,
+        policy: EvictionPolicy,
+        granularity: f64,
+    ) -> Result<()> {
         if !self.accesses.is_empty() {
             let mut keys: Vec<&Vec<u8>> = self.accesses.keys().collect();
             keys.sort_unstable();
@@ -90,11 +95,12 @@ impl Drained {
                     }
                 }
                 _ => {
+                    // A row read again within `granularity` keeps its page untouched.
                     let mut stmt = conn.prepare_cached(
-                        "UPDATE cache SET access_time = ?1 WHERE key = ?2 AND access_time < ?1",
+                        "UPDATE cache SET access_time = ?1 WHERE key = ?2 AND access_time < ?1 - ?3",
                     )?;
                     for key in keys {
-                        stmt.execute(rusqlite::params![self.accesses[key].time, key])?;
+                        stmt.execute(rusqlite::params![self.accesses[key].time, key, granularity])?;
                     }
                 }
             }
@@ -118,6 +124,8 @@ pub(crate) struct AccessBuffer {
     base: Instant,
     interval_ms: u64,
     last_flush_ms: AtomicU64,
+    /// Seconds an LRU access time must advance before it is rewritten (0: always).
+    granularity: f64,
     /// Held while a flush writes, so only one thread flushes at a time.
     pub(crate) flushing: Mutex<()>,
 }
@@ -131,8 +139,20 @@ impl AccessBuffer {
             misses: AtomicU64::new(0),
             base: Instant::now(),
             last_flush_ms: AtomicU64::new(0),
+            granularity: 0.0,
             flushing: Mutex::new(()),
         }
+    }
+
+    /// Rewrite an LRU access time only when it advances by at least `g`.
+    pub(crate) fn with_granularity(mut self, g: Duration) -> AccessBuffer {
+        self.granularity = g.as_secs_f64();
+        self
+    }
+
+    /// See [`with_granularity`](Self::with_granularity), in seconds.
+    pub(crate) fn granularity(&self) -> f64 {
+        self.granularity
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Access>> {
@@ -202,6 +222,37 @@ impl AccessBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lru_access_times_move_only_by_the_granularity() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE cache (key BLOB, access_time REAL, access_count INTEGER);
+             INSERT INTO cache VALUES (x'61', 100.0, 0);
+             CREATE TABLE counters (id INTEGER, hits INTEGER, misses INTEGER);",
+        )
+        .unwrap();
+        let at = |t: f64| Drained {
+            accesses: HashMap::from([(b"a".to_vec(), Access { time: t, count: 1 })]),
+            ..Drained::default()
+        };
+        let time = |c: &Connection| -> f64 {
+            c.query_row("SELECT access_time FROM cache", [], |r| r.get(0))
+                .unwrap()
+        };
+        at(105.0)
+            .apply(&conn, EvictionPolicy::LeastRecentlyUsed, 10.0)
+            .unwrap();
+        assert_eq!(time(&conn), 100.0, "moved by less than the granularity");
+        at(111.0)
+            .apply(&conn, EvictionPolicy::LeastRecentlyUsed, 10.0)
+            .unwrap();
+        assert_eq!(time(&conn), 111.0);
+        at(112.0)
+            .apply(&conn, EvictionPolicy::LeastRecentlyUsed, 0.0)
+            .unwrap();
+        assert_eq!(time(&conn), 112.0, "granularity 0 records every access");
+    }
 
     #[test]
     fn accesses_merge_per_key() {

@@ -163,6 +163,7 @@ impl Cache {
             sqlite_cache_size: None,
             clock: None,
             flush_interval: crate::buffer::FLUSH_INTERVAL,
+            access_granularity: std::time::Duration::ZERO,
             recover_corrupt: false,
             memory_cache_size: memory::DEFAULT_BUDGET,
         }

@@ -46,6 +46,7 @@ pub struct CacheBuilder {
     pub(crate) sqlite_cache_size: Option<i64>,
     pub(crate) clock: Option<Arc<dyn Clock>>,
     pub(crate) flush_interval: Duration,
+    pub(crate) access_granularity: Duration,
     pub(crate) recover_corrupt: bool,
     pub(crate) memory_cache_size: u64,
 }
@@ -56,6 +57,16 @@ impl CacheBuilder {
     /// per handle, not persisted).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = interval;
+        self
+    }
+
+    /// Under least-recently-used eviction, a row's access time is rewritten only when the new
+    /// one is at least this much later (default 0: every access, as diskcache does). A
+    /// coarser clock keeps a store whose many rows are read all the time from rewriting a
+    /// page per row per flush; eviction order is then exact to within this much. Per handle,
+    /// not persisted.
+    pub fn access_granularity(mut self, granularity: Duration) -> Self {
+        self.access_granularity = granularity;
         self
     }
     /// Sets and persists `size_limit` (bytes).
@@ -218,7 +229,8 @@ impl CacheBuilder {
             tuning: Mutex::new((settings.sqlite_mmap_size, settings.sqlite_cache_size)),
             settings: Mutex::new(settings.clone()),
             checkpointer,
-            buffer: AccessBuffer::new(self.flush_interval),
+            buffer: AccessBuffer::new(self.flush_interval)
+                .with_granularity(self.access_granularity),
         };
         inner.cache_settings(&settings);
         Ok(Cache {

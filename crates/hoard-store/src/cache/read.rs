@@ -36,9 +36,11 @@ impl Inner {
     pub(crate) fn flush_drained(&self) -> Result<()> {
         let policy = self.policy();
         for part in self.buffer.drain().into_chunks() {
-            self.write(|c, _| part.apply(c, policy)).inspect_err(|_| {
-                self.buffer.restore_counts(&part);
-            })?;
+            let g = self.buffer.granularity();
+            self.write(|c, _| part.apply(c, policy, g))
+                .inspect_err(|_| {
+                    self.buffer.restore_counts(&part);
+                })?;
         }
         Ok(())
     }

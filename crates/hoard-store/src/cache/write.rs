@@ -211,7 +211,7 @@ impl Inner {
                         accesses: self.buffer.take_accesses(),
                         ..Drained::default()
                     }
-                    .apply(c, s.eviction_policy)?;
+                    .apply(c, s.eviction_policy, self.buffer.granularity())?;
                     drained = true;
                 }
                 n = self.delete_where(c, p, "1", order, &rusqlite::types::Null, batch, protect)?;
