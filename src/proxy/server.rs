@@ -94,8 +94,8 @@ impl Server {
                 .eviction_policy(policy)
                 .statistics(statistics)
                 .recover_corrupt(true)
-                // LRU order exact to 10 s: a store whose many entries are hit all the time
-                // rewrites each row's page at most once per 10 s, not once per flush.
+                // LRU order exact to a minute: a store whose many entries are hit all the
+                // time rewrites each row's page at most once a minute, not once per flush.
                 .access_granularity(ACCESS_GRANULARITY)
                 .open()
                 .map_err(|source| ProxyError::Store { dir, source })
@@ -397,7 +397,7 @@ impl ConnLimits {
 }
 
 /// How far a stored entry's LRU access time may lag behind its last hit.
-const ACCESS_GRANULARITY: Duration = Duration::from_secs(10);
+const ACCESS_GRANULARITY: Duration = Duration::from_secs(60);
 
 /// Concurrent HTTP/2 streams per client connection (hyper's default is 200).
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
