@@ -875,16 +875,12 @@ impl Ctx<'_> {
         let t_res = SystemTime::now();
         match http_cache::freshen_with_head(&head, &self.lookup, res, t_req, t_res) {
             http_cache::HeadUpdate::Freshened(r) => {
-                let mut anonymous = self.lookup.clone();
-                anonymous.headers = HeaderMap::new();
-                let merged = r.head.response_parts();
-                let opts = &self.st.lookup_opts;
-                if http_cache::storability(&anonymous, &merged, opts).is_err() {
-                    entries.remove_row(&self.key, &row_key).await;
-                } else if http_cache::storability(&without_range(&self.lookup), &merged, opts)
-                    .is_ok()
-                {
-                    entries.refresh_head(&self.key, &row_key, r.head).await;
+                match Merged304::classify(None, &self.lookup, r, &self.st.lookup_opts) {
+                    Merged304::Remove(..) => entries.remove_row(&self.key, &row_key).await,
+                    Merged304::Store(r) => {
+                        entries.refresh_head(&self.key, &row_key, r.head).await;
+                    }
+                    Merged304::ClientOnly(..) | Merged304::NoMatch => {}
                 }
             }
             http_cache::HeadUpdate::Invalidate => entries.remove_row(&self.key, &row_key).await,
@@ -1083,19 +1079,27 @@ fn merge_304(
         return Merged304::NoMatch;
     };
     r.head.fetch_delta = delta;
-    let merged = r.head.response_parts();
-    let mut anonymous = req.clone();
-    anonymous.headers = HeaderMap::new();
-    if let Err(reason) = storability(rule, &anonymous, &merged, opts) {
-        return Merged304::Remove(r, reason);
+    Merged304::classify(rule, req, r, opts)
+}
+
+impl Merged304 {
+    /// Ask storability again about a merged head (a 304, or a HEAD's 200): on the response
+    /// alone (may anyone share it?), then with the request that was sent (may this exchange
+    /// update it?).
+    fn classify(rule: Option<&Rule>, req: &Parts, r: Refreshed, opts: &LookupOptions) -> Self {
+        let merged = r.head.response_parts();
+        let mut anonymous = req.clone();
+        anonymous.headers = HeaderMap::new();
+        if let Err(reason) = storability(rule, &anonymous, &merged, opts) {
+            return Merged304::Remove(r, reason);
+        }
+        // A Range request revalidates the whole stored response; the range is not the
+        // exchange's.
+        if let Err(reason) = storability(rule, &without_range(req), &merged, opts) {
+            return Merged304::ClientOnly(r, reason);
+        }
+        Merged304::Store(r)
     }
-    // A Range request revalidates the whole stored response; the range is not the exchange's.
-    let mut sent = req.clone();
-    sent.headers.remove(header::RANGE);
-    if let Err(reason) = storability(rule, &sent, &merged, opts) {
-        return Merged304::ClientOnly(r, reason);
-    }
-    Merged304::Store(r)
 }
 
 /// Storability under the rule that applies, if any (a forced TTL overrides the origin).

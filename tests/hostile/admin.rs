@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::SLACK;
-use crate::proxy::harness::IO_TIMEOUT;
+use crate::proxy::harness::{IO_TIMEOUT, spawn_hoard_until};
 
 /// The admin server's connection limit (`hoard::proxy` keeps it fixed).
 const LIMIT: usize = 32;
@@ -18,32 +18,22 @@ const LIMIT: usize = 32;
 /// The real binary with `--admin 127.0.0.1:0` and `args`; returns the admin address.
 async fn spawn_admin(args: &[&str]) -> (tokio::process::Child, SocketAddr, TempDir) {
     let dir = TempDir::new().expect("temp dir");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .arg("--cache-dir")
-        .arg(dir.path())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn hoard");
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let addr = tokio::time::timeout(IO_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some((_, rest)) = line.split_once("admin on http://") {
-                return rest.split('/').next().and_then(|a| a.parse().ok());
-            }
-        }
-        None
+    let mut all: Vec<std::ffi::OsString> = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    all.push("--cache-dir".into());
+    all.push(dir.path().into());
+    all.extend(args.iter().map(Into::into));
+    let (child, addr) = spawn_hoard_until(all, "`admin on http://ADDR/`", |line| {
+        line.split_once("admin on http://")?
+            .1
+            .split('/')
+            .next()?
+            .parse()
+            .ok()
     })
-    .await
-    .ok()
-    .flatten()
-    .expect("hoard prints `admin on http://ADDR/metrics` to stderr");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    .await;
     (child, addr, dir)
 }
 

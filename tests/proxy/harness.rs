@@ -697,6 +697,28 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    spawn_hoard_until(args, "`listening on ADDR`", |line| {
+        line.split_once("listening on ")?
+            .1
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+    .await
+}
+
+/// Like [`spawn_hoard`], returning the first address `find` reads from a stderr line (`what`
+/// names it in the failure message).
+pub async fn spawn_hoard_until<I, S>(
+    args: I,
+    what: &str,
+    find: impl Fn(&str) -> Option<SocketAddr>,
+) -> (tokio::process::Child, SocketAddr)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
         .args(args)
         .env("NO_COLOR", "1")
@@ -709,11 +731,8 @@ where
     let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
     let addr = tokio::time::timeout(IO_TIMEOUT, async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some((_, rest)) = line.split_once("listening on ") {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(a) = find(&line) {
+                return Some(a);
             }
         }
         None
@@ -721,7 +740,7 @@ where
     .await
     .ok()
     .flatten()
-    .expect("hoard prints `listening on ADDR` to stderr");
+    .unwrap_or_else(|| panic!("hoard prints {what} to stderr"));
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
 }

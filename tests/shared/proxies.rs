@@ -47,6 +47,20 @@ async fn connected(redis: &Redis, n: usize) {
     }
 }
 
+/// Wait (at most 5 s) until `proxy` no longer has `url`, even stale: the invalidation that a
+/// purge elsewhere published has reached it.
+async fn dropped(proxy: SocketAddr, url: &str) {
+    let only = [("Cache-Control", "only-if-cached, max-stale=3600")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while send(proxy, "GET", url, &only).await.status != 504 {
+        assert!(
+            Instant::now() < deadline,
+            "{url} still served after the purge"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An origin that counts requests per path and answers after `delay`.
 async fn counting_origin(delay: Duration) -> (Origin, Arc<AtomicUsize>) {
     let n = Arc::new(AtomicUsize::new(0));
@@ -121,12 +135,7 @@ async fn a_purge_through_one_hoard_sends_the_next_request_on_another_to_the_orig
     let purge = send(a, "PURGE", &url, &[]).await;
     assert_eq!(purge.status, 200, "{}", purge.text());
     // B drops its own copy when the invalidation arrives (pub/sub).
-    let only = [("Cache-Control", "only-if-cached, max-stale=3600")];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while send(b, "GET", &url, &only).await.status != 504 {
-        assert!(Instant::now() < deadline, "B still serves the purged entry");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dropped(b, &url).await;
     let next = get(b, &url).await;
     next.cache_status().assert_not_hit();
     assert_eq!(origin.count("GET", "/purged"), 2);
@@ -273,15 +282,7 @@ async fn hoard_purge_with_a_shared_tier_reaches_every_machine() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "hoard purge failed: {stderr}");
     assert!(stderr.contains("shared tier too"), "{stderr}");
-    let only = [("Cache-Control", "only-if-cached, max-stale=3600")];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while send(b, "GET", &url, &only).await.status != 504 {
-        assert!(
-            Instant::now() < deadline,
-            "B still serves what hoard purge removed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dropped(b, &url).await;
     get(b, &url).await.cache_status().assert_not_hit();
     assert_eq!(origin.count("GET", "/cli-purged"), 2);
 }
@@ -344,12 +345,7 @@ async fn two_hoards_on_a_redis_cluster_fetch_once_share_and_purge() {
     // A purge through A sends B's next request to the origin.
     let u = origin.url("/spread0");
     assert_eq!(send(a, "PURGE", &u, &[]).await.status, 200);
-    let only = [("Cache-Control", "only-if-cached, max-stale=3600")];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while send(b, "GET", &u, &only).await.status != 504 {
-        assert!(Instant::now() < deadline, "B still serves the purged entry");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dropped(b, &u).await;
     get(b, &u).await.cache_status().assert_not_hit();
     assert_eq!(origin.count("GET", "/spread0"), 2);
 }
