@@ -217,7 +217,10 @@ pub fn forced_by_request(
 
 /// XFetch (probabilistic early expiration): refresh a fresh entry in the background when
 /// `now - delta * beta * ln(u) >= fresh_until`, with `u` uniform in (0, 1] drawn by the caller
-/// and `delta` the last fetch duration. Out-of-range `u` counts as the smallest positive value.
+/// and `delta` the last fetch duration. The formula is the store's
+/// ([`xfetch_should_recompute`](crate::store::xfetch_should_recompute), which `memoize_stampede`
+/// uses), on seconds relative to `now`; out-of-range `u` counts as the smallest positive value,
+/// a negative `beta` as 0, and an entry already expired is due.
 pub fn xfetch_due(
     now: SystemTime,
     fresh_until: SystemTime,
@@ -230,52 +233,16 @@ pub fn xfetch_due(
     } else {
         f64::MIN_POSITIVE
     };
-    let gap = delta.as_secs_f64() * beta.max(0.0) * -u.ln();
-    match Duration::try_from_secs_f64(gap)
-        .ok()
-        .and_then(|g| now.checked_add(g))
-    {
-        Some(t) => t >= fresh_until,
-        None => true,
-    }
-}
-
-/// Whether a client's conditional GET/HEAD is answered 304 by the response `res` the cache
-/// would send (RFC 9111 4.3.2, RFC 9110 13.1.2, 13.1.3, 13.2.2). `If-None-Match` (all field
-/// lines, weak comparison, `*`) takes precedence; otherwise `If-Modified-Since`, in any of
-/// the three HTTP-date formats, is compared with the response's `Last-Modified`, else its
-/// `Date`, else `received`. An invalid or multi-member `If-Modified-Since` is ignored.
-pub fn not_modified(req: &HeaderMap, res: &HeaderMap, received: SystemTime) -> bool {
-    if req.contains_key(header::IF_NONE_MATCH) {
-        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-        let etag = res
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(weak);
-        return req
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .any(|t| t == "*" || etag.as_ref().is_some_and(|e| weak(t) == *e));
-    }
-    let mut lines = req.get_all(header::IF_MODIFIED_SINCE).iter();
-    let (Some(line), None) = (lines.next(), lines.next()) else {
-        return false;
+    let Ok(left) = fresh_until.duration_since(now) else {
+        return true;
     };
-    let Some(ims) = line.to_str().ok().and_then(super::headers::parse_http_date) else {
-        return false;
-    };
-    let date = |name| {
-        res.get(name)
-            .and_then(|v: &header::HeaderValue| v.to_str().ok())
-            .and_then(super::headers::parse_http_date)
-    };
-    let modified = date(header::LAST_MODIFIED)
-        .or_else(|| date(header::DATE))
-        .unwrap_or(received);
-    modified <= ims
+    crate::store::xfetch_should_recompute(
+        0.0,
+        delta.as_secs_f64(),
+        beta.max(0.0),
+        left.as_secs_f64(),
+        u,
+    )
 }
 
 /// Conditional request for revalidating `head` on behalf of `req`.

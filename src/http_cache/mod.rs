@@ -2,9 +2,11 @@
 //!
 //! Code map: [`key`](cache_key) builds store keys, `vary` models `Vary`, `directives` parses
 //! Cache-Control (+ RFC 5861), `freshness` computes lifetimes and reads `Age`, `entry` is the
-//! versioned stored head, `decide` holds every caching decision, `headers` rewrites header
+//! versioned stored head, `decide` holds the lookup, storability and 304-merge decisions, `conditional` the
+//! client conditionals the cache answers, `headers` rewrites header
 //! maps, `status` renders `Cache-Status`.
 
+mod conditional;
 mod decide;
 mod directives;
 mod entry;
@@ -15,11 +17,12 @@ mod rules;
 mod status;
 mod vary;
 
+pub use conditional::{Conditional, Validator, not_modified};
 pub use decide::{
     HeadUpdate, Lookup, LookupOptions, NotStorable, Refreshed, forced_by_request,
-    freshen_with_head, invalidation_targets, lookup, not_modified, only_if_cached,
-    per_client_fields, refresh, request_no_cache, resolve_reference, revalidation_request,
-    storability, storability_forced, withheld_fields, xfetch_due,
+    freshen_with_head, invalidation_targets, lookup, only_if_cached, per_client_fields, refresh,
+    request_no_cache, resolve_reference, revalidation_request, storability, storability_forced,
+    withheld_fields, xfetch_due,
 };
 pub use directives::{
     CacheControl, Delta, Freshness5861, parse_cache_control, request_stale_if_error,
@@ -36,7 +39,7 @@ pub use key::{
     CacheKey, KeyError, SECRET_DIGEST_PREFIX, absolute_uri, cache_key, is_secret_field,
     normalize_uri, normalized_header, variant_key, vary_value,
 };
-pub use rules::{IgnoreQuery, Pattern, Rule, RuleError, first_match};
+pub use rules::{IgnoreQuery, Pattern, Rule, RuleError, first_match, storability_under};
 pub use status::{BypassReason, CACHE_NAME, CacheStatus, Detail, Fwd, RequestReason};
 pub use vary::Vary;
 

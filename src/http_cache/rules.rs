@@ -8,7 +8,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::{Method, Uri};
+use http::{Method, Uri, request, response};
+
+use super::decide::{LookupOptions, NotStorable, storability, storability_forced};
 
 /// A glob: `*` matches any run of characters (also empty), `?` exactly one. Matching is
 /// ASCII case-insensitive for hosts and case-sensitive for paths and parameter names.
@@ -227,6 +229,20 @@ impl Rule {
     }
 }
 
+/// Whether `res` may be stored for `req` under the rule that applies, if any: a rule's forced
+/// TTL overrides the origin ([`storability_forced`]); otherwise RFC 9111 [`storability`].
+pub fn storability_under(
+    rule: Option<&Rule>,
+    req: &request::Parts,
+    res: &response::Parts,
+    opts: &LookupOptions,
+) -> Result<(), NotStorable> {
+    match rule {
+        Some(r) if r.ttl.is_some() => storability_forced(req, res, r.share_auth),
+        _ => storability(req, res, opts),
+    }
+}
+
 /// The first rule that applies to `uri`.
 pub fn first_match<'a>(rules: &'a [Rule], uri: &Uri) -> Option<&'a Rule> {
     rules.iter().find(|r| r.matches(uri))
@@ -309,6 +325,103 @@ mod tests {
         let mut r = Rule::new("r", "*", "*").unwrap();
         r.ignore_query = IgnoreQuery::All;
         assert_eq!(r.key_uri(&uri("http://h/p?a=1")), uri("http://h/p"));
+    }
+
+    /// A forced TTL overrides the origin's refusals, not the request's; without a TTL (or a
+    /// rule) RFC 9111 decides.
+    #[test]
+    fn storability_under_a_rule() {
+        let forced = {
+            let mut r = Rule::new("f", "*", "*").unwrap();
+            r.ttl = Some(Duration::from_secs(60));
+            r
+        };
+        let forced_auth = {
+            let mut r = forced.clone();
+            r.share_auth = true;
+            r
+        };
+        let no_ttl = Rule::new("n", "*", "*").unwrap();
+        let parts = |req: &[(&str, &str)], status: u16, res: &[(&str, &str)]| {
+            let mut q = http::Request::get("http://h/p");
+            for (k, v) in req {
+                q = q.header(*k, *v);
+            }
+            let mut r = http::Response::builder().status(status);
+            for (k, v) in res {
+                r = r.header(*k, *v);
+            }
+            (
+                q.body(()).unwrap().into_parts().0,
+                r.body(()).unwrap().into_parts().0,
+            )
+        };
+        type Case<'a> = (
+            Option<&'a Rule>,
+            &'a [(&'a str, &'a str)],
+            u16,
+            &'a [(&'a str, &'a str)],
+            Result<(), NotStorable>,
+        );
+        let cases: &[Case<'_>] = &[
+            (
+                None,
+                &[],
+                200,
+                &[("cache-control", "no-store")],
+                Err(NotStorable::NoStore),
+            ),
+            (
+                Some(&forced),
+                &[],
+                200,
+                &[("cache-control", "no-store")],
+                Ok(()),
+            ),
+            (Some(&forced), &[], 200, &[("set-cookie", "a=1")], Ok(())),
+            (Some(&forced), &[], 200, &[], Ok(())),
+            (Some(&no_ttl), &[], 302, &[], Err(NotStorable::NoFreshness)),
+            (Some(&forced), &[], 302, &[], Ok(())),
+            (
+                Some(&no_ttl),
+                &[],
+                200,
+                &[("cache-control", "max-age=5")],
+                Ok(()),
+            ),
+            (
+                Some(&forced),
+                &[("cache-control", "no-store")],
+                200,
+                &[],
+                Err(NotStorable::NoStore),
+            ),
+            (
+                Some(&forced),
+                &[("authorization", "Basic x")],
+                200,
+                &[],
+                Err(NotStorable::Authorization),
+            ),
+            (
+                Some(&forced_auth),
+                &[("authorization", "Basic x")],
+                200,
+                &[],
+                Ok(()),
+            ),
+            (Some(&forced), &[], 206, &[], Err(NotStorable::Range)),
+            (Some(&forced), &[], 500, &[], Err(NotStorable::Status)),
+        ];
+        let opts = LookupOptions::default();
+        for (i, (rule, req, status, res, expect)) in cases.iter().enumerate() {
+            let (q, r) = parts(req, *status, res);
+            assert_eq!(
+                storability_under(*rule, &q, &r, &opts),
+                *expect,
+                "case {i}: {req:?} {status} {res:?}"
+            );
+        }
     }
 
     #[test]

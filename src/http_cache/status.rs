@@ -7,6 +7,7 @@ use std::fmt;
 use http::HeaderValue;
 
 use super::decide::NotStorable;
+use super::rules::Rule;
 
 /// The cache identifier in `Cache-Status`.
 pub const CACHE_NAME: &str = "hoard";
@@ -226,6 +227,18 @@ impl CacheStatus {
         self
     }
 
+    /// Name the configuration rule that applied (`detail=rule=NAME`), unless a detail is set
+    /// already: RFC 9211 allows one, and the most specific wins (`stale-if-error`,
+    /// `not-storable` reasons, upstream errors over the rule).
+    pub fn ruled(self, rule: Option<&Rule>) -> Self {
+        match rule {
+            Some(rule) if self.detail.is_none() => {
+                self.with_detail(Detail::Other(rule.detail().into()))
+            }
+            _ => self,
+        }
+    }
+
     /// Set `fwd-status`.
     pub fn with_fwd_status(mut self, status: u16) -> Self {
         self.fwd_status = Some(status);
@@ -379,6 +392,27 @@ mod tests {
         detail_digit_start_quoted,
         CacheStatus::hit(None).with_detail(Detail::Other("5xx".into())),
         "hoard; hit; detail=\"5xx\""
+    );
+
+    fn rule() -> Rule {
+        Rule::new("api", "*", "*").unwrap()
+    }
+    cs!(
+        ruled_names_the_rule,
+        CacheStatus::hit(Some(5)).ruled(Some(&rule())),
+        "hoard; hit; ttl=5; detail=\"rule=api\""
+    );
+    cs!(
+        ruled_keeps_a_more_specific_detail,
+        CacheStatus::stale()
+            .with_detail(Detail::StaleIfError)
+            .ruled(Some(&rule())),
+        "hoard; fwd=stale; detail=stale-if-error"
+    );
+    cs!(
+        ruled_without_a_rule_is_unchanged,
+        CacheStatus::miss().stored(true).ruled(None),
+        "hoard; fwd=miss; stored"
     );
 
     #[test]

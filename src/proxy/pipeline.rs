@@ -24,8 +24,8 @@ use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
 use crate::entries::{Entries, FillPlan, Holder, Lease, LeaseResult, Loaded, StoredBody, Tier};
 use crate::http_cache::{
-    self, BypassReason, CacheKey, CacheStatus, Detail, Lookup, LookupOptions, NotStorable,
-    Refreshed, Rule, StoredHead,
+    self, BypassReason, CacheKey, CacheStatus, Conditional, Detail, Lookup, LookupOptions,
+    NotStorable, Refreshed, Rule, StoredHead,
 };
 use crate::store::Value;
 
@@ -395,15 +395,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// `cs` naming the configuration rule that applied, unless it already has a detail
-    /// (RFC 9211 allows one).
+    /// `cs` naming the configuration rule that applied, unless it already has a detail.
     fn ruled(&self, cs: CacheStatus) -> CacheStatus {
-        match &self.rule {
-            Some(rule) if cs.detail.is_none() => {
-                cs.with_detail(Detail::Other(rule.detail().into()))
-            }
-            _ => cs,
-        }
+        cs.ruled(self.rule.as_ref())
     }
 
     /// The body to send upstream: the buffered one of a rule-cached method, else none.
@@ -525,8 +519,8 @@ impl Ctx<'_> {
         headers.remove(header::CONTENT_LENGTH);
         http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
         let len = rec.len();
-        if status.is_success()
-            && http_cache::not_modified(&self.parts.headers, &headers, head.response_time)
+        if Conditional::evaluate(&self.parts.headers, status, &headers, head.response_time)
+            .is_not_modified()
         {
             return self.not_modified_response(headers, cs);
         }
@@ -776,7 +770,7 @@ impl Ctx<'_> {
             return self.serve_stored(&refreshed.head, headers, entry.rec, fwd);
         }
         // A new response.
-        let storable = storability(
+        let storable = http_cache::storability_under(
             self.rule.as_ref(),
             &self.lookup,
             &rparts,
@@ -838,8 +832,9 @@ impl Ctx<'_> {
         };
         let expected = content_length(&rparts.headers);
         let status = rparts.status;
-        let client_wants_304 = status.is_success()
-            && http_cache::not_modified(&self.parts.headers, &client_headers, t_res);
+        let client_wants_304 =
+            Conditional::evaluate(&self.parts.headers, status, &client_headers, t_res)
+                .is_not_modified();
         let (to_client, body) = if self.is_head || client_wants_304 {
             (None, ProxyBody::Empty)
         } else {
@@ -1030,7 +1025,8 @@ impl Refresher {
             // Keep what we have; stale-if-error decides for later requests.
             return;
         }
-        if storability(self.rule.as_ref(), &self.lookup, &rparts, &self.opts).is_ok()
+        if http_cache::storability_under(self.rule.as_ref(), &self.lookup, &rparts, &self.opts)
+            .is_ok()
             && self.entries.health.may_store()
             && let Some(plan) = FillPlan::new(
                 &self.entries,
@@ -1090,28 +1086,16 @@ impl Merged304 {
         let merged = r.head.response_parts();
         let mut anonymous = req.clone();
         anonymous.headers = HeaderMap::new();
-        if let Err(reason) = storability(rule, &anonymous, &merged, opts) {
+        if let Err(reason) = http_cache::storability_under(rule, &anonymous, &merged, opts) {
             return Merged304::Remove(r, reason);
         }
         // A Range request revalidates the whole stored response; the range is not the
         // exchange's.
-        if let Err(reason) = storability(rule, &without_range(req), &merged, opts) {
+        if let Err(reason) = http_cache::storability_under(rule, &without_range(req), &merged, opts)
+        {
             return Merged304::ClientOnly(r, reason);
         }
         Merged304::Store(r)
-    }
-}
-
-/// Storability under the rule that applies, if any (a forced TTL overrides the origin).
-fn storability(
-    rule: Option<&Rule>,
-    req: &Parts,
-    res: &http::response::Parts,
-    opts: &LookupOptions,
-) -> Result<(), NotStorable> {
-    match rule {
-        Some(r) if r.ttl.is_some() => http_cache::storability_forced(req, res, r.share_auth),
-        _ => http_cache::storability(req, res, opts),
     }
 }
 
