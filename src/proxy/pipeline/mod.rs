@@ -1,0 +1,442 @@
+//! The cache pipeline for GET and HEAD: key -> lookup -> fresh (serve) | stale (revalidate,
+//! serve stale) | miss (coalesced fetch, stored while streamed to the client).
+//!
+//! Invariants: store calls run on blocking threads; a stored entry is only served when its
+//! head decodes and its body length matches the head; one fetch per key at a time in this
+//! process (waiters re-read the store when the leader finishes, or fetch themselves after
+//! `lock_timeout`).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+mod exchange;
+mod merge;
+mod range;
+mod refresh;
+mod serve;
+
+use merge::{Merged304, merge_304};
+use range::without_range;
+
+use serve::served_headers;
+
+use super::body::ProxyBody;
+use super::fill;
+use super::service::State;
+use super::upstream::Upstream;
+use crate::coalesce::{Outcome, Permit, Role};
+use crate::entries::{Entries, FillPlan, Holder, Lease, LeaseResult, Loaded, StoredBody, Tier};
+use crate::http_cache::{
+    self, BypassReason, CacheKey, CacheStatus, Conditional, Detail, Lookup, LookupOptions,
+    NotStorable, Refreshed, Rule, StoredHead,
+};
+use crate::store::Value;
+
+/// A stored response that may be served stale or refreshed by a 304.
+struct StaleEntry {
+    row_key: Vec<u8>,
+    head: Arc<StoredHead>,
+    rec: StoredBody,
+    stale_if_error_until: Option<SystemTime>,
+}
+
+/// One request going through the pipeline.
+struct Ctx<'a> {
+    st: &'a State,
+    /// The client's request head.
+    parts: Parts,
+    /// The same request as a GET to the absolute target (what the policy is evaluated on).
+    lookup: Parts,
+    target: Uri,
+    key: CacheKey,
+    is_head: bool,
+    /// The configuration rule that applies to this URL, if any.
+    rule: Option<Rule>,
+    /// The request body, for methods cached by a rule (keyed by its digest).
+    body: Option<Bytes>,
+    /// When the request reached the pipeline: a response the origin gave after this moment
+    /// may answer it even if already stale (collapsed forwarding).
+    arrived: SystemTime,
+}
+
+/// The cache key URI for `target`: the first matching rule may drop query parameters.
+fn key_uri(st: &State, target: &Uri) -> (Uri, Option<Rule>) {
+    match http_cache::first_match(&st.cfg.rules, target) {
+        Some(rule) => (rule.key_uri(target), Some(rule.clone())),
+        None => (target.clone(), None),
+    }
+}
+
+/// Entry point for GET and HEAD.
+pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Response<ProxyBody> {
+    let (parts, _body) = req.into_parts();
+    let (kuri, rule) = key_uri(st, &target);
+    run_cached(st, parts, target, &kuri, rule, None).await
+}
+
+/// Entry point for other methods a rule caches (`cache_methods`): the body is read (up to the
+/// rule's `max_body`) and its digest joins the cache key.
+pub async fn cached_method(
+    st: &State,
+    req: Request<Incoming>,
+    target: Uri,
+    rule: Rule,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, rule.max_body)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            let (code, msg) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body larger than the {} bytes rule {:?} caches\n",
+                        rule.max_body, rule.name
+                    ),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed: {e}\n"),
+                )
+            };
+            return st.error(code, CacheStatus::bypass(BypassReason::Method), &msg);
+        }
+    };
+    let kuri = rule.key_uri(&target);
+    run_cached(st, parts, target, &kuri, Some(rule), Some(body)).await
+}
+
+async fn run_cached(
+    st: &State,
+    parts: Parts,
+    target: Uri,
+    key_uri: &Uri,
+    rule: Option<Rule>,
+    body: Option<Bytes>,
+) -> Response<ProxyBody> {
+    let class = if body.is_some() {
+        parts.method.clone()
+    } else {
+        Method::GET
+    };
+    let key = match http_cache::cache_key(&class, key_uri) {
+        Ok(k) => match &body {
+            Some(b) => k.with_body_digest(xxhash_rust::xxh3::xxh3_128(b)),
+            None => k,
+        },
+        Err(e) => {
+            return st.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Key),
+                &format!("cannot build a cache key: {e}\n"),
+            );
+        }
+    };
+    let mut lookup = parts.clone();
+    lookup.method = class;
+    lookup.uri = target.clone();
+    lookup.version = Version::HTTP_11;
+    let is_head = parts.method == Method::HEAD;
+    let ctx = Ctx {
+        st,
+        parts,
+        lookup,
+        target,
+        key,
+        is_head,
+        rule,
+        body,
+        arrived: SystemTime::now(),
+    };
+    if st.cfg.offline {
+        ctx.offline().await
+    } else if ctx.rule.as_ref().is_some_and(|r| r.bypass) {
+        ctx.forward_uncached(CacheStatus::bypass(BypassReason::Disabled))
+            .await
+    } else if ctx.parts.headers.contains_key(header::RANGE) {
+        ctx.range().await
+    } else {
+        ctx.run().await
+    }
+}
+
+/// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge);
+/// returns how many rows were removed.
+pub async fn invalidate(st: &State, targets: Vec<Uri>) -> u64 {
+    let keys: Vec<CacheKey> = targets
+        .iter()
+        .filter_map(|u| http_cache::cache_key(&Method::GET, &key_uri(st, u).0).ok())
+        .collect();
+    for k in &keys {
+        st.coalescer.clear_pass(k.as_bytes());
+    }
+    st.entries.purge(keys).await
+}
+
+impl Ctx<'_> {
+    async fn run(self) -> Response<ProxyBody> {
+        let only_if_cached = http_cache::only_if_cached(&self.lookup);
+        // Bounded: a waiter re-reads at most a few times before fetching by itself.
+        for _attempt in 0..4 {
+            let now = SystemTime::now();
+            let mut fwd = CacheStatus::uri_miss();
+            let mut stale = None;
+            match self.load().await {
+                Loaded::Found {
+                    row_key,
+                    head,
+                    body: rec,
+                    tier,
+                } => match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
+                    Lookup::Fresh { headers, ttl } => {
+                        let mut cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                        if tier == Tier::Shared {
+                            cs = cs.with_detail("shared");
+                        }
+                        if self.xfetch_due(&head, now, ttl)
+                            && let Role::Leader(permit) =
+                                self.st.coalescer.join(self.key.as_bytes())
+                        {
+                            let reval = http_cache::revalidation_request(&head, &self.lookup);
+                            self.spawn_refresh(row_key, head.clone(), reval, permit);
+                            cs = cs.with_detail("early-refresh");
+                        }
+                        return self.serve_stored(&head, headers, rec, cs);
+                    }
+                    Lookup::Stale {
+                        revalidate,
+                        serve_stale_while_revalidate,
+                        stale_if_error_until,
+                        ..
+                    } => {
+                        let entry = StaleEntry {
+                            row_key,
+                            head,
+                            rec,
+                            stale_if_error_until,
+                        };
+                        if only_if_cached {
+                            return self.only_if_cached_miss();
+                        }
+                        if let Some(cs) = self.collapsed(&entry.head) {
+                            return self.serve_stale(entry, now, cs);
+                        }
+                        if serve_stale_while_revalidate {
+                            if let Role::Leader(permit) =
+                                self.st.coalescer.join(self.key.as_bytes())
+                            {
+                                self.spawn_refresh(
+                                    entry.row_key.clone(),
+                                    entry.head.clone(),
+                                    revalidate,
+                                    permit,
+                                );
+                            }
+                            return self.serve_stale(
+                                entry,
+                                now,
+                                CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate),
+                            );
+                        }
+                        fwd = match http_cache::forced_by_request(
+                            &entry.head,
+                            &self.lookup,
+                            now,
+                            &self.st.lookup_opts,
+                        ) {
+                            Some(reason) => CacheStatus::request(reason),
+                            None => CacheStatus::stale(),
+                        };
+                        stale = Some((entry, revalidate));
+                    }
+                    Lookup::Mismatch => fwd = CacheStatus::miss(),
+                },
+                Loaded::VaryMiss => fwd = CacheStatus::vary_miss(),
+                Loaded::Miss => {}
+            }
+            if only_if_cached {
+                return self.only_if_cached_miss();
+            }
+            if self.uncoalesced() {
+                return self.fetch(stale, None, fwd, None).await;
+            }
+            match self.st.coalescer.join(self.key.as_bytes()) {
+                Role::Leader(permit) => {
+                    // Another leader may have finished between our lookup and our `join`.
+                    if let Some(res) = self.serve_if_fresh(self.load().await) {
+                        permit.finish(Outcome::Stored);
+                        return res;
+                    }
+                    let ttl = self.lease_ttl();
+                    let lease = match self.st.entries.lease(&self.key, ttl).await {
+                        LeaseResult::Acquired(l) => Some(l),
+                        LeaseResult::Failed => None,
+                        LeaseResult::HeldElsewhere(Holder::Shared) => {
+                            // Another machine is fetching: wait for its entry in the shared
+                            // tier rather than asking the origin again.
+                            self.st
+                                .entries
+                                .wait_shared_fill(&self.key, self.st.cfg.lock_timeout)
+                                .await;
+                            if let Some(res) = self.serve_if_fresh(self.load().await) {
+                                permit.finish(Outcome::Stored);
+                                return res;
+                            }
+                            match self.st.entries.lease(&self.key, ttl).await {
+                                LeaseResult::Acquired(l) => Some(l),
+                                _ => None,
+                            }
+                        }
+                        LeaseResult::HeldElsewhere(Holder::Local) => {
+                            // Another hoard process on this directory is fetching: wait for
+                            // its entry in the store rather than asking the origin again.
+                            if let Some(res) = self.await_other_process().await {
+                                permit.finish(Outcome::Stored);
+                                return res;
+                            }
+                            match self.st.entries.lease(&self.key, ttl).await {
+                                LeaseResult::Acquired(l) => Some(l),
+                                _ => None,
+                            }
+                        }
+                    };
+                    // Across machines the window between our lookup and the lease is wide
+                    // (another machine may have filled and released meanwhile): look again.
+                    if lease.is_some()
+                        && self.st.entries.shared_tier().is_some()
+                        && let Some(res) = self.serve_if_fresh(self.load().await)
+                    {
+                        permit.finish(Outcome::Stored);
+                        return res;
+                    }
+                    return self.fetch(stale, Some(permit), fwd, lease).await;
+                }
+                Role::Pass => {
+                    return self
+                        .fetch(stale, None, fwd.with_detail("hit-for-pass"), None)
+                        .await;
+                }
+                Role::Waiter(w) => match w.wait(self.st.cfg.lock_timeout).await {
+                    Some(Outcome::Stored) | Some(Outcome::Abandoned) => continue,
+                    Some(Outcome::Failed) => {
+                        let t = SystemTime::now();
+                        match stale.filter(|(s, _)| within(s.stale_if_error_until, t)) {
+                            Some((entry, _)) => {
+                                let cs = fwd.with_detail(Detail::StaleIfError);
+                                return self.serve_stale(entry, t, cs);
+                            }
+                            None => continue,
+                        }
+                    }
+                    Some(Outcome::Uncacheable) | Some(Outcome::Pending) => {
+                        return self.fetch(stale, None, fwd, None).await;
+                    }
+                    None => {
+                        return self
+                            .fetch(stale, None, fwd.with_detail("lock-timeout"), None)
+                            .await;
+                    }
+                },
+            }
+        }
+        self.fetch(None, None, CacheStatus::miss(), None).await
+    }
+
+    /// `cs` naming the configuration rule that applied, unless it already has a detail.
+    fn ruled(&self, cs: CacheStatus) -> CacheStatus {
+        cs.ruled(self.rule.as_ref())
+    }
+
+    /// The body to send upstream: the buffered one of a rule-cached method, else none.
+    fn request_body(&self) -> ProxyBody {
+        match &self.body {
+            Some(b) => ProxyBody::full(b.clone()),
+            None => ProxyBody::Empty,
+        }
+    }
+
+    /// Requests that never wait on others' fetches, nor make others wait: their responses
+    /// are not shareable anyway (credentials, `no-store`).
+    fn uncoalesced(&self) -> bool {
+        (self.lookup.headers.contains_key(header::AUTHORIZATION)
+            && !self
+                .rule
+                .as_ref()
+                .is_some_and(|r| r.share_auth && r.ttl.is_some()))
+            || http_cache::parse_cache_control(&self.lookup.headers).has("no-store")
+    }
+
+    fn lease_ttl(&self) -> std::time::Duration {
+        self.st.cfg.lock_timeout
+    }
+
+    /// XFetch: should this fresh hit start an early background refresh?
+    fn xfetch_due(&self, head: &StoredHead, now: SystemTime, ttl: std::time::Duration) -> bool {
+        let beta = self.st.cfg.xfetch_beta;
+        if beta <= 0.0 || ttl.is_zero() || head.fetch_delta.is_zero() {
+            return false;
+        }
+        let u = (self.st.cfg.random)();
+        http_cache::xfetch_due(now, now + ttl, head.fetch_delta, beta, u)
+    }
+
+    /// Collapsed forwarding: another request's fetch or revalidation got this entry from the
+    /// origin after this request arrived, so it answers this one too even when it is stale
+    /// already (`max-age=0`, an upstream `Age` past max-age). Without this, waiters woken by
+    /// such a leader would each go to the origin.
+    fn collapsed(&self, head: &StoredHead) -> Option<CacheStatus> {
+        (head.response_time >= self.arrived).then(|| CacheStatus::stale().with_detail("collapsed"))
+    }
+
+    /// Poll the store (not the in-memory front) with backoff until another process's fetch
+    /// of this key leaves a fresh entry, its lease goes away, or `lock_timeout` passes.
+    async fn await_other_process(&self) -> Option<Response<ProxyBody>> {
+        let deadline = Instant::now() + self.st.cfg.lock_timeout;
+        let mut pause = std::time::Duration::from_millis(5);
+        while Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            if let Some(res) = self.serve_if_fresh(
+                self.st
+                    .entries
+                    .load_store(&self.key, &self.lookup.headers)
+                    .await,
+            ) {
+                return Some(res);
+            }
+            if !self.st.entries.lease_held(&self.key).await {
+                // The holder may have committed between our read and its release.
+                return self.serve_if_fresh(
+                    self.st
+                        .entries
+                        .load_store(&self.key, &self.lookup.headers)
+                        .await,
+                );
+            }
+        }
+        None
+    }
+
+    /// Read the URL key, follow a Vary index to this request's variant: from the hot cache
+    /// when it has the rows, else from the store (filling the hot cache).
+    async fn load(&self) -> Loaded {
+        self.st.entries.load(&self.key, &self.lookup.headers).await
+    }
+}
+
+fn within(until: Option<SystemTime>, now: SystemTime) -> bool {
+    until.is_some_and(|u| now <= u)
+}
