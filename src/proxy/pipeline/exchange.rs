@@ -1,10 +1,273 @@
-//! The exchange with the origin: send, then a 304 merge or a fill (or a pass-through).
+//! The one exchange with the origin, for a foreground fetch and a background refresh alike:
+//! send, then merge a 304 into the stored entry, or admit a new response for a fill.
 //!
-//! Invariant: an entry is only written through a `FillPlan` after storability said yes.
+//! Invariants: a 304 is merged and applied to the store only here (`Exchange::run`), a new
+//! response is admitted (storability, store health, `FillPlan`) only here (`Exchange::admit`),
+//! and every fill starts here (`Exchange::fill`); what the client is answered is the caller's.
+
+use std::time::Duration;
+
+use http::response;
 
 use super::*;
+use crate::proxy::service::build_upstream_request;
+use crate::proxy::upstream::UpstreamError;
+
+/// What one exchange needs of its request: borrowed from a foreground [`Ctx`] or from a
+/// background [`Refresher`](super::refresh::Refresher).
+pub(super) struct Exchange<'a> {
+    pub entries: &'a Entries,
+    pub upstream: &'a Upstream,
+    pub opts: &'a LookupOptions,
+    pub key: &'a CacheKey,
+    /// The request as a GET to the absolute target (storability and merges are asked on it).
+    pub lookup: &'a Parts,
+    pub target: &'a Uri,
+    pub pseudonym: &'a str,
+    pub rule: Option<&'a Rule>,
+    /// The buffered body of a rule-cached method.
+    pub body: Option<&'a Bytes>,
+    pub max_object_size: u64,
+    pub body_timeout: Option<Duration>,
+}
+
+/// When an exchange happened: request sent, response received, and the time between (the
+/// `delta` XFetch uses).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Times {
+    pub sent: SystemTime,
+    pub received: SystemTime,
+    pub delta: Duration,
+}
+
+/// A response from the origin, not yet answered or stored.
+pub(super) struct Answer {
+    pub parts: response::Parts,
+    pub body: Incoming,
+    pub times: Times,
+}
+
+/// What a 304 did to the stored entry (already applied to the store).
+pub(super) enum Verdict {
+    /// The merged head was written (`true`) or the write failed (`false`).
+    Stored(bool),
+    /// The merge answers this client only; the entry is left as it was.
+    ClientOnly(NotStorable),
+    /// The merge may no longer be shared: the entry was removed.
+    Removed(NotStorable),
+}
+
+/// A 304 merged into the stored entry it revalidated.
+pub(super) struct Revalidated {
+    /// The merged head (what the client is answered with) and its per-client fields.
+    pub refreshed: Refreshed,
+    pub verdict: Verdict,
+    /// How the key's flight ends for waiters.
+    pub outcome: Outcome,
+    pub received: SystemTime,
+}
+
+impl Revalidated {
+    /// The `Cache-Status` of a response answered from the merge.
+    pub(super) fn status(&self, fwd: CacheStatus) -> CacheStatus {
+        let fwd = fwd.with_fwd_status(304);
+        match self.verdict {
+            Verdict::Stored(stored) => fwd.stored(stored),
+            Verdict::ClientOnly(reason) | Verdict::Removed(reason) => {
+                fwd.with_detail(Detail::NotStorable(reason))
+            }
+        }
+    }
+}
+
+/// What one exchange with the origin came to.
+pub(super) enum Exchanged {
+    /// No response (connect, TLS, timeout...), and when that was known.
+    Unreachable(UpstreamError, SystemTime),
+    /// A 5xx to a revalidation: the caller serves the stale entry (stale-if-error), keeps
+    /// it, or passes the error on as a new response.
+    ServerError(Answer),
+    /// A 304 merged into the stored entry.
+    Revalidated(Box<Revalidated>),
+    /// A 304 whose validators do not select the stored entry.
+    NotMatched,
+    /// A new response (to a fetch, or a 200 to a revalidation).
+    Response(Answer),
+}
+
+/// Whether a new response is stored, and why not.
+pub(super) struct Admission {
+    pub storable: Result<(), NotStorable>,
+    /// Storable, but the store refuses writes (disk full, read-only).
+    pub store_down: bool,
+    /// Set when the response is stored while it streams.
+    pub plan: Option<FillPlan>,
+}
+
+impl Admission {
+    /// How the flight ends when nothing is stored: failures and per-request refusals let one
+    /// waiter try again; a response nobody may share makes the key pass for a while.
+    pub(super) fn unstored_outcome(&self, status: StatusCode) -> Outcome {
+        let retry = self.store_down
+            || status.is_server_error()
+            || matches!(
+                self.storable,
+                Err(NotStorable::Status | NotStorable::Authorization)
+            );
+        if retry {
+            Outcome::Abandoned
+        } else {
+            Outcome::Uncacheable
+        }
+    }
+
+    /// Why nothing is stored (`Cache-Status` detail).
+    pub(super) fn unstored_detail(&self) -> Detail {
+        match self.storable {
+            Err(reason) => Detail::NotStorable(reason),
+            Ok(()) if self.store_down => Detail::from("store-unavailable"),
+            Ok(()) => Detail::from("too-large"),
+        }
+    }
+}
+
+impl Exchange<'_> {
+    /// Send `sent` (a revalidation of `stale` when given, else a plain fetch) and merge a 304
+    /// into `stale`, applying the merge to the store.
+    pub(super) async fn run(&self, sent: &Parts, stale: Option<(&[u8], &StoredHead)>) -> Exchanged {
+        let body = match self.body {
+            Some(b) => ProxyBody::full(b.clone()),
+            None => ProxyBody::Empty,
+        };
+        let req = build_upstream_request(sent, self.target, self.pseudonym, body);
+        let t_req = SystemTime::now();
+        let started = Instant::now();
+        let res = self.upstream.send(req).await;
+        let times = Times {
+            sent: t_req,
+            received: SystemTime::now(),
+            delta: started.elapsed(),
+        };
+        let (parts, body) = match res {
+            Ok(r) => r.into_parts(),
+            Err(e) => return Exchanged::Unreachable(e, times.received),
+        };
+        let Some((row_key, head)) = stale else {
+            return Exchanged::Response(Answer { parts, body, times });
+        };
+        if parts.status.is_server_error() {
+            return Exchanged::ServerError(Answer { parts, body, times });
+        }
+        if parts.status != StatusCode::NOT_MODIFIED {
+            return Exchanged::Response(Answer { parts, body, times });
+        }
+        let merged = merge_304(
+            self.rule,
+            self.lookup,
+            head,
+            &parts,
+            (times.sent, times.received, times.delta),
+            self.opts,
+        );
+        let (refreshed, verdict, outcome) = match merged {
+            Merged304::NoMatch => return Exchanged::NotMatched,
+            Merged304::Store(r) => {
+                let stored = self
+                    .entries
+                    .refresh_head(self.key, row_key, r.head.clone())
+                    .await;
+                let outcome = if stored {
+                    Outcome::Stored
+                } else {
+                    Outcome::Abandoned
+                };
+                (r, Verdict::Stored(stored), outcome)
+            }
+            Merged304::ClientOnly(r, reason) => {
+                (r, Verdict::ClientOnly(reason), Outcome::Abandoned)
+            }
+            Merged304::Remove(r, reason) => {
+                self.entries.remove_row(self.key, row_key).await;
+                (r, Verdict::Removed(reason), Outcome::Uncacheable)
+            }
+        };
+        Exchanged::Revalidated(Box::new(Revalidated {
+            refreshed,
+            verdict,
+            outcome,
+            received: times.received,
+        }))
+    }
+
+    /// Whether the new response `res` is stored: storability under the rule, the store's
+    /// health (disk full or read-only: pass through, except one probe fill now and then),
+    /// and a fill plan (`None` when too large).
+    pub(super) fn admit(&self, res: &response::Parts, times: Times) -> Admission {
+        let storable = http_cache::storability_under(self.rule, self.lookup, res, self.opts);
+        let store_down = storable.is_ok() && !self.entries.health.may_store();
+        let plan = match &storable {
+            Ok(()) if store_down => None,
+            Ok(()) => FillPlan::new(
+                self.entries,
+                self.key,
+                self.lookup,
+                res,
+                times.sent,
+                times.received,
+                times.delta,
+                self.max_object_size,
+            )
+            .map(|p| p.with_rule(self.rule)),
+            Err(_) => None,
+        };
+        Admission {
+            storable,
+            store_down,
+            plan,
+        }
+    }
+
+    /// The fill of an admitted response: the origin body to the store (and to the client when
+    /// `to_client`), then the lease and the permit released.
+    pub(super) fn fill(
+        &self,
+        plan: FillPlan,
+        body: Incoming,
+        to_client: Option<fill::ToClient>,
+        permit: Option<Permit>,
+        lease: Option<Lease>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let timeout = self.upstream.response_timeout();
+        fill::run(
+            plan,
+            body,
+            to_client,
+            permit,
+            lease,
+            timeout,
+            self.body_timeout,
+        )
+    }
+}
 
 impl Ctx<'_> {
+    /// This request's side of an [`Exchange`].
+    fn exchange(&self) -> Exchange<'_> {
+        Exchange {
+            entries: &self.st.entries,
+            upstream: &self.st.upstream,
+            opts: &self.st.lookup_opts,
+            key: &self.key,
+            lookup: &self.lookup,
+            target: &self.target,
+            pseudonym: &self.st.cfg.pseudonym,
+            rule: self.rule.as_ref(),
+            body: self.body.as_ref(),
+            max_object_size: self.st.cfg.max_object_size,
+            body_timeout: self.st.cfg.body_timeout,
+        }
+    }
+
     /// Go to the origin: revalidate `stale` if given, otherwise fetch; store what may be stored.
     pub(super) async fn fetch(
         &self,
@@ -13,33 +276,20 @@ impl Ctx<'_> {
         fwd: CacheStatus,
         lease: Option<Lease>,
     ) -> Response<ProxyBody> {
-        let (stale, req) = match stale {
-            Some((entry, reval)) => {
-                let req = self
-                    .st
-                    .upstream_request(&reval, &self.target, self.request_body());
-                (Some(entry), req)
-            }
+        let x = self.exchange();
+        let exchanged = match &stale {
+            Some((entry, reval)) => x.run(reval, Some((&entry.row_key, &entry.head))).await,
             None => {
                 let mut p = self.lookup.clone();
                 for h in &CONDITIONALS {
                     p.headers.remove(h);
                 }
-                (
-                    None,
-                    self.st
-                        .upstream_request(&p, &self.target, self.request_body()),
-                )
+                x.run(&p, None).await
             }
         };
-        let t_req = SystemTime::now();
-        let started = Instant::now();
-        let sent = self.st.upstream.send(req).await;
-        let t_res = SystemTime::now();
-        let delta = started.elapsed();
-        let res = match sent {
-            Ok(r) => r,
-            Err(e) => {
+        let stale = stale.map(|(entry, _)| entry);
+        match exchanged {
+            Exchanged::Unreachable(e, t_res) => {
                 if let Some(entry) = stale.filter(|s| within(s.stale_if_error_until, t_res)) {
                     if let Some(p) = permit {
                         p.finish(Outcome::Failed);
@@ -47,130 +297,71 @@ impl Ctx<'_> {
                     let cs = fwd.with_detail(Detail::StaleIfError);
                     return self.serve_stale(entry, t_res, cs);
                 }
-                return self.st.upstream_error(&e, self.ruled(fwd));
+                self.st.upstream_error(&e, self.ruled(fwd))
             }
-        };
-        let (mut rparts, rbody) = res.into_parts();
-        if rparts.status.is_server_error()
-            && let Some(entry) = stale
-                .as_ref()
-                .filter(|s| within(s.stale_if_error_until, t_res))
-        {
-            let _ = entry;
-            let entry = stale.expect("checked above");
-            if let Some(p) = permit {
-                p.finish(Outcome::Failed);
+            Exchanged::ServerError(answer) => {
+                let t_res = answer.times.received;
+                match stale.filter(|s| within(s.stale_if_error_until, t_res)) {
+                    Some(entry) => {
+                        if let Some(p) = permit {
+                            p.finish(Outcome::Failed);
+                        }
+                        let cs = fwd
+                            .with_fwd_status(answer.parts.status.as_u16())
+                            .with_detail(Detail::StaleIfError);
+                        self.serve_stale(entry, t_res, cs)
+                    }
+                    None => self.respond(&x, answer, permit, fwd, lease),
+                }
             }
-            let cs = fwd
-                .with_fwd_status(rparts.status.as_u16())
-                .with_detail(Detail::StaleIfError);
-            return self.serve_stale(entry, t_res, cs);
+            Exchanged::NotMatched => {
+                // The 304 does not match what we hold: fetch the full response.
+                Box::pin(self.fetch(None, permit, fwd, lease)).await
+            }
+            Exchanged::Revalidated(r) => {
+                if let Some(p) = permit {
+                    p.finish(r.outcome);
+                }
+                let cs = r.status(fwd);
+                let mut headers = served_headers(&r.refreshed.head, r.received);
+                for (name, value) in &r.refreshed.client_only {
+                    headers.append(name, value.clone());
+                }
+                let entry = stale.expect("a 304 is merged only into a stale entry");
+                self.serve_stored(&r.refreshed.head, headers, entry.rec, cs)
+            }
+            Exchanged::Response(answer) => self.respond(&x, answer, permit, fwd, lease),
         }
-        if rparts.status == StatusCode::NOT_MODIFIED
-            && let Some(entry) = stale
-        {
-            let merged = merge_304(
-                self.rule.as_ref(),
-                &self.lookup,
-                &entry.head,
-                &rparts,
-                (t_req, t_res, delta),
-                &self.st.lookup_opts,
-            );
-            let entries = &self.st.entries;
-            let (refreshed, outcome, fwd) = match merged {
-                Merged304::NoMatch => {
-                    // The 304 does not match what we hold: fetch the full response.
-                    return Box::pin(self.fetch(None, permit, fwd, lease)).await;
-                }
-                Merged304::Store(r) => {
-                    let stored = entries
-                        .refresh_head(&self.key, &entry.row_key, r.head.clone())
-                        .await;
-                    let outcome = if stored {
-                        Outcome::Stored
-                    } else {
-                        Outcome::Abandoned
-                    };
-                    (r, outcome, fwd.with_fwd_status(304).stored(stored))
-                }
-                Merged304::ClientOnly(r, reason) => (
-                    r,
-                    Outcome::Abandoned,
-                    fwd.with_fwd_status(304)
-                        .with_detail(Detail::NotStorable(reason)),
-                ),
-                Merged304::Remove(r, reason) => {
-                    entries.remove_row(&self.key, &entry.row_key).await;
-                    (
-                        r,
-                        Outcome::Uncacheable,
-                        fwd.with_fwd_status(304)
-                            .with_detail(Detail::NotStorable(reason)),
-                    )
-                }
-            };
-            if let Some(p) = permit {
-                p.finish(outcome);
-            }
-            let mut headers = served_headers(&refreshed.head, t_res);
-            for (name, value) in &refreshed.client_only {
-                headers.append(name, value.clone());
-            }
-            return self.serve_stored(&refreshed.head, headers, entry.rec, fwd);
-        }
-        // A new response.
-        let storable = http_cache::storability_under(
-            self.rule.as_ref(),
-            &self.lookup,
-            &rparts,
-            &self.st.lookup_opts,
-        );
-        // Disk full or read-only: pass through, except one probe fill now and then.
-        let store_down = storable.is_ok() && !self.st.entries.health.may_store();
-        let plan = match &storable {
-            Ok(()) if store_down => None,
-            Ok(()) => FillPlan::new(
-                &self.st.entries,
-                &self.key,
-                &self.lookup,
-                &rparts,
-                t_req,
-                t_res,
-                delta,
-                self.st.cfg.max_object_size,
-            )
-            .map(|p| p.with_rule(self.rule.as_ref())),
-            Err(_) => None,
-        };
+    }
+
+    /// Answer with a new response from the origin, stored while it streams when admitted.
+    fn respond(
+        &self,
+        x: &Exchange<'_>,
+        answer: Answer,
+        permit: Option<Permit>,
+        fwd: CacheStatus,
+        lease: Option<Lease>,
+    ) -> Response<ProxyBody> {
+        let Answer {
+            parts: mut rparts,
+            body: rbody,
+            times,
+        } = answer;
+        let t_res = times.received;
+        let mut admission = x.admit(&rparts, times);
         let fwd = fwd.with_fwd_status(rparts.status.as_u16());
         let client_headers = {
             let mut h = rparts.headers.clone();
             self.st.prepare_response_headers(&mut h, rparts.version);
             h
         };
-        let Some(plan) = plan else {
+        let Some(plan) = admission.plan.take() else {
             if let Some(p) = permit {
-                // Failures and per-request refusals: one waiter tries again. Responses nobody
-                // may share: remember the key as pass for a while.
-                let retry = store_down
-                    || rparts.status.is_server_error()
-                    || matches!(
-                        storable,
-                        Err(NotStorable::Status | NotStorable::Authorization)
-                    );
-                p.finish(if retry {
-                    Outcome::Abandoned
-                } else {
-                    Outcome::Uncacheable
-                });
+                p.finish(admission.unstored_outcome(rparts.status));
             }
             drop(lease);
-            let detail = match storable {
-                Err(reason) => Detail::NotStorable(reason),
-                Ok(()) if store_down => Detail::from("store-unavailable"),
-                Ok(()) => Detail::from("too-large"),
-            };
+            let detail = admission.unstored_detail();
             rparts.headers = client_headers;
             rparts.version = Version::HTTP_11;
             let mut res = Response::from_parts(rparts, self.st.origin_body(rbody));
@@ -192,11 +383,9 @@ impl Ctx<'_> {
             let stall = self.st.cfg.idle_timeout;
             (Some(fill::ToClient { body: tx, stall }), body)
         };
-        let timeout = self.st.upstream.response_timeout();
-        let total = self.st.cfg.body_timeout;
-        self.st.background.spawn(fill::run(
-            plan, rbody, to_client, permit, lease, timeout, total,
-        ));
+        self.st
+            .background
+            .spawn(x.fill(plan, rbody, to_client, permit, lease));
         if client_wants_304 {
             return self.not_modified_response(client_headers, fwd.stored(true));
         }

@@ -4,6 +4,7 @@
 //! Invariant: one refresh per key at a time across processes (this process's permit, then
 //! the directory lease; a lease held elsewhere means that refresh is already running).
 
+use super::exchange::{Exchange, Exchanged};
 use super::*;
 
 impl Ctx<'_> {
@@ -58,6 +59,23 @@ impl Refresher {
         }
     }
 
+    /// This refresh's side of an [`Exchange`].
+    fn exchange(&self) -> Exchange<'_> {
+        Exchange {
+            entries: &self.entries,
+            upstream: &self.upstream,
+            opts: &self.opts,
+            key: &self.key,
+            lookup: &self.lookup,
+            target: &self.target,
+            pseudonym: &self.pseudonym,
+            rule: self.rule.as_ref(),
+            body: self.body.as_ref(),
+            max_object_size: self.max_object_size,
+            body_timeout: self.body_timeout,
+        }
+    }
+
     async fn run(self, row_key: Vec<u8>, head: Arc<StoredHead>, revalidate: Parts, permit: Permit) {
         // Across processes: one refresh per key; if another process holds the lease it is
         // already refreshing, and its result reaches us through the store.
@@ -65,73 +83,21 @@ impl Refresher {
             LeaseResult::Acquired(l) => l,
             LeaseResult::HeldElsewhere(_) | LeaseResult::Failed => return,
         };
-        let req = crate::proxy::service::build_upstream_request(
-            &revalidate,
-            &self.target,
-            &self.pseudonym,
-            match &self.body {
-                Some(b) => ProxyBody::full(b.clone()),
-                None => ProxyBody::Empty,
-            },
-        );
-        let t_req = SystemTime::now();
-        let started = Instant::now();
-        let res = match self.upstream.send(req).await {
-            Ok(r) => r,
-            Err(err) => {
+        let x = self.exchange();
+        // Nobody is answered here: a 304's per-client fields go nowhere, a 5xx keeps what we
+        // have (stale-if-error decides for later requests), a failure is only logged.
+        match x.run(&revalidate, Some((&row_key, &head))).await {
+            Exchanged::Revalidated(r) => permit.finish(r.outcome),
+            Exchanged::Response(answer) => {
+                if let Some(plan) = x.admit(&answer.parts, answer.times).plan {
+                    x.fill(plan, answer.body, None, Some(permit), Some(lease))
+                        .await;
+                }
+            }
+            Exchanged::Unreachable(err, _) => {
                 tracing::debug!(key = %self.key, error = %err, "background revalidation failed");
-                return;
             }
-        };
-        let t_res = SystemTime::now();
-        let delta = started.elapsed();
-        let (rparts, rbody) = res.into_parts();
-        if rparts.status == StatusCode::NOT_MODIFIED {
-            // Nobody is answered here: the 304's per-client fields go nowhere.
-            match merge_304(
-                self.rule.as_ref(),
-                &self.lookup,
-                &head,
-                &rparts,
-                (t_req, t_res, delta),
-                &self.opts,
-            ) {
-                Merged304::Store(r) => {
-                    if self.entries.refresh_head(&self.key, &row_key, r.head).await {
-                        permit.finish(Outcome::Stored);
-                    }
-                }
-                Merged304::Remove(..) => {
-                    self.entries.remove_row(&self.key, &row_key).await;
-                    permit.finish(Outcome::Uncacheable);
-                }
-                Merged304::ClientOnly(..) | Merged304::NoMatch => {}
-            }
-            drop(lease);
-            return;
-        }
-        if rparts.status.is_server_error() {
-            // Keep what we have; stale-if-error decides for later requests.
-            return;
-        }
-        if http_cache::storability_under(self.rule.as_ref(), &self.lookup, &rparts, &self.opts)
-            .is_ok()
-            && self.entries.health.may_store()
-            && let Some(plan) = FillPlan::new(
-                &self.entries,
-                &self.key,
-                &self.lookup,
-                &rparts,
-                t_req,
-                t_res,
-                delta,
-                self.max_object_size,
-            )
-            .map(|p| p.with_rule(self.rule.as_ref()))
-        {
-            let timeout = self.upstream.response_timeout();
-            let total = self.body_timeout;
-            fill::run(plan, rbody, None, Some(permit), Some(lease), timeout, total).await;
+            Exchanged::ServerError(_) | Exchanged::NotMatched => {}
         }
     }
 }
