@@ -1,0 +1,363 @@
+//! The request state machine of a cached GET/HEAD (after pingora-cache's `CachePhase`):
+//! `Lookup -> Fresh | Stale | Miss`, `Stale -> Miss` (to revalidate), `Miss -> Lead |
+//! AwaitFill | Fetch | Revalidate`, `Lead -> Fetch | Revalidate`, `AwaitFill -> Lookup | Fetch
+//! | Revalidate`, and every phase may end in `Done`.
+//!
+//! Invariant: each transition is a value returned by one small function; the only way back is
+//! `AwaitFill -> Lookup`, taken at most [`MAX_LOOKUPS`] times, so a request always ends.
+
+use std::time::Duration;
+
+use super::*;
+use crate::coalesce::Waiter;
+
+/// Reads of the store one request makes before it goes to the origin by itself. A waiter
+/// woken by a leader that stored its entry (or gave up) reads again; a key whose leaders keep
+/// abandoning (a flapping origin, a store refusing writes) must not hold this request in a
+/// loop: after this many reads it fetches without waiting on anyone.
+const MAX_LOOKUPS: usize = 4;
+
+/// A fresh stored entry found by the lookup.
+struct Hit {
+    row_key: Vec<u8>,
+    head: Arc<StoredHead>,
+    rec: StoredBody,
+    tier: Tier,
+    /// The response headers to serve (with `Age`).
+    headers: HeaderMap,
+    /// Freshness left.
+    ttl: Duration,
+    now: SystemTime,
+}
+
+/// A stale stored entry found by the lookup, with what RFC 9111/5861 allow for it.
+struct Stale {
+    entry: StaleEntry,
+    /// The conditional request that revalidates it.
+    revalidate: Parts,
+    serve_stale_while_revalidate: bool,
+    now: SystemTime,
+}
+
+/// A request going forward: the stale entry to revalidate (with its conditional request),
+/// if any, and the `Cache-Status` saying why it went forward.
+struct Forward {
+    stale: Option<(StaleEntry, Parts)>,
+    fwd: CacheStatus,
+}
+
+/// Where a request is in the cache; [`Phase::name`] feeds the trace log.
+enum Phase {
+    /// Read the store and ask RFC 9111 what the stored entry (if any) may do.
+    Lookup,
+    /// A fresh entry: serve it (an XFetch early refresh may start in the background).
+    Fresh(Box<Hit>),
+    /// A stale entry: serve it (collapsed forwarding, stale-while-revalidate) or revalidate.
+    Stale(Box<Stale>),
+    /// Nothing to serve: join the key's flight (or not, for uncoalesced requests).
+    Miss(Forward),
+    /// This request leads the flight: look again, take the leases, then go forward.
+    Lead(Permit, Forward),
+    /// Another request of this process is going forward: wait for its outcome.
+    AwaitFill(Waiter, Forward),
+    /// Go to the origin for a full response.
+    Fetch(Going),
+    /// Go to the origin with a conditional request for the stale entry.
+    Revalidate(Going),
+    /// The response is ready.
+    Done(Response<ProxyBody>),
+}
+
+/// A request about to go to the origin, with its permit and lease (if it leads the flight).
+struct Going {
+    forward: Forward,
+    permit: Option<Permit>,
+    lease: Option<Lease>,
+}
+
+impl Phase {
+    /// Stable name for logs and traces.
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Lookup => "lookup",
+            Phase::Fresh(_) => "fresh",
+            Phase::Stale(_) => "stale",
+            Phase::Miss(_) => "miss",
+            Phase::Lead(..) => "lead",
+            Phase::AwaitFill(..) => "await-fill",
+            Phase::Fetch(_) => "fetch",
+            Phase::Revalidate(_) => "revalidate",
+            Phase::Done(_) => "done",
+        }
+    }
+
+    /// Go to the origin: `Revalidate` when there is a stale entry, else `Fetch`.
+    fn going(forward: Forward, permit: Option<Permit>, lease: Option<Lease>) -> Phase {
+        let going = Going {
+            forward,
+            permit,
+            lease,
+        };
+        if going.forward.stale.is_some() {
+            Phase::Revalidate(going)
+        } else {
+            Phase::Fetch(going)
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// Run the state machine from `Lookup` to `Done`.
+    pub(super) async fn run(self) -> Response<ProxyBody> {
+        let mut phase = Phase::Lookup;
+        let mut lookups = 0;
+        loop {
+            tracing::trace!(key = %self.key, phase = phase.name(), "cache phase");
+            phase = match phase {
+                Phase::Lookup if lookups == MAX_LOOKUPS => Phase::Fetch(Going {
+                    forward: Forward {
+                        stale: None,
+                        fwd: CacheStatus::miss(),
+                    },
+                    permit: None,
+                    lease: None,
+                }),
+                Phase::Lookup => {
+                    lookups += 1;
+                    self.lookup_phase().await
+                }
+                Phase::Fresh(hit) => self.fresh(*hit),
+                Phase::Stale(stale) => self.stale(*stale),
+                Phase::Miss(forward) => self.miss(forward),
+                Phase::Lead(permit, forward) => self.lead(permit, forward).await,
+                Phase::AwaitFill(waiter, forward) => self.await_fill(waiter, forward).await,
+                Phase::Fetch(g) | Phase::Revalidate(g) => {
+                    let Forward { stale, fwd } = g.forward;
+                    Phase::Done(self.fetch(stale, g.permit, fwd, g.lease).await)
+                }
+                Phase::Done(res) => return res,
+            };
+        }
+    }
+
+    /// `Lookup`: the stored entry for this request (memory front, store, shared tier) and
+    /// RFC 9111's verdict on it.
+    async fn lookup_phase(&self) -> Phase {
+        let now = SystemTime::now();
+        let (row_key, head, rec, tier) = match self.load().await {
+            Loaded::Found {
+                row_key,
+                head,
+                body,
+                tier,
+            } => (row_key, head, body, tier),
+            Loaded::VaryMiss => return self.missed(CacheStatus::vary_miss()),
+            Loaded::Miss => return self.missed(CacheStatus::uri_miss()),
+        };
+        match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
+            Lookup::Fresh { headers, ttl } => Phase::Fresh(Box::new(Hit {
+                row_key,
+                head,
+                rec,
+                tier,
+                headers,
+                ttl,
+                now,
+            })),
+            Lookup::Stale {
+                revalidate,
+                serve_stale_while_revalidate,
+                stale_if_error_until,
+                ..
+            } => Phase::Stale(Box::new(Stale {
+                entry: StaleEntry {
+                    row_key,
+                    head,
+                    rec,
+                    stale_if_error_until,
+                },
+                revalidate,
+                serve_stale_while_revalidate,
+                now,
+            })),
+            Lookup::Mismatch => self.missed(CacheStatus::miss()),
+        }
+    }
+
+    /// `Miss` with nothing stale to revalidate.
+    fn missed(&self, fwd: CacheStatus) -> Phase {
+        Phase::Miss(Forward { stale: None, fwd })
+    }
+
+    /// `Fresh`: serve the hit; XFetch may start one early background refresh.
+    fn fresh(&self, hit: Hit) -> Phase {
+        let Hit {
+            row_key,
+            head,
+            rec,
+            tier,
+            headers,
+            ttl,
+            now,
+        } = hit;
+        let mut cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+        if tier == Tier::Shared {
+            cs = cs.with_detail("shared");
+        }
+        if self.xfetch_due(&head, now, ttl)
+            && let Role::Leader(permit) = self.st.coalescer.join(self.key.as_bytes())
+        {
+            let reval = http_cache::revalidation_request(&head, &self.lookup);
+            self.spawn_refresh(row_key, head.clone(), reval, permit);
+            cs = cs.with_detail("early-refresh");
+        }
+        Phase::Done(self.serve_stored(&head, headers, rec, cs))
+    }
+
+    /// `Stale`: `only-if-cached` ends here; an entry fetched after this request arrived is
+    /// served (collapsed forwarding); inside stale-while-revalidate it is served and one
+    /// background refresh starts; otherwise it goes forward to be revalidated.
+    fn stale(&self, s: Stale) -> Phase {
+        let Stale {
+            entry,
+            revalidate,
+            serve_stale_while_revalidate,
+            now,
+        } = s;
+        if http_cache::only_if_cached(&self.lookup) {
+            return Phase::Done(self.only_if_cached_miss());
+        }
+        if let Some(cs) = self.collapsed(&entry.head) {
+            return Phase::Done(self.serve_stale(entry, now, cs));
+        }
+        if serve_stale_while_revalidate {
+            if let Role::Leader(permit) = self.st.coalescer.join(self.key.as_bytes()) {
+                self.spawn_refresh(
+                    entry.row_key.clone(),
+                    entry.head.clone(),
+                    revalidate,
+                    permit,
+                );
+            }
+            let cs = CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate);
+            return Phase::Done(self.serve_stale(entry, now, cs));
+        }
+        let fwd = match http_cache::forced_by_request(
+            &entry.head,
+            &self.lookup,
+            now,
+            &self.st.lookup_opts,
+        ) {
+            Some(reason) => CacheStatus::request(reason),
+            None => CacheStatus::stale(),
+        };
+        Phase::Miss(Forward {
+            stale: Some((entry, revalidate)),
+            fwd,
+        })
+    }
+
+    /// `Miss`: `only-if-cached` ends here; requests whose responses nobody may share go
+    /// forward alone; the others join the key's flight (leader, waiter, or hit-for-pass).
+    fn miss(&self, forward: Forward) -> Phase {
+        if http_cache::only_if_cached(&self.lookup) {
+            return Phase::Done(self.only_if_cached_miss());
+        }
+        if self.uncoalesced() {
+            return Phase::going(forward, None, None);
+        }
+        match self.st.coalescer.join(self.key.as_bytes()) {
+            Role::Leader(permit) => Phase::Lead(permit, forward),
+            Role::Pass => {
+                let fwd = forward.fwd.with_detail("hit-for-pass");
+                Phase::going(Forward { fwd, ..forward }, None, None)
+            }
+            Role::Waiter(w) => Phase::AwaitFill(w, forward),
+        }
+    }
+
+    /// `Lead`: another leader may have finished between the lookup and the join; then the
+    /// directory lease (and the Redis one with `--shared`): a fill held elsewhere is waited
+    /// for and read, not fetched again.
+    async fn lead(&self, permit: Permit, forward: Forward) -> Phase {
+        if let Some(res) = self.serve_if_fresh(self.load().await) {
+            permit.finish(Outcome::Stored);
+            return Phase::Done(res);
+        }
+        let ttl = self.lease_ttl();
+        let lease = match self.st.entries.lease(&self.key, ttl).await {
+            LeaseResult::Acquired(l) => Some(l),
+            LeaseResult::Failed => None,
+            LeaseResult::HeldElsewhere(Holder::Shared) => {
+                // Another machine is fetching: wait for its entry in the shared tier rather
+                // than asking the origin again.
+                self.st
+                    .entries
+                    .wait_shared_fill(&self.key, self.st.cfg.lock_timeout)
+                    .await;
+                if let Some(res) = self.serve_if_fresh(self.load().await) {
+                    permit.finish(Outcome::Stored);
+                    return Phase::Done(res);
+                }
+                self.lease_again(ttl).await
+            }
+            LeaseResult::HeldElsewhere(Holder::Local) => {
+                // Another hoard process on this directory is fetching: wait for its entry in
+                // the store rather than asking the origin again.
+                if let Some(res) = self.await_other_process().await {
+                    permit.finish(Outcome::Stored);
+                    return Phase::Done(res);
+                }
+                self.lease_again(ttl).await
+            }
+        };
+        // Across machines the window between our lookup and the lease is wide (another
+        // machine may have filled and released meanwhile): look again.
+        if lease.is_some()
+            && self.st.entries.shared_tier().is_some()
+            && let Some(res) = self.serve_if_fresh(self.load().await)
+        {
+            permit.finish(Outcome::Stored);
+            return Phase::Done(res);
+        }
+        Phase::going(forward, Some(permit), lease)
+    }
+
+    /// The lease after waiting for its holder: ours if it is free now, else none (we go
+    /// forward anyway; the wait was bounded).
+    async fn lease_again(&self, ttl: Duration) -> Option<Lease> {
+        match self.st.entries.lease(&self.key, ttl).await {
+            LeaseResult::Acquired(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// `AwaitFill`: a leader that stored (or gave up) sends us back to `Lookup`; one that
+    /// failed and served stale lets us do the same inside our stale-if-error window; one whose
+    /// response may not be shared, or a wait past `lock_timeout`, sends us forward alone.
+    async fn await_fill(&self, waiter: Waiter, forward: Forward) -> Phase {
+        match waiter.wait(self.st.cfg.lock_timeout).await {
+            Some(Outcome::Stored) | Some(Outcome::Abandoned) => Phase::Lookup,
+            Some(Outcome::Failed) => {
+                let t = SystemTime::now();
+                match forward
+                    .stale
+                    .filter(|(s, _)| within(s.stale_if_error_until, t))
+                {
+                    Some((entry, _)) => {
+                        let cs = forward.fwd.with_detail(Detail::StaleIfError);
+                        Phase::Done(self.serve_stale(entry, t, cs))
+                    }
+                    None => Phase::Lookup,
+                }
+            }
+            Some(Outcome::Uncacheable) | Some(Outcome::Pending) => {
+                Phase::going(forward, None, None)
+            }
+            None => {
+                let fwd = forward.fwd.with_detail("lock-timeout");
+                Phase::going(Forward { fwd, ..forward }, None, None)
+            }
+        }
+    }
+}
