@@ -9,3 +9,4 @@ mod reliability;
 mod shared;
 mod stampede;
 mod store;
+mod support;

@@ -23,10 +23,10 @@ use std::time::Duration;
 use hoard::proxy::{ProxyConfig, ServerHandle};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
 use crate::proxy::harness::start_proxy_in;
+use crate::support::{Listening, listen};
 
 /// Timeouts used by these tests: small, so a hang shows up as a failure quickly.
 pub const T: Duration = Duration::from_secs(1);
@@ -53,7 +53,7 @@ pub async fn proxy(
 pub struct FaultOrigin {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+    _listening: Listening,
 }
 
 impl FaultOrigin {
@@ -62,38 +62,32 @@ impl FaultOrigin {
         F: Fn(BufReader<TcpStream>, usize) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let behave = Arc::new(behave);
-        let task = tokio::spawn({
+        let listening = listen({
             let hits = hits.clone();
-            async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let (hits, behave) = (hits.clone(), behave.clone());
-                    tokio::spawn(async move {
-                        let mut io = BufReader::new(stream);
-                        if read_head(&mut io).await {
-                            let n = hits.fetch_add(1, Ordering::SeqCst);
-                            // Every fault is bounded: no origin task outlives 10 s.
-                            let _ =
-                                tokio::time::timeout(Duration::from_secs(10), behave(io, n)).await;
-                        }
-                    });
+            move |stream| {
+                let (hits, behave) = (hits.clone(), behave.clone());
+                async move {
+                    let mut io = BufReader::new(stream);
+                    if read_head(&mut io).await {
+                        let n = hits.fetch_add(1, Ordering::SeqCst);
+                        // Every fault is bounded: no origin task outlives 10 s.
+                        let _ = tokio::time::timeout(Duration::from_secs(10), behave(io, n)).await;
+                    }
                 }
             }
-        });
-        FaultOrigin { addr, hits, task }
+        })
+        .await;
+        FaultOrigin {
+            addr: listening.addr,
+            hits,
+            _listening: listening,
+        }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for FaultOrigin {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

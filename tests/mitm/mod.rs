@@ -2,24 +2,22 @@
 //! test CA, reached under the name `origin.test` through `--resolve`; clients going through
 //! hoard with CONNECT and trusting hoard's CA (hand-made h1/h2 client, reqwest, curl).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hoard::proxy::{ProxyConfig, Server, ServerHandle};
-use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tempfile::TempDir;
+
+use crate::support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 mod ca_files;
 mod connect_hosts;
@@ -87,82 +85,56 @@ impl TestCa {
     }
 }
 
-/// A loopback HTTPS origin counting the requests it answers.
-pub struct Origin {
-    pub addr: SocketAddr,
-    pub hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
+/// A loopback HTTPS origin counting the requests it answers: the shared test origin
+/// (`tests/support`) over TLS with a certificate from the test CA.
+pub struct Origin(support::Origin);
 
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::ops::Deref for Origin {
+    type Target = support::Origin;
+    fn deref(&self) -> &support::Origin {
+        &self.0
     }
 }
 
 impl Origin {
     pub fn count(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.hits()
     }
 
-    /// Paths: `/slow*` waits 300 ms; `/nostore*` is `no-store`; anything else `max-age=60`.
-    /// Bodies say the path, the method and the HTTP version the origin saw.
+    /// Paths: `/slow*` waits 300 ms; `/nostore*` is `no-store`; anything else `max-age=60`
+    /// (other methods than GET: `no-store`). Bodies say the path, the method and the HTTP
+    /// version the origin saw, and the request body's length.
     pub async fn start(ca: &TestCa) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
-        let h = hits.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let h = h.clone();
-                        async move { Ok::<_, Infallible>(origin_answer(req, &h).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
-        Origin { addr, hits, task }
+        Origin(support::Origin::start_tls(ca.server_config(), |_, req| origin_answer(req)).await)
     }
 }
 
-async fn origin_answer(req: Request<Incoming>, hits: &AtomicUsize) -> Response<Full<Bytes>> {
-    hits.fetch_add(1, Ordering::SeqCst);
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let version = req.version();
-    let body_len = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes().len())
-        .unwrap_or(0);
-    if path.starts_with("/slow") {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+fn origin_answer(req: &Request<Bytes>) -> support::Act {
+    let path = req.uri().path();
+    let method = req.method();
+    let delay = if path.starts_with("/slow") {
+        Duration::from_millis(300)
+    } else {
+        Duration::ZERO
+    };
     let cc = if path.starts_with("/nostore") || method != http::Method::GET {
         "no-store"
     } else {
         "max-age=60"
     };
-    let body = format!("{method} {path} {version:?} body={body_len}");
-    Response::builder()
-        .header("cache-control", cc)
-        .header("content-type", "text/plain")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
+    let body = format!(
+        "{method} {path} {:?} body={}",
+        req.version(),
+        req.body().len()
+    );
+    support::Act::Reply(
+        delay,
+        support::reply(
+            200,
+            &[("cache-control", cc), ("content-type", "text/plain")],
+            body,
+        ),
+    )
 }
 
 /// A running proxy with its cache directory.

@@ -5,16 +5,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use hoard::proxy::{ProxyConfig, Server, ServerHandle};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::support;
 
 mod access_log;
 mod cli;
@@ -25,60 +22,39 @@ mod warm;
 
 /// A loopback origin counting requests: `/vary*` varies on Accept-Encoding, `/nostore`
 /// is `no-store`, everything else is fresh for 60 s. The body is the path (`/bin*`: the
-/// bytes 255 down to 0).
-pub struct Origin {
-    pub addr: SocketAddr,
-    pub hits: Arc<AtomicUsize>,
+/// bytes 255 down to 0). The shared test origin (`tests/support`) with these answers.
+pub struct Origin(support::Origin);
+
+impl std::ops::Deref for Origin {
+    type Target = support::Origin;
+    fn deref(&self) -> &support::Origin {
+        &self.0
+    }
 }
 
 impl Origin {
     pub async fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let h = hits.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+        Origin(
+            support::Origin::start(|req| {
+                let path = req.uri().path();
+                let body = if path.starts_with("/bin") {
+                    Bytes::from((0..=255u8).rev().collect::<Vec<u8>>())
+                } else {
+                    Bytes::from(path.to_owned())
                 };
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let path = req.uri().path().to_string();
-                        let body = if path.starts_with("/bin") {
-                            Bytes::from((0..=255u8).rev().collect::<Vec<u8>>())
-                        } else {
-                            Bytes::from(path.clone())
-                        };
-                        let mut res = http::Response::new(Full::new(body));
-                        let hd = res.headers_mut();
-                        if path.starts_with("/nostore") {
-                            hd.insert("cache-control", "no-store".parse().unwrap());
-                        } else {
-                            hd.insert("cache-control", "max-age=60".parse().unwrap());
-                        }
-                        if path.starts_with("/vary") {
-                            hd.insert("vary", "accept-encoding".parse().unwrap());
-                        }
-                        async move { Ok::<_, std::convert::Infallible>(res) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Origin { addr, hits }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+                let cc = if path.starts_with("/nostore") {
+                    "no-store"
+                } else {
+                    "max-age=60"
+                };
+                let mut headers = vec![("cache-control", cc)];
+                if path.starts_with("/vary") {
+                    headers.push(("vary", "accept-encoding"));
+                }
+                support::reply(200, &headers, body)
+            })
+            .await,
+        )
     }
 }
 

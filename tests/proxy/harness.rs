@@ -1,4 +1,5 @@
-//! Test harness for the proxy: in-process origins that count what they receive, a raw HTTP/1.1
+//! Test harness for the proxy: the in-process origins (from `tests/support`, re-exported here
+//! under their old names), a raw HTTP/1.1
 //! client for exact control over the bytes, proxy startup on a `TempDir` store, and a parser for
 //! the `Cache-Status` header. Everything binds `127.0.0.1:0`; every read is bounded by a timeout.
 
@@ -8,18 +9,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as HttpBody, Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,16 +25,13 @@ use tokio::task::JoinHandle;
 
 use hoard::proxy::{ProxyConfig, Server, ServerHandle};
 
+// The origin lives in `tests/support`; these names stay importable from here.
+#[allow(unused_imports)]
+pub use crate::support::{Body, Origin, Seen, full, reply};
+use crate::support::{Listening, listen};
+
 /// Upper bound for any single network wait in a test.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Response body type of the in-process origin.
-pub type Body = BoxBody<Bytes, Infallible>;
-
-/// A body with a known length: hyper sends it with `Content-Length`.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
-}
 
 /// A body of unknown length: hyper sends it with `Transfer-Encoding: chunked`.
 pub fn chunked(chunks: Vec<Bytes>) -> Body {
@@ -57,15 +52,6 @@ impl HttpBody for ChunkedBody {
     }
 }
 
-/// Builds an origin response.
-pub fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
-    let mut builder = Response::builder().status(status);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    builder.body(full(body)).expect("valid test response")
-}
-
 /// An origin handler answering every request with `body` and `Cache-Control: max-age=60`.
 pub fn max_age_60(
     body: impl Into<Bytes>,
@@ -84,129 +70,11 @@ pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| ((i * 31 + i / 251) % 251) as u8).collect()
 }
 
-/// One request as the origin received it.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub method: Method,
-    /// Path and query.
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-#[derive(Default)]
-struct Log {
-    hits: AtomicUsize,
-    seen: Mutex<Vec<Seen>>,
-}
-
-/// An in-process hyper origin on `127.0.0.1:0` that counts and logs every request.
-pub struct Origin {
-    pub addr: SocketAddr,
-    log: Arc<Log>,
-    task: JoinHandle<()>,
-}
-
-type Handler = dyn Fn(&Request<Bytes>) -> Response<Body> + Send + Sync;
-
-impl Origin {
-    /// Starts an origin answering every request with `handler`.
-    pub async fn start(
-        handler: impl Fn(&Request<Bytes>) -> Response<Body> + Send + Sync + 'static,
-    ) -> Self {
-        Self::start_delayed(Duration::ZERO, handler).await
-    }
-
-    /// Like [`Origin::start`], but every response is delayed by `delay` (a slow origin).
-    pub async fn start_delayed(
-        delay: Duration,
-        handler: impl Fn(&Request<Bytes>) -> Response<Body> + Send + Sync + 'static,
-    ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-        let addr = listener.local_addr().expect("origin addr");
-        let log = Arc::new(Log::default());
-        let handler: Arc<Handler> = Arc::new(handler);
-        let task = tokio::spawn({
-            let log = log.clone();
-            async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let (log, handler) = (log.clone(), handler.clone());
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let (log, handler) = (log.clone(), handler.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = match body.collect().await {
-                                Ok(collected) => collected.to_bytes(),
-                                Err(_) => Bytes::new(),
-                            };
-                            let req = Request::from_parts(parts, body);
-                            log.hits.fetch_add(1, Ordering::SeqCst);
-                            log.seen.lock().unwrap().push(Seen {
-                                method: req.method().clone(),
-                                path: req
-                                    .uri()
-                                    .path_and_query()
-                                    .map_or("/".to_owned(), |p| p.to_string()),
-                                headers: req.headers().clone(),
-                                body: req.body().clone(),
-                            });
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            Ok::<_, Infallible>(handler(&req))
-                        }
-                    });
-                    tokio::spawn(async move {
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service);
-                        let _ = conn.await;
-                    });
-                }
-            }
-        });
-        Origin { addr, log, task }
-    }
-
-    /// Absolute URL of `path` on this origin (for forward-mode requests).
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Total number of requests received.
-    pub fn hits(&self) -> usize {
-        self.log.hits.load(Ordering::SeqCst)
-    }
-
-    /// Number of requests received for `method path`.
-    pub fn count(&self, method: &str, path: &str) -> usize {
-        let seen = self.log.seen.lock().unwrap();
-        seen.iter()
-            .filter(|s| s.method.as_str() == method && s.path == path)
-            .count()
-    }
-
-    /// The last request received for `path`.
-    pub fn last(&self, path: &str) -> Seen {
-        let seen = self.log.seen.lock().unwrap();
-        seen.iter()
-            .rev()
-            .find(|s| s.path == path)
-            .cloned()
-            .unwrap_or_else(|| panic!("origin never saw {path}"))
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// A TCP origin that answers each request head with exact bytes, for misbehaving origins.
 pub struct RawOrigin {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+    _listening: Listening,
 }
 
 impl RawOrigin {
@@ -216,30 +84,29 @@ impl RawOrigin {
         close: bool,
         respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind raw origin");
-        let addr = listener.local_addr().expect("raw origin addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let respond = Arc::new(respond);
-        let task = tokio::spawn({
+        let listening = listen({
             let hits = hits.clone();
-            async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let (hits, respond) = (hits.clone(), respond.clone());
-                    tokio::spawn(async move {
-                        let mut io = BufReader::new(stream);
-                        while let Ok(head) = read_head_text(&mut io).await {
-                            hits.fetch_add(1, Ordering::SeqCst);
-                            if io.get_mut().write_all(&respond(&head)).await.is_err() || close {
-                                break;
-                            }
+            move |stream| {
+                let (hits, respond) = (hits.clone(), respond.clone());
+                async move {
+                    let mut io = BufReader::new(stream);
+                    while let Ok(head) = read_head_text(&mut io).await {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        if io.get_mut().write_all(&respond(&head)).await.is_err() || close {
+                            break;
                         }
-                    });
+                    }
                 }
             }
-        });
-        RawOrigin { addr, hits, task }
+        })
+        .await;
+        RawOrigin {
+            addr: listening.addr,
+            hits,
+            _listening: listening,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -248,12 +115,6 @@ impl RawOrigin {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for RawOrigin {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

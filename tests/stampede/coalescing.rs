@@ -14,7 +14,7 @@ const CLIENTS: usize = 200;
 #[tokio::test]
 async fn cold_url_200_clients_one_upstream_request() {
     let body = pattern(100_000);
-    let origin = Origin::start({
+    let origin = Origin::start_with({
         let body = body.clone();
         move |_, _| {
             Act::Reply(
@@ -43,7 +43,7 @@ async fn cold_url_200_clients_one_upstream_request() {
 
 #[tokio::test]
 async fn expired_entry_200_clients_one_revalidation() {
-    let origin = Origin::start(|_, req| {
+    let origin = Origin::start_with(|_, req| {
         if req
             .headers()
             .get("if-none-match")
@@ -94,7 +94,7 @@ async fn expired_entry_200_clients_one_revalidation() {
 #[tokio::test]
 async fn leader_upstream_failure_waiters_get_good_response_with_one_more_fetch() {
     for reset in [false, true] {
-        let origin = Origin::start(move |n, _| {
+        let origin = Origin::start_with(move |n, _| {
             let delay = Duration::from_millis(200);
             match n {
                 0 if reset => Act::Reset(delay),
@@ -137,7 +137,7 @@ async fn leader_upstream_failure_waiters_get_good_response_with_one_more_fetch()
 #[tokio::test]
 async fn uncacheable_response_releases_waiters_and_later_requests_do_not_queue() {
     for cc in ["no-store", "private"] {
-        let origin = Origin::start(move |n, _| {
+        let origin = Origin::start_with(move |n, _| {
             Act::Reply(
                 Duration::from_millis(300),
                 reply(200, &[("cache-control", cc)], format!("own {n}")),
@@ -174,7 +174,7 @@ async fn uncacheable_response_releases_waiters_and_later_requests_do_not_queue()
 async fn leader_client_disconnect_mid_body_still_fills_for_waiters() {
     let chunk = Bytes::from(pattern(16 * 1024));
     let chunks = 20;
-    let origin = Origin::start({
+    let origin = Origin::start_with({
         let chunk = chunk.clone();
         move |_, _| {
             let len = (chunk.len() * chunks).to_string();
@@ -232,7 +232,7 @@ async fn leader_client_disconnect_mid_body_still_fills_for_waiters() {
 /// at most; then they fetch for themselves.
 #[tokio::test]
 async fn lock_timeout_bounds_the_wait_on_a_stuck_leader() {
-    let origin = Origin::start(|n, _| {
+    let origin = Origin::start_with(|n, _| {
         let delay = if n == 0 {
             Duration::from_secs(4)
         } else {
@@ -286,7 +286,7 @@ async fn lock_timeout_bounds_the_wait_on_a_stuck_leader() {
 /// arriving after it must revalidate again, the entry being stale on arrival.)
 #[tokio::test]
 async fn waiters_are_served_a_revalidation_that_is_already_stale() {
-    let origin = Origin::start(|_, req| {
+    let origin = Origin::start_with(|_, req| {
         let headers = [
             ("cache-control", "max-age=0"),
             ("etag", "\"z1\""),

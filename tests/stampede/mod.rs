@@ -11,137 +11,15 @@ mod xfetch;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use hyper::body::{Body as HttpBody, Frame};
 
-use crate::proxy::harness::{Body, RawResponse, Seen, send};
-
-/// What the origin does with the `n`-th request (counting from 0).
-pub enum Act {
-    /// Answer after the delay.
-    Reply(Duration, Response<Body>),
-    /// Close the connection without an answer after the delay.
-    Reset(Duration),
-}
-
-type Handler = dyn Fn(usize, &Request<Bytes>) -> Act + Send + Sync;
-
-/// An in-process origin whose delay and answer depend on the request number, counting and
-/// logging every request on arrival (before its delay).
-pub struct Origin {
-    pub addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: JoinHandle<()>,
-}
-
-impl Origin {
-    pub async fn start(
-        handler: impl Fn(usize, &Request<Bytes>) -> Act + Send + Sync + 'static,
-    ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-        let addr = listener.local_addr().expect("origin addr");
-        let hits = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let task = tokio::spawn({
-            let (hits, seen) = (hits.clone(), seen.clone());
-            async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let (hits, seen, handler) = (hits.clone(), seen.clone(), handler.clone());
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let (hits, seen, handler) = (hits.clone(), seen.clone(), handler.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|c| c.to_bytes())
-                                .unwrap_or_default();
-                            let req = Request::from_parts(parts, body);
-                            let n = hits.fetch_add(1, Ordering::SeqCst);
-                            seen.lock().unwrap().push(Seen {
-                                method: req.method().clone(),
-                                path: req.uri().path().to_owned(),
-                                headers: req.headers().clone(),
-                                body: req.body().clone(),
-                            });
-                            match handler(n, &req) {
-                                Act::Reply(delay, res) => {
-                                    tokio::time::sleep(delay).await;
-                                    Ok::<_, std::io::Error>(res)
-                                }
-                                Act::Reset(delay) => {
-                                    tokio::time::sleep(delay).await;
-                                    Err(std::io::Error::other("origin resets"))
-                                }
-                            }
-                        }
-                    });
-                    tokio::spawn(async move {
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service);
-                        let _ = conn.await;
-                    });
-                }
-            }
-        });
-        Origin {
-            addr,
-            hits,
-            seen,
-            task,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-
-    /// Requests that carried `If-None-Match` (revalidations).
-    pub fn conditional(&self) -> usize {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.headers.contains_key("if-none-match"))
-            .count()
-    }
-
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) until the origin has seen `n` requests; returns the count then.
-    pub async fn wait_hits(&self, n: usize, within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        while self.hits() < n && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        self.hits()
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use crate::proxy::harness::{Body, RawResponse, send};
+pub use crate::support::{Act, Origin};
 
 /// `n` concurrent `GET target` on fresh connections to `proxies` (round robin), each with
 /// the time it took.

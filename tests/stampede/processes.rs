@@ -38,7 +38,7 @@ async fn spawn_hoard(
 #[tokio::test]
 async fn four_processes_on_one_directory_fetch_once() {
     let body = pattern(50_000);
-    let origin = Origin::start({
+    let origin = Origin::start_with({
         let body = body.clone();
         move |_, _| {
             Act::Reply(

@@ -14,7 +14,7 @@ const DELAY: Duration = Duration::from_millis(400);
 /// Origin: 200 with `cc` (and `Age: age` if given) until told to fail, then 500s; answers
 /// `If-None-Match: "w1"` with 304 and `max-age=600`.
 async fn origin(cc: &'static str, age: Option<&'static str>, failing: Arc<AtomicBool>) -> Origin {
-    Origin::start(move |_, req| {
+    Origin::start_with(move |_, req| {
         let mut headers = vec![("cache-control", cc), ("etag", "\"w1\"")];
         headers.extend(age.map(|a| ("age", a)));
         if failing.load(Ordering::SeqCst) {

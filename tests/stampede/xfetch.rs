@@ -14,7 +14,7 @@ const DELAY: Duration = Duration::from_millis(500);
 const HIT_BOUND: Duration = Duration::from_millis(250);
 
 async fn origin() -> Origin {
-    Origin::start(|_, req| {
+    Origin::start_with(|_, req| {
         let headers = [("cache-control", "max-age=100"), ("etag", "\"x1\"")];
         if req
             .headers()
