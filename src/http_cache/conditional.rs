@@ -106,20 +106,9 @@ fn if_modified_since(req: &HeaderMap, res: &HeaderMap, received: SystemTime) -> 
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use http::HeaderName;
-
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
+    use crate::http_cache::testing::header_map as map;
 
     /// RFC 9111 4.3.2 / RFC 9110 13.1.3: If-Modified-Since in the three date formats, compared
     /// with Last-Modified, else Date, else the time received; If-None-Match first.

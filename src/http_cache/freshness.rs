@@ -156,7 +156,7 @@ pub fn lifetime(
 mod tests {
     use super::*;
     use crate::http_cache::headers::fmt_http_date;
-    use http::{HeaderName, HeaderValue};
+    use http::HeaderValue;
     use std::time::UNIX_EPOCH;
 
     fn t0() -> SystemTime {
@@ -170,16 +170,7 @@ mod tests {
         };
         fmt_http_date(t)
     }
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
+    use crate::http_cache::testing::header_map as map;
 
     /// `fresh!(name, status, [headers], lifetime_secs)`: received at t0 with `Date: t0`
     /// unless the headers give one.

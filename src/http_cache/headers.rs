@@ -341,16 +341,7 @@ pub fn fmt_http_date(t: SystemTime) -> String {
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
+    use crate::http_cache::testing::header_map as map;
 
     #[test]
     fn normalize_strips_connection_named_and_forwarding_fields() {

@@ -53,3 +53,21 @@ pub enum Error {
     #[error(transparent)]
     Decode(#[from] DecodeError),
 }
+
+/// Helpers for this layer's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    /// A header map from name/value pairs, in order (repeated names append).
+    pub(crate) fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+}

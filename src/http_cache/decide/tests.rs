@@ -1,6 +1,6 @@
 use std::time::UNIX_EPOCH;
 
-use http::{HeaderName, HeaderValue, Response};
+use http::{HeaderValue, Response};
 
 use super::*;
 use crate::http_cache::headers::fmt_http_date;
@@ -15,16 +15,7 @@ fn at(secs: i64) -> SystemTime {
         t0() - Duration::from_secs((-secs) as u64)
     }
 }
-fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut m = HeaderMap::new();
-    for (k, v) in pairs {
-        m.append(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    m
-}
+use crate::http_cache::testing::header_map as map;
 fn req_with(method: Method, pairs: &[(&str, &str)]) -> request::Parts {
     let (mut p, ()) = Request::new(()).into_parts();
     p.method = method;

@@ -191,27 +191,18 @@ impl Ctx<'_> {
 
     /// `Fresh`: serve the hit; XFetch may start one early background refresh.
     fn fresh(&self, hit: Hit) -> Phase {
-        let Hit {
-            row_key,
-            head,
-            rec,
-            tier,
-            headers,
-            ttl,
-            now,
-        } = hit;
-        let mut cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
-        if tier == Tier::Shared {
+        let mut cs = CacheStatus::hit(Some(hit.ttl.as_secs() as i64));
+        if hit.tier == Tier::Shared {
             cs = cs.with_detail("shared");
         }
-        if self.xfetch_due(&head, now, ttl)
+        if self.xfetch_due(&hit.head, hit.now, hit.ttl)
             && let Role::Leader(permit) = self.st.coalescer.join(self.key.as_bytes())
         {
-            let reval = http_cache::revalidation_request(&head, &self.lookup);
-            self.spawn_refresh(row_key, head.clone(), reval, permit);
+            let reval = http_cache::revalidation_request(&hit.head, &self.lookup);
+            self.spawn_refresh(hit.row_key, hit.head.clone(), reval, permit);
             cs = cs.with_detail("early-refresh");
         }
-        Phase::Done(self.serve_stored(&head, headers, rec, cs))
+        Phase::Done(self.serve_stored(&hit.head, hit.headers, hit.rec, cs))
     }
 
     /// `Stale`: `only-if-cached` ends here; an entry fetched after this request arrived is
@@ -219,18 +210,16 @@ impl Ctx<'_> {
     /// background refresh starts; otherwise it goes forward to be revalidated.
     fn stale(&self, s: Stale) -> Phase {
         let Stale {
-            entry,
-            revalidate,
-            serve_stale_while_revalidate,
-            now,
+            entry, revalidate, ..
         } = s;
+        let now = s.now;
         if http_cache::only_if_cached(&self.lookup) {
             return Phase::Done(self.only_if_cached_miss());
         }
         if let Some(cs) = self.collapsed(&entry.head) {
             return Phase::Done(self.serve_stale(entry, now, cs));
         }
-        if serve_stale_while_revalidate {
+        if s.serve_stale_while_revalidate {
             if let Role::Leader(permit) = self.st.coalescer.join(self.key.as_bytes()) {
                 self.spawn_refresh(
                     entry.row_key.clone(),
