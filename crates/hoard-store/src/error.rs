@@ -40,6 +40,18 @@ pub enum Error {
     /// `incr`/`decr` on a value that is not a decimal `i64`, or an overflow.
     #[error("value is not an integer (or the result overflows i64)")]
     NotAnInteger,
+    /// A typed value could not be encoded by its [`Codec`](crate::Codec).
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+    /// Stored bytes are not a value of the type asked for (wrong type, unknown format
+    /// byte, damaged bytes, or zstd-compressed without the `zstd` feature).
+    #[error("cannot decode value: {0}")]
+    Decode(String),
+    /// A recipe's `release` by a caller that does not hold it: an [`RLock`](crate::RLock)
+    /// not held by this process and thread, or a [`BoundedSemaphore`](crate::BoundedSemaphore)
+    /// released more often than acquired (diskcache's `AssertionError`).
+    #[error("cannot release {0}: not acquired")]
+    NotAcquired(&'static str),
     /// A setting read from the database or given by the caller is invalid.
     #[error("invalid setting: {0}")]
     InvalidSetting(String),

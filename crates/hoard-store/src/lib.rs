@@ -91,6 +91,7 @@ mod buffer;
 mod cache;
 mod checkpoint;
 mod clock;
+mod codec;
 mod deque;
 mod error;
 mod fanout;
@@ -105,6 +106,7 @@ mod queue;
 mod retry;
 mod schema;
 mod settings;
+mod typed;
 
 pub use buffer::{FLUSH_CHUNK, FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
 pub use cache::{
@@ -112,6 +114,9 @@ pub use cache::{
     Transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "zstd")]
+pub use codec::Compressed;
+pub use codec::{Codec, Json, Postcard, decode};
 pub use deque::Deque;
 pub use error::{Error, Result, SqliteError};
 pub use fanout::{FanoutBuilder, FanoutCache};
@@ -129,6 +134,7 @@ pub use memory::{
 pub use private::{DIR_MODE, Exposure, FILE_MODE, effective_uid, exposure_of};
 pub use queue::Side;
 pub use settings::{EvictionPolicy, Settings};
+pub use typed::{Store, Typed};
 
 /// Files the store names in its directory (besides value files and `tmp/`).
 pub const STORE_FILES: [&str; 4] = ["cache.db", "cache.db-wal", "cache.db-shm", memory::GEN_FILE];
