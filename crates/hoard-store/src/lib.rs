@@ -100,6 +100,7 @@ mod files;
 mod index;
 mod lock;
 mod memo;
+mod memoized;
 mod memory;
 mod private;
 mod queue;
@@ -127,6 +128,7 @@ pub use files::{Value, ValueReader, ValueWriter};
 pub use index::Index;
 pub use lock::{Lock, LockGuard};
 pub use memo::{default_uniform, xfetch_should_recompute};
+pub use memoized::Memoized;
 pub use memory::{
     DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, SLOTS as GENERATION_SLOTS, Stamp as ChangeStamp,
     TRUST as MEMORY_TRUST_SECONDS,
