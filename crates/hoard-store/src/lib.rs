@@ -80,7 +80,8 @@
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
-//! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
+//! - `recipes/`: cross-process [`Lock`], [`RLock`], [`BoundedSemaphore`], [`Throttle`],
+//!   [`Barrier`], [`Averager`] (one file each).  `checkpoint`: background WAL checkpoints.
 //! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory.
 //! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
 //! - `queue`: [`Cache::push`]/[`Cache::pull`]/[`Cache::peek`], [`Side`].  `deque`: [`Deque`].
@@ -98,12 +99,12 @@ mod fanout;
 mod fault;
 mod files;
 mod index;
-mod lock;
 mod memo;
 mod memoized;
 mod memory;
 mod private;
 mod queue;
+mod recipes;
 mod retry;
 mod schema;
 mod settings;
@@ -126,7 +127,6 @@ pub use fanout::{FanoutBuilder, FanoutCache};
 pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
 pub use index::Index;
-pub use lock::{Lock, LockGuard};
 pub use memo::{default_uniform, xfetch_should_recompute};
 pub use memoized::Memoized;
 pub use memory::{
@@ -135,6 +135,9 @@ pub use memory::{
 };
 pub use private::{DIR_MODE, Exposure, FILE_MODE, effective_uid, exposure_of};
 pub use queue::Side;
+pub use recipes::{
+    Acquire, Averager, Barrier, BoundedSemaphore, Held, Lock, LockGuard, RLock, Throttle,
+};
 pub use settings::{EvictionPolicy, Settings};
 pub use typed::{Store, Typed};
 

@@ -1,0 +1,79 @@
+//! Cross-process synchronization recipes on a [`Cache`](crate::Cache) (diskcache.recipes):
+//! [`Lock`], [`RLock`], [`BoundedSemaphore`], [`Throttle`], [`Barrier`], [`Averager`].
+//!
+//! Invariant: each recipe's state is one row, changed only inside one write transaction
+//! (so every process sees a consistent count), written with an optional expiry (so a
+//! holder that crashes blocks the others only until it passes) and tag.
+
+mod averager;
+mod barrier;
+mod lock;
+mod rlock;
+mod semaphore;
+mod throttle;
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+pub use averager::Averager;
+pub use barrier::{Barrier, Held};
+pub use lock::{Lock, LockGuard};
+pub use rlock::RLock;
+pub use semaphore::BoundedSemaphore;
+pub use throttle::Throttle;
+
+/// Something taken and given back across processes: [`Lock`], [`RLock`],
+/// [`BoundedSemaphore`]. [`Barrier`] runs functions under any of them.
+///
+/// ```
+/// use std::time::Duration;
+/// use hoard_store::{Acquire, Cache, RLock};
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = Cache::open(dir.path())?;
+/// let lock = RLock::new(&cache, b"rlock", Some(Duration::from_secs(10)));
+/// let held = lock.hold(Duration::from_secs(1))?; // released when `held` drops
+/// assert!(lock.try_acquire()?); // re-entrant on this thread
+/// lock.release()?;
+/// drop(held);
+/// assert!(matches!(lock.release(), Err(hoard_store::Error::NotAcquired(_))));
+/// # Ok(())
+/// # }
+/// ```
+pub trait Acquire {
+    /// Takes it if free now; whether it did.
+    fn try_acquire(&self) -> Result<bool>;
+
+    /// Gives it back.
+    fn release(&self) -> Result<()>;
+
+    /// Waits (polling with backoff, real time) up to `timeout`; [`Error::Timeout`] if it
+    /// stays taken.
+    fn acquire(&self, timeout: Duration) -> Result<()> {
+        wait_for(timeout, || self.try_acquire())
+    }
+
+    /// [`acquire`](Acquire::acquire)s and returns a guard that releases on drop.
+    fn hold(&self, timeout: Duration) -> Result<Held<'_, Self>> {
+        self.acquire(timeout)?;
+        Ok(Held::new(self))
+    }
+}
+
+/// Calls `attempt` until it returns true, sleeping 1 ms doubling to 50 ms in between, for
+/// at most `timeout` of real time.
+pub(crate) fn wait_for(timeout: Duration, mut attempt: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if attempt()? {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Timeout);
+        }
+        std::thread::sleep(delay.min(timeout.saturating_sub(start.elapsed())));
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
