@@ -7,9 +7,32 @@
 use rusqlite::ErrorCode;
 
 /// Result of every store operation.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// fn stored(cache: &hoard_store::Cache) -> hoard_store::Result<bool> {
+///     cache.contains(b"k")
+/// }
+/// assert!(!stored(&hoard_store::Cache::open(dir.path())?)?);
+/// # Ok(())
+/// # }
+/// ```
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Everything that can go wrong in the store.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// match cache.incr(b"missing", 1, None) {
+///     Err(hoard_store::Error::KeyNotFound) => {}
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -136,7 +136,7 @@ pub use memory::{
 pub use private::{DIR_MODE, Exposure, FILE_MODE, effective_uid, exposure_of};
 pub use queue::Side;
 pub use recipes::{
-    Acquire, Averager, Barrier, BoundedSemaphore, Held, Lock, LockGuard, RLock, Throttle,
+    Acquire, Averager, Barrier, BoundedSemaphore, Held, Lock, LockGuard, RLock, Sleep, Throttle,
 };
 pub use settings::{EvictionPolicy, Settings};
 pub use typed::{Store, Typed};

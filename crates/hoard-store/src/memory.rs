@@ -68,6 +68,19 @@ impl std::fmt::Debug for Generations {
 /// The change counters of a key, sampled before reading its row (see
 /// [`Cache::change_stamp`](super::Cache::change_stamp)): a copy read after sampling is
 /// current while a new sample is equal.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// let before: Option<hoard_store::ChangeStamp> = cache.change_stamp(b"k");
+/// cache.set(b"k", b"v", None, None)?;
+/// if let Some(before) = before {
+///     assert_ne!(cache.change_stamp(b"k"), Some(before)); // a write moved it
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp(u64, u64);
 

@@ -104,6 +104,18 @@ pub(crate) fn tighten_own_file(path: &Path) -> io::Result<bool> {
 }
 
 /// Why another account could read or replace what a directory holds.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// let found: Vec<hoard_store::Exposure> = hoard_store::exposure(cache.directory())?;
+/// for e in &found {
+///     println!("{e:?}"); // e.g. a parent directory others may write
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exposure {
     /// Group or others may list or enter the directory, or read the file.

@@ -16,6 +16,19 @@ use crate::error::Result;
 
 /// Which end of a queue [`Cache::push`], [`Cache::pull`] and [`Cache::peek`] work on
 /// (diskcache's `side='back'` / `'front'`).
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use hoard_store::{Cache, Side};
+/// let cache = Cache::open(dir.path())?;
+/// cache.push(b"1", None, Side::Back, None, None)?;
+/// cache.push(b"0", None, Side::Front, None, None)?;
+/// assert_eq!(cache.pull(None, Side::Front)?.unwrap().1, b"0");
+/// assert_eq!(cache.pull(None, Side::Back)?.unwrap().1, b"1");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Side {
     /// The end with the smallest key (`pull`'s default in diskcache).

@@ -93,6 +93,18 @@ impl Cache {
 
 /// Iterator over keys in insertion order; see [`Cache::iter_keys`] and
 /// [`Cache::iter_keys_rev`].
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// cache.set(b"first", b"1", None, None)?;
+/// cache.set(b"second", b"2", None, None)?;
+/// let mut keys: hoard_store::KeyIter = cache.iter_keys();
+/// assert_eq!(keys.next().transpose()?, Some(b"first".to_vec()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct KeyIter {
     cache: Cache,
@@ -141,6 +153,20 @@ impl Iterator for KeyIter {
 }
 
 /// Iterator over rows by key prefix; see [`Cache::scan`].
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// cache.set(b"b:1", b"", None, None)?;
+/// cache.set(b"a:2", b"", None, None)?;
+/// cache.set(b"a:1", b"", None, None)?;
+/// let scan: hoard_store::ScanIter = cache.scan(b"a:");
+/// let keys: Vec<Vec<u8>> = scan.map(|e| e.map(|e| e.key)).collect::<Result<_, _>>()?;
+/// assert_eq!(keys, [b"a:1".to_vec(), b"a:2".to_vec()]); // key order
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ScanIter {
     cache: Cache,

@@ -65,7 +65,7 @@ impl Lock {
     }
 
     /// Waits (polling with backoff, real time) up to `timeout` for the lock;
-    /// [`Error::Timeout`] if it stays taken.
+    /// [`Error::Timeout`](crate::Error::Timeout) if it stays taken.
     pub fn acquire(&self, timeout: Duration) -> Result<()> {
         wait_for(timeout, || self.try_acquire())
     }
@@ -98,6 +98,20 @@ impl Lock {
 }
 
 /// Holds a [`Lock`]; releases it on drop.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use std::time::Duration;
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// let lock = hoard_store::Lock::new(&cache, b"lock", Duration::from_secs(10));
+/// let guard: Option<hoard_store::LockGuard<'_>> = lock.try_guard()?;
+/// assert!(guard.is_some() && lock.locked()?);
+/// drop(guard);
+/// assert!(!lock.locked()?);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct LockGuard<'a> {
     lock: &'a Lock,

@@ -21,7 +21,7 @@ pub use barrier::{Barrier, Held};
 pub use lock::{Lock, LockGuard};
 pub use rlock::RLock;
 pub use semaphore::BoundedSemaphore;
-pub use throttle::Throttle;
+pub use throttle::{Sleep, Throttle};
 
 /// Something taken and given back across processes: [`Lock`], [`RLock`],
 /// [`BoundedSemaphore`]. [`Barrier`] runs functions under any of them.

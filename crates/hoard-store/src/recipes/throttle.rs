@@ -14,6 +14,15 @@ use crate::codec::{Codec, Postcard, decode};
 use crate::error::Result;
 
 /// How a [`Throttle`] waits (real sleep by default; tests advance a manual clock).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// let slept = Arc::new(Mutex::new(Vec::new()));
+/// let log = slept.clone();
+/// let sleep: hoard_store::Sleep = Arc::new(move |d| log.lock().unwrap().push(d));
+/// sleep(std::time::Duration::from_millis(5));
+/// assert_eq!(slept.lock().unwrap().len(), 1);
+/// ```
 pub type Sleep = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Lets `count` calls through per `per` across processes; [`wait`](Throttle::wait) sleeps
