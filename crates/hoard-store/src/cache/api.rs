@@ -416,7 +416,8 @@ impl Cache {
         self.inner.read(|c| self.inner.contains_in(c, key, now))
     }
 
-    /// Runs bulk deletes in batches of [`BULK_BATCH`] rows per transaction.
+    /// Runs bulk deletes in batches of [`BULK_BATCH`] rows per transaction, then gives the
+    /// freed pages back to the file system.
     fn bulk_delete(&self, filter: &str, order: &str, arg: &dyn ToSql) -> Result<u64> {
         let mut total = 0;
         loop {
@@ -426,9 +427,18 @@ impl Cache {
             })?;
             total += n;
             if n < BULK_BATCH as u64 {
+                if total > 0 {
+                    self.reclaim()?;
+                }
                 return Ok(total);
             }
         }
+    }
+
+    /// Gives the database's free pages back to the file system (incremental auto_vacuum;
+    /// done after `expire`, `evict`, `clear` and `cull` delete rows).
+    fn reclaim(&self) -> Result<u64> {
+        self.inner.write(|c, _| schema::reclaim_free_pages(c))
     }
 
     /// Deletes every expired row (per the cache clock); returns how many.
@@ -472,6 +482,9 @@ impl Cache {
             })?;
             total += n;
             if n < BULK_BATCH as u64 {
+                if n > 0 {
+                    self.reclaim()?;
+                }
                 return Ok(total);
             }
         }
