@@ -147,52 +147,31 @@ where
     }
 }
 
-impl Cache {
-    /// `f` memoized in this cache under `name` ([`Memoized`]; diskcache's `memoize`
-    /// decorator). The key is derived from `name` and the arguments.
-    pub fn memoized<A, V, F>(
-        &self,
-        name: &str,
-        expire: Option<Duration>,
-        tag: Option<&str>,
-        f: F,
-    ) -> Memoized<Cache, A, V, F>
-    where
-        A: Serialize + ?Sized,
-        V: Serialize + DeserializeOwned,
-        F: Fn(&A) -> V,
-    {
-        Memoized::new(self.clone(), name, expire, tag, f)
-    }
+/// `memoized` on a [`Store`] type (the same for [`Cache`] and [`FanoutCache`]).
+macro_rules! memoized_on {
+    ($t:ty) => {
+        impl $t {
+            /// `f` memoized in this cache under `name` ([`Memoized`]; diskcache's
+            /// `memoize` decorator). The key is derived from `name` and the arguments.
+            pub fn memoized<A, V, F>(
+                &self,
+                name: &str,
+                expire: Option<Duration>,
+                tag: Option<&str>,
+                f: F,
+            ) -> Memoized<$t, A, V, F>
+            where
+                A: Serialize + ?Sized,
+                V: Serialize + DeserializeOwned,
+                F: Fn(&A) -> V,
+            {
+                Memoized::new(self.clone(), name, expire, tag, f)
+            }
+        }
+    };
 }
-
-impl FanoutCache {
-    /// `f` memoized in this cache under `name` ([`Memoized`]).
-    ///
-    /// ```
-    /// # fn main() -> hoard_store::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// let cache = hoard_store::FanoutCache::open(dir.path(), 4)?;
-    /// let upper = cache.memoized("upper", None, None, |s: &str| s.to_uppercase());
-    /// assert_eq!(upper.call("ada")?, "ADA");
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn memoized<A, V, F>(
-        &self,
-        name: &str,
-        expire: Option<Duration>,
-        tag: Option<&str>,
-        f: F,
-    ) -> Memoized<FanoutCache, A, V, F>
-    where
-        A: Serialize + ?Sized,
-        V: Serialize + DeserializeOwned,
-        F: Fn(&A) -> V,
-    {
-        Memoized::new(self.clone(), name, expire, tag, f)
-    }
-}
+memoized_on!(Cache);
+memoized_on!(FanoutCache);
 
 impl Index {
     /// `f` memoized in this index under `name`, kept without expiry (diskcache's
@@ -223,6 +202,16 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use std::cell::Cell;
+
+    #[test]
+    fn memoized_on_a_fanout_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FanoutCache::open(dir.path(), 4).unwrap();
+        let upper = cache.memoized("upper", None, None, |s: &str| s.to_uppercase());
+        assert_eq!(upper.call("ada").unwrap(), "ADA");
+        assert_eq!(cache.len().unwrap(), 1);
+        assert!(upper.forget("ada").unwrap());
+    }
 
     #[test]
     fn keys_depend_on_name_args_and_typed() {

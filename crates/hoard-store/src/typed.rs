@@ -277,34 +277,21 @@ impl<S: Store, K: Serialize + ?Sized, V: Serialize + DeserializeOwned, C: Codec>
     }
 }
 
-impl Cache {
-    /// A [`Typed`] view of this cache: keys `K`, values `V`, postcard-encoded.
-    pub fn typed<K: Serialize + ?Sized, V: Serialize + DeserializeOwned>(
-        &self,
-    ) -> Typed<Cache, K, V> {
-        Typed::new(self.clone())
-    }
+/// `typed` on a [`Store`] type (the same for [`Cache`] and [`FanoutCache`]).
+macro_rules! typed_on {
+    ($t:ty) => {
+        impl $t {
+            /// A [`Typed`] view of this cache: keys `K`, values `V`, postcard-encoded.
+            pub fn typed<K: Serialize + ?Sized, V: Serialize + DeserializeOwned>(
+                &self,
+            ) -> Typed<$t, K, V> {
+                Typed::new(self.clone())
+            }
+        }
+    };
 }
-
-impl FanoutCache {
-    /// A [`Typed`] view of this cache: keys `K`, values `V`, postcard-encoded.
-    ///
-    /// ```
-    /// # fn main() -> hoard_store::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// let cache = hoard_store::FanoutCache::open(dir.path(), 4)?;
-    /// let scores = cache.typed::<str, f64>();
-    /// scores.set("ada", &9.5, None, None)?;
-    /// assert_eq!(scores.pop("ada")?, Some(9.5));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn typed<K: Serialize + ?Sized, V: Serialize + DeserializeOwned>(
-        &self,
-    ) -> Typed<FanoutCache, K, V> {
-        Typed::new(self.clone())
-    }
-}
+typed_on!(Cache);
+typed_on!(FanoutCache);
 
 impl Index {
     /// A [`Typed`] view of this index's cache (pass `None` for expiry to keep items, as

@@ -342,13 +342,10 @@ fn deque_parity_operations_follow_a_model() {
             Op::Count(v, n) => assert_eq!(d.count(v.as_bytes()).unwrap(), n, "step {step}"),
         }
         // (No Debug print: one item is 50 kB.)
-        assert!(
-            d.to_vec().unwrap() == Vec::from(model.clone()),
-            "step {step}"
-        );
+        assert!(model == d.to_vec().unwrap(), "step {step}");
         assert!(d.equals(&model).unwrap(), "step {step}");
     }
-    assert!(Vec::from(model.clone()) == [b("b"), big.clone()]);
+    assert!(model == [b("b"), big.clone()]);
     let cases: &[(&[&[u8]], std::cmp::Ordering)] = &[
         (&[b"b", &big], std::cmp::Ordering::Equal),
         (&[b"b"], std::cmp::Ordering::Greater),

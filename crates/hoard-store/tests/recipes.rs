@@ -78,46 +78,55 @@ fn counter(cache: &Cache) -> Vec<u8> {
 const PROCS: usize = 3;
 const ROUNDS: usize = 25;
 
-#[test]
-fn rlock_excludes_other_processes_and_reenters_its_own() {
-    const TEST: &str = "rlock_excludes_other_processes_and_reenters_its_own";
+/// In a child: `ROUNDS` times, runs [`unsafe_increment`] through `guarded`. In the parent:
+/// runs `PROCS` children and checks that no two were inside at once and no update was lost.
+fn assert_mutual_exclusion(
+    test: &str,
+    guarded: impl Fn(&Cache, &dyn Fn()),
+) -> Option<(tempfile::TempDir, Cache)> {
     if let Some(dir) = child_dir() {
         let cache = Cache::open(dir).unwrap();
-        let lock = RLock::new(&cache, b"rlock", Some(Duration::from_secs(30)));
         for _ in 0..ROUNDS {
-            let _outer = lock.hold(WAIT).unwrap();
-            let _inner = lock.hold(WAIT).unwrap(); // re-entrant: does not deadlock
-            unsafe_increment(&cache);
+            guarded(&cache, &|| unsafe_increment(&cache));
         }
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path()).unwrap();
-    let lines = run_children(TEST, dir.path(), PROCS);
+    let lines = run_children(test, dir.path(), PROCS);
     assert_eq!(max_inside(&lines), 1);
     assert_eq!(counter(&cache), (PROCS * ROUNDS).to_string().as_bytes());
-    assert!(
-        !cache.contains(b"rlock").unwrap(),
-        "released by every holder"
+    Some((dir, cache))
+}
+
+#[test]
+fn rlock_excludes_other_processes_and_reenters_its_own() {
+    let cache = assert_mutual_exclusion(
+        "rlock_excludes_other_processes_and_reenters_its_own",
+        |cache, critical| {
+            let lock = RLock::new(cache, b"rlock", Some(Duration::from_secs(30)));
+            let _outer = lock.hold(WAIT).unwrap();
+            let _inner = lock.hold(WAIT).unwrap(); // re-entrant: does not deadlock
+            critical();
+        },
     );
+    if let Some((_dir, cache)) = cache {
+        assert!(
+            !cache.contains(b"rlock").unwrap(),
+            "released by every holder"
+        );
+    }
 }
 
 #[test]
 fn barrier_runs_one_call_at_a_time_across_processes() {
-    const TEST: &str = "barrier_runs_one_call_at_a_time_across_processes";
-    if let Some(dir) = child_dir() {
-        let cache = Cache::open(dir).unwrap();
-        let barrier = Barrier::new(Lock::new(&cache, b"barrier", Duration::from_secs(30)), WAIT);
-        for _ in 0..ROUNDS {
-            barrier.call(|| unsafe_increment(&cache)).unwrap();
-        }
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path()).unwrap();
-    let lines = run_children(TEST, dir.path(), PROCS);
-    assert_eq!(max_inside(&lines), 1);
-    assert_eq!(counter(&cache), (PROCS * ROUNDS).to_string().as_bytes());
+    assert_mutual_exclusion(
+        "barrier_runs_one_call_at_a_time_across_processes",
+        |cache, critical| {
+            let lock = Lock::new(cache, b"barrier", Duration::from_secs(30));
+            Barrier::new(lock, WAIT).call(critical).unwrap();
+        },
+    );
 }
 
 #[test]

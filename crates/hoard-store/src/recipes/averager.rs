@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use super::StateRow;
 use crate::cache::Cache;
-use crate::codec::{Codec, Postcard, decode};
 use crate::error::Result;
 
 /// A running average shared by every process using the cache.
@@ -27,60 +27,45 @@ use crate::error::Result;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Averager {
-    cache: Cache,
-    key: Vec<u8>,
-    expire: Option<Duration>,
-    tag: Option<String>,
+    row: StateRow,
 }
 
 impl Averager {
     /// An average kept at `key`; each `add` sets the row to expire after `expire`.
     pub fn new(cache: &Cache, key: &[u8], expire: Option<Duration>) -> Averager {
         Averager {
-            cache: cache.clone(),
-            key: key.to_vec(),
-            expire,
-            tag: None,
+            row: StateRow::new(cache, key, expire),
         }
     }
 
     /// Tags the row (for [`Cache::evict`]).
-    pub fn with_tag(mut self, tag: &str) -> Averager {
-        self.tag = Some(tag.to_string());
-        self
+    pub fn with_tag(self, tag: &str) -> Averager {
+        Averager {
+            row: self.row.tagged(tag),
+        }
     }
 
     /// Adds `value` to the average.
     pub fn add(&self, value: f64) -> Result<()> {
-        self.cache.transact(|tx| {
-            let (total, count) = match tx.get(&self.key)? {
-                None => (0.0, 0u64),
-                Some(b) => decode::<(f64, u64)>(&b)?,
-            };
-            let bytes = Postcard.encode(&(total + value, count + 1))?;
-            tx.set(&self.key, &bytes, self.expire, self.tag.as_deref())
+        self.row.cache.transact(|tx| {
+            let (total, count) = self.row.read::<(f64, u64)>(tx)?.unwrap_or((0.0, 0));
+            self.row.write(tx, &(total + value, count + 1))
         })
     }
 
     /// The average of the values added, `None` if none was.
     pub fn get(&self) -> Result<Option<f64>> {
-        average(self.cache.get(&self.key)?)
+        Ok(average(self.row.load()?))
     }
 
     /// The average, removing it.
     pub fn pop(&self) -> Result<Option<f64>> {
-        average(self.cache.pop(&self.key)?)
+        Ok(average(self.row.take()?))
     }
 }
 
-fn average(row: Option<Vec<u8>>) -> Result<Option<f64>> {
-    match row {
-        None => Ok(None),
-        Some(b) => {
-            let (total, count) = decode::<(f64, u64)>(&b)?;
-            Ok((count > 0).then(|| total / count as f64))
-        }
-    }
+fn average(state: Option<(f64, u64)>) -> Option<f64> {
+    state.and_then(|(total, count)| (count > 0).then(|| total / count as f64))
 }
 
 #[cfg(test)]

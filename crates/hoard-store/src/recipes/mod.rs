@@ -14,6 +14,11 @@ mod throttle;
 
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::{Cache, Transaction};
+use crate::codec::{Codec, Postcard, decode};
 use crate::error::{Error, Result};
 
 pub use averager::Averager;
@@ -75,5 +80,57 @@ pub(crate) fn wait_for(timeout: Duration, mut attempt: impl FnMut() -> Result<bo
         }
         std::thread::sleep(delay.min(timeout.saturating_sub(start.elapsed())));
         delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The one row a recipe keeps its state in (postcard-encoded), with the expiry and tag
+/// every write gives it.
+#[derive(Debug, Clone)]
+pub(crate) struct StateRow {
+    pub(crate) cache: Cache,
+    pub(crate) key: Vec<u8>,
+    pub(crate) expire: Option<Duration>,
+    pub(crate) tag: Option<String>,
+}
+
+impl StateRow {
+    pub(crate) fn new(cache: &Cache, key: &[u8], expire: Option<Duration>) -> StateRow {
+        StateRow {
+            cache: cache.clone(),
+            key: key.to_vec(),
+            expire,
+            tag: None,
+        }
+    }
+
+    pub(crate) fn tagged(mut self, tag: &str) -> StateRow {
+        self.tag = Some(tag.to_string());
+        self
+    }
+
+    /// The state now (outside a transaction).
+    pub(crate) fn load<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.cache.get(&self.key)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// The state, removing the row.
+    pub(crate) fn take<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.cache.pop(&self.key)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// The state inside `tx`.
+    pub(crate) fn read<T: DeserializeOwned>(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        tx.get(&self.key)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Writes `state` inside `tx`, with the row's expiry and tag.
+    pub(crate) fn write<T: Serialize>(&self, tx: &Transaction<'_>, state: &T) -> Result<()> {
+        let bytes = Postcard.encode(state)?;
+        tx.set(&self.key, &bytes, self.expire, self.tag.as_deref())
+    }
+
+    /// Deletes the row inside `tx`.
+    pub(crate) fn delete(&self, tx: &Transaction<'_>) -> Result<()> {
+        tx.delete(&self.key).map(drop)
     }
 }

@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use super::Acquire;
+use super::{Acquire, StateRow};
 use crate::cache::Cache;
-use crate::codec::{Codec, Postcard, decode};
 use crate::error::{Error, Result};
 
 /// A lock that the thread holding it may take again; each acquire needs a release.
@@ -32,10 +31,7 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug, Clone)]
 pub struct RLock {
-    cache: Cache,
-    key: Vec<u8>,
-    expire: Option<Duration>,
-    tag: Option<String>,
+    row: StateRow,
 }
 
 /// Who holds an [`RLock`]: this process and thread.
@@ -48,61 +44,46 @@ impl RLock {
     /// a holder that crashes blocks the others until then; `None`: until released).
     pub fn new(cache: &Cache, key: &[u8], expire: Option<Duration>) -> RLock {
         RLock {
-            cache: cache.clone(),
-            key: key.to_vec(),
-            expire,
-            tag: None,
+            row: StateRow::new(cache, key, expire),
         }
     }
 
     /// Tags the lock's row (for [`Cache::evict`]).
-    pub fn with_tag(mut self, tag: &str) -> RLock {
-        self.tag = Some(tag.to_string());
-        self
+    pub fn with_tag(self, tag: &str) -> RLock {
+        RLock {
+            row: self.row.tagged(tag),
+        }
     }
 
     /// How many times the current holder holds it (0: free).
     pub fn count(&self) -> Result<u32> {
-        match self.cache.get(&self.key)? {
-            None => Ok(0),
-            Some(b) => Ok(decode::<(String, u32)>(&b)?.1),
-        }
+        Ok(self.row.load::<(String, u32)>()?.map_or(0, |(_, n)| n))
     }
 }
 
 impl Acquire for RLock {
     fn try_acquire(&self) -> Result<bool> {
         let me = owner();
-        self.cache.transact(|tx| {
-            let count = match tx.get(&self.key)? {
+        self.row.cache.transact(|tx| {
+            let count = match self.row.read::<(String, u32)>(tx)? {
                 None => 0,
-                Some(b) => match decode::<(String, u32)>(&b)? {
-                    (who, n) if who == me => n,
-                    _ => return Ok(false),
-                },
+                Some((who, n)) if who == me => n,
+                Some(_) => return Ok(false),
             };
-            let state = Postcard.encode(&(&me, count + 1))?;
-            tx.set(&self.key, &state, self.expire, self.tag.as_deref())?;
+            self.row.write(tx, &(&me, count + 1))?;
             Ok(true)
         })
     }
 
     fn release(&self) -> Result<()> {
         let me = owner();
-        self.cache.transact(|tx| {
-            let held = match tx.get(&self.key)? {
-                None => None,
-                Some(b) => Some(decode::<(String, u32)>(&b)?),
-            };
-            match held {
-                Some((who, n)) if who == me && n > 1 => {
-                    let state = Postcard.encode(&(&me, n - 1))?;
-                    tx.set(&self.key, &state, self.expire, self.tag.as_deref())
-                }
-                Some((who, _)) if who == me => tx.delete(&self.key).map(drop),
+        self.row
+            .cache
+            .transact(|tx| match self.row.read::<(String, u32)>(tx)? {
+                Some((who, n)) if who == me && n > 1 => self.row.write(tx, &(&me, n - 1)),
+                Some((who, _)) if who == me => self.row.delete(tx),
                 _ => Err(Error::NotAcquired("RLock")),
-            }
-        })
+            })
     }
 }
 
@@ -110,6 +91,7 @@ impl Acquire for RLock {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::codec::{Codec, Postcard};
 
     #[test]
     fn reentrant_counts_and_owner_checks() {

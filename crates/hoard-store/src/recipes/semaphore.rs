@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use super::Acquire;
+use super::{Acquire, StateRow};
 use crate::cache::Cache;
-use crate::codec::{Codec, Postcard, decode};
 use crate::error::{Error, Result};
 
 /// A semaphore of `value` slots; releasing more than were acquired is
@@ -32,11 +31,8 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug, Clone)]
 pub struct BoundedSemaphore {
-    cache: Cache,
-    key: Vec<u8>,
+    row: StateRow,
     value: u64,
-    expire: Option<Duration>,
-    tag: Option<String>,
 }
 
 impl BoundedSemaphore {
@@ -44,41 +40,30 @@ impl BoundedSemaphore {
     /// `expire` (then every slot is free again, as in diskcache).
     pub fn new(cache: &Cache, key: &[u8], value: u64, expire: Option<Duration>) -> Self {
         BoundedSemaphore {
-            cache: cache.clone(),
-            key: key.to_vec(),
+            row: StateRow::new(cache, key, expire),
             value,
-            expire,
-            tag: None,
         }
     }
 
     /// Tags the semaphore's row (for [`Cache::evict`]).
-    pub fn with_tag(mut self, tag: &str) -> Self {
-        self.tag = Some(tag.to_string());
-        self
+    pub fn with_tag(self, tag: &str) -> Self {
+        BoundedSemaphore {
+            row: self.row.tagged(tag),
+            ..self
+        }
     }
 
     /// Slots free now.
     pub fn available(&self) -> Result<u64> {
-        match self.cache.get(&self.key)? {
-            None => Ok(self.value),
-            Some(b) => decode(&b),
-        }
+        Ok(self.row.load()?.unwrap_or(self.value))
     }
 
     fn change(&self, by_one: impl FnOnce(u64) -> Result<Option<u64>>) -> Result<bool> {
-        self.cache.transact(|tx| {
-            let free = match tx.get(&self.key)? {
-                None => self.value,
-                Some(b) => decode(&b)?,
-            };
+        self.row.cache.transact(|tx| {
+            let free = self.row.read(tx)?.unwrap_or(self.value);
             match by_one(free)? {
                 None => Ok(false),
-                Some(next) => {
-                    let bytes = Postcard.encode(&next)?;
-                    tx.set(&self.key, &bytes, self.expire, self.tag.as_deref())?;
-                    Ok(true)
-                }
+                Some(next) => self.row.write(tx, &next).map(|()| true),
             }
         })
     }

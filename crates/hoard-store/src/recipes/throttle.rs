@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::StateRow;
 use crate::cache::Cache;
-use crate::codec::{Codec, Postcard, decode};
 use crate::error::Result;
 
 /// How a [`Throttle`] waits (real sleep by default; tests advance a manual clock).
@@ -48,24 +48,18 @@ pub type Sleep = Arc<dyn Fn(Duration) + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct Throttle {
-    cache: Cache,
-    key: Vec<u8>,
+    row: StateRow,
     count: u32,
     per: Duration,
-    expire: Option<Duration>,
-    tag: Option<String>,
     sleep: Sleep,
 }
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Throttle")
-            .field("cache", &self.cache)
-            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("row", &self.row)
             .field("count", &self.count)
             .field("per", &self.per)
-            .field("expire", &self.expire)
-            .field("tag", &self.tag)
             .finish_non_exhaustive()
     }
 }
@@ -74,26 +68,35 @@ impl Throttle {
     /// At most `count` calls per `per` (`count` >= 1, `per` > 0) through the row `key`.
     pub fn new(cache: &Cache, key: &[u8], count: u32, per: Duration) -> Throttle {
         Throttle {
-            cache: cache.clone(),
-            key: key.to_vec(),
+            row: StateRow::new(cache, key, None),
             count: count.max(1),
             per: per.max(Duration::from_nanos(1)),
-            expire: None,
-            tag: None,
             sleep: Arc::new(std::thread::sleep),
         }
     }
 
     /// The row expires `expire` after the last call (then the bucket starts full again).
-    pub fn with_expire(mut self, expire: Option<Duration>) -> Throttle {
-        self.expire = expire;
-        self
+    pub fn with_expire(self, expire: Option<Duration>) -> Throttle {
+        let StateRow {
+            cache, key, tag, ..
+        } = self.row;
+        Throttle {
+            row: StateRow {
+                cache,
+                key,
+                expire,
+                tag,
+            },
+            ..self
+        }
     }
 
     /// Tags the row (for [`Cache::evict`]).
-    pub fn with_tag(mut self, tag: &str) -> Throttle {
-        self.tag = Some(tag.to_string());
-        self
+    pub fn with_tag(self, tag: &str) -> Throttle {
+        Throttle {
+            row: self.row.tagged(tag),
+            ..self
+        }
     }
 
     /// Waits with `sleep` instead of [`std::thread::sleep`].
@@ -108,18 +111,15 @@ impl Throttle {
         let rate = count / self.per.as_secs_f64();
         let mut slept = Duration::ZERO;
         loop {
-            let delay = self.cache.transact(|tx| {
-                let now = self.cache.clock().now();
-                let (last, tally) = match tx.get(&self.key)? {
-                    None => (now, count),
-                    Some(b) => decode::<(f64, f64)>(&b)?,
-                };
+            let cache = &self.row.cache;
+            let delay = cache.transact(|tx| {
+                let now = cache.clock().now();
+                let (last, tally) = self.row.read::<(f64, f64)>(tx)?.unwrap_or((now, count));
                 let tally = tally + (now - last).max(0.0) * rate;
                 if tally < 1.0 {
                     return Ok((1.0 - tally) / rate);
                 }
-                let bytes = Postcard.encode(&(now, tally.min(count) - 1.0))?;
-                tx.set(&self.key, &bytes, self.expire, self.tag.as_deref())?;
+                self.row.write(tx, &(now, tally.min(count) - 1.0))?;
                 Ok(0.0)
             })?;
             if delay <= 0.0 {
