@@ -125,6 +125,18 @@ impl Clock for ManualClock {
     }
 }
 
+/// For unit tests: a cache in a new temporary directory on a [`ManualClock`] at `now`.
+#[cfg(test)]
+pub(crate) fn manual_cache(now: f64) -> (tempfile::TempDir, ManualClock, crate::Cache) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(now);
+    let cache = crate::Cache::builder(dir.path())
+        .clock(clock.shared())
+        .open()
+        .unwrap();
+    (dir, clock, cache)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,7 +200,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::manual_cache;
     use std::cell::Cell;
 
     #[test]
@@ -240,12 +240,7 @@ mod tests {
 
     #[test]
     fn computes_once_per_arguments_until_expiry() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::default();
-        let cache = Cache::builder(dir.path())
-            .clock(clock.shared())
-            .open()
-            .unwrap();
+        let (_dir, clock, cache) = manual_cache(1_000_000_000.0);
         let calls = Cell::new(0);
         let greet = cache.memoized(
             "greet",

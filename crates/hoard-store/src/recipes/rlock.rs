@@ -90,7 +90,7 @@ impl Acquire for RLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::manual_cache;
     use crate::codec::{Codec, Postcard};
 
     #[test]
@@ -121,12 +121,7 @@ mod tests {
 
     #[test]
     fn a_crashed_holder_blocks_only_until_expiry() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::default();
-        let cache = Cache::builder(dir.path())
-            .clock(clock.shared())
-            .open()
-            .unwrap();
+        let (_dir, clock, cache) = manual_cache(1_000_000_000.0);
         // A holder that never releases (another "process": another owner string).
         let state = Postcard.encode(&("999999:ThreadId(1)", 1u32)).unwrap();
         cache

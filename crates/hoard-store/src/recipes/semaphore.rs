@@ -90,16 +90,11 @@ impl Acquire for BoundedSemaphore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::manual_cache;
 
     #[test]
     fn slots_are_bounded_both_ways_and_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::default();
-        let cache = Cache::builder(dir.path())
-            .clock(clock.shared())
-            .open()
-            .unwrap();
+        let (_dir, clock, cache) = manual_cache(1_000_000_000.0);
         let sem = BoundedSemaphore::new(&cache, b"s", 3, Some(Duration::from_secs(10)));
         // (operation, result, free after)
         let steps: &[(&str, bool, u64)] = &[

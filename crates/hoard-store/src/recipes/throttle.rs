@@ -141,16 +141,11 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::manual_cache;
 
     #[test]
     fn grants_follow_the_rate_with_a_manual_clock() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(1000.0);
-        let cache = Cache::builder(dir.path())
-            .clock(clock.shared())
-            .open()
-            .unwrap();
+        let (_dir, clock, cache) = manual_cache(1000.0);
         let c2 = clock.clone();
         let t = Throttle::new(&cache, b"t", 3, Duration::from_secs(3))
             .with_sleep(Arc::new(move |d| c2.advance_by(d)));
