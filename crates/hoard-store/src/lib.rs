@@ -82,7 +82,9 @@
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
 //! - `recipes/`: cross-process [`Lock`], [`RLock`], [`BoundedSemaphore`], [`Throttle`],
 //!   [`Barrier`], [`Averager`] (one file each).  `checkpoint`: background WAL checkpoints.
-//! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory.
+//! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory
+//!   (Unix; `private_portable` elsewhere: platform defaults, nothing reported).
+//!   `exposure`: [`Exposure`], the data.
 //! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
 //! - `queue`: [`Cache::push`]/[`Cache::pull`]/[`Cache::peek`], [`Side`].  `deque`: [`Deque`].
 //!   `index`: [`Index`].
@@ -95,6 +97,7 @@ mod clock;
 mod codec;
 mod deque;
 mod error;
+mod exposure;
 mod fanout;
 mod fault;
 mod files;
@@ -102,6 +105,10 @@ mod index;
 mod memo;
 mod memoized;
 mod memory;
+#[cfg(all(unix, not(hoard_store_portable)))]
+mod private;
+#[cfg(any(not(unix), hoard_store_portable))]
+#[path = "private_portable.rs"]
 mod private;
 mod queue;
 mod recipes;
