@@ -373,4 +373,25 @@ mod tests {
         assert_eq!(t.incr(&2, 5, Some(10)).unwrap(), 15);
         assert_eq!(t.incr(&2, 0, None).unwrap(), 15);
     }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn compressed_values_through_a_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let t = cache
+            .typed::<str, Vec<u64>>()
+            .with_codec(crate::codec::Compressed::new(Postcard, 1024));
+        let big: Vec<u64> = (0..100_000).map(|i| i % 7).collect();
+        t.set("big", &big, None, None).unwrap();
+        let raw = cache.get(&t.key("big").unwrap()).unwrap().unwrap();
+        assert_eq!(raw[0], 0x81, "postcard, zstd-compressed");
+        assert!(raw.len() < 10_000, "{} bytes", raw.len());
+        assert_eq!(t.get("big").unwrap(), Some(big.clone()));
+        // A plain postcard view reads it too: one decoder.
+        assert_eq!(
+            cache.typed::<str, Vec<u64>>().get("big").unwrap(),
+            Some(big)
+        );
+    }
 }
