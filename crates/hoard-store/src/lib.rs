@@ -1,11 +1,11 @@
 //! Disk-backed key/value store modelled on Python's diskcache. Knows nothing about HTTP.
 //!
-//! Keys and values are bytes. One directory holds `cache.db` (SQLite in WAL mode) and
-//! value files `ab/cd/<random>.val` for values of at least `min_file_size` bytes. Any
-//! number of threads and processes may open the same directory: every write is one
-//! `BEGIN IMMEDIATE` transaction (retried with backoff on `SQLITE_BUSY`), settings and
-//! counters live in the database, and schema changes are append-only migrations tracked
-//! in `PRAGMA user_version`.
+//! Keys and values are bytes (serde types through [`Typed`] views). One directory holds
+//! `cache.db` (SQLite in WAL mode) and value files `ab/cd/<random>.val` for values of at
+//! least `min_file_size` bytes. Any number of threads and processes may open the same
+//! directory: every write is one `BEGIN IMMEDIATE` transaction (retried with backoff on
+//! `SQLITE_BUSY`), settings and counters live in the database, and schema changes are
+//! append-only migrations tracked in `PRAGMA user_version`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,6 +29,12 @@
 //! let index = Index::open(dir.join("index"))?;
 //! index.set(b"k", b"v")?;
 //! assert_eq!(index.peekitem(false)?, Some((b"k".to_vec(), b"v".to_vec())));
+//!
+//! let scores = cache.typed::<(u32, String), Vec<f64>>(); // serde keys and values
+//! scores.set(&(1, "ada".into()), &vec![9.5, 8.0], None, None)?;
+//! let lock = hoard_store::RLock::new(&cache, b"lock:scores", Some(Duration::from_secs(30)));
+//! use hoard_store::Acquire;
+//! let _held = lock.hold(Duration::from_secs(1))?; // across processes; released on drop
 //! # Ok(())
 //! # }
 //! ```
@@ -88,6 +94,8 @@
 //! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
 //! - `queue`: [`Cache::push`]/[`Cache::pull`]/[`Cache::peek`], [`Side`].  `deque`: [`Deque`].
 //!   `index`: [`Index`].
+//! - `codec`: [`Codec`], [`Postcard`], [`Json`], `Compressed` (feature `zstd`) and the one
+//!   [`decode`]r.  `typed`: [`Typed`] views, [`Store`].  `memoized`: [`Memoized`].
 //! - `fault`: injected write faults for tests (feature `test-hooks`).  `clock`, `error`, `retry`.
 
 mod buffer;
