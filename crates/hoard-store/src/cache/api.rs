@@ -436,9 +436,21 @@ impl Cache {
     }
 
     /// Gives the database's free pages back to the file system (incremental auto_vacuum;
-    /// done after `expire`, `evict`, `clear` and `cull` delete rows).
-    fn reclaim(&self) -> Result<u64> {
-        self.inner.write(|c, _| schema::reclaim_free_pages(c))
+    /// done after `expire`, `evict`, `clear` and `cull` delete rows), in transactions of
+    /// [`schema::RECLAIM_BATCH`] pages. Bounded: pages other writers free meanwhile may
+    /// stay for the next time.
+    fn reclaim(&self) -> Result<()> {
+        let mut left = u64::MAX;
+        for _ in 0..1024 {
+            let now_left = self
+                .inner
+                .write(|c, _| schema::reclaim_free_pages(c, schema::RECLAIM_BATCH))?;
+            if now_left == 0 || now_left >= left {
+                break;
+            }
+            left = now_left;
+        }
+        Ok(())
     }
 
     /// Deletes every expired row (per the cache clock); returns how many.
