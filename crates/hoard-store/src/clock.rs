@@ -8,12 +8,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of "now" in Unix seconds (fractional).
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use std::sync::Arc;
+/// use hoard_store::{Cache, Clock};
+/// #[derive(Debug)]
+/// struct Frozen(f64);
+/// impl Clock for Frozen {
+///     fn now(&self) -> f64 {
+///         self.0
+///     }
+/// }
+/// let cache = Cache::builder(dir.path()).clock(Arc::new(Frozen(1e9))).open()?;
+/// assert_eq!(cache.clock().now(), 1e9);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Current time as seconds since the Unix epoch.
     fn now(&self) -> f64;
 }
 
 /// The real wall clock.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use hoard_store::{Clock, SystemClock};
+/// assert!(SystemClock.now() > 1.7e9); // seconds since 1970
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -96,6 +123,18 @@ impl Clock for ManualClock {
     fn now(&self) -> f64 {
         f64::from_bits(self.bits.load(Ordering::SeqCst))
     }
+}
+
+/// For unit tests: a cache in a new temporary directory on a [`ManualClock`] at `now`.
+#[cfg(test)]
+pub(crate) fn manual_cache(now: f64) -> (tempfile::TempDir, ManualClock, crate::Cache) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(now);
+    let cache = crate::Cache::builder(dir.path())
+        .clock(clock.shared())
+        .open()
+        .unwrap();
+    (dir, clock, cache)
 }
 
 #[cfg(test)]

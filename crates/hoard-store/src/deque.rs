@@ -5,6 +5,7 @@
 //! operation is one write transaction (or a read), so concurrent processes never lose or
 //! duplicate an item; `maxlen` is a property of the handle, as in diskcache.
 
+use std::cmp::Ordering;
 use std::path::Path;
 
 use crate::cache::Cache;
@@ -207,5 +208,125 @@ impl Deque {
             let i = all.len() as i64 + index;
             Ok(usize::try_from(i).ok().and_then(|i| all.get(i).cloned()))
         }
+    }
+
+    /// The key of the item at `index` (negative: from the back).
+    fn key_at(&self, index: i64) -> Result<Option<Vec<u8>>> {
+        let i = if index >= 0 {
+            index
+        } else {
+            self.len()? as i64 + index
+        };
+        let Ok(i) = usize::try_from(i) else {
+            return Ok(None);
+        };
+        Ok(self.cache.scan(b"").nth(i).transpose()?.map(|e| e.key))
+    }
+
+    /// Replaces the item at `index` (negative: from the back), like `deque[index] = value`;
+    /// `false` when out of range (diskcache raises `IndexError`).
+    ///
+    /// ```
+    /// # fn main() -> hoard_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let d = hoard_store::Deque::open(dir.path())?;
+    /// d.extend([b"a", b"b", b"c", b"b"])?;
+    /// assert!(d.set(-1, b"z")?);
+    /// assert!(d.delete(0)?);
+    /// assert_eq!(d.count(b"b")?, 1);
+    /// assert!(d.remove(b"b")?);
+    /// d.reverse()?;
+    /// assert!(d.equals([b"z", b"c"])?);
+    /// assert_eq!(d.compare([b"z", b"d"])?, std::cmp::Ordering::Less);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set(&self, index: i64, value: &[u8]) -> Result<bool> {
+        self.cache.transact(|tx| match self.key_at(index)? {
+            Some(key) => tx.set(&key, value, None, None).map(|()| true),
+            None => Ok(false),
+        })
+    }
+
+    /// Removes the item at `index` (negative: from the back), like `del deque[index]`;
+    /// `false` when out of range.
+    pub fn delete(&self, index: i64) -> Result<bool> {
+        self.cache.transact(|tx| match self.key_at(index)? {
+            Some(key) => tx.delete(&key),
+            None => Ok(false),
+        })
+    }
+
+    /// Removes the first item equal to `value` (`remove`); `false` when there is none
+    /// (diskcache raises `ValueError`). One transaction.
+    pub fn remove(&self, value: &[u8]) -> Result<bool> {
+        self.cache.transact(|tx| {
+            for e in self.cache.scan(b"") {
+                let key = e?.key;
+                if tx.get(&key)?.as_deref() == Some(value) {
+                    return tx.delete(&key);
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    /// How many items equal `value` (`count`).
+    pub fn count(&self, value: &[u8]) -> Result<u64> {
+        let mut n = 0;
+        for v in self.iter() {
+            n += u64::from(v? == value);
+        }
+        Ok(n)
+    }
+
+    /// Reverses the items in place, in one transaction (`reverse`).
+    pub fn reverse(&self) -> Result<()> {
+        self.cache.transact(|tx| {
+            let keys: Vec<Vec<u8>> = self
+                .cache
+                .scan(b"")
+                .map(|e| e.map(|e| e.key))
+                .collect::<Result<_>>()?;
+            let mut values = Vec::with_capacity(keys.len());
+            for k in &keys {
+                values.push(tx.get(k)?);
+            }
+            for (k, v) in keys.iter().zip(values.into_iter().rev()) {
+                match v {
+                    Some(v) => tx.set(k, &v, None, None)?,
+                    None => {
+                        tx.delete(k)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Compares the items with `other` front to back, like comparing sequences (diskcache's
+    /// `==`, `<`, ...). A method because reading can fail, so not `PartialOrd`.
+    pub fn compare<V: AsRef<[u8]>>(&self, other: impl IntoIterator<Item = V>) -> Result<Ordering> {
+        let mut theirs = other.into_iter();
+        for mine in self.iter() {
+            let mine = mine?;
+            match theirs.next() {
+                None => return Ok(Ordering::Greater),
+                Some(t) => match mine.as_slice().cmp(t.as_ref()) {
+                    Ordering::Equal => {}
+                    o => return Ok(o),
+                },
+            }
+        }
+        Ok(if theirs.next().is_some() {
+            Ordering::Less
+        } else {
+            Ordering::Equal
+        })
+    }
+
+    /// Whether the items equal `other`'s, in order (`deque == other`).
+    pub fn equals<V: AsRef<[u8]>>(&self, other: impl IntoIterator<Item = V>) -> Result<bool> {
+        Ok(self.compare(other)? == Ordering::Equal)
     }
 }

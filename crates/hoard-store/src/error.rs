@@ -7,9 +7,32 @@
 use rusqlite::ErrorCode;
 
 /// Result of every store operation.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// fn stored(cache: &hoard_store::Cache) -> hoard_store::Result<bool> {
+///     cache.contains(b"k")
+/// }
+/// assert!(!stored(&hoard_store::Cache::open(dir.path())?)?);
+/// # Ok(())
+/// # }
+/// ```
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Everything that can go wrong in the store.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// match cache.incr(b"missing", 1, None) {
+///     Err(hoard_store::Error::KeyNotFound) => {}
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -40,6 +63,18 @@ pub enum Error {
     /// `incr`/`decr` on a value that is not a decimal `i64`, or an overflow.
     #[error("value is not an integer (or the result overflows i64)")]
     NotAnInteger,
+    /// A typed value could not be encoded by its [`Codec`](crate::Codec).
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+    /// Stored bytes are not a value of the type asked for (wrong type, unknown format
+    /// byte, damaged bytes, or zstd-compressed without the `zstd` feature).
+    #[error("cannot decode value: {0}")]
+    Decode(String),
+    /// A recipe's `release` by a caller that does not hold it: an [`RLock`](crate::RLock)
+    /// not held by this process and thread, or a [`BoundedSemaphore`](crate::BoundedSemaphore)
+    /// released more often than acquired (diskcache's `AssertionError`).
+    #[error("cannot release {0}: not acquired")]
+    NotAcquired(&'static str),
     /// A setting read from the database or given by the caller is invalid.
     #[error("invalid setting: {0}")]
     InvalidSetting(String),

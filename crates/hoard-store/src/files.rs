@@ -162,6 +162,20 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// A stored value: inline bytes from the row, or an already open value file.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use hoard_store::Value;
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// cache.set(b"small", b"abc", None, None)?;
+/// match cache.record(b"small")?.unwrap().value {
+///     Value::Inline(bytes) => assert_eq!(bytes, b"abc"),
+///     Value::File { len, .. } => panic!("a file of {len} bytes"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum Value {
     /// Value stored in the database row.
@@ -192,6 +206,20 @@ impl Value {
 
 /// Streams a [`Value`]. A file shorter than recorded fails with
 /// [`io::ErrorKind::UnexpectedEof`] instead of a silently short read.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use std::io::Read;
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// cache.set(b"k", &vec![1; 64 * 1024], None, None)?; // a value file
+/// let mut reader: hoard_store::ValueReader = cache.record(b"k")?.unwrap().into_reader();
+/// let mut first = [0; 10];
+/// reader.read_exact(&mut first)?;
+/// assert_eq!(reader.remaining(), 64 * 1024 - 10);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ValueReader {
     inner: ReaderInner,
@@ -282,6 +310,21 @@ pub(crate) fn open_value_file(path: &Path, len: u64) -> Result<Option<File>> {
 /// Writes one value, in memory until it reaches the cache's `min_file_size`, then into a
 /// temporary file in the cache directory. [`commit`](ValueWriter::commit) stores it;
 /// dropping it without commit removes the temporary file and stores nothing.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use std::io::Write;
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// let mut w: hoard_store::ValueWriter = cache.writer(b"log", None, None)?;
+/// for _ in 0..1000 {
+///     w.write_all(b"a line of the log\n")?;
+/// }
+/// assert_eq!(w.commit()?, 18_000);
+/// assert_eq!(cache.record(b"log")?.unwrap().len(), 18_000);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ValueWriter {
     pub(crate) cache: Cache,

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, KeyIter, Transaction};
 use crate::error::Result;
 use crate::queue::Side;
 use crate::settings::EvictionPolicy;
@@ -112,9 +112,13 @@ impl Index {
         self.cache.iter_keys()
     }
 
-    /// `(key, value)` pairs in insertion order; keys removed meanwhile are skipped.
-    pub fn items(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
-        self.cache.iter_keys().filter_map(move |k| match k {
+    /// Keys newest first (`reversed(index)`).
+    pub fn keys_rev(&self) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+        self.cache.iter_keys_rev()
+    }
+
+    fn items_of(&self, keys: KeyIter) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
+        keys.filter_map(move |k| match k {
             Err(e) => Some(Err(e)),
             Ok(k) => match self.cache.get(&k) {
                 Err(e) => Some(Err(e)),
@@ -123,9 +127,91 @@ impl Index {
         })
     }
 
+    /// `(key, value)` pairs in insertion order; keys removed meanwhile are skipped.
+    pub fn items(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
+        self.items_of(self.cache.iter_keys())
+    }
+
+    /// `(key, value)` pairs newest first (`reversed(index.items())`).
+    pub fn items_rev(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
+        self.items_of(self.cache.iter_keys_rev())
+    }
+
     /// Values in insertion order.
     pub fn values(&self) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
         self.items().map(|r| r.map(|(_, v)| v))
+    }
+
+    /// Values newest first (`reversed(index.values())`).
+    pub fn values_rev(&self) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+        self.items_rev().map(|r| r.map(|(_, v)| v))
+    }
+
+    /// Runs `f` in one write transaction of the index (`with index.transact():`);
+    /// re-entrant, like [`Cache::transact`].
+    ///
+    /// ```
+    /// # fn main() -> hoard_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let index = hoard_store::Index::open(dir.path())?;
+    /// index.transact(|tx| {
+    ///     tx.set(b"total", b"2", None, None)?;
+    ///     index.set(b"a", b"1")?; // joins the transaction
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(index.len()?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn transact<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.cache.transact(f)
+    }
+
+    /// Whether both indexes hold the same items in the same order (diskcache's `==`
+    /// between two `Index`es, as between `OrderedDict`s). Read in one transaction of
+    /// `self`; a method because it can fail, so not `PartialEq`.
+    ///
+    /// ```
+    /// # fn main() -> hoard_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let a = hoard_store::Index::open(dir.path().join("a"))?;
+    /// let b = hoard_store::Index::open(dir.path().join("b"))?;
+    /// a.set(b"k", b"v")?;
+    /// assert!(!a.equals(&b)?);
+    /// b.set(b"k", b"v")?;
+    /// assert!(a.equals(&b)?);
+    /// assert!(a.equals_map([(b"k", b"v")])?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn equals(&self, other: &Index) -> Result<bool> {
+        if self.len()? != other.len()? {
+            return Ok(false);
+        }
+        let mine = self.items();
+        let theirs = other.items();
+        for pair in mine.zip(theirs) {
+            if pair.0? != pair.1? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the index holds exactly these items, in any order (diskcache's `==` with a
+    /// plain mapping).
+    pub fn equals_map<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        other: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<bool> {
+        let mut n = 0;
+        for (k, v) in other {
+            n += 1;
+            if self.get(k.as_ref())?.as_deref() != Some(v.as_ref()) {
+                return Ok(false);
+            }
+        }
+        Ok(self.len()? == n)
     }
 
     /// The first (with `last`, the last) item in insertion order (`peekitem`).

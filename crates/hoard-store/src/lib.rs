@@ -1,11 +1,11 @@
 //! Disk-backed key/value store modelled on Python's diskcache. Knows nothing about HTTP.
 //!
-//! Keys and values are bytes. One directory holds `cache.db` (SQLite in WAL mode) and
-//! value files `ab/cd/<random>.val` for values of at least `min_file_size` bytes. Any
-//! number of threads and processes may open the same directory: every write is one
-//! `BEGIN IMMEDIATE` transaction (retried with backoff on `SQLITE_BUSY`), settings and
-//! counters live in the database, and schema changes are append-only migrations tracked
-//! in `PRAGMA user_version`.
+//! Keys and values are bytes (serde types through [`Typed`] views). One directory holds
+//! `cache.db` (SQLite in WAL mode) and value files `ab/cd/<random>.val` for values of at
+//! least `min_file_size` bytes. Any number of threads and processes may open the same
+//! directory: every write is one `BEGIN IMMEDIATE` transaction (retried with backoff on
+//! `SQLITE_BUSY`), settings and counters live in the database, and schema changes are
+//! append-only migrations tracked in `PRAGMA user_version`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,6 +29,12 @@
 //! let index = Index::open(dir.join("index"))?;
 //! index.set(b"k", b"v")?;
 //! assert_eq!(index.peekitem(false)?, Some((b"k".to_vec(), b"v".to_vec())));
+//!
+//! let scores = cache.typed::<(u32, String), Vec<f64>>(); // serde keys and values
+//! scores.set(&(1, "ada".into()), &vec![9.5, 8.0], None, None)?;
+//! let lock = hoard_store::RLock::new(&cache, b"lock:scores", Some(Duration::from_secs(30)));
+//! use hoard_store::Acquire;
+//! let _held = lock.hold(Duration::from_secs(1))?; // across processes; released on drop
 //! # Ok(())
 //! # }
 //! ```
@@ -80,31 +86,44 @@
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
-//! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
-//! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory.
+//! - `recipes/`: cross-process [`Lock`], [`RLock`], [`BoundedSemaphore`], [`Throttle`],
+//!   [`Barrier`], [`Averager`] (one file each).  `checkpoint`: background WAL checkpoints.
+//! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory
+//!   (Unix; `private_portable` elsewhere: platform defaults, nothing reported).
+//!   `exposure`: [`Exposure`], the data.
 //! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
 //! - `queue`: [`Cache::push`]/[`Cache::pull`]/[`Cache::peek`], [`Side`].  `deque`: [`Deque`].
 //!   `index`: [`Index`].
+//! - `codec`: [`Codec`], [`Postcard`], [`Json`], `Compressed` (feature `zstd`) and the one
+//!   [`decode`]r.  `typed`: [`Typed`] views, [`Store`].  `memoized`: [`Memoized`].
 //! - `fault`: injected write faults for tests (feature `test-hooks`).  `clock`, `error`, `retry`.
 
 mod buffer;
 mod cache;
 mod checkpoint;
 mod clock;
+mod codec;
 mod deque;
 mod error;
+mod exposure;
 mod fanout;
 mod fault;
 mod files;
 mod index;
-mod lock;
 mod memo;
+mod memoized;
 mod memory;
+#[cfg(all(unix, not(hoard_store_portable)))]
+mod private;
+#[cfg(any(not(unix), hoard_store_portable))]
+#[path = "private_portable.rs"]
 mod private;
 mod queue;
+mod recipes;
 mod retry;
 mod schema;
 mod settings;
+mod typed;
 
 pub use buffer::{FLUSH_CHUNK, FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
 pub use cache::{
@@ -112,6 +131,9 @@ pub use cache::{
     Transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "zstd")]
+pub use codec::Compressed;
+pub use codec::{Codec, Json, Postcard, decode};
 pub use deque::Deque;
 pub use error::{Error, Result, SqliteError};
 pub use fanout::{FanoutBuilder, FanoutCache};
@@ -120,15 +142,19 @@ pub use fanout::{FanoutBuilder, FanoutCache};
 pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
 pub use index::Index;
-pub use lock::{Lock, LockGuard};
 pub use memo::{default_uniform, xfetch_should_recompute};
+pub use memoized::Memoized;
 pub use memory::{
     DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, SLOTS as GENERATION_SLOTS, Stamp as ChangeStamp,
     TRUST as MEMORY_TRUST_SECONDS,
 };
 pub use private::{DIR_MODE, Exposure, FILE_MODE, effective_uid, exposure_of};
 pub use queue::Side;
+pub use recipes::{
+    Acquire, Averager, Barrier, BoundedSemaphore, Held, Lock, LockGuard, RLock, Sleep, Throttle,
+};
 pub use settings::{EvictionPolicy, Settings};
+pub use typed::{Store, Typed};
 
 /// Files the store names in its directory (besides value files and `tmp/`).
 pub const STORE_FILES: [&str; 4] = ["cache.db", "cache.db-wal", "cache.db-shm", memory::GEN_FILE];

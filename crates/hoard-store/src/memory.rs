@@ -68,6 +68,19 @@ impl std::fmt::Debug for Generations {
 /// The change counters of a key, sampled before reading its row (see
 /// [`Cache::change_stamp`](super::Cache::change_stamp)): a copy read after sampling is
 /// current while a new sample is equal.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// let before: Option<hoard_store::ChangeStamp> = cache.change_stamp(b"k");
+/// cache.set(b"k", b"v", None, None)?;
+/// if let Some(before) = before {
+///     assert_ne!(cache.change_stamp(b"k"), Some(before)); // a write moved it
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp(u64, u64);
 
@@ -142,6 +155,7 @@ impl Generations {
 /// again (btrfs, ZFS, bcachefs): there a write through the mapping on a full disk is a
 /// SIGBUS, not an error, so no process on it maps `cache.gen` (all processes sharing the
 /// directory see the same filesystem and decide the same).
+#[cfg(all(target_os = "linux", not(hoard_store_portable)))]
 fn copy_on_write(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     const BTRFS: i64 = 0x9123_683E;
@@ -158,6 +172,13 @@ fn copy_on_write(dir: &Path) -> bool {
     #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
     let kind = st.f_type as i64;
     [BTRFS, ZFS, BCACHEFS].contains(&kind)
+}
+
+/// Elsewhere the filesystem's kind is not checked: treated as copy-on-write (APFS is), so the
+/// memory layer is off and every read goes to SQLite, exact and without mapped writes.
+#[cfg(not(all(target_os = "linux", not(hoard_store_portable))))]
+fn copy_on_write(_dir: &Path) -> bool {
+    true
 }
 
 /// Writes a complete generation file (mode 0600) under a temporary name and links it into place, so
@@ -373,7 +394,7 @@ mod tests {
     #[test]
     fn a_copy_is_served_only_under_its_stamp() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Generations::open(dir.path()).unwrap();
+        let g = Generations::map(dir.path()).unwrap();
         let m = MemoryLayer::new(1 << 20);
         let h = key_hash(b"k");
         let stamp = g.stamp(h);
@@ -383,7 +404,7 @@ mod tests {
             b"v"
         );
         // Another process (a second mapping of the same file) changes the key.
-        let other = Generations::open(dir.path()).unwrap();
+        let other = Generations::map(dir.path()).unwrap();
         other.bump(h);
         assert!(m.get(h, b"k", g.stamp(h), 10.5).is_none());
         assert_eq!(m.bytes(), 0, "a stale copy is dropped");
@@ -401,7 +422,7 @@ mod tests {
     #[test]
     fn copies_expire_with_the_row_and_after_the_trust_window() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Generations::open(dir.path()).unwrap();
+        let g = Generations::map(dir.path()).unwrap();
         let m = MemoryLayer::new(1 << 20);
         let h = key_hash(b"k");
         let mut c = copy(b"v");
@@ -426,7 +447,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let gens: Vec<Generations> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| Generations::open(dir.path()).unwrap()))
+                .map(|_| s.spawn(|| Generations::map(dir.path()).unwrap()))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });

@@ -11,11 +11,24 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::cache::{Cache, Pending, expire_at};
+use crate::cache::{Cache, Entry, Found, Pending, expire_at, lookup};
 use crate::error::Result;
 
 /// Which end of a queue [`Cache::push`], [`Cache::pull`] and [`Cache::peek`] work on
 /// (diskcache's `side='back'` / `'front'`).
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use hoard_store::{Cache, Side};
+/// let cache = Cache::open(dir.path())?;
+/// cache.push(b"1", None, Side::Back, None, None)?;
+/// cache.push(b"0", None, Side::Front, None, None)?;
+/// assert_eq!(cache.pull(None, Side::Front)?.unwrap().1, b"0");
+/// assert_eq!(cache.pull(None, Side::Back)?.unwrap().1, b"1");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Side {
     /// The end with the smallest key (`pull`'s default in diskcache).
@@ -134,23 +147,42 @@ impl Cache {
     /// expired items met on the way are removed. diskcache's `pull(prefix, side=...)`
     /// (without `default`/`retry`: `None` means empty; `Error::Timeout` when busy).
     pub fn pull(&self, prefix: Option<&str>, side: Side) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        self.queue_take(prefix, side, true)
+        Ok(self.pull_entry(prefix, side)?.map(|(k, e)| (k, e.value)))
     }
 
     /// The item at `side` of the queue `prefix` as `(key, value)`, left in place; expired
     /// items met on the way are removed. diskcache's `peek(prefix, side=...)`.
     pub fn peek(&self, prefix: Option<&str>, side: Side) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        self.queue_take(prefix, side, false)
+        Ok(self.peek_entry(prefix, side)?.map(|(k, e)| (k, e.value)))
     }
 
-    fn queue_take(
-        &self,
-        prefix: Option<&str>,
-        side: Side,
-        remove: bool,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    /// [`pull`](Cache::pull) returning the item's expire time and tag too (diskcache's
+    /// `pull(expire_time=True, tag=True)`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hoard_store::{Cache, Side};
+    /// # fn main() -> hoard_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = Cache::open(dir.path())?;
+    /// cache.push(b"job", Some("q"), Side::Back, Some(Duration::from_secs(60)), Some("jobs"))?;
+    /// let (key, entry) = cache.peek_entry(Some("q"), Side::Front)?.unwrap();
+    /// assert_eq!((entry.value.as_slice(), entry.tag.as_deref()), (&b"job"[..], Some("jobs")));
+    /// assert!(entry.expire_time.is_some());
+    /// assert_eq!(cache.pull_entry(Some("q"), Side::Front)?.map(|(k, _)| k), Some(key));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pull_entry(&self, prefix: Option<&str>, side: Side) -> Result<Option<(Vec<u8>, Entry)>> {
         self.inner
-            .write(|c, p| self.queue_take_in(c, p, prefix, side, remove))
+            .write(|c, p| self.queue_take_in(c, p, prefix, side, true))
+    }
+
+    /// [`peek`](Cache::peek) returning the item's expire time and tag too (diskcache's
+    /// `peek(expire_time=True, tag=True)`).
+    pub fn peek_entry(&self, prefix: Option<&str>, side: Side) -> Result<Option<(Vec<u8>, Entry)>> {
+        self.inner
+            .write(|c, p| self.queue_take_in(c, p, prefix, side, false))
     }
 
     pub(crate) fn queue_take_in(
@@ -160,14 +192,26 @@ impl Cache {
         prefix: Option<&str>,
         side: Side,
         remove: bool,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<Option<(Vec<u8>, Entry)>> {
         let now = self.inner.clock.now();
         while let Some(key) = end_key(c, prefix, side)? {
-            let value = if remove {
-                self.inner.pop_in(c, p, &key, now)?
+            let entry = if remove {
+                let entry = match lookup(c, &key, now)? {
+                    Found::Live(mut row) => {
+                        let value = self.inner.load_bytes(&mut row)?;
+                        value.map(|value| Entry {
+                            value,
+                            expire_time: row.expire_time,
+                            tag: row.tag,
+                        })
+                    }
+                    _ => None,
+                };
+                self.inner.delete_in(c, p, &key, now)?;
+                entry
             } else {
                 match self.inner.get_in(c, p, &key, now)? {
-                    Some(e) => Some(e.value),
+                    Some(e) => Some(e),
                     None => {
                         // Expired or faulty: remove it and look again.
                         self.inner.delete_in(c, p, &key, now)?;
@@ -175,8 +219,8 @@ impl Cache {
                     }
                 }
             };
-            if let Some(v) = value {
-                return Ok(Some((key, v)));
+            if let Some(e) = entry {
+                return Ok(Some((key, e)));
             }
         }
         Ok(None)

@@ -94,8 +94,15 @@ pub(crate) fn open_connection(dir: &Path, mmap_size: u64, cache_size: i64) -> Re
         | OpenFlags::SQLITE_OPEN_URI;
     // Created 0600 first: SQLite gives `-wal` and `-shm` the database file's mode.
     super::private::precreate_file(&dir.join(DB_FILE))?;
+    let fresh = std::fs::metadata(dir.join(DB_FILE))?.len() == 0;
     let conn = Connection::open_with_flags(dir.join(DB_FILE), flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    if fresh {
+        // Incremental auto_vacuum can only be chosen before the database's first page is
+        // written (by the WAL switch below); `check(fix)`'s VACUUM converts older
+        // databases. Not on a database in use: there the PRAGMA waits for the write lock.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    }
     conn.set_prepared_statement_cache_capacity(64);
     // WAL is persistent in the file; setting it again is cheap and idempotent.
     // It needs a lock, so retry on busy like any write.
@@ -160,6 +167,38 @@ pub(crate) fn apply_tuning(conn: &Connection, settings: &Settings) -> Result<()>
         settings.sqlite_mmap_size, settings.sqlite_cache_size
     ))?;
     Ok(())
+}
+
+/// Pages [`reclaim_free_pages`] gives back per transaction, so that other writers get the
+/// lock in between on a large database (4 MiB of 4 KiB pages).
+pub(crate) const RECLAIM_BATCH: u64 = 1024;
+
+/// Inside a write transaction: gives up to `max` of the database's free pages back to the
+/// file system (incremental auto_vacuum), after bulk deletes. Returns how many stay free.
+pub(crate) fn reclaim_free_pages(conn: &Connection, max: u64) -> Result<u64> {
+    let free = conn.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))?;
+    let free = free.max(0) as u64;
+    if free == 0 || max == 0 {
+        return Ok(free);
+    }
+    // Each step frees one page: step to the end (`execute_batch` steps once).
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({max})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(free.saturating_sub(max))
+}
+
+/// Outside any transaction: rebuilds the database file (`VACUUM`), which also switches a
+/// database created without it to incremental auto_vacuum.
+pub(crate) fn vacuum(conn: &Connection) -> Result<()> {
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+    Ok(())
+}
+
+/// The database's auto_vacuum mode (0 none, 1 full, 2 incremental).
+#[cfg(test)]
+pub(crate) fn auto_vacuum(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?)
 }
 
 /// Applies missing migrations in one immediate transaction. Returns the version now in force.
@@ -255,6 +294,27 @@ mod tests {
             }
             other => panic!("expected NewerSchema, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn new_databases_vacuum_incrementally_and_vacuum_converts_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(dir.path(), 0, 100).unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(auto_vacuum(&conn).unwrap(), 2);
+        // A database from before: no auto_vacuum.
+        conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;")
+            .unwrap();
+        assert_eq!(auto_vacuum(&conn).unwrap(), 0);
+        drop(conn);
+        let conn = open_connection(dir.path(), 0, 100).unwrap();
+        assert_eq!(
+            auto_vacuum(&conn).unwrap(),
+            0,
+            "opening alone does not convert"
+        );
+        vacuum(&conn).unwrap();
+        assert_eq!(auto_vacuum(&conn).unwrap(), 2);
     }
 
     #[test]

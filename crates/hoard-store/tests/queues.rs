@@ -275,3 +275,174 @@ fn processes_share_an_index() {
         assert!(mine.windows(2).all(|w| w[0] < w[1]), "{role} out of order");
     }
 }
+
+/// `remove`, `reverse`, `count`, set/delete at an index and comparisons against a
+/// `VecDeque` model, step by step.
+#[test]
+fn deque_parity_operations_follow_a_model() {
+    use std::collections::VecDeque;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Deque::open(dir.path()).unwrap();
+    let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+    let big = vec![9u8; 50_000]; // a value file, moved around by reverse
+    for v in [b("a"), b("b"), big.clone(), b("b"), b("c")] {
+        d.append(&v).unwrap();
+        model.push_back(v);
+    }
+    enum Op {
+        Set(i64, &'static str, bool),
+        Delete(i64, bool),
+        Remove(&'static str, bool),
+        Reverse,
+        Count(&'static str, u64),
+    }
+    let ops = [
+        Op::Count("b", 2),
+        Op::Set(0, "A", true),
+        Op::Set(-1, "C", true),
+        Op::Set(5, "x", false),
+        Op::Set(-6, "x", false),
+        Op::Reverse,
+        Op::Remove("b", true),
+        Op::Remove("zz", false),
+        Op::Count("b", 1),
+        Op::Delete(-1, true),
+        Op::Delete(0, true),
+        Op::Delete(9, false),
+        Op::Reverse,
+    ];
+    let index = |model: &VecDeque<Vec<u8>>, i: i64| {
+        let i = if i < 0 { model.len() as i64 + i } else { i };
+        usize::try_from(i).ok().filter(|&i| i < model.len())
+    };
+    for (step, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Set(i, v, ok) => {
+                assert_eq!(d.set(i, v.as_bytes()).unwrap(), ok, "step {step}");
+                if let Some(i) = index(&model, i) {
+                    model[i] = b(v);
+                }
+            }
+            Op::Delete(i, ok) => {
+                assert_eq!(d.delete(i).unwrap(), ok, "step {step}");
+                if let Some(i) = index(&model, i) {
+                    model.remove(i);
+                }
+            }
+            Op::Remove(v, ok) => {
+                assert_eq!(d.remove(v.as_bytes()).unwrap(), ok, "step {step}");
+                if let Some(i) = model.iter().position(|m| m == v.as_bytes()) {
+                    model.remove(i);
+                }
+            }
+            Op::Reverse => {
+                d.reverse().unwrap();
+                model.make_contiguous().reverse();
+            }
+            Op::Count(v, n) => assert_eq!(d.count(v.as_bytes()).unwrap(), n, "step {step}"),
+        }
+        // (No Debug print: one item is 50 kB.)
+        assert!(model == d.to_vec().unwrap(), "step {step}");
+        assert!(d.equals(&model).unwrap(), "step {step}");
+    }
+    assert!(model == [b("b"), big.clone()]);
+    let cases: &[(&[&[u8]], std::cmp::Ordering)] = &[
+        (&[b"b", &big], std::cmp::Ordering::Equal),
+        (&[b"b"], std::cmp::Ordering::Greater),
+        (&[b"b", &big, b""], std::cmp::Ordering::Less),
+        (&[b"b", b"\x09"], std::cmp::Ordering::Greater),
+        (&[b"zzz"], std::cmp::Ordering::Less),
+    ];
+    for (other, want) in cases {
+        assert_eq!(d.compare(other.iter()).unwrap(), *want, "{:?}", other.len());
+    }
+    assert!(
+        d.cache().check(false).unwrap().is_empty(),
+        "no orphan value file"
+    );
+}
+
+/// Reverse iteration (over several pages), `equals`, `equals_map` and `transact` on `Index`.
+#[test]
+fn index_reverse_iteration_equality_and_transact() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Index::open(dir.path().join("a")).unwrap();
+    let b_ = Index::open(dir.path().join("b")).unwrap();
+    let keys: Vec<Vec<u8>> = (0..2500).map(|i| format!("k{i}").into_bytes()).collect();
+    a.transact(|_| {
+        for k in &keys {
+            a.set(k, k)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let rev: Vec<Vec<u8>> = a.keys_rev().collect::<Result<_, _>>().unwrap();
+    let mut want = keys.clone();
+    want.reverse();
+    assert_eq!(rev, want);
+    let vals: Vec<Vec<u8>> = a.values_rev().take(2).collect::<Result<_, _>>().unwrap();
+    assert_eq!(vals, [b("k2499"), b("k2498")]);
+    assert_eq!(
+        a.cache().iter_keys_rev().next().unwrap().unwrap(),
+        b("k2499")
+    );
+
+    assert!(!a.equals(&b_).unwrap());
+    for k in keys.iter().rev() {
+        b_.set(k, k).unwrap();
+    }
+    assert!(!a.equals(&b_).unwrap(), "same items, other order");
+    assert!(a.equals_map(keys.iter().rev().map(|k| (k, k))).unwrap());
+    assert!(!a.equals_map(keys.iter().take(10).map(|k| (k, k))).unwrap());
+    b_.clear().unwrap();
+    for k in &keys {
+        b_.set(k, k).unwrap();
+    }
+    assert!(a.equals(&b_).unwrap());
+    b_.set(b"k7", b"changed").unwrap();
+    assert!(!a.equals(&b_).unwrap());
+
+    // A failing transaction leaves nothing behind.
+    let r: hoard_store::Result<()> = a.transact(|tx| {
+        tx.set(b"new", b"1", None, None)?;
+        a.delete(b"k0")?;
+        Err(hoard_store::Error::KeyNotFound)
+    });
+    assert!(r.is_err());
+    assert!(!a.contains(b"new").unwrap());
+    assert!(a.contains(b"k0").unwrap());
+}
+
+/// `pull_entry`/`peek_entry` return the item's expire time and tag.
+#[test]
+fn pull_and_peek_entries_carry_expire_time_and_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000.0);
+    let cache = Cache::builder(dir.path())
+        .clock(clock.shared())
+        .open()
+        .unwrap();
+    cache
+        .push(
+            b"1",
+            Some("q"),
+            Side::Back,
+            Some(Duration::from_secs(10)),
+            Some("t"),
+        )
+        .unwrap();
+    cache.push(b"2", Some("q"), Side::Back, None, None).unwrap();
+    let (_, e) = cache.peek_entry(Some("q"), Side::Front).unwrap().unwrap();
+    assert_eq!(
+        (e.value, e.expire_time, e.tag),
+        (b("1"), Some(1_010.0), Some("t".into()))
+    );
+    let (_, e) = cache.pull_entry(Some("q"), Side::Front).unwrap().unwrap();
+    assert_eq!(
+        (e.expire_time, e.tag.as_deref()),
+        (Some(1_010.0), Some("t"))
+    );
+    let (_, e) = cache.pull_entry(Some("q"), Side::Back).unwrap().unwrap();
+    assert_eq!((e.value, e.expire_time, e.tag), (b("2"), None, None));
+    assert_eq!(cache.pull_entry(Some("q"), Side::Back).unwrap(), None);
+}

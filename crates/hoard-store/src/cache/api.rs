@@ -416,7 +416,8 @@ impl Cache {
         self.inner.read(|c| self.inner.contains_in(c, key, now))
     }
 
-    /// Runs bulk deletes in batches of [`BULK_BATCH`] rows per transaction.
+    /// Runs bulk deletes in batches of [`BULK_BATCH`] rows per transaction, then gives the
+    /// freed pages back to the file system.
     fn bulk_delete(&self, filter: &str, order: &str, arg: &dyn ToSql) -> Result<u64> {
         let mut total = 0;
         loop {
@@ -426,9 +427,30 @@ impl Cache {
             })?;
             total += n;
             if n < BULK_BATCH as u64 {
+                if total > 0 {
+                    self.reclaim()?;
+                }
                 return Ok(total);
             }
         }
+    }
+
+    /// Gives the database's free pages back to the file system (incremental auto_vacuum;
+    /// done after `expire`, `evict`, `clear` and `cull` delete rows), in transactions of
+    /// [`schema::RECLAIM_BATCH`] pages. Bounded: pages other writers free meanwhile may
+    /// stay for the next time.
+    fn reclaim(&self) -> Result<()> {
+        let mut left = u64::MAX;
+        for _ in 0..1024 {
+            let now_left = self
+                .inner
+                .write(|c, _| schema::reclaim_free_pages(c, schema::RECLAIM_BATCH))?;
+            if now_left == 0 || now_left >= left {
+                break;
+            }
+            left = now_left;
+        }
+        Ok(())
     }
 
     /// Deletes every expired row (per the cache clock); returns how many.
@@ -472,6 +494,9 @@ impl Cache {
             })?;
             total += n;
             if n < BULK_BATCH as u64 {
+                if n > 0 {
+                    self.reclaim()?;
+                }
                 return Ok(total);
             }
         }

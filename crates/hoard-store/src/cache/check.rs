@@ -3,6 +3,7 @@
 use crate::error::Result;
 use crate::files;
 use crate::private;
+use crate::schema;
 use std::collections::HashSet;
 use std::fs;
 
@@ -45,9 +46,22 @@ impl Cache {
     }
 
     /// Checks database integrity, rows against value files, and counters. Returns the
-    /// problems found; with `fix`, removes faulty rows and orphan files and repairs counters.
-    /// Who may access the files is [`check_exposure`](Self::check_exposure)'s job.
+    /// problems found; with `fix`, removes faulty rows and orphan files, repairs counters,
+    /// and then rebuilds the database (`VACUUM`, as diskcache's `check(fix=True)`; also
+    /// switches a database created before incremental auto_vacuum to it). Inside
+    /// [`transact`](Self::transact) the rebuild is skipped (SQLite cannot `VACUUM` in a
+    /// transaction). Who may access the files is [`check_exposure`](Self::check_exposure)'s
+    /// job.
     pub fn check(&self, fix: bool) -> Result<Vec<String>> {
+        let problems = self.check_rows(fix)?;
+        if fix && self.inner.joined(|_, _| ()).is_none() {
+            let conn = self.inner.conn()?;
+            crate::retry::with_retry(|| schema::vacuum(&conn))?;
+        }
+        Ok(problems)
+    }
+
+    fn check_rows(&self, fix: bool) -> Result<Vec<String>> {
         self.inner.flush()?;
         let dir = self.inner.dir.clone();
         self.inner.write(|c, p| {
@@ -163,5 +177,78 @@ impl Cache {
             }
             Ok(problems)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_count(cache: &Cache) -> i64 {
+        cache
+            .inner
+            .read(|c| Ok(c.query_row("PRAGMA page_count", [], |r| r.get(0))?))
+            .unwrap()
+    }
+
+    #[test]
+    fn bulk_deletes_give_pages_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let value = vec![7u8; 4000]; // inline: pages of the database
+        for i in 0..500u32 {
+            cache
+                .set(&i.to_be_bytes(), &value, None, Some("t"))
+                .unwrap();
+        }
+        let full = page_count(&cache);
+        assert!(full > 400, "{full} pages");
+        // One batch gives back at most its size.
+        cache.delete(&7u32.to_be_bytes()).unwrap();
+        cache.delete(&8u32.to_be_bytes()).unwrap();
+        let free = |c: &rusqlite::Connection| -> Result<i64> {
+            Ok(c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
+        };
+        let was_free = cache.inner.read(free).unwrap();
+        assert!(was_free >= 2, "{was_free}");
+        let left = cache
+            .inner
+            .write(|c, _| schema::reclaim_free_pages(c, 1))
+            .unwrap();
+        assert_eq!(left as i64, was_free - 1);
+        assert_eq!(cache.inner.read(free).unwrap(), was_free - 1);
+        let before = cache.volume().unwrap();
+        assert_eq!(cache.evict("t").unwrap(), 498);
+        let after = page_count(&cache);
+        assert!(after < full / 10, "{full} pages -> {after}");
+        assert!(cache.volume().unwrap() < before / 10);
+    }
+
+    #[test]
+    fn check_fix_vacuums_and_converts_old_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let mode = |cache: &Cache| -> i64 {
+            cache
+                .inner
+                .read(|c| Ok(c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?))
+                .unwrap()
+        };
+        assert_eq!(mode(&cache), 2);
+        {
+            let conn = cache.inner.conn().unwrap();
+            conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;")
+                .unwrap();
+        }
+        assert_eq!(mode(&cache), 0);
+        cache.set(b"k", b"v", None, None).unwrap();
+        assert_eq!(cache.check(false).unwrap(), Vec::<String>::new());
+        assert_eq!(mode(&cache), 0, "check without fix changes nothing");
+        assert_eq!(cache.check(true).unwrap(), Vec::<String>::new());
+        assert_eq!(mode(&cache), 2);
+        assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+        // Inside a transaction the rebuild is skipped, the check still runs.
+        let problems = cache.transact(|_| cache.check(true)).unwrap();
+        assert!(problems.is_empty());
     }
 }

@@ -7,11 +7,37 @@ use std::collections::VecDeque;
 use super::*;
 
 impl Cache {
-    /// Keys in insertion order (including expired rows not yet removed), read in pages.
+    /// Keys in insertion order (including expired rows not yet removed), read in pages
+    /// (diskcache's `iter(cache)`).
     pub fn iter_keys(&self) -> KeyIter {
         KeyIter {
             cache: self.clone(),
             last: i64::MIN,
+            reverse: false,
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Keys in reverse insertion order, newest first (diskcache's `reversed(cache)`).
+    ///
+    /// ```
+    /// # fn main() -> hoard_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = hoard_store::Cache::open(dir.path())?;
+    /// for k in [b"a", b"b", b"c"] {
+    ///     cache.set(k, b"", None, None)?;
+    /// }
+    /// let keys: Vec<Vec<u8>> = cache.iter_keys_rev().collect::<Result<_, _>>()?;
+    /// assert_eq!(keys, [b"c".to_vec(), b"b".to_vec(), b"a".to_vec()]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn iter_keys_rev(&self) -> KeyIter {
+        KeyIter {
+            cache: self.clone(),
+            last: i64::MAX,
+            reverse: true,
             buf: VecDeque::new(),
             done: false,
         }
@@ -65,11 +91,25 @@ impl Cache {
     }
 }
 
-/// Iterator over keys in insertion order; see [`Cache::iter_keys`].
+/// Iterator over keys in insertion order; see [`Cache::iter_keys`] and
+/// [`Cache::iter_keys_rev`].
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// cache.set(b"first", b"1", None, None)?;
+/// cache.set(b"second", b"2", None, None)?;
+/// let mut keys: hoard_store::KeyIter = cache.iter_keys();
+/// assert_eq!(keys.next().transpose()?, Some(b"first".to_vec()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct KeyIter {
     cache: Cache,
     last: i64,
+    reverse: bool,
     buf: VecDeque<Vec<u8>>,
     done: bool,
 }
@@ -80,10 +120,13 @@ impl Iterator for KeyIter {
     fn next(&mut self) -> Option<Self::Item> {
         if self.buf.is_empty() && !self.done {
             let last = self.last;
+            let sql = if self.reverse {
+                "SELECT rowid, key FROM cache WHERE rowid < ?1 ORDER BY rowid DESC LIMIT ?2"
+            } else {
+                "SELECT rowid, key FROM cache WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+            };
             let page = self.cache.inner.read(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT rowid, key FROM cache WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-                )?;
+                let mut stmt = c.prepare_cached(sql)?;
                 let rows = stmt
                     .query_map(params![last, PAGE], |r| {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
@@ -110,6 +153,20 @@ impl Iterator for KeyIter {
 }
 
 /// Iterator over rows by key prefix; see [`Cache::scan`].
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// cache.set(b"b:1", b"", None, None)?;
+/// cache.set(b"a:2", b"", None, None)?;
+/// cache.set(b"a:1", b"", None, None)?;
+/// let scan: hoard_store::ScanIter = cache.scan(b"a:");
+/// let keys: Vec<Vec<u8>> = scan.map(|e| e.map(|e| e.key)).collect::<Result<_, _>>()?;
+/// assert_eq!(keys, [b"a:1".to_vec(), b"a:2".to_vec()]); // key order
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ScanIter {
     cache: Cache,

@@ -45,6 +45,21 @@ impl Cache {
 }
 
 /// Operations inside [`Cache::transact`]; all see and commit one snapshot.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// cache.set(b"stock", b"3", None, None)?;
+/// let sold = cache.transact(|tx: &hoard_store::Transaction<'_>| {
+///     let left = tx.incr(b"stock", -1, None)?;
+///     tx.set(b"last-sale", b"now", None, None)?;
+///     Ok(left)
+/// })?;
+/// assert_eq!(sold, 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Transaction<'a> {
     cache: &'a Cache,
     conn: &'a Connection,

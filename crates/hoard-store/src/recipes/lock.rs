@@ -3,10 +3,11 @@
 //! Invariant: a holder that crashes blocks others only until the expiry passes (per the
 //! cache clock); release deletes the row only if it still holds this lock's token.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::cache::Cache;
-use super::error::{Error, Result};
+use super::{Acquire, wait_for};
+use crate::cache::Cache;
+use crate::error::Result;
 
 /// A named lock shared by every process using the cache directory. Not reentrant.
 ///
@@ -30,6 +31,7 @@ pub struct Lock {
     cache: Cache,
     key: Vec<u8>,
     expire: Duration,
+    tag: Option<String>,
     token: Vec<u8>,
 }
 
@@ -41,31 +43,31 @@ impl Lock {
             cache: cache.clone(),
             key: key.to_vec(),
             expire,
+            tag: None,
             token,
         }
     }
 
+    /// Tags the lock's row (for [`Cache::evict`]).
+    pub fn with_tag(mut self, tag: &str) -> Lock {
+        self.tag = Some(tag.to_string());
+        self
+    }
+
     /// Takes the lock if it is free (or its holder's expiry passed). Returns whether it did.
     pub fn try_acquire(&self) -> Result<bool> {
-        self.cache
-            .add(&self.key, &self.token, Some(self.expire), None)
+        self.cache.add(
+            &self.key,
+            &self.token,
+            Some(self.expire),
+            self.tag.as_deref(),
+        )
     }
 
     /// Waits (polling with backoff, real time) up to `timeout` for the lock;
-    /// [`Error::Timeout`] if it stays taken.
+    /// [`Error::Timeout`](crate::Error::Timeout) if it stays taken.
     pub fn acquire(&self, timeout: Duration) -> Result<()> {
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(1);
-        loop {
-            if self.try_acquire()? {
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::Timeout);
-            }
-            std::thread::sleep(delay.min(timeout.saturating_sub(start.elapsed())));
-            delay = (delay * 2).min(Duration::from_millis(50));
-        }
+        wait_for(timeout, || self.try_acquire())
     }
 
     /// Releases the lock if this lock object holds it; otherwise does nothing.
@@ -96,6 +98,20 @@ impl Lock {
 }
 
 /// Holds a [`Lock`]; releases it on drop.
+///
+/// ```
+/// # fn main() -> hoard_store::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use std::time::Duration;
+/// let cache = hoard_store::Cache::open(dir.path())?;
+/// let lock = hoard_store::Lock::new(&cache, b"lock", Duration::from_secs(10));
+/// let guard: Option<hoard_store::LockGuard<'_>> = lock.try_guard()?;
+/// assert!(guard.is_some() && lock.locked()?);
+/// drop(guard);
+/// assert!(!lock.locked()?);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
@@ -104,5 +120,14 @@ pub struct LockGuard<'a> {
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         let _ = self.lock.release();
+    }
+}
+
+impl Acquire for Lock {
+    fn try_acquire(&self) -> Result<bool> {
+        Lock::try_acquire(self)
+    }
+    fn release(&self) -> Result<()> {
+        Lock::release(self)
     }
 }
