@@ -29,6 +29,8 @@ use crate::http_cache::{
 };
 use crate::store::Value;
 
+mod partial;
+
 /// Conditional request headers a cache removes before filling (it answers them itself).
 const CONDITIONALS: [header::HeaderName; 5] = [
     header::IF_NONE_MATCH,
@@ -565,7 +567,8 @@ impl Ctx<'_> {
             head, body: rec, ..
         } = loaded
         else {
-            return forward().await;
+            // Partial content (RFC 9111 3.3, 3.4): pipeline/partial.rs.
+            return self.range_from_parts(spec).await;
         };
         if head.status != StatusCode::OK || !if_range_matches(&self.parts.headers, &head) {
             return forward().await;

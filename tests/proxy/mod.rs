@@ -8,6 +8,7 @@ mod forward;
 pub mod harness;
 mod invalidation;
 mod lifecycle;
+mod partial;
 mod rfc9111;
 mod semantics;
 mod vary;
