@@ -23,6 +23,7 @@ mod load;
 pub mod partial;
 pub mod shared;
 mod tiered;
+pub mod variants;
 mod write;
 
 use std::sync::Arc;

@@ -30,6 +30,7 @@ use crate::http_cache::{
 use crate::store::Value;
 
 mod partial;
+mod vary_etags;
 
 /// Conditional request headers a cache removes before filling (it answers them itself).
 const CONDITIONALS: [header::HeaderName; 5] = [
@@ -672,6 +673,7 @@ impl Ctx<'_> {
         fwd: CacheStatus,
         lease: Option<Lease>,
     ) -> Response<ProxyBody> {
+        let mut variants = vary_etags::Offered::default();
         let (stale, req) = match stale {
             Some((entry, reval)) => {
                 let req = self
@@ -684,6 +686,9 @@ impl Ctx<'_> {
                 for h in &CONDITIONALS {
                     p.headers.remove(h);
                 }
+                // RFC 9111 4.3.1: a Vary miss asks with the stored variants' ETags
+                // (pipeline/vary_etags.rs).
+                variants = self.offer_variants(&fwd, &mut p.headers).await;
                 (
                     None,
                     self.st
@@ -724,6 +729,12 @@ impl Ctx<'_> {
                 .with_fwd_status(rparts.status.as_u16())
                 .with_detail(Detail::StaleIfError);
             return self.serve_stale(entry, t_res, cs);
+        }
+        if rparts.status == StatusCode::NOT_MODIFIED && !variants.is_empty() {
+            let times = (t_req, t_res, delta);
+            return self
+                .select_variant(variants, &rparts, times, permit, fwd, lease)
+                .await;
         }
         if rparts.status == StatusCode::NOT_MODIFIED
             && let Some(entry) = stale

@@ -9,6 +9,7 @@ pub mod harness;
 mod invalidation;
 mod lifecycle;
 mod partial;
+mod reuse;
 mod rfc9111;
 mod semantics;
 mod vary;

@@ -1,0 +1,136 @@
+//! A stored response answering a request it was not fetched for (RFC 9111 4.3.1, RFC 9110
+//! 9.3.3): a Vary miss asks the origin with the stored variants' ETags and a 304 selects one;
+//! a POST response whose `Content-Location` is the request URI answers later GETs.
+
+use super::harness::*;
+
+/// Varies on Accept-Language; English and French are one representation (ETag "same"), German
+/// another (ETag "de"). Answers 304 when `If-None-Match` names the tag it would send.
+async fn vary_origin() -> Origin {
+    Origin::start(|req| {
+        let de = header(req, "accept-language") == Some("de");
+        let (tag, body) = if de {
+            ("\"de\"", "deutsch")
+        } else {
+            ("\"same\"", "hello")
+        };
+        let h = [
+            ("vary", "Accept-Language"),
+            ("etag", tag),
+            ("cache-control", "max-age=60"),
+        ];
+        let offered = header(req, "if-none-match").unwrap_or("");
+        if offered.split(',').any(|t| t.trim() == tag) {
+            reply(304, &h, "")
+        } else {
+            reply(200, &h, body)
+        }
+    })
+    .await
+}
+
+fn lang(l: &str) -> [(&str, &str); 1] {
+    [("Accept-Language", l)]
+}
+
+/// Waits (bounded) until the English variant of `url` is stored.
+async fn wait_stored_en(proxy: std::net::SocketAddr, url: &str) {
+    let probe = [
+        ("Accept-Language", "en"),
+        ("Cache-Control", "only-if-cached, max-stale=3600"),
+    ];
+    for _ in 0..200 {
+        if send(proxy, "GET", url, &probe).await.status == 200 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{url} was not stored within 2 s");
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_1_vary_miss_offers_stored_etags_and_a_304_selects_the_variant() {
+    let origin = vary_origin().await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/v");
+    let en = send(proxy, "GET", &url, &lang("en")).await;
+    assert_eq!((en.status, en.text().as_str()), (200, "hello"));
+    wait_stored_en(proxy, &url).await;
+    assert!(!origin.last("/v").headers.contains_key("if-none-match"));
+
+    // French: not stored, but the English variant's tag is offered and the origin says 304.
+    let fr = send(proxy, "GET", &url, &lang("fr")).await;
+    assert_eq!((fr.status, fr.text().as_str()), (200, "hello"));
+    let cs = fr.cache_status();
+    cs.assert_fwd("vary-miss");
+    assert_eq!(cs.fwd_status, Some(304));
+    cs.assert_stored();
+    let seen = origin.last("/v");
+    assert_eq!(
+        seen.headers
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok()),
+        Some("\"same\"")
+    );
+    assert_eq!(origin.hits(), 2);
+    // Stored under the French variant key: a hit now, and English still is.
+    for l in ["fr", "en"] {
+        let r = send(proxy, "GET", &url, &lang(l)).await;
+        assert_eq!(r.text(), "hello", "{l}");
+        r.cache_status().assert_hit();
+    }
+    assert_eq!(origin.hits(), 2);
+
+    // German: the origin sends its own representation (200), stored as a new variant.
+    let de = send(proxy, "GET", &url, &lang("de")).await;
+    assert_eq!((de.status, de.text().as_str()), (200, "deutsch"));
+    de.cache_status().assert_stored();
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_1_client_conditional_on_a_vary_miss_is_answered_by_the_cache() {
+    let origin = vary_origin().await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/v");
+    send(proxy, "GET", &url, &lang("en")).await;
+    wait_stored_en(proxy, &url).await;
+    // The client's own tag is not forwarded; the stored variants' tags are, and the client's
+    // conditional is evaluated against the variant the 304 selected.
+    let headers = [("Accept-Language", "fr"), ("If-None-Match", "\"same\"")];
+    let r = send(proxy, "GET", &url, &headers).await;
+    assert_eq!(r.status, 304);
+    assert_eq!(r.cache_status().fwd_status, Some(304));
+    let headers = [("Accept-Language", "it"), ("If-None-Match", "\"other\"")];
+    let r = send(proxy, "GET", &url, &headers).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    let seen = origin.last("/v");
+    let sent = seen
+        .headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(sent, Some("\"same\""), "only stored tags go to the origin");
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_1_a_304_naming_no_stored_variant_fetches_again() {
+    // A broken origin: 304 with a tag nobody stored, then (unconditional) a full response.
+    let origin = Origin::start(|req| {
+        let h = [("vary", "Accept-Language"), ("cache-control", "max-age=60")];
+        if header(req, "if-none-match").is_some() {
+            reply(304, &[("etag", "\"elsewhere\""), h[0], h[1]], "")
+        } else {
+            reply(200, &[("etag", "\"mine\""), h[0], h[1]], "body")
+        }
+    })
+    .await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/v");
+    send(proxy, "GET", &url, &lang("en")).await;
+    wait_stored_en(proxy, &url).await;
+    let fr = send(proxy, "GET", &url, &lang("fr")).await;
+    assert_eq!((fr.status, fr.text().as_str()), (200, "body"));
+    assert!(fr.cache_status().raw.contains("detail=vary-304-unselected"));
+    assert_eq!(origin.hits(), 3);
+}
