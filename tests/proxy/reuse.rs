@@ -134,3 +134,71 @@ async fn rfc9111_4_3_1_a_304_naming_no_stored_variant_fetches_again() {
     assert!(fr.cache_status().raw.contains("detail=vary-304-unselected"));
     assert_eq!(origin.hits(), 3);
 }
+
+/// POST answers: `/self` names itself with max-age, `/abs` names itself absolutely, `/other`
+/// names another URI, `/nofresh` names itself without freshness, `/private` is private.
+/// GET answers "from-get".
+async fn post_origin() -> Origin {
+    Origin::start(|req| {
+        let path = req.uri().path().to_string();
+        if req.method() != "POST" {
+            return reply(200, &[("cache-control", "max-age=60")], "from-get");
+        }
+        let own = format!("http://{}{path}", header(req, "host").unwrap_or(""));
+        let (location, cc) = match path.as_str() {
+            "/abs" => (own.as_str(), "max-age=60"),
+            "/other" => ("/elsewhere", "max-age=60"),
+            "/nofresh" => (path.as_str(), ""),
+            "/private" => (path.as_str(), "private, max-age=60"),
+            _ => (path.as_str(), "max-age=60"),
+        };
+        reply(
+            200,
+            &[("content-location", location), ("cache-control", cc)],
+            "from-post",
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rfc9110_9_3_3_post_response_with_content_location_answers_later_gets() {
+    let origin = post_origin().await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    for path in ["/self", "/abs"] {
+        let url = origin.url(path);
+        let posted = post(proxy, &url, b"form=1").await;
+        assert_eq!((posted.status, posted.text().as_str()), (200, "from-post"));
+        posted.cache_status().assert_stored();
+        wait_stored(proxy, &url).await;
+        let later = get(proxy, &url).await;
+        assert_eq!(later.text(), "from-post", "{path}");
+        later.cache_status().assert_hit();
+        assert_eq!(origin.count("GET", path), 0, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn rfc9110_9_3_3_post_response_is_not_stored_for_another_uri_or_without_freshness() {
+    let origin = post_origin().await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    for path in ["/other", "/nofresh", "/private"] {
+        let url = origin.url(path);
+        let posted = post(proxy, &url, b"form=1").await;
+        assert_eq!(posted.status, 200);
+        assert!(!posted.cache_status().stored, "{path}");
+        let later = get(proxy, &url).await;
+        assert_eq!(later.text(), "from-get", "{path}");
+    }
+    let elsewhere = get(proxy, &origin.url("/elsewhere")).await;
+    assert_eq!(
+        elsewhere.text(),
+        "from-get",
+        "never stored for the named URI"
+    );
+    // A POST with Authorization: the response lacks public / s-maxage, so it is not shared.
+    let url = origin.url("/self");
+    let posted = send(proxy, "POST", &url, &[("Authorization", "Bearer x")]).await;
+    assert!(!posted.cache_status().stored);
+    assert_eq!(get(proxy, &url).await.text(), "from-get");
+}
