@@ -757,6 +757,11 @@ impl Ctx<'_> {
                     let stored = entries
                         .refresh_head(&self.key, &entry.row_key, r.head.clone())
                         .await;
+                    // RFC 9111 4.3.4: the other variants with this strong validator too
+                    // (pipeline/vary_etags.rs).
+                    let times = (t_req, t_res, delta);
+                    self.refresh_siblings(&entry.row_key, &entry.head, &rparts, times)
+                        .await;
                     let outcome = if stored {
                         Outcome::Stored
                     } else {

@@ -230,3 +230,23 @@ async fn rfc9111_3_3_purge_removes_stored_parts() {
     assert_part(&range(proxy, &url, "0-99").await, 1, 0, 99);
     assert_eq!(origin.hits(), hits + 1, "the part was invalidated");
 }
+
+#[tokio::test]
+async fn rfc9111_3_3_pieces_per_entry_are_capped() {
+    use hoard::entries::partial::MAX_PIECES;
+    let (origin, _) = range_origin("max-age=60", strong).await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/big");
+    // Disjoint one-byte parts, ten bytes apart: each is a new piece until the cap.
+    for i in 0..=MAX_PIECES {
+        let at = i * 10;
+        let r = range(proxy, &url, &format!("{at}-{at}")).await;
+        assert_part(&r, 1, at, at);
+        assert_eq!(r.cache_status().stored, i < MAX_PIECES, "part {i}");
+    }
+    // The stored pieces still answer; the refused one does not.
+    range(proxy, &url, "0-0").await.cache_status().assert_hit();
+    let refused = MAX_PIECES * 10;
+    let r = range(proxy, &url, &format!("{refused}-{refused}")).await;
+    r.cache_status().assert_not_hit();
+}

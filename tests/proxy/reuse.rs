@@ -202,3 +202,52 @@ async fn rfc9110_9_3_3_post_response_is_not_stored_for_another_uri_or_without_fr
     assert!(!posted.cache_status().stored);
     assert_eq!(get(proxy, &url).await.text(), "from-get");
 }
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_304_updates_every_variant_with_its_strong_validator() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // One representation for every language (ETag "s"); stale at once until `fresh` is set,
+    // then each response (304s included) gives an hour and `x-gen: 2`.
+    let fresh = Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start({
+        let fresh = fresh.clone();
+        move |req| {
+            let (cc, generation) = match fresh.load(Ordering::SeqCst) {
+                0 => ("max-age=0", "1"),
+                _ => ("max-age=3600", "2"),
+            };
+            let h = [
+                ("vary", "Accept-Language"),
+                ("etag", "\"s\""),
+                ("cache-control", cc),
+                ("x-gen", generation),
+            ];
+            if header(req, "if-none-match").is_some_and(|t| t.contains("\"s\"")) {
+                reply(304, &h, "")
+            } else {
+                reply(200, &h, "body")
+            }
+        }
+    })
+    .await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/v");
+    send(proxy, "GET", &url, &lang("en")).await;
+    wait_stored_en(proxy, &url).await;
+    // French: selected by a 304 (4.3.1), stored as its own variant.
+    send(proxy, "GET", &url, &lang("fr")).await;
+    fresh.store(1, Ordering::SeqCst);
+    // English is stale: revalidated; the 304 names "s", so French is updated too.
+    let en = send(proxy, "GET", &url, &lang("en")).await;
+    assert_eq!(en.cache_status().fwd_status, Some(304));
+    assert_eq!(en.header("x-gen"), Some("2"));
+    let hits = origin.hits();
+    let fr = send(proxy, "GET", &url, &lang("fr")).await;
+    fr.cache_status().assert_hit();
+    assert_eq!(
+        (fr.header("x-gen"), fr.text().as_str()),
+        (Some("2"), "body")
+    );
+    assert_eq!(origin.hits(), hits, "French was freshened by English's 304");
+}

@@ -16,7 +16,7 @@ use super::{Ctx, Merged304, merge_304, served_headers};
 use crate::coalesce::{Outcome, Permit};
 use crate::entries::variants::StoredVariant;
 use crate::entries::{Lease, Loaded};
-use crate::http_cache::{self, CacheStatus, Fwd, StoredHead};
+use crate::http_cache::{self, CacheStatus, Fwd, StoredHead, Vary};
 use crate::proxy::body::ProxyBody;
 
 /// The variants offered to the origin, and the invalidation generation when they were.
@@ -116,5 +116,43 @@ impl Ctx<'_> {
         let again = CacheStatus::miss().with_detail("vary-304-unselected");
         debug_assert_eq!(res.status, StatusCode::NOT_MODIFIED);
         Box::pin(self.fetch(None, permit, again, lease)).await
+    }
+
+    /// RFC 9111 4.3.4: a 304 with a strong validator updates every stored variant of the URL
+    /// with that validator, not only the one revalidated (`row_key`, already updated). Each
+    /// keeps its own request fields.
+    pub(super) async fn refresh_siblings(
+        &self,
+        row_key: &[u8],
+        head: &StoredHead,
+        res: &ResponseParts,
+        times: (SystemTime, SystemTime, Duration),
+    ) {
+        let strong = res
+            .headers
+            .get(header::ETAG)
+            .filter(|t| t.as_bytes().starts_with(b"\""));
+        let (Some(strong), Vary::Headers(_)) = (strong, &head.vary) else {
+            return;
+        };
+        let opts = &self.st.lookup_opts;
+        for v in self.st.entries.variants_with_etags(&self.key).await {
+            if v.row_key == row_key || v.head.etag() != Some(strong) {
+                continue;
+            }
+            let merged = merge_304(self.rule.as_ref(), &self.lookup, &v.head, res, times, opts);
+            if let Merged304::Store(r) = merged
+                && r.head.vary == v.head.vary
+            {
+                let own = StoredHead {
+                    request_headers: v.head.request_headers.clone(),
+                    ..r.head
+                };
+                self.st
+                    .entries
+                    .refresh_head(&self.key, &v.row_key, own)
+                    .await;
+            }
+        }
     }
 }
