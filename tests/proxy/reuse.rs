@@ -35,17 +35,7 @@ fn lang(l: &str) -> [(&str, &str); 1] {
 
 /// Waits (bounded) until the English variant of `url` is stored.
 async fn wait_stored_en(proxy: std::net::SocketAddr, url: &str) {
-    let probe = [
-        ("Accept-Language", "en"),
-        ("Cache-Control", "only-if-cached, max-stale=3600"),
-    ];
-    for _ in 0..200 {
-        if send(proxy, "GET", url, &probe).await.status == 200 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("{url} was not stored within 2 s");
+    wait_stored_with(proxy, url, &lang("en")).await
 }
 
 #[tokio::test]
