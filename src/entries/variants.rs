@@ -57,7 +57,7 @@ impl Entries {
             }
             Err(_) => Vec::new(),
         };
-        out.sort_by(|a, b| b.head.response_time.cmp(&a.head.response_time));
+        out.sort_by_key(|v| std::cmp::Reverse(v.head.response_time));
         out
     }
 
