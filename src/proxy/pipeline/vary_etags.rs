@@ -39,7 +39,7 @@ impl Ctx<'_> {
         fwd: &CacheStatus,
         headers: &mut HeaderMap,
     ) -> Offered {
-        if fwd.fwd != Some(Fwd::VaryMiss) || self.rule.is_some() {
+        if fwd.fwd != Some(Fwd::VaryMiss) || self.rule.is_some() || self.uncoalesced() {
             return Offered::default();
         }
         let generation = self.st.entries.inv.generation();
