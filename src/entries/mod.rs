@@ -9,7 +9,8 @@
 //!   [`HeadRecord::VaryIndex`], no value) and one row per variant under
 //!   [`http_cache::variant_key`];
 //! - every row of one URL carries the URL key as its tag, so purge is one `evict(tag)`;
-//! - leases live under `hoard-lease\0<URL key>` ([`lease`]).
+//! - leases live under `hoard-lease\0<URL key>` ([`lease`]);
+//! - stored pieces of 206 responses live under `hoard-partial\0<URL key>` ([`partial`]).
 //!
 //! Invariants: a body is served only when its length matches its head and its xxh3-64 digest
 //! matches (a damaged row is deleted and is a miss); blocking store work runs on blocking
@@ -19,8 +20,10 @@ pub mod health;
 pub mod hot;
 pub mod lease;
 mod load;
+pub mod partial;
 pub mod shared;
 mod tiered;
+pub mod variants;
 mod write;
 
 use std::sync::Arc;

@@ -347,6 +347,11 @@ fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committe
     w.set_meta(HeadRecord::Variant(head.clone()).encode());
     w.commit()?;
     hot.remove(&row_key);
+    // A complete response supersedes the URL's stored pieces (RFC 9111 3.3).
+    let partial = super::partial::row_key(tag.as_bytes());
+    if store.contains(&partial)? {
+        store.delete(&partial)?;
+    }
     if inv.since(&tag, generation) {
         // Invalidated between the check and the commit: undo.
         store.delete(&row_key)?;

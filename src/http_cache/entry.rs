@@ -14,7 +14,12 @@ use super::headers::{parse_http_date, strip_hop_by_hop};
 use super::key::{is_secret_field, vary_value};
 use super::vary::Vary;
 
-/// Current format version, the first byte of every encoded [`HeadRecord`].
+mod partial;
+pub use partial::{PARTIAL_FORMAT_VERSION, PartialRecord};
+
+/// Current format version, the first byte of every encoded [`HeadRecord`]. Version 3 is the
+/// partial-content record ([`PartialRecord`], its own decoder in `entry/partial.rs`); heads and
+/// Vary indexes are still written as 2, so builds that know 1 and 2 read them.
 pub const HEAD_FORMAT_VERSION: u8 = 2;
 const TAG_VARIANT: u8 = b'V';
 const TAG_VARY_INDEX: u8 = b'I';
@@ -349,20 +354,7 @@ impl HeadRecord {
             1 | 2 => {
                 let mut r = Reader { buf: rest };
                 let rec = match r.u8()? {
-                    TAG_VARIANT => {
-                        let mut head = decode_v1_head(&mut r)?;
-                        if version >= 2 {
-                            head.forced_ttl = match r.u8()? {
-                                0 => None,
-                                1 => Some(r.duration()?),
-                                _ => return Err(DecodeError::Invalid("forced ttl flag")),
-                            };
-                            let rule = std::str::from_utf8(r.bytes16()?)
-                                .map_err(|_| DecodeError::Invalid("rule"))?;
-                            head.rule = (!rule.is_empty()).then(|| rule.to_string());
-                        }
-                        HeadRecord::Variant(head)
-                    }
+                    TAG_VARIANT => HeadRecord::Variant(decode_head(&mut r, version)?),
                     TAG_VARY_INDEX => HeadRecord::VaryIndex(r.vary()?),
                     t => return Err(DecodeError::UnexpectedTag(t)),
                 };
@@ -374,6 +366,21 @@ impl HeadRecord {
             v => Err(DecodeError::UnknownVersion(v)),
         }
     }
+}
+
+/// A head as [`StoredHead::encode_body`] writes it in format `version` (1 lacks the rule fields).
+fn decode_head(r: &mut Reader<'_>, version: u8) -> Result<StoredHead, DecodeError> {
+    let mut head = decode_v1_head(r)?;
+    if version >= 2 {
+        head.forced_ttl = match r.u8()? {
+            0 => None,
+            1 => Some(r.duration()?),
+            _ => return Err(DecodeError::Invalid("forced ttl flag")),
+        };
+        let rule = std::str::from_utf8(r.bytes16()?).map_err(|_| DecodeError::Invalid("rule"))?;
+        head.rule = (!rule.is_empty()).then(|| rule.to_string());
+    }
+    Ok(head)
 }
 
 fn decode_v1_head(r: &mut Reader<'_>) -> Result<StoredHead, DecodeError> {
@@ -505,7 +512,7 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> StoredHead {

@@ -2,8 +2,9 @@
 //!
 //! Code map: [`key`](cache_key) builds store keys, `vary` models `Vary`, `directives` parses
 //! Cache-Control (+ RFC 5861), `freshness` computes lifetimes and reads `Age`, `entry` is the
-//! versioned stored head, `decide` holds the lookup, storability and 304-merge decisions, `conditional` the
-//! client conditionals the cache answers, `headers` rewrites header
+//! versioned stored head, `range` parses ranges and combines partial content, `decide` holds
+//! the lookup, storability and 304-merge decisions, `conditional` the client conditionals the
+//! cache answers, `headers` rewrites header
 //! maps, `status` renders `Cache-Status`.
 
 mod conditional;
@@ -13,6 +14,7 @@ mod entry;
 mod freshness;
 mod headers;
 mod key;
+mod range;
 mod rules;
 mod status;
 mod vary;
@@ -28,7 +30,8 @@ pub use directives::{
     CacheControl, Delta, Freshness5861, parse_cache_control, request_stale_if_error,
 };
 pub use entry::{
-    DecodeError, HEAD_FORMAT_VERSION, HeadRecord, Memo, StoredHead, stored_request_headers,
+    DecodeError, HEAD_FORMAT_VERSION, HeadRecord, Memo, PARTIAL_FORMAT_VERSION, PartialRecord,
+    StoredHead, stored_request_headers,
 };
 pub use freshness::{AgeValue, HEURISTIC_STATUSES, age_value, has_explicit_freshness};
 pub use headers::{
@@ -38,6 +41,10 @@ pub use headers::{
 pub use key::{
     CacheKey, KeyError, SECRET_DIGEST_PREFIX, absolute_uri, cache_key, is_secret_field,
     normalize_uri, normalized_header, variant_key, vary_value,
+};
+pub use range::{
+    ByteRange, ContentRange, Piece, Pieces, Source, if_range_matches, parse_byte_range,
+    parse_content_range, same_representation,
 };
 pub use rules::{IgnoreQuery, Pattern, Rule, RuleError, first_match, storability_under};
 pub use status::{BypassReason, CACHE_NAME, CacheStatus, Detail, Fwd, RequestReason};

@@ -114,6 +114,8 @@ pub enum Fwd {
     Request,
     /// The cache was not consulted.
     Bypass,
+    /// The cache held part of the response and asked for the rest (RFC 9211 2.2).
+    Partial,
 }
 
 impl Fwd {
@@ -126,6 +128,7 @@ impl Fwd {
             Fwd::Stale => "stale",
             Fwd::Request => "request",
             Fwd::Bypass => "bypass",
+            Fwd::Partial => "partial",
         }
     }
 }
@@ -195,6 +198,11 @@ impl CacheStatus {
     /// `hoard; fwd=vary-miss`.
     pub fn vary_miss() -> Self {
         Self::fwd(Fwd::VaryMiss)
+    }
+
+    /// `hoard; fwd=partial`.
+    pub fn partial() -> Self {
+        Self::fwd(Fwd::Partial)
     }
 
     /// `hoard; fwd=stale`.

@@ -15,6 +15,7 @@ pub mod metrics;
 mod mitm;
 mod observed;
 mod pipeline;
+mod post_store;
 mod server;
 mod service;
 mod tunnel;

@@ -27,6 +27,7 @@ use super::server::ConnSlot;
 use super::tunnel;
 use super::upstream::{Upstream, UpstreamError};
 use super::{ProxyConfig, ProxyError};
+use super::{fill, post_store};
 use crate::coalesce::Coalescer;
 use crate::entries::Entries;
 use crate::entries::hot::HotCache;
@@ -608,10 +609,12 @@ impl State {
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
         let up = self.upstream_request(&parts, &target, ProxyBody::Incoming(body));
+        let (t_req, started) = (std::time::SystemTime::now(), std::time::Instant::now());
         let res = match self.upstream.send(up).await {
             Ok(r) => r,
             Err(e) => return self.upstream_error(&e, CacheStatus::bypass(reason)),
         };
+        let times = (std::time::SystemTime::now(), started.elapsed());
         let (mut rparts, rbody) = res.into_parts();
         if unsafe_method {
             let targets = http_cache::invalidation_targets(
@@ -624,10 +627,34 @@ impl State {
                 pipeline::invalidate(self, targets).await;
             }
         }
+        // RFC 9110 9.3.3: a POST response naming its own URI may be that URI's GET response.
+        let plan = post_store::plan(self, &parts, &target, &rparts, (t_req, times.0, times.1));
+        let cs = CacheStatus::bypass(reason);
         self.prepare_response_headers(&mut rparts.headers, rparts.version);
-        let mut res = Response::from_parts(rparts, self.origin_body(rbody));
-        *res.version_mut() = Version::HTTP_11;
-        self.stamp(&mut res, CacheStatus::bypass(reason));
+        rparts.version = Version::HTTP_11;
+        let Some(plan) = plan else {
+            let mut res = Response::from_parts(rparts, self.origin_body(rbody));
+            self.stamp(&mut res, cs);
+            return res;
+        };
+        let (tx, body) = ProxyBody::channel(8, plan.expected_len());
+        let to_client = fill::ToClient {
+            body: tx,
+            stall: self.cfg.idle_timeout,
+        };
+        let (timeout, total) = (self.upstream.response_timeout(), self.cfg.body_timeout);
+        self.background.spawn(fill::run(
+            plan,
+            rbody,
+            Some(to_client),
+            None,
+            None,
+            timeout,
+            total,
+        ));
+        let mut res = Response::from_parts(rparts, body);
+        let cs = cs.with_fwd_status(res.status().as_u16()).stored(true);
+        self.stamp(&mut res, cs.with_detail("content-location"));
         res
     }
 

@@ -431,7 +431,13 @@ pub async fn fill(proxy: SocketAddr, target: &str) -> RawResponse {
 /// body before the fill commits, and requests that do not wait on the in-flight fill would
 /// otherwise race it. Needs an entry that is fresh or servable with `max-stale`.
 pub async fn wait_stored(proxy: SocketAddr, target: &str) {
-    let probe = [("Cache-Control", "only-if-cached, max-stale=3600")];
+    wait_stored_with(proxy, target, &[]).await
+}
+
+/// [`wait_stored`] for the variant of the request fields `headers` (a Vary'd response).
+pub async fn wait_stored_with(proxy: SocketAddr, target: &str, headers: &[(&str, &str)]) {
+    let mut probe = vec![("Cache-Control", "only-if-cached, max-stale=3600")];
+    probe.extend_from_slice(headers);
     for _ in 0..200 {
         if send(proxy, "GET", target, &probe).await.status == 200 {
             return;

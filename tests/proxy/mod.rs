@@ -8,6 +8,8 @@ mod forward;
 pub mod harness;
 mod invalidation;
 mod lifecycle;
+mod partial;
+mod reuse;
 mod rfc9111;
 mod semantics;
 mod vary;

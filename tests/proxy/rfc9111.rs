@@ -390,3 +390,41 @@ async fn rfc9111_4_3_5_head_response_freshens_or_invalidates_the_stored_get() {
     after.cache_status().assert_miss();
     assert_eq!(gets, 2);
 }
+
+#[tokio::test]
+async fn rfc9111_4_3_5_a_stale_entry_a_head_finds_is_revalidated_not_served() {
+    // Stale at once; the origin answers a conditional GET with 304 and counts both kinds.
+    let origin = Origin::start(|req| {
+        let h = [("etag", "\"v1\""), ("cache-control", "max-age=0")];
+        if header(req, "if-none-match") == Some("\"v1\"") {
+            reply(304, &h, "")
+        } else {
+            reply(200, &h, "0123456789")
+        }
+    })
+    .await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/h");
+    fill(proxy, &url).await;
+    let head = send(proxy, "HEAD", &url, &[]).await;
+    assert_eq!(head.status, 200);
+    let cs = head.cache_status();
+    cs.assert_fwd("stale");
+    assert_eq!(
+        cs.fwd_status,
+        Some(304),
+        "revalidated (write-through), not served stale"
+    );
+    let seen = origin.last("/h");
+    assert_eq!(
+        seen.method, "GET",
+        "a conditional GET revalidates for the HEAD"
+    );
+    assert_eq!(
+        seen.headers
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok()),
+        Some("\"v1\"")
+    );
+    assert_eq!(origin.count("GET", "/h"), 2);
+}

@@ -176,6 +176,10 @@ impl Exchange<'_> {
                     .entries
                     .refresh_head(self.key, row_key, r.head.clone())
                     .await;
+                // RFC 9111 4.3.4: the other variants with this strong validator too
+                // (pipeline/vary_etags.rs).
+                let t = (times.sent, times.received, times.delta);
+                self.refresh_siblings(row_key, head, &parts, t).await;
                 let outcome = if stored {
                     Outcome::Stored
                 } else {
@@ -277,6 +281,7 @@ impl Ctx<'_> {
         lease: Option<Lease>,
     ) -> Response<ProxyBody> {
         let x = self.exchange();
+        let mut variants = vary_etags::Offered::default();
         let exchanged = match &stale {
             Some((entry, reval)) => x.run(reval, Some((&entry.row_key, &entry.head))).await,
             None => {
@@ -284,6 +289,9 @@ impl Ctx<'_> {
                 for h in &CONDITIONALS {
                     p.headers.remove(h);
                 }
+                // RFC 9111 4.3.1: a Vary miss asks with the stored variants' ETags
+                // (pipeline/vary_etags.rs).
+                variants = self.offer_variants(&fwd, &mut p.headers).await;
                 x.run(&p, None).await
             }
         };
@@ -329,6 +337,12 @@ impl Ctx<'_> {
                 }
                 let entry = stale.expect("a 304 is merged only into a stale entry");
                 self.serve_stored(&r.refreshed.head, headers, entry.rec, cs)
+            }
+            Exchanged::Response(answer)
+                if answer.parts.status == StatusCode::NOT_MODIFIED && !variants.is_empty() =>
+            {
+                let Answer { parts, times, .. } = answer;
+                Box::pin(self.select_variant(variants, &parts, times, permit, fwd, lease)).await
             }
             Exchanged::Response(answer) => self.respond(&x, answer, permit, fwd, lease),
         }

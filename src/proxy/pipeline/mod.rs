@@ -19,10 +19,12 @@ use hyper::body::Incoming;
 
 mod exchange;
 mod merge;
+mod partial;
 mod phase;
 mod range;
 mod refresh;
 mod serve;
+mod vary_etags;
 
 use merge::{Merged304, merge_304};
 use range::without_range;

@@ -4,6 +4,7 @@
 //! Invariant: only one satisfiable byte range of a matching (`If-Range`) entry is served.
 
 use super::*;
+use crate::http_cache::{if_range_matches, parse_byte_range};
 
 impl Ctx<'_> {
     /// A Range request: one byte range is served from a fresh, complete stored 200 (206, or
@@ -26,7 +27,8 @@ impl Ctx<'_> {
             head, body: rec, ..
         } = loaded
         else {
-            return forward().await;
+            // Partial content (RFC 9111 3.3, 3.4): pipeline/partial.rs.
+            return self.range_from_parts(spec).await;
         };
         if head.status != StatusCode::OK || !if_range_matches(&self.parts.headers, &head) {
             return forward().await;
@@ -93,111 +95,4 @@ pub(super) fn without_range(req: &Parts) -> Parts {
     let mut sent = req.clone();
     sent.headers.remove(header::RANGE);
     sent
-}
-
-/// One byte range of a `Range` header (RFC 9110 14.1.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ByteRange {
-    /// `first-last` (`last` absent: to the end).
-    From(u64, Option<u64>),
-    /// `-n`: the last n bytes.
-    Suffix(u64),
-}
-
-impl ByteRange {
-    /// First and last byte positions within a body of `len` bytes; `None` if unsatisfiable.
-    fn resolve(self, len: u64) -> Option<(u64, u64)> {
-        match self {
-            ByteRange::From(first, _) if first >= len => None,
-            ByteRange::From(first, last) => Some((first, last.map_or(len - 1, |l| l.min(len - 1)))),
-            ByteRange::Suffix(0) => None,
-            ByteRange::Suffix(_) if len == 0 => None,
-            ByteRange::Suffix(n) => Some((len.saturating_sub(n), len - 1)),
-        }
-    }
-}
-
-/// A `Range: bytes=...` header with exactly one valid range; anything else is `None` (the
-/// request then goes to the origin).
-pub(super) fn parse_byte_range(h: &HeaderMap) -> Option<ByteRange> {
-    let mut values = h.get_all(header::RANGE).iter();
-    let v = values.next()?.to_str().ok()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let (unit, spec) = v.trim().split_once('=')?;
-    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.trim().split_once('-')?;
-    let num = |t: &str| -> Option<u64> {
-        let t = t.trim();
-        (!t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| t.parse().ok())
-            .flatten()
-    };
-    match (a.trim().is_empty(), b.trim().is_empty()) {
-        (true, false) => Some(ByteRange::Suffix(num(b)?)),
-        (false, true) => Some(ByteRange::From(num(a)?, None)),
-        (false, false) => {
-            let (first, last) = (num(a)?, num(b)?);
-            (first <= last).then_some(ByteRange::From(first, Some(last)))
-        }
-        (true, true) => None,
-    }
-}
-
-/// `If-Range` (RFC 9110 13.1.5): absent, or a strong ETag equal to the stored one, or a date
-/// equal to the stored Last-Modified.
-pub(super) fn if_range_matches(req: &HeaderMap, head: &StoredHead) -> bool {
-    let Some(v) = req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let v = v.trim();
-    if v.starts_with('"') {
-        return head
-            .etag()
-            .and_then(|e| e.to_str().ok())
-            .is_some_and(|e| e.trim() == v);
-    }
-    if v.starts_with("W/") {
-        return false;
-    }
-    head.last_modified()
-        .and_then(|l| l.to_str().ok())
-        .is_some_and(|l| l.trim() == v)
-}
-
-#[cfg(test)]
-mod range_tests {
-    use super::*;
-
-    fn range(v: &str) -> Option<ByteRange> {
-        let mut h = HeaderMap::new();
-        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
-        parse_byte_range(&h)
-    }
-
-    #[test]
-    fn parses_single_ranges_only() {
-        assert_eq!(range("bytes=0-99"), Some(ByteRange::From(0, Some(99))));
-        assert_eq!(range("bytes=100-"), Some(ByteRange::From(100, None)));
-        assert_eq!(range("bytes=-10"), Some(ByteRange::Suffix(10)));
-        assert_eq!(range("BYTES = 5-6"), Some(ByteRange::From(5, Some(6))));
-        assert_eq!(range("bytes=0-1,5-6"), None);
-        assert_eq!(range("bytes=9-1"), None);
-        assert_eq!(range("items=0-1"), None);
-        assert_eq!(range("bytes=-"), None);
-        assert_eq!(range("bytes=a-b"), None);
-    }
-
-    #[test]
-    fn resolves_against_the_length() {
-        assert_eq!(ByteRange::From(0, Some(99)).resolve(50), Some((0, 49)));
-        assert_eq!(ByteRange::From(50, None).resolve(50), None);
-        assert_eq!(ByteRange::From(10, None).resolve(50), Some((10, 49)));
-        assert_eq!(ByteRange::Suffix(10).resolve(50), Some((40, 49)));
-        assert_eq!(ByteRange::Suffix(100).resolve(50), Some((0, 49)));
-        assert_eq!(ByteRange::Suffix(0).resolve(50), None);
-    }
 }
