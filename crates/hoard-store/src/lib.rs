@@ -108,13 +108,13 @@ mod settings;
 
 pub use buffer::{FLUSH_CHUNK, FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
 pub use cache::{
-    Cache, CacheBuilder, Entry, KeyIter, MAX_CULL_PER_WRITE, Record, ScanEntry, ScanIter,
-    Transaction,
+    Cache, CacheBuilder, Entry, Evictions, KeyIter, MAX_CULL_PER_WRITE, Record, ScanEntry,
+    ScanIter, Transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use deque::Deque;
 pub use error::{Error, Result, SqliteError};
-pub use fanout::{FanoutBuilder, FanoutCache};
+pub use fanout::{DEFAULT_FANOUT_TIMEOUT, FanoutBuilder, FanoutCache, FanoutScan};
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use fault::inject_write_fault;
