@@ -34,14 +34,6 @@ macro_rules! row_cols {
 }
 pub(crate) const ROW_COLS: &str = row_cols!();
 
-/// The volume (`volume()`): bytes of keys, values and meta plus the database's own pages.
-macro_rules! volume_expr {
-    () => {
-        "(SELECT size FROM counters WHERE id = 0) + \
-         (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())"
-    };
-}
-
 /// Columns of the settings row, in the order [`settings_from`] reads them.
 macro_rules! settings_cols {
     () => {
