@@ -43,7 +43,8 @@ fn hold_write_lock(db: &std::path::Path) -> std::process::Child {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     // libtest may print "test hold_lock_child ... " on the same line.
-    while let Some(line) = lines.next() {
+    loop {
+        let Some(line) = lines.next() else { break };
         if line.unwrap().trim_end().ends_with("held") {
             // Keep draining so the child's last lines never meet a closed pipe.
             std::thread::spawn(move || lines.for_each(drop));
