@@ -310,7 +310,9 @@ async fn stats_show_evictions_after_a_size_limited_fill() {
     let (code, out, _) = run(hoard(home.path()).args(["stats", "--cache-dir", &cache]));
     assert_eq!(code, 0);
     assert!(
-        out.contains(&format!("evictions   {culled} culled (size limit), 0 expired")),
+        out.contains(&format!(
+            "evictions   {culled} culled (size limit), 0 expired"
+        )),
         "{out}"
     );
 }

@@ -43,15 +43,17 @@ fn hold_write_lock(db: &std::path::Path) -> std::process::Child {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     // libtest may print "test hold_lock_child ... " on the same line.
-    loop {
-        let Some(line) = lines.next() else { break };
-        if line.unwrap().trim_end().ends_with("held") {
-            // Keep draining so the child's last lines never meet a closed pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return child;
-        }
+    let held = lines
+        .by_ref()
+        .any(|l| l.is_ok_and(|l| l.trim_end().ends_with("held")));
+    if !held {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the child never took the lock");
     }
-    panic!("the child never took the lock");
+    // Keep draining so the child's last lines never meet a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
 }
 
 /// Two keys on the same shard and one on another.
