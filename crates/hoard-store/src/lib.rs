@@ -75,11 +75,13 @@
 //! # Code map
 //! - `cache/`: [`Cache`], split by concern: `open` (builder, recovery), `pool` (shared state,
 //!   connections, the write transaction), `row` (row codec, settings row), `read` (the read
-//!   path), `write` (writes and culling), `api` (the public operations), `check`,
-//!   `transaction` ([`Transaction`]), `iter` (iteration).
+//!   path), `write` (writes and culling), `evictions` (rows culled or expired, counted),
+//!   `api` (the public operations), `check`, `transaction` ([`Transaction`]), `iter`
+//!   (iteration).
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
-//! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
+//! - `fanout`: [`FanoutCache`] (fail-soft timeout: `retry::budget`, `retry::patiently`).
+//!   `memo`: `memoize` and XFetch `memoize_stampede`.
 //! - `lock`: cross-process [`Lock`].  `checkpoint`: background WAL checkpoints.
 //! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory.
 //! - `memory`: the memory layer and the shared generation counters (`cache.gen`).
