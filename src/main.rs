@@ -385,6 +385,11 @@ fn run_op(cmd: Command) -> u8 {
                     r.store_misses
                 );
             }
+            out!(
+                "evictions   {} culled (size limit), {} expired",
+                r.evictions.culled,
+                r.evictions.expired
+            );
             if !r.top_hosts.is_empty() {
                 out!("top hosts by bytes:");
                 for h in &r.top_hosts {

@@ -258,8 +258,28 @@ pub struct StatsReport {
     pub store_hits: u64,
     /// Store lookups that found nothing.
     pub store_misses: u64,
+    /// Rows the store removed on its own (all processes, since the directory was created).
+    pub evictions: EvictionReport,
     /// Hosts with the most bytes, largest first.
     pub top_hosts: Vec<HostUsage>,
+}
+
+/// Rows the store removed on its own, by reason (`store::Evictions`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct EvictionReport {
+    /// Live rows culled to keep the store within its size limit.
+    pub culled: u64,
+    /// Expired rows removed.
+    pub expired: u64,
+}
+
+impl From<crate::store::Evictions> for EvictionReport {
+    fn from(e: crate::store::Evictions) -> Self {
+        EvictionReport {
+            culled: e.culled,
+            expired: e.expired,
+        }
+    }
 }
 
 /// Summary of the store: size, counters and the `top` hosts by bytes.
@@ -297,6 +317,7 @@ pub fn stats(cache: &Cache, top: usize) -> Result<StatsReport> {
         origin_bytes: served.origin_bytes,
         store_hits,
         store_misses,
+        evictions: cache.evictions()?.into(),
         top_hosts,
     })
 }

@@ -168,12 +168,14 @@ async fn respond(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> R
                     store.volume()?,
                     store.settings().size_limit,
                     served,
+                    store.evictions()?,
                 ))
             })
             .await;
             match gauges {
-                Ok(Ok((n, v, l, served))) => {
+                Ok(Ok((n, v, l, served, evicted))) => {
                     st.metrics.set_store(n, v, l);
+                    st.metrics.set_evictions(evicted.culled, evicted.expired);
                     match served {
                         Ok(s) => st.metrics.set_served(&s),
                         Err(e) => tracing::warn!(error = %e, "metrics: served counts unavailable"),

@@ -50,6 +50,21 @@ struct SourceLabel {
     source: &'static str,
 }
 
+/// Label set `reason="culled"|"expired"` of the store's evictions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Adds to `counter` what a total kept elsewhere (`now`) gained since `seen` (concurrent
+/// scrapes add each gain once).
+fn catch_up(counter: &Counter, seen: &AtomicU64, now: u64) {
+    let before = seen.fetch_max(now, Ordering::Relaxed);
+    if now > before {
+        counter.inc_by(now - before);
+    }
+}
+
 /// Label of a shared tier figure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SharedLabel {
@@ -86,6 +101,11 @@ pub struct Metrics {
     access_dropped: Counter,
     /// The value of [`crate::access_log::dropped`] `access_dropped` has caught up with.
     access_dropped_seen: AtomicU64,
+    /// Rows the store removed on its own, by reason (its persisted counts, caught up
+    /// when scraped).
+    evictions: Family<ReasonLabel, Counter>,
+    /// The store's (culled, expired) counts `evictions` has caught up with.
+    evictions_seen: [AtomicU64; 2],
 }
 
 /// Events kept for a subscriber that is behind; beyond this it loses the oldest (a slow
@@ -245,7 +265,16 @@ impl Metrics {
             "Access lines dropped because the access log destination did not keep up",
             access_dropped.clone(),
         );
+        let evictions = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "store_evictions",
+            "Rows the store removed on its own, all processes on this cache directory: \
+             culled (over the size limit) or expired",
+            evictions.clone(),
+        );
         Metrics {
+            evictions,
+            evictions_seen: [AtomicU64::new(0), AtomicU64::new(0)],
             registry,
             served_hits,
             served_misses,
@@ -371,6 +400,18 @@ impl Metrics {
         self.size_limit.set(size_limit.min(i64::MAX as u64) as i64);
     }
 
+    /// The store's eviction counts (when scraped): `hoard_store_evictions_total`. The
+    /// first scrape of a process brings the counter up to the store's all-time count.
+    pub fn set_evictions(&self, culled: u64, expired: u64) {
+        for (i, (reason, now)) in [("culled", culled), ("expired", expired)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = self.evictions.get_or_create(&ReasonLabel { reason });
+            catch_up(&c, &self.evictions_seen[i], now);
+        }
+    }
+
     /// Shared tier gauges (set when scraped).
     pub fn set_shared(&self, s: &crate::entries::shared::SharedStatus) {
         use crate::entries::shared::BreakerState;
@@ -400,13 +441,11 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         // The process-wide count of the access log, caught up when scraped.
-        let dropped = crate::access_log::dropped();
-        let seen = self
-            .access_dropped_seen
-            .fetch_max(dropped, Ordering::Relaxed);
-        if dropped > seen {
-            self.access_dropped.inc_by(dropped - seen);
-        }
+        catch_up(
+            &self.access_dropped,
+            &self.access_dropped_seen,
+            crate::access_log::dropped(),
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -731,6 +770,8 @@ mod tests {
         m.request("hoard; hit; ttl=5", Duration::from_millis(1), None);
         m.upstream(Duration::from_millis(2), Some("connect-error"));
         m.set_store(3, 4096, 1 << 30);
+        m.set_evictions(5, 1);
+        m.set_evictions(7, 1); // totals: counted once each
         let text = m.encode();
         for line in [
             "hoard_requests_total{cache_status=\"hit\"} 2",
@@ -739,6 +780,8 @@ mod tests {
             "hoard_upstream_errors_total{kind=\"connect-error\"} 1",
             "hoard_response_bytes_total{source=\"cache\"} 10",
             "hoard_store_entries 3",
+            "hoard_store_evictions_total{reason=\"culled\"} 7",
+            "hoard_store_evictions_total{reason=\"expired\"} 1",
             "hoard_request_duration_seconds_count 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

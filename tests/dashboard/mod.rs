@@ -254,6 +254,23 @@ async fn dashboard_in_chromium_shows_live_requests_and_purges() {
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let cache = dir.path().to_str().unwrap().to_string();
+    // Rows culled before the proxy starts (a store too small for its fill): the store
+    // panel shows their count. The limit is put back and the rows cleared, so the
+    // proxy's own fills cull nothing more.
+    let culled = {
+        let c = hoard::store::Cache::builder(dir.path())
+            .size_limit(128 << 10)
+            .open()
+            .unwrap();
+        for i in 0..200u32 {
+            c.set(format!("fill:{i}").as_bytes(), &[0u8; 2048], None, None)
+                .unwrap();
+        }
+        c.configure(|s| s.size_limit = 1 << 30).unwrap();
+        c.clear().unwrap();
+        c.evictions().unwrap().culled
+    };
+    assert!(culled > 0);
     let (mut child, proxy, admin) = spawn_with_admin(&cache).await;
     let (d1, d2) = (origin.url("/d1"), origin.url("/d2"));
     assert!(get(proxy, &d1, &[]).await.1.contains("stored"));
@@ -266,6 +283,13 @@ async fn dashboard_in_chromium_shows_live_requests_and_purges() {
         b.wait_for(
             "document.getElementById('conn').textContent === 'live'",
             "the event stream",
+        );
+        b.wait_for(
+            &format!(
+                "document.getElementById('s-evictions').textContent === \
+                 '{culled} ({culled} over the size limit, 0 expired)'"
+            ),
+            "the store's eviction count",
         );
         b
     })

@@ -282,3 +282,37 @@ async fn stats_count_every_hit_the_proxy_served_across_restarts() {
         "{out}"
     );
 }
+
+/// Issue 17: `hoard stats` counts the rows the store culled to stay within its size limit
+/// (a proxy fill of a store too small for it), in JSON and in its text output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_show_evictions_after_a_size_limited_fill() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_str().unwrap().to_string();
+    let p = proxy(dir.path(), |c| c.size_limit = 96 << 10).await;
+    let urls = 300u64;
+    for i in 0..urls {
+        let (status, cs, _) = get(p.local_addr(), &origin.url(&format!("/bin{i}")), &[]).await;
+        assert_eq!(status, 200);
+        assert!(cs.contains("stored"), "{cs}");
+    }
+    let (code, out, err) = run(hoard(home.path()).args(["stats", "--json", "--cache-dir", &cache]));
+    assert_eq!(code, 0, "{err}");
+    let st = json(&out);
+    let culled = st["evictions"]["culled"].as_u64().unwrap();
+    let entries = st["entries"].as_u64().unwrap();
+    assert!(entries < urls, "{st}");
+    // Every URL row missing was culled (a directory lease row may have been too).
+    assert!(culled >= urls - entries, "{st}");
+    assert_eq!(st["evictions"]["expired"], 0, "{st}");
+    let (code, out, _) = run(hoard(home.path()).args(["stats", "--cache-dir", &cache]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "evictions   {culled} culled (size limit), 0 expired"
+        )),
+        "{out}"
+    );
+}

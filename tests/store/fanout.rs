@@ -45,8 +45,8 @@ fn operations_route_to_stable_shards() {
     }
     assert!(fc.add(b"new", b"1", None, None).unwrap());
     assert!(!fc.add(b"new", b"2", None, None).unwrap());
-    assert_eq!(fc.incr(b"ctr", 2, Some(0)).unwrap(), 2);
-    assert_eq!(fc.decr(b"ctr", 1, None).unwrap(), 1);
+    assert_eq!(fc.incr(b"ctr", 2, Some(0)).unwrap(), Some(2));
+    assert_eq!(fc.decr(b"ctr", 1, None).unwrap(), Some(1));
     assert!(fc.touch(b"new", secs(1)).unwrap());
     assert_eq!(fc.pop(b"new").unwrap().unwrap(), b"1");
     assert!(fc.delete(b"ctr").unwrap());

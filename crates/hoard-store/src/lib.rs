@@ -81,11 +81,13 @@
 //! # Code map
 //! - `cache/`: [`Cache`], split by concern: `open` (builder, recovery), `pool` (shared state,
 //!   connections, the write transaction), `row` (row codec, settings row), `read` (the read
-//!   path), `write` (writes and culling), `api` (the public operations), `check`,
-//!   `transaction` ([`Transaction`]), `iter` (iteration).
+//!   path), `write` (writes and culling), `evictions` (rows culled or expired, counted),
+//!   `api` (the public operations), `check`, `transaction` ([`Transaction`]), `iter`
+//!   (iteration).
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
-//! - `fanout`: [`FanoutCache`].  `memo`: `memoize` and XFetch `memoize_stampede`.
+//! - `fanout`: [`FanoutCache`] (fail-soft timeout: `retry::budget`, `retry::patiently`).
+//!   `memo`: `memoize` and XFetch `memoize_stampede`.
 //! - `recipes/`: cross-process [`Lock`], [`RLock`], [`BoundedSemaphore`], [`Throttle`],
 //!   [`Barrier`], [`Averager`] (one file each).  `checkpoint`: background WAL checkpoints.
 //! - `private`: modes of what the store creates (0700/0600), [`exposure`] of a directory
@@ -127,8 +129,8 @@ mod typed;
 
 pub use buffer::{FLUSH_CHUNK, FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
 pub use cache::{
-    Cache, CacheBuilder, Entry, KeyIter, MAX_CULL_PER_WRITE, Record, ScanEntry, ScanIter,
-    Transaction,
+    Cache, CacheBuilder, Entry, Evictions, KeyIter, MAX_CULL_PER_WRITE, Record, ScanEntry,
+    ScanIter, Transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "zstd")]
@@ -136,7 +138,7 @@ pub use codec::Compressed;
 pub use codec::{Codec, Json, Postcard, decode};
 pub use deque::Deque;
 pub use error::{Error, Result, SqliteError};
-pub use fanout::{FanoutBuilder, FanoutCache};
+pub use fanout::{DEFAULT_FANOUT_TIMEOUT, FanoutBuilder, FanoutCache, FanoutScan};
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use fault::inject_write_fault;

@@ -83,6 +83,11 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             UPDATE counters SET size = size + NEW.size - OLD.size WHERE id = 0;
         END;
         "#,
+        // 2: rows removed by culling (over the size limit) and because they expired.
+        r#"
+        ALTER TABLE counters ADD COLUMN culled INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE counters ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
+        "#,
     ]
 }
 

@@ -30,24 +30,25 @@ mod sealed {
 /// use hoard_store::{Cache, Store};
 /// # fn main() -> hoard_store::Result<()> {
 /// # let dir = tempfile::tempdir().unwrap();
-/// fn count_hit(store: &impl Store) -> hoard_store::Result<i64> {
+/// fn count_hit(store: &impl Store) -> hoard_store::Result<Option<i64>> {
 ///     store.raw_incr(b"hits", 1, Some(0))
 /// }
-/// assert_eq!(count_hit(&Cache::open(dir.path())?)?, 1);
+/// assert_eq!(count_hit(&Cache::open(dir.path())?)?, Some(1));
 /// # Ok(())
 /// # }
 /// ```
 pub trait Store: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'static {
     /// [`Cache::get`].
     fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// [`Cache::set`].
+    /// [`Cache::set`]; `false` when a [`FanoutCache`] shard stayed busy past its fail-soft
+    /// timeout and nothing was stored (always `true` for a [`Cache`]).
     fn raw_set(
         &self,
         key: &[u8],
         value: &[u8],
         expire: Option<Duration>,
         tag: Option<&str>,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// [`Cache::add`].
     fn raw_add(
         &self,
@@ -64,12 +65,15 @@ pub trait Store: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stati
     fn raw_contains(&self, key: &[u8]) -> Result<bool>;
     /// [`Cache::touch`].
     fn raw_touch(&self, key: &[u8], expire: Option<Duration>) -> Result<bool>;
-    /// [`Cache::incr`].
-    fn raw_incr(&self, key: &[u8], delta: i64, default: Option<i64>) -> Result<i64>;
+    /// [`Cache::incr`]; `None` when a [`FanoutCache`] shard stayed busy past its fail-soft
+    /// timeout (always `Some` for a [`Cache`]).
+    fn raw_incr(&self, key: &[u8], delta: i64, default: Option<i64>) -> Result<Option<i64>>;
 }
 
+/// `$set` and `$incr` turn a [`Cache`] result into the fail-soft shape a [`FanoutCache`]
+/// returns (`bool` stored, `Option` counter).
 macro_rules! store_impl {
-    ($t:ty) => {
+    ($t:ty, $set:expr, $incr:expr) => {
         impl Store for $t {
             fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
                 self.get(key)
@@ -80,8 +84,8 @@ macro_rules! store_impl {
                 value: &[u8],
                 expire: Option<Duration>,
                 tag: Option<&str>,
-            ) -> Result<()> {
-                self.set(key, value, expire, tag)
+            ) -> Result<bool> {
+                self.set(key, value, expire, tag).map($set)
             }
             fn raw_add(
                 &self,
@@ -104,14 +108,19 @@ macro_rules! store_impl {
             fn raw_touch(&self, key: &[u8], expire: Option<Duration>) -> Result<bool> {
                 self.touch(key, expire)
             }
-            fn raw_incr(&self, key: &[u8], delta: i64, default: Option<i64>) -> Result<i64> {
-                self.incr(key, delta, default)
+            fn raw_incr(
+                &self,
+                key: &[u8],
+                delta: i64,
+                default: Option<i64>,
+            ) -> Result<Option<i64>> {
+                self.incr(key, delta, default).map($incr)
             }
         }
     };
 }
-store_impl!(Cache);
-store_impl!(FanoutCache);
+store_impl!(Cache, |()| true, Some);
+store_impl!(FanoutCache, |stored| stored, |n| n);
 
 /// Keys of type `K` and values of type `V` over a [`Store`], encoded by `C` (postcard by
 /// default). Cheap to clone. Made by [`Cache::typed`], [`FanoutCache::typed`],
@@ -204,14 +213,15 @@ impl<S: Store, K: Serialize + ?Sized, V: Serialize + DeserializeOwned, C: Codec>
         self.decode(self.store.raw_get(&self.key(key)?)?)
     }
 
-    /// Stores `value` under `key` ([`Cache::set`]).
+    /// Stores `value` under `key` ([`Cache::set`]); `false` only when a [`FanoutCache`] shard
+    /// stayed busy past its fail-soft timeout.
     pub fn set(
         &self,
         key: &K,
         value: &V,
         expire: Option<Duration>,
         tag: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let value = self.codec.encode(value)?;
         self.store.raw_set(&self.key(key)?, &value, expire, tag)
     }
@@ -251,7 +261,8 @@ impl<S: Store, K: Serialize + ?Sized, V: Serialize + DeserializeOwned, C: Codec>
     /// Atomically adds `delta` to the counter at `key` ([`Cache::incr`]). Counters are the
     /// store's decimal integers, not codec values: read them with `incr(key, 0, ..)`, not
     /// [`get`](Typed::get) (which would report [`Error::Decode`]).
-    pub fn incr(&self, key: &K, delta: i64, default: Option<i64>) -> Result<i64> {
+    /// `None` only when a [`FanoutCache`] shard stayed busy past its fail-soft timeout.
+    pub fn incr(&self, key: &K, delta: i64, default: Option<i64>) -> Result<Option<i64>> {
         self.store.raw_incr(&self.key(key)?, delta, default)
     }
 
@@ -370,8 +381,8 @@ mod tests {
         assert!(t.touch(&1, Some(Duration::from_secs(60))).unwrap());
         assert!(t.delete(&1).unwrap());
         assert!(!t.contains(&1).unwrap());
-        assert_eq!(t.incr(&2, 5, Some(10)).unwrap(), 15);
-        assert_eq!(t.incr(&2, 0, None).unwrap(), 15);
+        assert_eq!(t.incr(&2, 5, Some(10)).unwrap(), Some(15));
+        assert_eq!(t.incr(&2, 0, None).unwrap(), Some(15));
     }
 
     #[cfg(feature = "zstd")]

@@ -136,6 +136,8 @@ async function loadStore() {
     setText("s-entries", s.entries + " (" + s.urls + " URLs)");
     setText("s-size", bytes(s.bytes) + " of " + bytes(s.size_limit));
     setText("s-ratio", s.hit_ratio == null ? "–" : pct(s.hit_ratio) + " of " + (s.hits + s.misses));
+    const ev = s.evictions;
+    setText("s-evictions", (ev.culled + ev.expired) + " (" + ev.culled + " over the size limit, " + ev.expired + " expired)");
     const m = $("s-meter");
     m.value = s.size_limit ? s.bytes / s.size_limit : 0;
     m.textContent = pct(m.value);

@@ -166,6 +166,7 @@ impl Cache {
             access_granularity: std::time::Duration::ZERO,
             recover_corrupt: false,
             memory_cache_size: memory::DEFAULT_BUDGET,
+            timeout: None,
         }
     }
 
@@ -419,12 +420,21 @@ impl Cache {
     /// Runs bulk deletes in batches of [`BULK_BATCH`] rows per transaction, then gives the
     /// freed pages back to the file system.
     fn bulk_delete(&self, filter: &str, order: &str, arg: &dyn ToSql) -> Result<u64> {
+        self.in_batches(|c, p| {
+            self.inner
+                .delete_where(c, p, filter, order, arg, BULK_BATCH, -1)
+        })
+    }
+
+    /// Runs `batch` (which deletes at most [`BULK_BATCH`] rows) in one transaction after
+    /// another until it deletes fewer; returns the total.
+    fn in_batches(
+        &self,
+        batch: impl Fn(&rusqlite::Connection, &mut Pending) -> Result<u64>,
+    ) -> Result<u64> {
         let mut total = 0;
         loop {
-            let n = self.inner.write(|c, p| {
-                self.inner
-                    .delete_where(c, p, filter, order, arg, BULK_BATCH, -1)
-            })?;
+            let n = self.inner.write(&batch)?;
             total += n;
             if n < BULK_BATCH as u64 {
                 if total > 0 {
@@ -456,11 +466,7 @@ impl Cache {
     /// Deletes every expired row (per the cache clock); returns how many.
     pub fn expire(&self) -> Result<u64> {
         let now = self.inner.clock.now();
-        self.bulk_delete(
-            "expire_time IS NOT NULL AND expire_time <= ?1",
-            "expire_time",
-            &now,
-        )
+        self.in_batches(|c, p| self.inner.delete_expired(c, p, now, BULK_BATCH, -1))
     }
 
     /// Deletes every row tagged `tag`; returns how many.

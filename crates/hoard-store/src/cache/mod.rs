@@ -2,7 +2,7 @@
 //! - `open`: [`CacheBuilder`], opening and recovery.  `pool`: shared state, connection pool,
 //!   the write transaction.  `row`: the row codec and the settings row.
 //! - `read`: the read path.  `write`: writes and culling.  `api`: the public operations.
-//! - `check`: consistency checks.  `transaction`: [`Cache::transact`].  `iter`: iteration.
+//! - `evictions`: rows removed by culling and expiry, counted.  `check`: consistency checks.  `transaction`: [`Cache::transact`].  `iter`: iteration.
 //!
 //! Invariant: every write runs in one `BEGIN IMMEDIATE` transaction; value files are
 //! renamed into place inside it and unlinked only after a delete commits; the read path
@@ -34,14 +34,6 @@ macro_rules! row_cols {
 }
 pub(crate) const ROW_COLS: &str = row_cols!();
 
-/// The volume (`volume()`): bytes of keys, values and meta plus the database's own pages.
-macro_rules! volume_expr {
-    () => {
-        "(SELECT size FROM counters WHERE id = 0) + \
-         (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())"
-    };
-}
-
 /// Columns of the settings row, in the order [`settings_from`] reads them.
 macro_rules! settings_cols {
     () => {
@@ -52,6 +44,7 @@ macro_rules! settings_cols {
 
 mod api;
 mod check;
+mod evictions;
 mod iter;
 mod open;
 mod pool;
@@ -61,6 +54,8 @@ mod transaction;
 mod write;
 
 pub use api::{Cache, Entry, Record, ScanEntry};
+pub use evictions::Evictions;
+pub(crate) use evictions::{Removal, count_removed};
 pub use iter::{KeyIter, ScanIter};
 pub use open::CacheBuilder;
 pub(crate) use open::stale_temp_files;

@@ -49,6 +49,7 @@ pub struct CacheBuilder {
     pub(crate) access_granularity: Duration,
     pub(crate) recover_corrupt: bool,
     pub(crate) memory_cache_size: u64,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl CacheBuilder {
@@ -116,6 +117,16 @@ impl CacheBuilder {
     /// the `store` module docs. Per handle, not persisted.
     pub fn memory_cache_size(mut self, bytes: u64) -> Self {
         self.memory_cache_size = bytes;
+        self
+    }
+    /// Fail-soft timeout (diskcache's `timeout` with `retry=False`): an operation that finds
+    /// the database locked by another writer for this long gives up with
+    /// [`Error::Timeout`] instead of retrying for up to a minute. Reads in WAL mode never
+    /// wait for writers, so this matters for writes and for a database held exclusively.
+    /// [`FanoutCache`](crate::FanoutCache) turns that error into a miss / `false`. Per
+    /// handle, not persisted. Default: none (busy writers are waited for, up to 60 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
     /// When `cache.db` is not a database or is corrupt at open, move it (and its `-wal` and
@@ -212,12 +223,16 @@ impl CacheBuilder {
             Ok(s)
         })?;
         schema::apply_tuning(&conn, &settings)?;
+        if let Some(t) = self.timeout {
+            conn.busy_timeout(t.min(schema::BUSY_TIMEOUT))?;
+        }
         let checkpointer = Checkpointer::start(self.dir.clone());
         checkpointer.watch(&mut conn)?;
         let gens = Generations::open(&self.dir);
         let memory = (gens.is_some() && self.memory_cache_size > 0)
             .then(|| MemoryLayer::new(self.memory_cache_size));
         let inner = Inner {
+            timeout: self.timeout,
             gens,
             memory,
             dir: self.dir.clone(),

@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::error::Result;
 use crate::files;
 use crate::memory::{self, Generations, MemoryLayer};
-use crate::retry::with_retry;
+use crate::retry::{self, with_retry_for};
 use crate::schema;
 use crate::settings::{EvictionPolicy, Settings};
 use rusqlite::Connection;
@@ -35,6 +35,9 @@ pub(crate) struct Inner {
     pub(crate) gens: Option<Generations>,
     /// Copies of recently read small values, valid under `gens`.
     pub(crate) memory: Option<MemoryLayer>,
+    /// Fail-soft timeout: busy waits give up with `Error::Timeout` after it (see
+    /// [`CacheBuilder::timeout`]); `None`: the full retry budget.
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 impl Drop for Inner {
@@ -121,6 +124,7 @@ impl Inner {
             None => {
                 let (mmap, cache) = *self.tuning.lock().unwrap_or_else(|p| p.into_inner());
                 let mut c = schema::open_connection(&self.dir, mmap, cache)?;
+                c.busy_timeout(self.busy_timeout())?;
                 self.checkpointer.watch(&mut c)?;
                 c
             }
@@ -131,15 +135,28 @@ impl Inner {
         })
     }
 
+    /// SQLite's busy timeout for this handle's connections: the fail-soft timeout if
+    /// shorter than [`schema::BUSY_TIMEOUT`].
+    pub(crate) fn busy_timeout(&self) -> std::time::Duration {
+        self.timeout
+            .map_or(schema::BUSY_TIMEOUT, |t| t.min(schema::BUSY_TIMEOUT))
+    }
+
+    /// How long one operation retries on `SQLITE_BUSY` (see `retry::budget`).
+    pub(crate) fn retry_budget(&self) -> std::time::Duration {
+        retry::budget(self.timeout)
+    }
+
     /// Runs `f` on a pooled connection, retrying on `SQLITE_BUSY`.
     /// Inside a [`Cache::transact`] of this handle on this thread, runs on its connection
     /// (so it sees the transaction's own writes).
     pub(crate) fn read<T>(&self, mut f: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
-        if let Some(r) = self.joined(|c, _| with_retry(|| f(c))) {
+        let budget = self.retry_budget();
+        if let Some(r) = self.joined(|c, _| with_retry_for(budget, || f(c))) {
             return r;
         }
         let conn = self.conn()?;
-        with_retry(|| f(&conn))
+        with_retry_for(budget, || f(&conn))
     }
 
     /// Calls `f` with the connection and pending files of the transaction this handle (any
@@ -184,7 +201,8 @@ impl Inner {
         f: impl FnOnce(&Connection, &RefCell<Pending>) -> Result<T>,
     ) -> Result<T> {
         let conn = self.conn()?;
-        with_retry(|| {
+        let budget = self.retry_budget();
+        with_retry_for(budget, || {
             conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             Ok(())
         })?;
@@ -195,7 +213,7 @@ impl Inner {
         let cell = RefCell::new(Pending::default());
         let mut wal_too_big = false;
         let result = f(&conn, &cell).and_then(|v| {
-            with_retry(|| {
+            with_retry_for(budget, || {
                 conn.prepare_cached("COMMIT")?.execute([])?;
                 Ok(())
             })?;
@@ -227,7 +245,7 @@ impl Inner {
             // that long); on failure a later commit tries again.
             let _ = conn.busy_timeout(checkpoint::RESTART_WAIT);
             let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
-            let _ = conn.busy_timeout(schema::BUSY_TIMEOUT);
+            let _ = conn.busy_timeout(self.busy_timeout());
         }
         result
     }

@@ -172,7 +172,7 @@ impl Inner {
         limit: i64,
         protect: i64,
     ) -> Result<u64> {
-        self.delete_where(
+        let n = self.delete_where(
             c,
             p,
             "expire_time IS NOT NULL AND expire_time <= ?1",
@@ -180,7 +180,9 @@ impl Inner {
             &now,
             limit,
             protect,
-        )
+        )?;
+        count_removed(c, Removal::Expired, n)?;
+        Ok(n)
     }
 
     /// Culls inside the caller's transaction while the volume is over the limit:
@@ -215,6 +217,7 @@ impl Inner {
                     drained = true;
                 }
                 n = self.delete_where(c, p, "1", order, &rusqlite::types::Null, batch, protect)?;
+                count_removed(c, Removal::Culled, n)?;
             }
             if n == 0 {
                 break;
