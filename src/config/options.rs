@@ -124,9 +124,9 @@ options_table! {
         memory_cache_size: usize {
             key: "memory-cache-size", default: "128MiB", parse: bytes, show: given => String,
         }
-        /// Longest a row held in memory is used before re-reading the store; writes through the
-        /// store by hoard processes are seen at once regardless (except on btrfs/ZFS, or when
-        /// cache.gen cannot be opened: then this bounds them).
+        /// Longest a row held in memory is used before re-reading the store when the store
+        /// cannot tell changes (btrfs/ZFS, or cache.gen not writable); otherwise writes by
+        /// hoard processes are seen at once and a row is used for up to max(this, 60s).
         memory_cache_ttl: Duration {
             key: "memory-cache-ttl", default: "1s", parse: duration, show: given => String,
         }

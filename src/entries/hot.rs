@@ -5,7 +5,10 @@
 //! row key's change stamp sampled before that read (`Cache::change_stamp`), and is used only
 //! while a new sample is equal and for at most `ttl`: a write of the row by any process sharing
 //! the directory (a refresh, a purge, `hoard purge`) changes the stamp, so it is seen at once;
-//! `ttl` bounds the rest (writes made behind the store's back). This process's own writes,
+//! the time a row is trusted bounds the rest (writes made behind the store's back): `ttl` for a
+//! row read without a change stamp (no `cache.gen`: btrfs/ZFS, or not writable), and at least
+//! [`STAMPED_TTL`] for one read under a stamp, so a wide working set of rows hit every few
+//! seconds stays in memory instead of being read from SQLite again. This process's own writes,
 //! refreshes and invalidations also remove entries directly. Freshness is still decided
 //! per request from the head and the current time, so a memory hit is exactly the response a
 //! store hit would be. Memory stays within `budget` bytes.
@@ -58,6 +61,10 @@ pub struct HotCache {
 
 const SHARDS: usize = 16;
 
+/// How long a row read under a change stamp is trusted (unless `ttl` is longer): writes by any
+/// hoard process change the stamp at once, so this only bounds writes made with raw SQL.
+pub const STAMPED_TTL: Duration = Duration::from_secs(60);
+
 impl HotCache {
     /// A cache of at most `budget` bytes whose entries are trusted for `ttl`. Bodies larger
     /// than `max_entry` bytes are never kept. A zero budget disables it.
@@ -87,13 +94,21 @@ impl HotCache {
         }
         let mut s = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         let slot = s.map.get(key)?;
-        if slot.stamp == stamp && slot.loaded.elapsed() <= self.ttl {
+        if slot.stamp == stamp && slot.loaded.elapsed() <= self.trust(stamp) {
             return Some(slot.value.clone());
         }
         let size = slot.size;
         s.map.remove(key);
         s.bytes -= size;
         None
+    }
+
+    /// How long a row read under `stamp` may be used.
+    fn trust(&self, stamp: Option<ChangeStamp>) -> Duration {
+        match stamp {
+            Some(_) => self.ttl.max(STAMPED_TTL),
+            None => self.ttl,
+        }
     }
 
     /// Remember a row read from the store under `stamp` (sampled before the read).
@@ -123,10 +138,9 @@ impl HotCache {
         }
         // Make room: expired entries first, then arbitrary ones (hash order is effectively random).
         if s.bytes + size > self.shard_budget {
-            let ttl = self.ttl;
             let mut freed = 0;
             s.map.retain(|_, slot| {
-                let keep = slot.loaded.elapsed() <= ttl;
+                let keep = slot.loaded.elapsed() <= self.trust(slot.stamp);
                 if !keep {
                     freed += slot.size;
                 }

@@ -21,6 +21,7 @@ pub mod hot;
 pub mod lease;
 mod load;
 pub mod partial;
+pub mod presence;
 pub mod shared;
 mod tiered;
 pub mod variants;
@@ -143,6 +144,9 @@ pub struct Entries {
     verified: Arc<Verified>,
     /// The shared tier behind the local one, when configured.
     shared: Option<Arc<tiered::Shared>>,
+    /// This process's membership of the directory's serving processes (`None`: unknown, so
+    /// the directory lease is always taken).
+    presence: Option<Arc<presence::Presence>>,
 }
 
 impl Entries {
@@ -155,6 +159,7 @@ impl Entries {
             health: Arc::new(StoreHealth::default()),
             verified: Arc::new(Verified::default()),
             shared: None,
+            presence: None,
         }
     }
 
@@ -249,11 +254,29 @@ impl Entries {
         }
     }
 
-    /// Take the cross-process fetch lease of `key` for `ttl`.
+    /// Join the processes serving from the store's directory ([`presence`]): while no other
+    /// process serves from it, [`lease`](Entries::lease) skips the directory lease.
+    pub fn with_presence(mut self) -> Self {
+        match presence::Presence::join(self.store.directory()) {
+            Ok(p) => self.presence = Some(Arc::new(p)),
+            Err(e) => tracing::debug!(error = %e, "presence file unavailable; leases always taken"),
+        }
+        self
+    }
+
+    /// Take the cross-process fetch lease of `key` for `ttl`: the directory lease, unless no
+    /// other process serves from this directory (then nobody could wait on it).
     /// With a shared tier, the lease is also taken there (a third level after the in-process
     /// coalescer and this directory's lease): one machine fetches a URL at a time.
     pub async fn lease(&self, key: &CacheKey, ttl: std::time::Duration) -> LeaseResult {
-        let local = Lease::acquire(&self.store, key, ttl).await;
+        let local = if self.presence.as_ref().is_some_and(|p| p.alone()) {
+            LeaseResult::Acquired(Lease {
+                lock: None,
+                shared: None,
+            })
+        } else {
+            Lease::acquire(&self.store, key, ttl).await
+        };
         let Some(shared) = &self.shared else {
             return local;
         };

@@ -88,7 +88,8 @@ impl State {
         let mut entries = Entries::new(
             store.clone(),
             HotCache::new(cfg_hot_budget, cfg_hot_max_entry, cfg_hot_ttl),
-        );
+        )
+        .with_presence();
         let lookup_opts = LookupOptions {
             default_stale_if_error: cfg_stale_if_error,
             default_stale_while_revalidate: cfg_swr,

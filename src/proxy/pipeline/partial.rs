@@ -14,7 +14,8 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
-use super::{Ctx, content_length, without_range};
+use super::exchange::content_length;
+use super::{Ctx, without_range};
 use crate::entries::partial::{MAX_PARTIAL_LEN, Part, PartStored, Partial};
 use crate::http_cache::{self, BypassReason, ByteRange, CacheStatus, Detail, Lookup, Vary};
 use crate::proxy::body::ProxyBody;
