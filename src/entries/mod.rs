@@ -179,6 +179,13 @@ impl Entries {
         }
     }
 
+    /// The change stamp of `key`'s URL row ([`Cache::change_stamp`]): equal samples mean no
+    /// process wrote that row in between (a fill, a refresh, a purge all do). `None` when
+    /// the store cannot tell.
+    pub fn change_stamp(&self, key: &CacheKey) -> Option<crate::store::ChangeStamp> {
+        self.store.change_stamp(key.as_bytes())
+    }
+
     /// Replace the head of the row `row_key` after a 304 (RFC 9111 4.3.4), leaving its body
     /// alone, and drop the row's copy in the in-memory front. `true` when the row was still
     /// there and was updated.

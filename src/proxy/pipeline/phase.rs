@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::coalesce::Waiter;
+use crate::store::ChangeStamp;
 
 /// Reads of the store one request makes before it goes to the origin by itself. A waiter
 /// woken by a leader that stored its entry (or gave up) reads again; a key whose leaders keep
@@ -37,6 +38,8 @@ struct Stale {
     revalidate: Parts,
     serve_stale_while_revalidate: bool,
     now: SystemTime,
+    /// The key's change stamp sampled before the lookup read the store.
+    seen: Option<ChangeStamp>,
 }
 
 /// A request going forward: the stale entry to revalidate (with its conditional request),
@@ -44,6 +47,10 @@ struct Stale {
 struct Forward {
     stale: Option<(StaleEntry, Parts)>,
     fwd: CacheStatus,
+    /// The key's change stamp sampled before the lookup read the store: while it is
+    /// unchanged, nobody (in any process on this directory) has written the key since, and
+    /// the leader need not read it again.
+    seen: Option<ChangeStamp>,
 }
 
 /// Where a request is in the cache; [`Phase::name`] feeds the trace log.
@@ -118,6 +125,7 @@ impl Ctx<'_> {
                     forward: Forward {
                         stale: None,
                         fwd: CacheStatus::miss(),
+                        seen: None,
                     },
                     permit: None,
                     lease: None,
@@ -132,7 +140,7 @@ impl Ctx<'_> {
                 Phase::Lead(permit, forward) => self.lead(permit, forward).await,
                 Phase::AwaitFill(waiter, forward) => self.await_fill(waiter, forward).await,
                 Phase::Fetch(g) | Phase::Revalidate(g) => {
-                    let Forward { stale, fwd } = g.forward;
+                    let Forward { stale, fwd, .. } = g.forward;
                     Phase::Done(self.fetch(stale, g.permit, fwd, g.lease).await)
                 }
                 Phase::Done(res) => return res,
@@ -144,6 +152,7 @@ impl Ctx<'_> {
     /// RFC 9111's verdict on it.
     async fn lookup_phase(&self) -> Phase {
         let now = SystemTime::now();
+        let seen = self.st.entries.change_stamp(&self.key);
         let (row_key, head, rec, tier) = match self.load().await {
             Loaded::Found {
                 row_key,
@@ -151,8 +160,8 @@ impl Ctx<'_> {
                 body,
                 tier,
             } => (row_key, head, body, tier),
-            Loaded::VaryMiss => return self.missed(CacheStatus::vary_miss()),
-            Loaded::Miss => return self.missed(CacheStatus::uri_miss()),
+            Loaded::VaryMiss => return self.missed(CacheStatus::vary_miss(), seen),
+            Loaded::Miss => return self.missed(CacheStatus::uri_miss(), seen),
         };
         match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
             Lookup::Fresh { headers, ttl } => Phase::Fresh(Box::new(Hit {
@@ -179,14 +188,19 @@ impl Ctx<'_> {
                 revalidate,
                 serve_stale_while_revalidate,
                 now,
+                seen,
             })),
-            Lookup::Mismatch => self.missed(CacheStatus::miss()),
+            Lookup::Mismatch => self.missed(CacheStatus::miss(), seen),
         }
     }
 
     /// `Miss` with nothing stale to revalidate.
-    fn missed(&self, fwd: CacheStatus) -> Phase {
-        Phase::Miss(Forward { stale: None, fwd })
+    fn missed(&self, fwd: CacheStatus, seen: Option<ChangeStamp>) -> Phase {
+        Phase::Miss(Forward {
+            stale: None,
+            fwd,
+            seen,
+        })
     }
 
     /// `Fresh`: serve the hit; XFetch may start one early background refresh.
@@ -210,9 +224,12 @@ impl Ctx<'_> {
     /// background refresh starts; otherwise it goes forward to be revalidated.
     fn stale(&self, s: Stale) -> Phase {
         let Stale {
-            entry, revalidate, ..
+            entry,
+            revalidate,
+            now,
+            seen,
+            ..
         } = s;
-        let now = s.now;
         if http_cache::only_if_cached(&self.lookup) {
             return Phase::Done(self.only_if_cached_miss());
         }
@@ -243,6 +260,7 @@ impl Ctx<'_> {
         Phase::Miss(Forward {
             stale: Some((entry, revalidate)),
             fwd,
+            seen,
         })
     }
 
@@ -269,7 +287,10 @@ impl Ctx<'_> {
     /// directory lease (and the Redis one with `--shared`): a fill held elsewhere is waited
     /// for and read, not fetched again.
     async fn lead(&self, permit: Permit, forward: Forward) -> Phase {
-        if let Some(res) = self.serve_if_fresh(self.load().await) {
+        // Nobody wrote the key since the lookup read it: reading it again would find the same.
+        let unchanged =
+            forward.seen.is_some() && self.st.entries.change_stamp(&self.key) == forward.seen;
+        if !unchanged && let Some(res) = self.serve_if_fresh(self.load().await) {
             permit.finish(Outcome::Stored);
             return Phase::Done(res);
         }
