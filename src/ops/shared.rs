@@ -24,6 +24,9 @@ pub fn configured(file: Option<&ConfigFile>) -> Option<SharedConfig> {
     if let Some(p) = pick("shared-prefix") {
         cfg.prefix = p;
     }
+    cfg.ca_file = pick("shared-ca-file")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from);
     if let Some(t) = pick("shared-timeout").and_then(|t| crate::config::parse_duration(&t).ok()) {
         cfg.timeout = t.max(Duration::from_millis(500));
     } else {
