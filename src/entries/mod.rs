@@ -18,6 +18,7 @@
 pub mod health;
 pub mod hot;
 pub mod lease;
+pub mod listing;
 mod load;
 pub mod shared;
 mod tiered;
