@@ -10,6 +10,7 @@
 
 pub mod har;
 pub mod shared;
+pub mod tiers;
 pub mod warm;
 
 use std::collections::BTreeMap;
@@ -76,9 +77,31 @@ fn secs_since_epoch(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Which tier a URL or a figure is from.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreTier {
+    /// This machine's store (the cache directory).
+    Local,
+    /// The Redis a fleet shares (`shared`).
+    Shared,
+}
+
+impl StoreTier {
+    /// `local` or `shared`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreTier::Local => "local",
+            StoreTier::Shared => "shared",
+        }
+    }
+}
+
 /// One URL as stored: its rows summed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct UrlEntry {
+    /// The tier it is stored in.
+    pub tier: StoreTier,
     /// The absolute URL.
     pub url: String,
     /// Method class of the entry: `GET` (also HEAD), or a method cached by a rule (`POST`).
@@ -103,6 +126,7 @@ pub fn list(cache: &Cache, host: Option<&str>) -> Result<Vec<UrlEntry>> {
     for (key, g) in listing::urls(cache, host)? {
         let (method, url) = listing::split_url_key(&key);
         out.push(UrlEntry {
+            tier: StoreTier::Local,
             host: listing::authority(&key).to_string(),
             method: method.to_string(),
             url: url.to_string(),

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName};
 
+use super::shared::SharedTier;
+use super::shared::admin::AdminError;
 use crate::http_cache::{self, CacheKey, HeadRecord, StoredHead, Vary};
 use crate::store::{self, Cache};
 
@@ -147,6 +149,60 @@ pub fn urls(cache: &Cache, host: Option<&str>) -> store::Result<BTreeMap<String,
             g.first_key = Some(row.key);
         }
     }
+    Ok(out)
+}
+
+/// A URL held by the shared tier: its rows summed, read from their headers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SharedUrlRows {
+    /// Rows (the URL's own row, its variants).
+    pub rows: u64,
+    /// Variant rows.
+    pub variants: u64,
+    /// Bytes of all its rows.
+    pub size: u64,
+    /// When the newest response was received (Unix seconds; 0 when no head was readable).
+    pub stored_at: f64,
+    /// Status of the stored response (of a variant for a varying URL).
+    pub status: Option<u16>,
+}
+
+impl SharedUrlRows {
+    /// Stored responses: its variants, or 1 for a response without Vary.
+    pub fn responses(&self) -> u64 {
+        self.variants.max(1).min(self.rows)
+    }
+}
+
+/// URLs the shared tier holds (of `host`, if given) by URL key, from a SCAN of every master.
+pub async fn shared_urls(
+    tier: &SharedTier,
+    host: Option<&str>,
+) -> Result<BTreeMap<String, SharedUrlRows>, AdminError> {
+    let mut out: BTreeMap<String, SharedUrlRows> = BTreeMap::new();
+    tier.for_each_row(|row| {
+        let Some(url_key) = url_key_of(&row.row_key) else {
+            return;
+        };
+        if host.is_some_and(|h| !host_matches(authority(url_key), h)) {
+            return;
+        }
+        let g = out.entry(url_key.to_string()).or_default();
+        g.rows += 1;
+        g.size += row.bytes;
+        if row.row_key.contains(&0) {
+            g.variants += 1;
+        }
+        if let Some(HeadRecord::Variant(h)) = row.meta.and_then(|m| HeadRecord::decode(&m).ok()) {
+            g.status.get_or_insert(h.status.as_u16());
+            let t = h
+                .response_time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            g.stored_at = g.stored_at.max(t);
+        }
+    })
+    .await?;
     Ok(out)
 }
 

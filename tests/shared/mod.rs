@@ -16,6 +16,7 @@ mod cluster;
 mod failure;
 mod leases;
 mod proxies;
+mod subcommands;
 mod tls;
 
 /// Is `redis-server` (and `redis-cli`) here? Prints the skip line when not.

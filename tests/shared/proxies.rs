@@ -49,7 +49,7 @@ pub(super) async fn connected(redis: &Redis, n: usize) {
 
 /// Wait (at most 5 s) until `proxy` no longer has `url`, even stale: the invalidation that a
 /// purge elsewhere published has reached it.
-async fn dropped(proxy: SocketAddr, url: &str) {
+pub(super) async fn dropped(proxy: SocketAddr, url: &str) {
     let only = [("Cache-Control", "only-if-cached, max-stale=3600")];
     let deadline = Instant::now() + Duration::from_secs(5);
     while send(proxy, "GET", url, &only).await.status != 504 {

@@ -89,23 +89,27 @@ impl SharedUrl {
     /// One `redis://` / `rediss://` URL per listed node, credentials and database included,
     /// in the form the `redis` crate parses.
     pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(h, p)| self.node_url(h, *p))
+            .collect()
+    }
+
+    /// The `redis://` / `rediss://` URL of node `host:port` of this tier (a cluster node the
+    /// seeds named), credentials and database included.
+    pub fn node_url(&self, host: &str, port: u16) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let auth = self
             .userinfo
             .as_ref()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
-        self.nodes
-            .iter()
-            .map(|(h, p)| {
-                let host = if h.contains(':') {
-                    format!("[{h}]")
-                } else {
-                    h.clone()
-                };
-                format!("{scheme}://{auth}{host}:{p}/{}", self.db)
-            })
-            .collect()
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        format!("{scheme}://{auth}{host}:{port}/{}", self.db)
     }
 
     /// The URL with any password replaced by `***`, for logs and `hoard config`.

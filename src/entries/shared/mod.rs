@@ -21,6 +21,7 @@
 //! Invalidations published while the subscriber is disconnected are not replayed: the rows'
 //! TTLs bound how long another process may keep serving what it copied locally.
 
+pub mod admin;
 pub mod breaker;
 pub mod codec;
 pub mod config;
@@ -576,6 +577,11 @@ impl SharedTier {
     /// (other processes receive it from [`SharedTier::invalidations`]). `true` when Redis
     /// did it.
     pub async fn purge(&self, url_key: &str) -> bool {
+        self.purge_rows(url_key).await.is_some()
+    }
+
+    /// [`SharedTier::purge`], saying how many rows it deleted (`None`: Redis did not).
+    pub async fn purge_rows(&self, url_key: &str) -> Option<u64> {
         let keys = UrlKeys::new(&self.inner.cfg.prefix, url_key);
         let payload = format!("{} {url_key}", self.inner.id);
         let inner = self.inner.clone();
@@ -592,7 +598,8 @@ impl SharedTier {
                     .await
             })
             .await
-            .is_ok()
+            .ok()
+            .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
     /// URL keys that other processes purged or invalidated, as they arrive.
