@@ -76,7 +76,12 @@ impl Redis {
 
     /// A server answering TLS only, with the certificate and key given (PEM files) and
     /// `ca` as the CA its clients trust; client certificates are not asked for.
-    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Redis {
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        extra: &[&str],
+    ) -> Redis {
         let p = |p: &std::path::Path| p.display().to_string();
         let mut r = Redis {
             port: free_port(),
@@ -91,7 +96,13 @@ impl Redis {
                 p(ca),
                 "--tls-auth-clients".into(),
                 "no".into(),
-            ],
+                // A cluster's bus is TLS too (ignored without --cluster-enabled).
+                "--tls-cluster".into(),
+                "yes".into(),
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect(),
             tls_ca: Some(ca.to_path_buf()),
         };
         r.spawn();

@@ -288,7 +288,7 @@ async fn hoard_purge_with_a_shared_tier_reaches_every_machine() {
 }
 
 /// Wait until a URL fetched through `a` is a shared hit through `b` (both tiers connected).
-async fn sharing(a: SocketAddr, b: SocketAddr, origin: &Origin) {
+pub(super) async fn sharing(a: SocketAddr, b: SocketAddr, origin: &Origin) {
     let deadline = Instant::now() + Duration::from_secs(15);
     for i in 0.. {
         let url = origin.url(&format!("/ready{i}"));
