@@ -16,7 +16,9 @@
 #   URLS        shared URLs /s1../sN both wrks ask for at random (default 1000); every other
 #               request is a URL new to the fleet (a Redis miss, lease and fill)
 #   MAX_AGE     the origin's max-age (default 5): shared URLs are filled again and again
-#   NO_BUILD    1: do not run cargo build --release
+#   NO_BUILD    1: do not run cargo build
+#   PROFILE     release (default) | debug: which build of hoard and the origin to run (debug:
+#               a quick check of the script, not figures)
 #
 # Everything listens on 127.0.0.1; the script starts its own origin (examples/slow_origin),
 # redis-server(s) and two hoards (release build, each its own cache directory, --shared with
@@ -34,6 +36,7 @@ THREADS=${THREADS:-1}
 URLS=${URLS:-1000}
 MAX_AGE=${MAX_AGE:-5}
 NO_BUILD=${NO_BUILD:-0}
+PROFILE=${PROFILE:-release}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -53,13 +56,14 @@ command -v wrk >/dev/null ||
 [[ $MODE == standalone || $MODE == cluster ]] || die "MODE is standalone or cluster"
 ((KILL_AT < RESTART_AT && RESTART_AT < DURATION)) || die "need KILL_AT < RESTART_AT < DURATION"
 
+[[ $PROFILE == release || $PROFILE == debug ]] || die "PROFILE is release or debug"
 if [[ $NO_BUILD != 1 ]]; then
-    log "cargo build --release --bin hoard --example slow_origin"
-    (cd "$ROOT" && cargo build --release --quiet --bin hoard --example slow_origin)
+    log "cargo build --profile ${PROFILE/debug/dev} --bin hoard --example slow_origin"
+    (cd "$ROOT" && cargo build --profile "${PROFILE/debug/dev}" --quiet --bin hoard --example slow_origin)
 fi
-HOARD=$TARGET_DIR/release/hoard
-ORIGIN_BIN=$TARGET_DIR/release/examples/slow_origin
-[[ -x $HOARD && -x $ORIGIN_BIN ]] || die "no release build in $TARGET_DIR (unset NO_BUILD)"
+HOARD=$TARGET_DIR/$PROFILE/hoard
+ORIGIN_BIN=$TARGET_DIR/$PROFILE/examples/slow_origin
+[[ -x $HOARD && -x $ORIGIN_BIN ]] || die "no $PROFILE build in $TARGET_DIR (unset NO_BUILD)"
 
 RUN=$(mktemp -d)
 PIDS=()
@@ -255,7 +259,7 @@ report() { # name
     [[ ${non2xx:-1} == 0 && $sock == "Socket errors: none" ]]
 }
 echo
-echo "MODE=$MODE DURATION=${DURATION}s KILL_AT=${KILL_AT}s RESTART_AT=${RESTART_AT}s CONNS=$CONNS per hoard, URLS=$URLS, max-age=$MAX_AGE"
+echo "MODE=$MODE PROFILE=$PROFILE DURATION=${DURATION}s KILL_AT=${KILL_AT}s RESTART_AT=${RESTART_AT}s CONNS=$CONNS per hoard, URLS=$URLS, max-age=$MAX_AGE"
 echo "| hoard | requests | req/s | non-2xx | socket errors |"
 echo "|---|---|---|---|---|"
 ok=0
@@ -263,5 +267,6 @@ report a || ok=1
 report b || ok=1
 echo "origin requests: $(curl -s --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/__count")"
 echo "sharing resumed: ${RESUMED:-never} s after Redis answered again"
-grep -h 'shared tier' "$RUN"/hoard-*.log | sed 's/^/  log: /' | cut -c1-220 | sort | uniq -c | sort -rn | head -12 || true
+echo "hoard logs (A and B, by time):"
+grep -h 'shared tier' "$RUN"/hoard-*.log | sort | cut -c1-200 | sed 's/^/  /' | head -20 || true
 [[ $ok == 0 && -n $RESUMED ]]
