@@ -126,8 +126,8 @@ impl std::fmt::Display for SharedStats {
         use super::human_bytes as b;
         writeln!(f, "shared tier {} (prefix {:?})", self.url, self.prefix)?;
         let Some(c) = self.census.as_ref().filter(|_| self.reachable) else {
-            let why = self.error.as_deref().unwrap_or("no answer");
-            return write!(f, "  shared: not reachable: {why}");
+            let why = self.error.as_deref().unwrap_or("not reachable");
+            return write!(f, "  shared: {why}");
         };
         writeln!(f, "  shared: reachable, {} master(s)", c.servers.len())?;
         writeln!(

@@ -192,6 +192,12 @@ async fn subcommands_show_and_remove_the_shared_tier_of_one_redis() {
             .contains("not reachable"),
         "{s}"
     );
+    let (code, text, _) = hoard_cli(&redis.url(), da.path(), &["stats"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("  shared: redis://127.0.0.1") && text.contains("is not reachable"),
+        "{text}"
+    );
     let (code, _, err) = hoard_cli(&redis.url(), da.path(), &["ls", "--tier", "shared"]).await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("shared tier"), "{err}");
