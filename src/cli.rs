@@ -66,7 +66,8 @@ impl Cli {
             Some(Command::Ls(c)) => c.store.config = cfg,
             Some(Command::Show(c)) | Some(Command::Purge(c)) => c.store.config = cfg,
             Some(Command::Evict(c)) => c.store.config = cfg,
-            Some(Command::Expire(s)) | Some(Command::Clear(s)) => s.config = cfg,
+            Some(Command::Expire(s)) => s.config = cfg,
+            Some(Command::Clear(c)) => c.store.config = cfg,
             Some(Command::Check(c)) => c.store.config = cfg,
             Some(Command::Ca(c)) => c.store.config = cfg,
             Some(Command::Export(c)) => c.store.config = cfg,
@@ -96,8 +97,8 @@ pub enum Command {
     Evict(EvictCmd),
     /// Remove entries whose store expiry has passed.
     Expire(StoreArgs),
-    /// Remove every entry.
-    Clear(StoreArgs),
+    /// Remove every entry (of the local tier; `--tier` for the shared one).
+    Clear(ClearCmd),
     /// Check the store (integrity, rows against value files, counters); exit 1 on problems.
     Check(CheckCmd),
     /// Print the interception CA certificate (creating it if needed) and how to trust it.
@@ -249,6 +250,42 @@ pub struct LsCmd {
     /// Only this host (`host` for every port, `host:port` for one).
     #[arg(long)]
     pub host: Option<String>,
+    /// Which tier to list: this machine's store, the shared tier (`shared` configured), or both.
+    #[arg(long, value_enum, default_value_t = TierChoice::Local)]
+    pub tier: TierChoice,
+}
+
+/// Which tier `ls`, `evict` and `clear` act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TierChoice {
+    /// This machine's store (the cache directory).
+    Local,
+    /// The shared tier (the Redis named by `shared` / `HOARD_SHARED`).
+    Shared,
+    /// Both.
+    All,
+}
+
+impl TierChoice {
+    /// Acts on the local store.
+    pub fn local(self) -> bool {
+        self != TierChoice::Shared
+    }
+    /// Acts on the shared tier.
+    pub fn shared(self) -> bool {
+        self != TierChoice::Local
+    }
+}
+
+/// `hoard clear`.
+#[derive(Debug, Args, Clone)]
+pub struct ClearCmd {
+    /// Store location and output format.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Which tier to clear: this machine's store, the shared tier, or both.
+    #[arg(long, value_enum, default_value_t = TierChoice::Local)]
+    pub tier: TierChoice,
 }
 
 /// `hoard show URL`, `hoard purge URL`.
@@ -274,6 +311,9 @@ pub struct EvictCmd {
     /// Every row with this tag (the proxy tags rows with `GET <url>`).
     #[arg(long)]
     pub tag: Option<String>,
+    /// Which tier to evict from: this machine's store, the shared tier, or both.
+    #[arg(long, value_enum, default_value_t = TierChoice::Local)]
+    pub tier: TierChoice,
 }
 
 /// `hoard check`.

@@ -11,9 +11,10 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use hoard::access_log::{self, AccessLog, Destination};
-use hoard::cli::{CaCmd, Cli, Command, Resolved, ServeArgs, StoreArgs};
+use hoard::cli::{CaCmd, Cli, Command, Resolved, ServeArgs, StoreArgs, TierChoice};
 use hoard::config::{ConfigError, LogFormat};
-use hoard::ops::{self, OpsError};
+use hoard::entries::shared::SharedConfig;
+use hoard::ops::{self, OpsError, Removed};
 use hoard::proxy::Server;
 use hoard::proxy::ca::CaError;
 use serde::Serialize;
@@ -310,7 +311,8 @@ fn run_op(cmd: Command) -> u8 {
         Command::Ls(c) => (&c.store, c.store.json),
         Command::Show(c) | Command::Purge(c) => (&c.store, c.store.json),
         Command::Evict(c) => (&c.store, c.store.json),
-        Command::Expire(s) | Command::Clear(s) => (s, s.json),
+        Command::Expire(s) => (s, s.json),
+        Command::Clear(c) => (&c.store, c.store.json),
         Command::Check(c) => (&c.store, c.store.json),
         Command::Export(c) => (&c.store, c.store.json),
         Command::Import(c) => (&c.store, c.store.json),
@@ -318,6 +320,28 @@ fn run_op(cmd: Command) -> u8 {
             unreachable!("handled in main")
         }
     };
+    // `show` and `purge` find a URL under the key the proxy used: the config file's rules
+    // (`ignore_query`) apply. The file also names the shared tier.
+    let file = match hoard::config::load_file(store_args.config.as_deref()) {
+        Ok(file) => file,
+        Err(e) => return config_error(&e),
+    };
+    let tier = match &cmd {
+        Command::Ls(c) => c.tier,
+        Command::Evict(c) => c.tier,
+        Command::Clear(c) => c.tier,
+        _ => TierChoice::Local,
+    };
+    let shared = ops::shared::configured(file.as_ref());
+    if tier.shared() && shared.is_none() {
+        eprintln!(
+            "hoard: --tier {tier:?} needs a shared tier (`shared` in the file or HOARD_SHARED)"
+        );
+        return USAGE;
+    }
+    if tier == TierChoice::Shared {
+        return shared_op(&cmd, shared.expect("checked above"), json);
+    }
     let cache = match &cmd {
         // Importing into a directory without a cache creates it.
         Command::Import(_) => match store_args.resolve_cache_dir() {
@@ -335,22 +359,12 @@ fn run_op(cmd: Command) -> u8 {
             Err(code) => return code,
         },
     };
-    // `show` and `purge` find a URL under the key the proxy used: the config file's rules
-    // (`ignore_query`) apply.
-    let file = match &cmd {
-        Command::Show(_) | Command::Purge(_) | Command::Import(_) => {
-            match hoard::config::load_file(store_args.config.as_deref()) {
-                Ok(file) => file,
-                Err(e) => return config_error(&e),
-            }
-        }
-        _ => None,
-    };
     let rules = file.as_ref().map(|f| f.rules.clone()).unwrap_or_default();
     let res = match &cmd {
         Command::Stats(c) => ops::stats(&cache, c.top).map(|r| {
+            let shared = shared.map(ops::shared::stats);
             if json {
-                return print_json(&r);
+                return print_json(&ops::shared::WithShared { local: &r, shared });
             }
             out!("cache dir   {}", r.cache_dir);
             out!("entries     {} ({} URLs)", r.entries, r.urls);
@@ -401,36 +415,19 @@ fn run_op(cmd: Command) -> u8 {
                     );
                 }
             }
+            if let Some(sh) = shared {
+                out!("{sh}");
+            }
             OK
         }),
-        Command::Ls(c) => ops::list(&cache, c.host.as_deref()).map(|v| {
-            if json {
-                return print_json(&v);
+        Command::Ls(c) => ops::list(&cache, c.host.as_deref()).map(|mut v| {
+            if tier.shared() {
+                match ops::shared::list(shared.clone().expect("checked"), c.host.as_deref()) {
+                    Ok(more) => v.extend(more),
+                    Err(e) => return shared_failed(&e),
+                }
             }
-            if !v.is_empty() {
-                out!(
-                    "{:<6} {:>8} {:>10}  {:<29}  URL",
-                    "STATUS",
-                    "VARIANTS",
-                    "SIZE",
-                    "STORED"
-                );
-            }
-            for e in &v {
-                out!(
-                    "{:<6} {:>8} {:>10}  {:<29}  {}",
-                    e.status.map_or("-".to_string(), |s| s.to_string()),
-                    e.variants,
-                    ops::human_bytes(e.size),
-                    ops::human_time(e.stored_at),
-                    if e.method == "GET" {
-                        e.url.clone()
-                    } else {
-                        format!("{} {}", e.method, e.url)
-                    }
-                );
-            }
-            OK
+            print_ls(&v, json, tier != TierChoice::Local)
         }),
         Command::Show(c) => ops::show(&cache, &c.url, &rules, SystemTime::now()).map(|r| match r {
             None => {
@@ -481,7 +478,7 @@ fn run_op(cmd: Command) -> u8 {
         Command::Purge(c) => ops::purge(&cache, &c.url, &rules).map(|r| {
             let code = removed(&r, json, &c.url);
             // The shared tier too, when the configuration names one.
-            if let Some(cfg) = ops::shared::configured(file.as_ref())
+            if let Some(cfg) = shared.clone()
                 && let Ok(key) = ops::url_key(&c.url, &rules)
             {
                 match ops::shared::purge(cfg, key.as_str()) {
@@ -496,9 +493,18 @@ fn run_op(cmd: Command) -> u8 {
             (None, Some(t)) => ops::evict_tag(&cache, t),
             (None, None) => unreachable!("clap requires --host or --tag"),
         }
-        .map(|r| removed(&r, json, "the selection")),
+        .map(|r| match (tier, shared.clone()) {
+            (TierChoice::All, Some(cfg)) => {
+                let shared = ops::shared::evict(cfg, c.host.as_deref(), c.tag.as_deref());
+                tiers(Some(r), shared, json, false)
+            }
+            _ => removed(&r, json, "the selection"),
+        }),
         Command::Expire(_) => ops::expire(&cache).map(|r| counted(&r, json)),
-        Command::Clear(_) => ops::clear(&cache).map(|r| counted(&r, json)),
+        Command::Clear(_) => ops::clear(&cache).map(|r| match (tier, shared.clone()) {
+            (TierChoice::All, Some(cfg)) => tiers(Some(r), ops::shared::clear(cfg), json, true),
+            _ => counted(&r, json),
+        }),
         Command::Check(c) => ops::check(&cache, c.fix).map(|r| {
             if json {
                 print_json(&r);
@@ -643,6 +649,59 @@ fn counted(r: &ops::Removed, json: bool) -> u8 {
     }
     out!("removed {} row(s)", r.rows);
     OK
+}
+
+/// `ls` for people (a TIER column when more than the local tier was asked for) or JSON.
+fn print_ls(v: &[ops::UrlEntry], json: bool, tiers: bool) -> u8 {
+    if json {
+        return print_json(&v);
+    }
+    if !v.is_empty() {
+        out!("{}", ops::tiers::ls_table(v, tiers));
+    }
+    OK
+}
+
+/// `ls`, `evict` and `clear` with `--tier shared`: no local store is opened.
+fn shared_op(cmd: &Command, cfg: SharedConfig, json: bool) -> u8 {
+    match cmd {
+        Command::Ls(c) => match ops::shared::list(cfg, c.host.as_deref()) {
+            Ok(v) => print_ls(&v, json, true),
+            Err(e) => shared_failed(&e),
+        },
+        Command::Evict(c) => tiers(
+            None,
+            ops::shared::evict(cfg, c.host.as_deref(), c.tag.as_deref()),
+            json,
+            false,
+        ),
+        Command::Clear(_) => tiers(None, ops::shared::clear(cfg), json, true),
+        _ => unreachable!("only ls, evict and clear take --tier"),
+    }
+}
+
+fn shared_failed(e: &str) -> u8 {
+    eprintln!("hoard: shared tier: {e}");
+    FAILURE
+}
+
+/// Print what each tier lost; exit 1 when an evict found nothing anywhere.
+fn tiers(local: Option<Removed>, shared: Result<Removed, String>, json: bool, clear: bool) -> u8 {
+    let shared = match shared {
+        Ok(r) => r,
+        Err(e) => return shared_failed(&e),
+    };
+    let r = ops::tiers::ByTier {
+        local,
+        shared: Some(shared),
+        clear,
+    };
+    if json {
+        print_json(&r);
+    } else {
+        out!("{r}");
+    }
+    if r.found_nothing() { NEGATIVE } else { OK }
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,7 @@
 
 pub mod har;
 pub mod shared;
+pub mod tiers;
 pub mod warm;
 
 use std::collections::BTreeMap;
@@ -19,9 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, Method, Request, Uri};
 use serde::Serialize;
 
-use crate::http_cache::{
-    self, CacheKey, CacheStatus, Detail, HeadRecord, Lookup, LookupOptions, Rule,
-};
+use crate::entries::listing::{self, StoredUrl};
+use crate::http_cache::{self, CacheKey, CacheStatus, Detail, Lookup, LookupOptions, Rule};
 use crate::proxy::metrics::read_served;
 use crate::store::{self, Cache};
 
@@ -44,15 +44,6 @@ pub enum OpsError {
 
 /// Result of an operation.
 pub type Result<T> = std::result::Result<T, OpsError>;
-
-/// The URL key of a proxy row (`GET http://h/p`, `POST http://h/p body=...`, with a
-/// variant suffix after a 0 byte), or `None` for rows that are not cached responses (leases).
-fn proxy_url_key(key: &[u8]) -> Option<&str> {
-    let k = std::str::from_utf8(url_part(key)).ok()?;
-    let (method, rest) = k.split_once(' ')?;
-    let is_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
-    (is_method && (rest.starts_with("http://") || rest.starts_with("https://"))).then_some(k)
-}
 
 /// Open the existing cache in `dir` with the settings stored there.
 pub fn open(dir: &Path) -> Result<Cache> {
@@ -77,43 +68,6 @@ pub fn url_key(url: &str, rules: &[Rule]) -> Result<CacheKey> {
         .map_err(|e| OpsError::Url(url.to_string(), e.to_string()))
 }
 
-/// The URL-key part of a row key (everything before the first 0 byte).
-fn url_part(key: &[u8]) -> &[u8] {
-    key.split(|b| *b == 0).next().unwrap_or(key)
-}
-
-/// `host[:port]` of a URL key `GET scheme://authority/...`.
-fn authority_of(url_key: &str) -> &str {
-    let url = url_key.split_once(' ').map_or(url_key, |(_, u)| u);
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.split(['/', '?']).next().unwrap_or(rest)
-}
-
-/// Whether `authority` (`host` or `host:port`) matches `--host H`: equal, or the same host
-/// on any port when `H` has no port.
-fn host_matches(authority: &str, h: &str) -> bool {
-    let h = h.trim().to_ascii_lowercase();
-    if authority == h {
-        return true;
-    }
-    let has_port = |a: &str| {
-        a.rsplit_once(':').is_some_and(|(_, p)| {
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !a.ends_with(']')
-        })
-    };
-    if has_port(&h) {
-        return false;
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port))
-            if port.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']') =>
-        {
-            host == h
-        }
-        _ => false,
-    }
-}
-
 fn unix(t: f64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))
 }
@@ -123,9 +77,31 @@ fn secs_since_epoch(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Which tier a URL or a figure is from.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreTier {
+    /// This machine's store (the cache directory).
+    Local,
+    /// The Redis a fleet shares (`shared`).
+    Shared,
+}
+
+impl StoreTier {
+    /// `local` or `shared`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreTier::Local => "local",
+            StoreTier::Shared => "shared",
+        }
+    }
+}
+
 /// One URL as stored: its rows summed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct UrlEntry {
+    /// The tier it is stored in.
+    pub tier: StoreTier,
     /// The absolute URL.
     pub url: String,
     /// Method class of the entry: `GET` (also HEAD), or a method cached by a rule (`POST`).
@@ -144,72 +120,21 @@ pub struct UrlEntry {
     pub status: Option<u16>,
 }
 
-#[derive(Default)]
-struct Group {
-    rows: u64,
-    variants: u64,
-    size: u64,
-    stored_at: f64,
-    first_key: Vec<u8>,
-    variant_key: Option<Vec<u8>>,
-}
-
-/// Rows of the proxy grouped by URL key, restricted to `host` if given.
-fn groups(cache: &Cache, host: Option<&str>) -> Result<BTreeMap<String, Group>> {
-    let mut out: BTreeMap<String, Group> = BTreeMap::new();
-    for row in cache.scan(b"") {
-        let row = row?;
-        let Some(url) = proxy_url_key(&row.key).map(str::to_string) else {
-            continue;
-        };
-        if let Some(h) = host
-            && !host_matches(authority_of(&url), h)
-        {
-            continue;
-        }
-        let g = out.entry(url).or_default();
-        g.rows += 1;
-        g.size += row.size;
-        g.stored_at = g.stored_at.max(row.store_time);
-        if row.key.contains(&0) {
-            g.variants += 1;
-            g.variant_key.get_or_insert(row.key.clone());
-        } else {
-            g.first_key = row.key.clone();
-        }
-    }
-    Ok(out)
-}
-
-fn peek_head(cache: &Cache, key: &[u8]) -> Result<Option<HeadRecord>> {
-    Ok(cache
-        .peek_meta(key)?
-        .and_then(|m| HeadRecord::decode(&m).ok()))
-}
-
 /// Every stored URL (of `host`, if given), in key order.
 pub fn list(cache: &Cache, host: Option<&str>) -> Result<Vec<UrlEntry>> {
     let mut out = Vec::new();
-    for (key, g) in groups(cache, host)? {
-        let status = match (&g.variant_key, g.first_key.is_empty()) {
-            (Some(vk), _) => peek_head(cache, vk)?,
-            (None, false) => peek_head(cache, &g.first_key)?,
-            (None, true) => None,
-        }
-        .and_then(|h| match h {
-            HeadRecord::Variant(h) => Some(h.status.as_u16()),
-            HeadRecord::VaryIndex(_) => None,
-        });
-        let (method, url) = key.split_once(' ').unwrap_or(("GET", &key));
+    for (key, g) in listing::urls(cache, host)? {
+        let (method, url) = listing::split_url_key(&key);
         out.push(UrlEntry {
-            host: authority_of(&key).to_string(),
+            tier: StoreTier::Local,
+            host: listing::authority(&key).to_string(),
             method: method.to_string(),
             url: url.to_string(),
+            status: g.status(cache)?,
             key: key.clone(),
-            variants: g.variants.max(1).min(g.rows),
+            variants: g.responses(),
             size: g.size,
             stored_at: g.stored_at,
-            status,
         });
     }
     Ok(out)
@@ -290,9 +215,11 @@ pub fn stats(cache: &Cache, top: usize) -> Result<StatsReport> {
     let served = read_served(cache.directory())?;
     let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut urls = 0;
-    for (key, g) in groups(cache, None)? {
+    for (key, g) in listing::urls(cache, None)? {
         urls += 1;
-        let e = hosts.entry(authority_of(&key).to_string()).or_default();
+        let e = hosts
+            .entry(listing::authority(&key).to_string())
+            .or_default();
         e.0 += 1;
         e.1 += g.size;
     }
@@ -403,9 +330,6 @@ pub fn show(
     now: SystemTime,
 ) -> Result<Option<ShowReport>> {
     let key = url_key(url, rules)?;
-    let Some(rec) = peek_head(cache, key.as_bytes())? else {
-        return Ok(None);
-    };
     let uri: Uri = key
         .url()
         .parse()
@@ -414,6 +338,9 @@ pub fn show(
         .body(())
         .map_err(|e| OpsError::Url(url.into(), e.to_string()))?
         .into_parts();
+    let Some(stored) = listing::stored_url(cache, &key, &plain.headers)? else {
+        return Ok(None);
+    };
     let opts = LookupOptions::default();
     let variant = |head: &http_cache::StoredHead| {
         let mut req = plain.clone();
@@ -433,42 +360,26 @@ pub fn show(
             forced_ttl: head.forced_ttl.map(|d| d.as_secs()),
         }
     };
-    let report = match rec {
-        HeadRecord::Variant(head) => ShowReport {
+    let report = match stored {
+        StoredUrl::Plain(head) => ShowReport {
             url: key.url().to_string(),
             vary: vec![],
             cache_status: would_get(&head, &plain, now),
             variants: vec![variant(&head)],
         },
-        HeadRecord::VaryIndex(vary) => {
-            let mut variants = Vec::new();
-            let mut prefix = key.as_bytes().to_vec();
-            prefix.push(0);
-            for row in cache.scan(&prefix) {
-                let row = row?;
-                if !row.key.starts_with(&prefix) {
-                    break;
-                }
-                if let Some(HeadRecord::Variant(h)) = peek_head(cache, &row.key)? {
-                    variants.push(variant(&h));
-                }
-            }
-            let plain_key = http_cache::variant_key(&key, vary.names(), &plain.headers);
-            let cache_status = match peek_head(cache, &plain_key)? {
-                Some(HeadRecord::Variant(h)) => would_get(&h, &plain, now),
-                _ => CacheStatus::vary_miss().to_string(),
-            };
-            ShowReport {
-                url: key.url().to_string(),
-                vary: vary
-                    .names()
-                    .iter()
-                    .map(|n| n.as_str().to_string())
-                    .collect(),
-                variants,
-                cache_status,
-            }
-        }
+        StoredUrl::Varying {
+            names,
+            variants,
+            selected,
+        } => ShowReport {
+            url: key.url().to_string(),
+            vary: names.iter().map(|n| n.as_str().to_string()).collect(),
+            variants: variants.iter().map(variant).collect(),
+            cache_status: match selected {
+                Some(h) => would_get(&h, &plain, now),
+                None => CacheStatus::vary_miss().to_string(),
+            },
+        },
     };
     Ok(Some(report))
 }
@@ -498,12 +409,9 @@ pub fn evict_host(cache: &Cache, host: &str) -> Result<Removed> {
     let mut removed = Removed { urls: 0, rows: 0 };
     let mut tags: Vec<String> = Vec::new();
     let mut untagged = Vec::new();
-    for row in cache.scan(b"") {
+    for row in listing::rows(cache) {
         let row = row?;
-        let Some(url) = proxy_url_key(&row.key) else {
-            continue;
-        };
-        if !host_matches(authority_of(url), host) {
+        if !listing::host_matches(listing::authority(&row.url_key), host) {
             continue;
         }
         match row.tag {
@@ -607,37 +515,6 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_matching() {
-        let cases = [
-            ("example.com", "example.com", true),
-            ("example.com:8080", "example.com", true),
-            ("example.com:8080", "example.com:8080", true),
-            ("example.com", "example.com:8080", false),
-            ("example.com:81", "example.com:8080", false),
-            ("example.community", "example.com", false),
-            ("127.0.0.1:4000", "127.0.0.1", true),
-            ("[::1]:4000", "[::1]", true),
-            ("[::1]", "[::1]", true),
-        ];
-        for (authority, h, want) in cases {
-            assert_eq!(host_matches(authority, h), want, "{authority} vs {h}");
-        }
-    }
-
-    #[test]
-    fn authorities_of_keys() {
-        let cases = [
-            ("GET http://a.example/x", "a.example"),
-            ("GET https://a.example:8443/", "a.example:8443"),
-            ("GET http://a.example?q", "a.example"),
-            ("POST http://a.example:81/p body=00ff", "a.example:81"),
-        ];
-        for (k, want) in cases {
-            assert_eq!(authority_of(k), want);
-        }
-    }
 
     #[test]
     fn bytes_for_people() {

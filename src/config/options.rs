@@ -233,6 +233,11 @@ options_table! {
             key: "shared-timeout", default: "50ms", parse: nonzero_duration,
             show: given => String,
         }
+        /// PEM file of CA certificates trusted for rediss:// besides the system's roots.
+        shared_ca_file: Option<PathBuf> {
+            key: "shared-ca-file", default: "", parse: optional_path,
+            show: given_if_set => Option<String>,
+        }
     }
     more {
         /// Intercepted hosts whose leaf certificates are kept in memory.

@@ -19,6 +19,7 @@
 pub mod health;
 pub mod hot;
 pub mod lease;
+pub mod listing;
 mod load;
 pub mod partial;
 pub mod presence;

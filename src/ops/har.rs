@@ -4,8 +4,8 @@
 //! request headers, response head and body (text when it is UTF-8, base64 otherwise). The
 //! body is the stored bytes as the origin sent them, so a `Content-Encoding` stays valid; the
 //! content carries `"_hoardRaw": true` to say so. Import stores the responses of a HAR the way
-//! a proxy fill does (row key = URL key, meta = `HeadRecord::Variant(StoredHead)`, tag = URL
-//! key, a Vary index beside varying responses). A HAR from a browser holds decoded bodies:
+//! a proxy fill does (`entries::listing::store_all`: the same rows, tags and Vary index; the
+//! row format is the entries module's alone). A HAR from a browser holds decoded bodies:
 //! without `_hoardRaw` the `Content-Encoding` is dropped and `Content-Length` set to the body.
 //!
 //! Invariant: import validates every entry before it writes anything, then writes all rows
@@ -18,8 +18,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{authority_of, host_matches, proxy_url_key, url_part};
-use crate::http_cache::{self, CacheKey, HeadRecord, Rule, StoredHead, Vary};
+use crate::entries::listing::{self, Whole};
+use crate::http_cache::{self, Rule, StoredHead, Vary};
 use crate::store::{self, Cache};
 
 /// Why a HAR could not be read or exported.
@@ -209,38 +209,25 @@ pub fn export(
 ) -> Result<ExportReport, HarError> {
     let mut entries = Vec::new();
     let mut bytes = 0u64;
-    for row in cache.scan(b"") {
+    for row in listing::rows(cache) {
         let row = row?;
-        let Some(url_key) = proxy_url_key(&row.key) else {
-            continue;
-        };
-        let Some(url) = url_key.strip_prefix("GET ") else {
+        let Some(url) = row.url_key.strip_prefix("GET ") else {
             continue; // rule-cached POSTs are keyed by their body digest: not a HAR response
         };
-        if host.is_some_and(|h| !host_matches(authority_of(url_key), h))
+        if host.is_some_and(|h| !listing::host_matches(listing::authority(&row.url_key), h))
             || prefix.is_some_and(|p| !url.starts_with(p))
         {
             continue;
         }
-        let Some(HeadRecord::Variant(head)) = cache
-            .peek_meta(&row.key)?
-            .and_then(|m| HeadRecord::decode(&m).ok())
+        // A Vary index (its variants are their own rows), a row removed meanwhile, or a body
+        // the proxy would not serve either (not its head's length) is left out.
+        let Some((head, body)) = listing::response(cache, &row).map_err(|e| HarError::Io {
+            path: url.to_string(),
+            source: e,
+        })?
         else {
-            continue; // a Vary index: its variants are their own rows
+            continue;
         };
-        let Some(rec) = cache.record(&row.key)? else {
-            continue; // removed meanwhile
-        };
-        let mut body = Vec::with_capacity(rec.len() as usize);
-        std::io::Read::read_to_end(&mut rec.into_reader(), &mut body).map_err(|e| {
-            HarError::Io {
-                path: url.to_string(),
-                source: e,
-            }
-        })?;
-        if body.len() as u64 != head.body_len {
-            continue; // the proxy would not serve it either
-        }
         bytes += body.len() as u64;
         entries.push(entry_of(url, &head, body));
     }
@@ -321,15 +308,6 @@ fn entry_of(url: &str, head: &StoredHead, body: Vec<u8>) -> HarEntry {
 
 // ---- import ------------------------------------------------------------------------------------
 
-/// One validated response, ready to write.
-struct Planned {
-    key: CacheKey,
-    row_key: Vec<u8>,
-    index: Option<Vary>,
-    head: StoredHead,
-    body: Vec<u8>,
-}
-
 /// Store the responses of the HAR at `path`. `ttl` forces their freshness lifetime from now
 /// (their `Date` becomes the import time). `rules` key URLs as the proxy does.
 pub fn import(
@@ -369,28 +347,7 @@ pub fn import(
         }
     }
     let stored = planned.len() as u64;
-    cache.transact(|tx| {
-        for p in &planned {
-            let tag = p.key.as_str();
-            tx.set_with_meta(
-                &p.row_key,
-                &p.body,
-                &HeadRecord::Variant(p.head.clone()).encode(),
-                None,
-                Some(tag),
-            )?;
-            if let Some(vary) = &p.index {
-                tx.set_with_meta(
-                    p.key.as_bytes(),
-                    b"",
-                    &HeadRecord::VaryIndex(vary.clone()).encode(),
-                    None,
-                    Some(tag),
-                )?;
-            }
-        }
-        Ok(())
-    })?;
+    listing::store_all(cache, &planned)?;
     Ok(ImportReport {
         stored,
         skipped: skipped.into_iter().collect(),
@@ -419,7 +376,7 @@ fn plan(
     ttl: Option<Duration>,
     rules: &[Rule],
     now: SystemTime,
-) -> Result<Result<Planned, Skip>, String> {
+) -> Result<Result<Whole, Skip>, String> {
     if let Some((scheme, _)) = e.request.url.split_once(':')
         && !scheme.is_empty()
         && scheme
@@ -541,18 +498,10 @@ fn plan(
         head.forced_ttl = Some(t);
         head.rule = Some("import".into());
     }
-    let (row_key, index) = match &vary {
-        Vary::Headers(names) => (
-            http_cache::variant_key(&key, names, &req.headers),
-            Some(vary.clone()),
-        ),
-        _ => (key.as_bytes().to_vec(), None),
-    };
-    debug_assert!(!url_part(&row_key).is_empty());
-    Ok(Ok(Planned {
+    Ok(Ok(Whole {
         key,
-        row_key,
-        index,
+        vary,
+        request_headers: req.headers,
         head,
         body,
     }))

@@ -101,6 +101,7 @@ impl State {
                 prefix: cfg.shared_prefix.clone(),
                 max_object_size: cfg.shared_max_object_size,
                 timeout: cfg.shared_timeout,
+                ca_file: cfg.shared_ca_file.clone(),
             })
             .map_err(|e| ProxyError::Config(format!("shared: {e}")))?;
             tracing::info!(url = %tier.url(), "shared tier configured");

@@ -57,6 +57,7 @@ async fn subcommands_on_a_store_filled_by_the_proxy() {
     );
     assert_eq!(rows[2]["variants"], 2);
     assert_eq!(rows[0]["status"], 200);
+    assert!(rows.iter().all(|r| r["tier"] == "local"), "{ls}");
     p.shutdown().await;
 
     let (code, out, _) = run(hoard(home.path()).args(["stats", "--json", "--cache-dir", &cache]));
@@ -64,6 +65,10 @@ async fn subcommands_on_a_store_filled_by_the_proxy() {
     let st = json(&out);
     assert_eq!(st["urls"], 3);
     assert_eq!(st["entries"], 5, "2 plain + vary index + 2 variants: {st}");
+    assert!(
+        st.get("shared").is_none(),
+        "no shared tier configured: {st}"
+    );
     assert_eq!(st["top_hosts"][0]["host"], origin.addr.to_string());
     assert!(st["hits"].as_u64().unwrap() >= 1, "{st}");
     assert!(st["hit_ratio"].as_f64().is_some(), "{st}");
@@ -127,6 +132,11 @@ async fn subcommands_on_a_store_filled_by_the_proxy() {
         (&["check"], 0),
         (&["evict", "--host", "127.0.0.1:1"], 1),
         (&["evict", "--host", &origin.addr.to_string()], 0),
+        // No shared tier configured: asking for it is a usage error, the local one is the default.
+        (&["ls", "--tier", "shared"], 2),
+        (&["evict", "--tag", "x", "--tier", "all"], 2),
+        (&["clear", "--tier", "shared"], 2),
+        (&["ls", "--tier", "nowhere"], 2),
         (&["expire", "--json"], 0),
         (&["clear"], 0),
         (&["check", "--fix", "--json"], 0),

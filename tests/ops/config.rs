@@ -117,7 +117,8 @@ fn every_kind_of_option_reads_its_environment_variable() {
     assert_eq!(v["offline"], false);
     for key in hoard::config::OPTIONS.iter().map(|o| o.key) {
         assert!(
-            v.get(key).is_some() || ["upstream", "admin", "ca-dir", "shared"].contains(&key),
+            v.get(key).is_some()
+                || ["upstream", "admin", "ca-dir", "shared", "shared-ca-file"].contains(&key),
             "{key}"
         );
     }

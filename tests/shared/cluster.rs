@@ -4,14 +4,19 @@ use std::time::{Duration, Instant};
 
 use hoard::entries::shared::SharedLease;
 
-use super::{Redis, cli, eventually, have_redis, tier};
+use super::{Redis, eventually, have_redis, tier};
 
 /// Three `--cluster-enabled` servers joined with `redis-cli --cluster create`.
 pub(super) fn cluster() -> Vec<Redis> {
+    cluster_of(Redis::start)
+}
+
+/// Like [`cluster`], each node started by `start` with the cluster arguments (e.g. over TLS).
+pub(super) fn cluster_of(start: impl Fn(&[&str]) -> Redis) -> Vec<Redis> {
     let nodes: Vec<Redis> = (0..3)
         .map(|_| {
             // Relative to the server's own `--dir` (a temp dir per server).
-            Redis::start(&[
+            start(&[
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -28,7 +33,7 @@ pub(super) fn cluster() -> Vec<Redis> {
     let mut args = vec!["--cluster", "create"];
     args.extend(addrs.iter().map(String::as_str));
     args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-    cli(nodes[0].port, &args);
+    nodes[0].cli(&args);
     let deadline = Instant::now() + Duration::from_secs(20);
     for n in &nodes {
         while !n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {

@@ -16,6 +16,8 @@ mod cluster;
 mod failure;
 mod leases;
 mod proxies;
+mod subcommands;
+mod tls;
 
 /// Is `redis-server` (and `redis-cli`) here? Prints the skip line when not.
 pub fn have_redis(test: &str) -> bool {
@@ -54,6 +56,8 @@ pub struct Redis {
     child: Option<Child>,
     dir: TempDir,
     extra: Vec<String>,
+    /// TLS only (`--port 0 --tls-port port`): the CA file clients trust.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Redis {
@@ -64,14 +68,56 @@ impl Redis {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls_ca: None,
+        };
+        r.spawn();
+        r
+    }
+
+    /// A server answering TLS only, with the certificate and key given (PEM files) and
+    /// `ca` as the CA its clients trust; client certificates are not asked for.
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        extra: &[&str],
+    ) -> Redis {
+        let p = |p: &std::path::Path| p.display().to_string();
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: vec![
+                "--tls-cert-file".into(),
+                p(cert),
+                "--tls-key-file".into(),
+                p(key),
+                "--tls-ca-cert-file".into(),
+                p(ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                // A cluster's bus is TLS too (ignored without --cluster-enabled).
+                "--tls-cluster".into(),
+                "yes".into(),
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect(),
+            tls_ca: Some(ca.to_path_buf()),
         };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let ports: &[&str] = match self.tls_ca {
+            None => &["--port", &port],
+            Some(_) => &["--port", "0", "--tls-port", &port],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(ports)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -82,7 +128,7 @@ impl Redis {
             .expect("spawn redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(self.port) {
+        while !self.answers() {
             assert!(
                 Instant::now() < deadline,
                 "redis-server on {} not ready",
@@ -92,9 +138,21 @@ impl Redis {
         }
     }
 
-    /// `redis://127.0.0.1:port`.
+    fn answers(&self) -> bool {
+        match self.tls_ca {
+            None => ping(self.port),
+            Some(_) => self.cli(&["PING"]) == "PONG",
+        }
+    }
+
+    /// `redis://127.0.0.1:port` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The server's PID.
@@ -122,9 +180,17 @@ impl Redis {
         self.spawn();
     }
 
-    /// `redis-cli -p port args...`, trimmed stdout.
+    /// `redis-cli -p port args...` (over TLS for a TLS server), trimmed stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        match &self.tls_ca {
+            None => cli(self.port, args),
+            Some(ca) => {
+                let ca = ca.display().to_string();
+                let mut all = vec!["--tls", "--cacert", &ca];
+                all.extend_from_slice(args);
+                cli(self.port, &all)
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use super::{Redis, have_redis};
 use crate::proxy::harness::*;
 
 /// A proxy on its own directory using `redis_url` as its shared tier.
-async fn hoard_on(redis_url: &str) -> (ServerHandle, SocketAddr, TempDir) {
+pub(super) async fn hoard_on(redis_url: &str) -> (ServerHandle, SocketAddr, TempDir) {
     let dir = TempDir::new().unwrap();
     let url = redis_url.to_string();
     let (h, a) = start_proxy_in(dir.path(), None, move |c| {
@@ -29,7 +29,7 @@ async fn hoard_on(redis_url: &str) -> (ServerHandle, SocketAddr, TempDir) {
 
 /// Wait until `n` tiers are connected and subscribed (each holds a command connection and a
 /// subscriber connection to Redis).
-async fn connected(redis: &Redis, n: usize) {
+pub(super) async fn connected(redis: &Redis, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let clients = redis.cli(&["CLIENT", "LIST"]).lines().count();
@@ -49,7 +49,7 @@ async fn connected(redis: &Redis, n: usize) {
 
 /// Wait (at most 5 s) until `proxy` no longer has `url`, even stale: the invalidation that a
 /// purge elsewhere published has reached it.
-async fn dropped(proxy: SocketAddr, url: &str) {
+pub(super) async fn dropped(proxy: SocketAddr, url: &str) {
     let only = [("Cache-Control", "only-if-cached, max-stale=3600")];
     let deadline = Instant::now() + Duration::from_secs(5);
     while send(proxy, "GET", url, &only).await.status != 504 {
@@ -62,7 +62,7 @@ async fn dropped(proxy: SocketAddr, url: &str) {
 }
 
 /// An origin that counts requests per path and answers after `delay`.
-async fn counting_origin(delay: Duration) -> (Origin, Arc<AtomicUsize>) {
+pub(super) async fn counting_origin(delay: Duration) -> (Origin, Arc<AtomicUsize>) {
     let n = Arc::new(AtomicUsize::new(0));
     let counter = n.clone();
     let origin = Origin::start_delayed(delay, move |req| {
@@ -288,7 +288,7 @@ async fn hoard_purge_with_a_shared_tier_reaches_every_machine() {
 }
 
 /// Wait until a URL fetched through `a` is a shared hit through `b` (both tiers connected).
-async fn sharing(a: SocketAddr, b: SocketAddr, origin: &Origin) {
+pub(super) async fn sharing(a: SocketAddr, b: SocketAddr, origin: &Origin) {
     let deadline = Instant::now() + Duration::from_secs(15);
     for i in 0.. {
         let url = origin.url(&format!("/ready{i}"));

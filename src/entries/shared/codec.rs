@@ -133,6 +133,60 @@ pub fn decode(blob: Bytes, row_key: &[u8]) -> Decoded {
     Decoded::Row(meta, blob.slice(start..))
 }
 
+/// What a key under the prefix is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `...:r:<id>`: a row.
+    Row,
+    /// `...:rows`: a URL's set of row ids (one per URL).
+    Rows,
+    /// `...:lease`: a fetch lease.
+    Lease,
+}
+
+/// The kind of `key` if it is a key of this tier under `prefix` (`None` for anything else
+/// that happens to share the prefix, which maintenance never touches).
+pub fn key_kind(prefix: &str, key: &[u8]) -> Option<KeyKind> {
+    let rest = key.strip_prefix(prefix.as_bytes())?.strip_prefix(b"{")?;
+    let (tag, rest) = (rest.get(..16)?, rest.get(16..)?);
+    if !tag.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    match rest {
+        b"}:rows" => Some(KeyKind::Rows),
+        b"}:lease" => Some(KeyKind::Lease),
+        r => {
+            let id = r.strip_prefix(b"}:r:")?;
+            (id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit)).then_some(KeyKind::Row)
+        }
+    }
+}
+
+/// A glob pattern (for SCAN MATCH) of every key under `prefix`, its glob characters escaped.
+pub fn scan_pattern(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 2);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push_str("{*");
+    out
+}
+
+/// The row key and, when the peeked bytes hold all of it, the meta of a row blob from its
+/// first bytes (`GETRANGE key 0 n`); `None` when the start is not a row header.
+pub fn peek_header(start: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut r = Reader { b: start, at: 0 };
+    if r.take(1)? != [VERSION] {
+        return None;
+    }
+    let key = r.u32().and_then(|n| r.take(n as usize))?.to_vec();
+    let meta = r.u32().and_then(|n| r.take(n as usize)).map(<[u8]>::to_vec);
+    Some((key, meta))
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
@@ -180,6 +234,44 @@ mod tests {
         );
         assert_eq!(invalidate_channel("p:"), "p:invalidate");
         assert_eq!(filled_channel("p:"), "p:filled");
+    }
+
+    #[test]
+    fn keys_by_kind() {
+        let k = UrlKeys::new("p*:", "GET http://a/");
+        let row = k.row(b"x");
+        let cases: &[(&[u8], Option<KeyKind>)] = &[
+            (k.rows.as_bytes(), Some(KeyKind::Rows)),
+            (k.lease.as_bytes(), Some(KeyKind::Lease)),
+            (row.as_bytes(), Some(KeyKind::Row)),
+            (b"p*:{0123456789abcdef}:other", None),
+            (b"p*:{0123456789abcdeg}:rows", None),
+            (b"p*:{0123}:rows", None),
+            (b"q:{0123456789abcdef}:rows", None),
+            (b"p*:invalidate", None),
+        ];
+        for (key, want) in cases {
+            assert_eq!(
+                key_kind("p*:", key),
+                *want,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert_eq!(scan_pattern("p*:"), "p\\*:{*");
+        assert_eq!(scan_pattern(""), "{*");
+    }
+
+    #[test]
+    fn headers_peeked() {
+        let blob = encode(b"row", b"meta", b"body");
+        assert_eq!(
+            peek_header(&blob),
+            Some((b"row".to_vec(), Some(b"meta".to_vec())))
+        );
+        assert_eq!(peek_header(&blob[..10]), Some((b"row".to_vec(), None)));
+        assert_eq!(peek_header(&blob[..6]), None);
+        assert_eq!(peek_header(b"\x09xxxx"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! Hosts are DNS names, IPv4 literals or bracketed IPv6 literals (`[::1]:6379`); the port
 //! defaults to 6379. User and password are percent-encoded as in any URL.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default key prefix.
@@ -33,6 +34,8 @@ pub struct SharedConfig {
     pub max_object_size: u64,
     /// Bound on every Redis operation; default 50 ms.
     pub timeout: Duration,
+    /// PEM file of CA certificates trusted for `rediss://` besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl SharedConfig {
@@ -44,6 +47,7 @@ impl SharedConfig {
             prefix: DEFAULT_PREFIX.to_string(),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             timeout: DEFAULT_TIMEOUT,
+            ca_file: None,
         }
     }
 
@@ -85,23 +89,27 @@ impl SharedUrl {
     /// One `redis://` / `rediss://` URL per listed node, credentials and database included,
     /// in the form the `redis` crate parses.
     pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(h, p)| self.node_url(h, *p))
+            .collect()
+    }
+
+    /// The `redis://` / `rediss://` URL of node `host:port` of this tier (a cluster node the
+    /// seeds named), credentials and database included.
+    pub fn node_url(&self, host: &str, port: u16) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let auth = self
             .userinfo
             .as_ref()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
-        self.nodes
-            .iter()
-            .map(|(h, p)| {
-                let host = if h.contains(':') {
-                    format!("[{h}]")
-                } else {
-                    h.clone()
-                };
-                format!("{scheme}://{auth}{host}:{p}/{}", self.db)
-            })
-            .collect()
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        format!("{scheme}://{auth}{host}:{port}/{}", self.db)
     }
 
     /// The URL with any password replaced by `***`, for logs and `hoard config`.
@@ -180,6 +188,9 @@ pub enum SharedConfigError {
     /// timeout out of range.
     #[error("shared timeout {0:?}: must be more than 0 and at most 10s")]
     Timeout(Duration),
+    /// The `shared-ca-file` cannot be read or holds no certificate.
+    #[error("shared CA file {path}: {1}", path = .0.display())]
+    CaFile(PathBuf, String),
 }
 
 fn check_prefix(p: &str) -> Result<(), SharedConfigError> {

@@ -21,9 +21,11 @@
 //! Invalidations published while the subscriber is disconnected are not replayed: the rows'
 //! TTLs bound how long another process may keep serving what it copied locally.
 
+pub mod admin;
 pub mod breaker;
 pub mod codec;
 pub mod config;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -112,6 +114,9 @@ pub struct SharedStatus {
     pub latency_micros_sum: u64,
     /// Number of calls sent to Redis (the divisor of `latency_micros_sum`).
     pub latency_count: u64,
+    /// Why the last attempt to connect failed (e.g. a TLS certificate not trusted), while
+    /// no command connection is up.
+    pub connect_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -243,6 +248,8 @@ struct Scripts {
 struct Inner {
     cfg: SharedConfig,
     url: SharedUrl,
+    /// What `rediss://` connections trust.
+    roots: tls::Roots,
     /// Random id of this tier instance, to skip our own invalidation messages.
     id: String,
     /// Current command connection and its generation.
@@ -250,6 +257,8 @@ struct Inner {
     conn_gen: AtomicU64,
     /// Wakes the connector after a connection was dropped.
     reconnect: Notify,
+    /// Why the last connection attempt failed; cleared by a success.
+    connect_error: Mutex<Option<String>>,
     subscribed: AtomicBool,
     all: Breaker,
     writes: Breaker,
@@ -296,6 +305,7 @@ impl SharedTier {
     /// Until then every call is a miss. Must be called inside a tokio runtime.
     pub fn start(cfg: SharedConfig) -> Result<SharedTier, SharedConfigError> {
         let url = cfg.validate()?;
+        let roots = tls::Roots::load(cfg.ca_file.as_deref().filter(|_| url.tls))?;
         let cancel = CancellationToken::new();
         let (tx, _) = broadcast::channel(INVALIDATION_CAPACITY);
         let inner = Arc::new(Inner {
@@ -303,10 +313,12 @@ impl SharedTier {
             filled_channel: codec::filled_channel(&cfg.prefix),
             cfg,
             url,
+            roots,
             id: format!("{:016x}", fastrand::u64(..)),
             conn: Mutex::new(None),
             conn_gen: AtomicU64::new(0),
             reconnect: Notify::new(),
+            connect_error: Mutex::new(None),
             subscribed: AtomicBool::new(false),
             all: Breaker::new("shared"),
             writes: Breaker::new("shared-writes"),
@@ -565,6 +577,11 @@ impl SharedTier {
     /// (other processes receive it from [`SharedTier::invalidations`]). `true` when Redis
     /// did it.
     pub async fn purge(&self, url_key: &str) -> bool {
+        self.purge_rows(url_key).await.is_some()
+    }
+
+    /// [`SharedTier::purge`], saying how many rows it deleted (`None`: Redis did not).
+    pub async fn purge_rows(&self, url_key: &str) -> Option<u64> {
         let keys = UrlKeys::new(&self.inner.cfg.prefix, url_key);
         let payload = format!("{} {url_key}", self.inner.id);
         let inner = self.inner.clone();
@@ -581,7 +598,8 @@ impl SharedTier {
                     .await
             })
             .await
-            .is_ok()
+            .ok()
+            .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
     /// URL keys that other processes purged or invalidated, as they arrive.
@@ -611,6 +629,11 @@ impl SharedTier {
             invalidations_received: l(&c.invalidations),
             latency_micros_sum: l(&c.latency_sum),
             latency_count: l(&c.latency_count),
+            connect_error: i
+                .connect_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -811,19 +834,16 @@ impl Inner {
 async fn connect(inner: &Inner) -> redis::RedisResult<Conn> {
     let urls = inner.url.node_urls();
     if inner.url.cluster {
-        let mut b = redis::cluster::ClusterClient::builder(urls)
+        let b = tls::cluster_builder(urls, inner.url.tls, &inner.roots)
             .retries(2)
             .min_retry_wait(5)
             .max_retry_wait(50)
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(inner.cfg.timeout);
-        if inner.url.tls {
-            b = b.tls(redis::TlsMode::Secure);
-        }
         let client = b.build()?;
         Ok(Conn::Cluster(client.get_async_connection().await?))
     } else {
-        let client = redis::Client::open(urls[0].as_str())?;
+        let client = tls::client(&urls[0], &inner.roots)?;
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             // No client-side response timeout: `call` bounds every command itself, and
@@ -856,6 +876,15 @@ async fn connector(inner: Arc<Inner>) {
             _ = inner.cancel.cancelled() => return,
             r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner)) => r,
         };
+        let failed = match &attempt {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no connection within {CONNECT_TIMEOUT:?}")),
+        };
+        *inner
+            .connect_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = failed;
         match attempt {
             Ok(Ok(conn)) => {
                 let generation = inner.conn_gen.fetch_add(1, Ordering::AcqRel) + 1;
@@ -911,7 +940,7 @@ async fn subscriber(inner: Arc<Inner>) {
         let url = &urls[next % urls.len()];
         next = next.wrapping_add(1);
         let attempt = async {
-            let client = redis::Client::open(url.as_str())?;
+            let client = tls::client(url, &inner.roots)?;
             let mut ps = client.get_async_pubsub().await?;
             ps.subscribe(&[&inner.invalidate_channel, &inner.filled_channel])
                 .await?;
