@@ -205,10 +205,7 @@ impl Ctx<'_> {
 
     /// `Fresh`: serve the hit; XFetch may start one early background refresh.
     fn fresh(&self, hit: Hit) -> Phase {
-        let mut cs = CacheStatus::hit(Some(hit.ttl.as_secs() as i64));
-        if hit.tier == Tier::Shared {
-            cs = cs.with_detail("shared");
-        }
+        let mut cs = super::serve::hit_status(hit.ttl, hit.tier);
         if self.xfetch_due(&hit.head, hit.now, hit.ttl)
             && let Role::Leader(permit) = self.st.coalescer.join(self.key.as_bytes())
         {

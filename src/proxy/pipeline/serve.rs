@@ -31,7 +31,10 @@ impl Ctx<'_> {
     /// A hit response if `loaded` is an entry fresh enough for this request.
     pub(super) fn serve_if_fresh(&self, loaded: Loaded) -> Option<Response<ProxyBody>> {
         let Loaded::Found {
-            head, body: rec, ..
+            head,
+            body: rec,
+            tier,
+            ..
         } = loaded
         else {
             return None;
@@ -39,7 +42,7 @@ impl Ctx<'_> {
         let now = SystemTime::now();
         match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
             Lookup::Fresh { headers, ttl } => {
-                let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+                let cs = hit_status(ttl, tier);
                 Some(self.serve_stored(&head, headers, rec, cs))
             }
             Lookup::Stale { .. } => {
@@ -142,4 +145,13 @@ pub(super) fn served_headers(head: &StoredHead, now: SystemTime) -> HeaderMap {
     let mut h = head.response_headers.clone();
     http_cache::set_age(&mut h, head.current_age(now));
     h
+}
+
+/// `Cache-Status` of a fresh hit with `ttl` left, saying when it came from the shared tier.
+pub(super) fn hit_status(ttl: std::time::Duration, tier: Tier) -> CacheStatus {
+    let cs = CacheStatus::hit(Some(ttl.as_secs() as i64));
+    match tier {
+        Tier::Shared => cs.with_detail("shared"),
+        Tier::Memory | Tier::Disk => cs,
+    }
 }
