@@ -21,8 +21,9 @@ use std::sync::{Arc, Mutex};
 /// File in the cache directory that serving processes lock.
 pub const PRESENCE_FILE: &str = "hoard.procs";
 
-/// Open descriptors per directory in this process, with how many `Presence`s use each.
-static REGISTRY: Mutex<Option<HashMap<PathBuf, (Arc<File>, usize)>>> = Mutex::new(None);
+/// Per directory: the one open descriptor and how many `Presence`s of this process use it.
+type Registry = HashMap<PathBuf, (Arc<File>, usize)>;
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 
 /// This process's membership of a cache directory's set of serving processes; leaves on drop.
 #[derive(Debug)]

@@ -1,0 +1,138 @@
+//! Requests the cache does not answer: passed through to the origin (unsafe methods
+//! invalidate the URIs the response names), `PURGE`, and the upstream request and response
+//! header rewriting shared with the pipeline.
+//!
+//! Invariant: an unsafe method invalidates only after a 2xx/3xx origin response; hop-by-hop
+//! fields never cross the proxy in either direction.
+
+use std::net::SocketAddr;
+
+use http::header;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::http_cache::{self, BypassReason, CacheStatus};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::{fill, pipeline, post_store};
+
+use super::State;
+
+impl State {
+    /// `PURGE <url>` from an allowed client: remove every stored variant of the URL.
+    /// 200 when something was removed, 404 when nothing was stored, 403 for other clients.
+    pub(super) async fn purge(&self, peer: SocketAddr, target: Uri) -> Response<ProxyBody> {
+        let cs = || CacheStatus::bypass(BypassReason::Method).with_detail("purge");
+        if !self.cfg.purge_allow.iter().any(|n| n.contains(peer.ip())) {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                cs(),
+                "PURGE is not allowed from this address (see purge-allow)\n",
+            );
+        }
+        match pipeline::invalidate(self, vec![target]).await {
+            0 => self.error(StatusCode::NOT_FOUND, cs(), "not cached\n"),
+            n => self.error(StatusCode::OK, cs(), &format!("purged {n} entries\n")),
+        }
+    }
+
+    /// Forward a request the cache does not answer; unsafe methods invalidate on success.
+    pub(super) async fn pass_through(
+        &self,
+        req: Request<Incoming>,
+        target: Uri,
+        reason: BypassReason,
+    ) -> Response<ProxyBody> {
+        let (parts, body) = req.into_parts();
+        let unsafe_method = !matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let up = self.upstream_request(&parts, &target, ProxyBody::Incoming(body));
+        let (t_req, started) = (std::time::SystemTime::now(), std::time::Instant::now());
+        let res = match self.upstream.send(up).await {
+            Ok(r) => r,
+            Err(e) => return self.upstream_error(&e, CacheStatus::bypass(reason)),
+        };
+        let times = (std::time::SystemTime::now(), started.elapsed());
+        let (mut rparts, rbody) = res.into_parts();
+        if unsafe_method {
+            let targets = http_cache::invalidation_targets(
+                &target,
+                &parts.method,
+                rparts.status,
+                &rparts.headers,
+            );
+            if !targets.is_empty() {
+                pipeline::invalidate(self, targets).await;
+            }
+        }
+        // RFC 9110 9.3.3: a POST response naming its own URI may be that URI's GET response.
+        let plan = post_store::plan(self, &parts, &target, &rparts, (t_req, times.0, times.1));
+        let cs = CacheStatus::bypass(reason);
+        self.prepare_response_headers(&mut rparts.headers, rparts.version);
+        rparts.version = Version::HTTP_11;
+        let Some(plan) = plan else {
+            let mut res = Response::from_parts(rparts, self.origin_body(rbody));
+            self.stamp(&mut res, cs);
+            return res;
+        };
+        let (tx, body) = ProxyBody::channel(8, plan.expected_len());
+        let to_client = fill::ToClient {
+            body: tx,
+            stall: self.cfg.idle_timeout,
+        };
+        let (timeout, total) = (self.upstream.response_timeout(), self.cfg.body_timeout);
+        self.background.spawn(fill::run(
+            plan,
+            rbody,
+            Some(to_client),
+            None,
+            None,
+            timeout,
+            total,
+        ));
+        let mut res = Response::from_parts(rparts, body);
+        let cs = cs.with_fwd_status(res.status().as_u16()).stored(true);
+        self.stamp(&mut res, cs.with_detail("content-location"));
+        res
+    }
+
+    /// The request to send upstream: hop-by-hop headers removed, `Via` added, `Host` from the target.
+    pub fn upstream_request(
+        &self,
+        parts: &http::request::Parts,
+        target: &Uri,
+        body: ProxyBody,
+    ) -> Request<ProxyBody> {
+        build_upstream_request(parts, target, &self.cfg.pseudonym, body)
+    }
+
+    /// An origin response body streamed to the client under the chunk and body timeouts.
+    pub fn origin_body(&self, body: Incoming) -> ProxyBody {
+        ProxyBody::origin(body, self.cfg.response_timeout, self.cfg.body_timeout)
+    }
+
+    /// Strip hop-by-hop headers of an upstream response and add `Via`.
+    pub fn prepare_response_headers(&self, headers: &mut http::HeaderMap, version: Version) {
+        http_cache::strip_hop_by_hop(headers);
+        http_cache::append_via(headers, version, &self.cfg.pseudonym);
+    }
+}
+
+/// The request to send upstream: hop-by-hop headers removed, `Via` added, `Host` from the target.
+pub fn build_upstream_request(
+    parts: &http::request::Parts,
+    target: &Uri,
+    pseudonym: &str,
+    body: ProxyBody,
+) -> Request<ProxyBody> {
+    let mut headers = parts.headers.clone();
+    http_cache::strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    http_cache::append_via(&mut headers, parts.version, pseudonym);
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = target.clone();
+    *req.headers_mut() = headers;
+    req
+}

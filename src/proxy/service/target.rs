@@ -1,0 +1,181 @@
+//! Where a request goes: the target URI (absolute-form in forward mode, upstream base plus
+//! path in gateway mode), loop detection, and CONNECT targets (host check, allowed ports,
+//! interception or blind tunnel).
+//!
+//! Invariant: no tunnel, interception or leaf certificate for a CONNECT whose host is not a
+//! plain DNS name or IP literal, or whose port is not allowed for that host.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use crate::http_cache::{BypassReason, CacheStatus};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::server::ConnSlot;
+use crate::proxy::{hostname, mitm, tunnel};
+
+use super::State;
+
+impl State {
+    /// The absolute URI a request is for: absolute-form in forward mode, the upstream base
+    /// plus path in gateway mode.
+    pub(super) fn target_uri(&self, req: &Request<Incoming>) -> Result<Uri, &'static str> {
+        if let Some(base) = &self.cfg.upstream {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let base_path = base.path().trim_end_matches('/');
+            let joined = format!(
+                "{}://{}{}{}",
+                base.scheme_str().unwrap_or("http"),
+                base.authority().map(|a| a.as_str()).unwrap_or(""),
+                base_path,
+                pq
+            );
+            return joined
+                .parse()
+                .map_err(|_| "request target cannot be joined to the upstream URL\n");
+        }
+        let uri = req.uri();
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http") | Some("https"), Some(_)) => Ok(uri.clone()),
+            (Some(_), Some(_)) => Err("only http and https URLs can be proxied\n"),
+            _ => Err(
+                "hoard is a forward proxy: send absolute-form requests (GET http://host/path), \
+                 or start it with --upstream URL for gateway mode\n",
+            ),
+        }
+    }
+
+    /// Is `target` this proxy itself?
+    pub(super) fn is_loop(&self, target: &Uri) -> bool {
+        let Some(host) = target.host() else {
+            return false;
+        };
+        let default_port = if target.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        let port = target.port_u16().unwrap_or(default_port);
+        if port != self.local_addr.port() {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        match host.parse::<IpAddr>() {
+            Ok(ip) => {
+                let ours = self.local_addr.ip();
+                ip == ours || (ours.is_unspecified() || ip.is_unspecified()) || {
+                    ip.is_loopback() && ours.is_loopback()
+                }
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// May CONNECT reach `host:port`? Any host on `allowed_connect_ports`; otherwise only the
+    /// exact `(host, port)` pairs named by `--resolve` (a `--resolve` entry opens its port for
+    /// its own host, never for every host).
+    fn connect_port_allowed(&self, host: &str, port: u16) -> bool {
+        self.cfg.allowed_connect_ports.contains(&port)
+            || self.upstream.resolve().lookup(host, port).is_some()
+    }
+
+    /// CONNECT host:port -> interception (`--mitm`, host not bypassed) or a blind tunnel.
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let slot = req.extensions_mut().remove::<ConnSlot>();
+        if self.cfg.offline {
+            return self.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                CacheStatus::bypass(BypassReason::Tunnel).with_detail("offline"),
+                "hoard is offline: tunnels are not opened\n",
+            );
+        }
+        let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
+                "CONNECT needs host:port\n",
+            );
+        };
+        let (Some(port), Some(host)) = (req.uri().port_u16(), req.uri().host()) else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
+                "CONNECT needs host:port\n",
+            );
+        };
+        // Before any tunnel or interception: a leaf is only ever made for a plain name.
+        if let Err(why) = hostname::check_authority_host(host) {
+            tracing::info!(%peer, %authority, reason = why.as_str(), "CONNECT host refused");
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-connect-host"),
+                &format!("CONNECT needs a DNS name or an IP address (IPv6 in brackets): {why}\n"),
+            );
+        }
+        let host = host.to_string();
+        if !self.connect_port_allowed(&host, port) {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("port-not-allowed"),
+                &format!(
+                    "CONNECT to port {port} is not allowed for this host \
+                     (allowed_connect_ports, or a resolve entry for it)\n"
+                ),
+            );
+        }
+        if let Some(m) = &self.mitm
+            && !m.bypassed(&host)
+        {
+            // Origin connections are made per inner request, through the pooled client.
+            mitm::serve(
+                self.clone(),
+                hyper::upgrade::on(req),
+                host,
+                port,
+                peer,
+                slot,
+            );
+            let mut res = Response::new(ProxyBody::Empty);
+            self.stamp(
+                &mut res,
+                CacheStatus::bypass(BypassReason::Tunnel).with_detail("intercept"),
+            );
+            return res;
+        }
+        let origin = match tunnel::connect(
+            &authority,
+            &host,
+            port,
+            self.upstream.resolve(),
+            self.cfg.connect_timeout,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => return self.upstream_error(&e, CacheStatus::bypass(BypassReason::Tunnel)),
+        };
+        tunnel::splice(
+            hyper::upgrade::on(req),
+            origin,
+            authority,
+            slot,
+            self.cfg.tunnel_idle_timeout,
+        );
+        let mut res = Response::new(ProxyBody::Empty);
+        self.stamp(&mut res, CacheStatus::bypass(BypassReason::Tunnel));
+        res
+    }
+}
