@@ -178,8 +178,17 @@ mod tests {
         ))
         .unwrap();
         assert!(c.committed());
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-            .unwrap();
+        // The thread may be running the checkpoint a commit above asked for: then RESTART
+        // reports busy (first column 1) and must be asked again (bounded).
+        for _ in 0..200 {
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))
+                .unwrap();
+            if busy == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         conn.execute("UPDATE counters SET hits = 0", []).unwrap();
         // (hits was 256: this commit writes a page.)
         assert!(
