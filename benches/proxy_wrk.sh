@@ -25,6 +25,8 @@
 #              when it is installed and both cores exist, else nothing is pinned (said in the output)
 #   MAX_TIME   seconds the whole script may run (default: estimated from the runs, plus 15 min);
 #              a watchdog ends it (and everything it started) after that
+#   HOARD_ARGS extra arguments for the measured hoard (word-split), e.g.
+#              HOARD_ARGS="--admin 127.0.0.1:0" to measure with the dashboard listening
 #   KEEP       1: keep the run directory (configs, logs) under $CARGO_TARGET_DIR/bench-proxy/
 #   PERF       a scenario such as "1k c32" or "miss c32" (optionally "... fwd" for forward mode):
 #              after the measured runs, one extra hoard run of that scenario under
@@ -49,6 +51,7 @@ PERF=${PERF:-}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 KEEP=${KEEP:-0}
+HOARD_ARGS=${HOARD_ARGS:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -230,8 +233,9 @@ NGINX_PID=$!
 
 # hoard in gateway mode; the same process also serves the forward-mode runs.
 mkdir -p "$RUN/hoard"
+read -r -a HOARD_EXTRA <<<"$HOARD_ARGS"
 HOARD_CMD=("$HOARD" -q --listen "127.0.0.1:$HOARD_PORT" --cache-dir "$RUN/hoard/cache"
-    --upstream "http://127.0.0.1:$ORIGIN_PORT")
+    --upstream "http://127.0.0.1:$ORIGIN_PORT" "${HOARD_EXTRA[@]}")
 "${PIN_PROXY[@]}" "${HOARD_CMD[@]}" 2>"$RUN/hoard/stderr.log" &
 PIDS+=($!)
 HOARD_PID=$!
