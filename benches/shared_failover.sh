@@ -77,17 +77,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # A free loopback port whose cluster bus port (+10000) is free too.
-pick_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        if ! ss -Htln "sport = :$p" | grep -q . && ! ss -Htln "sport = :$((p + 10000))" | grep -q .; then
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port"
-}
+source "$ROOT/benches/lib/ports.sh"
 wait_http() { # port pid: until something answers HTTP there (10 s at most)
     for _ in $(seq 100); do
         curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/__count" && return 0
@@ -121,7 +111,7 @@ if [[ $MODE == standalone ]]; then
     VICTIM_ARGS=()
 else
     for _ in 1 2 3; do
-        p=$(pick_port)
+        p=$(pick_port 10000) # its cluster bus port (+10000) free too
         REDIS_PORTS+=("$p")
         start_redis "$p" "${CLUSTER_ARGS[@]}"
     done

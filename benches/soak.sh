@@ -84,14 +84,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pick_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
-    done
-    die "no free port"
-}
+source "$ROOT/benches/lib/ports.sh"
 wait_port() { # port pid logfile
     for _ in $(seq 150); do
         curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/hot/0" && return 0
