@@ -133,15 +133,7 @@ dur_s() { local d=$1; case $d in *ms) echo 1 ;; *m) echo $((${d%m} * 60)) ;; *h)
 (read -r -t "$MAX_TIME" <> <(:) || true; log "MAX_TIME (${MAX_TIME}s) reached: stopping"; kill -TERM $$) 2>/dev/null &
 WATCHDOG=$!
 
-# A free loopback port (nothing listening on it now).
-pick_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
-        if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
-    done
-    die "no free port"
-}
+source "$ROOT/benches/lib/ports.sh"
 wait_port() { # port pid log [seconds]: until something answers HTTP on the port
     local _i
     for _i in $(seq $((${4:-15} * 10))); do

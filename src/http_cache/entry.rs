@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, request, response};
-use http_cache_semantics::{CacheOptions, CachePolicy};
 
 use super::decide::LookupOptions;
 use super::freshness;
@@ -196,12 +195,6 @@ impl StoredHead {
     /// [`storability`](super::storability) about it again after a 304 merge.
     pub fn response_parts(&self) -> response::Parts {
         self.parts(self.response_headers.clone()).1
-    }
-
-    /// The http-cache-semantics policy of this entry (shared cache, stored response time).
-    pub fn policy(&self) -> CachePolicy {
-        let (req, res) = self.parts(self.response_headers.clone());
-        CachePolicy::new_options(&req, &res, self.response_time, CacheOptions::default())
     }
 
     /// Freshness lifetime (RFC 9111 4.2.1), see [`freshness::lifetime`]: a forced TTL wins;
@@ -652,9 +645,8 @@ pub(super) mod tests {
     );
 
     #[test]
-    fn policy_and_freshness() {
+    fn freshness_of_a_sample() {
         let h = sample();
-        assert!(h.policy().is_storable());
         let opts = LookupOptions::default();
         assert_eq!(h.freshness_lifetime(&opts), Duration::from_secs(60));
         // response_delay 250ms counts into the age

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The 1 KiB hit path (32 connections, gateway mode) of up to three hoard variants, in
+# alternating single runs of benches/proxy_wrk.sh (each against nginx in the same run):
+#   new    this build ($CARGO_TARGET_DIR or ./target, release/hoard)
+#   admin  this build with --admin 127.0.0.1:0 (dashboard and /metrics served, nobody watching)
+#   old    another build: OLD_TARGET_DIR=<a target directory holding release/hoard> (skipped
+#          when unset), e.g. one built from an older commit with
+#          `git worktree add /tmp/old <rev> && CARGO_TARGET_DIR=/tmp/old-target cargo build --release`
+#
+#   ROUNDS=5 OLD_TARGET_DIR=/tmp/old-target benches/hit_alternating.sh
+#
+# Prints every run, then per variant the median (min..max) over the rounds of hoard's rps, p99
+# and hoard/nginx rps ratio. Loopback only (proxy_wrk.sh); bounded by ROUNDS x variants runs.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-4s}
+NEW=${CARGO_TARGET_DIR:-$ROOT/target}
+OLD=${OLD_TARGET_DIR:-}
+VARIANTS=(new admin)
+[[ -n $OLD ]] && VARIANTS+=(old)
+[[ ${NO_BUILD:-0} == 1 ]] || (cd "$ROOT" && cargo build --release --bin hoard)
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
+for i in $(seq "$ROUNDS"); do
+    for v in "${VARIANTS[@]}"; do
+        case $v in
+            new) t=$NEW args="" ;;
+            admin) t=$NEW args="--admin 127.0.0.1:0" ;;
+            old) t=$OLD args="" ;;
+        esac
+        line=$(CARGO_TARGET_DIR=$t HOARD_ARGS=$args NO_BUILD=1 ROUNDS=1 DURATION=$DURATION \
+            SCENARIOS="1k c32" VARNISH=0 RSS_TEST=0 "$ROOT/benches/proxy_wrk.sh" 2>/dev/null |
+            grep -E "^1k c32 +(hoard-gw|nginx) " | tr -s ' ' | tr '\n' '|' || true)
+        echo "$i $v $line" | tee -a "$OUT"
+    done
+done
+python3 - "$OUT" <<'PY'
+import re, statistics as st, sys
+runs = {}
+for l in open(sys.argv[1]):
+    v = l.split()[1]
+    m = re.findall(r'1k c32 (hoard-gw|nginx) (\d+) \(\S+\) ([\d.]+) ([\d.]+)', l)
+    if len(m) == 2:
+        runs.setdefault(v, []).append((float(m[0][1]), float(m[0][3]), float(m[0][1]) / float(m[1][1])))
+def f(xs, fmt):
+    return (fmt + " (" + fmt + ".." + fmt + ")") % (st.median(xs), min(xs), max(xs))
+for v, rs in runs.items():
+    print(f"{v:6} rounds={len(rs)} hoard rps {f([r[0] for r in rs], '%.0f')}  p99 ms {f([r[1] for r in rs], '%.2f')}  hoard/nginx {f([r[2] for r in rs], '%.2f')}")
+PY
