@@ -2,7 +2,7 @@
 //! (`--remote-debugging-pipe`: NUL-separated JSON on file descriptors 3 and 4), against the
 //! real binary in front of a loopback origin: rows appear as requests flow, counters move,
 //! and Purge removes the entry from the store. Also the event stream and purge guards
-//! without a browser.
+//! without a browser. `screenshot.rs` drives the same browser to make the README's image.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 
 use crate::ops::{Origin, get, hoard, request, run};
 use crate::proxy::harness::IO_TIMEOUT;
+
+mod screenshot;
 
 /// The Chromium binary: `HOARD_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
 /// Panics (the test fails) when there is none: CI installs it (`.ci/run`).
@@ -178,6 +180,25 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Lay the page out in a `width` x `height` viewport (CSS pixels, scale 1).
+    fn set_viewport(&mut self, width: u32, height: u32) {
+        let s = self.session.clone();
+        self.call(
+            Some(&s),
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        );
+    }
+
+    /// The viewport as PNG (`Page.captureScreenshot`), base64 of the protocol decoded.
+    fn screenshot_png(&mut self) -> Vec<u8> {
+        let s = self.session.clone();
+        let r = self.call(Some(&s), "Page.captureScreenshot", json!({"format": "png"}));
+        let png = base64_decode(r["data"].as_str().expect("screenshot data"));
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+        png
+    }
+
     fn navigate(&mut self, url: &str) {
         let s = self.session.clone();
         self.call(Some(&s), "Page.navigate", json!({"url": url}));
@@ -201,6 +222,39 @@ impl Browser {
     }
 }
 
+/// Standard base64 (with or without padding), as `Page.captureScreenshot` returns its image.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        (match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {:?}", c as char),
+        }) as u32
+    };
+    let digits: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(digits.len() / 4 * 3 + 2);
+    for quad in digits.chunks(4) {
+        let n = quad
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &c)| n | (value(c) << (18 - 6 * i)));
+        // 4 digits carry 3 bytes, 3 carry 2, 2 carry 1.
+        out.extend_from_slice(&n.to_be_bytes()[1..quad.len()]);
+    }
+    out
+}
+
+#[test]
+fn base64_decodes_every_length() {
+    assert_eq!(base64_decode("aGk="), b"hi");
+    assert_eq!(base64_decode("aGkh"), b"hi!");
+    assert_eq!(base64_decode("aA=="), b"h");
+    assert_eq!(base64_decode("+/8A"), [0xfb, 0xff, 0x00]);
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -208,11 +262,15 @@ impl Drop for Browser {
     }
 }
 
-/// The real binary with `--admin`: (child, proxy address, admin address).
-async fn spawn_with_admin(cache: &str) -> (tokio::process::Child, SocketAddr, SocketAddr) {
+/// The real binary with `--admin` and `extra` options: (child, proxy address, admin address).
+async fn spawn_with_admin(
+    cache: &str,
+    extra: &[String],
+) -> (tokio::process::Child, SocketAddr, SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .args(["--cache-dir", cache])
+        .args(extra)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -271,7 +329,7 @@ async fn dashboard_in_chromium_shows_live_requests_and_purges() {
         c.evictions().unwrap().culled
     };
     assert!(culled > 0);
-    let (mut child, proxy, admin) = spawn_with_admin(&cache).await;
+    let (mut child, proxy, admin) = spawn_with_admin(&cache, &[]).await;
     let (d1, d2) = (origin.url("/d1"), origin.url("/d2"));
     assert!(get(proxy, &d1, &[]).await.1.contains("stored"));
 
