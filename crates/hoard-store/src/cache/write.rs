@@ -403,10 +403,17 @@ impl Inner {
                 };
                 let next = current.checked_add(delta).ok_or(Error::NotAnInteger)?;
                 let bytes = next.to_string();
+                // Like diskcache, an increment is a new store: its store time moves to now.
                 c.prepare_cached(
-                    "UPDATE cache SET value = ?1, size = length(key) + length(meta) + ?2 WHERE rowid = ?3",
+                    "UPDATE cache SET value = ?1, size = length(key) + length(meta) + ?2, \
+                     store_time = ?4 WHERE rowid = ?3",
                 )?
-                .execute(params![bytes.as_bytes(), bytes.len() as i64, row.rowid])?;
+                .execute(params![
+                    bytes.as_bytes(),
+                    bytes.len() as i64,
+                    row.rowid,
+                    now
+                ])?;
                 self.changed(p, key);
                 Ok(next)
             }
@@ -469,4 +476,30 @@ pub(crate) fn held((row, value): (Row, Vec<u8>)) -> Held {
 
 pub(crate) fn expire_at(now: f64, expire: Option<Duration>) -> Option<f64> {
     expire.map(|d| now + d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::clock::manual_cache;
+
+    /// Issue 16: `incr` left the row's store time where the first store put it; diskcache's
+    /// moves it to now (least-recently-stored culling and `expire` see the increment).
+    #[test]
+    fn incr_refreshes_store_time() {
+        let (_dir, clock, cache) = manual_cache(1000.0);
+        assert_eq!(cache.incr(b"n", 1, Some(0)).unwrap(), 1);
+        clock.advance(50.0);
+        assert_eq!(cache.incr(b"n", 1, None).unwrap(), 2);
+        let stored: f64 = cache
+            .inner
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT store_time FROM cache WHERE key = ?1",
+                    [&b"n"[..]],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(stored, 1050.0);
+    }
 }
