@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::cluster::cluster;
 use super::proxies::{connected, counting_origin, dropped, hoard_on};
-use super::{Redis, cli, have_redis};
+use super::{Redis, cli, eventually, have_redis};
 use crate::proxy::harness::*;
 
 /// `hoard ARGS --cache-dir DIR` with `HOARD_SHARED=url`: (exit code, stdout, stderr).
@@ -223,8 +223,11 @@ async fn subcommands_scan_every_master_of_a_cluster() {
         assert_eq!(get(a, &origin.url(&format!("/c{i}"))).await.status, 200);
     }
     let stored = |node: &Redis| node.cli(&["DBSIZE"]).parse::<u64>().unwrap();
-    let total: u64 = nodes.iter().map(stored).sum();
-    assert_eq!(total, 2 * n, "a row and a row set per URL");
+    // A response reaches its client before its fill is committed and shared: wait (bounded)
+    // for the last shares to land.
+    let total = || nodes.iter().map(stored).sum::<u64>();
+    eventually(Duration::from_secs(10), || total() == 2 * n).await;
+    assert_eq!(total(), 2 * n, "a row and a row set per URL");
 
     let s = json(&seed, da.path(), &["stats", "--json"]).await;
     let sh = &s["shared"];
