@@ -94,8 +94,6 @@ async fn two_hoards_over_rediss_with_a_private_ca_share_a_url() {
     let r = get(a, &url).await;
     assert_eq!((r.status, r.text().as_str()), (200, "page /over-tls"));
     // B has a cache directory of its own: a hit there without the origin came from Redis.
-    // (`detail=shared` is not asserted: when B's first look races A's write to Redis, B finds
-    // the row on its second look, after the lease, and that path does not name the tier.)
     get(b, &url).await.cache_status().assert_hit();
     assert_eq!(origin.count("GET", "/over-tls"), 1, "one origin fetch");
     assert_ne!(redis.cli(&["DBSIZE"]), "0", "rows went over TLS");
