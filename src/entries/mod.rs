@@ -145,6 +145,9 @@ pub struct Entries {
     verified: Arc<Verified>,
     /// The shared tier behind the local one, when configured.
     shared: Option<Arc<tiered::Shared>>,
+    /// Partial entries being read or combined in memory at once (each up to
+    /// [`partial::MAX_PARTIAL_LEN`]); taken with `try_acquire`, never waited for.
+    partial_budget: Arc<tokio::sync::Semaphore>,
     /// This process's membership of the directory's serving processes (`None`: unknown, so
     /// the directory lease is always taken).
     presence: Option<Arc<presence::Presence>>,
@@ -159,6 +162,7 @@ impl Entries {
             inv: Arc::new(Invalidations::default()),
             health: Arc::new(StoreHealth::default()),
             verified: Arc::new(Verified::default()),
+            partial_budget: Arc::new(tokio::sync::Semaphore::new(partial::AT_ONCE)),
             shared: None,
             presence: None,
         }

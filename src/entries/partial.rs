@@ -9,7 +9,10 @@
 //!
 //! Invariants: a piece is served only when the row's value matches its length and digest (a
 //! damaged row is deleted); pieces of different representations never mix; at most
-//! [`MAX_PIECES`] pieces and [`MAX_PARTIAL_LEN`] complete bytes per entry.
+//! [`MAX_PIECES`] pieces and [`MAX_PARTIAL_LEN`] complete bytes per entry; at most
+//! [`AT_ONCE`] partial entries in memory per process ([`Entries::partial_permit`], never
+//! waited for: without a permit a range is simply not answered from, or stored as, pieces),
+//! and a served range is copied out, so no client holds a whole entry's buffer.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -29,6 +32,8 @@ use crate::store::Value;
 pub const MAX_PIECES: usize = 16;
 /// Largest complete representation stored from parts (they are combined in memory).
 pub const MAX_PARTIAL_LEN: u64 = 64 * 1024 * 1024;
+/// Partial entries read or combined in memory at once by one process.
+pub const AT_ONCE: usize = 4;
 
 /// A stored partial entry, read whole and verified.
 #[derive(Debug, Clone)]
@@ -45,9 +50,13 @@ pub struct Partial {
 
 impl Partial {
     /// The bytes `first..=last`, when one stored piece holds them all.
+    /// A copy of the bytes `first..=last`, when one piece holds them (a copy: the entry's
+    /// whole buffer is freed once the caller is done with the entry).
     pub fn slice(&self, first: u64, last: u64) -> Option<Bytes> {
         let off = self.pieces.locate(first, last)? as usize;
-        Some(self.body.slice(off..off + (last - first + 1) as usize))
+        Some(Bytes::copy_from_slice(
+            &self.body[off..off + (last - first + 1) as usize],
+        ))
     }
 }
 
@@ -85,6 +94,12 @@ pub(super) fn row_key(url_key: &[u8]) -> Vec<u8> {
 }
 
 impl Entries {
+    /// A permit to hold one partial entry in memory (read it, or collect and combine a part),
+    /// `None` when [`AT_ONCE`] are already held: the caller then does without pieces.
+    pub fn partial_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.partial_budget.clone().try_acquire_owned().ok()
+    }
+
     /// The partial entry of `key`, if one is stored and intact.
     pub async fn load_partial(&self, key: &CacheKey) -> Option<Partial> {
         let (store, rk) = (self.store.clone(), row_key(key.as_bytes()));
@@ -235,5 +250,30 @@ impl Entries {
             }
             Err(_) => PartStored::Refused,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partial entries are read whole into memory: many concurrent range requests must not
+    /// each hold up to 64 MiB. Past `AT_ONCE`, no permit (the request goes on without pieces).
+    #[test]
+    fn partial_entries_in_memory_are_bounded_per_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Cache::open(dir.path()).unwrap();
+        let entries = Entries::new(
+            store,
+            super::super::hot::HotCache::new(0, 0, Duration::ZERO),
+        );
+        let held: Vec<_> = (0..AT_ONCE).map(|_| entries.partial_permit()).collect();
+        assert!(held.iter().all(Option::is_some));
+        assert!(entries.partial_permit().is_none(), "one more than AT_ONCE");
+        drop(held);
+        assert!(
+            entries.partial_permit().is_some(),
+            "released permits are free again"
+        );
     }
 }

@@ -28,6 +28,11 @@ impl Ctx<'_> {
                 .forward_uncached(CacheStatus::bypass(BypassReason::Range))
                 .await;
         }
+        // Pieces are read and combined in memory: a bounded number at once, never waited for.
+        let Some(permit) = self.st.entries.partial_permit() else {
+            let cs = CacheStatus::uri_miss().with_detail("partial-busy");
+            return self.forward_uncached(cs).await;
+        };
         let stored = self.st.entries.load_partial(&self.key).await;
         if let Some(res) = stored.as_ref().and_then(|p| self.serve_part(p, spec)) {
             return res;
@@ -36,7 +41,10 @@ impl Ctx<'_> {
             Some(_) => CacheStatus::partial(),
             None => CacheStatus::uri_miss(),
         };
-        self.fetch_part(fwd).await
+        drop(stored);
+        let res = self.fetch_part(fwd).await;
+        drop(permit);
+        res
     }
 
     /// 206 from the stored pieces, when fresh, `If-Range` matches and one piece holds the range.
