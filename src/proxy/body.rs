@@ -17,6 +17,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
+use super::origin::OriginBody;
+
 /// Boxed error type for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -52,7 +54,7 @@ pub enum ProxyBody {
 /// An origin body under a per-chunk and a total deadline.
 #[derive(Debug)]
 pub struct TimedBody {
-    body: hyper::body::Incoming,
+    body: OriginBody,
     chunk: std::time::Duration,
     deadline: Option<tokio::time::Instant>,
     sleep: Pin<Box<tokio::time::Sleep>>,
@@ -74,7 +76,7 @@ impl ProxyBody {
     /// An origin body: an error when no chunk comes within `chunk` or the whole body is not
     /// done within `total` (from now).
     pub fn origin(
-        body: hyper::body::Incoming,
+        body: OriginBody,
         chunk: std::time::Duration,
         total: Option<std::time::Duration>,
     ) -> Self {
@@ -361,7 +363,7 @@ impl Body for ProxyBody {
                     t.sleep.as_mut().reset(wake);
                     Poll::Ready(Some(Ok(f)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => match t.sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(
