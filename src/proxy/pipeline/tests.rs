@@ -20,8 +20,11 @@ use crate::proxy::origin::{Origin, OriginBody, OriginFuture};
 use crate::proxy::upstream::UpstreamError;
 use crate::store::Cache;
 
+/// One answer of the scripted origin.
+type Reply = Result<Response<OriginBody>, UpstreamError>;
+
 /// What the scripted origin answers to its `n`th request (from 0).
-type Script = dyn Fn(usize, &Parts) -> Result<Response<OriginBody>, UpstreamError> + Send + Sync;
+type Script = dyn Fn(usize, &Parts) -> Reply + Send + Sync;
 
 /// An origin without a socket: answers by ordinal, records what it was sent, and (when gated)
 /// holds every answer until the test releases it.
@@ -68,11 +71,7 @@ impl Scripted {
 }
 
 /// A response of the scripted origin.
-fn reply(
-    status: u16,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<Response<OriginBody>, UpstreamError> {
+fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
     let mut res = Response::new(OriginBody::other(Full::new(Bytes::from(body.to_string()))));
     *res.status_mut() = StatusCode::from_u16(status).unwrap();
     for (k, v) in headers {
@@ -124,10 +123,7 @@ const PEER: &str = "127.0.0.1:40000";
 impl Harness {
     fn new(
         gated: bool,
-        script: impl Fn(usize, &Parts) -> Result<Response<OriginBody>, UpstreamError>
-        + Send
-        + Sync
-        + 'static,
+        script: impl Fn(usize, &Parts) -> Reply + Send + Sync + 'static,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let local: SocketAddr = "127.0.0.1:3128".parse().unwrap();
@@ -315,7 +311,7 @@ async fn concurrent_requests_for_a_cold_key_make_one_origin_call() {
 #[tokio::test]
 async fn origin_failure_serves_the_stale_entry_under_stale_if_error() {
     // (how the origin fails on the revalidation, what Cache-Status says)
-    let cases: [(fn() -> Result<Response<OriginBody>, UpstreamError>, &str); 2] = [
+    let cases: [(fn() -> Reply, &str); 2] = [
         (
             || Err(UpstreamError::Connect("refused".into())),
             "stale-if-error",
