@@ -22,6 +22,16 @@ use super::origin::OriginBody;
 /// Boxed error type for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The next frame of a hyper body, its error boxed.
+pub(super) fn poll_incoming(
+    body: &mut hyper::body::Incoming,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    Pin::new(body)
+        .poll_frame(cx)
+        .map_err(|e| Box::new(e) as BoxError)
+}
+
 /// Chunk size for reading value files.
 pub const FILE_CHUNK: usize = 256 * 1024;
 
@@ -351,12 +361,7 @@ impl Body for ProxyBody {
                 }
             }
             ProxyBody::File(f) => f.poll_frame(cx),
-            ProxyBody::Incoming(inc) => match Pin::new(inc).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            ProxyBody::Incoming(inc) => poll_incoming(inc, cx),
             ProxyBody::Origin(t) => match Pin::new(&mut t.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => {
                     let wake = t.next_wake();

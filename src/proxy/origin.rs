@@ -16,7 +16,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 
-use super::body::{BoxError, ProxyBody};
+use super::body::{BoxError, ProxyBody, poll_incoming};
 use super::upstream::UpstreamError;
 
 /// What [`Origin::send`] returns: boxed once per origin request (never on a cache hit).
@@ -65,12 +65,7 @@ impl Body for OriginBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            OriginBody::Hyper(b) => match Pin::new(b).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            OriginBody::Hyper(b) => poll_incoming(b, cx),
             OriginBody::Other(b) => Pin::new(b).poll_frame(cx),
         }
     }
