@@ -28,6 +28,9 @@
 #              when it is installed and both cores exist, else nothing is pinned (said in the output)
 #   MAX_TIME   seconds the whole script may run (default: estimated from the runs, plus 15 min);
 #              a watchdog ends it (and everything it started) after that
+#   HOARD_QUIET 1 (default): the measured hoard runs with -q (no access lines, like nginx's
+#              access_log off) | 0: hoard's default logging, one access line per request to
+#              stderr (redirected to a file in the run directory)
 #   HOARD_ARGS extra arguments for the measured hoard (word-split), e.g.
 #              HOARD_ARGS="--admin 127.0.0.1:0" to measure with the dashboard listening
 #   KEEP       1: keep the run directory (configs, logs) under $CARGO_TARGET_DIR/bench-proxy/
@@ -55,6 +58,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 KEEP=${KEEP:-0}
 HOARD_ARGS=${HOARD_ARGS:-}
+HOARD_QUIET=${HOARD_QUIET:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -236,7 +240,9 @@ NGINX_PID=$!
 # hoard in gateway mode; the same process also serves the forward-mode runs.
 mkdir -p "$RUN/hoard"
 read -r -a HOARD_EXTRA <<<"$HOARD_ARGS"
-HOARD_CMD=("$HOARD" -q --listen "127.0.0.1:$HOARD_PORT" --cache-dir "$RUN/hoard/cache"
+QUIET_ARG=(-q)
+[[ $HOARD_QUIET == 1 ]] || QUIET_ARG=()
+HOARD_CMD=("$HOARD" "${QUIET_ARG[@]}" --listen "127.0.0.1:$HOARD_PORT" --cache-dir "$RUN/hoard/cache"
     --upstream "http://127.0.0.1:$ORIGIN_PORT" "${HOARD_EXTRA[@]}")
 "${PIN_PROXY[@]}" "${HOARD_CMD[@]}" 2>"$RUN/hoard/stderr.log" &
 PIDS+=($!)
