@@ -257,6 +257,49 @@ async fn hostile_forwarding_headers_passed_on_request_bypass_the_cache() {
     }
 }
 
+/// `forwarding-headers = pass` and `X-Forwarded-For` alone: an origin that grants a page by the
+/// leftmost address (as many do behind a load balancer) gives a spoofed intranet address its
+/// intranet page; that page reaches only the spoofer, never a later client (README, "What is
+/// shared": why `pass` is not "cache unless `Vary`").
+#[tokio::test]
+async fn hostile_x_forwarded_for_passed_never_shares_an_address_granted_page() {
+    let origin = Origin::start(|req| {
+        let leftmost = header(req, "x-forwarded-for")
+            .and_then(|v| v.split(',').next())
+            .map(str::trim);
+        let body = if leftmost == Some("10.0.0.1") {
+            "intranet"
+        } else {
+            "public"
+        };
+        reply(200, &[("cache-control", "max-age=600")], body)
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |c| {
+        c.forwarding_headers = hoard::http_cache::ForwardingHeaders::Pass;
+    })
+    .await;
+    let url = origin.url("/by-address");
+    let spoofer = send(
+        proxy,
+        "GET",
+        &url,
+        &[("X-Forwarded-For", "10.0.0.1, 203.0.113.9")],
+    )
+    .await;
+    assert_eq!(spoofer.text(), "intranet");
+    let cs = spoofer.cache_status();
+    assert!(
+        cs.raw.contains("forwarding-header") && !cs.stored,
+        "{:?}",
+        cs.raw
+    );
+    let victim = get(proxy, &url).await;
+    assert_eq!(victim.text(), "public");
+    victim.cache_status().assert_miss();
+    assert_eq!(origin.hits(), 2);
+}
+
 /// Every byte under `dir` (database, WAL, value files), for "is this secret on disk?".
 fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut out = Vec::new();
