@@ -184,6 +184,27 @@ layered!(
     Some(Duration::from_secs(600))
 );
 layered!(
+    store_post_responses_default_on,
+    &[],
+    None::<&str>,
+    |r: &Resolved| r.proxy.store_post_responses,
+    true
+);
+layered!(
+    store_post_responses_off_in_file,
+    &[],
+    Some("store-post-responses = false"),
+    |r: &Resolved| r.proxy.store_post_responses,
+    false
+);
+layered!(
+    store_post_responses_flag_over_file,
+    &["--store-post-responses", "false"],
+    Some("store-post-responses = true"),
+    |r: &Resolved| r.proxy.store_post_responses,
+    false
+);
+layered!(
     allow_list_in_file,
     &[],
     Some("allow = [\"10.0.0.0/8\", \"::1\"]"),

@@ -140,6 +140,12 @@ options_table! {
             key: "forwarding-headers", default: "strip", parse: forwarding,
             show: forwarding => String,
         }
+        /// Store a POST response whose Content-Location names the POST's own URI (with explicit
+        /// freshness) as that URI's GET response, as RFC 9110 9.3.3 allows (true/false); false:
+        /// one client's POST never decides what other clients GET.
+        store_post_responses: bool {
+            key: "store-post-responses", default: "true", parse: boolean, show: value => bool,
+        }
         /// Clients allowed to send PURGE, comma-separated IPs or networks; empty: nobody.
         purge_allow: Vec<IpNet> {
             key: "purge-allow", default: "127.0.0.0/8,::1", parse: ip_list,

@@ -2,11 +2,11 @@
 //! response to POST whose `Content-Location` is the request's effective URI and which has
 //! explicit freshness is stored as the GET response for that URI and answers later GETs.
 //!
-//! Invariant: only for the URI the POST targeted (compared as normalised cache keys), only
-//! with explicit freshness, never where a configuration rule applies, and under the same
-//! storability rules as a GET with the POST's request fields (Authorization, `no-store`,
-//! `private`, Set-Cookie, Vary...); the plan is made after the POST's own invalidation, so
-//! the fill it starts is the one that stays.
+//! Invariant: never with `store-post-responses = false`; only for the URI the POST targeted
+//! (compared as normalised cache keys), only with explicit freshness, never where a
+//! configuration rule applies, and under the same storability rules as a GET with the POST's
+//! request fields (Authorization, `no-store`, `private`, Set-Cookie, Vary...); the plan is
+//! made after the POST's own invalidation, so the fill it starts is the one that stays.
 
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +19,7 @@ use crate::entries::FillPlan;
 use crate::http_cache;
 
 /// The fill plan storing `res` (the answer to the POST `req` to `target`) as the GET response
-/// of `target`, or `None` when it may not be.
+/// of `target`, or `None` when it may not be (or `store-post-responses` is off).
 pub(super) fn plan(
     st: &State,
     req: &Parts,
@@ -27,7 +27,8 @@ pub(super) fn plan(
     res: &ResponseParts,
     (t_req, t_res, delta): (SystemTime, SystemTime, Duration),
 ) -> Option<FillPlan> {
-    if req.method != Method::POST
+    if !st.cfg.store_post_responses
+        || req.method != Method::POST
         || !res.status.is_success()
         || http_cache::first_match(&st.cfg.rules, target).is_some()
         || !http_cache::has_explicit_freshness(&res.headers)

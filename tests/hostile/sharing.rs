@@ -61,15 +61,39 @@ async fn hostile_304_set_cookie_reaches_only_the_client_that_revalidated() {
     assert_eq!(origin.hits(), 2);
 }
 
+/// Alice (`Cookie: sid=ALICE`) asks for `url` until the origin has seen a background
+/// revalidation carrying her cookie (bounded: 500 rounds of 20 ms). One stale request does
+/// not always start a refresh: the client holds the whole body before the fill commits, so a
+/// request that reads the committed entry while the fill's flight is still open joins that
+/// flight (single flight per key) and starts none; the next stale request does.
+async fn alice_until_revalidated(proxy: std::net::SocketAddr, origin: &Origin, url: &str) {
+    let revalidated_for_alice = || {
+        origin.seen().iter().any(|s| {
+            s.headers.contains_key("if-none-match")
+                && s.headers.get("cookie").is_some_and(|c| c == "sid=ALICE")
+        })
+    };
+    for _ in 0..500 {
+        if revalidated_for_alice() {
+            return;
+        }
+        let alice = send(proxy, "GET", url, &[("Cookie", "sid=ALICE")]).await;
+        assert_eq!(alice.text(), "page");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url}: no background revalidation carried Alice's cookie");
+}
+
 #[tokio::test]
 async fn hostile_304_set_cookie_from_a_background_revalidation_is_never_stored() {
-    // stale-while-revalidate: Alice is answered from the cache; the 304 arrives later.
+    // stale-while-revalidate: Alice is answered from the cache; the 304 (with her rotated
+    // cookie) arrives later, in a refresh nobody is answered from.
     let origin = rolling_session_origin("max-age=0, stale-while-revalidate=600").await;
     let (_h, proxy, _dir) = proxy(None, |_| {}).await;
     let url = origin.url("/swr");
     assert_eq!(get(proxy, &url).await.text(), "page");
-    let alice = send(proxy, "GET", &url, &[("Cookie", "sid=ALICE")]).await;
-    assert_eq!(alice.text(), "page");
+    alice_until_revalidated(proxy, &origin, &url).await;
+    // The merge (fresh for 600 s, without the cookie) is stored; nobody else gets the cookie.
     let anon = until_hit(proxy, &url).await;
     anon.cache_status().assert_hit();
     assert!(
@@ -231,6 +255,49 @@ async fn hostile_forwarding_headers_passed_on_request_bypass_the_cache() {
             "{field:?} poisoned the entry"
         );
     }
+}
+
+/// `forwarding-headers = pass` and `X-Forwarded-For` alone: an origin that grants a page by the
+/// leftmost address (as many do behind a load balancer) gives a spoofed intranet address its
+/// intranet page; that page reaches only the spoofer, never a later client (README, "What is
+/// shared": why `pass` is not "cache unless `Vary`").
+#[tokio::test]
+async fn hostile_x_forwarded_for_passed_never_shares_an_address_granted_page() {
+    let origin = Origin::start(|req| {
+        let leftmost = header(req, "x-forwarded-for")
+            .and_then(|v| v.split(',').next())
+            .map(str::trim);
+        let body = if leftmost == Some("10.0.0.1") {
+            "intranet"
+        } else {
+            "public"
+        };
+        reply(200, &[("cache-control", "max-age=600")], body)
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |c| {
+        c.forwarding_headers = hoard::http_cache::ForwardingHeaders::Pass;
+    })
+    .await;
+    let url = origin.url("/by-address");
+    let spoofer = send(
+        proxy,
+        "GET",
+        &url,
+        &[("X-Forwarded-For", "10.0.0.1, 203.0.113.9")],
+    )
+    .await;
+    assert_eq!(spoofer.text(), "intranet");
+    let cs = spoofer.cache_status();
+    assert!(
+        cs.raw.contains("forwarding-header") && !cs.stored,
+        "{:?}",
+        cs.raw
+    );
+    let victim = get(proxy, &url).await;
+    assert_eq!(victim.text(), "public");
+    victim.cache_status().assert_miss();
+    assert_eq!(origin.hits(), 2);
 }
 
 /// Every byte under `dir` (database, WAL, value files), for "is this secret on disk?".

@@ -1,6 +1,7 @@
 //! A stored response answering a request it was not fetched for (RFC 9111 4.3.1, RFC 9110
 //! 9.3.3): a Vary miss asks the origin with the stored variants' ETags and a 304 selects one;
-//! a POST response whose `Content-Location` is the request URI answers later GETs.
+//! a POST response whose `Content-Location` is the request URI answers later GETs (unless
+//! `store-post-responses` is off).
 
 use super::harness::*;
 
@@ -191,6 +192,26 @@ async fn rfc9110_9_3_3_post_response_is_not_stored_for_another_uri_or_without_fr
     let posted = send(proxy, "POST", &url, &[("Authorization", "Bearer x")]).await;
     assert!(!posted.cache_status().stored);
     assert_eq!(get(proxy, &url).await.text(), "from-get");
+}
+
+/// `store-post-responses = false`: the same POSTs that are stored above are never served to a
+/// later GET; each GET goes to the origin.
+#[tokio::test]
+async fn rfc9110_9_3_3_store_post_responses_off_never_serves_a_post_response_to_a_get() {
+    let origin = post_origin().await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_p, proxy) = start_proxy_in(dir.path(), None, |c| c.store_post_responses = false).await;
+    for path in ["/self", "/abs"] {
+        let url = origin.url(path);
+        let posted = post(proxy, &url, b"form=1").await;
+        assert_eq!((posted.status, posted.text().as_str()), (200, "from-post"));
+        let cs = posted.cache_status();
+        assert!(!cs.stored, "{path}: Cache-Status {:?}", cs.raw);
+        let later = get(proxy, &url).await;
+        assert_eq!(later.text(), "from-get", "{path}");
+        later.cache_status().assert_miss();
+        assert_eq!(origin.count("GET", path), 1, "{path}");
+    }
 }
 
 #[tokio::test]

@@ -572,29 +572,45 @@ async fn stale_if_error_serves_stale_when_the_origin_fails() {
 
 #[tokio::test]
 async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
+    // v1 is stale at once (inside its stale-while-revalidate window); the refresh's v2 is fresh,
+    // so no later request can start another one.
     let calls = Arc::new(AtomicUsize::new(0));
     let origin = Origin::start({
         let calls = calls.clone();
         move |_| {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            reply(
-                200,
-                &[("cache-control", "max-age=0, stale-while-revalidate=60")],
-                format!("v{n}"),
-            )
+            let cc = match n {
+                1 => "max-age=0, stale-while-revalidate=60",
+                _ => "max-age=600",
+            };
+            reply(200, &[("cache-control", cc)], format!("v{n}"))
         }
     })
     .await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
-    assert_eq!(fill(proxy, &origin.url("/swr")).await.text(), "v1");
-    let stale = get(proxy, &origin.url("/swr")).await;
-    assert_eq!(stale.text(), "v1", "served stale at once");
+    let url = origin.url("/swr");
+    assert_eq!(fill(proxy, &url).await.text(), "v1");
+    // A stale request that reads the entry before the fill's flight has ended starts no
+    // refresh (it joins that flight); the next one does. Bounded: 200 rounds of 10 ms.
     for _ in 0..200 {
         if origin.hits() == 2 {
             break;
         }
+        let res = get(proxy, &url).await;
+        let cs = res.cache_status();
+        match res.text().as_str() {
+            "v1" => assert!(cs.raw.contains("stale-while-revalidate"), "{:?}", cs.raw),
+            // The refresh stored v2 between the count and this request.
+            "v2" => cs.assert_hit(),
+            other => panic!("unexpected body {other:?}, Cache-Status {:?}", cs.raw),
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(origin.hits(), 2, "one background refresh");
+    wait_stored(proxy, &url).await;
+    let fresh = get(proxy, &url).await;
+    assert_eq!(fresh.text(), "v2");
+    fresh.cache_status().assert_hit();
     assert_eq!(origin.hits(), 2, "exactly one background refresh");
 }
 
