@@ -235,9 +235,17 @@ impl Inner {
         now: f64,
         protect: i64,
     ) -> Result<u64> {
-        let (s, volume) = read_settings_and_volume(c)?;
+        let (s, size) = read_settings_and_size(c)?;
         self.cache_settings(&s);
-        if s.cull_limit == 0 || volume <= s.size_limit {
+        if s.cull_limit == 0 {
+            return Ok(0);
+        }
+        // The exact volume only when the cheap bound does not already show it under the
+        // limit (see `volume`).
+        let under = |db: u64| size.saturating_add(db) <= s.size_limit;
+        if volume::database_bytes_bound(c).is_some_and(under)
+            || under(volume::database_bytes(c)?)
+        {
             return Ok(0);
         }
         self.cull_in(
