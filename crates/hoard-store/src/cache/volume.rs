@@ -107,12 +107,8 @@ mod tests {
             .unwrap();
         for i in from..from + n {
             let value = vec![i as u8; len];
-            stmt.execute(rusqlite::params![
-                i.to_be_bytes(),
-                (4 + len) as i64,
-                value
-            ])
-            .unwrap();
+            stmt.execute(rusqlite::params![i.to_be_bytes(), (4 + len) as i64, value])
+                .unwrap();
         }
     }
 
@@ -137,7 +133,9 @@ mod tests {
                 c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                     .unwrap();
             }),
-            ("large values (overflow pages)", |c| insert(c, 1000, 20, 20_000)),
+            ("large values (overflow pages)", |c| {
+                insert(c, 1000, 20, 20_000)
+            }),
             ("deleted (free pages)", |c| {
                 c.execute("DELETE FROM cache WHERE key < x'00000064'", [])
                     .unwrap();

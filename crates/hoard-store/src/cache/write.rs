@@ -243,9 +243,7 @@ impl Inner {
         // The exact volume only when the cheap bound does not already show it under the
         // limit (see `volume`).
         let under = |db: u64| size.saturating_add(db) <= s.size_limit;
-        if volume::database_bytes_bound(c).is_some_and(under)
-            || under(volume::database_bytes(c)?)
-        {
+        if volume::database_bytes_bound(c).is_some_and(under) || under(volume::database_bytes(c)?) {
             return Ok(0);
         }
         self.cull_in(
