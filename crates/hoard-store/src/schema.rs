@@ -100,7 +100,10 @@ pub(crate) fn open_connection(dir: &Path, mmap_size: u64, cache_size: i64) -> Re
     // Created 0600 first: SQLite gives `-wal` and `-shm` the database file's mode.
     super::private::precreate_file(&dir.join(DB_FILE))?;
     let fresh = std::fs::metadata(dir.join(DB_FILE))?.len() == 0;
-    let conn = Connection::open_with_flags(dir.join(DB_FILE), flags)?;
+    let conn = match super::wal_vfs::name() {
+        Some(vfs) => Connection::open_with_flags_and_vfs(dir.join(DB_FILE), flags, vfs)?,
+        None => Connection::open_with_flags(dir.join(DB_FILE), flags)?,
+    };
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if fresh {
         // Incremental auto_vacuum can only be chosen before the database's first page is
