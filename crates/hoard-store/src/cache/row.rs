@@ -162,6 +162,18 @@ pub(crate) fn read_settings(c: &Connection) -> Result<Settings> {
     with_policy(row)
 }
 
+/// The settings and the rows' accounted size (every write needs both), in one statement.
+pub(crate) fn read_settings_and_size(c: &Connection) -> Result<(Settings, u64)> {
+    let (row, size) = c
+        .prepare_cached(concat!(
+            "SELECT ",
+            settings_cols!(),
+            ", (SELECT size FROM counters WHERE id = 0) FROM settings WHERE id = 0"
+        ))?
+        .query_row([], |r| Ok((settings_from(r)?, r.get::<_, i64>(7)?)))?;
+    Ok((with_policy(row)?, size.max(0) as u64))
+}
+
 pub(crate) fn write_settings(c: &Connection, s: &Settings) -> Result<()> {
     let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
     c.prepare_cached(

@@ -31,8 +31,7 @@ impl Inner {
         }
     }
 
-    /// Inserts or replaces the row for `key`. Returns its rowid, the settings and the
-    /// rows' accounted size after the write (read with the old row: one statement).
+    /// Inserts or replaces the row for `key`. Returns its rowid.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn put_row(
         &self,
@@ -44,7 +43,7 @@ impl Inner {
         expire_time: Option<f64>,
         tag: Option<&str>,
         now: f64,
-    ) -> Result<Put> {
+    ) -> Result<i64> {
         let (mode, filename, value, vlen): (i64, Option<&str>, Option<&[u8]>, u64) = match stored {
             Stored::Inline(b) => (MODE_INLINE, None, Some(b), b.len() as u64),
             Stored::File { rel, len } => (MODE_FILE, Some(rel.as_str()), None, *len),
@@ -53,44 +52,22 @@ impl Inner {
         self.changed(p, key);
         // Old row: columns are only assigned when they change, so unchanged indexed
         // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
-        // The settings and the accounted size, which the cull after the write needs, come
-        // in the same statement.
         #[allow(clippy::type_complexity)]
-        let (settings, size_before, old): (
-            _,
-            i64,
-            Option<(i64, Option<String>, Option<f64>, Option<String>, i64, i64)>,
-        ) = c
-            .prepare_cached(concat!(
-                "SELECT ",
-                settings_cols!(),
-                ", n.size, c.rowid, c.filename, c.expire_time, c.tag, c.access_count, c.size \
-                 FROM settings JOIN counters n ON n.id = 0 LEFT JOIN cache c ON c.key = ?1 \
-                 WHERE settings.id = 0"
-            ))?
+        let old: Option<(i64, Option<String>, Option<f64>, Option<String>, i64, i64)> = c
+            .prepare_cached(
+                "SELECT rowid, filename, expire_time, tag, access_count, size FROM cache WHERE key = ?1",
+            )?
             .query_row([key], |r| {
-                let old = match r.get_ref(8)?.as_i64_or_null().ok().flatten() {
-                    None => None,
-                    Some(rowid) => Some((
-                        rowid,
-                        r.get_ref(9)?
-                            .as_str_or_null()
-                            .ok()
-                            .flatten()
-                            .map(String::from),
-                        r.get_ref(10)?.as_f64_or_null().ok().flatten(),
-                        r.get_ref(11)?
-                            .as_str_or_null()
-                            .ok()
-                            .flatten()
-                            .map(String::from),
-                        r.get_ref(12)?.as_i64().unwrap_or(-1),
-                        r.get_ref(13)?.as_i64().unwrap_or(-1),
-                    )),
-                };
-                Ok((settings_from(r)?, r.get(7)?, old))
-            })?;
-        let settings = with_policy(settings)?;
+                Ok((
+                    r.get(0)?,
+                    r.get_ref(1)?.as_str_or_null().ok().flatten().map(String::from),
+                    r.get_ref(2)?.as_f64_or_null().ok().flatten(),
+                    r.get_ref(3)?.as_str_or_null().ok().flatten().map(String::from),
+                    r.get_ref(4)?.as_i64().unwrap_or(-1),
+                    r.get_ref(5)?.as_i64().unwrap_or(-1),
+                ))
+            })
+            .optional()?;
         match old {
             Some((rowid, old_file, old_expire, old_tag, old_count, old_size)) => {
                 let mut sql = String::from(
@@ -135,17 +112,7 @@ impl Inner {
                 if let Some(path) = old_file.and_then(|f| value_path(&self.dir, &f)) {
                     p.unlink.push(path);
                 }
-                // What the size trigger added.
-                let size_after = if set_size {
-                    size_before.saturating_add(size).saturating_sub(old_size)
-                } else {
-                    size_before
-                };
-                Ok(Put {
-                    rowid,
-                    settings,
-                    size: size_after.max(0) as u64,
-                })
+                Ok(rowid)
             }
             None => {
                 c.prepare_cached(
@@ -154,11 +121,7 @@ impl Inner {
                      VALUES (?1, 1, ?2, ?3, ?2, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
                 .execute(params![key, now, expire_time, tag, size, mode, filename, value, meta])?;
-                Ok(Put {
-                    rowid: c.last_insert_rowid(),
-                    settings,
-                    size: size_before.saturating_add(size).max(0) as u64,
-                })
+                Ok(c.last_insert_rowid())
             }
         }
     }
@@ -264,30 +227,23 @@ impl Inner {
         Ok(deleted)
     }
 
-    /// The cull every write runs after [`put_row`](Inner::put_row) (diskcache semantics,
-    /// continued until under the limit).
+    /// The cull every write runs (diskcache semantics, continued until under the limit).
     pub(crate) fn cull_on_write(
         &self,
         c: &Connection,
         p: &mut Pending,
         now: f64,
-        put: Put,
+        protect: i64,
     ) -> Result<u64> {
-        let Put {
-            rowid: protect,
-            settings: s,
-            size,
-        } = put;
+        let (s, size) = read_settings_and_size(c)?;
         self.cache_settings(&s);
         if s.cull_limit == 0 {
             return Ok(0);
         }
         // The exact volume only when the cheap bound does not already show it under the
         // limit (see `volume`).
-        let under = |size: u64, db: u64| size.saturating_add(db) <= s.size_limit;
-        if volume::database_bytes_bound(c).is_some_and(|db| under(size, db))
-            || under(volume::accounted_size(c)?, volume::database_bytes(c)?)
-        {
+        let under = |db: u64| size.saturating_add(db) <= s.size_limit;
+        if volume::database_bytes_bound(c).is_some_and(under) || under(volume::database_bytes(c)?) {
             return Ok(0);
         }
         self.cull_in(
@@ -322,8 +278,8 @@ impl Inner {
         now: f64,
     ) -> Result<()> {
         let stored = self.install(payload, p)?;
-        let put = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
-        self.cull_on_write(c, p, now, put)?;
+        let rowid = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
+        self.cull_on_write(c, p, now, rowid)?;
         Ok(())
     }
 
@@ -472,8 +428,8 @@ impl Inner {
                 let next = start.checked_add(delta).ok_or(Error::NotAnInteger)?;
                 let bytes = next.to_string();
                 let stored = Stored::Inline(bytes.as_bytes());
-                let put = self.put_row(c, p, key, &stored, &[], None, None, now)?;
-                self.cull_on_write(c, p, now, put)?;
+                let rowid = self.put_row(c, p, key, &stored, &[], None, None, now)?;
+                self.cull_on_write(c, p, now, rowid)?;
                 Ok(next)
             }
         }
@@ -508,15 +464,6 @@ impl Inner {
     }
 }
 
-/// What [`Inner::put_row`] did and read: the row, the settings in force and the rows'
-/// accounted size after it.
-#[derive(Debug)]
-pub(crate) struct Put {
-    pub(crate) rowid: i64,
-    pub(crate) settings: Settings,
-    pub(crate) size: u64,
-}
-
 /// A value as stored by one row.
 #[derive(Debug)]
 pub(crate) enum Stored<'a> {
@@ -539,37 +486,7 @@ pub(crate) fn expire_at(now: f64, expire: Option<Duration>) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Stored, volume};
     use crate::clock::manual_cache;
-
-    /// `put_row` reports the accounted size the triggers leave (the cull after it decides
-    /// on that figure), for inserts and replacements that change the size, the meta, or
-    /// nothing.
-    #[test]
-    fn put_reports_the_size_the_triggers_leave() {
-        let (_dir, _clock, cache) = manual_cache(1000.0);
-        let cases: [(&[u8], &[u8], &[u8]); 6] = [
-            (b"a", b"12345", b""),
-            (b"b", b"1", b"m"),
-            (b"a", b"12345", b""),
-            (b"a", b"123", b""),
-            (b"b", b"1", b"meta!"),
-            (b"a", b"", b""),
-        ];
-        for (key, value, meta) in cases {
-            let inner = &cache.inner;
-            let (reported, counted) = inner
-                .write(|c, p| {
-                    let stored = Stored::Inline(value);
-                    let put = inner.put_row(c, p, key, &stored, meta, None, None, 1000.0)?;
-                    Ok((put.size, volume::accounted_size(c)?))
-                })
-                .unwrap();
-            assert_eq!(reported, counted, "after {key:?} = {value:?} + {meta:?}");
-        }
-        // a (1 + 0) + b (1 + 1 + 5)
-        assert_eq!(cache.inner.read(volume::accounted_size).unwrap(), 8);
-    }
 
     /// Issue 16: `incr` left the row's store time where the first store put it; diskcache's
     /// moves it to now (least-recently-stored culling and `expire` see the increment).
