@@ -88,6 +88,15 @@ pub(crate) fn migrations() -> &'static [&'static str] {
         ALTER TABLE counters ADD COLUMN culled INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE counters ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
         "#,
+        // 3: the size trigger runs only when the size changes, so a replacing write may
+        // always assign `size` (one statement) without writing the counters' page.
+        r#"
+        DROP TRIGGER cache_size_update;
+        CREATE TRIGGER cache_size_update AFTER UPDATE OF size ON cache
+            WHEN NEW.size IS NOT OLD.size BEGIN
+            UPDATE counters SET size = size + NEW.size - OLD.size WHERE id = 0;
+        END;
+        "#,
     ]
 }
 
@@ -249,6 +258,44 @@ mod tests {
             })
             .unwrap();
         assert_eq!((count, size), (1, 5));
+    }
+
+    /// Migration 3: on a database made before it, the size trigger still counts a changed
+    /// size and no longer writes the counters for an unchanged one.
+    #[test]
+    fn migration_3_size_trigger_runs_only_on_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(dir.path(), 0, 100).unwrap();
+        for step in &migrations()[..2] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO cache(key, store_time, access_time, size) VALUES (x'01', 1, 1, 5)",
+            [],
+        )
+        .unwrap();
+        let changes = |c: &Connection, sql: &str| {
+            let before = c.total_changes();
+            c.execute(sql, []).unwrap();
+            c.total_changes() - before
+        };
+        assert_eq!(
+            changes(&conn, "UPDATE cache SET size = 5"),
+            2,
+            "before: row + counters"
+        );
+        assert_eq!(migrate(&mut conn).unwrap(), 3);
+        assert_eq!(
+            changes(&conn, "UPDATE cache SET size = 5"),
+            1,
+            "unchanged: the row only"
+        );
+        assert_eq!(changes(&conn, "UPDATE cache SET size = 9"), 2);
+        let size: i64 = conn
+            .query_row("SELECT size FROM counters", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(size, 9);
     }
 
     #[test]

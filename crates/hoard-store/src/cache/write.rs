@@ -50,6 +50,29 @@ impl Inner {
         };
         let size = (key.len() as u64 + meta.len() as u64 + vlen) as i64;
         self.changed(p, key);
+        // The common replacement first, in one statement: an inline row (no file to
+        // unlink) whose indexed columns keep their values (so no index but the policy's
+        // changes; the size trigger runs only if the size does).
+        let replaced = c
+            .prepare_cached(REPLACE_INLINE)?
+            .query_row(
+                params![
+                    key,
+                    now,
+                    mode,
+                    filename,
+                    value,
+                    meta,
+                    size,
+                    expire_time,
+                    tag
+                ],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?;
+        if let Some(rowid) = replaced {
+            return Ok(rowid);
+        }
         // Old row: columns are only assigned when they change, so unchanged indexed
         // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
         #[allow(clippy::type_complexity)]
@@ -464,6 +487,17 @@ impl Inner {
     }
 }
 
+/// [`Inner::put_row`]'s one-statement replacement of an inline row whose expiry, tag and
+/// access count stay (`coalesce` with a blob, which no time or tag equals, tells NULL from
+/// any value). Compared through expressions, not bare parameters, so SQLite's planner never
+/// reads a bound value and the statement stays prepared (`hot_writes_are_prepared_once`).
+pub(crate) const REPLACE_INLINE: &str = "UPDATE cache SET raw = 1, store_time = ?2, \
+     access_time = ?2, mode = ?3, filename = ?4, value = ?5, meta = ?6, size = ?7 \
+     WHERE key = ?1 AND filename IS NULL AND access_count = 0 \
+     AND coalesce(expire_time, x'') = coalesce(?8, x'') \
+     AND coalesce(tag, x'') = coalesce(?9, x'') \
+     RETURNING rowid";
+
 /// A value as stored by one row.
 #[derive(Debug)]
 pub(crate) enum Stored<'a> {
@@ -487,6 +521,93 @@ pub(crate) fn expire_at(now: f64, expire: Option<Duration>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use crate::clock::manual_cache;
+    use rusqlite::StatementStatus;
+    use std::time::Duration;
+
+    /// Every kind of replacement (the one-statement path and the general one, in both
+    /// directions) leaves the row as written and the counters equal to the rows' sums.
+    #[test]
+    fn replacing_writes_keep_rows_and_counters_exact() {
+        let (_dir, _clock, cache) = manual_cache(1000.0);
+        let big = vec![3u8; 40_000]; // a value file (min_file_size 32 KiB)
+        type Case<'a> = (&'a [u8], &'a [u8], Option<u64>, Option<&'a str>);
+        let cases: [Case; 12] = [
+            (b"a", b"12345", None, None),
+            (b"a", b"54321", None, None), // same size, nothing indexed changes
+            (b"a", b"123", None, None),   // size changes
+            (b"a", b"123", None, Some("t")),
+            (b"a", b"456", None, Some("t")), // tag kept
+            (b"a", b"456", Some(60), Some("")),
+            (b"a", b"789", Some(60), Some("")), // expiry and empty tag kept
+            (b"a", b"789", None, None),
+            (b"a", &big, None, None), // inline -> file
+            (b"a", b"x", None, None), // file -> inline (the old file is unlinked)
+            (b"b", b"1", None, None),
+            (b"b", b"22", Some(5), None),
+        ];
+        for (i, (key, value, expire, tag)) in cases.into_iter().enumerate() {
+            cache
+                .set(key, value, expire.map(Duration::from_secs), tag)
+                .unwrap();
+            let entry = cache.get_entry(key).unwrap().expect("stored");
+            assert_eq!(entry.value, value, "case {i}");
+            assert_eq!(entry.tag.as_deref(), tag, "case {i}");
+            assert_eq!(
+                entry.expire_time,
+                expire.map(|e| 1000.0 + e as f64),
+                "case {i}"
+            );
+            let (count, size, rows, sum): (i64, i64, i64, i64) = cache
+                .inner
+                .read(|c| {
+                    Ok(c.query_row(
+                        "SELECT count, size, (SELECT count(*) FROM cache), \
+                         (SELECT total(size) FROM cache) FROM counters",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, f64>(3)? as i64)),
+                    )?)
+                })
+                .unwrap();
+            assert_eq!((count, size), (rows, sum), "case {i}");
+        }
+        assert!(
+            cache.check(false).unwrap().is_empty(),
+            "no orphan value file"
+        );
+    }
+
+    /// The statements of a set run prepared: none is prepared again per run (a statement
+    /// whose plan depends on a bound value is, and that doubled a set's CPU time).
+    #[test]
+    fn hot_writes_are_prepared_once() {
+        let (_dir, _clock, cache) = manual_cache(1000.0);
+        for i in 0..50u32 {
+            let tag = (i % 3 == 0).then_some("t");
+            let expire = (i % 5 == 0).then_some(Duration::from_secs(60));
+            cache
+                .set(&(i % 7).to_be_bytes(), &i.to_be_bytes(), expire, tag)
+                .unwrap();
+            cache.set(b"same", &i.to_be_bytes(), None, None).unwrap();
+        }
+        let (runs, reprepared, pragma_reprepared) = cache
+            .inner
+            .read(|c| {
+                let stmt = c.prepare_cached(super::REPLACE_INLINE)?;
+                // The counter works: a PRAGMA is prepared again on every run.
+                super::volume::database_bytes(c)?;
+                super::volume::database_bytes(c)?;
+                let pragma = c.prepare_cached("PRAGMA page_count")?;
+                Ok((
+                    stmt.get_status(StatementStatus::Run),
+                    stmt.get_status(StatementStatus::RePrepare),
+                    pragma.get_status(StatementStatus::RePrepare),
+                ))
+            })
+            .unwrap();
+        assert!(runs >= 50, "the one-statement path ran ({runs})");
+        assert!(pragma_reprepared > 0);
+        assert_eq!(reprepared, 0);
+    }
 
     /// Issue 16: `incr` left the row's store time where the first store put it; diskcache's
     /// moves it to now (least-recently-stored culling and `expire` see the increment).
