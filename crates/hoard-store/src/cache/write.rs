@@ -361,8 +361,16 @@ impl Inner {
         key: &[u8],
         now: f64,
     ) -> Result<bool> {
-        // SELECT then DELETE by rowid: cheaper than DELETE ... RETURNING, which buffers
-        // its output in an ephemeral table.
+        // The common case in one statement: a live inline row (no file to unlink).
+        if c.prepare_cached(DELETE_LIVE_INLINE)?
+            .execute(params![key, now])?
+            == 1
+        {
+            self.changed(p, key);
+            return Ok(true);
+        }
+        // Otherwise SELECT then DELETE by rowid: cheaper than DELETE ... RETURNING, which
+        // buffers its output in an ephemeral table.
         let old: Option<(i64, Option<String>, Option<f64>)> = c
             .prepare_cached("SELECT rowid, filename, expire_time FROM cache WHERE key = ?1")?
             .query_row([key], |r| {
@@ -498,6 +506,11 @@ pub(crate) const REPLACE_INLINE: &str = "UPDATE cache SET raw = 1, store_time = 
      AND coalesce(tag, x'') = coalesce(?9, x'') \
      RETURNING rowid";
 
+/// [`Inner::delete_in`]'s one statement for a live inline row (`coalesce`: no bare
+/// parameter beside an indexed column, see [`REPLACE_INLINE`]).
+pub(crate) const DELETE_LIVE_INLINE: &str = "DELETE FROM cache WHERE key = ?1 \
+     AND filename IS NULL AND coalesce(expire_time > ?2, 1)";
+
 /// A value as stored by one row.
 #[derive(Debug)]
 pub(crate) enum Stored<'a> {
@@ -576,6 +589,38 @@ mod tests {
         );
     }
 
+    /// `delete` reports whether a live row went, and removes every kind of row.
+    #[test]
+    fn delete_reports_live_rows_and_removes_every_kind() {
+        let (_dir, clock, cache) = manual_cache(1000.0);
+        let big = vec![3u8; 40_000];
+        cache.set(b"inline", b"v", None, None).unwrap();
+        cache.set(b"file", &big, None, None).unwrap();
+        cache
+            .set(b"expired", b"v", Some(Duration::from_secs(1)), None)
+            .unwrap();
+        cache
+            .set(b"later", b"v", Some(Duration::from_secs(60)), None)
+            .unwrap();
+        clock.advance(2.0);
+        let cases: [(&[u8], bool); 5] = [
+            (b"inline", true),
+            (b"file", true),
+            (b"expired", false),
+            (b"later", true),
+            (b"missing", false),
+        ];
+        for (key, live) in cases {
+            assert_eq!(cache.delete(key).unwrap(), live, "{key:?}");
+            assert!(!cache.delete(key).unwrap(), "{key:?} again");
+        }
+        assert_eq!(cache.len().unwrap(), 0);
+        assert!(
+            cache.check(false).unwrap().is_empty(),
+            "the value file is gone"
+        );
+    }
+
     /// The statements of a set run prepared: none is prepared again per run (a statement
     /// whose plan depends on a bound value is, and that doubled a set's CPU time).
     #[test]
@@ -588,11 +633,17 @@ mod tests {
                 .set(&(i % 7).to_be_bytes(), &i.to_be_bytes(), expire, tag)
                 .unwrap();
             cache.set(b"same", &i.to_be_bytes(), None, None).unwrap();
+            if i % 2 == 1 {
+                assert!(cache.delete(&(i % 7).to_be_bytes()).unwrap());
+            }
         }
         let (runs, reprepared, pragma_reprepared) = cache
             .inner
             .read(|c| {
                 let stmt = c.prepare_cached(super::REPLACE_INLINE)?;
+                let delete = c.prepare_cached(super::DELETE_LIVE_INLINE)?;
+                assert!(delete.get_status(StatementStatus::Run) >= 20);
+                assert_eq!(delete.get_status(StatementStatus::RePrepare), 0);
                 // The counter works: a PRAGMA is prepared again on every run.
                 super::volume::database_bytes(c)?;
                 super::volume::database_bytes(c)?;
