@@ -31,7 +31,9 @@ impl Inner {
         }
     }
 
-    /// Inserts or replaces the row for `key`. Returns its rowid.
+    /// Inserts or replaces the row for `key`. Returns its rowid, or `None` when it
+    /// replaced a row in place (found again by key if a cull needs it: `RETURNING` would
+    /// cost an ephemeral table on every write).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn put_row(
         &self,
@@ -43,7 +45,7 @@ impl Inner {
         expire_time: Option<f64>,
         tag: Option<&str>,
         now: f64,
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         let (mode, filename, value, vlen): (i64, Option<&str>, Option<&[u8]>, u64) = match stored {
             Stored::Inline(b) => (MODE_INLINE, None, Some(b), b.len() as u64),
             Stored::File { rel, len } => (MODE_FILE, Some(rel.as_str()), None, *len),
@@ -53,25 +55,19 @@ impl Inner {
         // The common replacement first, in one statement: an inline row (no file to
         // unlink) whose indexed columns keep their values (so no index but the policy's
         // changes; the size trigger runs only if the size does).
-        let replaced = c
-            .prepare_cached(REPLACE_INLINE)?
-            .query_row(
-                params![
-                    key,
-                    now,
-                    mode,
-                    filename,
-                    value,
-                    meta,
-                    size,
-                    expire_time,
-                    tag
-                ],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?;
-        if let Some(rowid) = replaced {
-            return Ok(rowid);
+        let replaced = c.prepare_cached(REPLACE_INLINE)?.execute(params![
+            key,
+            now,
+            mode,
+            filename,
+            value,
+            meta,
+            size,
+            expire_time,
+            tag
+        ])?;
+        if replaced == 1 {
+            return Ok(None);
         }
         // Old row: columns are only assigned when they change, so unchanged indexed
         // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
@@ -135,7 +131,7 @@ impl Inner {
                 if let Some(path) = old_file.and_then(|f| value_path(&self.dir, &f)) {
                     p.unlink.push(path);
                 }
-                Ok(rowid)
+                Ok(Some(rowid))
             }
             None => {
                 c.prepare_cached(
@@ -144,7 +140,7 @@ impl Inner {
                      VALUES (?1, 1, ?2, ?3, ?2, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
                 .execute(params![key, now, expire_time, tag, size, mode, filename, value, meta])?;
-                Ok(c.last_insert_rowid())
+                Ok(Some(c.last_insert_rowid()))
             }
         }
     }
@@ -256,7 +252,8 @@ impl Inner {
         c: &Connection,
         p: &mut Pending,
         now: f64,
-        protect: i64,
+        key: &[u8],
+        written: Option<i64>,
     ) -> Result<u64> {
         let (s, size) = read_settings_and_size(c)?;
         self.cache_settings(&s);
@@ -269,6 +266,13 @@ impl Inner {
         if volume::database_bytes_bound(c).is_some_and(under) || under(volume::database_bytes(c)?) {
             return Ok(0);
         }
+        // The row just written is never culled.
+        let protect = match written {
+            Some(rowid) => rowid,
+            None => c
+                .prepare_cached("SELECT rowid FROM cache WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))?,
+        };
         self.cull_in(
             c,
             p,
@@ -301,8 +305,8 @@ impl Inner {
         now: f64,
     ) -> Result<()> {
         let stored = self.install(payload, p)?;
-        let rowid = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
-        self.cull_on_write(c, p, now, rowid)?;
+        let written = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
+        self.cull_on_write(c, p, now, key, written)?;
         Ok(())
     }
 
@@ -459,8 +463,8 @@ impl Inner {
                 let next = start.checked_add(delta).ok_or(Error::NotAnInteger)?;
                 let bytes = next.to_string();
                 let stored = Stored::Inline(bytes.as_bytes());
-                let rowid = self.put_row(c, p, key, &stored, &[], None, None, now)?;
-                self.cull_on_write(c, p, now, rowid)?;
+                let written = self.put_row(c, p, key, &stored, &[], None, None, now)?;
+                self.cull_on_write(c, p, now, key, written)?;
                 Ok(next)
             }
         }
@@ -503,8 +507,7 @@ pub(crate) const REPLACE_INLINE: &str = "UPDATE cache SET raw = 1, store_time = 
      access_time = ?2, mode = ?3, filename = ?4, value = ?5, meta = ?6, size = ?7 \
      WHERE key = ?1 AND filename IS NULL AND access_count = 0 \
      AND coalesce(expire_time, x'') = coalesce(?8, x'') \
-     AND coalesce(tag, x'') = coalesce(?9, x'') \
-     RETURNING rowid";
+     AND coalesce(tag, x'') = coalesce(?9, x'')";
 
 /// [`Inner::delete_in`]'s one statement for a live inline row (`coalesce`: no bare
 /// parameter beside an indexed column, see [`REPLACE_INLINE`]).
@@ -532,152 +535,5 @@ pub(crate) fn expire_at(now: f64, expire: Option<Duration>) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::clock::manual_cache;
-    use rusqlite::StatementStatus;
-    use std::time::Duration;
-
-    /// Every kind of replacement (the one-statement path and the general one, in both
-    /// directions) leaves the row as written and the counters equal to the rows' sums.
-    #[test]
-    fn replacing_writes_keep_rows_and_counters_exact() {
-        let (_dir, _clock, cache) = manual_cache(1000.0);
-        let big = vec![3u8; 40_000]; // a value file (min_file_size 32 KiB)
-        type Case<'a> = (&'a [u8], &'a [u8], Option<u64>, Option<&'a str>);
-        let cases: [Case; 12] = [
-            (b"a", b"12345", None, None),
-            (b"a", b"54321", None, None), // same size, nothing indexed changes
-            (b"a", b"123", None, None),   // size changes
-            (b"a", b"123", None, Some("t")),
-            (b"a", b"456", None, Some("t")), // tag kept
-            (b"a", b"456", Some(60), Some("")),
-            (b"a", b"789", Some(60), Some("")), // expiry and empty tag kept
-            (b"a", b"789", None, None),
-            (b"a", &big, None, None), // inline -> file
-            (b"a", b"x", None, None), // file -> inline (the old file is unlinked)
-            (b"b", b"1", None, None),
-            (b"b", b"22", Some(5), None),
-        ];
-        for (i, (key, value, expire, tag)) in cases.into_iter().enumerate() {
-            cache
-                .set(key, value, expire.map(Duration::from_secs), tag)
-                .unwrap();
-            let entry = cache.get_entry(key).unwrap().expect("stored");
-            assert_eq!(entry.value, value, "case {i}");
-            assert_eq!(entry.tag.as_deref(), tag, "case {i}");
-            assert_eq!(
-                entry.expire_time,
-                expire.map(|e| 1000.0 + e as f64),
-                "case {i}"
-            );
-            let (count, size, rows, sum): (i64, i64, i64, i64) = cache
-                .inner
-                .read(|c| {
-                    Ok(c.query_row(
-                        "SELECT count, size, (SELECT count(*) FROM cache), \
-                         (SELECT total(size) FROM cache) FROM counters",
-                        [],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, f64>(3)? as i64)),
-                    )?)
-                })
-                .unwrap();
-            assert_eq!((count, size), (rows, sum), "case {i}");
-        }
-        assert!(
-            cache.check(false).unwrap().is_empty(),
-            "no orphan value file"
-        );
-    }
-
-    /// `delete` reports whether a live row went, and removes every kind of row.
-    #[test]
-    fn delete_reports_live_rows_and_removes_every_kind() {
-        let (_dir, clock, cache) = manual_cache(1000.0);
-        let big = vec![3u8; 40_000];
-        cache.set(b"inline", b"v", None, None).unwrap();
-        cache.set(b"file", &big, None, None).unwrap();
-        cache
-            .set(b"expired", b"v", Some(Duration::from_secs(1)), None)
-            .unwrap();
-        cache
-            .set(b"later", b"v", Some(Duration::from_secs(60)), None)
-            .unwrap();
-        clock.advance(2.0);
-        let cases: [(&[u8], bool); 5] = [
-            (b"inline", true),
-            (b"file", true),
-            (b"expired", false),
-            (b"later", true),
-            (b"missing", false),
-        ];
-        for (key, live) in cases {
-            assert_eq!(cache.delete(key).unwrap(), live, "{key:?}");
-            assert!(!cache.delete(key).unwrap(), "{key:?} again");
-        }
-        assert_eq!(cache.len().unwrap(), 0);
-        assert!(
-            cache.check(false).unwrap().is_empty(),
-            "the value file is gone"
-        );
-    }
-
-    /// The statements of a set run prepared: none is prepared again per run (a statement
-    /// whose plan depends on a bound value is, and that doubled a set's CPU time).
-    #[test]
-    fn hot_writes_are_prepared_once() {
-        let (_dir, _clock, cache) = manual_cache(1000.0);
-        for i in 0..50u32 {
-            let tag = (i % 3 == 0).then_some("t");
-            let expire = (i % 5 == 0).then_some(Duration::from_secs(60));
-            cache
-                .set(&(i % 7).to_be_bytes(), &i.to_be_bytes(), expire, tag)
-                .unwrap();
-            cache.set(b"same", &i.to_be_bytes(), None, None).unwrap();
-            if i % 2 == 1 {
-                assert!(cache.delete(&(i % 7).to_be_bytes()).unwrap());
-            }
-        }
-        let (runs, reprepared, pragma_reprepared) = cache
-            .inner
-            .read(|c| {
-                let stmt = c.prepare_cached(super::REPLACE_INLINE)?;
-                let delete = c.prepare_cached(super::DELETE_LIVE_INLINE)?;
-                assert!(delete.get_status(StatementStatus::Run) >= 20);
-                assert_eq!(delete.get_status(StatementStatus::RePrepare), 0);
-                // The counter works: a PRAGMA is prepared again on every run.
-                super::volume::database_bytes(c)?;
-                super::volume::database_bytes(c)?;
-                let pragma = c.prepare_cached("PRAGMA page_count")?;
-                Ok((
-                    stmt.get_status(StatementStatus::Run),
-                    stmt.get_status(StatementStatus::RePrepare),
-                    pragma.get_status(StatementStatus::RePrepare),
-                ))
-            })
-            .unwrap();
-        assert!(runs >= 50, "the one-statement path ran ({runs})");
-        assert!(pragma_reprepared > 0);
-        assert_eq!(reprepared, 0);
-    }
-
-    /// Issue 16: `incr` left the row's store time where the first store put it; diskcache's
-    /// moves it to now (least-recently-stored culling and `expire` see the increment).
-    #[test]
-    fn incr_refreshes_store_time() {
-        let (_dir, clock, cache) = manual_cache(1000.0);
-        assert_eq!(cache.incr(b"n", 1, Some(0)).unwrap(), 1);
-        clock.advance(50.0);
-        assert_eq!(cache.incr(b"n", 1, None).unwrap(), 2);
-        let stored: f64 = cache
-            .inner
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT store_time FROM cache WHERE key = ?1",
-                    [&b"n"[..]],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
-        assert_eq!(stored, 1050.0);
-    }
-}
+#[path = "write_tests.rs"]
+mod tests;
