@@ -212,6 +212,23 @@ pub(crate) fn vacuum(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Tests: inserts `n` rows of `len`-byte inline values, keyed by the big-endian numbers
+/// from `from`, in the caller's transaction or one each.
+#[cfg(test)]
+pub(crate) fn insert_test_rows(c: &Connection, from: u32, n: u32, len: usize) {
+    let mut stmt = c
+        .prepare_cached(
+            "INSERT INTO cache (key, store_time, access_time, size, mode, value) \
+             VALUES (?1, 1, 1, ?2, 1, ?3)",
+        )
+        .unwrap();
+    for i in from..from + n {
+        let value = vec![i as u8; len];
+        stmt.execute(rusqlite::params![i.to_be_bytes(), (4 + len) as i64, value])
+            .unwrap();
+    }
+}
+
 /// The database's auto_vacuum mode (0 none, 1 full, 2 incremental).
 #[cfg(test)]
 pub(crate) fn auto_vacuum(conn: &Connection) -> Result<i64> {

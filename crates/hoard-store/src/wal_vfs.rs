@@ -503,8 +503,8 @@ static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::schema;
-    use rusqlite::{Connection, params};
+    use crate::schema::{self, insert_test_rows as insert};
+    use rusqlite::Connection;
     use std::cell::Cell;
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
@@ -514,20 +514,6 @@ pub(crate) mod tests {
         pub(crate) static WAL_WRITES: Cell<u64> = const { Cell::new(0) };
         /// Writes that rewrote earlier frames in place on this thread.
         pub(crate) static IN_PLACE: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn insert(c: &Connection, from: u32, n: u32, len: usize) {
-        let mut stmt = c
-            .prepare_cached(
-                "INSERT INTO cache (key, store_time, access_time, size, mode, value) \
-                 VALUES (?1, 1, 1, ?2, 1, ?3)",
-            )
-            .unwrap();
-        for i in from..from + n {
-            let value = vec![i as u8; len];
-            stmt.execute(params![i.to_be_bytes(), (4 + len) as i64, value])
-                .unwrap();
-        }
     }
 
     fn frames_in_wal(c: &Connection) -> i64 {

@@ -96,21 +96,7 @@ pub(crate) fn accounted_size(c: &Connection) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema;
-
-    fn insert(c: &Connection, from: u32, n: u32, len: usize) {
-        let mut stmt = c
-            .prepare_cached(
-                "INSERT INTO cache (key, store_time, access_time, size, mode, value) \
-                 VALUES (?1, 1, 1, ?2, 1, ?3)",
-            )
-            .unwrap();
-        for i in from..from + n {
-            let value = vec![i as u8; len];
-            stmt.execute(rusqlite::params![i.to_be_bytes(), (4 + len) as i64, value])
-                .unwrap();
-        }
-    }
+    use crate::schema::{self, insert_test_rows as insert};
 
     /// The bound holds in every state a write can see: committed pages in the WAL only,
     /// checkpointed, uncommitted pages in the cache, a transaction large enough to spill,
