@@ -53,8 +53,8 @@ impl Inner {
         let size = (key.len() as u64 + meta.len() as u64 + vlen) as i64;
         self.changed(p, key);
         // The common replacement first, in one statement: an inline row (no file to
-        // unlink) whose indexed columns keep their values (so no index but the policy's
-        // changes; the size trigger runs only if the size does).
+        // unlink) of the same size whose indexed columns keep their values (so no index
+        // but the policy's changes, and no trigger runs).
         let replaced = c.prepare_cached(REPLACE_INLINE)?.execute(params![
             key,
             now,
@@ -499,13 +499,16 @@ impl Inner {
     }
 }
 
-/// [`Inner::put_row`]'s one-statement replacement of an inline row whose expiry, tag and
-/// access count stay (`coalesce` with a blob, which no time or tag equals, tells NULL from
-/// any value). Compared through expressions, not bare parameters, so SQLite's planner never
-/// reads a bound value and the statement stays prepared (`hot_writes_are_prepared_once`).
+/// [`Inner::put_row`]'s one-statement replacement of an inline row whose size, expiry, tag
+/// and access count stay (`coalesce` with a blob, which no time or tag equals, tells NULL
+/// from any value). `size` is compared, not assigned: assigning it runs the size trigger's
+/// program, which loads the whole old row, value included (more instructions than the
+/// SELECT this statement saves). Compared through expressions, not bare parameters, so
+/// SQLite's planner never reads a bound value and the statement stays prepared
+/// (`hot_writes_are_prepared_once`).
 pub(crate) const REPLACE_INLINE: &str = "UPDATE cache SET raw = 1, store_time = ?2, \
-     access_time = ?2, mode = ?3, filename = ?4, value = ?5, meta = ?6, size = ?7 \
-     WHERE key = ?1 AND filename IS NULL AND access_count = 0 \
+     access_time = ?2, mode = ?3, filename = ?4, value = ?5, meta = ?6 \
+     WHERE key = ?1 AND filename IS NULL AND access_count = 0 AND size + 0 = ?7 \
      AND coalesce(expire_time, x'') = coalesce(?8, x'') \
      AND coalesce(tag, x'') = coalesce(?9, x'')";
 
