@@ -140,6 +140,10 @@ unsafe fn flush_wal_of(f: *mut ffi::sqlite3_file) {
     unsafe {
         let s = &mut *(f as *mut File);
         if s.kind == Kind::Main && !s.wal.is_null() {
+            #[cfg(test)]
+            if !(*s.wal).pending.is_empty() {
+                tests::LATE.with(|n| n.set(n.get() + 1));
+            }
             let _ = flush(s.wal);
         }
     }
@@ -243,6 +247,8 @@ unsafe extern "C" fn x_write(
         if s.kind != Kind::Wal {
             return write_out(f, buf, amt, off);
         }
+        // Kept across a flush below: the commit frame's page may start a new buffer.
+        let commit_page_at = s.commit_page_at;
         let contiguous = s.pending.is_empty()
             || (off == s.pending_at + s.pending.len() as i64
                 && s.pending.len() + amt.max(0) as usize <= MAX_PENDING);
@@ -270,7 +276,7 @@ unsafe extern "C" fn x_write(
             s.commit_page_at = end;
             return ffi::SQLITE_OK;
         }
-        if off == s.commit_page_at {
+        if off == commit_page_at {
             return flush(s);
         }
         ffi::SQLITE_OK
@@ -512,6 +518,9 @@ pub(crate) mod tests {
     thread_local! {
         /// Writes that reached a WAL file on this thread.
         pub(crate) static WAL_WRITES: Cell<u64> = const { Cell::new(0) };
+        /// Frames still buffered when SQLite touched the shared memory (never, by the
+        /// invariant).
+        pub(crate) static LATE: Cell<u64> = const { Cell::new(0) };
         /// Writes that rewrote earlier frames in place on this thread.
         pub(crate) static IN_PLACE: Cell<u64> = const { Cell::new(0) };
     }
@@ -544,6 +553,25 @@ pub(crate) mod tests {
             "each commit wrote several pages ({frames} frames)"
         );
         assert_eq!(writes, 100, "{frames} frames in {writes} writes");
+    }
+
+    /// Whatever a commit's size, its frames are all written by the time its commit frame
+    /// is: none is left for the shared-memory calls (whose errors SQLite cannot see),
+    /// including a commit frame that starts a new 64 KiB buffer.
+    #[test]
+    fn no_frame_outlives_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = schema::open_connection(dir.path(), 0, 1000).unwrap();
+        schema::migrate(&mut c).unwrap();
+        let late = LATE.with(Cell::get);
+        let mut key = 0;
+        for rows in 1..=40 {
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            insert(&c, key, rows, 3000); // about one page per row
+            key += rows;
+            c.execute_batch("COMMIT").unwrap();
+        }
+        assert_eq!(LATE.with(Cell::get), late);
     }
 
     /// Plain SQLite (the default VFS) and this one share the files both ways, across a
