@@ -39,8 +39,8 @@ static REAL: OnceLock<usize> = OnceLock::new();
 fn register() -> bool {
     // SAFETY: `sqlite3_vfs_find(NULL)` returns the default VFS, which lives as long as the
     // process; the copy made of it is leaked, so it does too, as `sqlite3_vfs_register`
-    // requires. The copy keeps the real VFS's `pAppData` and methods (which take the VFS
-    // pointer only to read `pAppData`), with our `xOpen` and file size.
+    // requires. The copy keeps the real VFS's `pAppData` and methods (the unix VFS's take
+    // the VFS pointer only to read `pAppData`), with our `xOpen` and file size.
     unsafe {
         let real = ffi::sqlite3_vfs_find(std::ptr::null());
         if real.is_null() {
