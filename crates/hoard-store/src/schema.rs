@@ -88,8 +88,8 @@ pub(crate) fn migrations() -> &'static [&'static str] {
         ALTER TABLE counters ADD COLUMN culled INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE counters ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
         "#,
-        // 3: the size trigger runs only when the size changes, so a replacing write may
-        // always assign `size` (one statement) without writing the counters' page.
+        // 3: the size trigger runs only when the size changes, so a write that assigns
+        // `size` unchanged (`incr` of a number of the same length) writes no counters page.
         r#"
         DROP TRIGGER cache_size_update;
         CREATE TRIGGER cache_size_update AFTER UPDATE OF size ON cache
