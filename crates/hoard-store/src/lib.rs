@@ -85,6 +85,7 @@
 //!   `api` (the public operations), `check`, `transaction` ([`Transaction`]), `iter`
 //!   (iteration).
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
+//!   `wal_vfs`: the SQLite VFS that writes each commit's WAL frames at once.
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.
 //! - `fanout`: [`FanoutCache`] (fail-soft timeout: `retry::budget`, `retry::patiently`).
 //!   `memo`: `memoize` and XFetch `memoize_stampede`.
@@ -126,6 +127,7 @@ mod retry;
 mod schema;
 mod settings;
 mod typed;
+mod wal_vfs;
 
 pub use buffer::{FLUSH_CHUNK, FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
 pub use cache::{

@@ -88,6 +88,15 @@ pub(crate) fn migrations() -> &'static [&'static str] {
         ALTER TABLE counters ADD COLUMN culled INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE counters ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
         "#,
+        // 3: the size trigger runs only when the size changes, so a write that assigns
+        // `size` unchanged (`incr` of a number of the same length) writes no counters page.
+        r#"
+        DROP TRIGGER cache_size_update;
+        CREATE TRIGGER cache_size_update AFTER UPDATE OF size ON cache
+            WHEN NEW.size IS NOT OLD.size BEGIN
+            UPDATE counters SET size = size + NEW.size - OLD.size WHERE id = 0;
+        END;
+        "#,
     ]
 }
 
@@ -100,7 +109,10 @@ pub(crate) fn open_connection(dir: &Path, mmap_size: u64, cache_size: i64) -> Re
     // Created 0600 first: SQLite gives `-wal` and `-shm` the database file's mode.
     super::private::precreate_file(&dir.join(DB_FILE))?;
     let fresh = std::fs::metadata(dir.join(DB_FILE))?.len() == 0;
-    let conn = Connection::open_with_flags(dir.join(DB_FILE), flags)?;
+    let conn = match super::wal_vfs::name() {
+        Some(vfs) => Connection::open_with_flags_and_vfs(dir.join(DB_FILE), flags, vfs)?,
+        None => Connection::open_with_flags(dir.join(DB_FILE), flags)?,
+    };
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if fresh {
         // Incremental auto_vacuum can only be chosen before the database's first page is
@@ -200,6 +212,23 @@ pub(crate) fn vacuum(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Tests: inserts `n` rows of `len`-byte inline values, keyed by the big-endian numbers
+/// from `from`, in the caller's transaction or one each.
+#[cfg(test)]
+pub(crate) fn insert_test_rows(c: &Connection, from: u32, n: u32, len: usize) {
+    let mut stmt = c
+        .prepare_cached(
+            "INSERT INTO cache (key, store_time, access_time, size, mode, value) \
+             VALUES (?1, 1, 1, ?2, 1, ?3)",
+        )
+        .unwrap();
+    for i in from..from + n {
+        let value = vec![i as u8; len];
+        stmt.execute(rusqlite::params![i.to_be_bytes(), (4 + len) as i64, value])
+            .unwrap();
+    }
+}
+
 /// The database's auto_vacuum mode (0 none, 1 full, 2 incremental).
 #[cfg(test)]
 pub(crate) fn auto_vacuum(conn: &Connection) -> Result<i64> {
@@ -246,6 +275,44 @@ mod tests {
             })
             .unwrap();
         assert_eq!((count, size), (1, 5));
+    }
+
+    /// Migration 3: on a database made before it, the size trigger still counts a changed
+    /// size and no longer writes the counters for an unchanged one.
+    #[test]
+    fn migration_3_size_trigger_runs_only_on_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(dir.path(), 0, 100).unwrap();
+        for step in &migrations()[..2] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO cache(key, store_time, access_time, size) VALUES (x'01', 1, 1, 5)",
+            [],
+        )
+        .unwrap();
+        let changes = |c: &Connection, sql: &str| {
+            let before = c.total_changes();
+            c.execute(sql, []).unwrap();
+            c.total_changes() - before
+        };
+        assert_eq!(
+            changes(&conn, "UPDATE cache SET size = 5"),
+            2,
+            "before: row + counters"
+        );
+        assert_eq!(migrate(&mut conn).unwrap(), 3);
+        assert_eq!(
+            changes(&conn, "UPDATE cache SET size = 5"),
+            1,
+            "unchanged: the row only"
+        );
+        assert_eq!(changes(&conn, "UPDATE cache SET size = 9"), 2);
+        let size: i64 = conn
+            .query_row("SELECT size FROM counters", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(size, 9);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!   the write transaction.  `row`: the row codec and the settings row.
 //! - `read`: the read path.  `write`: writes and culling.  `api`: the public operations.
 //! - `evictions`: rows removed by culling and expiry, counted.  `check`: consistency checks.  `transaction`: [`Cache::transact`].  `iter`: iteration.
+//! - `volume`: the size limit's measure, exact and as a cheap upper bound.
 //!
 //! Invariant: every write runs in one `BEGIN IMMEDIATE` transaction; value files are
 //! renamed into place inside it and unlinked only after a delete commits; the read path
@@ -51,6 +52,7 @@ mod pool;
 mod read;
 mod row;
 mod transaction;
+mod volume;
 mod write;
 
 pub use api::{Cache, Entry, Record, ScanEntry};
@@ -62,4 +64,5 @@ pub(crate) use open::stale_temp_files;
 pub(crate) use pool::*;
 pub(crate) use row::*;
 pub use transaction::Transaction;
+pub(crate) use volume::volume_in;
 pub(crate) use write::*;

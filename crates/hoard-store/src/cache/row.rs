@@ -162,9 +162,8 @@ pub(crate) fn read_settings(c: &Connection) -> Result<Settings> {
     with_policy(row)
 }
 
-/// The settings and [`volume_in`] (every write needs both): the settings row with the
-/// accounted size in one statement, plus the database's own bytes.
-pub(crate) fn read_settings_and_volume(c: &Connection) -> Result<(Settings, u64)> {
+/// The settings and the rows' accounted size (every write needs both), in one statement.
+pub(crate) fn read_settings_and_size(c: &Connection) -> Result<(Settings, u64)> {
     let (row, size) = c
         .prepare_cached(concat!(
             "SELECT ",
@@ -172,18 +171,7 @@ pub(crate) fn read_settings_and_volume(c: &Connection) -> Result<(Settings, u64)
             ", (SELECT size FROM counters WHERE id = 0) FROM settings WHERE id = 0"
         ))?
         .query_row([], |r| Ok((settings_from(r)?, r.get::<_, i64>(7)?)))?;
-    Ok((with_policy(row)?, size.max(0) as u64 + database_bytes(c)?))
-}
-
-/// Bytes of the database file's pages. Cached `PRAGMA` statements: the table-valued
-/// `pragma_page_count()` prepares a statement of its own on every call (a profiled `set`
-/// spent 4% of its time there).
-fn database_bytes(c: &Connection) -> Result<u64> {
-    let pragma = |sql: &str| -> Result<u64> {
-        let v: i64 = c.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
-        Ok(v.max(0) as u64)
-    };
-    Ok(pragma("PRAGMA page_count")? * pragma("PRAGMA page_size")?)
+    Ok((with_policy(row)?, size.max(0) as u64))
 }
 
 pub(crate) fn write_settings(c: &Connection, s: &Settings) -> Result<()> {
@@ -203,15 +191,6 @@ pub(crate) fn write_settings(c: &Connection, s: &Settings) -> Result<()> {
         s.sqlite_cache_size,
     ])?;
     Ok(())
-}
-
-/// Volume in bytes (`volume()`): accounted row sizes (keys, values, meta) plus the
-/// database's own pages.
-pub(crate) fn volume_in(c: &Connection) -> Result<u64> {
-    let size: i64 = c
-        .prepare_cached("SELECT size FROM counters WHERE id = 0")?
-        .query_row([], |r| r.get(0))?;
-    Ok(size.max(0) as u64 + database_bytes(c)?)
 }
 
 pub(crate) fn policy_to_u8(p: EvictionPolicy) -> u8 {

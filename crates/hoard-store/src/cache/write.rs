@@ -31,7 +31,9 @@ impl Inner {
         }
     }
 
-    /// Inserts or replaces the row for `key`. Returns its rowid.
+    /// Inserts or replaces the row for `key`. Returns its rowid, or `None` when it
+    /// replaced a row in place (found again by key if a cull needs it: `RETURNING` would
+    /// cost an ephemeral table on every write).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn put_row(
         &self,
@@ -43,13 +45,30 @@ impl Inner {
         expire_time: Option<f64>,
         tag: Option<&str>,
         now: f64,
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         let (mode, filename, value, vlen): (i64, Option<&str>, Option<&[u8]>, u64) = match stored {
             Stored::Inline(b) => (MODE_INLINE, None, Some(b), b.len() as u64),
             Stored::File { rel, len } => (MODE_FILE, Some(rel.as_str()), None, *len),
         };
         let size = (key.len() as u64 + meta.len() as u64 + vlen) as i64;
         self.changed(p, key);
+        // The common replacement first, in one statement: an inline row (no file to
+        // unlink) of the same size whose indexed columns keep their values (so no index
+        // but the policy's changes, and no trigger runs).
+        let replaced = c.prepare_cached(REPLACE_INLINE)?.execute(params![
+            key,
+            now,
+            mode,
+            filename,
+            value,
+            meta,
+            size,
+            expire_time,
+            tag
+        ])?;
+        if replaced == 1 {
+            return Ok(None);
+        }
         // Old row: columns are only assigned when they change, so unchanged indexed
         // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
         #[allow(clippy::type_complexity)]
@@ -112,7 +131,7 @@ impl Inner {
                 if let Some(path) = old_file.and_then(|f| value_path(&self.dir, &f)) {
                     p.unlink.push(path);
                 }
-                Ok(rowid)
+                Ok(Some(rowid))
             }
             None => {
                 c.prepare_cached(
@@ -121,7 +140,7 @@ impl Inner {
                      VALUES (?1, 1, ?2, ?3, ?2, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
                 .execute(params![key, now, expire_time, tag, size, mode, filename, value, meta])?;
-                Ok(c.last_insert_rowid())
+                Ok(Some(c.last_insert_rowid()))
             }
         }
     }
@@ -233,13 +252,27 @@ impl Inner {
         c: &Connection,
         p: &mut Pending,
         now: f64,
-        protect: i64,
+        key: &[u8],
+        written: Option<i64>,
     ) -> Result<u64> {
-        let (s, volume) = read_settings_and_volume(c)?;
+        let (s, size) = read_settings_and_size(c)?;
         self.cache_settings(&s);
-        if s.cull_limit == 0 || volume <= s.size_limit {
+        if s.cull_limit == 0 {
             return Ok(0);
         }
+        // The exact volume only when the cheap bound does not already show it under the
+        // limit (see `volume`).
+        let under = |db: u64| size.saturating_add(db) <= s.size_limit;
+        if volume::database_bytes_bound(c).is_some_and(under) || under(volume::database_bytes(c)?) {
+            return Ok(0);
+        }
+        // The row just written is never culled.
+        let protect = match written {
+            Some(rowid) => rowid,
+            None => c
+                .prepare_cached("SELECT rowid FROM cache WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))?,
+        };
         self.cull_in(
             c,
             p,
@@ -272,8 +305,8 @@ impl Inner {
         now: f64,
     ) -> Result<()> {
         let stored = self.install(payload, p)?;
-        let rowid = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
-        self.cull_on_write(c, p, now, rowid)?;
+        let written = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
+        self.cull_on_write(c, p, now, key, written)?;
         Ok(())
     }
 
@@ -332,8 +365,16 @@ impl Inner {
         key: &[u8],
         now: f64,
     ) -> Result<bool> {
-        // SELECT then DELETE by rowid: cheaper than DELETE ... RETURNING, which buffers
-        // its output in an ephemeral table.
+        // The common case in one statement: a live inline row (no file to unlink).
+        if c.prepare_cached(DELETE_LIVE_INLINE)?
+            .execute(params![key, now])?
+            == 1
+        {
+            self.changed(p, key);
+            return Ok(true);
+        }
+        // Otherwise SELECT then DELETE by rowid: cheaper than DELETE ... RETURNING, which
+        // buffers its output in an ephemeral table.
         let old: Option<(i64, Option<String>, Option<f64>)> = c
             .prepare_cached("SELECT rowid, filename, expire_time FROM cache WHERE key = ?1")?
             .query_row([key], |r| {
@@ -422,8 +463,8 @@ impl Inner {
                 let next = start.checked_add(delta).ok_or(Error::NotAnInteger)?;
                 let bytes = next.to_string();
                 let stored = Stored::Inline(bytes.as_bytes());
-                let rowid = self.put_row(c, p, key, &stored, &[], None, None, now)?;
-                self.cull_on_write(c, p, now, rowid)?;
+                let written = self.put_row(c, p, key, &stored, &[], None, None, now)?;
+                self.cull_on_write(c, p, now, key, written)?;
                 Ok(next)
             }
         }
@@ -458,6 +499,24 @@ impl Inner {
     }
 }
 
+/// [`Inner::put_row`]'s one-statement replacement of an inline row whose size, expiry, tag
+/// and access count stay (`coalesce` with a blob, which no time or tag equals, tells NULL
+/// from any value). `size` is compared, not assigned: assigning it runs the size trigger's
+/// program, which loads the whole old row, value included (more instructions than the
+/// SELECT this statement saves). Compared through expressions, not bare parameters, so
+/// SQLite's planner never reads a bound value and the statement stays prepared
+/// (`hot_writes_are_prepared_once`).
+pub(crate) const REPLACE_INLINE: &str = "UPDATE cache SET raw = 1, store_time = ?2, \
+     access_time = ?2, mode = ?3, filename = ?4, value = ?5, meta = ?6 \
+     WHERE key = ?1 AND filename IS NULL AND access_count = 0 AND size + 0 = ?7 \
+     AND coalesce(expire_time, x'') = coalesce(?8, x'') \
+     AND coalesce(tag, x'') = coalesce(?9, x'')";
+
+/// [`Inner::delete_in`]'s one statement for a live inline row (`coalesce`: no bare
+/// parameter beside an indexed column, see [`REPLACE_INLINE`]).
+pub(crate) const DELETE_LIVE_INLINE: &str = "DELETE FROM cache WHERE key = ?1 \
+     AND filename IS NULL AND coalesce(expire_time > ?2, 1)";
+
 /// A value as stored by one row.
 #[derive(Debug)]
 pub(crate) enum Stored<'a> {
@@ -479,27 +538,5 @@ pub(crate) fn expire_at(now: f64, expire: Option<Duration>) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::clock::manual_cache;
-
-    /// Issue 16: `incr` left the row's store time where the first store put it; diskcache's
-    /// moves it to now (least-recently-stored culling and `expire` see the increment).
-    #[test]
-    fn incr_refreshes_store_time() {
-        let (_dir, clock, cache) = manual_cache(1000.0);
-        assert_eq!(cache.incr(b"n", 1, Some(0)).unwrap(), 1);
-        clock.advance(50.0);
-        assert_eq!(cache.incr(b"n", 1, None).unwrap(), 2);
-        let stored: f64 = cache
-            .inner
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT store_time FROM cache WHERE key = ?1",
-                    [&b"n"[..]],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
-        assert_eq!(stored, 1050.0);
-    }
-}
+#[path = "write_tests.rs"]
+mod tests;

@@ -1,0 +1,166 @@
+//! Tests of `write.rs`: replacements and deletes in one statement or two, counters,
+//! culling around the written row, prepared statements.
+
+use crate::clock::manual_cache;
+use rusqlite::StatementStatus;
+use std::time::Duration;
+
+/// Every kind of replacement (the one-statement path and the general one, in both
+/// directions) leaves the row as written and the counters equal to the rows' sums.
+#[test]
+fn replacing_writes_keep_rows_and_counters_exact() {
+    let (_dir, _clock, cache) = manual_cache(1000.0);
+    let big = vec![3u8; 40_000]; // a value file (min_file_size 32 KiB)
+    type Case<'a> = (&'a [u8], &'a [u8], Option<u64>, Option<&'a str>);
+    let cases: [Case; 12] = [
+        (b"a", b"12345", None, None),
+        (b"a", b"54321", None, None), // same size, nothing indexed changes
+        (b"a", b"123", None, None),   // size changes
+        (b"a", b"123", None, Some("t")),
+        (b"a", b"456", None, Some("t")), // tag kept
+        (b"a", b"456", Some(60), Some("")),
+        (b"a", b"789", Some(60), Some("")), // expiry and empty tag kept
+        (b"a", b"789", None, None),
+        (b"a", &big, None, None), // inline -> file
+        (b"a", b"x", None, None), // file -> inline (the old file is unlinked)
+        (b"b", b"1", None, None),
+        (b"b", b"22", Some(5), None),
+    ];
+    for (i, (key, value, expire, tag)) in cases.into_iter().enumerate() {
+        cache
+            .set(key, value, expire.map(Duration::from_secs), tag)
+            .unwrap();
+        let entry = cache.get_entry(key).unwrap().expect("stored");
+        assert_eq!(entry.value, value, "case {i}");
+        assert_eq!(entry.tag.as_deref(), tag, "case {i}");
+        assert_eq!(
+            entry.expire_time,
+            expire.map(|e| 1000.0 + e as f64),
+            "case {i}"
+        );
+        let (count, size, rows, sum): (i64, i64, i64, i64) = cache
+            .inner
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count, size, (SELECT count(*) FROM cache), \
+                     (SELECT total(size) FROM cache) FROM counters",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, f64>(3)? as i64)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!((count, size), (rows, sum), "case {i}");
+    }
+    assert!(
+        cache.check(false).unwrap().is_empty(),
+        "no orphan value file"
+    );
+}
+
+/// A write over the size limit culls every other row but never its own, also when it
+/// replaced the row in place (no rowid at hand).
+#[test]
+fn a_replaced_row_is_never_culled_by_its_own_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = crate::Cache::builder(dir.path())
+        .size_limit(1) // the database's own pages are over it: every write culls
+        .open()
+        .unwrap();
+    for (key, value) in [(b"a", b"1"), (b"b", b"2"), (b"b", b"3"), (b"a", b"4")] {
+        cache.set(key, value, None, None).unwrap();
+        assert_eq!(cache.get(key).unwrap().as_deref(), Some(&value[..]));
+        assert_eq!(cache.len().unwrap(), 1, "the other key was culled");
+    }
+}
+
+/// `delete` reports whether a live row went, and removes every kind of row.
+#[test]
+fn delete_reports_live_rows_and_removes_every_kind() {
+    let (_dir, clock, cache) = manual_cache(1000.0);
+    let big = vec![3u8; 40_000];
+    cache.set(b"inline", b"v", None, None).unwrap();
+    cache.set(b"file", &big, None, None).unwrap();
+    cache
+        .set(b"expired", b"v", Some(Duration::from_secs(1)), None)
+        .unwrap();
+    cache
+        .set(b"later", b"v", Some(Duration::from_secs(60)), None)
+        .unwrap();
+    clock.advance(2.0);
+    let cases: [(&[u8], bool); 5] = [
+        (b"inline", true),
+        (b"file", true),
+        (b"expired", false),
+        (b"later", true),
+        (b"missing", false),
+    ];
+    for (key, live) in cases {
+        assert_eq!(cache.delete(key).unwrap(), live, "{key:?}");
+        assert!(!cache.delete(key).unwrap(), "{key:?} again");
+    }
+    assert_eq!(cache.len().unwrap(), 0);
+    assert!(
+        cache.check(false).unwrap().is_empty(),
+        "the value file is gone"
+    );
+}
+
+/// The statements of a set run prepared: none is prepared again per run (a statement
+/// whose plan depends on a bound value is, and that doubled a set's CPU time).
+#[test]
+fn hot_writes_are_prepared_once() {
+    let (_dir, _clock, cache) = manual_cache(1000.0);
+    for i in 0..50u32 {
+        let tag = (i % 3 == 0).then_some("t");
+        let expire = (i % 5 == 0).then_some(Duration::from_secs(60));
+        cache
+            .set(&(i % 7).to_be_bytes(), &i.to_be_bytes(), expire, tag)
+            .unwrap();
+        cache.set(b"same", &i.to_be_bytes(), None, None).unwrap();
+        if i % 2 == 1 {
+            assert!(cache.delete(&(i % 7).to_be_bytes()).unwrap());
+        }
+    }
+    let (runs, reprepared, pragma_reprepared) = cache
+        .inner
+        .read(|c| {
+            let stmt = c.prepare_cached(super::REPLACE_INLINE)?;
+            let delete = c.prepare_cached(super::DELETE_LIVE_INLINE)?;
+            assert!(delete.get_status(StatementStatus::Run) >= 20);
+            assert_eq!(delete.get_status(StatementStatus::RePrepare), 0);
+            // The counter works: a PRAGMA is prepared again on every run.
+            super::volume::database_bytes(c)?;
+            super::volume::database_bytes(c)?;
+            let pragma = c.prepare_cached("PRAGMA page_count")?;
+            Ok((
+                stmt.get_status(StatementStatus::Run),
+                stmt.get_status(StatementStatus::RePrepare),
+                pragma.get_status(StatementStatus::RePrepare),
+            ))
+        })
+        .unwrap();
+    assert!(runs >= 50, "the one-statement path ran ({runs})");
+    assert!(pragma_reprepared > 0);
+    assert_eq!(reprepared, 0);
+}
+
+/// Issue 16: `incr` left the row's store time where the first store put it; diskcache's
+/// moves it to now (least-recently-stored culling and `expire` see the increment).
+#[test]
+fn incr_refreshes_store_time() {
+    let (_dir, clock, cache) = manual_cache(1000.0);
+    assert_eq!(cache.incr(b"n", 1, Some(0)).unwrap(), 1);
+    clock.advance(50.0);
+    assert_eq!(cache.incr(b"n", 1, None).unwrap(), 2);
+    let stored: f64 = cache
+        .inner
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT store_time FROM cache WHERE key = ?1",
+                [&b"n"[..]],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(stored, 1050.0);
+}

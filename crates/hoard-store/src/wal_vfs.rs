@@ -1,0 +1,688 @@
+//! A SQLite VFS over the platform's own that hands the WAL each commit's frames in one
+//! `write`, where SQLite makes two per page (a 24-byte frame header, then the page): a
+//! `set` of 3 pages was 6 `pwrite`s, now 1. Everything else (locks, shared memory, syncs,
+//! the database file) is the platform VFS's, unchanged, so processes using plain SQLite on
+//! the same files interoperate.
+//!
+//! Invariant: a buffered frame never outlives the write of its transaction's commit frame,
+//! nor any other operation on the WAL file or on the database's shared memory (a lock, a
+//! barrier). So a commit is in the file (the OS page cache, exactly as without this layer:
+//! `synchronous=NORMAL` does not sync a commit) before SQLite publishes it in the WAL
+//! index, a failed write fails its commit (the error is the commit frame's write's), and
+//! writes that rewrite earlier frames in place bypass the buffer.
+
+use rusqlite::ffi;
+use std::ffi::{CStr, c_int, c_void};
+use std::sync::OnceLock;
+
+/// The VFS's registered name.
+const NAME: &CStr = c"hoard-wal";
+
+/// Size of a WAL frame header; bytes 4..8 are non-zero in a commit frame's.
+const FRAME_HEADER: usize = 24;
+
+/// Most bytes written at once: a transaction's frames beyond this are written out before
+/// it commits (a large `transact`). The unix VFS writes at most 128 KiB per call (it masks
+/// the count to 17 bits), and one write appended after this stays below that.
+const MAX_PENDING: usize = 64 << 10;
+
+/// The VFS's name for `Connection::open_with_flags_and_vfs`, registering it on first use;
+/// `None` if there is no default VFS to wrap (then the default is used as is).
+pub(crate) fn name() -> Option<&'static CStr> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    REGISTERED.get_or_init(register).then_some(NAME)
+}
+
+/// The platform VFS this one forwards to (set once, before registration).
+static REAL: OnceLock<usize> = OnceLock::new();
+
+fn register() -> bool {
+    // SAFETY: `sqlite3_vfs_find(NULL)` returns the default VFS, which lives as long as the
+    // process; the copy made of it is leaked, so it does too, as `sqlite3_vfs_register`
+    // requires. The copy keeps the real VFS's `pAppData` and methods (the unix VFS's take
+    // the VFS pointer only to read `pAppData`), with our `xOpen` and file size.
+    unsafe {
+        let real = ffi::sqlite3_vfs_find(std::ptr::null());
+        if real.is_null() {
+            return false;
+        }
+        let _ = REAL.set(real as usize);
+        let mut vfs: ffi::sqlite3_vfs = std::ptr::read(real);
+        vfs.pNext = std::ptr::null_mut();
+        vfs.zName = NAME.as_ptr();
+        vfs.szOsFile = (REAL_OFFSET + (*real).szOsFile as usize) as c_int;
+        vfs.xOpen = Some(x_open);
+        let vfs = Box::into_raw(Box::new(vfs));
+        ffi::sqlite3_vfs_register(vfs, 0) == ffi::SQLITE_OK
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Main,
+    Wal,
+    Other,
+}
+
+/// Our part of an open file; the platform VFS's file follows it at [`REAL_OFFSET`].
+#[repr(C)]
+struct File {
+    /// Must be first: SQLite sees a `sqlite3_file` whose methods are [`METHODS`].
+    base: ffi::sqlite3_file,
+    kind: Kind,
+    /// For a database: its WAL's file while that is open (null otherwise).
+    wal: *mut File,
+    /// For a WAL: its database's file (null once that closes).
+    main: *mut File,
+    /// Frames written by SQLite but not yet to the file, starting at `pending_at`.
+    pending: Vec<u8>,
+    pending_at: i64,
+    /// End of the furthest write in the current write transaction: a write before it
+    /// rewrites a frame in place and goes straight to the file.
+    high: i64,
+    /// Where the commit frame's page starts, once its header is buffered (else -1).
+    commit_page_at: i64,
+}
+
+/// Offset of the platform VFS's file inside ours (a multiple of 8).
+const REAL_OFFSET: usize = std::mem::size_of::<File>().next_multiple_of(8);
+
+unsafe fn real(f: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
+    // SAFETY (caller): `f` is one of our files, allocated `szOsFile` bytes.
+    unsafe { (f as *mut u8).add(REAL_OFFSET) as *mut ffi::sqlite3_file }
+}
+
+unsafe fn real_methods<'a>(f: *mut ffi::sqlite3_file) -> &'a ffi::sqlite3_io_methods {
+    // SAFETY (caller): the real file was opened successfully (ours is installed only then).
+    unsafe { &*(*real(f)).pMethods }
+}
+
+/// Writes out the buffered frames, if any. The buffer is emptied either way.
+unsafe fn flush(s: *mut File) -> c_int {
+    // SAFETY (caller): `s` is an open file of ours.
+    unsafe {
+        let s = &mut *s;
+        s.commit_page_at = -1;
+        if s.pending.is_empty() {
+            return ffi::SQLITE_OK;
+        }
+        let f = s as *mut File as *mut ffi::sqlite3_file;
+        let rc = write_out(
+            f,
+            s.pending.as_ptr() as *const c_void,
+            s.pending.len() as c_int,
+            s.pending_at,
+        );
+        s.pending.clear();
+        rc
+    }
+}
+
+/// Writes to the platform VFS's file.
+unsafe fn write_out(
+    f: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
+    #[cfg(test)]
+    if unsafe { (*(f as *mut File)).kind } == Kind::Wal {
+        tests::WAL_WRITES.with(|n| n.set(n.get() + 1));
+    }
+    // SAFETY (caller): `f` is an open file of ours and `buf` holds `amt` bytes.
+    unsafe { real_methods(f).xWrite.expect("every VFS writes")(real(f), buf, amt, off) }
+}
+
+/// Flushes the WAL of a database file (defensive: by the invariant, nothing is pending
+/// when SQLite touches the shared memory). Its result cannot be reported there.
+unsafe fn flush_wal_of(f: *mut ffi::sqlite3_file) {
+    // SAFETY (caller): `f` is an open file of ours; `wal` is cleared when the WAL closes.
+    unsafe {
+        let s = &mut *(f as *mut File);
+        if s.kind == Kind::Main && !s.wal.is_null() {
+            #[cfg(test)]
+            if !(*s.wal).pending.is_empty() {
+                tests::LATE.with(|n| n.set(n.get() + 1));
+            }
+            let _ = flush(s.wal);
+        }
+    }
+}
+
+/// Flushes `f` if it is a WAL, before an operation that reads, sizes, syncs or truncates it.
+unsafe fn flush_if_wal(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY (caller): `f` is an open file of ours.
+    unsafe {
+        if (*(f as *mut File)).kind == Kind::Wal {
+            flush(f as *mut File)
+        } else {
+            ffi::SQLITE_OK
+        }
+    }
+}
+
+unsafe extern "C" fn x_open(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: ffi::sqlite3_filename,
+    f: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    // SAFETY: SQLite passes `szOsFile` bytes at `f`; the real VFS opens its file after ours.
+    unsafe {
+        let real_vfs = *REAL.get().expect("registered") as *mut ffi::sqlite3_vfs;
+        (*f).pMethods = std::ptr::null();
+        let open = (*real_vfs).xOpen.expect("every VFS opens");
+        let rc = open(real_vfs, name, real(f), flags, out_flags);
+        if rc != ffi::SQLITE_OK || (*real(f)).pMethods.is_null() {
+            return rc;
+        }
+        let kind = if flags & ffi::SQLITE_OPEN_WAL != 0 {
+            Kind::Wal
+        } else if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+            Kind::Main
+        } else {
+            Kind::Other
+        };
+        let mut main = std::ptr::null_mut();
+        if kind == Kind::Wal && !name.is_null() {
+            let db = ffi::sqlite3_database_file_object(name);
+            if !db.is_null() && std::ptr::eq((*db).pMethods, &METHODS) {
+                main = db as *mut File;
+            }
+        }
+        std::ptr::write(
+            f as *mut File,
+            File {
+                base: ffi::sqlite3_file { pMethods: &METHODS },
+                kind,
+                wal: std::ptr::null_mut(),
+                main,
+                pending: Vec::new(),
+                pending_at: 0,
+                high: 0,
+                commit_page_at: -1,
+            },
+        );
+        if !main.is_null() {
+            (*main).wal = f as *mut File;
+        }
+        ffi::SQLITE_OK
+    }
+}
+
+unsafe extern "C" fn x_close(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite closes an open file once; ours is dropped in place after the real one
+    // closes, and the links to it from its database / WAL are cleared.
+    unsafe {
+        let flushed = flush_if_wal(f);
+        let close = real_methods(f).xClose.expect("every VFS closes");
+        let rc = close(real(f));
+        let s = f as *mut File;
+        if !(*s).main.is_null() {
+            (*(*s).main).wal = std::ptr::null_mut();
+        }
+        if !(*s).wal.is_null() {
+            (*(*s).wal).main = std::ptr::null_mut();
+        }
+        std::ptr::drop_in_place(s);
+        (*f).pMethods = std::ptr::null();
+        if flushed != ffi::SQLITE_OK {
+            flushed
+        } else {
+            rc
+        }
+    }
+}
+
+unsafe extern "C" fn x_write(
+    f: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
+    // SAFETY: SQLite passes `amt` readable bytes at `buf` and one of our open files.
+    unsafe {
+        let s = &mut *(f as *mut File);
+        if s.kind != Kind::Wal {
+            return write_out(f, buf, amt, off);
+        }
+        // Kept across a flush below: the commit frame's page may start a new buffer.
+        let commit_page_at = s.commit_page_at;
+        let contiguous = s.pending.is_empty()
+            || (off == s.pending_at + s.pending.len() as i64
+                && s.pending.len() + amt.max(0) as usize <= MAX_PENDING);
+        if off < s.high || !contiguous {
+            let rc = flush(s);
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+            if off < s.high {
+                // Rewriting an earlier frame (checksums, a page written twice): in place.
+                #[cfg(test)]
+                tests::IN_PLACE.with(|n| n.set(n.get() + 1));
+                return write_out(f, buf, amt, off);
+            }
+        }
+        let data = std::slice::from_raw_parts(buf as *const u8, amt.max(0) as usize);
+        if s.pending.is_empty() {
+            s.pending_at = off;
+        }
+        s.pending.extend_from_slice(data);
+        let end = off + data.len() as i64;
+        s.high = s.high.max(end);
+        if data.len() == FRAME_HEADER && data[4..8] != [0; 4] {
+            // A commit frame's header: its page follows, then the commit is complete.
+            s.commit_page_at = end;
+            return ffi::SQLITE_OK;
+        }
+        if off == commit_page_at {
+            return flush(s);
+        }
+        ffi::SQLITE_OK
+    }
+}
+
+unsafe extern "C" fn x_read(
+    f: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
+    // SAFETY: forwarded as given, after buffered frames reached the file.
+    unsafe {
+        let rc = flush_if_wal(f);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        real_methods(f).xRead.expect("every VFS reads")(real(f), buf, amt, off)
+    }
+}
+
+unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
+    // SAFETY: forwarded as given, after buffered frames reached the file.
+    unsafe {
+        let rc = flush_if_wal(f);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        real_methods(f).xTruncate.expect("every VFS truncates")(real(f), size)
+    }
+}
+
+unsafe extern "C" fn x_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    // SAFETY: forwarded as given, after buffered frames reached the file.
+    unsafe {
+        let rc = flush_if_wal(f);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        real_methods(f).xSync.expect("every VFS syncs")(real(f), flags)
+    }
+}
+
+unsafe extern "C" fn x_file_size(
+    f: *mut ffi::sqlite3_file,
+    size: *mut ffi::sqlite3_int64,
+) -> c_int {
+    // SAFETY: forwarded as given, after buffered frames reached the file.
+    unsafe {
+        let rc = flush_if_wal(f);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        real_methods(f).xFileSize.expect("every VFS sizes")(real(f), size)
+    }
+}
+
+unsafe extern "C" fn x_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe { real_methods(f).xLock.expect("every VFS locks")(real(f), level) }
+}
+
+unsafe extern "C" fn x_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe { real_methods(f).xUnlock.expect("every VFS unlocks")(real(f), level) }
+}
+
+unsafe extern "C" fn x_check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe {
+        real_methods(f)
+            .xCheckReservedLock
+            .expect("every VFS checks locks")(real(f), out)
+    }
+}
+
+unsafe extern "C" fn x_file_control(
+    f: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    // SAFETY: forwarded as given, after buffered frames reached the file.
+    unsafe {
+        let rc = flush_if_wal(f);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        match real_methods(f).xFileControl {
+            Some(fc) => fc(real(f), op, arg),
+            None => ffi::SQLITE_NOTFOUND,
+        }
+    }
+}
+
+unsafe extern "C" fn x_sector_size(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe { real_methods(f).xSectorSize.map_or(4096, |m| m(real(f))) }
+}
+
+unsafe extern "C" fn x_device_characteristics(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe {
+        real_methods(f)
+            .xDeviceCharacteristics
+            .map_or(0, |m| m(real(f)))
+    }
+}
+
+unsafe extern "C" fn x_shm_map(
+    f: *mut ffi::sqlite3_file,
+    region: c_int,
+    size: c_int,
+    extend: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe {
+        match real_methods(f).xShmMap {
+            Some(m) => m(real(f), region, size, extend, out),
+            None => ffi::SQLITE_IOERR,
+        }
+    }
+}
+
+unsafe extern "C" fn x_shm_lock(
+    f: *mut ffi::sqlite3_file,
+    ofst: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded as given, after the WAL's buffered frames (none, by the invariant)
+    // reached the file.
+    unsafe {
+        flush_wal_of(f);
+        let rc = match real_methods(f).xShmLock {
+            Some(m) => m(real(f), ofst, n, flags),
+            None => ffi::SQLITE_IOERR,
+        };
+        // WAL_WRITE_LOCK (slot 0) taken: a write transaction starts appending frames.
+        let s = &mut *(f as *mut File);
+        if rc == ffi::SQLITE_OK
+            && ofst == 0
+            && n == 1
+            && flags == ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE
+            && s.kind == Kind::Main
+            && !s.wal.is_null()
+        {
+            (*s.wal).high = 0;
+        }
+        rc
+    }
+}
+
+unsafe extern "C" fn x_shm_barrier(f: *mut ffi::sqlite3_file) {
+    // SAFETY: forwarded as given, after the WAL's buffered frames (none, by the invariant)
+    // reached the file: SQLite calls this between the two copies of a new WAL-index header.
+    unsafe {
+        flush_wal_of(f);
+        if let Some(m) = real_methods(f).xShmBarrier {
+            m(real(f))
+        }
+    }
+}
+
+unsafe extern "C" fn x_shm_unmap(f: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe {
+        flush_wal_of(f);
+        match real_methods(f).xShmUnmap {
+            Some(m) => m(real(f), delete),
+            None => ffi::SQLITE_OK,
+        }
+    }
+}
+
+unsafe extern "C" fn x_fetch(
+    f: *mut ffi::sqlite3_file,
+    off: ffi::sqlite3_int64,
+    amt: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe {
+        match real_methods(f).xFetch {
+            Some(m) => m(real(f), off, amt, out),
+            None => {
+                *out = std::ptr::null_mut();
+                ffi::SQLITE_OK
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn x_unfetch(
+    f: *mut ffi::sqlite3_file,
+    off: ffi::sqlite3_int64,
+    p: *mut c_void,
+) -> c_int {
+    // SAFETY: forwarded as given.
+    unsafe {
+        match real_methods(f).xUnfetch {
+            Some(m) => m(real(f), off, p),
+            None => ffi::SQLITE_OK,
+        }
+    }
+}
+
+static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(x_close),
+    xRead: Some(x_read),
+    xWrite: Some(x_write),
+    xTruncate: Some(x_truncate),
+    xSync: Some(x_sync),
+    xFileSize: Some(x_file_size),
+    xLock: Some(x_lock),
+    xUnlock: Some(x_unlock),
+    xCheckReservedLock: Some(x_check_reserved_lock),
+    xFileControl: Some(x_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: Some(x_shm_map),
+    xShmLock: Some(x_shm_lock),
+    xShmBarrier: Some(x_shm_barrier),
+    xShmUnmap: Some(x_shm_unmap),
+    xFetch: Some(x_fetch),
+    xUnfetch: Some(x_unfetch),
+};
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::schema::{self, insert_test_rows as insert};
+    use rusqlite::Connection;
+    use std::cell::Cell;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    thread_local! {
+        /// Writes that reached a WAL file on this thread.
+        pub(crate) static WAL_WRITES: Cell<u64> = const { Cell::new(0) };
+        /// Frames still buffered when SQLite touched the shared memory (never, by the
+        /// invariant).
+        pub(crate) static LATE: Cell<u64> = const { Cell::new(0) };
+        /// Writes that rewrote earlier frames in place on this thread.
+        pub(crate) static IN_PLACE: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn frames_in_wal(c: &Connection) -> i64 {
+        // (busy, frames in the WAL, frames checkpointed); NOOP copies nothing.
+        c.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| r.get(1))
+            .unwrap_or_else(|_| {
+                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                    .unwrap()
+            })
+    }
+
+    /// The point of the VFS: a commit of several pages reaches the WAL in one write.
+    #[test]
+    fn a_commit_of_several_pages_is_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = schema::open_connection(dir.path(), 0, 100).unwrap();
+        schema::migrate(&mut c).unwrap();
+        insert(&c, 0, 1, 1000);
+        let frames_before = frames_in_wal(&c);
+        let writes_before = WAL_WRITES.with(Cell::get);
+        for i in 1..=100 {
+            insert(&c, i, 1, 1000); // its own transaction: table, key index, counters
+        }
+        let writes = WAL_WRITES.with(Cell::get) - writes_before;
+        let frames = frames_in_wal(&c) - frames_before;
+        assert!(
+            frames >= 200,
+            "each commit wrote several pages ({frames} frames)"
+        );
+        assert_eq!(writes, 100, "{frames} frames in {writes} writes");
+    }
+
+    /// Whatever a commit's size, its frames are all written by the time its commit frame
+    /// is: none is left for the shared-memory calls (whose errors SQLite cannot see),
+    /// including a commit frame that starts a new 64 KiB buffer.
+    #[test]
+    fn no_frame_outlives_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = schema::open_connection(dir.path(), 0, 1000).unwrap();
+        schema::migrate(&mut c).unwrap();
+        let late = LATE.with(Cell::get);
+        let mut key = 0;
+        for rows in 1..=40 {
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            insert(&c, key, rows, 3000); // about one page per row
+            key += rows;
+            c.execute_batch("COMMIT").unwrap();
+        }
+        assert_eq!(LATE.with(Cell::get), late);
+    }
+
+    /// Plain SQLite (the default VFS) and this one share the files both ways, across a
+    /// transaction larger than the page cache (spilled frames, frames rewritten in place,
+    /// writes split at the buffer's limit).
+    #[test]
+    fn plain_sqlite_reads_and_writes_the_same_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ours = schema::open_connection(dir.path(), 0, 50).unwrap();
+        schema::migrate(&mut ours).unwrap();
+        let plain = Connection::open(dir.path().join(schema::DB_FILE)).unwrap();
+        plain.busy_timeout(schema::BUSY_TIMEOUT).unwrap();
+        let count = |c: &Connection| -> (i64, i64) {
+            c.query_row("SELECT count(*), sum(length(value)) FROM cache", [], |r| {
+                Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+            })
+            .unwrap()
+        };
+        insert(&ours, 0, 10, 1000);
+        assert_eq!(count(&plain), (10, 10_000));
+        insert(&plain, 10, 10, 1000);
+        assert_eq!(count(&ours), (20, 20_000));
+        ours.execute_batch("BEGIN IMMEDIATE").unwrap();
+        insert(&ours, 100, 2000, 1000);
+        // Keys 0..20 and 100..512: 432 rows rewritten, some in pages already spilled.
+        ours.execute(
+            "UPDATE cache SET value = zeroblob(900) WHERE key < x'00000200'",
+            [],
+        )
+        .unwrap();
+        let in_place = IN_PLACE.with(Cell::get);
+        ours.execute_batch("COMMIT").unwrap();
+        assert!(
+            IN_PLACE.with(Cell::get) > in_place,
+            "checksums rewritten at commit"
+        );
+        let (n, bytes) = count(&plain);
+        assert_eq!(n, 2020);
+        assert_eq!(bytes, 432 * 900 + (2020 - 432) * 1000);
+        let check: String = plain
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        plain
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        insert(&ours, 5000, 5, 1000);
+        assert_eq!(count(&plain).0, 2025);
+    }
+
+    const CHILD_ENV: &str = "HOARD_STORE_TEST_WAL_WRITER";
+
+    /// Child side of [`a_killed_writer_keeps_every_acknowledged_set`]: sets keys in order
+    /// and prints each one's number once `set` returned. A no-op as a normal test.
+    #[test]
+    fn writer_child() {
+        let Some(dir) = std::env::var_os(CHILD_ENV) else {
+            return;
+        };
+        let cache = crate::Cache::open(dir).unwrap();
+        for i in 0..200_000u32 {
+            cache
+                .set(&i.to_be_bytes(), &[i as u8; 700], None, None)
+                .unwrap();
+            println!("set {i}");
+        }
+    }
+
+    /// A process killed (SIGKILL) between commits loses none that `set` acknowledged:
+    /// each is in the file before SQLite publishes it.
+    #[test]
+    fn a_killed_writer_keeps_every_acknowledged_set() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::Cache::open(dir.path()).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "wal_vfs::tests::writer_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut last = None;
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line
+                .trim()
+                .rsplit("set ")
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                last = Some(n);
+                if n == 500 {
+                    child.kill().unwrap(); // SIGKILL, this test's own child
+                }
+            }
+        }
+        child.wait().unwrap();
+        let last = last.expect("the child set keys");
+        assert!(last >= 500, "killed after {last}");
+        let cache = crate::Cache::open(dir.path()).unwrap();
+        for i in 0..=last {
+            assert_eq!(
+                cache.get(&i.to_be_bytes()).unwrap().as_deref(),
+                Some(&[i as u8; 700][..]),
+                "key {i} of {last}"
+            );
+        }
+        assert!(cache.check(false).unwrap().is_empty());
+    }
+}
