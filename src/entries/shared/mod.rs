@@ -16,7 +16,8 @@
 //! - One log line per change of state (connection, subscription, breakers), never per call.
 //!
 //! Background tasks (spawned by [`SharedTier::start`], ended when the last handle drops): the
-//! connector (connects, reconnects after a dropped connection, with backoff) and the
+//! connector ([`connect`]: connects, reconnects after a dropped connection, with backoff;
+//! the proxy waits for its first attempt, bounded, before accepting) and the
 //! subscriber (its own connection; `{prefix}invalidate` and `{prefix}filled`; reconnects).
 //! Invalidations published while the subscriber is disconnected are not replayed: the rows'
 //! TTLs bound how long another process may keep serving what it copied locally.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod breaker;
 pub mod codec;
 pub mod config;
+pub mod connect;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -45,8 +47,11 @@ use breaker::Breaker;
 pub use breaker::BreakerState;
 use codec::{Decoded, UrlKeys};
 pub use config::{SharedConfig, SharedConfigError, SharedUrl};
+use connect::connector;
+pub use connect::{Startup, startup_wait};
 
-/// Bound on establishing a connection (background only; requests never wait for it).
+/// Bound on establishing a connection (requests never wait for it; start-up waits at most
+/// [`startup_wait`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect backoff: first and largest pause between attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -302,7 +307,8 @@ impl std::fmt::Debug for SharedTier {
 impl SharedTier {
     /// Validate `cfg` and start the tier: returns at once (no network I/O); the connection
     /// and the subscription are made in background tasks that retry until they succeed.
-    /// Until then every call is a miss. Must be called inside a tokio runtime.
+    /// Until then every call is a miss ([`SharedTier::connect_at_start`] waits, bounded, for
+    /// the first attempt). Must be called inside a tokio runtime.
     pub fn start(cfg: SharedConfig) -> Result<SharedTier, SharedConfigError> {
         let url = cfg.validate()?;
         let roots = tls::Roots::load(cfg.ca_file.as_deref().filter(|_| url.tls))?;
@@ -827,100 +833,6 @@ impl Inner {
                 }
                 Err(Failed::Error)
             }
-        }
-    }
-}
-
-async fn connect(inner: &Inner) -> redis::RedisResult<Conn> {
-    let urls = inner.url.node_urls();
-    if inner.url.cluster {
-        let b = tls::cluster_builder(urls, inner.url.tls, &inner.roots)
-            .retries(2)
-            .min_retry_wait(5)
-            .max_retry_wait(50)
-            .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(inner.cfg.timeout);
-        let client = b.build()?;
-        Ok(Conn::Cluster(client.get_async_connection().await?))
-    } else {
-        let client = tls::client(&urls[0], &inner.roots)?;
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            // No client-side response timeout: `call` bounds every command itself, and
-            // a late answer must not cost the whole multiplexed connection.
-            .set_response_timeout(None);
-        let mut c = client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
-        redis::cmd("PING").query_async::<()>(&mut c).await?;
-        Ok(Conn::Single(c))
-    }
-}
-
-/// Keeps a command connection up: connects, and reconnects whenever a call dropped it.
-async fn connector(inner: Arc<Inner>) {
-    let mut pause = RECONNECT_MIN;
-    let mut ever = false;
-    let mut failing_logged = false;
-    loop {
-        if inner.cancel.is_cancelled() {
-            return;
-        }
-        if inner.current().is_some() {
-            tokio::select! {
-                _ = inner.cancel.cancelled() => return,
-                _ = inner.reconnect.notified() => continue,
-            }
-        }
-        let attempt = tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner)) => r,
-        };
-        let failed = match &attempt {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("no connection within {CONNECT_TIMEOUT:?}")),
-        };
-        *inner
-            .connect_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = failed;
-        match attempt {
-            Ok(Ok(conn)) => {
-                let generation = inner.conn_gen.fetch_add(1, Ordering::AcqRel) + 1;
-                *inner.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, conn));
-                inner.all.probe_now();
-                inner.writes.probe_now();
-                tracing::info!(
-                    url = %inner.url.redacted(),
-                    "shared tier: {} Redis",
-                    if ever { "reconnected to" } else { "connected to" }
-                );
-                ever = true;
-                failing_logged = false;
-                pause = RECONNECT_MIN;
-            }
-            Ok(Err(e)) => {
-                if !failing_logged {
-                    tracing::warn!(url = %inner.url.redacted(), error = %e,
-                        "shared tier: cannot connect to Redis; retrying in the background");
-                    failing_logged = true;
-                }
-            }
-            Err(_) => {
-                if !failing_logged {
-                    tracing::warn!(url = %inner.url.redacted(),
-                        "shared tier: connecting to Redis timed out; retrying in the background");
-                    failing_logged = true;
-                }
-            }
-        }
-        if inner.current().is_none() {
-            tokio::select! {
-                _ = inner.cancel.cancelled() => return,
-                _ = tokio::time::sleep(pause) => {}
-            }
-            pause = (pause * 2).min(RECONNECT_MAX);
         }
     }
 }
