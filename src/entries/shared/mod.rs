@@ -27,6 +27,7 @@ pub mod breaker;
 pub mod codec;
 pub mod config;
 pub mod connect;
+pub mod ranges;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -90,8 +91,13 @@ pub struct SharedStatus {
     pub connected: bool,
     /// The invalidation/filled subscription is live.
     pub subscribed: bool,
-    /// Breaker for every call.
+    /// Breaker for every call: `open` when any breaker is (on a cluster, one per slot range).
     pub breaker: BreakerState,
+    /// Cluster slot ranges whose breaker is open, of `breaker_ranges` (one range for a single
+    /// server).
+    pub breaker_open_ranges: usize,
+    /// Number of breakers (slot ranges): 1 for a single server, 64 for a cluster.
+    pub breaker_ranges: usize,
     /// Breaker for writes alone (opened by `OOM` replies).
     pub write_breaker: BreakerState,
     /// How many times either breaker opened.
@@ -265,7 +271,7 @@ struct Inner {
     /// Why the last connection attempt failed; cleared by a success.
     connect_error: Mutex<Option<String>>,
     subscribed: AtomicBool,
-    all: Breaker,
+    all: ranges::Breakers,
     writes: Breaker,
     counters: Counters,
     invalidations: broadcast::Sender<String>,
@@ -313,6 +319,7 @@ impl SharedTier {
         let url = cfg.validate()?;
         let roots = tls::Roots::load(cfg.ca_file.as_deref().filter(|_| url.tls))?;
         let cancel = CancellationToken::new();
+        let all = ranges::Breakers::new(url.cluster);
         let (tx, _) = broadcast::channel(INVALIDATION_CAPACITY);
         let inner = Arc::new(Inner {
             invalidate_channel: codec::invalidate_channel(&cfg.prefix),
@@ -326,7 +333,7 @@ impl SharedTier {
             reconnect: Notify::new(),
             connect_error: Mutex::new(None),
             subscribed: AtomicBool::new(false),
-            all: Breaker::new("shared"),
+            all,
             writes: Breaker::new("shared-writes"),
             counters: Counters::default(),
             invalidations: tx,
@@ -371,7 +378,7 @@ impl SharedTier {
         let k = key.clone();
         let got = self
             .inner
-            .call(Kind::Read, move |mut c| async move {
+            .call(Kind::Read, keys.slot(), move |mut c| async move {
                 redis::cmd("GET")
                     .arg(&k)
                     .query_async::<Option<Vec<u8>>>(&mut c)
@@ -400,7 +407,7 @@ impl SharedTier {
                 let id = UrlKeys::row_id(row_key);
                 tokio::spawn(async move {
                     let _ = inner
-                        .call(Kind::Free, move |mut c| async move {
+                        .call(Kind::Free, keys.slot(), move |mut c| async move {
                             redis::pipe()
                                 .atomic()
                                 .del(&key)
@@ -442,7 +449,7 @@ impl SharedTier {
         let inner = self.inner.clone();
         let ok = self
             .inner
-            .call(Kind::Write, move |mut c| async move {
+            .call(Kind::Write, keys.slot(), move |mut c| async move {
                 inner
                     .scripts
                     .put
@@ -483,7 +490,7 @@ impl SharedTier {
         let inner = self.inner.clone();
         let r = self
             .inner
-            .call(Kind::Write, move |mut c| async move {
+            .call(Kind::Write, keys.slot(), move |mut c| async move {
                 inner
                     .scripts
                     .put_meta
@@ -515,7 +522,7 @@ impl SharedTier {
         let (k, t) = (keys.lease.clone(), token.clone());
         let r = self
             .inner
-            .call(Kind::Write, move |mut c| async move {
+            .call(Kind::Write, keys.slot(), move |mut c| async move {
                 redis::cmd("SET")
                     .arg(&k)
                     .arg(&t)
@@ -553,7 +560,7 @@ impl SharedTier {
             let k = keys.lease.clone();
             let held = self
                 .inner
-                .call(Kind::Read, move |mut c| async move {
+                .call(Kind::Read, keys.slot(), move |mut c| async move {
                     redis::cmd("EXISTS")
                         .arg(&k)
                         .query_async::<bool>(&mut c)
@@ -592,7 +599,7 @@ impl SharedTier {
         let payload = format!("{} {url_key}", self.inner.id);
         let inner = self.inner.clone();
         self.inner
-            .call(Kind::Free, move |mut c| async move {
+            .call(Kind::Free, keys.slot(), move |mut c| async move {
                 inner
                     .scripts
                     .purge
@@ -622,6 +629,8 @@ impl SharedTier {
             connected: i.conn.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
             subscribed: i.subscribed.load(Ordering::Acquire),
             breaker: i.all.state(),
+            breaker_open_ranges: i.all.open_ranges(),
+            breaker_ranges: i.all.count(),
             write_breaker: i.writes.state(),
             breaker_opened: i.all.times_opened() + i.writes.times_opened(),
             hits: l(&c.hits),
@@ -699,7 +708,7 @@ async fn release(inner: &Arc<Inner>, keys: &UrlKeys, token: &str, always_publish
     let (k, t, tag) = (keys.lease.clone(), token.to_string(), keys.tag.clone());
     let i = inner.clone();
     let r = inner
-        .call(Kind::Free, move |mut c| async move {
+        .call(Kind::Free, keys.slot(), move |mut c| async move {
             i.scripts
                 .release
                 .key(&k)
@@ -767,14 +776,14 @@ impl Inner {
         }
     }
 
-    /// Run one Redis call under the breakers and the timeout.
-    async fn call<T, F, Fut>(&self, kind: Kind, f: F) -> Result<T, Failed>
+    /// Run one Redis call on keys in hash slot `slot` under the breakers and the timeout.
+    async fn call<T, F, Fut>(&self, kind: Kind, slot: u16, f: F) -> Result<T, Failed>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let c = &self.counters;
-        if !self.all.allow() || (kind == Kind::Write && !self.writes.allow()) {
+        if !self.all.for_slot(slot).allow() || (kind == Kind::Write && !self.writes.allow()) {
             inc(&c.skipped);
             return Err(Failed::Skipped);
         }
@@ -782,7 +791,7 @@ impl Inner {
             // Unreachable Redis is a failure too: the breaker (and `status`) shows it, and
             // after a reconnect the next call probes at once.
             inc(&c.skipped);
-            self.all.failure(&"not connected");
+            self.all.outcome(slot, Some(&"not connected"));
             return Err(Failed::Skipped);
         };
         let start = Instant::now();
@@ -792,7 +801,7 @@ impl Inner {
         inc(&c.latency_count);
         match r {
             Ok(Ok(v)) => {
-                self.all.success();
+                self.all.outcome(slot, None);
                 if kind == Kind::Write {
                     self.writes.success();
                 }
@@ -803,13 +812,13 @@ impl Inner {
                 if kind == Kind::Write && is_oom(&e) {
                     // Redis is up but full: stop writing, keep reading.
                     self.writes.failure(&e);
-                    self.all.success();
+                    self.all.outcome(slot, None);
                 } else if e.is_timeout() {
                     inc(&c.timeouts);
-                    self.all.failure(&e);
+                    self.all.outcome(slot, Some(&e));
                 } else {
                     tracing::debug!(error = %e, "shared tier: Redis call failed");
-                    self.all.failure(&e);
+                    self.all.outcome(slot, Some(&e));
                     if !self.url.cluster
                         && (e.is_connection_dropped()
                             || e.is_io_error()
@@ -825,7 +834,7 @@ impl Inner {
                 inc(&c.errors);
                 inc(&c.timeouts);
                 let why = format!("no answer within {:?}", self.cfg.timeout);
-                self.all.failure(&why);
+                self.all.outcome(slot, Some(&why));
                 // A connection that keeps timing out while the breaker is open may be
                 // half-dead (no RST ever came): replace it.
                 if self.all.state() == BreakerState::Open && !self.url.cluster {

@@ -30,7 +30,7 @@ impl Metrics {
     pub fn set_shared(&self, s: &crate::entries::shared::SharedStatus) {
         use crate::entries::shared::BreakerState;
         let open = |b: &BreakerState| i64::from(matches!(b, BreakerState::Open));
-        let figures: [(&'static str, i64); 15] = [
+        let figures: [(&'static str, i64); 16] = [
             ("hits", s.hits as i64),
             ("misses", s.misses as i64),
             ("damaged", s.damaged as i64),
@@ -41,6 +41,7 @@ impl Metrics {
             ("oversize", s.oversize as i64),
             ("invalidations_received", s.invalidations_received as i64),
             ("breaker_open", open(&s.breaker)),
+            ("breaker_open_ranges", s.breaker_open_ranges as i64),
             ("write_breaker_open", open(&s.write_breaker)),
             ("breaker_opened", s.breaker_opened as i64),
             ("connected", i64::from(s.connected && s.subscribed)),
