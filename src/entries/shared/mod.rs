@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use breaker::Breaker;
 pub use breaker::BreakerState;
 use codec::{Decoded, UrlKeys};
-pub use config::{SharedConfig, SharedConfigError, SharedUrl};
+pub use config::{ClientIdentity, SharedConfig, SharedConfigError, SharedUrl};
 use connect::connector;
 pub use connect::{Startup, startup_wait};
 
@@ -317,7 +317,10 @@ impl SharedTier {
     /// the first attempt). Must be called inside a tokio runtime.
     pub fn start(cfg: SharedConfig) -> Result<SharedTier, SharedConfigError> {
         let url = cfg.validate()?;
-        let roots = tls::Roots::load(cfg.ca_file.as_deref().filter(|_| url.tls))?;
+        let roots = tls::Roots::load(
+            cfg.ca_file.as_deref().filter(|_| url.tls),
+            cfg.client_identity.as_ref().filter(|_| url.tls),
+        )?;
         let cancel = CancellationToken::new();
         let all = ranges::Breakers::new(url.cluster);
         let (tx, _) = broadcast::channel(INVALIDATION_CAPACITY);
