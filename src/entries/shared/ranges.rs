@@ -68,14 +68,13 @@ impl Breakers {
                     );
                 }
             }
-            Some(Change::Closed) => {
-                if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    tracing::info!(
-                        "shared tier: Redis answers again on every slot range, breakers closed"
-                    );
-                }
+            // The guard counts the close (once): the last range to close logs.
+            Some(Change::Closed) if self.open.fetch_sub(1, Ordering::AcqRel) == 1 => {
+                tracing::info!(
+                    "shared tier: Redis answers again on every slot range, breakers closed"
+                );
             }
-            None => {}
+            Some(Change::Closed) | None => {}
         }
     }
 
