@@ -11,10 +11,13 @@
 #   ROUNDS     rounds (default 5; REPEAT is accepted as an old name): every round runs every
 #              (scenario, server) pair once, the order of the servers reversed every other
 #              round; the table shows the MEDIAN of the rounds with the spread (min..max)
-#   SCENARIOS  comma-separated subset of: 1k c32, 1k c1, 1m c32, 1m c1, miss c32, rand c32
-#              (default: all). "miss": GET /1k?m=<run>-<counter>, a new URL every request (wrk
-#              Lua), fetched from the origin and stored by hoard and nginx alike. "rand": GET
+#   SCENARIOS  comma-separated subset of: 1k c32, 1k c1, 1m c32, 1m c1, miss c32, rand c32,
+#              h2 c4 (default: all). "miss": GET /1k?m=<run>-<counter>, a new URL every request
+#              (wrk Lua), fetched from the origin and stored by hoard and nginx alike. "rand": GET
 #              /1k?r=<math.random(1, RANDOM_URLS)> after all RANDOM_URLS URLs were stored.
+#              "h2 cN": 1 KiB hits over HTTP/2 (h2c, prior knowledge) with h2load -cN -m32 (32
+#              streams per connection), hoard gateway mode against nginx `listen ... http2`
+#              with the same proxy_cache; p50/p99 from h2load's per-request log.
 #   RANDOM_URLS  URLs stored for "rand" (default 100000)
 #   FILL_TIME  seconds the fill of RANDOM_URLS URLs (curl --parallel, 32 at a time) may take
 #              per server (default 600)
@@ -41,7 +44,7 @@ set -euo pipefail
 INVOCATION="$0${*:+ $*}"
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-${REPEAT:-5}}
-SCENARIO_LIST=${SCENARIOS:-1k c32,1k c1,1m c32,1m c1,miss c32,rand c32}
+SCENARIO_LIST=${SCENARIOS:-1k c32,1k c1,1m c32,1m c1,miss c32,rand c32,h2 c4}
 RANDOM_URLS=${RANDOM_URLS:-100000}
 MAX_TIME=${MAX_TIME:-}
 VARNISH=${VARNISH:-auto}
@@ -88,7 +91,10 @@ HOARD=$TARGET_DIR/release/hoard
 
 IFS=, read -r -a SCENARIOS <<<"$SCENARIO_LIST"
 for sc in "${SCENARIOS[@]}"; do
-    [[ $sc =~ ^(1k|1m|miss|rand)\ c[0-9]+$ ]] || die "unknown scenario '$sc' (SCENARIOS)"
+    [[ $sc =~ ^(1k|1m|miss|rand|h2)\ c[0-9]+$ ]] || die "unknown scenario '$sc' (SCENARIOS)"
+    if [[ $sc == h2\ * ]] && ! command -v h2load >/dev/null; then
+        die "scenario '$sc' needs h2load (apt-get install nghttp2-client)"
+    fi
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $RANDOM_URLS =~ ^[1-9][0-9]*$ ]] || die "RANDOM_URLS must be a positive integer"
@@ -163,6 +169,7 @@ stop_pid() {
 ORIGIN_PORT=$(pick_port)
 HOARD_PORT=$(pick_port)
 NGINX_PORT=$(pick_port)
+NGINX_H2_PORT=$(pick_port)
 VARNISH_PORT=$(pick_port)
 USER_LINE=""
 [[ $(id -u) -eq 0 ]] && USER_LINE="user root;" # workers must read $DATA and write $RUN
@@ -208,18 +215,21 @@ start_nginx "$conf"
 wait_port "$ORIGIN_PORT" $! "$RUN/origin/error.log"
 
 # nginx proxy_cache, configured like hoard: honours the origin's Cache-Control, lock on, keepalive upstream.
-conf=$(nginx_conf nginx \
-    "proxy_cache_path $RUN/nginx/cache levels=1:2 keys_zone=bench:16m max_size=4g inactive=1h use_temp_path=off;
-    upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }" \
-    "$NGINX_PORT" \
-    "location / {
+NGINX_LOCATION="location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
             proxy_cache bench;
             proxy_cache_lock on;
             add_header X-Cache \$upstream_cache_status;
-        }")
+        }"
+# The same proxy_cache also answers HTTP/2 (h2c, prior knowledge) on a port of its own.
+conf=$(nginx_conf nginx \
+    "proxy_cache_path $RUN/nginx/cache levels=1:2 keys_zone=bench:16m max_size=4g inactive=1h use_temp_path=off;
+    upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+    server { listen 127.0.0.1:$NGINX_H2_PORT http2; $NGINX_LOCATION }" \
+    "$NGINX_PORT" \
+    "$NGINX_LOCATION")
 start_nginx "$conf"
 NGINX_PID=$!
 
@@ -339,8 +349,40 @@ wrk_cmd() {
         WRK_CMD+=(-- "$kind" "$path" "$RANDOM_URLS" "$tag" "$host")
     fi
 }
+# HTTP/2 hits: h2load, 32 streams per connection; percentiles from its per-request log
+# (third column: microseconds until the end of the response).
+run_h2load() { # scenario server conns
+    local scen=$1 server=$2 c=$3 url out rps p50 p99 errs
+    case $server in
+        hoard-gw) url="http://127.0.0.1:$HOARD_PORT/1k" ;;
+        nginx) url="http://127.0.0.1:$NGINX_H2_PORT/1k" ;;
+    esac
+    WRK_CMD=(timeout "$(($(dur_s "$DURATION") + 30))" "${PIN_WRK[@]}" h2load -t1 "-c$c" -m32
+        -D "$(dur_s "$DURATION")" --log-file="$RUN/h2.log" "$url")
+    [[ $rep == 1 ]] && printf '%-9s %-9s %s\n' "$scen" "$server" "${WRK_CMD[*]}" >>"$COMMANDS"
+    : >"$RUN/h2.log"
+    "${WRK_CMD[@]}" >"$RUN/wrk.out" 2>&1 &
+    CURRENT=$!
+    wait "$CURRENT" || true
+    CURRENT=""
+    out=$(<"$RUN/wrk.out")
+    printf '== %s %s rep %s: %s\n%s\n' "$scen" "$server" "$rep" "${WRK_CMD[*]}" "$out" >>"$RUN/wrk.log"
+    rps=$(awk '/^finished in/ { print $4 }' <<<"$out")
+    errs=$(awk '/^requests:/ { n += $10 + $12 + $14 } /^status codes:/ { n += $5 + $7 + $9 } END { print n + 0 }' <<<"$out")
+    read -r p50 p99 < <(cut -f3 "$RUN/h2.log" | sort -n | awk '{ v[NR] = $1 }
+        END { if (NR) printf "%.3f %.3f\n", v[int(NR * 0.50) + (NR * 0.50 > int(NR * 0.50))] / 1000,
+                                            v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] / 1000 }')
+    [[ -n $rps && -n ${p50:-} && -n ${p99:-} ]] || { printf '%s\n' "$out" >&2; die "could not parse h2load output ($scen $server)"; }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$server" "$rep" "$rps" "$p50" "$p99" "$errs" >>"$RESULTS"
+    log "$(printf '%-9s %-9s rep %s: %10s rps  p50 %sms  p99 %sms  errors %s' "$scen" "$server" "$rep" "$rps" "$p50" "$p99" "$errs")"
+}
 run_wrk() { # scenario server conns kind
     local scen=$1 server=$2 c=$3 kind=$4 out rps p50 p99 errs
+    if [[ $kind == h2 ]]; then
+        [[ $server == hoard-gw || $server == nginx ]] || return 0 # h2: gateway mode against nginx only
+        run_h2load "$scen" "$server" "$c"
+        return
+    fi
     wrk_cmd "$server" "$kind" "$c" "$DURATION" "r$rep-$server-$(date +%s%N)"
     [[ $rep == 1 ]] && printf '%-9s %-9s %s\n' "$scen" "$server" "${WRK_CMD[*]}" >>"$COMMANDS"
     # In the background and waited for, so a TERM (MAX_TIME, Ctrl-C) is handled at once.
@@ -469,6 +511,7 @@ echo "this run, not absolute numbers across runs."
 echo "hoard-gw = gateway mode (--upstream); hoard-fwd = forward mode (absolute-form via wrk Lua); nginx/varnish gateway."
 echo "1k/1m: hits on one URL; miss: every request a new URL (/1k?m=<run>-<n>), fetched and stored;"
 echo "rand: hits on /1k?r=<math.random(1, $RANDOM_URLS)>, all $RANDOM_URLS URLs stored first."
+echo "h2: 1 KiB hits over HTTP/2 (h2c prior knowledge), h2load -cN -m32 (the h2 rows are h2load's, not wrk's)."
 echo
 awk -F'\t' -v order="${SERVERS[*]}" '
     function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t } }

@@ -119,6 +119,12 @@ impl Coalescer {
             .len()
     }
 
+    /// Requests waiting on the fetch in flight for `key` (for tests).
+    pub fn waiting(&self, key: &[u8]) -> usize {
+        let t = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        t.flights.get(key).map_or(0, |f| f.tx.receiver_count())
+    }
+
     fn release(&self, key: &[u8], id: u64, outcome: Outcome) {
         let mut t = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let ours = t.flights.get(key).is_some_and(|f| f.id == id);

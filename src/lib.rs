@@ -9,7 +9,8 @@
 //!   over the disk store) and the shared Redis tier.
 //! - [`config`]: the option table; flags, `HOARD_*` variables, the file and defaults, validated
 //!   into a [`proxy::ProxyConfig`] handed to the proxy as values.
-//! - [`access_log`], [`runtime`]: the access log's writer thread and the serve runtime (`main.rs`).
+//! - [`access_log`], [`logging`], [`runtime`]: the access log's writer thread, the tracing
+//!   subscriber and the serve runtime (used by `main.rs`).
 //! - [`ops`]: the maintenance subcommands (stats, ls, show, purge, evict, check) as a library.
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -19,6 +20,7 @@ pub mod coalesce;
 pub mod config;
 pub mod entries;
 pub mod http_cache;
+pub mod logging;
 pub mod ops;
 pub mod proxy;
 pub mod runtime;

@@ -10,10 +10,11 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use hoard::access_log::{self, AccessLog, Destination};
+use hoard::access_log::{self, Destination};
 use hoard::cli::{CaCmd, Cli, Command, Resolved, ServeArgs, StoreArgs, TierChoice};
 use hoard::config::{ConfigError, LogFormat};
 use hoard::entries::shared::SharedConfig;
+use hoard::logging;
 use hoard::ops::{self, OpsError, Removed};
 use hoard::proxy::Server;
 use hoard::proxy::ca::CaError;
@@ -47,11 +48,11 @@ fn main() -> ExitCode {
         },
         Some(Command::Ca(c)) => run_ca(&c),
         Some(Command::Warm(w)) => {
-            init_logging(false, 0, LogFormat::Text, "warn", Access::Inline);
+            logging::init(false, 0, LogFormat::Text, "warn", logging::Access::Inline);
             run_warm(&w)
         }
         Some(cmd) => {
-            init_logging(false, 0, LogFormat::Text, "warn", Access::Inline);
+            logging::init(false, 0, LogFormat::Text, "warn", logging::Access::Inline);
             run_op(cmd)
         }
     };
@@ -87,69 +88,6 @@ fn run_ca(c: &CaCmd) -> u8 {
 fn config_error(e: &ConfigError) -> u8 {
     eprintln!("hoard: {e}");
     USAGE
-}
-
-/// Where access lines (target `hoard::access`) go.
-enum Access {
-    /// With the other log lines, on stderr, written by the thread that logs (subcommands).
-    Inline,
-    /// Nowhere (`--access-log off`).
-    Off,
-    /// Through the access log's writer thread (`serve`); `true` when it writes to stderr.
-    Writer(AccessLog, bool),
-}
-
-/// One fmt layer in the chosen format.
-fn fmt_layer<S, W>(
-    format: LogFormat,
-    ansi: bool,
-    writer: W,
-) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
-{
-    use tracing_subscriber::Layer as _;
-    let l = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => l.boxed(),
-        LogFormat::Json => l.json().flatten_event(true).boxed(),
-    }
-}
-
-fn init_logging(quiet: bool, verbose: u8, format: LogFormat, base: &str, access: Access) {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::filter_fn;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => base,
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal: log files and journald get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let inline = matches!(access, Access::Inline);
-    let stderr = fmt_layer(format, ansi, std::io::stderr).with_filter(filter_fn(move |m| {
-        inline || m.target() != access_log::TARGET
-    }));
-    let access = match access {
-        Access::Writer(w, to_stderr) => Some(
-            fmt_layer(format, ansi && to_stderr, w)
-                .with_filter(filter_fn(|m| m.target() == access_log::TARGET)),
-        ),
-        Access::Inline | Access::Off => None,
-    };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(stderr)
-        .with(access)
-        .init();
 }
 
 fn print_config(r: &Resolved, json: bool) -> u8 {
@@ -202,13 +140,13 @@ fn serve(args: &ServeArgs) -> u8 {
     };
     let (access, reopener, _guard) = match started {
         Some(s) => (
-            Access::Writer(s.writer, dest == Destination::Stderr),
+            logging::Access::Writer(s.writer, dest == Destination::Stderr),
             s.reopener,
             Some(s.guard),
         ),
-        None => (Access::Off, None, None),
+        None => (logging::Access::Off, None, None),
     };
-    init_logging(args.quiet, args.verbose, r.log_format, "info", access);
+    logging::init(args.quiet, args.verbose, r.log_format, "info", access);
     if let Err(code) = check_cache_dir(&r.proxy.cache_dir) {
         return code;
     }
@@ -366,55 +304,7 @@ fn run_op(cmd: Command) -> u8 {
             if json {
                 return print_json(&ops::shared::WithShared { local: &r, shared });
             }
-            out!("cache dir   {}", r.cache_dir);
-            out!("entries     {} ({} URLs)", r.entries, r.urls);
-            out!(
-                "size        {} of {} ({:.1}%)",
-                ops::human_bytes(r.bytes),
-                ops::human_bytes(r.size_limit),
-                r.bytes as f64 * 100.0 / r.size_limit.max(1) as f64
-            );
-            out!("policy      {}", r.eviction_policy);
-            match (r.hit_ratio, r.statistics) {
-                (Some(h), _) => {
-                    out!(
-                        "hit ratio   {:.1}% ({} of {} cacheable requests answered from the cache)",
-                        h * 100.0,
-                        r.hits,
-                        r.hits + r.misses
-                    );
-                    out!(
-                        "served      {} from the cache, {} from origins",
-                        ops::human_bytes(r.cache_bytes),
-                        ops::human_bytes(r.origin_bytes)
-                    );
-                }
-                (None, true) => out!("hit ratio   - (no cacheable requests yet)"),
-                (None, false) => out!("hit ratio   - (statistics off)"),
-            }
-            if r.store_hits + r.store_misses > 0 {
-                out!(
-                    "lookups     {} found, {} not found in the store",
-                    r.store_hits,
-                    r.store_misses
-                );
-            }
-            out!(
-                "evictions   {} culled (size limit), {} expired",
-                r.evictions.culled,
-                r.evictions.expired
-            );
-            if !r.top_hosts.is_empty() {
-                out!("top hosts by bytes:");
-                for h in &r.top_hosts {
-                    out!(
-                        "  {:>10}  {:>6} URLs  {}",
-                        ops::human_bytes(h.bytes),
-                        h.urls,
-                        h.host
-                    );
-                }
-            }
+            out!("{r}");
             if let Some(sh) = shared {
                 out!("{sh}");
             }
@@ -436,42 +326,7 @@ fn run_op(cmd: Command) -> u8 {
             }
             Some(r) if json => print_json(&r),
             Some(r) => {
-                out!("url            {}", r.url);
-                out!("cache-status   {}  (a plain GET now)", r.cache_status);
-                if !r.vary.is_empty() {
-                    out!("vary           {}", r.vary.join(", "));
-                }
-                for (i, v) in r.variants.iter().enumerate() {
-                    out!("");
-                    if r.variants.len() > 1 || !r.vary.is_empty() {
-                        let sel: Vec<String> = v
-                            .request_headers
-                            .iter()
-                            .map(|(k, v)| format!("{k}: {v}"))
-                            .collect();
-                        out!("variant {}      {}", i + 1, sel.join("; "));
-                    }
-                    out!("status         {}", v.status);
-                    out!("stored         {}", ops::human_time(v.stored_at));
-                    out!(
-                        "freshness      {}  (age {}s, lifetime {}s, ttl {}s)",
-                        if v.fresh { "fresh" } else { "stale" },
-                        v.age,
-                        v.freshness_lifetime,
-                        v.ttl
-                    );
-                    out!("body           {}", ops::human_bytes(v.body_len));
-                    if let Some(rule) = &v.rule {
-                        match v.forced_ttl {
-                            Some(t) => out!("rule           {rule} (ttl forced to {t}s)"),
-                            None => out!("rule           {rule}"),
-                        }
-                    }
-                    out!("cache-status   {}", v.cache_status);
-                    for (k, val) in &v.headers {
-                        out!("  {k}: {val}");
-                    }
-                }
+                out!("{r}");
                 OK
             }
         }),
@@ -508,21 +363,8 @@ fn run_op(cmd: Command) -> u8 {
         Command::Check(c) => ops::check(&cache, c.fix).map(|r| {
             if json {
                 print_json(&r);
-            } else if r.problems.is_empty() {
-                out!("ok: no problems found");
             } else {
-                for p in &r.problems {
-                    out!("{p}");
-                }
-                out!(
-                    "{} problem(s) {}",
-                    r.problems.len(),
-                    if r.fixed {
-                        "fixed"
-                    } else {
-                        "found (run with --fix to repair)"
-                    }
-                );
+                out!("{r}");
             }
             if r.failed() { NEGATIVE } else { OK }
         }),
@@ -530,12 +372,7 @@ fn run_op(cmd: Command) -> u8 {
             return match ops::har::export(&cache, &c.har, c.host.as_deref(), c.prefix.as_deref()) {
                 Ok(r) if json => print_json(&r),
                 Ok(r) => {
-                    out!(
-                        "wrote {} response(s), {} of bodies, to {}",
-                        r.entries,
-                        ops::human_bytes(r.bytes),
-                        c.har.display()
-                    );
+                    out!("{}", ops::render::Exported(&r, &c.har));
                     if r.entries == 0 { NEGATIVE } else { OK }
                 }
                 Err(e) => har_error(e),
@@ -545,15 +382,7 @@ fn run_op(cmd: Command) -> u8 {
             return match ops::har::import(&cache, &c.har, c.ttl, &rules, SystemTime::now()) {
                 Ok(r) if json => print_json(&r),
                 Ok(r) => {
-                    out!("stored {} response(s) from {}", r.stored, c.har.display());
-                    for (why, n) in &r.skipped {
-                        out!(
-                            "skipped {n}: {}",
-                            serde_json::to_string(why)
-                                .unwrap_or_default()
-                                .trim_matches('"')
-                        );
-                    }
+                    out!("{}", ops::render::Imported(&r, &c.har));
                     OK
                 }
                 Err(e) => har_error(e),
@@ -608,18 +437,7 @@ fn run_warm(w: &hoard::cli::WarmCmd) -> u8 {
     if w.json {
         print_json(&r);
     } else {
-        out!(
-            "{} URL(s) in {:.1}s: {} stored, {} already fresh, {} failed ({} received)",
-            r.stored + r.already_fresh + r.failed.len() as u64,
-            r.seconds,
-            r.stored,
-            r.already_fresh,
-            r.failed.len(),
-            ops::human_bytes(r.bytes)
-        );
-        for (url, why) in &r.failed {
-            out!("failed  {url}: {why}");
-        }
+        out!("{r}");
     }
     if r.all_ok() { OK } else { NEGATIVE }
 }

@@ -1,6 +1,6 @@
 //! Operations on a cache directory for the `hoard` subcommands (stats, ls, show, purge,
-//! evict, expire, clear, check): each returns a `Serialize` report that `main` renders for
-//! people or as JSON.
+//! evict, expire, clear, check): each returns a `Serialize` report that `main` prints for
+//! people (its `Display`, in `render.rs`) or as JSON.
 //!
 //! Invariant: safe while a proxy runs on the same directory. The store is opened with
 //! [`Cache::open`] (its settings are left as they are) and inspection reads use
@@ -9,6 +9,7 @@
 //! serve a purged entry for that long; `PURGE` through the proxy has no such delay.
 
 pub mod har;
+pub mod render;
 pub mod shared;
 pub mod tiers;
 pub mod warm;

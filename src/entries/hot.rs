@@ -13,7 +13,7 @@
 //! per request from the head and the current time, so a memory hit is exactly the response a
 //! store hit would be. Memory stays within `budget` bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,12 +42,47 @@ struct Slot {
     loaded: Instant,
     stamp: Option<ChangeStamp>,
     size: usize,
+    /// Insertion number: the slot's place in its shard's `order`.
+    seq: u64,
 }
 
+/// One shard: the map, and its keys in insertion order for O(1) eviction (first in, first
+/// out). `order` may hold keys already removed or replaced (their `seq` no longer matches);
+/// they are skipped when met and compacted away once they are the majority.
 #[derive(Debug, Default)]
 struct Shard {
     map: HashMap<Vec<u8>, Slot>,
+    order: VecDeque<(Vec<u8>, u64)>,
+    next_seq: u64,
     bytes: usize,
+}
+
+impl Shard {
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.bytes -= old.size;
+        }
+    }
+
+    /// Evict the oldest entry still present; false when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((key, seq)) = self.order.pop_front() {
+            if self.map.get(&key).is_some_and(|s| s.seq == seq) {
+                self.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drop `order` entries of keys no longer present once they outnumber the live ones.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(k, seq)| map.get(k).is_some_and(|s| s.seq == *seq));
+        }
+    }
 }
 
 /// Bounded map from row key to decoded row.
@@ -97,9 +132,8 @@ impl HotCache {
         if slot.stamp == stamp && slot.loaded.elapsed() <= self.trust(stamp) {
             return Some(slot.value.clone());
         }
-        let size = slot.size;
-        s.map.remove(key);
-        s.bytes -= size;
+        s.remove(key);
+        s.compact();
         None
     }
 
@@ -133,30 +167,15 @@ impl HotCache {
             return;
         }
         let mut s = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = s.map.remove(key) {
-            s.bytes -= old.size;
-        }
-        // Make room: expired entries first, then arbitrary ones (hash order is effectively random).
-        if s.bytes + size > self.shard_budget {
-            let mut freed = 0;
-            s.map.retain(|_, slot| {
-                let keep = slot.loaded.elapsed() <= self.trust(slot.stamp);
-                if !keep {
-                    freed += slot.size;
-                }
-                keep
-            });
-            s.bytes -= freed;
-            while s.bytes + size > self.shard_budget {
-                let Some(k) = s.map.keys().next().cloned() else {
-                    break;
-                };
-                if let Some(old) = s.map.remove(&k) {
-                    s.bytes -= old.size;
-                }
-            }
-        }
+        s.remove(key);
+        // Make room, oldest first: O(1) per entry evicted (a full front is the normal state
+        // of a working set larger than the budget, so a put must never scan the shard).
+        while s.bytes + size > self.shard_budget && s.evict_oldest() {}
+        s.compact();
+        let seq = s.next_seq;
+        s.next_seq += 1;
         s.bytes += size;
+        s.order.push_back((key.to_vec(), seq));
         s.map.insert(
             key.to_vec(),
             Slot {
@@ -164,6 +183,7 @@ impl HotCache {
                 loaded: Instant::now(),
                 stamp,
                 size,
+                seq,
             },
         );
     }
@@ -171,9 +191,8 @@ impl HotCache {
     /// Forget a row.
     pub fn remove(&self, key: &[u8]) {
         let mut s = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = s.map.remove(key) {
-            s.bytes -= old.size;
-        }
+        s.remove(key);
+        s.compact();
     }
 
     /// Forget every row whose key starts with `prefix` (a URL key and all its variants).
@@ -189,6 +208,7 @@ impl HotCache {
                 keep
             });
             s.bytes -= freed;
+            s.compact();
         }
     }
 
@@ -252,6 +272,40 @@ mod tests {
             h.put(&i.to_be_bytes(), idx(), None);
         }
         assert!(h.bytes() <= SHARDS * 4096);
+    }
+
+    /// A full front evicts the oldest entries first, and its bookkeeping stays bounded
+    /// however many entries pass through (removed and replaced ones included).
+    #[test]
+    fn a_full_front_evicts_oldest_first_in_bounded_space() {
+        let h = HotCache::new(SHARDS * 4096, 1024, Duration::from_secs(60));
+        let key = |i: u32| format!("k{i}").into_bytes();
+        for i in 0..50_000u32 {
+            h.put(&key(i), idx(), None);
+            if i % 3 == 0 {
+                h.remove(&key(i));
+            }
+            if i % 5 == 0 {
+                h.put(&key(i), idx(), None); // replaced: a new place in the order
+            }
+        }
+        assert!(h.bytes() <= SHARDS * 4096);
+        assert!(
+            h.get(&key(49_999), None).is_some(),
+            "the newest entry is kept"
+        );
+        assert!(h.get(&key(1), None).is_none(), "the oldest went first");
+        for sh in &h.shards {
+            let s = sh.lock().unwrap();
+            assert!(
+                s.order.len() <= 2 * s.map.len() + 65,
+                "order {} map {}",
+                s.order.len(),
+                s.map.len()
+            );
+            let live: usize = s.map.values().map(|v| v.size).sum();
+            assert_eq!(live, s.bytes);
+        }
     }
 
     #[test]

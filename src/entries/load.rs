@@ -16,109 +16,35 @@ impl Entries {
     /// request's variant, verify the body (length always; digest of small bodies now, of a
     /// value file once per process before its first byte is sent), and keep small rows in the
     /// in-memory front under the change stamps sampled before each read.
+    ///
+    /// Answered on the calling task when the store can say without blocking (misses and
+    /// inline rows: one SELECT that never waits on a lock, [`Cache::record_now`]); otherwise
+    /// (value files, a busy database, a damaged row to remove) on a blocking thread.
+    ///
+    /// [`Cache::record_now`]: crate::store::Cache::record_now
     pub async fn load_store(&self, key: &CacheKey, headers: &HeaderMap) -> Loaded {
-        let store = self.store.clone();
-        let hot = self.hot.clone();
-        let verified = self.verified.clone();
+        let found = Reader {
+            entries: self,
+            blocking: false,
+        }
+        .load(key, headers);
+        if let Ok(Some(l)) = found {
+            return l;
+        }
+        let entries = self.clone();
         let key = key.clone();
         let headers = headers.clone();
-        let res = tokio::task::spawn_blocking(move || -> crate::store::Result<Loaded> {
-            // Sampled before each read: the hot front keeps a row only under its stamp.
-            let stamp = store.change_stamp(key.as_bytes());
-            let Some(rec) = store.record(key.as_bytes())? else {
-                return Ok(Loaded::Miss);
-            };
-            let (row_key, head, rec, stamp) = match HeadRecord::decode(&rec.meta) {
-                Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec, stamp),
-                Ok(HeadRecord::VaryIndex(vary)) => {
-                    let vkey = http_cache::variant_key(&key, vary.names(), &headers);
-                    hot.put(key.as_bytes(), HotValue::Index(vary), stamp);
-                    let vstamp = store.change_stamp(&vkey);
-                    let Some(vrec) = store.record(&vkey)? else {
-                        return Ok(Loaded::VaryMiss);
-                    };
-                    match HeadRecord::decode(&vrec.meta) {
-                        Ok(HeadRecord::Variant(head)) => (vkey, head, vrec, vstamp),
-                        _ => {
-                            store.delete(&vkey)?;
-                            return Ok(Loaded::VaryMiss);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(key = %key, error = %e, "undecodable entry head: dropped");
-                    store.delete(key.as_bytes())?;
-                    return Ok(Loaded::Miss);
-                }
-            };
-            if rec.len() != head.body_len {
-                tracing::warn!(key = %key, "stored body length differs from head: dropped");
-                store.delete(&row_key)?;
-                return Ok(Loaded::Miss);
+        let res = tokio::task::spawn_blocking(move || {
+            Reader {
+                entries: &entries,
+                blocking: true,
             }
-            let head = Arc::new(head);
-            // A body that does not match its head's digest is never served: drop the row.
-            let damaged = |what: &str| -> crate::store::Result<Loaded> {
-                tracing::warn!(key = %key, "{what} does not match its digest: dropped");
-                store.delete(&row_key)?;
-                Ok(Loaded::Miss)
-            };
-            // Inline values, and value files small enough for the in-memory front, are read
-            // whole, checked, and kept in the front.
-            let small = match rec.value {
-                Value::Inline(v) => Ok(v),
-                Value::File { ref file, len } if hot.admits(len) => {
-                    use std::os::unix::fs::FileExt;
-                    let mut body = vec![0u8; len as usize];
-                    file.read_exact_at(&mut body, 0)?;
-                    Ok(body)
-                }
-                large => Err(large),
-            };
-            let body = match small {
-                Ok(v) => {
-                    if xxhash_rust::xxh3::xxh3_64(&v) != head.body_digest {
-                        return damaged("stored body");
-                    }
-                    let b = Bytes::from(v);
-                    if hot.admits(b.len() as u64) {
-                        hot.put(
-                            &row_key,
-                            HotValue::Variant {
-                                head: head.clone(),
-                                body: b.clone(),
-                            },
-                            stamp,
-                        );
-                    }
-                    StoredBody::Mem(b)
-                }
-                Err(value) => {
-                    // The first time this process serves a value file, check all of it
-                    // before sending a byte; later reads are checked as they stream.
-                    let id = (row_key.clone(), head.body_digest);
-                    if let Value::File { ref file, len } = value
-                        && !verified.contains(&id)
-                    {
-                        if hash_file(file, len)? != head.body_digest {
-                            return damaged("value file");
-                        }
-                        verified.insert(id);
-                    }
-                    let rec = crate::store::Record { value, ..rec };
-                    StoredBody::Rec(rec, row_key.clone())
-                }
-            };
-            Ok(Loaded::Found {
-                row_key,
-                head,
-                body,
-                tier: Tier::Disk,
-            })
+            .load(&key, &headers)
         })
         .await;
         match res {
-            Ok(Ok(l)) => l,
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => Loaded::Miss,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "store lookup failed: treating as a miss");
                 Loaded::Miss
@@ -155,6 +81,138 @@ impl Entries {
             }
             HotValue::Index(_) => None,
         }
+    }
+}
+
+/// One store read of an entry, either on a blocking thread (`blocking`: may wait on locks,
+/// read value files, remove damaged rows) or on an async task, where every step that would
+/// block answers `Ok(None)` ("do it on a blocking thread") instead.
+struct Reader<'a> {
+    entries: &'a Entries,
+    blocking: bool,
+}
+
+impl Reader<'_> {
+    /// The row of `key`: `Ok(None)` when this reader may not read it without blocking.
+    fn record(&self, key: &[u8]) -> crate::store::Result<Option<Option<crate::store::Record>>> {
+        if self.blocking {
+            self.entries.store.record(key).map(Some)
+        } else {
+            self.entries.store.record_now(key)
+        }
+    }
+
+    /// Remove a damaged row, then report a miss of `kind` (`Ok(None)` where it may not write).
+    fn drop_row(&self, row_key: &[u8], kind: Loaded) -> crate::store::Result<Option<Loaded>> {
+        if !self.blocking {
+            return Ok(None);
+        }
+        self.entries.store.delete(row_key)?;
+        Ok(Some(kind))
+    }
+
+    fn load(&self, key: &CacheKey, headers: &HeaderMap) -> crate::store::Result<Option<Loaded>> {
+        let (store, hot) = (&self.entries.store, &self.entries.hot);
+        // Sampled before each read: the hot front keeps a row only under its stamp.
+        let stamp = store.change_stamp(key.as_bytes());
+        let Some(rec) = self.record(key.as_bytes())? else {
+            return Ok(None);
+        };
+        let Some(rec) = rec else {
+            return Ok(Some(Loaded::Miss));
+        };
+        let (row_key, head, rec, stamp) = match HeadRecord::decode(&rec.meta) {
+            Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec, stamp),
+            Ok(HeadRecord::VaryIndex(vary)) => {
+                let vkey = http_cache::variant_key(key, vary.names(), headers);
+                hot.put(key.as_bytes(), HotValue::Index(vary), stamp);
+                let vstamp = store.change_stamp(&vkey);
+                let Some(vrec) = self.record(&vkey)? else {
+                    return Ok(None);
+                };
+                let Some(vrec) = vrec else {
+                    return Ok(Some(Loaded::VaryMiss));
+                };
+                match HeadRecord::decode(&vrec.meta) {
+                    Ok(HeadRecord::Variant(head)) => (vkey, head, vrec, vstamp),
+                    _ => return self.drop_row(&vkey, Loaded::VaryMiss),
+                }
+            }
+            Err(e) => {
+                if self.blocking {
+                    tracing::warn!(key = %key, error = %e, "undecodable entry head: dropped");
+                }
+                return self.drop_row(key.as_bytes(), Loaded::Miss);
+            }
+        };
+        if rec.len() != head.body_len {
+            if self.blocking {
+                tracing::warn!(key = %key, "stored body length differs from head: dropped");
+            }
+            return self.drop_row(&row_key, Loaded::Miss);
+        }
+        let head = Arc::new(head);
+        // A body that does not match its head's digest is never served: drop the row.
+        let damaged = |what: &str| -> crate::store::Result<Option<Loaded>> {
+            if self.blocking {
+                tracing::warn!(key = %key, "{what} does not match its digest: dropped");
+            }
+            self.drop_row(&row_key, Loaded::Miss)
+        };
+        // Inline values, and value files small enough for the in-memory front, are read
+        // whole, checked, and kept in the front.
+        let small = match rec.value {
+            Value::Inline(v) => Ok(v),
+            Value::File { .. } if !self.blocking => return Ok(None),
+            Value::File { ref file, len } if hot.admits(len) => {
+                use std::os::unix::fs::FileExt;
+                let mut body = vec![0u8; len as usize];
+                file.read_exact_at(&mut body, 0)?;
+                Ok(body)
+            }
+            large => Err(large),
+        };
+        let body = match small {
+            Ok(v) => {
+                if xxhash_rust::xxh3::xxh3_64(&v) != head.body_digest {
+                    return damaged("stored body");
+                }
+                let b = Bytes::from(v);
+                if hot.admits(b.len() as u64) {
+                    hot.put(
+                        &row_key,
+                        HotValue::Variant {
+                            head: head.clone(),
+                            body: b.clone(),
+                        },
+                        stamp,
+                    );
+                }
+                StoredBody::Mem(b)
+            }
+            Err(value) => {
+                // The first time this process serves a value file, check all of it
+                // before sending a byte; later reads are checked as they stream.
+                let id = (row_key.clone(), head.body_digest);
+                let verified = &self.entries.verified;
+                if let Value::File { ref file, len } = value
+                    && !verified.contains(&id)
+                {
+                    if hash_file(file, len)? != head.body_digest {
+                        return damaged("value file");
+                    }
+                    verified.insert(id);
+                }
+                let rec = crate::store::Record { value, ..rec };
+                StoredBody::Rec(rec, row_key.clone())
+            }
+        };
+        Ok(Some(Loaded::Found {
+            row_key,
+            head,
+            body,
+            tier: Tier::Disk,
+        }))
     }
 }
 

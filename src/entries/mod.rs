@@ -16,6 +16,7 @@
 //! matches (a damaged row is deleted and is a miss); blocking store work runs on blocking
 //! threads; every write of this process also drops the row's copy in the in-memory front.
 
+pub mod commits;
 pub mod health;
 pub mod hot;
 pub mod lease;
@@ -143,6 +144,8 @@ pub struct Entries {
     pub health: Arc<StoreHealth>,
     /// Value files already checked against their digests.
     verified: Arc<Verified>,
+    /// Fills waiting to commit (group commit).
+    commits: Arc<commits::Commits<Option<write::Committed>>>,
     /// The shared tier behind the local one, when configured.
     shared: Option<Arc<tiered::Shared>>,
     /// Partial entries being read or combined in memory at once (each up to
@@ -162,6 +165,7 @@ impl Entries {
             inv: Arc::new(Invalidations::default()),
             health: Arc::new(StoreHealth::default()),
             verified: Arc::new(Verified::default()),
+            commits: Arc::default(),
             partial_budget: Arc::new(tokio::sync::Semaphore::new(partial::AT_ONCE)),
             shared: None,
             presence: None,

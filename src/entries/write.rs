@@ -199,14 +199,15 @@ impl EntryWriter {
             }
             return false;
         };
-        // The last batch and the commit in one blocking call.
-        let res = tokio::task::spawn_blocking(move || {
+        // The last batch and the commit in one blocking call, in a transaction shared with
+        // the fills that complete meanwhile (`commits`).
+        let (commits, store) = (plan.entries.commits.clone(), plan.entries.store.clone());
+        let job: super::commits::Job<Option<Committed>> = Box::new(move || {
             w.write(&batch)?;
             commit(*w, plan)
-        })
-        .await;
-        match res {
-            Ok(Ok(Some(c))) => {
+        });
+        match commits.run(&store, job).await {
+            Ok(Some(c)) => {
                 health.write_ok();
                 // Before the lease goes: other machines waiting on it then find the entry.
                 if let Some(chunks) = copy {
@@ -217,13 +218,9 @@ impl EntryWriter {
                 }
                 true
             }
-            Ok(Ok(None)) => false,
-            Ok(Err(e)) => {
-                health.write_failed(&e);
-                false
-            }
+            Ok(None) => false,
             Err(e) => {
-                tracing::warn!(error = %e, "store writer task failed");
+                health.write_failed(&e);
                 false
             }
         }
@@ -319,7 +316,7 @@ fn discard(w: Box<DiskWriter>) {
 
 /// Commit a complete value (blocking): `Ok(false)` when its URL was invalidated meanwhile.
 /// A committed entry, for the shared tier.
-struct Committed {
+pub(super) struct Committed {
     entries: Entries,
     tag: String,
     row_key: Vec<u8>,

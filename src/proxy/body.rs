@@ -17,8 +17,20 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
+use super::origin::OriginBody;
+
 /// Boxed error type for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The next frame of a hyper body, its error boxed.
+pub(super) fn poll_incoming(
+    body: &mut hyper::body::Incoming,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    Pin::new(body)
+        .poll_frame(cx)
+        .map_err(|e| Box::new(e) as BoxError)
+}
 
 /// Chunk size for reading value files.
 pub const FILE_CHUNK: usize = 256 * 1024;
@@ -52,7 +64,7 @@ pub enum ProxyBody {
 /// An origin body under a per-chunk and a total deadline.
 #[derive(Debug)]
 pub struct TimedBody {
-    body: hyper::body::Incoming,
+    body: OriginBody,
     chunk: std::time::Duration,
     deadline: Option<tokio::time::Instant>,
     sleep: Pin<Box<tokio::time::Sleep>>,
@@ -74,7 +86,7 @@ impl ProxyBody {
     /// An origin body: an error when no chunk comes within `chunk` or the whole body is not
     /// done within `total` (from now).
     pub fn origin(
-        body: hyper::body::Incoming,
+        body: OriginBody,
         chunk: std::time::Duration,
         total: Option<std::time::Duration>,
     ) -> Self {
@@ -349,19 +361,14 @@ impl Body for ProxyBody {
                 }
             }
             ProxyBody::File(f) => f.poll_frame(cx),
-            ProxyBody::Incoming(inc) => match Pin::new(inc).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            ProxyBody::Incoming(inc) => poll_incoming(inc, cx),
             ProxyBody::Origin(t) => match Pin::new(&mut t.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => {
                     let wake = t.next_wake();
                     t.sleep.as_mut().reset(wake);
                     Poll::Ready(Some(Ok(f)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => match t.sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::body::BodySender;
+use super::origin::OriginBody;
 use crate::coalesce::{Outcome, Permit};
 use crate::entries::lease::Lease;
 use crate::entries::{EntryWriter, FillPlan};
@@ -87,7 +87,7 @@ impl Feed {
 /// `chunk_timeout` or it is not complete within `body_timeout`.
 pub async fn run(
     plan: FillPlan,
-    mut body: Incoming,
+    mut body: OriginBody,
     to_client: Option<ToClient>,
     permit: Option<Permit>,
     lease: Option<Lease>,

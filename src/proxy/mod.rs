@@ -14,6 +14,7 @@ mod hostname;
 pub mod metrics;
 mod mitm;
 mod observed;
+mod origin;
 mod pipeline;
 mod post_store;
 mod server;

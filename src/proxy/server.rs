@@ -100,6 +100,8 @@ impl Server {
                 // LRU order exact to a minute: a store whose many entries are hit all the
                 // time rewrites each row's page at most once a minute, not once per flush.
                 .access_granularity(ACCESS_GRANULARITY)
+                // The periodic flusher below writes buffered accesses; a request never does.
+                .flush_on_access(false)
                 .open()
                 .map_err(|source| ProxyError::Store { dir, source })
         })

@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -27,6 +26,7 @@ use tokio::net::TcpStream;
 
 use super::body::{BoxError, ProxyBody};
 use super::metrics::Metrics;
+use super::origin::{Origin, OriginBody, OriginFuture};
 use super::{ProxyConfig, ProxyError};
 
 /// Largest origin response head accepted (larger: 502). Above the 64 KiB request limit so
@@ -238,10 +238,11 @@ pub fn client_tls_config(cfg: &ProxyConfig) -> Result<rustls::ClientConfig, Prox
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// A pooled origin client.
+/// The origin client: an [`Origin`] (the pooled hyper client unless replaced) under the
+/// response timeout, the head size limit and the upstream metrics.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<ResolvingConnector>, ProxyBody>,
+    origin: Arc<dyn Origin>,
     response_timeout: Duration,
     resolve: ResolveMap,
     metrics: Option<Arc<Metrics>>,
@@ -273,7 +274,7 @@ impl Upstream {
             .timer(TokioTimer::new())
             .build(https);
         Ok(Upstream {
-            client,
+            origin: Arc::new(HyperOrigin(client)),
             response_timeout: cfg.response_timeout,
             resolve,
             metrics: None,
@@ -283,6 +284,14 @@ impl Upstream {
     /// The `--resolve` map (shared with CONNECT tunnels).
     pub fn resolve(&self) -> &ResolveMap {
         &self.resolve
+    }
+
+    /// Send through `origin` instead of the network (the pipeline's unit tests); timeouts,
+    /// limits and metrics stay as they are.
+    #[cfg(test)]
+    pub fn with_origin(mut self, origin: Arc<dyn Origin>) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// Count every exchange (and its failure) in `metrics`.
@@ -297,10 +306,12 @@ impl Upstream {
     }
 
     /// Send a request; wait at most `response_timeout` for the response head.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<OriginBody>, UpstreamError> {
         let start = std::time::Instant::now();
-        let res = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await
-        {
+        let res = match tokio::time::timeout(self.response_timeout, self.origin.send(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
             Ok(Ok(mut res)) => {
                 // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
@@ -315,7 +326,7 @@ impl Upstream {
                     _ => Ok(res),
                 }
             }
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => Err(e),
         };
         if let Some(m) = &self.metrics {
             m.upstream(
@@ -327,8 +338,23 @@ impl Upstream {
     }
 }
 
+/// The pooled hyper client (HTTP/1.1, h2 by ALPN, rustls) as an [`Origin`].
+#[derive(Debug)]
+struct HyperOrigin(Client<HttpsConnector<ResolvingConnector>, ProxyBody>);
+
+impl Origin for HyperOrigin {
+    fn send(&self, req: Request<ProxyBody>) -> OriginFuture<'_> {
+        let res = self.0.request(req);
+        Box::pin(async move {
+            res.await
+                .map(|r| r.map(OriginBody::Hyper))
+                .map_err(|e| classify(&e))
+        })
+    }
+}
+
 /// Approximate size of a response head on the wire.
-fn head_size(res: &Response<Incoming>) -> usize {
+fn head_size<B>(res: &Response<B>) -> usize {
     res.headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)

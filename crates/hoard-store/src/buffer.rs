@@ -21,7 +21,7 @@ use super::settings::EvictionPolicy;
 /// of a working set merge in memory instead of each costing an `UPDATE`.
 pub const FLUSH_KEYS: usize = 65_536;
 /// Keys written per write transaction when flushing (bounds how long a flush holds the lock).
-pub const FLUSH_CHUNK: usize = 4096;
+pub const FLUSH_CHUNK: usize = 1024;
 /// Pending hits + misses that trigger a flush.
 pub const FLUSH_COUNTS: u64 = 65_536;
 /// Default maximum age of buffered state before the next access triggers a flush
@@ -128,6 +128,8 @@ pub(crate) struct AccessBuffer {
     granularity: f64,
     /// Held while a flush writes, so only one thread flushes at a time.
     pub(crate) flushing: Mutex<()>,
+    /// Whether an access or count may report a flush as due (false: only explicit flushes).
+    on_access: bool,
 }
 
 impl AccessBuffer {
@@ -141,7 +143,14 @@ impl AccessBuffer {
             last_flush_ms: AtomicU64::new(0),
             granularity: 0.0,
             flushing: Mutex::new(()),
+            on_access: true,
         }
+    }
+
+    /// Whether reads may flush when a flush is due (false: the owner calls `flush` itself).
+    pub(crate) fn with_flush_on_access(mut self, on: bool) -> AccessBuffer {
+        self.on_access = on;
+        self
     }
 
     /// Rewrite an LRU access time only when it advances by at least `g`.
@@ -176,15 +185,15 @@ impl AccessBuffer {
                 map.insert(key.to_vec(), Access { time, count: 1 });
             }
         }
-        map.len() >= FLUSH_KEYS || self.interval_passed()
+        self.on_access && (map.len() >= FLUSH_KEYS || self.interval_passed())
     }
 
     /// Counts a hit or a miss. Returns true when a flush is due.
     pub(crate) fn count(&self, hit: bool) -> bool {
         let c = if hit { &self.hits } else { &self.misses };
         c.fetch_add(1, Ordering::Relaxed);
-        self.hits.load(Ordering::Relaxed) + self.misses.load(Ordering::Relaxed) >= FLUSH_COUNTS
-            || self.interval_passed()
+        let pending = self.hits.load(Ordering::Relaxed) + self.misses.load(Ordering::Relaxed);
+        self.on_access && (pending >= FLUSH_COUNTS || self.interval_passed())
     }
 
     /// Takes only the pending accesses (used before an LRU/LFU cull).

@@ -16,31 +16,36 @@
 //! - One log line per change of state (connection, subscription, breakers), never per call.
 //!
 //! Background tasks (spawned by [`SharedTier::start`], ended when the last handle drops): the
-//! connector ([`connect`]: connects, reconnects after a dropped connection, with backoff;
-//! the proxy waits for its first attempt, bounded, before accepting) and the
+//! connector (`connection.rs`: connects, reconnects after a dropped connection, with backoff;
+//! the proxy waits for its first attempt, bounded, before accepting: `connect.rs`) and the
 //! subscriber (its own connection; `{prefix}invalidate` and `{prefix}filled`; reconnects).
 //! Invalidations published while the subscriber is disconnected are not replayed: the rows'
 //! TTLs bound how long another process may keep serving what it copied locally.
+//!
+//! This file: the handle ([`SharedTier`]: rows, leases, purges, status) and its state;
+//! `connection.rs`: the command connection, the connector and `Inner::call` (breakers,
+//! timeout); `subscriber.rs`: the subscription; `lease.rs`: [`SharedLeaseGuard`] and `filled`
+//! waiters; `scripts.rs`: the Lua scripts; `connect.rs`: the bounded wait for the first
+//! connection before the proxy accepts; `ranges.rs`: the breakers by cluster slot range.
 
 pub mod admin;
 pub mod breaker;
 pub mod codec;
 pub mod config;
 pub mod connect;
+mod connection;
+mod lease;
 pub mod ranges;
+mod scripts;
+mod subscriber;
 pub mod tls;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, RedisError, RedisFuture, Value};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
@@ -48,17 +53,13 @@ use breaker::Breaker;
 pub use breaker::BreakerState;
 use codec::{Decoded, UrlKeys};
 pub use config::{ClientIdentity, SharedConfig, SharedConfigError, SharedUrl};
-use connect::connector;
 pub use connect::{Startup, startup_wait};
+use connection::{CONNECT_TIMEOUT, Conn, Kind, connector};
+pub use lease::SharedLeaseGuard;
+use lease::Waiter;
+use scripts::{PURGE_SCRIPT, PUT_META_SCRIPT, PUT_SCRIPT, RELEASE_SCRIPT, Scripts};
+use subscriber::subscriber;
 
-/// Bound on establishing a connection (requests never wait for it; start-up waits at most
-/// [`startup_wait`]).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Reconnect backoff: first and largest pause between attempts.
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_millis(500);
-/// How often the subscriber pings its connection to notice a silent loss.
-const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
 /// [`SharedTier::wait_filled`] checks the lease this often when no message arrives.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Capacity of the invalidation broadcast channel (a slow receiver sees `Lagged`).
@@ -147,113 +148,6 @@ struct Counters {
 
 fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A command connection: one server (multiplexed) or a cluster.
-#[derive(Clone)]
-enum Conn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// Which breakers a call answers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Reads: the general breaker only.
-    Read,
-    /// Writes that need memory (SET): both breakers; `OOM` feeds the write breaker only.
-    Write,
-    /// Deletes and publishes (allowed at maxmemory): the general breaker only.
-    Free,
-}
-
-/// Why a call produced no answer (already counted and logged as needed).
-#[derive(Debug)]
-enum Failed {
-    Skipped,
-    Error,
-}
-
-const PUT_SCRIPT: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-local ttl = tonumber(ARGV[2])
-if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
-return 1
-"#;
-
-/// Replace the header of an existing row, keeping its body section byte for byte.
-const PUT_META_SCRIPT: &str = r#"
-local old = redis.call('GET', KEYS[1])
-if not old then return 0 end
-local function u32(s, i)
-  local a, b, c, d = string.byte(s, i, i + 3)
-  return ((a * 256 + b) * 256 + c) * 256 + d
-end
-if #old < 9 or string.byte(old, 1) ~= 1 then return 0 end
-local klen = u32(old, 2)
-if #old < 9 + klen then return 0 end
-if string.sub(old, 6, 5 + klen) ~= ARGV[4] then return 0 end
-local mlen = u32(old, 6 + klen)
-local off = 10 + klen + mlen
-if #old < off + 15 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1] .. string.sub(old, off), 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-local ttl = tonumber(ARGV[2])
-if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
-return 1
-"#;
-
-/// Compare-and-delete of a lease; publishes on `ARGV[2]` always (`ARGV[4]` = "1") or only
-/// when the lease was ours and got deleted.
-const RELEASE_SCRIPT: &str = r#"
-local r = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then r = redis.call('DEL', KEYS[1]) end
-if ARGV[4] == '1' or r == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
-return r
-"#;
-
-/// Delete every row of a URL and its rows set, then publish the invalidation.
-const PURGE_SCRIPT: &str = r#"
-local ids = redis.call('SMEMBERS', KEYS[1])
-local n = 0
-for _, id in ipairs(ids) do n = n + redis.call('DEL', ARGV[1] .. id) end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return n
-"#;
-
-struct Scripts {
-    put: redis::Script,
-    put_meta: redis::Script,
-    release: redis::Script,
-    purge: redis::Script,
 }
 
 struct Inner {
@@ -664,286 +558,4 @@ impl SharedTier {
 fn ttl_millis(ttl: Duration) -> Option<u64> {
     let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     (ms > 0).then_some(ms)
-}
-
-/// A held lease. [`SharedLeaseGuard::finish`] releases it and wakes waiters everywhere;
-/// dropping it releases it in a spawned task (waking waiters if it was still ours).
-#[derive(Debug)]
-pub struct SharedLeaseGuard {
-    tier: SharedTier,
-    keys: UrlKeys,
-    token: String,
-    done: bool,
-}
-
-impl SharedLeaseGuard {
-    /// The fill is stored: release the lease (only if still ours) and publish `filled`, so
-    /// waiters in other processes read the entry at once. `true` when the lease was still
-    /// ours.
-    pub async fn finish(mut self) -> bool {
-        self.done = true;
-        release(&self.tier.inner, &self.keys, &self.token, true).await
-    }
-
-    /// This holder's token (the lease key's value while it is ours).
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-}
-
-impl Drop for SharedLeaseGuard {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (inner, keys) = (self.tier.inner.clone(), self.keys.clone());
-        let token = std::mem::take(&mut self.token);
-        if let Ok(h) = tokio::runtime::Handle::try_current() {
-            h.spawn(async move {
-                release(&inner, &keys, &token, false).await;
-            });
-        }
-        // Without a runtime the lease expires by itself.
-    }
-}
-
-async fn release(inner: &Arc<Inner>, keys: &UrlKeys, token: &str, always_publish: bool) -> bool {
-    let (k, t, tag) = (keys.lease.clone(), token.to_string(), keys.tag.clone());
-    let i = inner.clone();
-    let r = inner
-        .call(Kind::Free, keys.slot(), move |mut c| async move {
-            i.scripts
-                .release
-                .key(&k)
-                .arg(&t)
-                .arg(&i.filled_channel)
-                .arg(&tag)
-                .arg(if always_publish { "1" } else { "0" })
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await;
-    matches!(r, Ok(1))
-}
-
-/// Registration of a `filled` waiter; removes the map entry when the last waiter goes.
-struct Waiter<'a> {
-    inner: &'a Inner,
-    tag: String,
-    notify: Arc<Notify>,
-}
-
-impl<'a> Waiter<'a> {
-    fn new(inner: &'a Inner, tag: &str) -> Self {
-        let mut map = inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        let notify = map.entry(tag.to_string()).or_default().clone();
-        Waiter {
-            inner,
-            tag: tag.to_string(),
-            notify,
-        }
-    }
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        let mut map = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        // The map's reference plus ours: we are the last waiter.
-        if Arc::strong_count(&self.notify) == 2 {
-            map.remove(&self.tag);
-        }
-    }
-}
-
-fn is_oom(e: &RedisError) -> bool {
-    e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
-}
-
-impl Inner {
-    fn current(&self) -> Option<(u64, Conn)> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Forget connection `generation` (if still current) and wake the connector.
-    fn drop_conn(&self, generation: u64, why: &dyn std::fmt::Display) {
-        let mut g = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if g.as_ref().is_some_and(|(n, _)| *n == generation) {
-            *g = None;
-            drop(g);
-            tracing::warn!(
-                url = %self.url.redacted(),
-                error = %why,
-                "shared tier: connection to Redis lost; reconnecting (calls are misses meanwhile)"
-            );
-            self.reconnect.notify_one();
-        }
-    }
-
-    /// Run one Redis call on keys in hash slot `slot` under the breakers and the timeout.
-    async fn call<T, F, Fut>(&self, kind: Kind, slot: u16, f: F) -> Result<T, Failed>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let c = &self.counters;
-        if !self.all.for_slot(slot).allow() || (kind == Kind::Write && !self.writes.allow()) {
-            inc(&c.skipped);
-            return Err(Failed::Skipped);
-        }
-        let Some((generation, conn)) = self.current() else {
-            // Unreachable Redis is a failure too: the breaker (and `status`) shows it, and
-            // after a reconnect the next call probes at once.
-            inc(&c.skipped);
-            self.all.outcome(slot, Some(&"not connected"));
-            return Err(Failed::Skipped);
-        };
-        let start = Instant::now();
-        let r = tokio::time::timeout(self.cfg.timeout, f(conn)).await;
-        let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        c.latency_sum.fetch_add(micros, Ordering::Relaxed);
-        inc(&c.latency_count);
-        match r {
-            Ok(Ok(v)) => {
-                self.all.outcome(slot, None);
-                if kind == Kind::Write {
-                    self.writes.success();
-                }
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                inc(&c.errors);
-                if kind == Kind::Write && is_oom(&e) {
-                    // Redis is up but full: stop writing, keep reading.
-                    self.writes.failure(&e);
-                    self.all.outcome(slot, None);
-                } else if e.is_timeout() {
-                    inc(&c.timeouts);
-                    self.all.outcome(slot, Some(&e));
-                } else {
-                    tracing::debug!(error = %e, "shared tier: Redis call failed");
-                    self.all.outcome(slot, Some(&e));
-                    if !self.url.cluster
-                        && (e.is_connection_dropped()
-                            || e.is_io_error()
-                            || e.is_connection_refusal()
-                            || e.is_unrecoverable_error())
-                    {
-                        self.drop_conn(generation, &e);
-                    }
-                }
-                Err(Failed::Error)
-            }
-            Err(_) => {
-                inc(&c.errors);
-                inc(&c.timeouts);
-                let why = format!("no answer within {:?}", self.cfg.timeout);
-                self.all.outcome(slot, Some(&why));
-                // A connection that keeps timing out while the breaker is open may be
-                // half-dead (no RST ever came): replace it.
-                if self.all.state() == BreakerState::Open && !self.url.cluster {
-                    self.drop_conn(generation, &why);
-                }
-                Err(Failed::Error)
-            }
-        }
-    }
-}
-
-/// Keeps the `invalidate`/`filled` subscription up on its own connection. On a cluster it
-/// subscribes through one node (rotating through the listed nodes when one fails):
-/// cluster PUBLISH reaches every node.
-async fn subscriber(inner: Arc<Inner>) {
-    let urls = inner.url.node_urls();
-    let mut next = 0usize;
-    let mut pause = RECONNECT_MIN;
-    let mut lost_logged = false;
-    loop {
-        if inner.cancel.is_cancelled() {
-            return;
-        }
-        let url = &urls[next % urls.len()];
-        next = next.wrapping_add(1);
-        let attempt = async {
-            let client = tls::client(url, &inner.roots)?;
-            let mut ps = client.get_async_pubsub().await?;
-            ps.subscribe(&[&inner.invalidate_channel, &inner.filled_channel])
-                .await?;
-            Ok::<_, RedisError>(ps)
-        };
-        let ps = tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, attempt) => r,
-        };
-        if let Ok(Ok(ps)) = ps {
-            inner.subscribed.store(true, Ordering::Release);
-            if lost_logged {
-                tracing::info!("shared tier: invalidation subscription restored");
-                lost_logged = false;
-            }
-            pause = RECONNECT_MIN;
-            let (mut sink, mut stream) = ps.split();
-            let mut ping = tokio::time::interval(SUBSCRIBER_PING);
-            ping.tick().await;
-            loop {
-                tokio::select! {
-                    _ = inner.cancel.cancelled() => return,
-                    m = stream.next() => match m {
-                        Some(m) => on_message(&inner, &m),
-                        None => break,
-                    },
-                    _ = ping.tick() => {
-                        let pong = tokio::time::timeout(
-                            CONNECT_TIMEOUT, sink.ping::<Value>()).await;
-                        if !matches!(pong, Ok(Ok(_))) {
-                            break;
-                        }
-                    }
-                }
-            }
-            inner.subscribed.store(false, Ordering::Release);
-            // Waiters fall back to polling; wake them so they check the lease at once.
-            for n in inner
-                .waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-            {
-                n.notify_waiters();
-            }
-        }
-        if !lost_logged {
-            tracing::warn!(
-                url = %inner.url.redacted(),
-                "shared tier: no invalidation subscription (Redis unreachable); retrying"
-            );
-            lost_logged = true;
-        }
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(RECONNECT_MAX);
-    }
-}
-
-fn on_message(inner: &Inner, m: &redis::Msg) {
-    let channel = m.get_channel_name();
-    let Ok(payload) = m.get_payload::<String>() else {
-        return;
-    };
-    if channel == inner.filled_channel {
-        let map = inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get(&payload) {
-            n.notify_waiters();
-        }
-    } else if channel == inner.invalidate_channel {
-        let Some((id, url_key)) = payload.split_once(' ') else {
-            return;
-        };
-        if id == inner.id {
-            return;
-        }
-        inc(&inner.counters.invalidations);
-        let _ = inner.invalidations.send(url_key.to_string());
-    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::response;
 
 use super::*;
+use crate::proxy::origin::OriginBody;
 use crate::proxy::service::build_upstream_request;
 use crate::proxy::upstream::UpstreamError;
 
@@ -43,7 +44,7 @@ pub(super) struct Times {
 /// A response from the origin, not yet answered or stored.
 pub(super) struct Answer {
     pub parts: response::Parts,
-    pub body: Incoming,
+    pub body: OriginBody,
     pub times: Times,
 }
 
@@ -236,7 +237,7 @@ impl Exchange<'_> {
     pub(super) fn fill(
         &self,
         plan: FillPlan,
-        body: Incoming,
+        body: OriginBody,
         to_client: Option<fill::ToClient>,
         permit: Option<Permit>,
         lease: Option<Lease>,

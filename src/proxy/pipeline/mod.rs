@@ -15,7 +15,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 mod exchange;
 mod merge;
@@ -24,6 +23,8 @@ mod phase;
 mod range;
 mod refresh;
 mod serve;
+#[cfg(test)]
+mod tests;
 mod vary_etags;
 
 use merge::{Merged304, merge_304};
@@ -79,7 +80,7 @@ fn key_uri(st: &State, target: &Uri) -> (Uri, Option<Rule>) {
 }
 
 /// Entry point for GET and HEAD.
-pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Response<ProxyBody> {
+pub async fn get_or_head(st: &State, req: Request<ProxyBody>, target: Uri) -> Response<ProxyBody> {
     let (parts, _body) = req.into_parts();
     let (kuri, rule) = key_uri(st, &target);
     run_cached(st, parts, target, &kuri, rule, None).await
@@ -89,7 +90,7 @@ pub async fn get_or_head(st: &State, req: Request<Incoming>, target: Uri) -> Res
 /// rule's `max_body`) and its digest joins the cache key.
 pub async fn cached_method(
     st: &State,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     target: Uri,
     rule: Rule,
 ) -> Response<ProxyBody> {

@@ -267,7 +267,8 @@ impl State {
                 );
             }
         };
-        self.dispatch_to(req, peer, target).await
+        self.dispatch_to(req.map(ProxyBody::Incoming), peer, target)
+            .await
     }
 
     /// An inner request of an intercepted connection: its target is the CONNECT origin plus
@@ -304,14 +305,15 @@ impl State {
                 "request target cannot be joined to the CONNECT authority\n",
             );
         };
-        self.dispatch_to(req, peer, target).await
+        self.dispatch_to(req.map(ProxyBody::Incoming), peer, target)
+            .await
     }
 
     /// The common part of plain and intercepted requests: loop detection, then GET/HEAD
     /// through the cache and everything else passed through.
-    pub(super) async fn dispatch_to(
+    pub(in crate::proxy) async fn dispatch_to(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ProxyBody>,
         peer: SocketAddr,
         target: Uri,
     ) -> Response<ProxyBody> {

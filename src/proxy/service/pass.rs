@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 
 use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
 use crate::http_cache::{self, BypassReason, CacheStatus};
 use crate::proxy::body::ProxyBody;
+use crate::proxy::origin::OriginBody;
 use crate::proxy::{fill, pipeline, post_store};
 
 use super::State;
@@ -38,7 +38,7 @@ impl State {
     /// Forward a request the cache does not answer; unsafe methods invalidate on success.
     pub(super) async fn pass_through(
         &self,
-        req: Request<Incoming>,
+        req: Request<ProxyBody>,
         target: Uri,
         reason: BypassReason,
     ) -> Response<ProxyBody> {
@@ -47,7 +47,7 @@ impl State {
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
-        let up = self.upstream_request(&parts, &target, ProxyBody::Incoming(body));
+        let up = self.upstream_request(&parts, &target, body);
         let (t_req, started) = (std::time::SystemTime::now(), std::time::Instant::now());
         let res = match self.upstream.send(up).await {
             Ok(r) => r,
@@ -108,7 +108,7 @@ impl State {
     }
 
     /// An origin response body streamed to the client under the chunk and body timeouts.
-    pub fn origin_body(&self, body: Incoming) -> ProxyBody {
+    pub fn origin_body(&self, body: OriginBody) -> ProxyBody {
         ProxyBody::origin(body, self.cfg.response_timeout, self.cfg.body_timeout)
     }
 

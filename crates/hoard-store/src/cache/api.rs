@@ -164,6 +164,7 @@ impl Cache {
             clock: None,
             flush_interval: crate::buffer::FLUSH_INTERVAL,
             access_granularity: std::time::Duration::ZERO,
+            flush_on_access: true,
             recover_corrupt: false,
             memory_cache_size: memory::DEFAULT_BUDGET,
             timeout: None,
@@ -319,6 +320,26 @@ impl Cache {
                 expire_time: row.expire_time,
                 tag: row.tag,
             }))
+    }
+
+    /// [`record`](Cache::record) for a caller that must not block (an async task on its
+    /// runtime thread): one SELECT on an idle pooled connection that never waits on a lock,
+    /// answered only for a missing, expired or inline row. `Ok(None)` means "ask
+    /// [`record`](Cache::record) where blocking is fine": no idle connection, the database
+    /// busy, or a row whose value is in a file or that needs repair (file I/O, a write).
+    /// Counts a hit or miss and an access like `record`, but never flushes them.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let cache = hoard_store::Cache::open(dir.path())?;
+    /// cache.set(b"k", b"v", None, None)?;
+    /// let _ = cache.record(b"k")?; // a connection is now idle in the pool
+    /// let found = cache.record_now(b"k")?.expect("inline row, nothing busy");
+    /// assert_eq!(found.map(|r| r.meta), Some(Vec::new()));
+    /// # Ok::<(), hoard_store::Error>(())
+    /// ```
+    pub fn record_now(&self, key: &[u8]) -> Result<Option<Option<Record>>> {
+        self.inner.fetch_now(key)
     }
 
     /// Meta of a live row, read without counting a hit or miss and without recording an

@@ -47,6 +47,7 @@ pub struct CacheBuilder {
     pub(crate) clock: Option<Arc<dyn Clock>>,
     pub(crate) flush_interval: Duration,
     pub(crate) access_granularity: Duration,
+    pub(crate) flush_on_access: bool,
     pub(crate) recover_corrupt: bool,
     pub(crate) memory_cache_size: u64,
     pub(crate) timeout: Option<Duration>,
@@ -58,6 +59,16 @@ impl CacheBuilder {
     /// per handle, not persisted).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = interval;
+        self
+    }
+
+    /// Whether a read that finds buffered state older than the flush interval (or too many
+    /// buffered keys) flushes it itself, in that caller's thread (default true, like
+    /// diskcache, which writes on every read). An owner that calls [`Cache::flush`]
+    /// periodically from a thread of its own turns this off, so no read ever waits on a
+    /// write transaction.
+    pub fn flush_on_access(mut self, on: bool) -> Self {
+        self.flush_on_access = on;
         self
     }
 
@@ -245,7 +256,8 @@ impl CacheBuilder {
             settings: Mutex::new(settings.clone()),
             checkpointer,
             buffer: AccessBuffer::new(self.flush_interval)
-                .with_granularity(self.access_granularity),
+                .with_granularity(self.access_granularity)
+                .with_flush_on_access(self.flush_on_access),
         };
         inner.cache_settings(&settings);
         Ok(Cache {

@@ -135,6 +135,15 @@ impl Inner {
         })
     }
 
+    /// An idle pooled connection, if one is there (never opens one: that is file I/O).
+    pub(crate) fn idle_conn(&self) -> Option<Conn<'_>> {
+        let c = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        Some(Conn {
+            inner: self,
+            conn: Some(c),
+        })
+    }
+
     /// SQLite's busy timeout for this handle's connections: the fail-soft timeout if
     /// shorter than [`schema::BUSY_TIMEOUT`].
     pub(crate) fn busy_timeout(&self) -> std::time::Duration {

@@ -147,6 +147,37 @@ impl Inner {
         Ok(out)
     }
 
+    /// See [`Cache::record_now`]: `None` when the answer needs a wait, file I/O or a write.
+    pub(crate) fn fetch_now(&self, key: &[u8]) -> Result<Option<Option<Record>>> {
+        if self.joined(|_, _| ()).is_some() {
+            return Ok(None); // inside a transaction: its connection, its rules
+        }
+        let Some(conn) = self.idle_conn() else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        conn.busy_timeout(std::time::Duration::ZERO)?;
+        let found = lookup(&conn, key, now);
+        conn.busy_timeout(self.busy_timeout())?;
+        let out = match found {
+            Err(e) if e.is_busy() => return Ok(None),
+            Err(e) => return Err(e),
+            Ok(Found::Live(row)) if row.mode == MODE_INLINE && row.value.is_some() => {
+                Some(Record {
+                    meta: row.meta,
+                    value: Value::Inline(row.value.unwrap_or_default()),
+                    store_time: row.store_time,
+                    expire_time: row.expire_time,
+                    tag: row.tag,
+                })
+            }
+            Ok(Found::Live(_) | Found::Undecodable(_)) => return Ok(None),
+            Ok(Found::Missing | Found::Expired) => None,
+        };
+        self.note_access(key, out.is_some(), now, false);
+        Ok(Some(out))
+    }
+
     /// `get`: from this handle's memory layer when its copy is current, else through
     /// [`fetch`](Self::fetch), keeping a copy of small values.
     pub(crate) fn get_held(&self, key: &[u8]) -> Result<Option<Held>> {
@@ -171,5 +202,69 @@ impl Inner {
             memory.put(h, key, Some(out.clone()), stamp, now);
         }
         Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Cache;
+    use crate::files::Value;
+
+    /// `record_now` answers what one SELECT can (inline rows, misses, expired rows) and defers
+    /// everything needing file I/O, a write or a wait.
+    #[test]
+    fn record_now_answers_only_what_needs_no_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder(dir.path()).min_file_size(64).open().unwrap();
+        cache.set(b"small", b"inline", None, None).unwrap();
+        cache.set(b"big", &[7u8; 100], None, None).unwrap();
+        cache
+            .set(
+                b"gone",
+                b"x",
+                Some(std::time::Duration::from_millis(1)),
+                None,
+            )
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(cache.record(b"small").unwrap().is_some()); // leaves a connection idle
+
+        let small = cache.record_now(b"small").unwrap().expect("answered");
+        match small.expect("found").value {
+            Value::Inline(v) => assert_eq!(v, b"inline"),
+            other => panic!("inline row read as {other:?}"),
+        }
+        assert!(
+            cache
+                .record_now(b"missing")
+                .unwrap()
+                .expect("answered")
+                .is_none()
+        );
+        assert!(
+            cache
+                .record_now(b"gone")
+                .unwrap()
+                .expect("answered")
+                .is_none()
+        );
+        assert!(
+            cache.record_now(b"big").unwrap().is_none(),
+            "a value file is deferred"
+        );
+        // Inside a transaction on this thread the transaction's connection rules.
+        cache
+            .transact(|_| {
+                assert!(cache.record_now(b"small").unwrap().is_none());
+                Ok(())
+            })
+            .unwrap();
+        // With every connection checked out, nothing is opened: deferred.
+        let held: Vec<_> = std::iter::from_fn(|| cache.inner.idle_conn())
+            .take(64)
+            .collect();
+        assert!(cache.record_now(b"small").unwrap().is_none());
+        drop(held);
+        assert!(cache.record_now(b"small").unwrap().is_some());
     }
 }

@@ -1,0 +1,421 @@
+//! Unit tests of the request state machine without a socket: requests enter at
+//! `State::dispatch_to` (normalisation, invalidation, the pipeline) with a buffered body, and
+//! leave through a scripted [`Origin`] that counts and records every request it is sent. The
+//! store is a temporary directory; fills and refreshes are awaited through
+//! `State::background`, so no test sleeps to let a fill land.
+//!
+//! Time: the pipeline reads the clock itself; staleness is scripted with the origin's
+//! `Cache-Control` (`max-age=0` is stale for any later request), so no test depends on timing.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http_body_util::Full;
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::proxy::ProxyConfig;
+use crate::proxy::origin::{Origin, OriginBody, OriginFuture};
+use crate::proxy::upstream::UpstreamError;
+use crate::store::Cache;
+
+/// One answer of the scripted origin.
+type Reply = Result<Response<OriginBody>, UpstreamError>;
+
+/// What the scripted origin answers to its `n`th request (from 0).
+type Script = dyn Fn(usize, &Parts) -> Reply + Send + Sync;
+
+/// An origin without a socket: answers by ordinal, records what it was sent, and (when gated)
+/// holds every answer until the test releases it.
+struct Scripted {
+    calls: AtomicUsize,
+    seen: Mutex<Vec<Parts>>,
+    gate: Option<Semaphore>,
+    script: Box<Script>,
+}
+
+impl std::fmt::Debug for Scripted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripted")
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Origin for Scripted {
+    fn send(&self, req: Request<ProxyBody>) -> OriginFuture<'_> {
+        let (parts, _body) = req.into_parts();
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(parts.clone());
+        Box::pin(async move {
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("gate open").forget();
+            }
+            (self.script)(n, &parts)
+        })
+    }
+}
+
+impl Scripted {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The `n`th request's header `name`.
+    fn sent(&self, n: usize, name: &str) -> Option<String> {
+        let seen = self.seen.lock().unwrap();
+        let v = seen.get(n)?.headers.get(name)?;
+        Some(v.to_str().unwrap().to_string())
+    }
+}
+
+/// A response of the scripted origin.
+fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut res = Response::new(OriginBody::other(Full::new(Bytes::from(body.to_string()))));
+    *res.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (k, v) in headers {
+        res.headers_mut().append(
+            header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    if status != 304 {
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    Ok(res)
+}
+
+/// A proxy state over a temporary store whose origin is `script`.
+struct Harness {
+    st: State,
+    origin: Arc<Scripted>,
+    _dir: tempfile::TempDir,
+}
+
+/// What a client got.
+struct Got {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn cache_status(&self) -> &str {
+        self.headers
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Assert that `Cache-Status` holds each of `parts`.
+    fn says(&self, parts: &[&str]) {
+        let cs = self.cache_status();
+        for p in parts {
+            assert!(cs.contains(p), "Cache-Status {cs:?} lacks {p:?}");
+        }
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+const PEER: &str = "127.0.0.1:40000";
+
+impl Harness {
+    fn new(
+        gated: bool,
+        script: impl Fn(usize, &Parts) -> Reply + Send + Sync + 'static,
+    ) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let local: SocketAddr = "127.0.0.1:3128".parse().unwrap();
+        let mut cfg = ProxyConfig::new(local, dir.path());
+        // XFetch never fires early: ln(1) = 0.
+        cfg.random = || 1.0;
+        let store = Cache::builder(dir.path()).open().unwrap();
+        let origin = Arc::new(Scripted {
+            calls: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+            gate: gated.then(|| Semaphore::new(0)),
+            script: Box::new(script),
+        });
+        let mut st = State::new(cfg, store, local, None).unwrap();
+        st.upstream = st.upstream.clone().with_origin(origin.clone());
+        Harness {
+            st,
+            origin,
+            _dir: dir,
+        }
+    }
+
+    fn target(path: &str) -> Uri {
+        format!("http://origin.test{path}").parse().unwrap()
+    }
+
+    /// `method path` with `headers`, the whole response body read.
+    async fn send_only(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+        let mut req = Request::new(ProxyBody::Empty);
+        *req.method_mut() = Method::from_bytes(method.as_bytes()).unwrap();
+        *req.uri_mut() = Self::target(path);
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("origin.test"));
+        for (k, v) in headers {
+            req.headers_mut().append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let res = self
+            .st
+            .dispatch_to(req, PEER.parse().unwrap(), Self::target(path))
+            .await;
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("whole body").to_bytes();
+        Got {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// [`send_only`](Self::send_only), then every fill and refresh it started has ended.
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+        let got = self.send_only(method, path, headers).await;
+        self.settle().await;
+        got
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Got {
+        self.send("GET", path, headers).await
+    }
+
+    /// Wait for the background tasks (fills, refreshes) to end.
+    async fn settle(&self) {
+        self.st.background.close();
+        self.st.background.wait().await;
+        self.st.background.reopen();
+    }
+
+    fn key(path: &str) -> CacheKey {
+        http_cache::cache_key(&Method::GET, &Self::target(path)).unwrap()
+    }
+}
+
+/// Wait (at most 2,000 rounds of 5 ms) until `done`; the caller asserts afterwards.
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn miss_fills_and_the_next_request_is_a_fresh_hit() {
+    let h = Harness::new(false, |n, _| {
+        reply(200, &[("cache-control", "max-age=60")], &format!("v{n}"))
+    });
+    let first = h.get("/a", &[]).await;
+    assert_eq!((first.status, first.text()), (StatusCode::OK, "v0"));
+    first.says(&["fwd=uri-miss"]);
+    first.says(&["stored"]);
+    let second = h.get("/a", &[]).await;
+    assert_eq!((second.status, second.text()), (StatusCode::OK, "v0"));
+    second.says(&["hit"]);
+    assert_eq!(h.origin.calls(), 1, "the hit did not reach the origin");
+}
+
+#[tokio::test]
+async fn stale_entry_is_revalidated_and_the_304_merged() {
+    let h = Harness::new(false, |n, _| match n {
+        0 => reply(
+            200,
+            &[
+                ("cache-control", "max-age=0"),
+                ("etag", "\"v1\""),
+                ("x-version", "1"),
+            ],
+            "kept body",
+        ),
+        _ => reply(
+            304,
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("x-version", "2"),
+            ],
+            "",
+        ),
+    });
+    h.get("/b", &[]).await;
+    let revalidated = h.get("/b", &[]).await;
+    assert_eq!(h.origin.sent(1, "if-none-match").as_deref(), Some("\"v1\""));
+    assert_eq!(revalidated.status, StatusCode::OK);
+    assert_eq!(revalidated.text(), "kept body", "body kept from the entry");
+    assert_eq!(revalidated.header("x-version"), Some("2"), "head updated");
+    revalidated.says(&["fwd=stale", "fwd-status=304"]);
+    // The merge was stored: fresh now, served without the origin.
+    let hit = h.get("/b", &[]).await;
+    assert_eq!(
+        (hit.text(), hit.header("x-version")),
+        ("kept body", Some("2"))
+    );
+    hit.says(&["hit"]);
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_a_cold_key_make_one_origin_call() {
+    const CLIENTS: usize = 8;
+    let h = Arc::new(Harness::new(true, |n, _| {
+        reply(200, &[("cache-control", "max-age=60")], &format!("v{n}"))
+    }));
+    let spawn = |h: &Arc<Harness>| {
+        let h = h.clone();
+        tokio::spawn(async move { h.send_only("GET", "/c", &[]).await })
+    };
+    let mut clients = vec![spawn(&h)];
+    until(|| h.origin.calls() == 1).await;
+    assert_eq!(h.origin.calls(), 1, "the leader reached the origin");
+    clients.extend((1..CLIENTS).map(|_| spawn(&h)));
+    let key = Harness::key("/c");
+    until(|| h.st.coalescer.waiting(key.as_bytes()) == CLIENTS - 1 || h.origin.calls() > 1).await;
+    h.origin.gate.as_ref().unwrap().add_permits(CLIENTS);
+    for c in clients {
+        let got = c.await.unwrap();
+        assert_eq!((got.status, got.text()), (StatusCode::OK, "v0"));
+    }
+    h.settle().await;
+    assert_eq!(
+        h.origin.calls(),
+        1,
+        "exactly one origin call for {CLIENTS} clients"
+    );
+}
+
+#[tokio::test]
+async fn origin_failure_serves_the_stale_entry_under_stale_if_error() {
+    // (the origin's answer to the revalidation: 500, else unreachable; what Cache-Status says)
+    for (server_error, expect) in [(false, "stale-if-error"), (true, "fwd-status=500")] {
+        let h = Harness::new(false, move |n, _| match n {
+            0 => reply(
+                200,
+                &[("cache-control", "max-age=0, stale-if-error=60")],
+                "last good",
+            ),
+            _ if server_error => reply(500, &[], "broken"),
+            _ => Err(UpstreamError::Connect("refused".into())),
+        });
+        h.get("/d", &[]).await;
+        let got = h.get("/d", &[]).await;
+        assert_eq!((got.status, got.text()), (StatusCode::OK, "last good"));
+        got.says(&["stale-if-error", expect]);
+        assert_eq!(h.origin.calls(), 2);
+    }
+}
+
+#[tokio::test]
+async fn origin_failure_without_stale_if_error_is_a_502() {
+    let h = Harness::new(false, |n, _| match n {
+        0 => reply(200, &[("cache-control", "max-age=0")], "old"),
+        _ => Err(UpstreamError::Connect("refused".into())),
+    });
+    h.get("/d2", &[]).await;
+    let got = h.get("/d2", &[]).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    got.says(&["connect-error"]);
+}
+
+#[tokio::test]
+async fn vary_miss_fetches_with_the_stored_etags_and_stores_the_new_variant() {
+    let h = Harness::new(false, |_, req| {
+        let lang = req.headers["accept-language"].to_str().unwrap().to_string();
+        let etag = format!("\"{lang}\"");
+        let headers = [
+            ("cache-control", "max-age=60"),
+            ("vary", "Accept-Language"),
+            ("etag", etag.as_str()),
+        ];
+        reply(200, &headers, &format!("body-{lang}"))
+    });
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    h.get("/e", &en).await.says(&["fwd=uri-miss"]);
+    let miss = h.get("/e", &fr).await;
+    assert_eq!(miss.text(), "body-fr");
+    miss.says(&["fwd=vary-miss"]);
+    assert_eq!(h.origin.sent(1, "if-none-match").as_deref(), Some("\"en\""));
+    let (again_en, again_fr) = (h.get("/e", &en).await, h.get("/e", &fr).await);
+    assert_eq!((again_en.text(), again_fr.text()), ("body-en", "body-fr"));
+    again_en.says(&["hit"]);
+    again_fr.says(&["hit"]);
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn responses_that_may_not_be_shared_are_never_served_to_the_next_request() {
+    for cc in [
+        "no-store",
+        "private",
+        "private, max-age=60",
+        "max-age=60, no-store",
+    ] {
+        let h = Harness::new(false, move |n, _| {
+            reply(200, &[("cache-control", cc)], &format!("v{n}"))
+        });
+        assert_eq!(h.get("/f", &[]).await.text(), "v0");
+        let next = h.get("/f", &[]).await;
+        assert_eq!(
+            next.text(),
+            "v1",
+            "{cc}: the next request went to the origin"
+        );
+        assert!(
+            !next.cache_status().contains("hit"),
+            "{cc}: {}",
+            next.cache_status()
+        );
+        assert_eq!(h.origin.calls(), 2, "{cc}");
+    }
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_the_stored_response() {
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let h = Harness::new(false, |n, req| {
+            let status = if req.method == Method::GET { 200 } else { 204 };
+            reply(status, &[("cache-control", "max-age=60")], &format!("v{n}"))
+        });
+        h.get("/g", &[]).await;
+        h.get("/g", &[]).await.says(&["hit"]);
+        h.send(method, "/g", &[]).await;
+        let after = h.get("/g", &[]).await;
+        assert_eq!(
+            after.text(),
+            "v2",
+            "{method}: the stored response was removed"
+        );
+        assert_eq!(h.origin.calls(), 3, "{method}");
+    }
+}
+
+#[tokio::test]
+async fn an_unsafe_method_that_fails_invalidates_nothing() {
+    let h = Harness::new(false, |n, req| match req.method {
+        Method::GET => reply(200, &[("cache-control", "max-age=60")], &format!("v{n}")),
+        _ => reply(500, &[], "failed"),
+    });
+    h.get("/g2", &[]).await;
+    h.send("POST", "/g2", &[]).await;
+    let after = h.get("/g2", &[]).await;
+    assert_eq!(after.text(), "v0");
+    after.says(&["hit"]);
+    assert_eq!(h.origin.calls(), 2);
+}
