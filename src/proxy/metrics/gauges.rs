@@ -53,3 +53,43 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::entries::shared::{BreakerState, SharedStatus};
+    use crate::proxy::metrics::Metrics;
+
+    #[test]
+    fn shared_breaker_figures_are_exported() {
+        let m = Metrics::new();
+        m.set_shared(&SharedStatus {
+            connected: true,
+            subscribed: true,
+            breaker: BreakerState::Open,
+            breaker_open_ranges: 22,
+            breaker_ranges: 64,
+            write_breaker: BreakerState::Closed,
+            breaker_opened: 23,
+            hits: 0,
+            misses: 0,
+            damaged: 0,
+            errors: 0,
+            timeouts: 0,
+            skipped: 0,
+            writes: 0,
+            oversize: 0,
+            invalidations_received: 0,
+            latency_micros_sum: 0,
+            latency_count: 0,
+            connect_error: None,
+        });
+        let text = m.encode();
+        for line in [
+            r#"hoard_shared_tier{figure="breaker_open"} 1"#,
+            r#"hoard_shared_tier{figure="breaker_open_ranges"} 22"#,
+            r#"hoard_shared_tier{figure="write_breaker_open"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+    }
+}
