@@ -259,9 +259,15 @@ pub fn ping(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
-/// A tier on `url` with `prefix`, connected and subscribed (panics after 5 s).
+/// Operation timeout of [`tier`]: roomy, so tests about behaviour do not fail on a loaded
+/// machine (50 ms calls timed out in a full run on 2 busy cores); the tests about timing set
+/// their own.
+pub const TEST_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A tier on `url` with `prefix` and [`TEST_TIMEOUT`], connected and subscribed (panics
+/// after 5 s).
 pub async fn tier(url: &str, prefix: &str) -> SharedTier {
-    tier_with(url, prefix, |_| {}).await
+    tier_with(url, prefix, |c| c.timeout = TEST_TIMEOUT).await
 }
 
 /// Like [`tier`], with the config adjusted by `f`.
