@@ -294,4 +294,10 @@ if [[ $MODE == cluster ]]; then
 fi
 echo "hoard logs (A and B, by time):"
 grep -h 'shared tier' "$RUN"/hoard-*.log | sort | cut -c1-200 | sed 's/^/  /' | head -20 || true
+if [[ -z $RESUMED ]]; then # keep the evidence: the last shared-tier lines of each hoard, whole
+    for h in a b; do
+        echo "hoard $h, last shared-tier lines:"
+        grep -h 'shared tier' "$RUN/hoard-$h.log" | tail -8 | sed 's/^/  /' || true
+    done
+fi
 [[ $ok == 0 && -n $RESUMED ]]
