@@ -141,6 +141,7 @@ impl Inner {
                 } else {
                     tracing::debug!(error = %e, "shared tier: Redis call failed");
                     self.all.outcome(slot, Some(&e));
+                    self.rebuild_cluster_if_due(generation);
                     if !self.url.cluster
                         && (e.is_connection_dropped()
                             || e.is_io_error()
@@ -162,8 +163,20 @@ impl Inner {
                 if self.all.state() == BreakerState::Open && !self.url.cluster {
                     self.drop_conn(generation, &why);
                 }
+                self.rebuild_cluster_if_due(generation);
                 Err(Failed::Error)
             }
+        }
+    }
+
+    /// A cluster on which every slot range keeps failing: replace the cluster connection
+    /// (at most every `ranges::REBUILD_EVERY`), in case the client is what is stuck.
+    fn rebuild_cluster_if_due(&self, generation: u64) {
+        if self.url.cluster && self.all.rebuild_due(Instant::now()) {
+            self.drop_conn(
+                generation,
+                &"every cluster slot range failing: making a new cluster connection",
+            );
         }
     }
 }

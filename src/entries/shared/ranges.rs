@@ -7,7 +7,9 @@
 //! the log says when the first range opens, when every range is open, and when the last one
 //! closes (a handful of lines per outage, never one per range or per call).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::breaker::{Breaker, BreakerState, Change};
 use super::codec::SLOTS;
@@ -16,11 +18,16 @@ use super::codec::SLOTS;
 /// contiguous slot ranges (a range straddling two masters answers to both).
 pub const SLOTS_PER_RANGE: u16 = 256;
 
+/// While every range of a cluster is open, how often the cluster connection is rebuilt (a
+/// cluster client that stays stuck after a node restart does not repair itself).
+pub const REBUILD_EVERY: Duration = Duration::from_secs(3);
+
 /// Breakers by slot range (one, for a single server).
 #[derive(Debug)]
 pub struct Breakers {
     ranges: Vec<Breaker>,
     open: AtomicUsize,
+    last_rebuild: Mutex<Option<Instant>>,
 }
 
 impl Breakers {
@@ -36,6 +43,7 @@ impl Breakers {
         Breakers {
             ranges,
             open: AtomicUsize::new(0),
+            last_rebuild: Mutex::new(None),
         }
     }
 
@@ -76,6 +84,20 @@ impl Breakers {
             }
             Some(Change::Closed) | None => {}
         }
+    }
+
+    /// On a cluster with every range open: `true` at most once per [`REBUILD_EVERY`], when
+    /// the caller should replace the cluster connection.
+    pub fn rebuild_due(&self, now: Instant) -> bool {
+        if self.ranges.len() == 1 || self.open_ranges() < self.ranges.len() {
+            return false;
+        }
+        let mut last = self.last_rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < REBUILD_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Let every range probe at once (the connection was just re-established).
@@ -129,6 +151,10 @@ mod tests {
         fail(&b, 0, FAILURE_THRESHOLD);
         assert_eq!((b.state(), b.open_ranges()), (BreakerState::Open, 1));
         assert!(!b.for_slot(16383).allow(), "every slot is behind it");
+        assert!(
+            !b.rebuild_due(Instant::now()),
+            "a single server's connection is not rebuilt here"
+        );
         b.outcome(9000, None);
         assert_eq!(b.state(), BreakerState::Closed);
     }
@@ -157,6 +183,10 @@ mod tests {
             fail(&b, s, FAILURE_THRESHOLD);
         }
         assert_eq!(b.open_ranges(), 64);
+        let t = Instant::now();
+        assert!(b.rebuild_due(t), "every range open: rebuild");
+        assert!(!b.rebuild_due(t + REBUILD_EVERY / 2), "not again so soon");
+        assert!(b.rebuild_due(t + REBUILD_EVERY), "again after the interval");
         b.probe_now();
         assert!(
             b.for_slot(700).allow(),
