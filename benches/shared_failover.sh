@@ -2,7 +2,10 @@
 # Redis killed (SIGKILL) and restarted under a wrk load through two hoards sharing it
 # (issue #14, done-criteria 3 and 4): counts the responses that were not 2xx and wrk's socket
 # errors, and how long after Redis is back a URL filled through hoard A is a shared hit
-# through hoard B.
+# through hoard B (probes every 50 ms from the moment Redis answers PING, each a new URL; on
+# a cluster, also when the restarted master reports cluster_state:ok: until then Redis
+# refuses the keys of its slots, and when both hoards have closed the breakers of every slot
+# range: every key shared again).
 #
 #   benches/shared_failover.sh                    # standalone Redis, 30 s, kill at 10 s, restart at 15 s
 #   MODE=cluster benches/shared_failover.sh       # 3-master Redis Cluster; one master is killed
@@ -218,12 +221,22 @@ for _ in $(seq 100); do ss -Htln "sport = :$VICTIM" | grep -q . || break; sleep 
 start_redis "$VICTIM" "${VICTIM_ARGS[@]}"
 BACK=$(date +%s.%N)
 log "redis :$VICTIM answers again at $(since) s"
+CLUSTER_OK=""
 if [[ $MODE == cluster ]]; then
-    for _ in $(seq 200); do
-        redis-cli -h 127.0.0.1 -p "$VICTIM" CLUSTER INFO | grep -q 'cluster_state:ok' && break
-        sleep 0.05
-    done
-    log "cluster ok again at $(since) s"
+    # In the background, so the probes below start as soon as the master answers PING: a
+    # restarted master refuses its own slots for 2 s (Redis' writable delay) while the other
+    # masters may already serve theirs.
+    (
+        for _ in $(seq 200); do
+            if redis-cli -h 127.0.0.1 -p "$VICTIM" CLUSTER INFO | grep -q 'cluster_state:ok'; then
+                sub "$(date +%s.%N)" "$BACK" >"$RUN/cluster_ok"
+                break
+            fi
+            sleep 0.05
+        done
+    ) &
+    OK_WATCH=$!
+    PIDS+=($OK_WATCH)
 fi
 RESUMED=""
 for i in $(seq 400); do # every URL new: filled through A, then asked of B
@@ -234,6 +247,24 @@ for i in $(seq 400); do # every URL new: filled through A, then asked of B
     sleep 0.05
 done
 log "sharing resumed ${RESUMED:-never} s after Redis came back"
+if [[ $MODE == cluster ]]; then
+    wait "$OK_WATCH" 2>/dev/null || true
+    CLUSTER_OK=$(cat "$RUN/cluster_ok" 2>/dev/null || true)
+    log "cluster_state:ok on the restarted master ${CLUSTER_OK:-never} s after it answered PING"
+    # Every key shared again: both hoards logged that their last slot range closed.
+    ALL_CLOSED=""
+    for _ in $(seq 100); do
+        t_a=$(grep -h 'every slot range, breakers closed' "$RUN/hoard-a.log" | tail -1 | cut -d' ' -f1 || true)
+        t_b=$(grep -h 'every slot range, breakers closed' "$RUN/hoard-b.log" | tail -1 | cut -d' ' -f1 || true)
+        if [[ -n $t_a && -n $t_b ]]; then
+            latest=$(printf '%s\n%s\n' "$t_a" "$t_b" | sort | tail -1)
+            ALL_CLOSED=$(sub "$(date -d "$latest" +%s.%N)" "$BACK")
+            break
+        fi
+        sleep 0.1
+    done
+    log "every slot range closed again on both hoards ${ALL_CLOSED:-never} s after PING"
+fi
 
 wait "$WRK_A" || true
 wait "$WRK_B" || true
@@ -257,6 +288,16 @@ report a || ok=1
 report b || ok=1
 echo "origin requests: $(curl -s --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/__count")"
 echo "sharing resumed: ${RESUMED:-never} s after Redis answered again"
+if [[ $MODE == cluster ]]; then
+    echo "cluster_state:ok (restarted master): ${CLUSTER_OK:-never} s after it answered again"
+    echo "every slot range shared again (both hoards): ${ALL_CLOSED:-never} s after it answered again"
+fi
 echo "hoard logs (A and B, by time):"
 grep -h 'shared tier' "$RUN"/hoard-*.log | sort | cut -c1-200 | sed 's/^/  /' | head -20 || true
+if [[ -z $RESUMED ]]; then # keep the evidence: the last shared-tier lines of each hoard, whole
+    for h in a b; do
+        echo "hoard $h, last shared-tier lines:"
+        grep -h 'shared tier' "$RUN/hoard-$h.log" | tail -8 | sed 's/^/  /' || true
+    done
+fi
 [[ $ok == 0 && -n $RESUMED ]]

@@ -16,6 +16,7 @@ use super::proxy::default_random;
 use super::table::options_table;
 use super::{ConfigError, ConfigFile, EffectiveRule, Given, IpNet, LogFormat};
 use crate::access_log::Destination;
+use crate::entries::shared::config::ClientIdentity;
 use crate::http_cache::{ForwardingHeaders, Rule};
 use crate::store::EvictionPolicy;
 
@@ -244,6 +245,17 @@ options_table! {
             key: "shared-ca-file", default: "", parse: optional_path,
             show: given_if_set => Option<String>,
         }
+        /// PEM client certificate (chain) presented to a rediss:// server that asks for one
+        /// (mutual TLS); goes with shared-key-file.
+        shared_cert_file: Option<PathBuf> {
+            key: "shared-cert-file", default: "", parse: optional_path,
+            show: given_if_set => Option<String>,
+        }
+        /// PEM private key of shared-cert-file.
+        shared_key_file: Option<PathBuf> {
+            key: "shared-key-file", default: "", parse: optional_path,
+            show: given_if_set => Option<String>,
+        }
     }
     more {
         /// Intercepted hosts whose leaf certificates are kept in memory.
@@ -262,6 +274,11 @@ pub fn resolve(
     file: Option<&ConfigFile>,
 ) -> Result<(ProxyConfig, Effective), ConfigError> {
     let (mut proxy, mut effective) = layer(given, file)?;
+    let (cert, key) = (&proxy.shared_cert_file, &proxy.shared_key_file);
+    ClientIdentity::from_pair(cert.clone(), key.clone()).map_err(|e| ConfigError::Value {
+        key: "shared-cert-file",
+        reason: e.to_string(),
+    })?;
     proxy.rules = file.map(|f| f.rules.clone()).unwrap_or_default();
     effective.rules = proxy.rules.iter().map(EffectiveRule::from).collect();
     Ok((proxy, effective))
@@ -291,6 +308,26 @@ mod tests {
             assert!(!o.doc.is_empty(), "{} has no doc", o.key);
         }
         assert_eq!(FILE_KEYS, OPTIONS.iter().map(|o| o.key).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn shared_cert_and_key_go_together() {
+        let f = |text: &str| ConfigFile::parse(std::path::Path::new("/etc/h.toml"), text).unwrap();
+        let both = f("shared-cert-file = \"/c.pem\"\nshared-key-file = \"/k.pem\"\n");
+        let (c, _) = resolve(&Given::default(), Some(&both)).unwrap();
+        assert_eq!(c.shared_cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(c.shared_key_file, Some(PathBuf::from("/k.pem")));
+        for half in [
+            "shared-cert-file = \"/c.pem\"\n",
+            "shared-key-file = \"/k.pem\"\n",
+        ] {
+            let e = resolve(&Given::default(), Some(&f(half))).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Value { key: "shared-cert-file", reason }
+                    if reason.contains("both or neither")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -16,13 +16,13 @@ use super::{Removed, StoreTier, UrlEntry};
 use crate::config::ConfigFile;
 use crate::entries::listing;
 use crate::entries::shared::admin::Census;
-use crate::entries::shared::{SharedConfig, SharedTier};
+use crate::entries::shared::{ClientIdentity, SharedConfig, SharedTier};
 
 /// How long a subcommand waits for Redis before reporting it unreachable.
 const CONNECT_WAIT: Duration = Duration::from_secs(3);
 
 /// The shared tier a subcommand should reach: `HOARD_SHARED`, else the file's `shared` key,
-/// with the file's (or environment's) prefix, timeout and CA file. `None` when none is
+/// with the file's (or environment's) prefix, timeout, CA file and client certificate. `None` when none is
 /// configured.
 pub fn configured(file: Option<&ConfigFile>) -> Option<SharedConfig> {
     let pick = |key: &str| {
@@ -36,9 +36,17 @@ pub fn configured(file: Option<&ConfigFile>) -> Option<SharedConfig> {
     if let Some(p) = pick("shared-prefix") {
         cfg.prefix = p;
     }
-    cfg.ca_file = pick("shared-ca-file")
-        .filter(|p| !p.is_empty())
-        .map(std::path::PathBuf::from);
+    let path = |key: &str| {
+        pick(key)
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    cfg.ca_file = path("shared-ca-file");
+    // Half a pair was refused when the configuration was read; here it is simply not used.
+    cfg.client_identity =
+        ClientIdentity::from_pair(path("shared-cert-file"), path("shared-key-file"))
+            .ok()
+            .flatten();
     if let Some(t) = pick("shared-timeout").and_then(|t| crate::config::parse_duration(&t).ok()) {
         cfg.timeout = t.max(Duration::from_millis(500));
     } else {

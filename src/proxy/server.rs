@@ -1,7 +1,9 @@
 //! Accept loop: binds the listener, serves HTTP/1.1 (keep-alive, upgrades for CONNECT) and
 //! HTTP/2 on each connection, and shuts down gracefully.
 //!
-//! Invariants: on shutdown the listener stops first, in-flight requests get
+//! Invariants: with a shared tier, [`Server::bind`] returns (and the listener accepts) only
+//! after the tier's first connection attempt, bounded by `startup_wait`; on shutdown the
+//! listener stops first, in-flight requests get
 //! `shutdown_timeout` to finish, then store buffers are flushed. A connection beyond
 //! `max_connections` is answered `503`, and one from outside `allow` `403`, with
 //! `Connection: close` on the raw socket, and closed (neither reaches hyper nor the cache);
@@ -37,6 +39,7 @@ use super::mitm::Interceptor;
 use super::observed::{Observed, Observer};
 use super::service::{CACHE_STATUS, State};
 use super::{ProxyConfig, ProxyError};
+use crate::entries::shared::{Startup, startup_wait};
 use crate::http_cache::{BypassReason, CacheStatus};
 use crate::store::Cache;
 
@@ -114,6 +117,16 @@ impl Server {
             None
         };
         let state = Arc::new(State::new(cfg, store, local, mitm)?);
+        if let Some(tier) = state.entries.shared_tier() {
+            // Connect before accepting, so the first fills are shared; bounded, and a Redis
+            // that is down only costs misses (the connector logged why and keeps trying).
+            let max = startup_wait(state.cfg.shared_timeout);
+            let outcome = tier.connect_at_start(max).await;
+            if outcome == Startup::Pending {
+                tracing::warn!(url = %tier.url(), waited = ?max,
+                    "shared tier: not connected yet; serving from the local tier meanwhile");
+            }
+        }
         Ok(Server {
             listener,
             admin,

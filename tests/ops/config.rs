@@ -118,7 +118,16 @@ fn every_kind_of_option_reads_its_environment_variable() {
     for key in hoard::config::OPTIONS.iter().map(|o| o.key) {
         assert!(
             v.get(key).is_some()
-                || ["upstream", "admin", "ca-dir", "shared", "shared-ca-file"].contains(&key),
+                || [
+                    "upstream",
+                    "admin",
+                    "ca-dir",
+                    "shared",
+                    "shared-ca-file",
+                    "shared-cert-file",
+                    "shared-key-file",
+                ]
+                .contains(&key),
             "{key}"
         );
     }

@@ -1,10 +1,12 @@
-//! A 3-master Redis Cluster: rows spread over every master, purge, leases and invalidations.
+//! A 3-master Redis Cluster: rows spread over every master, purge, leases and invalidations;
+//! a dead master stops only the slot ranges it served.
 
 use std::time::{Duration, Instant};
 
 use hoard::entries::shared::SharedLease;
+use hoard::entries::shared::codec::UrlKeys;
 
-use super::{Redis, eventually, have_redis, tier};
+use super::{Redis, eventually, have_redis, tier, tier_with};
 
 /// Three `--cluster-enabled` servers joined with `redis-cli --cluster create`.
 pub(super) fn cluster() -> Vec<Redis> {
@@ -153,4 +155,86 @@ async fn cluster_spreads_rows_and_supports_purge_leases_and_invalidations() {
         "breaker open {:?} after the kill, {i} calls",
         killed.elapsed()
     );
+}
+
+/// The slots (`first..=last`) that the master on `port` serves, from `CLUSTER NODES` on `ask`.
+fn slots_of(ask: &Redis, port: u16) -> (u16, u16) {
+    let nodes = ask.cli(&["CLUSTER", "NODES"]);
+    let line = nodes
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{port}@")))
+        .unwrap_or_else(|| panic!("{port} not in {nodes}"));
+    let range = line.split_whitespace().nth(8).expect("one slot range");
+    let (a, b) = range.split_once('-').expect("first-last");
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_master_stops_only_its_slot_ranges() {
+    if !have_redis("a_dead_master_stops_only_its_slot_ranges") {
+        return;
+    }
+    // Without full coverage, the live masters keep serving their slots.
+    let mut nodes = cluster_of(|extra| {
+        let mut args = extra.to_vec();
+        args.extend(["--cluster-require-full-coverage", "no"]);
+        Redis::start(&args)
+    });
+    let hosts: Vec<String> = nodes[..2]
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let url = format!("redis+cluster://{}", hosts.join(","));
+    let t = tier_with(&url, "r:", |c| c.timeout = Duration::from_millis(300)).await;
+    let ttl = Duration::from_secs(60);
+    let (first, last) = slots_of(&nodes[0], nodes[2].port);
+    let per = hoard::entries::shared::ranges::SLOTS_PER_RANGE;
+    // A URL is "live" when no slot of its breaker's range belongs to the victim.
+    let live = |u: &str| {
+        let range = UrlKeys::new("r:", u).slot() / per;
+        range < first / per || range > last / per
+    };
+    let urls: Vec<String> = (0..120).map(|i| format!("GET http://r.test/{i}")).collect();
+    for u in &urls {
+        assert!(t.put(u, u.as_bytes(), b"m", b"body", ttl).await, "{u}");
+    }
+    let (on_live, on_victim): (Vec<&String>, Vec<&String>) = urls.iter().partition(|u| live(u));
+    assert!(
+        !on_live.is_empty() && on_victim.len() > 10,
+        "URLs on both sides"
+    );
+
+    nodes[2].kill();
+    // Calls on the victim's keys fail (bounded) until their ranges' breakers open.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for u in on_victim.iter().cycle() {
+        if t.status().breaker_open_ranges > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no range opened: {:?}",
+            t.status()
+        );
+        let t0 = Instant::now();
+        let _ = t.get(u, u.as_bytes()).await;
+        assert!(t0.elapsed() < Duration::from_secs(2), "bounded");
+    }
+    // Every row on the live masters is still read, and new ones written.
+    for u in &on_live {
+        let got = t.get(u, u.as_bytes()).await;
+        assert_eq!(
+            got.map(|e| e.body),
+            Some(bytes::Bytes::from_static(b"body")),
+            "{u}: {:?}",
+            t.status()
+        );
+        assert!(t.put(u, b"again", b"m", b"b2", ttl).await, "{u}");
+    }
+    let s = t.status();
+    assert!(
+        s.breaker_open_ranges >= 1 && s.breaker_open_ranges < s.breaker_ranges,
+        "only the victim's ranges: {s:?}"
+    );
+    assert_eq!(s.breaker_ranges, 64);
 }

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use hoard::entries::shared::config::DEFAULT_TIMEOUT;
 use hoard::entries::shared::{BreakerState, SharedLease, SharedTier};
 
-use super::{Redis, eventually, have_redis, tier, tier_with};
+use super::{Redis, eventually, have_redis, tier_with};
 
 const U: &str = "GET http://fail.test/";
 const TTL: Duration = Duration::from_secs(60);
@@ -26,7 +27,8 @@ async fn killed_redis_gives_misses_opens_the_breaker_and_restart_resumes_sharing
         return;
     }
     let mut r = Redis::start(&[]);
-    let t = tier(&r.url(), "f1:").await;
+    // The default 50 ms bound: this test is about it.
+    let t = tier_with(&r.url(), "f1:", |c| c.timeout = DEFAULT_TIMEOUT).await;
     assert!(round_trip(&t, 0).await);
 
     r.kill();
@@ -88,7 +90,8 @@ async fn frozen_redis_times_out_within_the_bound() {
         return;
     }
     let r = Redis::start(&[]);
-    let t = tier(&r.url(), "f2:").await;
+    // The default 50 ms bound: this test is about it.
+    let t = tier_with(&r.url(), "f2:", |c| c.timeout = DEFAULT_TIMEOUT).await;
     assert!(round_trip(&t, 0).await);
     let pid = r.pid() as libc::pid_t;
     // SIGSTOP: the connection stays open but nothing answers (a hung server / lost route).

@@ -16,6 +16,7 @@ mod cluster;
 mod failure;
 mod leases;
 mod proxies;
+mod startup;
 mod subcommands;
 mod tls;
 
@@ -58,6 +59,8 @@ pub struct Redis {
     extra: Vec<String>,
     /// TLS only (`--port 0 --tls-port port`): the CA file clients trust.
     tls_ca: Option<std::path::PathBuf>,
+    /// Mutual TLS: the certificate and key `redis-cli` presents.
+    tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Redis {
@@ -69,6 +72,7 @@ impl Redis {
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tls_ca: None,
+            tls_client: None,
         };
         r.spawn();
         r
@@ -82,7 +86,31 @@ impl Redis {
         ca: &std::path::Path,
         extra: &[&str],
     ) -> Redis {
+        Redis::tls_only(cert, key, ca, None, extra)
+    }
+
+    /// Like [`Redis::start_tls`], and every client must present a certificate signed by
+    /// `ca` (`tls-auth-clients yes`); `client` (certificate, key) is what `redis-cli` presents.
+    pub fn start_mutual_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        client: (&std::path::Path, &std::path::Path),
+        extra: &[&str],
+    ) -> Redis {
+        let client = (client.0.to_path_buf(), client.1.to_path_buf());
+        Redis::tls_only(cert, key, ca, Some(client), extra)
+    }
+
+    fn tls_only(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+        extra: &[&str],
+    ) -> Redis {
         let p = |p: &std::path::Path| p.display().to_string();
+        let auth = if client.is_some() { "yes" } else { "no" };
         let mut r = Redis {
             port: free_port(),
             child: None,
@@ -95,7 +123,7 @@ impl Redis {
                 "--tls-ca-cert-file".into(),
                 p(ca),
                 "--tls-auth-clients".into(),
-                "no".into(),
+                auth.into(),
                 // A cluster's bus is TLS too (ignored without --cluster-enabled).
                 "--tls-cluster".into(),
                 "yes".into(),
@@ -104,6 +132,7 @@ impl Redis {
             .chain(extra.iter().map(|s| s.to_string()))
             .collect(),
             tls_ca: Some(ca.to_path_buf()),
+            tls_client: client,
         };
         r.spawn();
         r
@@ -186,9 +215,16 @@ impl Redis {
             None => cli(self.port, args),
             Some(ca) => {
                 let ca = ca.display().to_string();
-                let mut all = vec!["--tls", "--cacert", &ca];
-                all.extend_from_slice(args);
-                cli(self.port, &all)
+                let mut all = vec!["--tls".to_string(), "--cacert".into(), ca];
+                if let Some((cert, key)) = &self.tls_client {
+                    all.extend(["--cert".into(), cert.display().to_string()]);
+                    all.extend(["--key".into(), key.display().to_string()]);
+                }
+                all.extend(args.iter().map(|a| a.to_string()));
+                cli(
+                    self.port,
+                    &all.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
             }
         }
     }
@@ -223,9 +259,15 @@ pub fn ping(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
-/// A tier on `url` with `prefix`, connected and subscribed (panics after 5 s).
+/// Operation timeout of [`tier`]: roomy, so tests about behaviour do not fail on a loaded
+/// machine (50 ms calls timed out in a full run on 2 busy cores); the tests about timing set
+/// their own.
+pub const TEST_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A tier on `url` with `prefix` and [`TEST_TIMEOUT`], connected and subscribed (panics
+/// after 5 s).
 pub async fn tier(url: &str, prefix: &str) -> SharedTier {
-    tier_with(url, prefix, |_| {}).await
+    tier_with(url, prefix, |c| c.timeout = TEST_TIMEOUT).await
 }
 
 /// Like [`tier`], with the config adjusted by `f`.

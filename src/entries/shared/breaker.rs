@@ -1,6 +1,7 @@
 //! Circuit breaker: after [`FAILURE_THRESHOLD`] consecutive failures it opens and calls stop;
 //! while open, one call per [`PROBE_INTERVAL`] is let through (half-open); its success closes
-//! the breaker. Invariant: one log line per change of state, never one per call.
+//! the breaker. Invariant: one log line per change of state, never one per call (a breaker
+//! made [`Breaker::quiet`] logs nothing: its owner logs the changes it reports).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -8,8 +9,9 @@ use std::time::{Duration, Instant};
 
 /// Consecutive failures that open the breaker.
 pub const FAILURE_THRESHOLD: u32 = 5;
-/// While open, how often one call probes.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// While open, how often one call probes: a probe costs one call bounded by the timeout,
+/// and Redis back is noticed within this.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// State as reported by [`Breaker::state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -21,10 +23,21 @@ pub enum BreakerState {
     Open,
 }
 
-/// One breaker (the tier has one for every call and one for writes alone).
+/// A change of state, as reported by [`Breaker::success`] and [`Breaker::failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The breaker opened.
+    Opened,
+    /// The breaker closed.
+    Closed,
+}
+
+/// One breaker (the tier has one for every call, or one per slot range on a cluster, and one
+/// for writes alone).
 #[derive(Debug)]
 pub struct Breaker {
     name: &'static str,
+    log: bool,
     open: AtomicBool,
     failures: AtomicU32,
     last_probe: Mutex<Option<Instant>>,
@@ -36,10 +49,19 @@ impl Breaker {
     pub fn new(name: &'static str) -> Self {
         Breaker {
             name,
+            log: true,
             open: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             last_probe: Mutex::new(None),
             opened: Default::default(),
+        }
+    }
+
+    /// A closed breaker that logs nothing (its owner logs what the changes add up to).
+    pub fn quiet(name: &'static str) -> Self {
+        Breaker {
+            log: false,
+            ..Breaker::new(name)
         }
     }
 
@@ -63,19 +85,23 @@ impl Breaker {
     }
 
     /// A call succeeded: reset the count; an open breaker closes (logged once).
-    pub fn success(&self) {
+    pub fn success(&self) -> Option<Change> {
         self.failures.store(0, Ordering::Release);
         if self.open.load(Ordering::Acquire) && self.open.swap(false, Ordering::AcqRel) {
-            tracing::info!(
-                breaker = self.name,
-                "shared tier: Redis answers again, breaker closed"
-            );
+            if self.log {
+                tracing::info!(
+                    breaker = self.name,
+                    "shared tier: Redis answers again, breaker closed"
+                );
+            }
+            return Some(Change::Closed);
         }
+        None
     }
 
     /// A call failed: the [`FAILURE_THRESHOLD`]th consecutive failure opens the breaker
     /// (logged once); a failed probe keeps it open until the next interval.
-    pub fn failure(&self, why: &dyn std::fmt::Display) {
+    pub fn failure(&self, why: &dyn std::fmt::Display) -> Option<Change> {
         let n = self
             .failures
             .fetch_add(1, Ordering::AcqRel)
@@ -84,15 +110,19 @@ impl Breaker {
             *self.last_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             if !self.open.swap(true, Ordering::AcqRel) {
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    breaker = self.name,
-                    error = %why,
-                    "shared tier: {n} consecutive Redis failures, breaker open: calls skip \
-                     Redis (misses), probing every {}s",
-                    PROBE_INTERVAL.as_secs()
-                );
+                if self.log {
+                    tracing::warn!(
+                        breaker = self.name,
+                        error = %why,
+                        "shared tier: {n} consecutive Redis failures, breaker open: calls skip \
+                         Redis (misses), probing every {:?}",
+                        PROBE_INTERVAL
+                    );
+                }
+                return Some(Change::Opened);
             }
         }
+        None
     }
 
     /// Current state.
@@ -130,19 +160,20 @@ mod tests {
             BreakerState::Closed,
             "a success resets the count"
         );
-        b.failure(&"x");
+        assert_eq!(b.failure(&"x"), Some(Change::Opened));
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b.times_opened(), 1);
         assert!(!b.allow(), "no probe right after opening");
         *b.last_probe.lock().unwrap() = Some(Instant::now() - PROBE_INTERVAL);
         assert!(b.allow(), "one probe per interval");
         assert!(!b.allow(), "only one");
-        b.failure(&"x");
+        assert_eq!(b.failure(&"x"), None);
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b.times_opened(), 1, "a failed probe does not reopen");
         b.probe_now();
         assert!(b.allow() && !b.allow());
-        b.success();
+        assert_eq!(b.success(), Some(Change::Closed));
+        assert_eq!(b.success(), None);
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.allow() && b.allow());
     }

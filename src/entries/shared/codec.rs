@@ -57,6 +57,31 @@ impl UrlKeys {
     pub fn row_prefix(&self) -> String {
         format!("{}:r:", self.base)
     }
+
+    /// The Redis Cluster hash slot of every key of this URL (CRC16 of the tag, mod 16384).
+    pub fn slot(&self) -> u16 {
+        hash_slot(self.tag.as_bytes())
+    }
+}
+
+/// Number of Redis Cluster hash slots.
+pub const SLOTS: u16 = 16384;
+
+/// Redis Cluster's hash slot of a hash tag: CRC16-XMODEM (polynomial 0x1021, initial 0)
+/// mod [`SLOTS`].
+pub fn hash_slot(tag: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in tag {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % SLOTS
 }
 
 /// Channel of invalidation messages.
@@ -234,6 +259,17 @@ mod tests {
         );
         assert_eq!(invalidate_channel("p:"), "p:invalidate");
         assert_eq!(filled_channel("p:"), "p:filled");
+    }
+
+    #[test]
+    fn hash_slots_are_redis_clusters() {
+        // Redis Cluster specification: CRC16("123456789") = 0x31C3; slots from CLUSTER KEYSLOT.
+        assert_eq!(hash_slot(b"123456789"), 0x31C3 % SLOTS);
+        for (tag, slot) in [("foo", 12182), ("bar", 5061), ("hello", 866)] {
+            assert_eq!(hash_slot(tag.as_bytes()), slot, "{tag:?}");
+        }
+        let k = UrlKeys::new("hoard:", "GET http://a/");
+        assert_eq!(k.slot(), hash_slot(k.tag.as_bytes()));
     }
 
     #[test]

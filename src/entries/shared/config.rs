@@ -36,6 +36,35 @@ pub struct SharedConfig {
     pub timeout: Duration,
     /// PEM file of CA certificates trusted for `rediss://` besides the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM chain) and its private key (PEM), presented over `rediss://`
+    /// (mutual TLS). Both or neither.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// The PEM files of a client certificate and its key (`shared-cert-file`, `shared-key-file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate, then any intermediates.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+impl ClientIdentity {
+    /// `Some` when both files are given, `None` when neither; one alone is an error.
+    pub fn from_pair(
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+    ) -> Result<Option<ClientIdentity>, SharedConfigError> {
+        match (cert_file, key_file) {
+            (Some(cert_file), Some(key_file)) => Ok(Some(ClientIdentity {
+                cert_file,
+                key_file,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(SharedConfigError::ClientIdentityHalf),
+        }
+    }
 }
 
 impl SharedConfig {
@@ -48,6 +77,7 @@ impl SharedConfig {
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             timeout: DEFAULT_TIMEOUT,
             ca_file: None,
+            client_identity: None,
         }
     }
 
@@ -191,6 +221,12 @@ pub enum SharedConfigError {
     /// The `shared-ca-file` cannot be read or holds no certificate.
     #[error("shared CA file {path}: {1}", path = .0.display())]
     CaFile(PathBuf, String),
+    /// `shared-cert-file` or `shared-key-file` cannot be read or does not parse.
+    #[error("shared client certificate {path}: {1}", path = .0.display())]
+    ClientIdentity(PathBuf, String),
+    /// Only one of `shared-cert-file` and `shared-key-file`.
+    #[error("shared-cert-file and shared-key-file go together: give both or neither")]
+    ClientIdentityHalf,
 }
 
 fn check_prefix(p: &str) -> Result<(), SharedConfigError> {

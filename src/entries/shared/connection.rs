@@ -16,7 +16,8 @@ use redis::{Cmd, RedisError, RedisFuture, Value};
 
 use super::{BreakerState, Inner, inc, tls};
 
-/// Bound on establishing a connection (background only; requests never wait for it).
+/// Bound on establishing a connection (requests never wait for it; start-up waits at most
+/// [`super::startup_wait`], in `connect.rs`).
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect backoff: first and largest pause between attempts.
 pub(super) const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -97,14 +98,14 @@ impl Inner {
         }
     }
 
-    /// Run one Redis call under the breakers and the timeout.
-    pub(super) async fn call<T, F, Fut>(&self, kind: Kind, f: F) -> Result<T, Failed>
+    /// Run one Redis call on keys in hash slot `slot` under the breakers and the timeout.
+    pub(super) async fn call<T, F, Fut>(&self, kind: Kind, slot: u16, f: F) -> Result<T, Failed>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let c = &self.counters;
-        if !self.all.allow() || (kind == Kind::Write && !self.writes.allow()) {
+        if !self.all.for_slot(slot).allow() || (kind == Kind::Write && !self.writes.allow()) {
             inc(&c.skipped);
             return Err(Failed::Skipped);
         }
@@ -112,7 +113,7 @@ impl Inner {
             // Unreachable Redis is a failure too: the breaker (and `status`) shows it, and
             // after a reconnect the next call probes at once.
             inc(&c.skipped);
-            self.all.failure(&"not connected");
+            self.all.outcome(slot, Some(&"not connected"));
             return Err(Failed::Skipped);
         };
         let start = Instant::now();
@@ -122,7 +123,7 @@ impl Inner {
         inc(&c.latency_count);
         match r {
             Ok(Ok(v)) => {
-                self.all.success();
+                self.all.outcome(slot, None);
                 if kind == Kind::Write {
                     self.writes.success();
                 }
@@ -133,13 +134,14 @@ impl Inner {
                 if kind == Kind::Write && is_oom(&e) {
                     // Redis is up but full: stop writing, keep reading.
                     self.writes.failure(&e);
-                    self.all.success();
+                    self.all.outcome(slot, None);
                 } else if e.is_timeout() {
                     inc(&c.timeouts);
-                    self.all.failure(&e);
+                    self.all.outcome(slot, Some(&e));
                 } else {
                     tracing::debug!(error = %e, "shared tier: Redis call failed");
-                    self.all.failure(&e);
+                    self.all.outcome(slot, Some(&e));
+                    self.rebuild_cluster_if_due(generation);
                     if !self.url.cluster
                         && (e.is_connection_dropped()
                             || e.is_io_error()
@@ -155,14 +157,26 @@ impl Inner {
                 inc(&c.errors);
                 inc(&c.timeouts);
                 let why = format!("no answer within {:?}", self.cfg.timeout);
-                self.all.failure(&why);
+                self.all.outcome(slot, Some(&why));
                 // A connection that keeps timing out while the breaker is open may be
                 // half-dead (no RST ever came): replace it.
                 if self.all.state() == BreakerState::Open && !self.url.cluster {
                     self.drop_conn(generation, &why);
                 }
+                self.rebuild_cluster_if_due(generation);
                 Err(Failed::Error)
             }
+        }
+    }
+
+    /// A cluster on which every slot range keeps failing: replace the cluster connection
+    /// (at most every `ranges::REBUILD_EVERY`), in case the client is what is stuck.
+    fn rebuild_cluster_if_due(&self, generation: u64) {
+        if self.url.cluster && self.all.rebuild_due(Instant::now()) {
+            self.drop_conn(
+                generation,
+                &"every cluster slot range failing: making a new cluster connection",
+            );
         }
     }
 }

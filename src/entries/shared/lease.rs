@@ -58,7 +58,7 @@ async fn release(inner: &Arc<Inner>, keys: &UrlKeys, token: &str, always_publish
     let (k, t, tag) = (keys.lease.clone(), token.to_string(), keys.tag.clone());
     let i = inner.clone();
     let r = inner
-        .call(Kind::Free, move |mut c| async move {
+        .call(Kind::Free, keys.slot(), move |mut c| async move {
             i.scripts
                 .release
                 .key(&k)

@@ -16,7 +16,8 @@
 //! - One log line per change of state (connection, subscription, breakers), never per call.
 //!
 //! Background tasks (spawned by [`SharedTier::start`], ended when the last handle drops): the
-//! connector (connects, reconnects after a dropped connection, with backoff) and the
+//! connector (`connection.rs`: connects, reconnects after a dropped connection, with backoff;
+//! the proxy waits for its first attempt, bounded, before accepting: `connect.rs`) and the
 //! subscriber (its own connection; `{prefix}invalidate` and `{prefix}filled`; reconnects).
 //! Invalidations published while the subscriber is disconnected are not replayed: the rows'
 //! TTLs bound how long another process may keep serving what it copied locally.
@@ -24,14 +25,17 @@
 //! This file: the handle ([`SharedTier`]: rows, leases, purges, status) and its state;
 //! `connection.rs`: the command connection, the connector and `Inner::call` (breakers,
 //! timeout); `subscriber.rs`: the subscription; `lease.rs`: [`SharedLeaseGuard`] and `filled`
-//! waiters; `scripts.rs`: the Lua scripts.
+//! waiters; `scripts.rs`: the Lua scripts; `connect.rs`: the bounded wait for the first
+//! connection before the proxy accepts; `ranges.rs`: the breakers by cluster slot range.
 
 pub mod admin;
 pub mod breaker;
 pub mod codec;
 pub mod config;
+pub mod connect;
 mod connection;
 mod lease;
+pub mod ranges;
 mod scripts;
 mod subscriber;
 pub mod tls;
@@ -48,7 +52,8 @@ use tokio_util::sync::CancellationToken;
 use breaker::Breaker;
 pub use breaker::BreakerState;
 use codec::{Decoded, UrlKeys};
-pub use config::{SharedConfig, SharedConfigError, SharedUrl};
+pub use config::{ClientIdentity, SharedConfig, SharedConfigError, SharedUrl};
+pub use connect::{Startup, startup_wait};
 use connection::{CONNECT_TIMEOUT, Conn, Kind, connector};
 pub use lease::SharedLeaseGuard;
 use lease::Waiter;
@@ -87,8 +92,13 @@ pub struct SharedStatus {
     pub connected: bool,
     /// The invalidation/filled subscription is live.
     pub subscribed: bool,
-    /// Breaker for every call.
+    /// Breaker for every call: `open` when any breaker is (on a cluster, one per slot range).
     pub breaker: BreakerState,
+    /// Cluster slot ranges whose breaker is open, of `breaker_ranges` (one range for a single
+    /// server).
+    pub breaker_open_ranges: usize,
+    /// Number of breakers (slot ranges): 1 for a single server, 64 for a cluster.
+    pub breaker_ranges: usize,
     /// Breaker for writes alone (opened by `OOM` replies).
     pub write_breaker: BreakerState,
     /// How many times either breaker opened.
@@ -155,7 +165,7 @@ struct Inner {
     /// Why the last connection attempt failed; cleared by a success.
     connect_error: Mutex<Option<String>>,
     subscribed: AtomicBool,
-    all: Breaker,
+    all: ranges::Breakers,
     writes: Breaker,
     counters: Counters,
     invalidations: broadcast::Sender<String>,
@@ -197,11 +207,16 @@ impl std::fmt::Debug for SharedTier {
 impl SharedTier {
     /// Validate `cfg` and start the tier: returns at once (no network I/O); the connection
     /// and the subscription are made in background tasks that retry until they succeed.
-    /// Until then every call is a miss. Must be called inside a tokio runtime.
+    /// Until then every call is a miss ([`SharedTier::connect_at_start`] waits, bounded, for
+    /// the first attempt). Must be called inside a tokio runtime.
     pub fn start(cfg: SharedConfig) -> Result<SharedTier, SharedConfigError> {
         let url = cfg.validate()?;
-        let roots = tls::Roots::load(cfg.ca_file.as_deref().filter(|_| url.tls))?;
+        let roots = tls::Roots::load(
+            cfg.ca_file.as_deref().filter(|_| url.tls),
+            cfg.client_identity.as_ref().filter(|_| url.tls),
+        )?;
         let cancel = CancellationToken::new();
+        let all = ranges::Breakers::new(url.cluster);
         let (tx, _) = broadcast::channel(INVALIDATION_CAPACITY);
         let inner = Arc::new(Inner {
             invalidate_channel: codec::invalidate_channel(&cfg.prefix),
@@ -215,7 +230,7 @@ impl SharedTier {
             reconnect: Notify::new(),
             connect_error: Mutex::new(None),
             subscribed: AtomicBool::new(false),
-            all: Breaker::new("shared"),
+            all,
             writes: Breaker::new("shared-writes"),
             counters: Counters::default(),
             invalidations: tx,
@@ -260,7 +275,7 @@ impl SharedTier {
         let k = key.clone();
         let got = self
             .inner
-            .call(Kind::Read, move |mut c| async move {
+            .call(Kind::Read, keys.slot(), move |mut c| async move {
                 redis::cmd("GET")
                     .arg(&k)
                     .query_async::<Option<Vec<u8>>>(&mut c)
@@ -289,7 +304,7 @@ impl SharedTier {
                 let id = UrlKeys::row_id(row_key);
                 tokio::spawn(async move {
                     let _ = inner
-                        .call(Kind::Free, move |mut c| async move {
+                        .call(Kind::Free, keys.slot(), move |mut c| async move {
                             redis::pipe()
                                 .atomic()
                                 .del(&key)
@@ -331,7 +346,7 @@ impl SharedTier {
         let inner = self.inner.clone();
         let ok = self
             .inner
-            .call(Kind::Write, move |mut c| async move {
+            .call(Kind::Write, keys.slot(), move |mut c| async move {
                 inner
                     .scripts
                     .put
@@ -372,7 +387,7 @@ impl SharedTier {
         let inner = self.inner.clone();
         let r = self
             .inner
-            .call(Kind::Write, move |mut c| async move {
+            .call(Kind::Write, keys.slot(), move |mut c| async move {
                 inner
                     .scripts
                     .put_meta
@@ -404,7 +419,7 @@ impl SharedTier {
         let (k, t) = (keys.lease.clone(), token.clone());
         let r = self
             .inner
-            .call(Kind::Write, move |mut c| async move {
+            .call(Kind::Write, keys.slot(), move |mut c| async move {
                 redis::cmd("SET")
                     .arg(&k)
                     .arg(&t)
@@ -442,7 +457,7 @@ impl SharedTier {
             let k = keys.lease.clone();
             let held = self
                 .inner
-                .call(Kind::Read, move |mut c| async move {
+                .call(Kind::Read, keys.slot(), move |mut c| async move {
                     redis::cmd("EXISTS")
                         .arg(&k)
                         .query_async::<bool>(&mut c)
@@ -481,7 +496,7 @@ impl SharedTier {
         let payload = format!("{} {url_key}", self.inner.id);
         let inner = self.inner.clone();
         self.inner
-            .call(Kind::Free, move |mut c| async move {
+            .call(Kind::Free, keys.slot(), move |mut c| async move {
                 inner
                     .scripts
                     .purge
@@ -511,6 +526,8 @@ impl SharedTier {
             connected: i.conn.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
             subscribed: i.subscribed.load(Ordering::Acquire),
             breaker: i.all.state(),
+            breaker_open_ranges: i.all.open_ranges(),
+            breaker_ranges: i.all.count(),
             write_breaker: i.writes.state(),
             breaker_opened: i.all.times_opened() + i.writes.times_opened(),
             hits: l(&c.hits),

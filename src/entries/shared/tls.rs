@@ -1,49 +1,84 @@
-//! What a `rediss://` connection trusts: the system's root certificates plus the CA
-//! certificates of `shared-ca-file`, and the one place the tier makes a `redis::Client`.
+//! What a `rediss://` connection trusts and presents: the system's root certificates plus the
+//! CA certificates of `shared-ca-file`, and the client certificate of `shared-cert-file` /
+//! `shared-key-file` (mutual TLS); and the one place the tier makes a `redis::Client`.
 //!
-//! Invariant: every connection of the tier (commands, subscription, cluster) is made by
-//! [`client`] or [`cluster_builder`] with the same [`Roots`], so a CA file trusted for one is
-//! trusted for all; a plain `redis://` URL never reads the file.
+//! Invariant: every connection of the tier (commands, subscription, cluster, maintenance) is
+//! made by [`client`] or [`cluster_builder`] with the same [`Roots`], so a CA file trusted
+//! and a certificate presented for one are so for all; a plain `redis://` URL never reads
+//! the files.
 
 use std::path::{Path, PathBuf};
 
-use redis::TlsCertificates;
-use rustls::pki_types::CertificateDer;
+use redis::{ClientTlsConfig, TlsCertificates};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::config::SharedConfigError;
+use super::config::{ClientIdentity, SharedConfigError};
 
-/// Root certificates for `rediss://`: `None` means the system store alone (what the `redis`
-/// crate reads by itself).
+/// Root certificates and client identity for `rediss://`: `None` means the system store
+/// alone and no client certificate (what the `redis` crate does by itself).
 #[derive(Debug, Clone, Default)]
 pub struct Roots(Option<TlsCertificates>);
 
 impl Roots {
-    /// Read `ca_file` (PEM, one certificate at least) and join it to the system's roots.
-    /// Without a file, the system store alone.
-    pub fn load(ca_file: Option<&Path>) -> Result<Roots, SharedConfigError> {
-        let Some(path) = ca_file else {
+    /// Read `ca_file` (PEM, one certificate at least) and join it to the system's roots, and
+    /// read the client certificate and key of `identity` (checked to parse). Without a CA
+    /// file, the system store alone; without an identity, no client certificate.
+    pub fn load(
+        ca_file: Option<&Path>,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Roots, SharedConfigError> {
+        let root_cert = ca_file.map(roots_with).transpose()?;
+        let client_tls = identity.map(read_identity).transpose()?;
+        if root_cert.is_none() && client_tls.is_none() {
             return Ok(Roots(None));
-        };
-        let err = |why: String| SharedConfigError::CaFile(PathBuf::from(path), why);
-        let extra = CertificateDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| err(e.to_string()))?;
-        if extra.is_empty() {
-            return Err(err("no certificate in it".into()));
-        }
-        // The `redis` crate trusts a given PEM bundle *instead of* the system store: give
-        // it both. Unreadable system certificates are skipped (the file still counts).
-        let system = rustls_native_certs::load_native_certs().certs;
-        let mut pem = Vec::new();
-        for cert in system.iter().chain(&extra) {
-            pem.extend_from_slice(&to_pem(cert));
         }
         Ok(Roots(Some(TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem),
+            client_tls,
+            root_cert,
         })))
     }
+}
+
+/// The system's roots and those of `path`, as one PEM bundle.
+fn roots_with(path: &Path) -> Result<Vec<u8>, SharedConfigError> {
+    let err = |why: String| SharedConfigError::CaFile(PathBuf::from(path), why);
+    let extra = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| err(e.to_string()))?;
+    if extra.is_empty() {
+        return Err(err("no certificate in it".into()));
+    }
+    // The `redis` crate trusts a given PEM bundle *instead of* the system store: give
+    // it both. Unreadable system certificates are skipped (the file still counts).
+    let system = rustls_native_certs::load_native_certs().certs;
+    let mut pem = Vec::new();
+    for cert in system.iter().chain(&extra) {
+        pem.extend_from_slice(&to_pem(cert));
+    }
+    Ok(pem)
+}
+
+/// The PEM texts of a client certificate chain and its key, each checked to parse.
+fn read_identity(id: &ClientIdentity) -> Result<ClientTlsConfig, SharedConfigError> {
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| SharedConfigError::ClientIdentity(path.to_path_buf(), e.to_string()))
+    };
+    let bad = |path: &Path, why: String| SharedConfigError::ClientIdentity(path.to_path_buf(), why);
+    let (cert, key) = (read(&id.cert_file)?, read(&id.key_file)?);
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&id.cert_file, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad(&id.cert_file, "no certificate in it".into()));
+    }
+    PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|e| bad(&id.key_file, format!("no private key: {e}")))?;
+    Ok(ClientTlsConfig {
+        client_cert: cert,
+        client_key: key,
+    })
 }
 
 fn to_pem(cert: &CertificateDer<'_>) -> Vec<u8> {
@@ -94,7 +129,7 @@ mod tests {
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let missing = dir.path().join("missing.pem");
 
-        let roots = Roots::load(Some(&good)).unwrap();
+        let roots = Roots::load(Some(&good), None).unwrap();
         let pem = roots.0.and_then(|c| c.root_cert).unwrap();
         let parsed: Vec<_> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
@@ -103,12 +138,56 @@ mod tests {
             parsed.iter().any(|c| c.as_ref() == ca.cert.der().as_ref()),
             "the file's CA is in the bundle"
         );
-        assert!(Roots::load(None).unwrap().0.is_none());
+        assert!(Roots::load(None, None).unwrap().0.is_none());
         for bad in [&empty, &missing] {
-            let e = Roots::load(Some(bad)).unwrap_err();
+            let e = Roots::load(Some(bad), None).unwrap_err();
             assert!(matches!(e, SharedConfigError::CaFile(..)), "{e}");
             assert!(e.to_string().contains("shared CA file"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_client_identity_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = rcgen::generate_simple_self_signed(vec!["hoard".into()]).unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let cert = file("c.pem", &me.cert.pem());
+        let key = file("c.key", &me.signing_key.serialize_pem());
+        let junk = file("junk.pem", "not PEM\n");
+        let id = |c: &Path, k: &Path| ClientIdentity {
+            cert_file: c.to_path_buf(),
+            key_file: k.to_path_buf(),
+        };
+        let roots = Roots::load(None, Some(&id(&cert, &key))).unwrap();
+        let certs = roots.0.expect("TLS settings");
+        assert!(certs.root_cert.is_none(), "the system's roots alone");
+        assert_eq!(
+            certs.client_tls.unwrap().client_cert,
+            me.cert.pem().as_bytes()
+        );
+        for (c, k, blamed) in [
+            (&junk, &key, &junk),
+            (&cert, &junk, &junk),
+            (&cert, &cert, &cert),
+        ] {
+            let e = Roots::load(None, Some(&id(c, k))).unwrap_err();
+            assert!(
+                matches!(&e, SharedConfigError::ClientIdentity(p, _) if p == blamed),
+                "{e}"
+            );
+        }
+        let missing = dir.path().join("missing.pem");
+        let e = Roots::load(None, Some(&id(&missing, &key))).unwrap_err();
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+        assert_eq!(
+            ClientIdentity::from_pair(Some(cert.clone()), None),
+            Err(SharedConfigError::ClientIdentityHalf)
+        );
+        assert_eq!(ClientIdentity::from_pair(None, None), Ok(None));
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl Metrics {
     pub fn set_shared(&self, s: &crate::entries::shared::SharedStatus) {
         use crate::entries::shared::BreakerState;
         let open = |b: &BreakerState| i64::from(matches!(b, BreakerState::Open));
-        let figures: [(&'static str, i64); 15] = [
+        let figures: [(&'static str, i64); 16] = [
             ("hits", s.hits as i64),
             ("misses", s.misses as i64),
             ("damaged", s.damaged as i64),
@@ -41,6 +41,7 @@ impl Metrics {
             ("oversize", s.oversize as i64),
             ("invalidations_received", s.invalidations_received as i64),
             ("breaker_open", open(&s.breaker)),
+            ("breaker_open_ranges", s.breaker_open_ranges as i64),
             ("write_breaker_open", open(&s.write_breaker)),
             ("breaker_opened", s.breaker_opened as i64),
             ("connected", i64::from(s.connected && s.subscribed)),
@@ -49,6 +50,46 @@ impl Metrics {
         ];
         for (figure, v) in figures {
             self.shared.get_or_create(&SharedLabel { figure }).set(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::entries::shared::{BreakerState, SharedStatus};
+    use crate::proxy::metrics::Metrics;
+
+    #[test]
+    fn shared_breaker_figures_are_exported() {
+        let m = Metrics::new();
+        m.set_shared(&SharedStatus {
+            connected: true,
+            subscribed: true,
+            breaker: BreakerState::Open,
+            breaker_open_ranges: 22,
+            breaker_ranges: 64,
+            write_breaker: BreakerState::Closed,
+            breaker_opened: 23,
+            hits: 0,
+            misses: 0,
+            damaged: 0,
+            errors: 0,
+            timeouts: 0,
+            skipped: 0,
+            writes: 0,
+            oversize: 0,
+            invalidations_received: 0,
+            latency_micros_sum: 0,
+            latency_count: 0,
+            connect_error: None,
+        });
+        let text = m.encode();
+        for line in [
+            r#"hoard_shared_tier{figure="breaker_open"} 1"#,
+            r#"hoard_shared_tier{figure="breaker_open_ranges"} 22"#,
+            r#"hoard_shared_tier{figure="write_breaker_open"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }
     }
 }

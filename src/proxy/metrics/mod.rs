@@ -194,7 +194,7 @@ impl Metrics {
             "shared_tier",
             "Shared tier (Redis) counters and state by figure: hits, misses, damaged, errors, \
              timeouts, skipped, writes, oversize, invalidations_received, breaker_open (0/1), \
-             write_breaker_open, breaker_opened, connected, latency_micros_sum, latency_count",
+             breaker_open_ranges (cluster slot ranges skipped, of 64), write_breaker_open, breaker_opened, connected, latency_micros_sum, latency_count",
             shared.clone(),
         );
         let duration = Histogram::new(exponential_buckets(0.0001, 2.5, 14));

@@ -38,7 +38,7 @@ use super::{ProxyConfig, ProxyError};
 use crate::coalesce::Coalescer;
 use crate::entries::Entries;
 use crate::entries::hot::HotCache;
-use crate::entries::shared::{SharedConfig, SharedTier};
+use crate::entries::shared::{ClientIdentity, SharedConfig, SharedTier};
 use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions, Normalized};
 use crate::store::Cache;
 
@@ -103,12 +103,18 @@ impl State {
             ..LookupOptions::default()
         };
         if let Some(url) = &cfg.shared {
+            let client_identity = ClientIdentity::from_pair(
+                cfg.shared_cert_file.clone(),
+                cfg.shared_key_file.clone(),
+            )
+            .map_err(|e| ProxyError::Config(format!("shared: {e}")))?;
             let tier = SharedTier::start(SharedConfig {
                 url: url.clone(),
                 prefix: cfg.shared_prefix.clone(),
                 max_object_size: cfg.shared_max_object_size,
                 timeout: cfg.shared_timeout,
                 ca_file: cfg.shared_ca_file.clone(),
+                client_identity,
             })
             .map_err(|e| ProxyError::Config(format!("shared: {e}")))?;
             tracing::info!(url = %tier.url(), "shared tier configured");
