@@ -80,8 +80,9 @@ impl<T: Send + 'static> Commits<T> {
 
     /// Commit batches until the queue is empty (blocking).
     fn drain(&self, store: &Cache) {
-        // A panicking job must not leave the queue "being drained" by nobody: the jobs
-        // still queued fail (their replies are dropped) and the next fill starts a drainer.
+        // Jobs cannot panic through here (`run_job`); should anything else, the queue must
+        // not be left "being drained" by nobody: the jobs still queued fail (their replies
+        // are dropped) and the next fill starts a drainer.
         struct Done<'a, T>(&'a Commits<T>);
         impl<T> Drop for Done<'_, T> {
             fn drop(&mut self) {
@@ -114,14 +115,14 @@ fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
     if jobs.len() == 1 {
         let job = jobs.into_iter().next().expect("one job");
         let reply = replies.into_iter().next().expect("one reply");
-        let _ = reply.send(job());
+        let _ = reply.send(run_job(job));
         return;
     }
     let mut done = Vec::with_capacity(jobs.len());
     let mut failed_at = None;
     let res = store.transact(|_| {
         for (i, job) in jobs.into_iter().enumerate() {
-            match job() {
+            match run_job(job) {
                 Ok(v) => done.push(v),
                 Err(e) => {
                     failed_at = Some(i);
@@ -152,6 +153,12 @@ fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
             }
         }
     }
+}
+
+/// A job's result; a job that panics fails (its batch rolls back) instead of ending the drainer.
+fn run_job<T>(job: Job<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+        .unwrap_or_else(|_| Err(other("a fill's commit panicked")))
 }
 
 fn other(msg: &str) -> Error {
@@ -240,7 +247,7 @@ mod tests {
         }
     }
 
-    /// A panicking job does not leave the queue marked as drained by nobody.
+    /// A panicking job fails alone (and its batch), and the queue stays usable at once.
     #[tokio::test]
     async fn a_panicking_job_leaves_the_queue_usable() {
         let (_dir, cache) = store();
