@@ -12,4 +12,5 @@ mod partial;
 mod reuse;
 mod rfc9111;
 mod semantics;
+mod stale;
 mod vary;
