@@ -355,54 +355,50 @@ wrk_cmd() {
         WRK_CMD+=(-- "$kind" "$path" "$RANDOM_URLS" "$tag" "$host")
     fi
 }
-# HTTP/2 hits: h2load, 32 streams per connection; percentiles from its per-request log
-# (third column: microseconds until the end of the response).
-run_h2load() { # scenario server conns
-    local scen=$1 server=$2 c=$3 url out rps p50 p99 errs
-    case $server in
+# HTTP/2 hits: h2load, 32 streams per connection, its per-request log kept for percentiles.
+h2load_cmd() { # server conns
+    local url
+    case $1 in
         hoard-gw) url="http://127.0.0.1:$HOARD_PORT/1k" ;;
         nginx) url="http://127.0.0.1:$NGINX_H2_PORT/1k" ;;
     esac
-    WRK_CMD=(timeout "$(($(dur_s "$DURATION") + 30))" "${PIN_WRK[@]}" h2load -t1 "-c$c" -m32
-        -D "$(dur_s "$DURATION")" --log-file="$RUN/h2.log" "$url")
-    [[ $rep == 1 ]] && printf '%-9s %-9s %s\n' "$scen" "$server" "${WRK_CMD[*]}" >>"$COMMANDS"
     : >"$RUN/h2.log"
+    WRK_CMD=(timeout "$(($(dur_s "$DURATION") + 30))" "${PIN_WRK[@]}" h2load -t1 "-c$2" -m32
+        -D "$(dur_s "$DURATION")" --log-file="$RUN/h2.log" "$url")
+}
+# Runs WRK_CMD (wrk or h2load) in the background and waits for it, so a TERM (MAX_TIME,
+# Ctrl-C) is handled at once; its output goes to wrk.log and into `out`.
+run_load() { # scenario server
+    [[ $rep == 1 ]] && printf '%-9s %-9s %s\n' "$1" "$2" "${WRK_CMD[*]}" >>"$COMMANDS"
     "${WRK_CMD[@]}" >"$RUN/wrk.out" 2>&1 &
     CURRENT=$!
     wait "$CURRENT" || true
     CURRENT=""
     out=$(<"$RUN/wrk.out")
-    printf '== %s %s rep %s: %s\n%s\n' "$scen" "$server" "$rep" "${WRK_CMD[*]}" "$out" >>"$RUN/wrk.log"
-    rps=$(awk '/^finished in/ { print $4 }' <<<"$out")
-    errs=$(awk '/^requests:/ { n += $10 + $12 + $14 } /^status codes:/ { n += $5 + $7 + $9 } END { print n + 0 }' <<<"$out")
-    read -r p50 p99 < <(cut -f3 "$RUN/h2.log" | sort -n | awk '{ v[NR] = $1 }
-        END { if (NR) printf "%.3f %.3f\n", v[int(NR * 0.50) + (NR * 0.50 > int(NR * 0.50))] / 1000,
-                                            v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] / 1000 }')
-    [[ -n $rps && -n ${p50:-} && -n ${p99:-} ]] || { printf '%s\n' "$out" >&2; die "could not parse h2load output ($scen $server)"; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$server" "$rep" "$rps" "$p50" "$p99" "$errs" >>"$RESULTS"
-    log "$(printf '%-9s %-9s rep %s: %10s rps  p50 %sms  p99 %sms  errors %s' "$scen" "$server" "$rep" "$rps" "$p50" "$p99" "$errs")"
+    printf '== %s %s rep %s: %s\n%s\n' "$1" "$2" "$rep" "${WRK_CMD[*]}" "$out" >>"$RUN/wrk.log"
 }
 run_wrk() { # scenario server conns kind
     local scen=$1 server=$2 c=$3 kind=$4 out rps p50 p99 errs
     if [[ $kind == h2 ]]; then
         [[ $server == hoard-gw || $server == nginx ]] || return 0 # h2: gateway mode against nginx only
-        run_h2load "$scen" "$server" "$c"
-        return
+        h2load_cmd "$server" "$c"
+        run_load "$scen" "$server"
+        rps=$(awk '/^finished in/ { print $4 }' <<<"$out")
+        errs=$(awk '/^requests:/ { n += $10 + $12 + $14 } /^status codes:/ { n += $5 + $7 + $9 } END { print n + 0 }' <<<"$out")
+        # Third column of the log: microseconds until the end of the response.
+        read -r p50 p99 < <(cut -f3 "$RUN/h2.log" | sort -n | awk '{ v[NR] = $1 }
+            END { if (NR) printf "%.3fms %.3fms\n", v[int(NR * 0.50) + (NR * 0.50 > int(NR * 0.50))] / 1000,
+                                                  v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] / 1000 }')
+        [[ -n $rps && -n ${p50:-} && -n ${p99:-} ]] || { printf '%s\n' "$out" >&2; die "could not parse h2load output ($scen $server)"; }
+    else
+        wrk_cmd "$server" "$kind" "$c" "$DURATION" "r$rep-$server-$(date +%s%N)"
+        run_load "$scen" "$server"
+        rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+        p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
+        p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+        errs=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")
+        [[ -n $rps && -n $p50 && -n $p99 ]] || { printf '%s\n' "$out" >&2; die "could not parse wrk output ($scen $server)"; }
     fi
-    wrk_cmd "$server" "$kind" "$c" "$DURATION" "r$rep-$server-$(date +%s%N)"
-    [[ $rep == 1 ]] && printf '%-9s %-9s %s\n' "$scen" "$server" "${WRK_CMD[*]}" >>"$COMMANDS"
-    # In the background and waited for, so a TERM (MAX_TIME, Ctrl-C) is handled at once.
-    "${WRK_CMD[@]}" >"$RUN/wrk.out" 2>&1 &
-    CURRENT=$!
-    wait "$CURRENT" || true
-    CURRENT=""
-    out=$(<"$RUN/wrk.out")
-    printf '== %s %s rep %s: %s\n%s\n' "$scen" "$server" "$rep" "${WRK_CMD[*]}" "$out" >>"$RUN/wrk.log"
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-    p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
-    p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-    errs=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")
-    [[ -n $rps && -n $p50 && -n $p99 ]] || { printf '%s\n' "$out" >&2; die "could not parse wrk output ($scen $server)"; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$server" "$rep" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" "$errs" >>"$RESULTS"
     log "$(printf '%-9s %-9s rep %s: %10s rps  p50 %s  p99 %s  errors %s' "$scen" "$server" "$rep" "$rps" "$p50" "$p99" "$errs")"
 }
