@@ -69,36 +69,55 @@ fn method_class(method: &Method) -> &str {
 
 /// Builds the cache key of an absolute `http`/`https` URI.
 pub fn cache_key(method: &Method, uri: &Uri) -> Result<CacheKey, KeyError> {
-    let url = normalize_uri(uri)?;
-    Ok(CacheKey(format!("{} {}", method_class(method), url)))
+    let class = method_class(method);
+    let mut out = String::with_capacity(class.len() + 1 + uri_len_hint(uri));
+    out.push_str(class);
+    out.push(' ');
+    push_normalized_uri(&mut out, uri)?;
+    Ok(CacheKey(out))
 }
 
 /// Normalised text of an absolute URI (see [`cache_key`]).
 pub fn normalize_uri(uri: &Uri) -> Result<String, KeyError> {
+    let mut out = String::with_capacity(uri_len_hint(uri));
+    push_normalized_uri(&mut out, uri)?;
+    Ok(out)
+}
+
+/// About the length of a URI's normalised text (the capacity to reserve).
+fn uri_len_hint(uri: &Uri) -> usize {
+    16 + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+}
+
+/// Appends the normalised text of an absolute URI to `out` (one buffer, no other allocation).
+fn push_normalized_uri(out: &mut String, uri: &Uri) -> Result<(), KeyError> {
     let (scheme, authority) = match (uri.scheme(), uri.authority()) {
-        (Some(s), Some(a)) => (s, a),
+        (Some(s), Some(a)) => (s.as_str(), a),
         _ => return Err(KeyError::NotAbsolute),
     };
-    let scheme = scheme.as_str().to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return Err(KeyError::UnsupportedScheme(scheme)),
+    let (scheme, default_port) = if scheme.eq_ignore_ascii_case("http") {
+        ("http", 80)
+    } else if scheme.eq_ignore_ascii_case("https") {
+        ("https", 443)
+    } else {
+        return Err(KeyError::UnsupportedScheme(scheme.to_ascii_lowercase()));
     };
-    let host = authority.host().to_ascii_lowercase();
+    let host = authority.host();
     if host.is_empty() {
         return Err(KeyError::MissingHost);
     }
-    let mut out = String::with_capacity(
-        16 + authority.as_str().len() + uri.path_and_query().map_or(1, |pq| pq.as_str().len()),
-    );
-    out.push_str(&scheme);
+    out.push_str(scheme);
     out.push_str("://");
-    push_pct_normalized(&mut out, &host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        push_pct_normalized(out, &host.to_ascii_lowercase());
+    } else {
+        push_pct_normalized(out, host);
+    }
     match authority.port_u16() {
         Some(p) if p != default_port => {
-            out.push(':');
-            out.push_str(&p.to_string());
+            use std::fmt::Write as _;
+            let _ = write!(out, ":{p}");
         }
         _ => {}
     }
@@ -106,13 +125,13 @@ pub fn normalize_uri(uri: &Uri) -> Result<String, KeyError> {
     if path.is_empty() || path == "*" {
         out.push('/');
     } else {
-        push_pct_normalized(&mut out, path);
+        push_pct_normalized(out, path);
     }
     if let Some(q) = uri.query() {
         out.push('?');
-        push_pct_normalized(&mut out, q);
+        push_pct_normalized(out, q);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn is_unreserved(b: u8) -> bool {

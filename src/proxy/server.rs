@@ -193,7 +193,9 @@ impl Server {
             // hyper's own limits sit above ours, so oversized header blocks reach
             // `State::handle`, which answers 431 with Cache-Status.
             .max_buf_size((state.cfg.max_header_size * 4).max(256 * 1024))
-            .max_headers(200)
+            // hyper's default of 100 header fields: its parse buffers then live on the stack
+            // (any explicit count is two zero-filled heap allocations per request); a request
+            // with more fields gets hyper's 431.
             .keep_alive(true);
         configure_http2(&mut builder, &state.cfg);
         // Buffered LRU/LFU accesses and hit counters reach the database at least once a second.

@@ -21,6 +21,21 @@ async fn hostile_header_block_over_64_kib_is_431_and_nothing_cached() {
 }
 
 #[tokio::test]
+async fn hostile_100_header_fields_is_431_and_99_pass() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=600")], "ok")).await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let names: Vec<String> = (0..99).map(|i| format!("X-F{i}")).collect();
+    // Host plus 98 of ours: 99 fields, the most hyper's 100 parse slots take.
+    let fields: Vec<(&str, &str)> = names[..98].iter().map(|n| (n.as_str(), "v")).collect();
+    assert_eq!(send(proxy, "GET", &origin.url("/many"), &fields).await.status, 200);
+    assert_eq!(origin.hits(), 1);
+    // Host plus 99: refused before anything is looked up or fetched.
+    let fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    assert_eq!(send(proxy, "GET", &origin.url("/more"), &fields).await.status, 431);
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
 async fn hostile_slow_header_sender_is_dropped_after_header_timeout() {
     let (_h, proxy, _dir) = proxy(None, |c| c.header_timeout = Duration::from_millis(800)).await;
     let mut conn = RawConn::connect(proxy).await;

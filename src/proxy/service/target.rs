@@ -23,12 +23,24 @@ impl State {
     /// plus path in gateway mode.
     pub(super) fn target_uri(&self, req: &Request<Incoming>) -> Result<Uri, &'static str> {
         if let Some(base) = &self.cfg.upstream {
+            let base_path = base.path().trim_end_matches('/');
+            // The common case (an upstream URL without a path, an origin-form target) reuses
+            // the parsed parts: no text to build and parse again.
+            if let (true, Some(pq)) = (base_path.is_empty(), req.uri().path_and_query())
+                && pq.as_str().starts_with('/')
+            {
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(base.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
+                parts.authority = base.authority().cloned();
+                parts.path_and_query = Some(pq.clone());
+                return Uri::from_parts(parts)
+                    .map_err(|_| "request target cannot be joined to the upstream URL\n");
+            }
             let pq = req
                 .uri()
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
-            let base_path = base.path().trim_end_matches('/');
             let joined = format!(
                 "{}://{}{}{}",
                 base.scheme_str().unwrap_or("http"),
