@@ -192,7 +192,7 @@ fn run_proxy(
     reopener: Option<access_log::Reopener>,
 ) -> anyhow::Result<()> {
     let cfg = r.proxy;
-    let rt = hoard::runtime::build(threads)?;
+    let (rt, flavor) = hoard::runtime::build(threads)?;
     rt.block_on(async move {
         let dir = cfg.cache_dir.clone();
         // SIGHUP reopens a file access log (logrotate moves it, then signals). Registered
@@ -212,7 +212,7 @@ fn run_proxy(
         drop(reopener);
         let server = Server::bind(cfg).await?;
         eprintln!(
-            "hoard: listening on {} (cache {})",
+            "hoard: listening on {} (cache {}; {flavor})",
             server.local_addr(),
             dir.display()
         );

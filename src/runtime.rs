@@ -1,4 +1,5 @@
-//! The tokio runtime of `hoard serve`: how many worker threads (`--threads`).
+//! The tokio runtime of `hoard serve`: how many worker threads (`--threads`), and a
+//! single-threaded runtime when that is one.
 
 use std::num::NonZeroUsize;
 
@@ -23,14 +24,55 @@ pub fn parse_threads(s: &str) -> Result<Option<NonZeroUsize>, String> {
     }
 }
 
-/// A multi-threaded runtime with `threads` workers (`None`: tokio's default).
-pub fn build(threads: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.enable_all();
-    if let Some(n) = threads {
-        b.worker_threads(n.get());
+/// How the runtime schedules its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// One thread runs the listener and every connection: nothing to steal, no cross-thread
+    /// wake-ups (chosen when hoard may run on one CPU, or `--threads 1`).
+    CurrentThread,
+    /// Work-stealing workers, this many.
+    MultiThread(NonZeroUsize),
+}
+
+/// The flavor for `threads` (`None`: `auto`) when the process may run on `cpus` CPUs.
+pub fn flavor(threads: Option<NonZeroUsize>, cpus: NonZeroUsize) -> Flavor {
+    let n = threads.unwrap_or(cpus);
+    if n.get() == 1 {
+        Flavor::CurrentThread
+    } else {
+        Flavor::MultiThread(n)
     }
-    b.build()
+}
+
+/// The CPUs this process may run on (`taskset`, cgroup CPU limits), 1 when unknown.
+pub fn usable_cpus() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+/// The runtime for `threads` workers (`None`: one per usable CPU): a single-threaded one when
+/// that is one worker, a work-stealing one otherwise. Blocking work (store writes, value-file
+/// reads) goes to tokio's blocking threads either way.
+pub fn build(threads: Option<NonZeroUsize>) -> std::io::Result<(tokio::runtime::Runtime, Flavor)> {
+    let flavor = flavor(threads, usable_cpus());
+    let mut b = match flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.get());
+            b
+        }
+    };
+    b.enable_all();
+    Ok((b.build()?, flavor))
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Flavor::CurrentThread => f.write_str("1 thread"),
+            Flavor::MultiThread(n) => write!(f, "{n} worker threads"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -49,10 +91,31 @@ mod tests {
     }
 
     #[test]
+    fn one_worker_is_a_single_threaded_runtime() {
+        let one = NonZeroUsize::MIN;
+        let four = NonZeroUsize::new(4).unwrap();
+        for (threads, cpus, want) in [
+            (None, one, Flavor::CurrentThread),
+            (None, four, Flavor::MultiThread(four)),
+            (Some(one), four, Flavor::CurrentThread),
+            (Some(four), one, Flavor::MultiThread(four)),
+        ] {
+            assert_eq!(flavor(threads, cpus), want, "{threads:?} on {cpus} CPUs");
+        }
+        let (rt, flavor) = build(Some(one)).unwrap();
+        assert_eq!(flavor.to_string(), "1 thread");
+        assert_eq!(
+            rt.handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread
+        );
+    }
+
+    #[test]
     fn builds_a_runtime_with_that_many_workers() {
-        let rt = build(NonZeroUsize::new(1)).unwrap();
+        let (rt, _) = build(NonZeroUsize::new(1)).unwrap();
         assert_eq!(rt.metrics().num_workers(), 1);
-        let rt = build(NonZeroUsize::new(3)).unwrap();
+        let (rt, flavor) = build(NonZeroUsize::new(3)).unwrap();
         assert_eq!(rt.metrics().num_workers(), 3);
+        assert_eq!(flavor.to_string(), "3 worker threads");
     }
 }

@@ -177,7 +177,8 @@ options_table! {
             key: "access-log", default: "stderr", parse: access_log, show: given => String,
         }
         /// Worker threads of the runtime; auto: the CPUs hoard may run on (honours taskset and
-        /// cgroup limits). Use 1 when hoard is pinned to one core.
+        /// cgroup limits); one worker is a single-threaded runtime. Use 1 when hoard is pinned
+        /// to one core.
         threads: Option<NonZeroUsize> {
             key: "threads", default: "auto", parse: threads, show: given => String,
         }

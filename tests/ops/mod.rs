@@ -18,6 +18,7 @@ mod cli;
 mod config;
 mod har;
 mod metrics;
+mod runtime;
 mod warm;
 
 /// A loopback origin counting requests: `/vary*` varies on Accept-Encoding, `/nostore`
