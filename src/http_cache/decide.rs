@@ -147,18 +147,15 @@ pub fn lookup(
     }
     let req_cc = parse_cache_control(&req.headers);
     // A forced TTL replaces everything the origin said about freshness and reuse.
-    let res_cc = if forced {
-        CacheControl::default()
-    } else {
-        parse_cache_control(&head.response_headers)
-    };
+    let none = CacheControl::default();
+    let res_cc = if forced { &none } else { head.cache_control() };
     let no_cache = request_no_cache(&req.headers);
     let lifetime = head.freshness_lifetime(opts);
     let age = head.current_age(now);
     let fresh = lifetime > age;
     let ttl = lifetime.saturating_sub(age);
     let staleness = age.saturating_sub(lifetime);
-    let no_stale = !forced && forbids_stale(&res_cc, &head.response_headers);
+    let no_stale = !forced && forbids_stale(res_cc, &head.response_headers);
 
     // RFC 8246 2: a fresh `immutable` response is reused when a browser reloads (request
     // `max-age=0`); once stale it is revalidated like any other.

@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, request, response};
 
 use super::decide::LookupOptions;
+use super::directives::{CacheControl, parse_cache_control};
 use super::freshness;
 use super::headers::{parse_http_date, strip_hop_by_hop};
 use super::key::{is_secret_field, vary_value};
@@ -90,6 +91,7 @@ pub struct StoredHead {
 pub struct Memo {
     lifetime: std::sync::OnceLock<(LookupKey, Duration)>,
     initial_age: std::sync::OnceLock<Duration>,
+    cache_control: std::sync::OnceLock<CacheControl>,
 }
 
 /// The part of [`LookupOptions`] a freshness lifetime depends on.
@@ -219,6 +221,13 @@ impl StoredHead {
         );
         let _ = self.memo.lifetime.set((key, v));
         v
+    }
+
+    /// The response's `Cache-Control` directives, parsed once per head.
+    pub fn cache_control(&self) -> &CacheControl {
+        self.memo
+            .cache_control
+            .get_or_init(|| parse_cache_control(&self.response_headers))
     }
 
     /// `corrected_initial_age` of RFC 9111 4.2.3: the age when the response arrived.

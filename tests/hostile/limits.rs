@@ -27,11 +27,21 @@ async fn hostile_100_header_fields_is_431_and_99_pass() {
     let names: Vec<String> = (0..99).map(|i| format!("X-F{i}")).collect();
     // Host plus 98 of ours: 99 fields, the most hyper's 100 parse slots take.
     let fields: Vec<(&str, &str)> = names[..98].iter().map(|n| (n.as_str(), "v")).collect();
-    assert_eq!(send(proxy, "GET", &origin.url("/many"), &fields).await.status, 200);
+    assert_eq!(
+        send(proxy, "GET", &origin.url("/many"), &fields)
+            .await
+            .status,
+        200
+    );
     assert_eq!(origin.hits(), 1);
     // Host plus 99: refused before anything is looked up or fetched.
     let fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
-    assert_eq!(send(proxy, "GET", &origin.url("/more"), &fields).await.status, 431);
+    assert_eq!(
+        send(proxy, "GET", &origin.url("/more"), &fields)
+            .await
+            .status,
+        431
+    );
     assert_eq!(origin.hits(), 1);
 }
 
