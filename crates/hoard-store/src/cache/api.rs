@@ -193,6 +193,7 @@ impl Cache {
                 .settings
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .0
                 .clone(),
         }
     }

@@ -253,7 +253,7 @@ impl CacheBuilder {
             statistics: AtomicBool::new(false),
             min_file_size: AtomicU64::new(0),
             tuning: Mutex::new((settings.sqlite_mmap_size, settings.sqlite_cache_size)),
-            settings: Mutex::new(settings.clone()),
+            settings: Mutex::new((settings.clone(), None)),
             checkpointer,
             buffer: AccessBuffer::new(self.flush_interval)
                 .with_granularity(self.access_granularity)

@@ -27,8 +27,9 @@ pub(crate) struct Inner {
     pub(crate) statistics: AtomicBool,
     pub(crate) min_file_size: AtomicU64,
     pub(crate) tuning: Mutex<(u64, i64)>,
-    /// Last settings read from the database.
-    pub(crate) settings: Mutex<Settings>,
+    /// Last settings read from the database, with their `counters.settings_version` when
+    /// read inside a write transaction (`None`: unknown, re-read by the next write).
+    pub(crate) settings: Mutex<(Settings, Option<i64>)>,
     pub(crate) checkpointer: Checkpointer,
     pub(crate) buffer: AccessBuffer,
     /// Shared change counters (`cache.gen`); every write bumps them (see `memory`).
@@ -107,10 +108,26 @@ impl Inner {
     }
 
     pub(crate) fn cache_settings(&self, s: &Settings) {
-        self.settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone_from(s);
+        self.cache_settings_at(s, None);
+    }
+
+    /// The settings as of `version` (`counters.settings_version`, read in the caller's
+    /// write transaction): the cached copy if it is that version's, else the row, read
+    /// and cached. So a write reads the settings row only after something changed it.
+    pub(crate) fn settings_at(&self, c: &Connection, version: i64) -> Result<Settings> {
+        {
+            let known = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            if known.1 == Some(version) {
+                return Ok(known.0.clone());
+            }
+        }
+        let s = read_settings(c)?;
+        self.cache_settings_at(&s, Some(version));
+        Ok(s)
+    }
+
+    fn cache_settings_at(&self, s: &Settings, version: Option<i64>) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = (s.clone(), version);
         self.policy
             .store(policy_to_u8(s.eviction_policy), Ordering::Relaxed);
         self.statistics.store(s.statistics, Ordering::Relaxed);

@@ -255,8 +255,8 @@ impl Inner {
         key: &[u8],
         written: Option<i64>,
     ) -> Result<u64> {
-        let (s, size) = read_settings_and_size(c)?;
-        self.cache_settings(&s);
+        let (size, version) = size_and_settings_version(c)?;
+        let s = self.settings_at(c, version)?;
         if s.cull_limit == 0 {
             return Ok(0);
         }

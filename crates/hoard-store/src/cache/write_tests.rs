@@ -164,3 +164,77 @@ fn incr_refreshes_store_time() {
         .unwrap();
     assert_eq!(stored, 1050.0);
 }
+
+/// A write re-reads the settings only when `counters.settings_version` moved, and every
+/// change moves it: a size limit changed by another handle (as another process would), by
+/// `stats` and by raw SQL applies to this handle's very next write, and the settings row
+/// is read again only after such a change.
+#[test]
+fn writes_see_every_settings_change_and_read_the_row_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = crate::Cache::open(dir.path()).unwrap();
+    let other = crate::Cache::open(dir.path()).unwrap();
+    let version = |c: &crate::Cache| -> i64 {
+        c.inner
+            .read(|c| Ok(super::size_and_settings_version(c)?.1))
+            .unwrap()
+    };
+    let set = |key: &[u8]| cache.set(key, &[1; 100], None, None).unwrap();
+    set(b"a");
+    set(b"b");
+    let cached = || cache.inner.settings.lock().unwrap().1;
+    assert_eq!(cached(), Some(version(&cache)), "known after a write");
+    type Change = fn(&crate::Cache);
+    let cases: [(&str, Change, usize); 5] = [
+        (
+            "limit 1 by another handle",
+            |o| {
+                o.configure(|s| s.size_limit = 1).unwrap();
+            },
+            1,
+        ),
+        (
+            "limit back up by another handle",
+            |o| {
+                o.configure(|s| s.size_limit = 1 << 30).unwrap();
+            },
+            2,
+        ),
+        (
+            "statistics by stats",
+            |o| {
+                o.stats(true, false).unwrap();
+            },
+            2,
+        ),
+        (
+            "limit 1 by raw SQL",
+            |o| {
+                o.inner
+                    .write(|c, _| Ok(c.execute("UPDATE settings SET size_limit = 1", [])?))
+                    .unwrap();
+            },
+            1,
+        ),
+        (
+            "cull_limit 0 by raw SQL (no cull)",
+            |o| {
+                o.inner
+                    .write(|c, _| Ok(c.execute("UPDATE settings SET cull_limit = 0", [])?))
+                    .unwrap();
+            },
+            2,
+        ),
+    ];
+    for (what, change, rows) in cases {
+        let before = version(&cache);
+        change(&other);
+        assert!(version(&cache) > before, "{what}: the version moved");
+        assert_ne!(cached(), Some(version(&cache)), "{what}: stale copy");
+        set(b"a");
+        set(b"b");
+        assert_eq!(cache.len().unwrap() as usize, rows, "{what}");
+        assert_eq!(cached(), Some(version(&cache)), "{what}: re-read once");
+    }
+    assert!(cache.settings().statistics);
+}
