@@ -247,7 +247,7 @@ impl CacheBuilder {
             gens,
             memory,
             dir: self.dir.clone(),
-            pool: Mutex::new(vec![conn]),
+            pool: Mutex::new(vec![Db::new(conn)]),
             clock: self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
             policy: AtomicU8::new(0),
             statistics: AtomicBool::new(false),

@@ -21,7 +21,7 @@ use super::*;
 /// Shared state behind every clone of a [`Cache`].
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
-    pub(crate) pool: Mutex<Vec<Connection>>,
+    pub(crate) pool: Mutex<Vec<Db>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: AtomicU8,
     pub(crate) statistics: AtomicBool,
@@ -51,20 +51,23 @@ impl Drop for Inner {
 /// A pooled connection, returned to the pool on drop.
 pub(crate) struct Conn<'a> {
     pub(crate) inner: &'a Inner,
-    pub(crate) conn: Option<Connection>,
+    pub(crate) conn: Option<Db>,
 }
 
 impl std::ops::Deref for Conn<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.conn.as_ref().expect("connection present until drop")
+        self.conn
+            .as_ref()
+            .expect("connection present until drop")
+            .connection()
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take()
-            && c.is_autocommit()
+            && c.connection().is_autocommit()
         {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < MAX_IDLE_CONNECTIONS {
@@ -143,7 +146,7 @@ impl Inner {
                 let mut c = schema::open_connection(&self.dir, mmap, cache)?;
                 c.busy_timeout(self.busy_timeout())?;
                 self.checkpointer.watch(&mut c)?;
-                c
+                Db::new(c)
             }
         };
         Ok(Conn {
@@ -229,7 +232,7 @@ impl Inner {
         let conn = self.conn()?;
         let budget = self.retry_budget();
         with_retry_for(budget, || {
-            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            prepared::with(&conn, Hot::Begin, |s| s.execute([]))?;
             Ok(())
         })?;
         let mut guard = Rollback {
@@ -240,7 +243,7 @@ impl Inner {
         let mut wal_too_big = false;
         let result = f(&conn, &cell).and_then(|v| {
             with_retry_for(budget, || {
-                conn.prepare_cached("COMMIT")?.execute([])?;
+                prepared::with(&conn, Hot::Commit, |s| s.execute([]))?;
                 Ok(())
             })?;
             guard.armed = false;

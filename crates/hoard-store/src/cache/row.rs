@@ -165,9 +165,9 @@ pub(crate) fn read_settings(c: &Connection) -> Result<Settings> {
 /// The rows' accounted size and the settings row's version (every write needs both), in
 /// one statement on the one-row `counters` table.
 pub(crate) fn size_and_settings_version(c: &Connection) -> Result<(u64, i64)> {
-    let (size, version) = c
-        .prepare_cached("SELECT size, settings_version FROM counters WHERE id = 0")?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    let (size, version) = prepared::with(c, Hot::SizeAndSettingsVersion, |s| {
+        s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+    })?;
     Ok((size.max(0) as u64, version))
 }
 

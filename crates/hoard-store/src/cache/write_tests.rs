@@ -124,17 +124,17 @@ fn hot_writes_are_prepared_once() {
     let (runs, reprepared, pragma_reprepared) = cache
         .inner
         .read(|c| {
-            let stmt = c.prepare_cached(super::REPLACE_INLINE)?;
-            let delete = c.prepare_cached(super::DELETE_LIVE_INLINE)?;
-            assert!(delete.get_status(StatementStatus::Run) >= 20);
-            assert_eq!(delete.get_status(StatementStatus::RePrepare), 0);
+            let status = |which, what| super::prepared::with(c, which, |s| Ok(s.get_status(what)));
+            let delete = super::Hot::DeleteLiveInline;
+            assert!(status(delete, StatementStatus::Run)? >= 20);
+            assert_eq!(status(delete, StatementStatus::RePrepare)?, 0);
             // The counter works: a PRAGMA is prepared again on every run.
             super::volume::database_bytes(c)?;
             super::volume::database_bytes(c)?;
             let pragma = c.prepare_cached("PRAGMA page_count")?;
             Ok((
-                stmt.get_status(StatementStatus::Run),
-                stmt.get_status(StatementStatus::RePrepare),
+                status(super::Hot::ReplaceInline, StatementStatus::Run)?,
+                status(super::Hot::ReplaceInline, StatementStatus::RePrepare)?,
                 pragma.get_status(StatementStatus::RePrepare),
             ))
         })
