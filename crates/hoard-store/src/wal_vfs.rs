@@ -82,6 +82,8 @@ struct File {
     high: i64,
     /// Where the commit frame's page starts, once its header is buffered (else -1).
     commit_page_at: i64,
+    /// For a database: the first region of its WAL index (shared memory) once mapped.
+    shm: *const u8,
 }
 
 /// Offset of the platform VFS's file inside ours (a multiple of 8).
@@ -202,6 +204,7 @@ unsafe extern "C" fn x_open(
                 pending_at: 0,
                 high: 0,
                 commit_page_at: -1,
+                shm: std::ptr::null(),
             },
         );
         if !main.is_null() {
@@ -393,12 +396,16 @@ unsafe extern "C" fn x_shm_map(
     extend: c_int,
     out: *mut *mut c_void,
 ) -> c_int {
-    // SAFETY: forwarded as given.
+    // SAFETY: forwarded as given; the first region's address is kept until unmapped.
     unsafe {
-        match real_methods(f).xShmMap {
+        let rc = match real_methods(f).xShmMap {
             Some(m) => m(real(f), region, size, extend, out),
             None => ffi::SQLITE_IOERR,
+        };
+        if rc == ffi::SQLITE_OK && region == 0 && !(*out).is_null() {
+            (*(f as *mut File)).shm = *out as *const u8;
         }
+        rc
     }
 }
 
@@ -446,6 +453,7 @@ unsafe extern "C" fn x_shm_unmap(f: *mut ffi::sqlite3_file, delete: c_int) -> c_
     // SAFETY: forwarded as given.
     unsafe {
         flush_wal_of(f);
+        (*(f as *mut File)).shm = std::ptr::null();
         match real_methods(f).xShmUnmap {
             Some(m) => m(real(f), delete),
             None => ffi::SQLITE_OK,
@@ -482,6 +490,48 @@ unsafe extern "C" fn x_unfetch(
             Some(m) => m(real(f), off, p),
             None => ffi::SQLITE_OK,
         }
+    }
+}
+
+/// Size of the WAL file's header; frames follow it.
+const WAL_HEADER: u64 = 32;
+
+/// For a database file opened through this VFS, inside a write transaction: an upper bound
+/// of its size in bytes (`PRAGMA page_count` x page size) without a system call, read from
+/// the WAL index's header (the page size and the database's size in pages as of the last
+/// commit, which cannot move while this connection holds the write lock), plus the frames
+/// this transaction has already written to the WAL (pages spilled from its cache). The
+/// transaction's pages still in its cache are the caller's to add. `None` when that is not
+/// known: another VFS's file, no WAL index mapped yet, no commit recorded in it (size 0),
+/// or the header's two copies differ.
+pub(crate) fn size_bound_without_cache(f: *mut ffi::sqlite3_file) -> Option<u64> {
+    // SAFETY: `f` is an open `sqlite3_file` from SQLite; it is one of ours only if its
+    // methods are ours. The mapped region stays mapped while the file is open (it is
+    // cleared when unmapped), and the header is read with volatile loads.
+    unsafe {
+        if f.is_null() || !std::ptr::eq((*f).pMethods, &METHODS) {
+            return None;
+        }
+        let s = &*(f as *const File);
+        if s.kind != Kind::Main || s.shm.is_null() {
+            return None;
+        }
+        // The WAL-index header, twice (48 bytes each, native byte order): szPage (u16) at
+        // 14, mxFrame at 16, nPage at 20 (SQLite's walformat documentation).
+        let word = |at: usize| std::ptr::read_volatile(s.shm.add(at) as *const u32);
+        let half = |at: usize| std::ptr::read_volatile(s.shm.add(at) as *const u16);
+        let (page, frames, pages) = (half(14), word(16), word(20));
+        if (page, frames, pages) != (half(48 + 14), word(48 + 16), word(48 + 20)) || pages == 0 {
+            return None;
+        }
+        let page = if page == 1 { 65536 } else { u64::from(page) };
+        let committed_end = WAL_HEADER + u64::from(frames) * (page + FRAME_HEADER as u64);
+        let spilled = if s.wal.is_null() {
+            0
+        } else {
+            ((*s.wal).high.max(0) as u64).saturating_sub(committed_end)
+        };
+        Some(u64::from(pages) * page + spilled)
     }
 }
 
