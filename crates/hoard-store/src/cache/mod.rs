@@ -6,7 +6,8 @@
 //! - `volume`: the size limit's measure, exact and as a cheap upper bound.
 //! - `prepared`: the write path's statements, kept prepared with each pooled connection.
 //!
-//! Invariant: every write runs in one `BEGIN IMMEDIATE` transaction; value files are
+//! Invariant: every write runs in one write transaction, `BEGIN IMMEDIATE` ... `COMMIT` or
+//! one statement that is its own transaction (`Inner::write_alone`); value files are
 //! renamed into place inside it and unlinked only after a delete commits; the read path
 //! takes no write transaction except to remove a faulty row.
 

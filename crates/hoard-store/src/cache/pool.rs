@@ -269,14 +269,55 @@ impl Inner {
             }
         }
         if wal_too_big {
-            // Back-pressure (see `checkpoint`): this writer restarts the WAL, waiting for
-            // readers at most RESTART_WAIT (the whole busy timeout would stall every writer
-            // that long); on failure a later commit tries again.
-            let _ = conn.busy_timeout(checkpoint::RESTART_WAIT);
-            let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
-            let _ = conn.busy_timeout(self.busy_timeout());
+            self.restart_wal(&conn);
         }
         result
+    }
+
+    /// Back-pressure (see `checkpoint`), after a commit left the WAL too long: this writer
+    /// restarts it, waiting for readers at most RESTART_WAIT (the whole busy timeout would
+    /// stall every writer that long); on failure a later commit tries again.
+    fn restart_wal(&self, conn: &Connection) {
+        let _ = conn.busy_timeout(checkpoint::RESTART_WAIT);
+        let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        let _ = conn.busy_timeout(self.busy_timeout());
+    }
+
+    /// Runs one statement as its own (autocommit) write transaction, outside any
+    /// transaction of this handle on this thread (`None` inside one: the caller takes its
+    /// general path). `key`'s change counter is bumped before and after, as a write
+    /// transaction does for each key it changes (see `memory`). Returns the rows changed.
+    ///
+    /// For a statement whose trigger may abort it midway (a `DELETE` of a row, which
+    /// updates the counters), SQLite keeps a statement journal inside `BEGIN IMMEDIATE`:
+    /// a copy of each page the statement changes, a fifth of a `delete`. As the whole
+    /// transaction it needs none.
+    pub(crate) fn write_alone(
+        &self,
+        key: &[u8],
+        which: Hot,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Option<usize>> {
+        if self.joined(|_, _| ()).is_some() {
+            return Ok(None);
+        }
+        let conn = self.conn()?;
+        let hash = self.gens.as_ref().map(|g| {
+            let h = memory::key_hash(key);
+            g.bump(h);
+            h
+        });
+        let n = with_retry_for(self.retry_budget(), || {
+            prepared::with(&conn, which, |s| s.execute(params))
+        });
+        if let (Some(g), Some(h)) = (&self.gens, hash) {
+            g.bump(h);
+        }
+        let n = n?;
+        if n > 0 && self.checkpointer.committed() {
+            self.restart_wal(&conn);
+        }
+        Ok(Some(n))
     }
 
     /// Registers a change to `key`'s row inside a write transaction: invalidates copies of

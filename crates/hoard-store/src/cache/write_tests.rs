@@ -238,3 +238,49 @@ fn writes_see_every_settings_change_and_read_the_row_only_then() {
     }
     assert!(cache.settings().statistics);
 }
+
+/// A `delete` of a live inline row outside a transaction is one statement that is its own
+/// transaction (no `BEGIN`, so no statement journal); inside `transact` it joins the
+/// transaction and rolls back with it; a copy in the memory layer is never served after it.
+#[test]
+fn a_lone_delete_is_its_own_transaction_and_joins_an_open_one() {
+    let (_dir, _clock, cache) = manual_cache(1000.0);
+    let begins = || {
+        cache
+            .inner
+            .read(|c| {
+                super::prepared::with(c, super::Hot::Begin, |s| {
+                    Ok(s.get_status(StatementStatus::Run))
+                })
+            })
+            .unwrap()
+    };
+    for i in 0..10u32 {
+        cache.set(&i.to_be_bytes(), b"v", None, None).unwrap();
+        assert_eq!(
+            cache.get(&i.to_be_bytes()).unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+    let before = begins();
+    for i in 0..5u32 {
+        assert!(cache.delete(&i.to_be_bytes()).unwrap());
+        assert_eq!(cache.get(&i.to_be_bytes()).unwrap(), None, "key {i}");
+    }
+    assert_eq!(begins(), before, "no BEGIN for a lone delete");
+    let rolled_back: crate::Result<()> = cache.transact(|tx| {
+        assert!(tx.delete(&5u32.to_be_bytes())?);
+        assert!(cache.delete(&6u32.to_be_bytes())?, "joins the transaction");
+        assert_eq!(cache.get(&6u32.to_be_bytes())?, None, "seen inside it");
+        Err(crate::Error::KeyNotFound)
+    });
+    assert!(rolled_back.is_err());
+    for i in 5..10u32 {
+        assert_eq!(
+            cache.get(&i.to_be_bytes()).unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+    assert_eq!(cache.len().unwrap(), 5);
+    assert!(cache.check(false).unwrap().is_empty());
+}
