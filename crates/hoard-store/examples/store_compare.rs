@@ -229,7 +229,10 @@ fn main() {
     let restarter = (restart_every > 0)
         .then(|| rusqlite::Connection::open(dir.join("lrs").join("cache.db")).unwrap());
     let restart = |i: usize| {
-        if let Some(c) = restarter.as_ref().filter(|_| i.is_multiple_of(restart_every)) {
+        if let Some(c) = restarter
+            .as_ref()
+            .filter(|_| i.is_multiple_of(restart_every))
+        {
             // Busy while the background thread checkpoints: asked again (bounded).
             for _ in 0..1000 {
                 let busy: i64 = c
