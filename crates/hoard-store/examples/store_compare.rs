@@ -9,7 +9,8 @@
 //! `..._SETS=1` or `..._DELETES=1` run only that operation in a long loop;
 //! `STORE_COMPARE_MMAP=bytes` overrides `sqlite_mmap_size`, `STORE_COMPARE_MEMORY=bytes` the
 //! memory layer's budget (0: off); `STORE_COMPARE_SETTLE=secs` waits that long after loading
-//! (background checkpoint) and then sync(2)s before measuring; `STORE_COMPARE_CACHE_ONLY=1`
+//! (background checkpoint) and then sync(2)s before measuring; `STORE_COMPARE_RESTART_EVERY=N`
+//! restarts the WAL every N operations of a profile run (for callgrind, see below); `STORE_COMPARE_CACHE_ONLY=1`
 //! skips the structures, FanoutCache and 1 MiB workloads.
 
 use std::time::Instant;
@@ -220,14 +221,40 @@ fn main() {
         });
         return;
     }
+    // For callgrind: the WAL's length (how far SQLite's hash chains reach) depends on when
+    // the background checkpointer catches up, which valgrind's one-thread-at-a-time
+    // scheduling changes. `STORE_COMPARE_RESTART_EVERY=N` restarts the WAL every N
+    // operations (outside the operation), so each run sees the same short WAL.
+    let restart_every = env_u64("STORE_COMPARE_RESTART_EVERY").unwrap_or(0) as usize;
+    let restarter = (restart_every > 0)
+        .then(|| rusqlite::Connection::open(dir.join("lrs").join("cache.db")).unwrap());
+    let restart = |i: usize| {
+        if let Some(c) = restarter
+            .as_ref()
+            .filter(|_| i.is_multiple_of(restart_every))
+        {
+            // Busy while the background thread checkpoints: asked again (bounded).
+            for _ in 0..1000 {
+                let busy: i64 = c
+                    .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))
+                    .unwrap();
+                if busy == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
     if std::env::var_os("STORE_COMPARE_PROFILE_DELETES").is_some() {
         time("delete_profile", n, |i| {
+            restart(i);
             cache.delete(&key(i)).unwrap();
         });
         return;
     }
     if std::env::var_os("STORE_COMPARE_PROFILE_SETS").is_some() {
         time("set_profile", 50_000, |i| {
+            restart(i);
             cache
                 .set(&reads[i % reads.len()], &value, None, None)
                 .unwrap()

@@ -3,8 +3,9 @@
 //! Keys and values are bytes (serde types through [`Typed`] views). One directory holds
 //! `cache.db` (SQLite in WAL mode) and value files `ab/cd/<random>.val` for values of at
 //! least `min_file_size` bytes. Any number of threads and processes may open the same
-//! directory: every write is one `BEGIN IMMEDIATE` transaction (retried with backoff on
-//! `SQLITE_BUSY`), settings and counters live in the database, and schema changes are
+//! directory: every write is one write transaction, `BEGIN IMMEDIATE` ... `COMMIT` or one
+//! statement that is its own transaction (retried with backoff on `SQLITE_BUSY`), settings
+//! and counters live in the database, and schema changes are
 //! append-only migrations tracked in `PRAGMA user_version`.
 //!
 //! ```
@@ -83,7 +84,8 @@
 //!   connections, the write transaction), `row` (row codec, settings row), `read` (the read
 //!   path), `write` (writes and culling), `evictions` (rows culled or expired, counted),
 //!   `api` (the public operations), `check`, `transaction` ([`Transaction`]), `iter`
-//!   (iteration).
+//!   (iteration), `volume` (the size limit's measure), `prepared` (the write path's
+//!   statements kept prepared with each pooled connection).
 //! - `schema`: migrations and every PRAGMA.  `settings`: [`Settings`], [`EvictionPolicy`].
 //!   `wal_vfs`: the SQLite VFS that writes each commit's WAL frames at once.
 //! - `files`: value files, [`ValueReader`], [`ValueWriter`].  `buffer`: the access buffer.

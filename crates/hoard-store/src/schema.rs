@@ -97,6 +97,15 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             UPDATE counters SET size = size + NEW.size - OLD.size WHERE id = 0;
         END;
         "#,
+        // 4: a version of the settings row, bumped by every change to it (whatever makes
+        // it), read beside the accounted size: a write re-reads the settings only when it
+        // moved (`Inner::settings_at`).
+        r#"
+        ALTER TABLE counters ADD COLUMN settings_version INTEGER NOT NULL DEFAULT 0;
+        CREATE TRIGGER settings_version AFTER UPDATE ON settings BEGIN
+            UPDATE counters SET settings_version = settings_version + 1 WHERE id = 0;
+        END;
+        "#,
     ]
 }
 
@@ -302,7 +311,7 @@ mod tests {
             2,
             "before: row + counters"
         );
-        assert_eq!(migrate(&mut conn).unwrap(), 3);
+        assert_eq!(migrate(&mut conn).unwrap(), migrations().len() as i64);
         assert_eq!(
             changes(&conn, "UPDATE cache SET size = 5"),
             1,

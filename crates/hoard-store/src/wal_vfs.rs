@@ -82,6 +82,8 @@ struct File {
     high: i64,
     /// Where the commit frame's page starts, once its header is buffered (else -1).
     commit_page_at: i64,
+    /// For a database: the first region of its WAL index (shared memory) once mapped.
+    shm: *const u8,
 }
 
 /// Offset of the platform VFS's file inside ours (a multiple of 8).
@@ -202,6 +204,7 @@ unsafe extern "C" fn x_open(
                 pending_at: 0,
                 high: 0,
                 commit_page_at: -1,
+                shm: std::ptr::null(),
             },
         );
         if !main.is_null() {
@@ -393,12 +396,16 @@ unsafe extern "C" fn x_shm_map(
     extend: c_int,
     out: *mut *mut c_void,
 ) -> c_int {
-    // SAFETY: forwarded as given.
+    // SAFETY: forwarded as given; the first region's address is kept until unmapped.
     unsafe {
-        match real_methods(f).xShmMap {
+        let rc = match real_methods(f).xShmMap {
             Some(m) => m(real(f), region, size, extend, out),
             None => ffi::SQLITE_IOERR,
+        };
+        if rc == ffi::SQLITE_OK && region == 0 && !(*out).is_null() {
+            (*(f as *mut File)).shm = *out as *const u8;
         }
+        rc
     }
 }
 
@@ -446,6 +453,7 @@ unsafe extern "C" fn x_shm_unmap(f: *mut ffi::sqlite3_file, delete: c_int) -> c_
     // SAFETY: forwarded as given.
     unsafe {
         flush_wal_of(f);
+        (*(f as *mut File)).shm = std::ptr::null();
         match real_methods(f).xShmUnmap {
             Some(m) => m(real(f), delete),
             None => ffi::SQLITE_OK,
@@ -485,6 +493,48 @@ unsafe extern "C" fn x_unfetch(
     }
 }
 
+/// Size of the WAL file's header; frames follow it.
+const WAL_HEADER: u64 = 32;
+
+/// For a database file opened through this VFS, inside a write transaction: an upper bound
+/// of its size in bytes (`PRAGMA page_count` x page size) without a system call, read from
+/// the WAL index's header (the page size and the database's size in pages as of the last
+/// commit, which cannot move while this connection holds the write lock), plus the frames
+/// this transaction has already written to the WAL (pages spilled from its cache). The
+/// transaction's pages still in its cache are the caller's to add. `None` when that is not
+/// known: another VFS's file, no WAL index mapped yet, no commit recorded in it (size 0),
+/// or the header's two copies differ.
+pub(crate) fn size_bound_without_cache(f: *mut ffi::sqlite3_file) -> Option<u64> {
+    // SAFETY: `f` is an open `sqlite3_file` from SQLite; it is one of ours only if its
+    // methods are ours. The mapped region stays mapped while the file is open (it is
+    // cleared when unmapped), and the header is read with volatile loads.
+    unsafe {
+        if f.is_null() || !std::ptr::eq((*f).pMethods, &METHODS) {
+            return None;
+        }
+        let s = &*(f as *const File);
+        if s.kind != Kind::Main || s.shm.is_null() {
+            return None;
+        }
+        // The WAL-index header, twice (48 bytes each, native byte order): szPage (u16) at
+        // 14, mxFrame at 16, nPage at 20 (SQLite's walformat documentation).
+        let word = |at: usize| std::ptr::read_volatile(s.shm.add(at) as *const u32);
+        let half = |at: usize| std::ptr::read_volatile(s.shm.add(at) as *const u16);
+        let (page, frames, pages) = (half(14), word(16), word(20));
+        if (page, frames, pages) != (half(48 + 14), word(48 + 16), word(48 + 20)) || pages == 0 {
+            return None;
+        }
+        let page = if page == 1 { 65536 } else { u64::from(page) };
+        let committed_end = WAL_HEADER + u64::from(frames) * (page + FRAME_HEADER as u64);
+        let spilled = if s.wal.is_null() {
+            0
+        } else {
+            ((*s.wal).high.max(0) as u64).saturating_sub(committed_end)
+        };
+        Some(u64::from(pages) * page + spilled)
+    }
+}
+
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 3,
     xClose: Some(x_close),
@@ -508,181 +558,5 @@ static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 };
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use crate::schema::{self, insert_test_rows as insert};
-    use rusqlite::Connection;
-    use std::cell::Cell;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    thread_local! {
-        /// Writes that reached a WAL file on this thread.
-        pub(crate) static WAL_WRITES: Cell<u64> = const { Cell::new(0) };
-        /// Frames still buffered when SQLite touched the shared memory (never, by the
-        /// invariant).
-        pub(crate) static LATE: Cell<u64> = const { Cell::new(0) };
-        /// Writes that rewrote earlier frames in place on this thread.
-        pub(crate) static IN_PLACE: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn frames_in_wal(c: &Connection) -> i64 {
-        // (busy, frames in the WAL, frames checkpointed); NOOP copies nothing.
-        c.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| r.get(1))
-            .unwrap_or_else(|_| {
-                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-                    .unwrap()
-            })
-    }
-
-    /// The point of the VFS: a commit of several pages reaches the WAL in one write.
-    #[test]
-    fn a_commit_of_several_pages_is_one_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = schema::open_connection(dir.path(), 0, 100).unwrap();
-        schema::migrate(&mut c).unwrap();
-        insert(&c, 0, 1, 1000);
-        let frames_before = frames_in_wal(&c);
-        let writes_before = WAL_WRITES.with(Cell::get);
-        for i in 1..=100 {
-            insert(&c, i, 1, 1000); // its own transaction: table, key index, counters
-        }
-        let writes = WAL_WRITES.with(Cell::get) - writes_before;
-        let frames = frames_in_wal(&c) - frames_before;
-        assert!(
-            frames >= 200,
-            "each commit wrote several pages ({frames} frames)"
-        );
-        assert_eq!(writes, 100, "{frames} frames in {writes} writes");
-    }
-
-    /// Whatever a commit's size, its frames are all written by the time its commit frame
-    /// is: none is left for the shared-memory calls (whose errors SQLite cannot see),
-    /// including a commit frame that starts a new 64 KiB buffer.
-    #[test]
-    fn no_frame_outlives_its_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = schema::open_connection(dir.path(), 0, 1000).unwrap();
-        schema::migrate(&mut c).unwrap();
-        let late = LATE.with(Cell::get);
-        let mut key = 0;
-        for rows in 1..=40 {
-            c.execute_batch("BEGIN IMMEDIATE").unwrap();
-            insert(&c, key, rows, 3000); // about one page per row
-            key += rows;
-            c.execute_batch("COMMIT").unwrap();
-        }
-        assert_eq!(LATE.with(Cell::get), late);
-    }
-
-    /// Plain SQLite (the default VFS) and this one share the files both ways, across a
-    /// transaction larger than the page cache (spilled frames, frames rewritten in place,
-    /// writes split at the buffer's limit).
-    #[test]
-    fn plain_sqlite_reads_and_writes_the_same_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ours = schema::open_connection(dir.path(), 0, 50).unwrap();
-        schema::migrate(&mut ours).unwrap();
-        let plain = Connection::open(dir.path().join(schema::DB_FILE)).unwrap();
-        plain.busy_timeout(schema::BUSY_TIMEOUT).unwrap();
-        let count = |c: &Connection| -> (i64, i64) {
-            c.query_row("SELECT count(*), sum(length(value)) FROM cache", [], |r| {
-                Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
-            })
-            .unwrap()
-        };
-        insert(&ours, 0, 10, 1000);
-        assert_eq!(count(&plain), (10, 10_000));
-        insert(&plain, 10, 10, 1000);
-        assert_eq!(count(&ours), (20, 20_000));
-        ours.execute_batch("BEGIN IMMEDIATE").unwrap();
-        insert(&ours, 100, 2000, 1000);
-        // Keys 0..20 and 100..512: 432 rows rewritten, some in pages already spilled.
-        ours.execute(
-            "UPDATE cache SET value = zeroblob(900) WHERE key < x'00000200'",
-            [],
-        )
-        .unwrap();
-        let in_place = IN_PLACE.with(Cell::get);
-        ours.execute_batch("COMMIT").unwrap();
-        assert!(
-            IN_PLACE.with(Cell::get) > in_place,
-            "checksums rewritten at commit"
-        );
-        let (n, bytes) = count(&plain);
-        assert_eq!(n, 2020);
-        assert_eq!(bytes, 432 * 900 + (2020 - 432) * 1000);
-        let check: String = plain
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
-        plain
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .unwrap();
-        insert(&ours, 5000, 5, 1000);
-        assert_eq!(count(&plain).0, 2025);
-    }
-
-    const CHILD_ENV: &str = "HOARD_STORE_TEST_WAL_WRITER";
-
-    /// Child side of [`a_killed_writer_keeps_every_acknowledged_set`]: sets keys in order
-    /// and prints each one's number once `set` returned. A no-op as a normal test.
-    #[test]
-    fn writer_child() {
-        let Some(dir) = std::env::var_os(CHILD_ENV) else {
-            return;
-        };
-        let cache = crate::Cache::open(dir).unwrap();
-        for i in 0..200_000u32 {
-            cache
-                .set(&i.to_be_bytes(), &[i as u8; 700], None, None)
-                .unwrap();
-            println!("set {i}");
-        }
-    }
-
-    /// A process killed (SIGKILL) between commits loses none that `set` acknowledged:
-    /// each is in the file before SQLite publishes it.
-    #[test]
-    fn a_killed_writer_keeps_every_acknowledged_set() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::Cache::open(dir.path()).unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "wal_vfs::tests::writer_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut last = None;
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let Ok(line) = line else { break };
-            if let Some(n) = line
-                .trim()
-                .rsplit("set ")
-                .next()
-                .and_then(|n| n.parse::<u32>().ok())
-            {
-                last = Some(n);
-                if n == 500 {
-                    child.kill().unwrap(); // SIGKILL, this test's own child
-                }
-            }
-        }
-        child.wait().unwrap();
-        let last = last.expect("the child set keys");
-        assert!(last >= 500, "killed after {last}");
-        let cache = crate::Cache::open(dir.path()).unwrap();
-        for i in 0..=last {
-            assert_eq!(
-                cache.get(&i.to_be_bytes()).unwrap().as_deref(),
-                Some(&[i as u8; 700][..]),
-                "key {i} of {last}"
-            );
-        }
-        assert!(cache.check(false).unwrap().is_empty());
-    }
-}
+#[path = "wal_vfs_tests.rs"]
+pub(crate) mod tests;

@@ -193,6 +193,7 @@ impl Cache {
                 .settings
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .0
                 .clone(),
         }
     }
@@ -398,6 +399,13 @@ impl Cache {
     /// Deletes `key`. Returns whether a live entry was deleted.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         let now = self.inner.clock.now();
+        // The common case, a live inline row, in one statement that is its own transaction.
+        let alone =
+            self.inner
+                .write_alone(key, Hot::DeleteLiveInline, rusqlite::params![key, now])?;
+        if alone == Some(1) {
+            return Ok(true);
+        }
         self.inner
             .write(|c, p| self.inner.delete_in(c, p, key, now))
     }

@@ -4,8 +4,10 @@
 //! - `read`: the read path.  `write`: writes and culling.  `api`: the public operations.
 //! - `evictions`: rows removed by culling and expiry, counted.  `check`: consistency checks.  `transaction`: [`Cache::transact`].  `iter`: iteration.
 //! - `volume`: the size limit's measure, exact and as a cheap upper bound.
+//! - `prepared`: the write path's statements, kept prepared with each pooled connection.
 //!
-//! Invariant: every write runs in one `BEGIN IMMEDIATE` transaction; value files are
+//! Invariant: every write runs in one write transaction, `BEGIN IMMEDIATE` ... `COMMIT` or
+//! one statement that is its own transaction (`Inner::write_alone`); value files are
 //! renamed into place inside it and unlinked only after a delete commits; the read path
 //! takes no write transaction except to remove a faulty row.
 
@@ -49,6 +51,7 @@ mod evictions;
 mod iter;
 mod open;
 mod pool;
+mod prepared;
 mod read;
 mod row;
 mod transaction;
@@ -62,6 +65,7 @@ pub use iter::{KeyIter, ScanIter};
 pub use open::CacheBuilder;
 pub(crate) use open::stale_temp_files;
 pub(crate) use pool::*;
+pub(crate) use prepared::{Db, Hot};
 pub(crate) use row::*;
 pub use transaction::Transaction;
 pub(crate) use volume::volume_in;

@@ -247,13 +247,13 @@ impl CacheBuilder {
             gens,
             memory,
             dir: self.dir.clone(),
-            pool: Mutex::new(vec![conn]),
+            pool: Mutex::new(vec![Db::new(conn)]),
             clock: self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
             policy: AtomicU8::new(0),
             statistics: AtomicBool::new(false),
             min_file_size: AtomicU64::new(0),
             tuning: Mutex::new((settings.sqlite_mmap_size, settings.sqlite_cache_size)),
-            settings: Mutex::new(settings.clone()),
+            settings: Mutex::new((settings.clone(), None)),
             checkpointer,
             buffer: AccessBuffer::new(self.flush_interval)
                 .with_granularity(self.access_granularity)

@@ -21,14 +21,15 @@ use super::*;
 /// Shared state behind every clone of a [`Cache`].
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
-    pub(crate) pool: Mutex<Vec<Connection>>,
+    pub(crate) pool: Mutex<Vec<Db>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: AtomicU8,
     pub(crate) statistics: AtomicBool,
     pub(crate) min_file_size: AtomicU64,
     pub(crate) tuning: Mutex<(u64, i64)>,
-    /// Last settings read from the database.
-    pub(crate) settings: Mutex<Settings>,
+    /// Last settings read from the database, with their `counters.settings_version` when
+    /// read inside a write transaction (`None`: unknown, re-read by the next write).
+    pub(crate) settings: Mutex<(Settings, Option<i64>)>,
     pub(crate) checkpointer: Checkpointer,
     pub(crate) buffer: AccessBuffer,
     /// Shared change counters (`cache.gen`); every write bumps them (see `memory`).
@@ -50,20 +51,23 @@ impl Drop for Inner {
 /// A pooled connection, returned to the pool on drop.
 pub(crate) struct Conn<'a> {
     pub(crate) inner: &'a Inner,
-    pub(crate) conn: Option<Connection>,
+    pub(crate) conn: Option<Db>,
 }
 
 impl std::ops::Deref for Conn<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.conn.as_ref().expect("connection present until drop")
+        self.conn
+            .as_ref()
+            .expect("connection present until drop")
+            .connection()
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take()
-            && c.is_autocommit()
+            && c.connection().is_autocommit()
         {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < MAX_IDLE_CONNECTIONS {
@@ -107,10 +111,26 @@ impl Inner {
     }
 
     pub(crate) fn cache_settings(&self, s: &Settings) {
-        self.settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone_from(s);
+        self.cache_settings_at(s, None);
+    }
+
+    /// The settings as of `version` (`counters.settings_version`, read in the caller's
+    /// write transaction): the cached copy if it is that version's, else the row, read
+    /// and cached. So a write reads the settings row only after something changed it.
+    pub(crate) fn settings_at(&self, c: &Connection, version: i64) -> Result<Settings> {
+        {
+            let known = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            if known.1 == Some(version) {
+                return Ok(known.0.clone());
+            }
+        }
+        let s = read_settings(c)?;
+        self.cache_settings_at(&s, Some(version));
+        Ok(s)
+    }
+
+    fn cache_settings_at(&self, s: &Settings, version: Option<i64>) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = (s.clone(), version);
         self.policy
             .store(policy_to_u8(s.eviction_policy), Ordering::Relaxed);
         self.statistics.store(s.statistics, Ordering::Relaxed);
@@ -126,7 +146,7 @@ impl Inner {
                 let mut c = schema::open_connection(&self.dir, mmap, cache)?;
                 c.busy_timeout(self.busy_timeout())?;
                 self.checkpointer.watch(&mut c)?;
-                c
+                Db::new(c)
             }
         };
         Ok(Conn {
@@ -212,7 +232,7 @@ impl Inner {
         let conn = self.conn()?;
         let budget = self.retry_budget();
         with_retry_for(budget, || {
-            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            prepared::with(&conn, Hot::Begin, |s| s.execute([]))?;
             Ok(())
         })?;
         let mut guard = Rollback {
@@ -223,7 +243,7 @@ impl Inner {
         let mut wal_too_big = false;
         let result = f(&conn, &cell).and_then(|v| {
             with_retry_for(budget, || {
-                conn.prepare_cached("COMMIT")?.execute([])?;
+                prepared::with(&conn, Hot::Commit, |s| s.execute([]))?;
                 Ok(())
             })?;
             guard.armed = false;
@@ -249,14 +269,55 @@ impl Inner {
             }
         }
         if wal_too_big {
-            // Back-pressure (see `checkpoint`): this writer restarts the WAL, waiting for
-            // readers at most RESTART_WAIT (the whole busy timeout would stall every writer
-            // that long); on failure a later commit tries again.
-            let _ = conn.busy_timeout(checkpoint::RESTART_WAIT);
-            let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
-            let _ = conn.busy_timeout(self.busy_timeout());
+            self.restart_wal(&conn);
         }
         result
+    }
+
+    /// Back-pressure (see `checkpoint`), after a commit left the WAL too long: this writer
+    /// restarts it, waiting for readers at most RESTART_WAIT (the whole busy timeout would
+    /// stall every writer that long); on failure a later commit tries again.
+    fn restart_wal(&self, conn: &Connection) {
+        let _ = conn.busy_timeout(checkpoint::RESTART_WAIT);
+        let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        let _ = conn.busy_timeout(self.busy_timeout());
+    }
+
+    /// Runs one statement as its own (autocommit) write transaction, outside any
+    /// transaction of this handle on this thread (`None` inside one: the caller takes its
+    /// general path). `key`'s change counter is bumped before and after, as a write
+    /// transaction does for each key it changes (see `memory`). Returns the rows changed.
+    ///
+    /// For a statement whose trigger may abort it midway (a `DELETE` of a row, which
+    /// updates the counters), SQLite keeps a statement journal inside `BEGIN IMMEDIATE`:
+    /// a copy of each page the statement changes, a fifth of a `delete`. As the whole
+    /// transaction it needs none.
+    pub(crate) fn write_alone(
+        &self,
+        key: &[u8],
+        which: Hot,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Option<usize>> {
+        if self.joined(|_, _| ()).is_some() {
+            return Ok(None);
+        }
+        let conn = self.conn()?;
+        let hash = self.gens.as_ref().map(|g| {
+            let h = memory::key_hash(key);
+            g.bump(h);
+            h
+        });
+        let n = with_retry_for(self.retry_budget(), || {
+            prepared::with(&conn, which, |s| s.execute(params))
+        });
+        if let (Some(g), Some(h)) = (&self.gens, hash) {
+            g.bump(h);
+        }
+        let n = n?;
+        if n > 0 && self.checkpointer.committed() {
+            self.restart_wal(&conn);
+        }
+        Ok(Some(n))
     }
 
     /// Registers a change to `key`'s row inside a write transaction: invalidates copies of

@@ -162,16 +162,13 @@ pub(crate) fn read_settings(c: &Connection) -> Result<Settings> {
     with_policy(row)
 }
 
-/// The settings and the rows' accounted size (every write needs both), in one statement.
-pub(crate) fn read_settings_and_size(c: &Connection) -> Result<(Settings, u64)> {
-    let (row, size) = c
-        .prepare_cached(concat!(
-            "SELECT ",
-            settings_cols!(),
-            ", (SELECT size FROM counters WHERE id = 0) FROM settings WHERE id = 0"
-        ))?
-        .query_row([], |r| Ok((settings_from(r)?, r.get::<_, i64>(7)?)))?;
-    Ok((with_policy(row)?, size.max(0) as u64))
+/// The rows' accounted size and the settings row's version (every write needs both), in
+/// one statement on the one-row `counters` table.
+pub(crate) fn size_and_settings_version(c: &Connection) -> Result<(u64, i64)> {
+    let (size, version) = prepared::with(c, Hot::SizeAndSettingsVersion, |s| {
+        s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+    })?;
+    Ok((size.max(0) as u64, version))
 }
 
 pub(crate) fn write_settings(c: &Connection, s: &Settings) -> Result<()> {

@@ -55,17 +55,19 @@ impl Inner {
         // The common replacement first, in one statement: an inline row (no file to
         // unlink) of the same size whose indexed columns keep their values (so no index
         // but the policy's changes, and no trigger runs).
-        let replaced = c.prepare_cached(REPLACE_INLINE)?.execute(params![
-            key,
-            now,
-            mode,
-            filename,
-            value,
-            meta,
-            size,
-            expire_time,
-            tag
-        ])?;
+        let replaced = prepared::with(c, Hot::ReplaceInline, |s| {
+            s.execute(params![
+                key,
+                now,
+                mode,
+                filename,
+                value,
+                meta,
+                size,
+                expire_time,
+                tag
+            ])
+        })?;
         if replaced == 1 {
             return Ok(None);
         }
@@ -255,8 +257,8 @@ impl Inner {
         key: &[u8],
         written: Option<i64>,
     ) -> Result<u64> {
-        let (s, size) = read_settings_and_size(c)?;
-        self.cache_settings(&s);
+        let (size, version) = size_and_settings_version(c)?;
+        let s = self.settings_at(c, version)?;
         if s.cull_limit == 0 {
             return Ok(0);
         }
@@ -366,10 +368,7 @@ impl Inner {
         now: f64,
     ) -> Result<bool> {
         // The common case in one statement: a live inline row (no file to unlink).
-        if c.prepare_cached(DELETE_LIVE_INLINE)?
-            .execute(params![key, now])?
-            == 1
-        {
+        if prepared::with(c, Hot::DeleteLiveInline, |s| s.execute(params![key, now]))? == 1 {
             self.changed(p, key);
             return Ok(true);
         }

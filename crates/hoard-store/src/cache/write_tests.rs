@@ -124,17 +124,17 @@ fn hot_writes_are_prepared_once() {
     let (runs, reprepared, pragma_reprepared) = cache
         .inner
         .read(|c| {
-            let stmt = c.prepare_cached(super::REPLACE_INLINE)?;
-            let delete = c.prepare_cached(super::DELETE_LIVE_INLINE)?;
-            assert!(delete.get_status(StatementStatus::Run) >= 20);
-            assert_eq!(delete.get_status(StatementStatus::RePrepare), 0);
+            let status = |which, what| super::prepared::with(c, which, |s| Ok(s.get_status(what)));
+            let delete = super::Hot::DeleteLiveInline;
+            assert!(status(delete, StatementStatus::Run)? >= 20);
+            assert_eq!(status(delete, StatementStatus::RePrepare)?, 0);
             // The counter works: a PRAGMA is prepared again on every run.
             super::volume::database_bytes(c)?;
             super::volume::database_bytes(c)?;
             let pragma = c.prepare_cached("PRAGMA page_count")?;
             Ok((
-                stmt.get_status(StatementStatus::Run),
-                stmt.get_status(StatementStatus::RePrepare),
+                status(super::Hot::ReplaceInline, StatementStatus::Run)?,
+                status(super::Hot::ReplaceInline, StatementStatus::RePrepare)?,
                 pragma.get_status(StatementStatus::RePrepare),
             ))
         })
@@ -163,4 +163,124 @@ fn incr_refreshes_store_time() {
         })
         .unwrap();
     assert_eq!(stored, 1050.0);
+}
+
+/// A write re-reads the settings only when `counters.settings_version` moved, and every
+/// change moves it: a size limit changed by another handle (as another process would), by
+/// `stats` and by raw SQL applies to this handle's very next write, and the settings row
+/// is read again only after such a change.
+#[test]
+fn writes_see_every_settings_change_and_read_the_row_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = crate::Cache::open(dir.path()).unwrap();
+    let other = crate::Cache::open(dir.path()).unwrap();
+    let version = |c: &crate::Cache| -> i64 {
+        c.inner
+            .read(|c| Ok(super::size_and_settings_version(c)?.1))
+            .unwrap()
+    };
+    let set = |key: &[u8]| cache.set(key, &[1; 100], None, None).unwrap();
+    set(b"a");
+    set(b"b");
+    let cached = || cache.inner.settings.lock().unwrap().1;
+    assert_eq!(cached(), Some(version(&cache)), "known after a write");
+    type Change = fn(&crate::Cache);
+    let cases: [(&str, Change, usize); 5] = [
+        (
+            "limit 1 by another handle",
+            |o| {
+                o.configure(|s| s.size_limit = 1).unwrap();
+            },
+            1,
+        ),
+        (
+            "limit back up by another handle",
+            |o| {
+                o.configure(|s| s.size_limit = 1 << 30).unwrap();
+            },
+            2,
+        ),
+        (
+            "statistics by stats",
+            |o| {
+                o.stats(true, false).unwrap();
+            },
+            2,
+        ),
+        (
+            "limit 1 by raw SQL",
+            |o| {
+                o.inner
+                    .write(|c, _| Ok(c.execute("UPDATE settings SET size_limit = 1", [])?))
+                    .unwrap();
+            },
+            1,
+        ),
+        (
+            "cull_limit 0 by raw SQL (no cull)",
+            |o| {
+                o.inner
+                    .write(|c, _| Ok(c.execute("UPDATE settings SET cull_limit = 0", [])?))
+                    .unwrap();
+            },
+            2,
+        ),
+    ];
+    for (what, change, rows) in cases {
+        let before = version(&cache);
+        change(&other);
+        assert!(version(&cache) > before, "{what}: the version moved");
+        assert_ne!(cached(), Some(version(&cache)), "{what}: stale copy");
+        set(b"a");
+        set(b"b");
+        assert_eq!(cache.len().unwrap() as usize, rows, "{what}");
+        assert_eq!(cached(), Some(version(&cache)), "{what}: re-read once");
+    }
+    assert!(cache.settings().statistics);
+}
+
+/// A `delete` of a live inline row outside a transaction is one statement that is its own
+/// transaction (no `BEGIN`, so no statement journal); inside `transact` it joins the
+/// transaction and rolls back with it; a copy in the memory layer is never served after it.
+#[test]
+fn a_lone_delete_is_its_own_transaction_and_joins_an_open_one() {
+    let (_dir, _clock, cache) = manual_cache(1000.0);
+    let begins = || {
+        cache
+            .inner
+            .read(|c| {
+                super::prepared::with(c, super::Hot::Begin, |s| {
+                    Ok(s.get_status(StatementStatus::Run))
+                })
+            })
+            .unwrap()
+    };
+    for i in 0..10u32 {
+        cache.set(&i.to_be_bytes(), b"v", None, None).unwrap();
+        assert_eq!(
+            cache.get(&i.to_be_bytes()).unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+    let before = begins();
+    for i in 0..5u32 {
+        assert!(cache.delete(&i.to_be_bytes()).unwrap());
+        assert_eq!(cache.get(&i.to_be_bytes()).unwrap(), None, "key {i}");
+    }
+    assert_eq!(begins(), before, "no BEGIN for a lone delete");
+    let rolled_back: crate::Result<()> = cache.transact(|tx| {
+        assert!(tx.delete(&5u32.to_be_bytes())?);
+        assert!(cache.delete(&6u32.to_be_bytes())?, "joins the transaction");
+        assert_eq!(cache.get(&6u32.to_be_bytes())?, None, "seen inside it");
+        Err(crate::Error::KeyNotFound)
+    });
+    assert!(rolled_back.is_err());
+    for i in 5..10u32 {
+        assert_eq!(
+            cache.get(&i.to_be_bytes()).unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+    assert_eq!(cache.len().unwrap(), 5);
+    assert!(cache.check(false).unwrap().is_empty());
 }
