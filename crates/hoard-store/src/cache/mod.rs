@@ -62,6 +62,7 @@ pub use iter::{KeyIter, ScanIter};
 pub use open::CacheBuilder;
 pub(crate) use open::stale_temp_files;
 pub(crate) use pool::*;
+pub use read::{FileRow, RecordNow};
 pub(crate) use row::*;
 pub use transaction::Transaction;
 pub(crate) use volume::volume_in;
