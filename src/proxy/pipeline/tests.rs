@@ -531,3 +531,25 @@ async fn a_body_that_failed_before_its_head_was_answered_is_not_stored() {
     assert_eq!(next.text(), "good");
     assert_eq!(h.origin.calls(), 2);
 }
+
+/// A body stored in a value file (above the store's 32 KiB inline limit) is a hit read from
+/// disk: its row is found on the request's task and its file opened on a blocking thread
+/// without reading the row again; the next hit comes from the memory front, whole.
+#[tokio::test]
+async fn a_value_file_hit_is_served_whole() {
+    let big = "x".repeat(100 * 1024);
+    let body = big.clone();
+    let h = Harness::new(false, move |_, _| {
+        reply(200, &[("cache-control", "max-age=60")], &body)
+    });
+    let first = h.get("/big", &[]).await;
+    first.says(&["stored"]);
+    h.st.entries.hot.remove(Harness::key("/big").as_bytes());
+    for _ in 0..2 {
+        let hit = h.get("/big", &[]).await;
+        hit.says(&["hit"]);
+        assert_eq!(hit.body.len(), big.len());
+        assert!(hit.text() == big);
+    }
+    assert_eq!(h.origin.calls(), 1);
+}
