@@ -467,6 +467,16 @@ fn fed_reply(
     (Ok(res), tx)
 }
 
+impl Harness {
+    /// The next GET of `path` is a hit answering `body`, and the origin was asked once.
+    async fn hit_after_one_fetch(&self, path: &str, body: &str) {
+        let hit = self.get(path, &[]).await;
+        hit.says(&["hit"]);
+        assert_eq!(hit.text(), body);
+        assert_eq!(self.origin.calls(), 1);
+    }
+}
+
 /// A small body that arrived with its head goes to the client as one buffer (hyper writes it
 /// with the head), before the fill task has run; the fill still stores it.
 #[tokio::test]
@@ -480,10 +490,7 @@ async fn a_body_that_arrived_whole_is_answered_in_one_buffer_and_stored() {
         other => panic!("expected one buffer, got {other:?}"),
     }
     h.settle().await;
-    let hit = h.get("/whole", &[]).await;
-    assert_eq!(hit.text(), "v0");
-    hit.says(&["hit"]);
-    assert_eq!(h.origin.calls(), 1);
+    h.hit_after_one_fetch("/whole", "v0").await;
 }
 
 /// A body whose first chunk arrived with the head and whose rest came later reaches the
@@ -504,10 +511,7 @@ async fn a_body_partly_arrived_with_its_head_streams_whole_and_is_stored() {
     });
     let first = h.get("/parts", &[]).await;
     assert_eq!(first.text(), "abcd");
-    let hit = h.get("/parts", &[]).await;
-    assert_eq!(hit.text(), "abcd");
-    hit.says(&["hit"]);
-    assert_eq!(h.origin.calls(), 1);
+    h.hit_after_one_fetch("/parts", "abcd").await;
 }
 
 /// A body that failed before its head was answered (its first chunk and the failure both
@@ -546,10 +550,6 @@ async fn a_value_file_hit_is_served_whole() {
     first.says(&["stored"]);
     h.st.entries.hot.remove(Harness::key("/big").as_bytes());
     for _ in 0..2 {
-        let hit = h.get("/big", &[]).await;
-        hit.says(&["hit"]);
-        assert_eq!(hit.body.len(), big.len());
-        assert!(hit.text() == big);
+        h.hit_after_one_fetch("/big", &big).await;
     }
-    assert_eq!(h.origin.calls(), 1);
 }
