@@ -219,6 +219,9 @@ start_nginx "$conf"
 wait_port "$ORIGIN_PORT" $! "$RUN/origin/error.log"
 
 # nginx proxy_cache, configured like hoard: honours the origin's Cache-Control, lock on, keepalive upstream.
+# Its keys zone holds about 8,000 keys per MiB (nginx's documentation): sized for RANDOM_URLS,
+# or the first URLs of the "rand" fill are forgotten (1,000,000 URLs in 16 MiB kept ~125,000).
+NGINX_ZONE_MB=$((RANDOM_URLS / 8000 + 16))
 NGINX_LOCATION="location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -229,7 +232,7 @@ NGINX_LOCATION="location / {
         }"
 # The same proxy_cache also answers HTTP/2 (h2c, prior knowledge) on a port of its own.
 conf=$(nginx_conf nginx \
-    "proxy_cache_path $RUN/nginx/cache levels=1:2 keys_zone=bench:16m max_size=4g inactive=1h use_temp_path=off;
+    "proxy_cache_path $RUN/nginx/cache levels=1:2 keys_zone=bench:${NGINX_ZONE_MB}m max_size=16g inactive=1h use_temp_path=off;
     upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
     server { listen 127.0.0.1:$NGINX_H2_PORT http2; $NGINX_LOCATION }" \
     "$NGINX_PORT" \
