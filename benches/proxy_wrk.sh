@@ -19,8 +19,8 @@
 #              streams per connection), hoard gateway mode against nginx `listen ... http2`
 #              with the same proxy_cache; p50/p99 from h2load's per-request log.
 #   RANDOM_URLS  URLs stored for "rand" (default 100000)
-#   FILL_TIME  seconds the fill of RANDOM_URLS URLs (curl --parallel, 32 at a time) may take
-#              per server (default 600)
+#   FILL_TIME  seconds the fill of RANDOM_URLS URLs (wrk, 32 connections, each URL requested
+#              exactly once) may take per server (default 600)
 #   VARNISH    auto (default: use varnishd, installing it if possible) | 0 (skip)
 #   RSS_TEST   1 (default): peak RSS of hoard streaming a 1 GiB miss | 0 (skip)
 #   NO_BUILD   1: do not run cargo build --release
@@ -219,6 +219,9 @@ start_nginx "$conf"
 wait_port "$ORIGIN_PORT" $! "$RUN/origin/error.log"
 
 # nginx proxy_cache, configured like hoard: honours the origin's Cache-Control, lock on, keepalive upstream.
+# Its keys zone holds about 8,000 keys per MiB (nginx's documentation): sized for RANDOM_URLS,
+# or the first URLs of the "rand" fill are forgotten (1,000,000 URLs in 16 MiB kept ~125,000).
+NGINX_ZONE_MB=$((RANDOM_URLS / 8000 + 16))
 NGINX_LOCATION="location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -229,7 +232,7 @@ NGINX_LOCATION="location / {
         }"
 # The same proxy_cache also answers HTTP/2 (h2c, prior knowledge) on a port of its own.
 conf=$(nginx_conf nginx \
-    "proxy_cache_path $RUN/nginx/cache levels=1:2 keys_zone=bench:16m max_size=4g inactive=1h use_temp_path=off;
+    "proxy_cache_path $RUN/nginx/cache levels=1:2 keys_zone=bench:${NGINX_ZONE_MB}m max_size=16g inactive=1h use_temp_path=off;
     upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
     server { listen 127.0.0.1:$NGINX_H2_PORT http2; $NGINX_LOCATION }" \
     "$NGINX_PORT" \
@@ -404,25 +407,69 @@ run_wrk() { # scenario server conns kind
 }
 
 # --- "rand": store RANDOM_URLS URLs in every cache first ---------------------------------------
+# wrk requests /1k?r=1..N once each over 32 connections and exits (os.exit: wrk itself would
+# run for its whole -d) when all N have answered, or when 8,192 answers in a row came after
+# the last of them was sent without one of them among them (a request lost with its
+# connection is not sent again: wrk sends a new one), saying "filled OK of N (F not 200)".
+# A connection that finds all N sent asks for /1k-fill-done (a 404 the origin answers, stored
+# by nobody, not counted). FILL_TIME bounds it.
+cat >"$RUN/fill.lua" <<'LUA'
+local path, n, headers = "/1k", 0, {}
+local sent, ok, failed, idle, checked = 0, 0, 0, 0, false
+function init(args)
+    path, n = args[1], tonumber(args[2])
+    if args[3] ~= nil and args[3] ~= "" then headers["Host"] = args[3] end
+end
+function request()
+    -- wrk calls this once to check the script before it connects: that one is never sent.
+    if sent >= n or not checked then
+        checked = true
+        return wrk.format("GET", path .. "-fill-done", headers)
+    end
+    sent = sent + 1
+    return wrk.format("GET", path .. "?r=" .. sent, headers)
+end
+function response(status, hdrs, body)
+    if status == 404 then
+        idle = idle + 1
+    else
+        idle = 0
+        if status == 200 then ok = ok + 1 else failed = failed + 1 end
+    end
+    if ok + failed >= n or (sent >= n and idle >= 8192) then
+        io.write(string.format("filled %d of %d (%d not 200)\n", ok, n, failed))
+        io.flush()
+        os.exit(0)
+    end
+end
+LUA
 if [[ ,$SCENARIO_LIST, == *,rand\ * ]]; then
     for s in "${SERVERS[@]}"; do
         started=$(date +%s)
-        case $s in # curl's URL globbing, 32 transfers at a time; output discarded
-            hoard-gw) fill=("http://127.0.0.1:$HOARD_PORT/1k?r=[1-$RANDOM_URLS]") ;;
-            hoard-fwd) fill=(-x "http://127.0.0.1:$HOARD_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k?r=[1-$RANDOM_URLS]") ;;
-            nginx) fill=("http://127.0.0.1:$NGINX_PORT/1k?r=[1-$RANDOM_URLS]") ;;
-            varnish) fill=("http://127.0.0.1:$VARNISH_PORT/1k?r=[1-$RANDOM_URLS]") ;;
+        host=""
+        case $s in
+            hoard-gw) url="http://127.0.0.1:$HOARD_PORT/" path=/1k ;;
+            hoard-fwd) url="http://127.0.0.1:$HOARD_PORT/" path="http://127.0.0.1:$ORIGIN_PORT/1k" host="127.0.0.1:$ORIGIN_PORT" ;;
+            nginx) url="http://127.0.0.1:$NGINX_PORT/" path=/1k ;;
+            varnish) url="http://127.0.0.1:$VARNISH_PORT/" path=/1k ;;
         esac
-        timeout "${FILL_TIME:-600}" "${PIN_WRK[@]}" curl -s --parallel --parallel-max 32 "${fill[@]}" >/dev/null 2>>"$RUN/fill.log" &
+        fill_time=${FILL_TIME:-600}
+        timeout "$((fill_time + 10))" "${PIN_WRK[@]}" wrk -t1 -c32 "-d${fill_time}s" --timeout 10s \
+            -s "$RUN/fill.lua" "$url" -- "$path" "$RANDOM_URLS" "$host" >"$RUN/fill.out" 2>&1 &
         CURRENT=$!
         wait "$CURRENT" || log "$s: the fill ended with status $? (see $RUN/fill.log)"
         CURRENT=""
+        cat "$RUN/fill.out" >>"$RUN/fill.log"
+        filled=$(awk '/^filled / { print $2 }' "$RUN/fill.out")
+        # A few requests lost with their connections are misses later, nothing more.
+        ((${filled:-0} * 1000 >= RANDOM_URLS * 999)) ||
+            die "$s: ${filled:-no} of $RANDOM_URLS URLs answered 200 within ${fill_time}s (see $RUN/fill.log)"
         sleep 1 # let the last fills commit
         for r in 1 $(((RANDOM_URLS + 1) / 2)) "$RANDOM_URLS"; do
             h=$(fetch_headers "$s" "/1k?r=$r")
             is_hit "$s" "$h" || { printf '%s\n' "$h" >&2; die "$s: /1k?r=$r not a hit after the fill (see $RUN/fill.log)"; }
         done
-        log "$s: $RANDOM_URLS URLs stored in $(($(date +%s) - started)) s"
+        log "$s: $filled of $RANDOM_URLS URLs stored in $(($(date +%s) - started)) s"
     done
 fi
 

@@ -1,6 +1,7 @@
 //! Reading entries: the in-memory front first, then the store; Vary index resolution; body
 //! verification (length, xxh3-64 digest) with damaged rows dropped.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,7 +10,10 @@ use http::HeaderMap;
 use super::hot::HotValue;
 use super::{Entries, Loaded, StoredBody, Tier};
 use crate::http_cache::{self, CacheKey, HeadRecord};
-use crate::store::Value;
+use crate::store::{ChangeStamp, FileRow, Record, RecordNow, Value};
+
+/// A row as read: `None` when there is no live row.
+type Row = Option<Record>;
 
 impl Entries {
     /// The store half of [`load`](Entries::load): read the URL row, follow a Vary index to the
@@ -18,19 +22,22 @@ impl Entries {
     /// in-memory front under the change stamps sampled before each read.
     ///
     /// Answered on the calling task when the store can say without blocking (misses and
-    /// inline rows: one SELECT that never waits on a lock, [`Cache::record_now`]); otherwise
-    /// (value files, a busy database, a damaged row to remove) on a blocking thread.
+    /// inline rows: one SELECT that never waits on a lock, [`Cache::record_now_or_file`]);
+    /// otherwise (value files, a busy database, a damaged row to remove) on a blocking
+    /// thread, which opens a value file found on the task without reading its row again.
     ///
-    /// [`Cache::record_now`]: crate::store::Cache::record_now
+    /// [`Cache::record_now_or_file`]: crate::store::Cache::record_now_or_file
     pub async fn load_store(&self, key: &CacheKey, headers: &HeaderMap) -> Loaded {
-        let found = Reader {
+        let now = Reader {
             entries: self,
             blocking: false,
-        }
-        .load(key, headers);
-        if let Ok(Some(l)) = found {
+            file: Cell::new(None),
+        };
+        if let Ok(Some(l)) = now.load(key, headers) {
             return l;
         }
+        // A value-file row found above is opened there without reading it again.
+        let file = now.file.into_inner();
         let entries = self.clone();
         let key = key.clone();
         let headers = headers.clone();
@@ -38,6 +45,7 @@ impl Entries {
             Reader {
                 entries: &entries,
                 blocking: true,
+                file: Cell::new(file),
             }
             .load(&key, &headers)
         })
@@ -90,15 +98,34 @@ impl Entries {
 struct Reader<'a> {
     entries: &'a Entries,
     blocking: bool,
+    /// A row whose value is in a file, found by the async pass with the change stamp sampled
+    /// before that read: the blocking pass opens its file instead of reading the row again.
+    file: Cell<Option<(Option<ChangeStamp>, FileRow)>>,
 }
 
 impl Reader<'_> {
-    /// The row of `key`: `Ok(None)` when this reader may not read it without blocking.
-    fn record(&self, key: &[u8]) -> crate::store::Result<Option<Option<crate::store::Record>>> {
+    /// The change stamp of `key` sampled before its row was read, and the row: `Ok(None)`
+    /// when this reader may not read it without blocking.
+    fn read(&self, key: &[u8]) -> crate::store::Result<Option<(Option<ChangeStamp>, Row)>> {
+        let store = &self.entries.store;
         if self.blocking {
-            self.entries.store.record(key).map(Some)
-        } else {
-            self.entries.store.record_now(key)
+            match self.file.take() {
+                Some((stamp, f)) if f.key() == key => {
+                    return Ok(Some((stamp, store.open_file_row(f)?)));
+                }
+                other => self.file.set(other),
+            }
+            let stamp = store.change_stamp(key);
+            return Ok(Some((stamp, store.record(key)?)));
+        }
+        let stamp = store.change_stamp(key);
+        match store.record_now_or_file(key)? {
+            RecordNow::Answered(rec) => Ok(Some((stamp, rec))),
+            RecordNow::File(f) => {
+                self.file.set(Some((stamp, f)));
+                Ok(None)
+            }
+            RecordNow::Later => Ok(None),
         }
     }
 
@@ -112,10 +139,9 @@ impl Reader<'_> {
     }
 
     fn load(&self, key: &CacheKey, headers: &HeaderMap) -> crate::store::Result<Option<Loaded>> {
-        let (store, hot) = (&self.entries.store, &self.entries.hot);
-        // Sampled before each read: the hot front keeps a row only under its stamp.
-        let stamp = store.change_stamp(key.as_bytes());
-        let Some(rec) = self.record(key.as_bytes())? else {
+        let hot = &self.entries.hot;
+        // Stamps are sampled before each read: the hot front keeps a row only under its stamp.
+        let Some((stamp, rec)) = self.read(key.as_bytes())? else {
             return Ok(None);
         };
         let Some(rec) = rec else {
@@ -126,8 +152,7 @@ impl Reader<'_> {
             Ok(HeadRecord::VaryIndex(vary)) => {
                 let vkey = http_cache::variant_key(key, vary.names(), headers);
                 hot.put(key.as_bytes(), HotValue::Index(vary), stamp);
-                let vstamp = store.change_stamp(&vkey);
-                let Some(vrec) = self.record(&vkey)? else {
+                let Some((vstamp, vrec)) = self.read(&vkey)? else {
                     return Ok(None);
                 };
                 let Some(vrec) = vrec else {
@@ -203,7 +228,7 @@ impl Reader<'_> {
                     }
                     verified.insert(id);
                 }
-                let rec = crate::store::Record { value, ..rec };
+                let rec = Record { value, ..rec };
                 StoredBody::Rec(rec, row_key.clone())
             }
         };

@@ -7,11 +7,18 @@
 //! get the entry. An origin failure mid-body reaches the client as a body error, so its
 //! connection is aborted rather than ending with a short body. No blocking thread waits on the
 //! origin or a client: the async loop owns the store writer and hands it one batch at a time.
+//!
+//! A body that had already arrived whole when its head was answered ([`Arrived::take`], the
+//! usual case of a small response) is answered to the client as one buffer, written with the
+//! head, and only stored here: no queue, no second write to the client's socket.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::Body;
 use http_body_util::BodyExt;
 
 use super::body::BodySender;
@@ -32,6 +39,112 @@ pub struct ToClient {
     /// A client that takes no chunk for this long is dropped (its body fails) while the fill
     /// goes on storing for everyone else.
     pub stall: Duration,
+}
+
+/// Bytes of an origin body [`Arrived::take`] collects at most (beyond its last chunk): a
+/// longer body streams through the fill's queue as before.
+pub const READY_LIMIT: usize = 64 * 1024;
+
+/// An origin body, with the part of it that had already arrived when its head was answered.
+#[derive(Debug)]
+pub struct Arrived {
+    body: OriginBody,
+    chunks: Vec<Bytes>,
+    len: usize,
+    end: Option<End>,
+}
+
+/// How an origin body ended while [`Arrived::take`] read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Its last frame was read.
+    Complete,
+    /// It failed (the fill must not store it).
+    Failed,
+}
+
+impl From<OriginBody> for Arrived {
+    /// A body of which nothing was read yet.
+    fn from(body: OriginBody) -> Self {
+        Arrived {
+            body,
+            chunks: Vec::new(),
+            len: 0,
+            end: None,
+        }
+    }
+}
+
+impl Arrived {
+    /// Read what `body` already holds, without waiting, until it ends or `limit` bytes are
+    /// read (hyper's client has usually decoded a small body with its head).
+    pub fn take(body: OriginBody, limit: usize) -> Arrived {
+        let mut a = Arrived::from(body);
+        let mut cx = Context::from_waker(Waker::noop());
+        while a.len < limit && a.end.is_none() {
+            match Pin::new(&mut a.body).poll_frame(&mut cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => a.end = Some(End::Complete),
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "origin body failed");
+                    a.end = Some(End::Failed);
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        a.len += data.len();
+                        a.chunks.push(data);
+                    }
+                    if a.body.is_end_stream() {
+                        a.end = Some(End::Complete);
+                    }
+                }
+            }
+        }
+        a
+    }
+
+    /// The whole body, when it arrived complete with the `expected` length (if declared).
+    pub fn whole(&self, expected: Option<u64>) -> Option<Bytes> {
+        if self.end != Some(End::Complete) || expected.is_some_and(|n| n != self.len as u64) {
+            return None;
+        }
+        match self.chunks.as_slice() {
+            [] => Some(Bytes::new()),
+            [one] => Some(one.clone()),
+            many => Some(Bytes::from(many.concat())),
+        }
+    }
+}
+
+/// Where the chunks of an origin body go: the store's writer (while it stores) and the
+/// client's queue (while there is a client).
+struct Sink {
+    writer: Option<EntryWriter>,
+    feed: Option<Feed>,
+    total: u64,
+    too_large: bool,
+    max_object_size: u64,
+}
+
+impl Sink {
+    /// One chunk of the body: counted, stored unless the body grew past the limit, queued
+    /// for the client.
+    async fn take(&mut self, data: Bytes) {
+        self.total += data.len() as u64;
+        let storing = self.writer.as_ref().is_some_and(EntryWriter::is_storing);
+        if self.total > self.max_object_size && storing {
+            self.too_large = true;
+            if let Some(w) = self.writer.take() {
+                w.abandon().await;
+            }
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.push(data.clone()).await;
+        }
+        if let Some(f) = self.feed.as_mut() {
+            f.push(data);
+        }
+    }
 }
 
 /// Chunks waiting for the client, and when it last took one.
@@ -81,13 +194,14 @@ impl Feed {
     }
 }
 
-/// Run the fill to completion. `to_client` receives the body; a client that goes away or
-/// takes no chunk for its stall bound is dropped, and the fill goes on storing. The origin
-/// body is abandoned (not stored, the client's body fails) when no chunk arrives within
-/// `chunk_timeout` or it is not complete within `body_timeout`.
+/// Run the fill to completion. `body` is the origin body, with what of it already arrived
+/// ([`Arrived::take`]; an [`OriginBody`] converts with nothing read). `to_client` receives the
+/// body; a client that goes away or takes no chunk for its stall bound is dropped, and the
+/// fill goes on storing. The origin body is abandoned (not stored, the client's body fails)
+/// when no chunk arrives within `chunk_timeout` or it is not complete within `body_timeout`.
 pub async fn run(
     plan: FillPlan,
-    mut body: OriginBody,
+    body: impl Into<Arrived>,
     to_client: Option<ToClient>,
     permit: Option<Permit>,
     lease: Option<Lease>,
@@ -95,94 +209,104 @@ pub async fn run(
     body_timeout: Option<Duration>,
 ) {
     let deadline = body_timeout.map(|t| tokio::time::Instant::now() + t);
-    let (max_object_size, expected_len) = (plan.max_object_size(), plan.expected_len());
-    let mut feed = to_client.map(|to| Feed {
-        to,
-        queue: VecDeque::new(),
-        queued: 0,
-        since: tokio::time::Instant::now(),
-    });
-    let mut writer = Some(plan.start());
-    let mut total = 0u64;
-    let mut too_large = false;
-    let mut origin_since = tokio::time::Instant::now();
-    let complete = loop {
-        let storing = writer.as_ref().is_some_and(EntryWriter::is_storing);
-        if !storing && feed.is_none() {
-            break false;
-        }
-        // The origin is read unless a slow client already has `CLIENT_LAG` bytes waiting;
-        // while it is not read, its chunk timeout does not run.
-        let read_origin = feed.as_ref().is_none_or(|f| f.queued < CLIENT_LAG);
-        if !read_origin {
-            origin_since = tokio::time::Instant::now();
-        }
-        let wake = origin_since + chunk_timeout;
-        let wake = deadline.map_or(wake, |d| d.min(wake));
-        let waiting = feed.as_ref().is_some_and(|f| !f.queue.is_empty());
-        let (room, stalled) = match &feed {
-            Some(f) if waiting => (
-                Some(f.to.body.tx().clone().reserve_owned()),
-                f.since + f.to.stall,
-            ),
-            _ => (None, wake),
-        };
-        tokio::select! {
-            biased;
-            r = async { room?.await.ok() }, if waiting => {
-                match (r, feed.as_mut()) {
-                    (Some(permit), Some(f)) => {
-                        if let Some(b) = f.pop() {
-                            permit.send(Ok(b));
-                        }
-                    }
-                    // The client went away: the fill goes on for the store.
-                    _ => feed = None,
-                }
-                continue;
-            }
-            _ = tokio::time::sleep_until(stalled), if waiting => {
-                if let Some(f) = feed.take() {
-                    tracing::info!(stall = ?f.to.stall, "client not reading a fill: dropped");
-                    f.to.body.abort();
-                }
-                continue;
-            }
-            frame = tokio::time::timeout_at(wake, body.frame()), if read_origin => {
-                let frame = match frame {
-                    Err(_) => {
-                        tracing::debug!("origin body stalled");
-                        break false;
-                    }
-                    Ok(None) => break expected_len.is_none_or(|n| n == total),
-                    Ok(Some(Err(e))) => {
-                        tracing::debug!(error = %e, "origin body failed");
-                        break false;
-                    }
-                    Ok(Some(Ok(f))) => f,
-                };
-                origin_since = tokio::time::Instant::now();
-                let Ok(data) = frame.into_data() else {
-                    continue; // trailers are not stored
-                };
-                total += data.len() as u64;
-                if total > max_object_size && storing {
-                    too_large = true;
-                    if let Some(w) = writer.take() {
-                        w.abandon().await;
-                    }
-                }
-                if let Some(w) = writer.as_mut() {
-                    w.push(data.clone()).await;
-                }
-                if let Some(f) = feed.as_mut() {
-                    f.push(data);
-                }
-            }
-        }
+    let expected_len = plan.expected_len();
+    let Arrived {
+        mut body,
+        chunks,
+        end,
+        ..
+    } = body.into();
+    let mut sink = Sink {
+        feed: to_client.map(|to| Feed {
+            to,
+            queue: VecDeque::new(),
+            queued: 0,
+            since: tokio::time::Instant::now(),
+        }),
+        max_object_size: plan.max_object_size(),
+        writer: Some(plan.start()),
+        total: 0,
+        too_large: false,
     };
+    for data in chunks {
+        sink.take(data).await;
+    }
+    let mut origin_since = tokio::time::Instant::now();
+    let complete = match end {
+        Some(End::Complete) => expected_len.is_none_or(|n| n == sink.total),
+        Some(End::Failed) => false,
+        None => loop {
+            let storing = sink.writer.as_ref().is_some_and(EntryWriter::is_storing);
+            if !storing && sink.feed.is_none() {
+                break false;
+            }
+            // The origin is read unless a slow client already has `CLIENT_LAG` bytes
+            // waiting; while it is not read, its chunk timeout does not run.
+            let read_origin = sink.feed.as_ref().is_none_or(|f| f.queued < CLIENT_LAG);
+            if !read_origin {
+                origin_since = tokio::time::Instant::now();
+            }
+            let wake = origin_since + chunk_timeout;
+            let wake = deadline.map_or(wake, |d| d.min(wake));
+            let waiting = sink.feed.as_ref().is_some_and(|f| !f.queue.is_empty());
+            let (room, stalled) = match &sink.feed {
+                Some(f) if waiting => (
+                    Some(f.to.body.tx().clone().reserve_owned()),
+                    f.since + f.to.stall,
+                ),
+                _ => (None, wake),
+            };
+            tokio::select! {
+                biased;
+                r = async { room?.await.ok() }, if waiting => {
+                    match (r, sink.feed.as_mut()) {
+                        (Some(permit), Some(f)) => {
+                            if let Some(b) = f.pop() {
+                                permit.send(Ok(b));
+                            }
+                        }
+                        // The client went away: the fill goes on for the store.
+                        _ => sink.feed = None,
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(stalled), if waiting => {
+                    if let Some(f) = sink.feed.take() {
+                        tracing::info!(stall = ?f.to.stall, "client not reading a fill: dropped");
+                        f.to.body.abort();
+                    }
+                    continue;
+                }
+                frame = tokio::time::timeout_at(wake, body.frame()), if read_origin => {
+                    let frame = match frame {
+                        Err(_) => {
+                            tracing::debug!("origin body stalled");
+                            break false;
+                        }
+                        Ok(None) => break expected_len.is_none_or(|n| n == sink.total),
+                        Ok(Some(Err(e))) => {
+                            tracing::debug!(error = %e, "origin body failed");
+                            break false;
+                        }
+                        Ok(Some(Ok(f))) => f,
+                    };
+                    origin_since = tokio::time::Instant::now();
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers are not stored
+                    };
+                    sink.take(data).await;
+                }
+            }
+        },
+    };
+    let Sink {
+        writer,
+        feed,
+        too_large,
+        ..
+    } = sink;
     // The client's body ends now (once it has taken what is queued), not after the commit.
-    if let Some(f) = feed.take() {
+    if let Some(f) = feed {
         if complete {
             tokio::spawn(f.drain());
         } else {

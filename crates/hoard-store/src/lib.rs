@@ -133,8 +133,8 @@ mod wal_vfs;
 
 pub use buffer::{FLUSH_CHUNK, FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
 pub use cache::{
-    Cache, CacheBuilder, Entry, Evictions, KeyIter, MAX_CULL_PER_WRITE, Record, ScanEntry,
-    ScanIter, Transaction,
+    Cache, CacheBuilder, Entry, Evictions, FileRow, KeyIter, MAX_CULL_PER_WRITE, Record, RecordNow,
+    ScanEntry, ScanIter, Transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "zstd")]

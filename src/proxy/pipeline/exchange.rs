@@ -237,7 +237,7 @@ impl Exchange<'_> {
     pub(super) fn fill(
         &self,
         plan: FillPlan,
-        body: OriginBody,
+        body: impl Into<fill::Arrived> + Send + 'static,
         to_client: Option<fill::ToClient>,
         permit: Option<Permit>,
         lease: Option<Lease>,
@@ -391,8 +391,13 @@ impl Ctx<'_> {
         let client_wants_304 =
             Conditional::evaluate(&self.parts.headers, status, &client_headers, t_res)
                 .is_not_modified();
+        // A body that arrived whole with its head (a small response) is answered as one
+        // buffer, written with the head; the fill only stores it.
+        let rbody = fill::Arrived::take(rbody, fill::READY_LIMIT);
         let (to_client, body) = if self.is_head || client_wants_304 {
             (None, ProxyBody::Empty)
+        } else if let Some(whole) = rbody.whole(expected) {
+            (None, ProxyBody::full(whole))
         } else {
             let (tx, body) = ProxyBody::channel(8, expected);
             let stall = self.st.cfg.idle_timeout;

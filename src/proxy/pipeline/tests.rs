@@ -160,6 +160,23 @@ impl Harness {
 
     /// `method path` with `headers`, the whole response body read.
     async fn send_only(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+        let res = self.respond(method, path, headers).await;
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("whole body").to_bytes();
+        Got {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// `method path` with `headers`: the response as the pipeline returns it, body unread.
+    async fn respond(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response<ProxyBody> {
         let mut req = Request::new(ProxyBody::Empty);
         *req.method_mut() = Method::from_bytes(method.as_bytes()).unwrap();
         *req.uri_mut() = Self::target(path);
@@ -171,17 +188,9 @@ impl Harness {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        let res = self
-            .st
+        self.st
             .dispatch_to(req, PEER.parse().unwrap(), Self::target(path))
-            .await;
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.expect("whole body").to_bytes();
-        Got {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+            .await
     }
 
     /// [`send_only`](Self::send_only), then every fill and refresh it started has ended.
@@ -418,4 +427,129 @@ async fn an_unsafe_method_that_fails_invalidates_nothing() {
     assert_eq!(after.text(), "v0");
     after.says(&["hit"]);
     assert_eq!(h.origin.calls(), 2);
+}
+
+/// An origin body fed by the test: each item is a chunk or a failure; pending while the
+/// sender is alive and has sent nothing more.
+struct Fed(tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, crate::proxy::body::BoxError>>);
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = crate::proxy::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+/// A 200 (`max-age=60`, `Content-Length: len` when given) whose body is what the test sends.
+fn fed_reply(
+    len: Option<usize>,
+) -> (
+    Reply,
+    tokio::sync::mpsc::UnboundedSender<Result<Bytes, crate::proxy::body::BoxError>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut res = Response::new(OriginBody::other(Fed(rx)));
+    let h = res.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
+    if let Some(len) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    (Ok(res), tx)
+}
+
+impl Harness {
+    /// The next GET of `path` is a hit answering `body`, and the origin was asked once.
+    async fn hit_after_one_fetch(&self, path: &str, body: &str) {
+        let hit = self.get(path, &[]).await;
+        hit.says(&["hit"]);
+        assert_eq!(hit.text(), body);
+        assert_eq!(self.origin.calls(), 1);
+    }
+}
+
+/// A small body that arrived with its head goes to the client as one buffer (hyper writes it
+/// with the head), before the fill task has run; the fill still stores it.
+#[tokio::test]
+async fn a_body_that_arrived_whole_is_answered_in_one_buffer_and_stored() {
+    let h = Harness::new(false, |n, _| {
+        reply(200, &[("cache-control", "max-age=60")], &format!("v{n}"))
+    });
+    let res = h.respond("GET", "/whole", &[]).await;
+    match res.body() {
+        ProxyBody::Full(Some(b)) => assert_eq!(&b[..], b"v0"),
+        other => panic!("expected one buffer, got {other:?}"),
+    }
+    h.settle().await;
+    h.hit_after_one_fetch("/whole", "v0").await;
+}
+
+/// A body whose first chunk arrived with the head and whose rest came later reaches the
+/// client whole, in order, and is stored whole.
+#[tokio::test]
+async fn a_body_partly_arrived_with_its_head_streams_whole_and_is_stored() {
+    let h = Harness::new(false, |n, _| {
+        if n > 0 {
+            return reply(200, &[("cache-control", "max-age=60")], "again");
+        }
+        let (res, tx) = fed_reply(Some(4));
+        tx.send(Ok(Bytes::from_static(b"ab"))).unwrap();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send(Ok(Bytes::from_static(b"cd"))).unwrap();
+        });
+        res
+    });
+    let first = h.get("/parts", &[]).await;
+    assert_eq!(first.text(), "abcd");
+    h.hit_after_one_fetch("/parts", "abcd").await;
+}
+
+/// A body that failed before its head was answered (its first chunk and the failure both
+/// already there) fails the client's body and is not stored, even without a declared length
+/// to betray it.
+#[tokio::test]
+async fn a_body_that_failed_before_its_head_was_answered_is_not_stored() {
+    let h = Harness::new(false, |n, _| {
+        if n > 0 {
+            return reply(200, &[("cache-control", "max-age=60")], "good");
+        }
+        let (res, tx) = fed_reply(None);
+        tx.send(Ok(Bytes::from_static(b"ab"))).unwrap();
+        tx.send(Err("reset".into())).unwrap();
+        res
+    });
+    let res = h.respond("GET", "/fails", &[]).await;
+    assert!(res.into_body().collect().await.is_err());
+    h.settle().await;
+    let next = h.get("/fails", &[]).await;
+    assert_eq!(next.text(), "good");
+    assert_eq!(h.origin.calls(), 2);
+}
+
+/// A body stored in a value file (above the store's 32 KiB inline limit) is a hit read from
+/// disk: its row is found on the request's task and its file opened on a blocking thread
+/// without reading the row again; the next hit comes from the memory front, whole.
+#[tokio::test]
+async fn a_value_file_hit_is_served_whole() {
+    let big = "x".repeat(100 * 1024);
+    let body = big.clone();
+    let h = Harness::new(false, move |_, _| {
+        reply(200, &[("cache-control", "max-age=60")], &body)
+    });
+    let first = h.get("/big", &[]).await;
+    first.says(&["stored"]);
+    h.st.entries.hot.remove(Harness::key("/big").as_bytes());
+    for _ in 0..2 {
+        h.hit_after_one_fetch("/big", &big).await;
+    }
 }

@@ -340,7 +340,25 @@ impl Cache {
     /// # Ok::<(), hoard_store::Error>(())
     /// ```
     pub fn record_now(&self, key: &[u8]) -> Result<Option<Option<Record>>> {
+        Ok(match self.inner.fetch_now(key)? {
+            RecordNow::Answered(r) => Some(r),
+            RecordNow::File(_) | RecordNow::Later => None,
+        })
+    }
+
+    /// [`record_now`](Cache::record_now), but a live row whose value is in a file comes back
+    /// as [`RecordNow::File`]: [`open_file_row`](Cache::open_file_row) opens its file where
+    /// blocking is fine without a second SELECT.
+    pub fn record_now_or_file(&self, key: &[u8]) -> Result<RecordNow> {
         self.inner.fetch_now(key)
+    }
+
+    /// The record of a row [`record_now_or_file`](Cache::record_now_or_file) found, its value
+    /// file opened (file I/O: call it where blocking is fine). Counts a hit or miss and an
+    /// access like [`record`](Cache::record); a row whose file is gone or short is removed
+    /// (if it is still the same row) and reads as `None`.
+    pub fn open_file_row(&self, row: FileRow) -> Result<Option<Record>> {
+        self.inner.open_file_row(row)
     }
 
     /// Meta of a live row, read without counting a hit or miss and without recording an

@@ -66,6 +66,7 @@ pub use open::CacheBuilder;
 pub(crate) use open::stale_temp_files;
 pub(crate) use pool::*;
 pub(crate) use prepared::{Db, Hot};
+pub use read::{FileRow, RecordNow};
 pub(crate) use row::*;
 pub use transaction::Transaction;
 pub(crate) use volume::volume_in;

@@ -8,6 +8,34 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 
+/// What [`Cache::record_now_or_file`] could answer without blocking.
+#[derive(Debug)]
+pub enum RecordNow {
+    /// The answer: an inline row, or `None` (missing or expired). Counted like `record`.
+    Answered(Option<Record>),
+    /// A live row whose value is in a file: [`Cache::open_file_row`] opens it where
+    /// blocking is fine, without reading the row again. Not counted yet.
+    File(FileRow),
+    /// Nothing: no idle connection, the database busy, or a row to repair; ask
+    /// [`Cache::record`] where blocking is fine.
+    Later,
+}
+
+/// A live row whose value is in a file, as one SELECT found it (see [`RecordNow::File`]).
+#[derive(Debug)]
+pub struct FileRow {
+    key: Vec<u8>,
+    row: Row,
+    now: f64,
+}
+
+impl FileRow {
+    /// The key of the row.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
 impl Inner {
     /// Records a hit/miss and (LRU/LFU) an access. `may_flush` must be false inside a
     /// write transaction: a flush needs the write lock that transaction holds.
@@ -147,20 +175,21 @@ impl Inner {
         Ok(out)
     }
 
-    /// See [`Cache::record_now`]: `None` when the answer needs a wait, file I/O or a write.
-    pub(crate) fn fetch_now(&self, key: &[u8]) -> Result<Option<Option<Record>>> {
+    /// See [`Cache::record_now_or_file`]: the answer, a file row to open where blocking is
+    /// fine, or `Later` when the answer needs a wait or a write.
+    pub(crate) fn fetch_now(&self, key: &[u8]) -> Result<RecordNow> {
         if self.joined(|_, _| ()).is_some() {
-            return Ok(None); // inside a transaction: its connection, its rules
+            return Ok(RecordNow::Later); // inside a transaction: its connection, its rules
         }
         let Some(conn) = self.idle_conn() else {
-            return Ok(None);
+            return Ok(RecordNow::Later);
         };
         let now = self.clock.now();
         conn.busy_timeout(std::time::Duration::ZERO)?;
         let found = lookup(&conn, key, now);
         conn.busy_timeout(self.busy_timeout())?;
         let out = match found {
-            Err(e) if e.is_busy() => return Ok(None),
+            Err(e) if e.is_busy() => return Ok(RecordNow::Later),
             Err(e) => return Err(e),
             Ok(Found::Live(row)) if row.mode == MODE_INLINE && row.value.is_some() => {
                 Some(Record {
@@ -171,11 +200,36 @@ impl Inner {
                     tag: row.tag,
                 })
             }
-            Ok(Found::Live(_) | Found::Undecodable(_)) => return Ok(None),
+            Ok(Found::Live(row)) if row.mode != MODE_INLINE => {
+                let key = key.to_vec();
+                return Ok(RecordNow::File(FileRow { key, row, now }));
+            }
+            Ok(Found::Live(_) | Found::Undecodable(_)) => return Ok(RecordNow::Later),
             Ok(Found::Missing | Found::Expired) => None,
         };
         self.note_access(key, out.is_some(), now, false);
-        Ok(Some(out))
+        Ok(RecordNow::Answered(out))
+    }
+
+    /// See [`Cache::open_file_row`]: the value file of a row already read, opened; a row
+    /// whose file is gone or short is removed (if still the same row) and reads as `None`.
+    pub(crate) fn open_file_row(&self, f: FileRow) -> Result<Option<Record>> {
+        let FileRow { key, mut row, now } = f;
+        let out = match self.load_value(&mut row)? {
+            Some(value) => Some(Record {
+                meta: row.meta,
+                value,
+                store_time: row.store_time,
+                expire_time: row.expire_time,
+                tag: row.tag,
+            }),
+            None => {
+                self.remove_bad(&key, row.rowid, row.filename.as_deref())?;
+                None
+            }
+        };
+        self.note_access(&key, out.is_some(), now, true);
+        Ok(out)
     }
 
     /// `get`: from this handle's memory layer when its copy is current, else through
@@ -207,8 +261,43 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use crate::Cache;
     use crate::files::Value;
+    use crate::{Cache, RecordNow};
+
+    /// A value-file row found by `record_now_or_file` is opened without a second SELECT: a
+    /// meta changed in between is not seen (the row as first read is what comes back), the
+    /// file is read, and the access is counted once.
+    #[test]
+    fn a_file_row_found_now_is_opened_without_reading_the_row_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder(dir.path())
+            .min_file_size(64)
+            .statistics(true)
+            .open()
+            .unwrap();
+        cache
+            .set_with_meta(b"big", &[7u8; 100], b"first", None, None)
+            .unwrap();
+        let _ = cache.record(b"big").unwrap(); // leaves a connection idle
+        let f = match cache.record_now_or_file(b"big").unwrap() {
+            RecordNow::File(f) => f,
+            other => panic!("a file row read as {other:?}"),
+        };
+        assert_eq!(f.key(), b"big");
+        assert!(cache.set_meta(b"big", b"second", None).unwrap());
+        let (hits, _) = cache.stats(true, false).unwrap();
+        let rec = cache.open_file_row(f).unwrap().expect("its file is there");
+        assert_eq!(rec.meta, b"first");
+        let mut body = Vec::new();
+        match rec.value {
+            Value::File { mut file, .. } => {
+                std::io::Read::read_to_end(&mut file, &mut body).unwrap();
+            }
+            other => panic!("a file row opened as {other:?}"),
+        }
+        assert_eq!(body, vec![7u8; 100]);
+        assert_eq!(cache.stats(true, false).unwrap().0, hits + 1);
+    }
 
     /// `record_now` answers what one SELECT can (inline rows, misses, expired rows) and defers
     /// everything needing file I/O, a write or a wait.
