@@ -20,8 +20,8 @@ pub enum Access {
     Writer(AccessLog, bool),
 }
 
-/// One fmt layer in the chosen format.
-pub(crate) fn fmt_layer<S, W>(
+/// One fmt layer in the chosen format (also the reference of `access_line`'s tests and bench).
+pub fn fmt_layer<S, W>(
     format: LogFormat,
     ansi: bool,
     writer: W,
