@@ -94,3 +94,25 @@ fn access_enabled(filter: tracing_subscriber::EnvFilter) -> bool {
         || tracing::enabled!(target: access_log::TARGET, tracing::Level::INFO),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_are_on_where_the_filter_lets_info_of_their_target_through() {
+        for (directives, on) in [
+            ("info", true),
+            ("debug", true),
+            ("warn", false),
+            ("off", false),
+            ("warn,hoard::access=info", true),
+            ("info,hoard::access=warn", false),
+            ("hoard=debug", true),
+            ("hoard::proxy=debug", false),
+        ] {
+            let filter = tracing_subscriber::EnvFilter::new(directives);
+            assert_eq!(access_enabled(filter), on, "{directives}");
+        }
+    }
+}

@@ -251,6 +251,38 @@ async fn hostile_urls_make_one_escaped_line_each_in_text_and_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_writes_no_access_line_to_the_file() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let (mut child, addr) = spawn_hoard([
+        "serve".as_ref(),
+        "-q".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--cache-dir".as_ref(),
+        dir.path().as_os_str(),
+        "--access-log".as_ref(),
+        log.as_os_str(),
+    ])
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(addr, &origin.url("/quiet"), &[]).await.0, 200);
+    }
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: kill(2) on the PID of a child this test started and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("hoard did not exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // The writer flushes at exit: an empty file means no line was ever pushed.
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_log_nobody_reads_never_stalls_requests() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
