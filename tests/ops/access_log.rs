@@ -27,22 +27,44 @@ async fn wait_lines(path: &Path, needle: &str, n: usize) -> String {
     }
 }
 
+/// `hoard serve` on 127.0.0.1:0 over `dir`, access lines to `log`, plus `extra` arguments.
+async fn serve_logging(
+    dir: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--cache-dir".as_ref(),
+        dir.as_os_str(),
+        "--access-log".as_ref(),
+        log.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    spawn_hoard(args).await
+}
+
+/// SIGTERM, then a successful exit within 30 s (`why` names the case in the failure).
+async fn stop(child: &mut tokio::process::Child, why: &str) {
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: kill(2) on the PID of a child this test started and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("hoard did not exit after SIGTERM{why}"))
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_lines_go_to_the_file_and_a_new_file_after_mv_and_sighup() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("access.log");
-    let (mut child, addr) = spawn_hoard([
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--cache-dir".as_ref(),
-        dir.path().as_os_str(),
-        "--access-log".as_ref(),
-        log.as_os_str(),
-    ])
-    .await;
+    let (mut child, addr) = serve_logging(dir.path(), &log, &[]).await;
     for _ in 0..3 {
         assert_eq!(get(addr, &origin.url("/before"), &[]).await.0, 200);
     }
@@ -146,18 +168,7 @@ async fn hostile_urls_make_one_escaped_line_each_in_text_and_json() {
         let dir = tempfile::tempdir().unwrap();
         let logs = tempfile::tempdir().unwrap();
         let log = logs.path().join("access.log");
-        let (mut child, addr) = spawn_hoard([
-            "serve".as_ref(),
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--cache-dir".as_ref(),
-            dir.path().as_os_str(),
-            "--access-log".as_ref(),
-            log.as_os_str(),
-            "--log-format".as_ref(),
-            format.as_ref(),
-        ])
-        .await;
+        let (mut child, addr) = serve_logging(dir.path(), &log, &["--log-format", format]).await;
         // Each path twice (a miss, then a hit), then a HEAD of the first.
         let ua = [("User-Agent", HOSTILE_AGENT)];
         for (path, _) in HOSTILE {
@@ -174,14 +185,7 @@ async fn hostile_urls_make_one_escaped_line_each_in_text_and_json() {
         );
         let n = HOSTILE.len() * 2 + 1;
         let text = wait_lines(&log, "hoard::access", n).await;
-        let pid = child.id().expect("running") as libc::pid_t;
-        // SAFETY: kill(2) on the PID of a child this test started and still holds.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .expect("hoard did not exit after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
+        stop(&mut child, "").await;
 
         assert!(text.ends_with('\n'), "{text:?}");
         let lines: Vec<&str> = text.split('\n').filter(|l| !l.is_empty()).collect();
@@ -256,28 +260,11 @@ async fn quiet_writes_no_access_line_to_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("access.log");
-    let (mut child, addr) = spawn_hoard([
-        "serve".as_ref(),
-        "-q".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--cache-dir".as_ref(),
-        dir.path().as_os_str(),
-        "--access-log".as_ref(),
-        log.as_os_str(),
-    ])
-    .await;
+    let (mut child, addr) = serve_logging(dir.path(), &log, &["-q"]).await;
     for _ in 0..2 {
         assert_eq!(get(addr, &origin.url("/quiet"), &[]).await.0, 200);
     }
-    let pid = child.id().expect("running") as libc::pid_t;
-    // SAFETY: kill(2) on the PID of a child this test started and still holds.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("hoard did not exit after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop(&mut child, "").await;
     // The writer flushes at exit: an empty file means no line was ever pushed.
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
 }
@@ -304,18 +291,8 @@ async fn an_access_log_nobody_reads_never_stalls_requests() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let (mut child, addr) = spawn_hoard([
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--cache-dir".as_ref(),
-        dir.path().as_os_str(),
-        "--access-log".as_ref(),
-        fifo.as_os_str(),
-        "--admin".as_ref(),
-        admin.to_string().as_ref(),
-    ])
-    .await;
+    let admin_arg = admin.to_string();
+    let (mut child, addr) = serve_logging(dir.path(), &fifo, &["--admin", &admin_arg]).await;
     // Lines of about 8 KiB: 1,200 requests make 10 MB of access lines, more than the pipe
     // and the writer's 4 MiB buffer together.
     let url = origin.url(&format!("/slow-sink?{}", "q".repeat(8 * 1024)));
@@ -348,14 +325,7 @@ async fn an_access_log_nobody_reads_never_stalls_requests() {
         .unwrap_or_else(|| panic!("no dropped counter in\n{metrics}"));
     assert!(dropped > 0, "{took:?}, {metrics}");
     // A graceful stop does not wait forever for the blocked destination.
-    let pid = child.id().expect("running") as libc::pid_t;
-    // SAFETY: kill(2) on the PID of a child this test started and still holds.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("hoard did not exit after SIGTERM with a blocked access log")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop(&mut child, " with a blocked access log").await;
 }
 
 #[test]
