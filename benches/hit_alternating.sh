@@ -8,9 +8,11 @@
 #   old     another build: OLD_TARGET_DIR=<a target directory holding release/hoard>, e.g. one
 #           built from an older commit with
 #           `git worktree add /tmp/old <rev> && CARGO_TARGET_DIR=/tmp/old-target cargo build --release`
+#   oldlogged  that other build with its default logging
 #
 #   ROUNDS=5 OLD_TARGET_DIR=/tmp/old-target benches/hit_alternating.sh
 #   ROUNDS=5 VARIANTS="new logged" benches/hit_alternating.sh
+#   ROUNDS=5 VARIANTS="new logged oldlogged" OLD_TARGET_DIR=/tmp/old-target benches/hit_alternating.sh
 #   ROUNDS=5 SCENARIO="miss c32" VARIANTS="new old" OLD_TARGET_DIR=/tmp/old-target benches/hit_alternating.sh
 #
 # VARIANTS defaults to "new admin", plus "old" when OLD_TARGET_DIR is set. SCENARIO is one of
@@ -32,8 +34,8 @@ else
     [[ -n $OLD ]] && VARIANTS+=(old)
 fi
 for v in "${VARIANTS[@]}"; do
-    case $v in new | admin | logged) ;; old) [[ -n $OLD ]] || { echo "variant old needs OLD_TARGET_DIR" >&2; exit 2; } ;;
-        *) echo "unknown variant $v (new, admin, logged, old)" >&2; exit 2 ;; esac
+    case $v in new | admin | logged) ;; old | oldlogged) [[ -n $OLD ]] || { echo "variant $v needs OLD_TARGET_DIR" >&2; exit 2; } ;;
+        *) echo "unknown variant $v (new, admin, logged, old, oldlogged)" >&2; exit 2 ;; esac
 done
 [[ ${NO_BUILD:-0} == 1 ]] || (cd "$ROOT" && cargo build --release --bin hoard)
 OUT=$(mktemp)
@@ -46,6 +48,7 @@ for i in $(seq "$ROUNDS"); do
             admin) t=$NEW args="--admin 127.0.0.1:0" ;;
             logged) t=$NEW args="" quiet=0 ;;
             old) t=$OLD args="" ;;
+            oldlogged) t=$OLD args="" quiet=0 ;;
         esac
         line=$(CARGO_TARGET_DIR=$t HOARD_ARGS=$args HOARD_QUIET=$quiet NO_BUILD=1 ROUNDS=1 DURATION=$DURATION \
             SCENARIOS="$SCENARIO" VARNISH=0 RSS_TEST=0 "$ROOT/benches/proxy_wrk.sh" 2>/dev/null |

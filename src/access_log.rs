@@ -3,8 +3,8 @@
 //! never blocks a request.
 //!
 //! Invariants:
-//! - A request thread only formats its line (the fmt layer's thread-local buffer) and appends
-//!   it to a shared, bounded byte buffer under a mutex held for a `memcpy`; it never makes a
+//! - A request thread only formats its line (`access_line`, or the fmt layer on a colour
+//!   terminal) and appends it to a shared, bounded byte buffer under a mutex held for a `memcpy`; it never makes a
 //!   system call for the log, except one wake of the writer thread when that thread is idle
 //!   or the buffer has just crossed a quarter of its bound.
 //! - When the buffer holds [`BUFFER_BYTES`], further lines are dropped whole and counted
@@ -148,10 +148,18 @@ impl Shared {
     }
 }
 
-/// The `MakeWriter` of the access layer: every write is one whole formatted line.
+/// The access log's input: whole lines, through [`AccessLog::push`] or, as the `MakeWriter`
+/// of a tracing fmt layer, one write per line.
 #[derive(Clone)]
 pub struct AccessLog {
     shared: Arc<Shared>,
+}
+
+impl AccessLog {
+    /// Append one whole line (`\n`-terminated), or drop and count it when the buffer is full.
+    pub fn push(&self, line: &[u8]) {
+        self.shared.push(line);
+    }
 }
 
 impl std::fmt::Debug for AccessLog {

@@ -9,11 +9,13 @@
 //!   over the disk store) and the shared Redis tier.
 //! - [`config`]: the option table; flags, `HOARD_*` variables, the file and defaults, validated
 //!   into a [`proxy::ProxyConfig`] handed to the proxy as values.
-//! - [`access_log`], [`logging`], [`runtime`]: the access log's writer thread, the tracing
-//!   subscriber and the serve runtime (used by `main.rs`).
+//! - [`access_line`], [`access_log`], [`logging`], [`runtime`]: the access line's formatter,
+//!   the access log's writer thread, the tracing subscriber and the serve runtime (used by
+//!   `main.rs`).
 //! - [`ops`]: the maintenance subcommands (stats, ls, show, purge, evict, check) as a library.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod access_line;
 pub mod access_log;
 pub mod cli;
 pub mod coalesce;

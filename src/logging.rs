@@ -1,9 +1,11 @@
 //! Logging set-up for the binary: one `tracing` subscriber, log lines on stderr (text or JSON),
-//! access lines (target `hoard::access`) inline, off, or through the access log's writer.
+//! access lines (target `hoard::access`) inline, off, or through the access log's writer:
+//! formatted by `access_line` without tracing, or by a fmt layer when they carry colours.
 //!
 //! Invariant: installed once, by `main.rs`, before anything logs; the library itself only
 //! emits events.
 
+use crate::access_line;
 use crate::access_log::{self, AccessLog};
 use crate::config::LogFormat;
 
@@ -18,8 +20,8 @@ pub enum Access {
     Writer(AccessLog, bool),
 }
 
-/// One fmt layer in the chosen format.
-fn fmt_layer<S, W>(
+/// One fmt layer in the chosen format (also the reference of `access_line`'s tests and bench).
+pub fn fmt_layer<S, W>(
     format: LogFormat,
     ansi: bool,
     writer: W,
@@ -51,8 +53,10 @@ pub fn init(quiet: bool, verbose: u8, format: LogFormat, base: &str, access: Acc
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    };
     // Colours only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let inline = matches!(access, Access::Inline);
@@ -60,15 +64,55 @@ pub fn init(quiet: bool, verbose: u8, format: LogFormat, base: &str, access: Acc
         inline || m.target() != access_log::TARGET
     }));
     let access = match access {
-        Access::Writer(w, to_stderr) => Some(
-            fmt_layer(format, ansi && to_stderr, w)
-                .with_filter(filter_fn(|m| m.target() == access_log::TARGET)),
+        // Coloured lines on a terminal: the fmt layer writes them (colours are its format).
+        Access::Writer(w, true) if ansi => Some(
+            fmt_layer(format, true, w).with_filter(filter_fn(|m| m.target() == access_log::TARGET)),
         ),
+        // Plain lines: formatted by hand, no tracing event, when the filter lets them through.
+        Access::Writer(w, _) => {
+            if access_enabled(filter()) {
+                access_line::install(w, format);
+            }
+            None
+        }
         Access::Inline | Access::Off => None,
     };
     tracing_subscriber::registry()
-        .with(filter)
+        .with(filter())
         .with(stderr)
         .with(access)
         .init();
+}
+
+/// Whether `filter` lets `hoard::access` lines through at INFO (decided once: the filter
+/// never changes while hoard runs).
+fn access_enabled(filter: tracing_subscriber::EnvFilter) -> bool {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let probe = tracing_subscriber::registry().with(filter);
+    tracing::subscriber::with_default(
+        probe,
+        || tracing::enabled!(target: access_log::TARGET, tracing::Level::INFO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_are_on_where_the_filter_lets_info_of_their_target_through() {
+        for (directives, on) in [
+            ("info", true),
+            ("debug", true),
+            ("warn", false),
+            ("off", false),
+            ("warn,hoard::access=info", true),
+            ("info,hoard::access=warn", false),
+            ("hoard=debug", true),
+            ("hoard::proxy=debug", false),
+        ] {
+            let filter = tracing_subscriber::EnvFilter::new(directives);
+            assert_eq!(access_enabled(filter), on, "{directives}");
+        }
+    }
 }

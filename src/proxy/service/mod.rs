@@ -199,18 +199,17 @@ impl State {
             bytes,
             elapsed_us: elapsed.as_micros() as u64,
         });
-        tracing::info!(
-            target: "hoard::access",
-            %peer,
-            %method,
-            %uri,
+        crate::access_line::emit(&crate::access_line::AccessLine {
+            peer,
+            method: &method,
+            uri: &uri,
             status,
             cache_status,
             bytes,
             upstream_us,
-            intercepted = origin.is_some(),
-            elapsed_us = elapsed.as_micros() as u64,
-        );
+            intercepted: origin.is_some(),
+            elapsed_us: elapsed.as_micros() as u64,
+        });
         res
     }
 
