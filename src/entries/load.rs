@@ -66,7 +66,7 @@ impl Entries {
 
     /// The in-memory half of [`load`](Entries::load): `None` when the rows are not in memory
     /// under their current change stamps.
-    pub(super) fn load_hot(&self, key: &CacheKey, headers: &HeaderMap) -> Option<Loaded> {
+    pub fn load_hot(&self, key: &CacheKey, headers: &HeaderMap) -> Option<Loaded> {
         let (hot, store) = (&self.hot, &self.store);
         let first = hot.get(key.as_bytes(), store.change_stamp(key.as_bytes()))?;
         let (row_key, v) = match &*first {

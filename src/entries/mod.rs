@@ -175,15 +175,23 @@ impl Entries {
     /// The entry for `key` and a request with `headers` (Vary): from the in-memory front when
     /// it holds the rows under their current change stamps, else from the store.
     pub async fn load(&self, key: &CacheKey, headers: &http::HeaderMap) -> Loaded {
-        if let Some(l) = self.load_hot(key, headers) {
-            return l;
+        match self.load_hot(key, headers) {
+            Some(l) => l,
+            None => self.load_cold(key, headers).await,
         }
+    }
+
+    /// [`load`](Entries::load) past the memory front: the store, then the shared tier.
+    pub async fn load_cold(&self, key: &CacheKey, headers: &http::HeaderMap) -> Loaded {
         match self.load_store(key, headers).await {
             l @ Loaded::Found { .. } => l,
-            local if self.shared.is_some() => match self.load_shared(key, headers).await {
-                found @ Loaded::Found { .. } => found,
-                _ => local,
-            },
+            // Boxed: the shared tier's read is a large future that a local hit never needs.
+            local if self.shared.is_some() => {
+                match Box::pin(self.load_shared(key, headers)).await {
+                    found @ Loaded::Found { .. } => found,
+                    _ => local,
+                }
+            }
             local => local,
         }
     }

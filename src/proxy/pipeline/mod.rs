@@ -79,11 +79,51 @@ fn key_uri(st: &State, target: &Uri) -> (Uri, Option<Rule>) {
     }
 }
 
+/// What the synchronous part of the pipeline made of a request.
+pub enum Started<'a> {
+    /// Answered without waiting: a fresh entry in the memory front, or a refusal.
+    Answered(Response<ProxyBody>),
+    /// The rest waits on the store, the origin or another request.
+    Later(Later<'a>),
+}
+
+/// A request the pipeline could not answer without waiting, and where it goes next.
+pub struct Later<'a> {
+    ctx: Box<Ctx<'a>>,
+    next: Next,
+}
+
+// Lives in the request's box beside its context: the size of the largest variant is paid once.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Offline,
+    Bypass,
+    Range,
+    /// The state machine, from where [`Ctx::start_now`] stopped.
+    Run(phase::Waiting, usize),
+}
+
+impl Later<'_> {
+    /// Finish the request.
+    pub async fn finish(self) -> Response<ProxyBody> {
+        let ctx = &*self.ctx;
+        match self.next {
+            Next::Offline => ctx.offline().await,
+            Next::Bypass => {
+                ctx.forward_uncached(CacheStatus::bypass(BypassReason::Disabled))
+                    .await
+            }
+            Next::Range => ctx.range().await,
+            Next::Run(waiting, lookups) => ctx.run(waiting, lookups).await,
+        }
+    }
+}
+
 /// Entry point for GET and HEAD.
-pub async fn get_or_head(st: &State, req: Request<ProxyBody>, target: Uri) -> Response<ProxyBody> {
+pub fn get_or_head(st: &State, req: Request<ProxyBody>, target: Uri) -> Started<'_> {
     let (parts, _body) = req.into_parts();
     let (kuri, rule) = key_uri(st, &target);
-    run_cached(st, parts, target, &kuri, rule, None).await
+    start(st, parts, target, &kuri, rule, None)
 }
 
 /// Entry point for other methods a rule caches (`cache_methods`): the body is read (up to the
@@ -120,17 +160,22 @@ pub async fn cached_method(
         }
     };
     let kuri = rule.key_uri(&target);
-    run_cached(st, parts, target, &kuri, Some(rule), Some(body)).await
+    match start(st, parts, target, &kuri, Some(rule), Some(body)) {
+        Started::Answered(res) => res,
+        Started::Later(later) => later.finish().await,
+    }
 }
 
-async fn run_cached(
-    st: &State,
+/// The synchronous part of the pipeline: the key, then the state machine as far as it goes
+/// without waiting ([`Ctx::start_now`]).
+fn start<'a>(
+    st: &'a State,
     parts: Parts,
     target: Uri,
     key_uri: &Uri,
     rule: Option<Rule>,
     body: Option<Bytes>,
-) -> Response<ProxyBody> {
+) -> Started<'a> {
     let class = if body.is_some() {
         parts.method.clone()
     } else {
@@ -142,11 +187,11 @@ async fn run_cached(
             None => k,
         },
         Err(e) => {
-            return st.error(
+            return Started::Answered(st.error(
                 StatusCode::BAD_REQUEST,
                 CacheStatus::bypass(BypassReason::Key),
                 &format!("cannot build a cache key: {e}\n"),
-            );
+            ));
         }
     };
     let mut lookup = parts.clone();
@@ -165,16 +210,22 @@ async fn run_cached(
         body,
         arrived: SystemTime::now(),
     };
-    if st.cfg.offline {
-        ctx.offline().await
+    let next = if st.cfg.offline {
+        Next::Offline
     } else if ctx.rule.as_ref().is_some_and(|r| r.bypass) {
-        ctx.forward_uncached(CacheStatus::bypass(BypassReason::Disabled))
-            .await
+        Next::Bypass
     } else if ctx.parts.headers.contains_key(header::RANGE) {
-        ctx.range().await
+        Next::Range
     } else {
-        ctx.run().await
-    }
+        match ctx.start_now() {
+            Ok(res) => return Started::Answered(res),
+            Err((waiting, lookups)) => Next::Run(waiting, lookups),
+        }
+    };
+    Started::Later(Later {
+        ctx: Box::new(ctx),
+        next,
+    })
 }
 
 /// Remove every stored variant of these URLs (RFC 9111 section 4.4 invalidation, purge);

@@ -44,8 +44,9 @@ struct Stale {
 
 /// A request going forward: the stale entry to revalidate (with its conditional request),
 /// if any, and the `Cache-Status` saying why it went forward.
-struct Forward {
-    stale: Option<(StaleEntry, Parts)>,
+pub(super) struct Forward {
+    /// Boxed: a phase that carries it stays a few words (a miss has none).
+    stale: Option<Box<(StaleEntry, Parts)>>,
     fwd: CacheStatus,
     /// The key's change stamp sampled before the lookup read the store: while it is
     /// unchanged, nobody (in any process on this directory) has written the key since, and
@@ -76,7 +77,7 @@ enum Phase {
 }
 
 /// A request about to go to the origin, with its permit and lease (if it leads the flight).
-struct Going {
+pub(super) struct Going {
     forward: Forward,
     permit: Option<Permit>,
     lease: Option<Lease>,
@@ -113,15 +114,43 @@ impl Phase {
     }
 }
 
+/// Where [`Ctx::run_now`] stopped: the next step waits on the store, the origin or another
+/// request.
+pub(super) enum Waiting {
+    /// The entry is not in the memory front: read the store (and the shared tier).
+    Load,
+    /// `Lead`: look again, take the leases.
+    Lead(Permit, Forward),
+    /// `AwaitFill`: wait for this key's leader.
+    AwaitFill(Waiter, Forward),
+    /// `Fetch` or `Revalidate`: go to the origin.
+    Go(Going),
+}
+
 impl Ctx<'_> {
-    /// Run the state machine from `Lookup` to `Done`.
-    pub(super) async fn run(self) -> Response<ProxyBody> {
-        let mut phase = Phase::Lookup;
+    /// Run the state machine from `Lookup` as far as it goes without waiting. A fresh entry
+    /// in the memory front is answered here, inside the caller's call: no future is built,
+    /// boxed or polled for the most common request of all.
+    // The waiting state is moved once, into the request's box: no allocation of its own.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn start_now(&self) -> Result<Response<ProxyBody>, (Waiting, usize)> {
         let mut lookups = 0;
+        self.run_now(Phase::Lookup, &mut lookups)
+            .map_err(|w| (w, lookups))
+    }
+
+    /// Run the synchronous phases (a lookup in the memory front, `Fresh`, `Stale`, `Miss`)
+    /// from `phase` until `Done` or a phase that waits.
+    #[allow(clippy::result_large_err)]
+    fn run_now(
+        &self,
+        mut phase: Phase,
+        lookups: &mut usize,
+    ) -> Result<Response<ProxyBody>, Waiting> {
         loop {
             tracing::trace!(key = %self.key, phase = phase.name(), "cache phase");
             phase = match phase {
-                Phase::Lookup if lookups == MAX_LOOKUPS => Phase::Fetch(Going {
+                Phase::Lookup if *lookups == MAX_LOOKUPS => Phase::Fetch(Going {
                     forward: Forward {
                         stale: None,
                         fwd: CacheStatus::miss(),
@@ -131,29 +160,75 @@ impl Ctx<'_> {
                     lease: None,
                 }),
                 Phase::Lookup => {
-                    lookups += 1;
-                    self.lookup_phase().await
+                    // Sampled before the read, as `lookup_stored` does.
+                    let now = SystemTime::now();
+                    let seen = self.st.entries.change_stamp(&self.key);
+                    match self.st.entries.load_hot(&self.key, &self.lookup.headers) {
+                        Some(loaded) => {
+                            *lookups += 1;
+                            self.judge(loaded, now, seen)
+                        }
+                        None => return Err(Waiting::Load),
+                    }
                 }
                 Phase::Fresh(hit) => self.fresh(*hit),
                 Phase::Stale(stale) => self.stale(*stale),
                 Phase::Miss(forward) => self.miss(forward),
-                Phase::Lead(permit, forward) => self.lead(permit, forward).await,
-                Phase::AwaitFill(waiter, forward) => self.await_fill(waiter, forward).await,
-                Phase::Fetch(g) | Phase::Revalidate(g) => {
-                    let Forward { stale, fwd, .. } = g.forward;
-                    Phase::Done(self.fetch(stale, g.permit, fwd, g.lease).await)
+                Phase::Lead(permit, forward) => return Err(Waiting::Lead(permit, forward)),
+                Phase::AwaitFill(waiter, forward) => {
+                    return Err(Waiting::AwaitFill(waiter, forward));
                 }
-                Phase::Done(res) => return res,
+                Phase::Fetch(g) | Phase::Revalidate(g) => return Err(Waiting::Go(g)),
+                Phase::Done(res) => return Ok(res),
             };
         }
     }
 
-    /// `Lookup`: the stored entry for this request (memory front, store, shared tier) and
-    /// RFC 9111's verdict on it.
-    async fn lookup_phase(&self) -> Phase {
+    /// Run the state machine from where [`start_now`](Self::start_now) stopped to `Done`.
+    pub(super) async fn run(
+        &self,
+        mut waiting: Waiting,
+        mut lookups: usize,
+    ) -> Response<ProxyBody> {
+        loop {
+            // The phases after a miss are boxed: their futures (leases, the origin exchange,
+            // the fill) are kilobytes, and most requests that wait only read the store.
+            let phase = match waiting {
+                Waiting::Load => {
+                    lookups += 1;
+                    self.lookup_stored().await
+                }
+                Waiting::Lead(permit, forward) => Box::pin(self.lead(permit, forward)).await,
+                Waiting::AwaitFill(waiter, forward) => {
+                    Box::pin(self.await_fill(waiter, forward)).await
+                }
+                Waiting::Go(g) => {
+                    let Forward { stale, fwd, .. } = g.forward;
+                    return Box::pin(self.fetch(stale.map(|s| *s), g.permit, fwd, g.lease)).await;
+                }
+            };
+            waiting = match self.run_now(phase, &mut lookups) {
+                Ok(res) => return res,
+                Err(w) => w,
+            };
+        }
+    }
+
+    /// `Lookup` of an entry not in the memory front: the store, then the shared tier.
+    async fn lookup_stored(&self) -> Phase {
         let now = SystemTime::now();
         let seen = self.st.entries.change_stamp(&self.key);
-        let (row_key, head, rec, tier) = match self.load().await {
+        let loaded = self
+            .st
+            .entries
+            .load_cold(&self.key, &self.lookup.headers)
+            .await;
+        self.judge(loaded, now, seen)
+    }
+
+    /// RFC 9111's verdict on what the lookup found (`now` and `seen` sampled before it read).
+    fn judge(&self, loaded: Loaded, now: SystemTime, seen: Option<ChangeStamp>) -> Phase {
+        let (row_key, head, rec, tier) = match loaded {
             Loaded::Found {
                 row_key,
                 head,
@@ -258,7 +333,7 @@ impl Ctx<'_> {
             None => CacheStatus::stale(),
         };
         Phase::Miss(Forward {
-            stale: Some((entry, revalidate)),
+            stale: Some(Box::new((entry, revalidate))),
             fwd,
             seen,
         })
@@ -352,9 +427,10 @@ impl Ctx<'_> {
                 let t = SystemTime::now();
                 match forward
                     .stale
-                    .filter(|(s, _)| within(s.stale_if_error_until, t))
+                    .filter(|s| within(s.0.stale_if_error_until, t))
                 {
-                    Some((entry, _)) => {
+                    Some(stale) => {
+                        let (entry, _) = *stale;
                         let cs = forward.fwd.with_detail(Detail::StaleIfError);
                         Phase::Done(self.serve_stale(entry, t, cs))
                     }

@@ -89,7 +89,7 @@ fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
 
 /// A proxy state over a temporary store whose origin is `script`.
 struct Harness {
-    st: State,
+    st: Arc<State>,
     origin: Arc<Scripted>,
     _dir: tempfile::TempDir,
 }
@@ -148,7 +148,7 @@ impl Harness {
         let mut st = State::new(cfg, store, local, None).unwrap();
         st.upstream = st.upstream.clone().with_origin(origin.clone());
         Harness {
-            st,
+            st: Arc::new(st),
             origin,
             _dir: dir,
         }
@@ -239,6 +239,51 @@ async fn miss_fills_and_the_next_request_is_a_fresh_hit() {
     assert_eq!((second.status, second.text()), (StatusCode::OK, "v0"));
     second.says(&["hit"]);
     assert_eq!(h.origin.calls(), 1, "the hit did not reach the origin");
+}
+
+/// The synchronous start of the pipeline for `GET path`.
+fn start_get<'a>(h: &'a Harness, path: &str) -> Started<'a> {
+    let mut req = Request::new(ProxyBody::Empty);
+    *req.uri_mut() = Harness::target(path);
+    req.headers_mut()
+        .insert(header::HOST, HeaderValue::from_static("origin.test"));
+    get_or_head(&h.st, req, Harness::target(path))
+}
+
+#[tokio::test]
+async fn a_fresh_entry_in_the_memory_front_is_answered_without_waiting() {
+    let h = Harness::new(false, |n, _| {
+        reply(200, &[("cache-control", "max-age=60")], &format!("v{n}"))
+    });
+    // Nothing stored: the request has to wait for the store (and then the origin).
+    match start_get(&h, "/a") {
+        Started::Answered(res) => panic!("a cold key answered at once: {:?}", res.headers()),
+        Started::Later(later) => {
+            let res = later.finish().await;
+            assert_eq!(res.status(), StatusCode::OK);
+            res.into_body().collect().await.unwrap();
+        }
+    }
+    h.settle().await;
+    // A hit read from the store puts the entry in the memory front.
+    h.get("/a", &[]).await.says(&["hit"]);
+    let Started::Answered(res) = start_get(&h, "/a") else {
+        panic!("a fresh entry in the memory front waited");
+    };
+    let (parts, body) = res.into_parts();
+    let got = Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    };
+    assert_eq!((got.status, got.text()), (StatusCode::OK, "v0"));
+    got.says(&["hit"]);
+    assert_eq!(h.origin.calls(), 1);
+    // A key the front does not hold still waits (for the store).
+    match start_get(&h, "/b") {
+        Started::Answered(_) => panic!("an unknown key answered at once"),
+        Started::Later(later) => drop(later),
+    }
 }
 
 #[tokio::test]

@@ -1,11 +1,11 @@
-//! Per-request dispatch: the shared [`State`] of a running proxy, the access line and metrics
-//! of each request, and the routing of plain and intercepted requests (CONNECT tunnels or
-//! interception, cacheable GET/HEAD through the pipeline, everything else passed through).
-//! Intercepted (inner TLS) requests enter through `handle_intercepted` and share
-//! `dispatch_to` with plain ones.
+//! Per-request handling: the shared [`State`] of a running proxy, and the access line and
+//! metrics of each request around its routing. Intercepted (inner TLS) requests enter through
+//! `handle_intercepted` and share the routing with plain ones.
 //!
-//! Elsewhere in this module: access control (`access`), targets and CONNECT (`target`),
-//! pass-through, invalidation and `PURGE` (`pass`), the proxy's own responses (`respond`).
+//! Elsewhere in this module: the routing of plain and intercepted requests (`route`: CONNECT
+//! tunnels or interception, cacheable GET/HEAD through the pipeline, everything else passed
+//! through), access control (`access`), targets and CONNECT (`target`), pass-through,
+//! invalidation and `PURGE` (`pass`), the proxy's own responses (`respond`).
 //!
 //! Invariant: every response that leaves here carries `Cache-Status`; no `unwrap` on the
 //! network path: failures become 4xx/5xx responses with the reason in body and log.
@@ -13,17 +13,22 @@
 mod access;
 mod pass;
 mod respond;
+mod route;
 mod target;
 
 pub use pass::build_upstream_request;
+use route::Routed;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use std::cell::Cell;
 
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::header::HeaderName;
+use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
@@ -32,14 +37,13 @@ use std::sync::Arc;
 use super::body::ProxyBody;
 use super::metrics::{Metrics, UPSTREAM_US};
 use super::mitm::Interceptor;
-use super::pipeline;
 use super::upstream::Upstream;
 use super::{ProxyConfig, ProxyError};
 use crate::coalesce::Coalescer;
 use crate::entries::Entries;
 use crate::entries::hot::HotCache;
 use crate::entries::shared::{ClientIdentity, SharedConfig, SharedTier};
-use crate::http_cache::{self, BypassReason, CacheStatus, LookupOptions, Normalized};
+use crate::http_cache::LookupOptions;
 use crate::store::Cache;
 
 /// `Cache-Status` header name (RFC 9211).
@@ -135,13 +139,28 @@ impl State {
         })
     }
 
-    /// Handle one request: log one access line and count it in the metrics.
-    pub async fn handle(
-        self: &Arc<Self>,
+    /// Handle one request: log one access line and count it in the metrics. What can be
+    /// answered without waiting (refusals, fresh entries in the memory front) is answered
+    /// inside this call, and the returned future is ready; the rest is one boxed future.
+    pub fn handle<'a>(
+        self: &'a Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Response<ProxyBody> {
-        self.handle_in(req, peer, None).await
+    ) -> Handling<'a> {
+        let seen = Seen::of(&req, peer, None);
+        let pending = match self.route(req, peer) {
+            Routed::Now(res) => return Handling::Ready(Some(self.finish(seen, res, 0))),
+            Routed::Later(p) => p,
+        };
+        Handling::Later(Box::pin(async move {
+            let (res, upstream_us) = UPSTREAM_US
+                .scope(Cell::new(0), async {
+                    let res = pending.finish(self, peer).await;
+                    (res, UPSTREAM_US.with(Cell::get))
+                })
+                .await;
+            self.finish(seen, res, upstream_us)
+        }))
     }
 
     /// Handle one request that arrived inside an intercepted CONNECT to `origin`
@@ -152,27 +171,35 @@ impl State {
         peer: SocketAddr,
         origin: &str,
     ) -> Response<ProxyBody> {
-        self.handle_in(req, peer, Some(origin)).await
+        let seen = Seen::of(&req, peer, Some(origin));
+        let (res, upstream_us) = match self.route_intercepted(req, peer, origin) {
+            Routed::Now(res) => (res, 0),
+            Routed::Later(p) => {
+                UPSTREAM_US
+                    .scope(Cell::new(0), async {
+                        let res = p.finish(self, peer).await;
+                        (res, UPSTREAM_US.with(Cell::get))
+                    })
+                    .await
+            }
+        };
+        self.finish(seen, res, upstream_us)
     }
 
-    async fn handle_in(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        origin: Option<&str>,
+    /// The request's access line and its metrics, once its response head is known.
+    fn finish(
+        &self,
+        seen: Seen<'_>,
+        res: Response<ProxyBody>,
+        upstream_us: u64,
     ) -> Response<ProxyBody> {
-        let start = Instant::now();
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let (res, upstream_us) = UPSTREAM_US
-            .scope(Cell::new(0), async {
-                let res = match origin {
-                    None => self.dispatch(req, peer).await,
-                    Some(o) => self.dispatch_intercepted(req, peer, o).await,
-                };
-                (res, UPSTREAM_US.with(Cell::get))
-            })
-            .await;
+        let Seen {
+            start,
+            method,
+            uri,
+            peer,
+            origin,
+        } = seen;
         let elapsed = start.elapsed();
         let status = res.status().as_u16();
         let cache_status = res
@@ -212,146 +239,48 @@ impl State {
         });
         res
     }
+}
 
-    async fn dispatch(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<ProxyBody> {
-        if let Some(res) = self.refuse_framing(&req, peer) {
-            return res;
+/// What the access line needs of a request, taken before it is routed.
+struct Seen<'o> {
+    start: Instant,
+    method: Method,
+    uri: Uri,
+    peer: SocketAddr,
+    origin: Option<&'o str>,
+}
+
+impl<'o> Seen<'o> {
+    fn of(req: &Request<Incoming>, peer: SocketAddr, origin: Option<&'o str>) -> Seen<'o> {
+        Seen {
+            start: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            peer,
+            origin,
         }
-        if let Some(res) = self.refuse_peer(peer) {
-            return res;
-        }
-        if let Some(res) = self.refuse_large_header(&req) {
-            return res;
-        }
-        if let Some(res) = self.refuse_unauthorized(&req) {
-            return res;
-        }
-        // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host field.
-        // CONNECT is exempt: some clients omit Host there, and the authority is the target.
-        if req.version() == Version::HTTP_11 && req.method() != Method::CONNECT {
-            let hosts = req.headers().get_all(header::HOST).iter().count();
-            if hosts != 1 {
-                return self.error(
-                    StatusCode::BAD_REQUEST,
-                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-host"),
-                    if hosts == 0 {
-                        "HTTP/1.1 request without a Host field\n"
-                    } else {
-                        "request with several Host fields\n"
-                    },
-                );
-            }
-        }
-        if req.method() == Method::CONNECT {
-            let mut res = self.connect(req, peer).await;
-            if !res.status().is_success() {
-                // A refused CONNECT ends the connection: the framing guard stopped at its head,
-                // so nothing after it would be checked.
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            return res;
-        }
-        let target = match self.target_uri(&req) {
-            Ok(t) => t,
-            Err(msg) => {
-                return self.error(
-                    StatusCode::BAD_REQUEST,
-                    CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
-                    msg,
-                );
-            }
-        };
-        self.dispatch_to(req.map(ProxyBody::Incoming), peer, target)
-            .await
     }
+}
 
-    /// An inner request of an intercepted connection: its target is the CONNECT origin plus
-    /// its path, whatever its `Host` or `:authority` says.
-    async fn dispatch_intercepted(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        origin: &str,
-    ) -> Response<ProxyBody> {
-        if let Some(res) = self.refuse_framing(&req, peer) {
-            return res;
-        }
-        if let Some(res) = self.refuse_large_header(&req) {
-            return res;
-        }
-        if req.method() == Method::CONNECT {
-            return self.error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
-                "CONNECT inside an intercepted connection is not supported\n",
-            );
-        }
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let pq = if pq.starts_with('/') { pq } else { "/" };
-        let Ok(target) = format!("{origin}{pq}").parse::<Uri>() else {
-            return self.error(
-                StatusCode::BAD_REQUEST,
-                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
-                "request target cannot be joined to the CONNECT authority\n",
-            );
-        };
-        self.dispatch_to(req.map(ProxyBody::Incoming), peer, target)
-            .await
-    }
+/// The response to one request, as [`State::handle`] returns it: ready at once when the
+/// request was answered without waiting (hyper then holds a few words, not the request's
+/// whole state machine), else the boxed rest.
+pub enum Handling<'a> {
+    /// Answered; taken by the first poll.
+    Ready(Option<Response<ProxyBody>>),
+    /// Waits on the store, the origin or another request.
+    Later(Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'a>>),
+}
 
-    /// The common part of plain and intercepted requests: loop detection, then GET/HEAD
-    /// through the cache and everything else passed through.
-    pub(in crate::proxy) async fn dispatch_to(
-        &self,
-        mut req: Request<ProxyBody>,
-        peer: SocketAddr,
-        target: Uri,
-    ) -> Response<ProxyBody> {
-        // Once, before anything computes a key, a Vary match or storability: what the origin
-        // will not see (hop-by-hop fields) must not choose what others are served.
-        let normalized =
-            http_cache::normalize_request(req.headers_mut(), self.cfg.forwarding_headers);
-        if self.is_loop(&target) {
-            return self.error(
-                StatusCode::LOOP_DETECTED,
-                CacheStatus::bypass(BypassReason::Refused).with_detail("loop"),
-                "request loop: the target is this proxy\n",
-            );
-        }
-        if req.method().as_str() == "PURGE" {
-            return self.purge(peer, target).await;
-        }
-        if self.cfg.offline && !matches!(*req.method(), Method::GET | Method::HEAD) {
-            return self.error(
-                StatusCode::GATEWAY_TIMEOUT,
-                CacheStatus::bypass(BypassReason::Method).with_detail("offline"),
-                "hoard is offline: only GET and HEAD are answered, from the cache\n",
-            );
-        }
-        if normalized == Normalized::CarriesForwarding && !self.cfg.offline {
-            return self
-                .pass_through(req, target, BypassReason::Forwarding)
-                .await;
-        }
-        if !matches!(*req.method(), Method::GET | Method::HEAD)
-            && let Some(rule) = http_cache::first_match(&self.cfg.rules, &target)
-            && rule.caches_method(req.method())
-        {
-            let rule = rule.clone();
-            return pipeline::cached_method(self, req, target, rule).await;
-        }
-        match *req.method() {
-            Method::GET | Method::HEAD => pipeline::get_or_head(self, req, target).await,
-            _ => self.pass_through(req, target, BypassReason::Method).await,
+impl Future for Handling<'_> {
+    type Output = Response<ProxyBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Handling::Ready(res) => {
+                Poll::Ready(res.take().expect("Handling polled after it completed"))
+            }
+            Handling::Later(fut) => fut.as_mut().poll(cx),
         }
     }
 }
