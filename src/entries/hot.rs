@@ -263,7 +263,11 @@ const ALLOC: usize = 16;
 
 /// Bytes of one allocation of `n` bytes.
 fn alloc(n: usize) -> usize {
-    if n == 0 { 0 } else { n.next_multiple_of(ALLOC) + ALLOC }
+    if n == 0 {
+        0
+    } else {
+        n.next_multiple_of(ALLOC) + ALLOC
+    }
 }
 
 /// Bytes a header map holds: its index table (a power of two of 4-byte slots, 4/3 of its
@@ -451,10 +455,16 @@ mod tests {
         ];
         for (fields, value_len, body_len, more) in cases {
             let f = footprint(key, &variant(fields, value_len, body_len));
-            assert!(f >= base + more, "{fields} fields of {value_len}, body {body_len}: {f} < {base} + {more}");
+            assert!(
+                f >= base + more,
+                "{fields} fields of {value_len}, body {body_len}: {f} < {base} + {more}"
+            );
         }
         // The decoded head and bookkeeping are most of a small entry, not a rounding error.
-        assert!(base >= 1024 + 8 * 20 + 1500, "1 KiB with 8 fields counted as {base}");
+        assert!(
+            base >= 1024 + 8 * 20 + 1500,
+            "1 KiB with 8 fields counted as {base}"
+        );
         assert!(footprint(&[b'k'; 1000], &variant(8, 20, 1024)) >= base + 2 * 900);
     }
 

@@ -39,7 +39,11 @@ async fn many_urls_through_a_small_front_are_hits_with_their_own_bodies() {
     let url = |i: usize| origin.url(&format!("/f?r={i}"));
     for i in 0..URLS {
         let r = send(proxy, "GET", &url(i), &[]).await;
-        assert_eq!((r.status, r.body == body_for(i)), (200, true), "fill of {i}");
+        assert_eq!(
+            (r.status, r.body == body_for(i)),
+            (200, true),
+            "fill of {i}"
+        );
         wait_stored(proxy, &url(i)).await;
     }
     for pass in 0..3 {
@@ -47,7 +51,10 @@ async fn many_urls_through_a_small_front_are_hits_with_their_own_bodies() {
             let i = (k * 7 + pass * 101) % URLS; // 7 is prime to 300: every URL once a pass
             let r = send(proxy, "GET", &url(i), &[]).await;
             r.cache_status().assert_hit();
-            assert!(r.body == body_for(i), "pass {pass}: URL {i} got another body");
+            assert!(
+                r.body == body_for(i),
+                "pass {pass}: URL {i} got another body"
+            );
         }
     }
     assert_eq!(origin.hits(), URLS, "no URL fetched twice");
@@ -78,7 +85,11 @@ async fn a_row_removed_by_another_handle_is_not_served_from_the_front() {
     assert!(other.delete(&key).unwrap());
 
     let r = send(proxy, "GET", &url, &[]).await;
-    assert!(!r.cache_status().hit, "served a removed row: {:?}", r.cache_status().raw);
+    assert!(
+        !r.cache_status().hit,
+        "served a removed row: {:?}",
+        r.cache_status().raw
+    );
     assert!(r.body == body_for(5));
     assert_eq!(origin.hits(), 2);
 }

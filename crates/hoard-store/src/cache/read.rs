@@ -310,9 +310,11 @@ mod tests {
         let access_time = |c: &Cache| -> f64 {
             c.inner
                 .read(|c| {
-                    Ok(c.query_row("SELECT access_time FROM cache WHERE key = x'6b'", [], |r| {
-                        r.get(0)
-                    })?)
+                    Ok(
+                        c.query_row("SELECT access_time FROM cache WHERE key = x'6b'", [], |r| {
+                            r.get(0)
+                        })?,
+                    )
                 })
                 .unwrap()
         };
@@ -340,7 +342,11 @@ mod tests {
         assert_eq!(cache.note_hit_since(b"k", noted), 1_061.0);
         assert!(cache.inner.buffer.take_accesses().is_empty());
         cache.flush().unwrap();
-        assert_eq!(cache.stats(true, false).unwrap().0, hits + 3, "every hit counted");
+        assert_eq!(
+            cache.stats(true, false).unwrap().0,
+            hits + 3,
+            "every hit counted"
+        );
 
         // LFU: each hit is an access.
         let dir = tempfile::tempdir().unwrap();
