@@ -241,7 +241,7 @@ impl HotCache {
 
     /// Entries held (for tests).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn entries(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
@@ -480,8 +480,12 @@ mod tests {
             h.put(&key(i), variant(8, 20, 1024), None, 0.0);
         }
         assert!(h.bytes() <= budget);
-        assert_eq!(h.bytes(), h.len() * each);
-        assert!(h.len() * each > budget / 2, "{} entries of {each}", h.len());
+        assert_eq!(h.bytes(), h.entries() * each);
+        assert!(
+            h.entries() * each > budget / 2,
+            "{} entries of {each}",
+            h.entries()
+        );
         assert!(h.get(&key(1_999), None).is_some());
         assert!(h.get(&key(0), None).is_none());
     }
