@@ -123,11 +123,11 @@ options_table! {
         }
         /// Memory for decoded hot entries in front of the store, 0 disables.
         memory_cache_size: usize {
-            key: "memory-cache-size", default: "128MiB", parse: bytes, show: given => String,
+            key: "memory-cache-size", default: "512MiB", parse: bytes, show: given => String,
         }
         /// Longest a row held in memory is used before re-reading the store when the store
         /// cannot tell changes (btrfs/ZFS, or cache.gen not writable); otherwise writes by
-        /// hoard processes are seen at once and a row is used for up to max(this, 60s).
+        /// hoard processes are seen at once and a row is used for up to max(this, 10m).
         memory_cache_ttl: Duration {
             key: "memory-cache-ttl", default: "1s", parse: duration, show: given => String,
         }

@@ -69,7 +69,7 @@ impl Entries {
     pub fn load_hot(&self, key: &CacheKey, headers: &HeaderMap) -> Option<Loaded> {
         let (hot, store) = (&self.hot, &self.store);
         let first = hot.get(key.as_bytes(), store.change_stamp(key.as_bytes()))?;
-        let (row_key, v) = match &*first {
+        let (row_key, v) = match &first.value {
             HotValue::Variant { .. } => (key.as_bytes().to_vec(), first.clone()),
             HotValue::Index(vary) => {
                 let vkey = http_cache::variant_key(key, vary.names(), headers);
@@ -77,9 +77,10 @@ impl Entries {
                 (vkey, v)
             }
         };
-        match &*v {
+        match &v.value {
             HotValue::Variant { head, body } => {
-                self.store.note_hit(&row_key);
+                // Counted always; the access only when the store would write it.
+                v.set_noted(store.note_hit_since(&row_key, v.noted()));
                 Some(Loaded::Found {
                     row_key,
                     head: head.clone(),
@@ -151,7 +152,8 @@ impl Reader<'_> {
             Ok(HeadRecord::Variant(head)) => (key.as_bytes().to_vec(), head, rec, stamp),
             Ok(HeadRecord::VaryIndex(vary)) => {
                 let vkey = http_cache::variant_key(key, vary.names(), headers);
-                hot.put(key.as_bytes(), HotValue::Index(vary), stamp);
+                let noted = self.entries.store.clock().now();
+                hot.put(key.as_bytes(), HotValue::Index(vary), stamp, noted);
                 let Some((vstamp, vrec)) = self.read(&vkey)? else {
                     return Ok(None);
                 };
@@ -211,6 +213,8 @@ impl Reader<'_> {
                             body: b.clone(),
                         },
                         stamp,
+                        // The read above noted this access.
+                        self.entries.store.clock().now(),
                     );
                 }
                 StoredBody::Mem(b)

@@ -5,6 +5,7 @@ mod bodies;
 mod clients;
 mod errors;
 mod forward;
+mod front;
 pub mod harness;
 mod invalidation;
 mod lifecycle;

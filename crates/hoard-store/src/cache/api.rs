@@ -622,6 +622,32 @@ impl Cache {
         }
     }
 
+    /// [`note_hit`](Cache::note_hit) for a copy whose access was last noted at `noted`
+    /// (seconds of the cache clock, as returned by an earlier call; 0 for never): the hit is
+    /// always counted, but an LRU access is buffered only when its time is at least the access
+    /// granularity ([`CacheBuilder::access_granularity`]) past `noted`, since a flush would
+    /// not rewrite the row's access time for less. A copy hit many times a second then adds
+    /// nothing to the next flush. Returns the time to remember as noted for the copy (the
+    /// stored access time may lag its last hit by up to twice the granularity).
+    pub fn note_hit_since(&self, key: &[u8], noted: f64) -> f64 {
+        let i = &self.inner;
+        if i.statistics.load(Ordering::Relaxed) {
+            i.buffer.count(true);
+        }
+        if !i.policy().tracks_access() {
+            return noted;
+        }
+        let now = i.clock.now();
+        let g = i.buffer.granularity();
+        // LFU counts every access; only an LRU access time has a granularity.
+        let lru = matches!(i.policy(), crate::EvictionPolicy::LeastRecentlyUsed);
+        if lru && g > 0.0 && now >= noted && now - noted < g {
+            return noted;
+        }
+        i.buffer.access(key, now);
+        now
+    }
+
     /// Writes buffered access times/counts and hit/miss counters to the database.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush()

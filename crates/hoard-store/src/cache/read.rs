@@ -299,6 +299,71 @@ mod tests {
         assert_eq!(cache.stats(true, false).unwrap().0, hits + 1);
     }
 
+    /// A copy held outside the store (the proxy's memory front) notes its hits with
+    /// `note_hit_since`: every hit is counted, but an LRU access is buffered only once the
+    /// access time advances by the granularity past the one last noted, so a copy hit many
+    /// times a minute leaves its row (and the next flush) alone; LFU counts every access.
+    #[test]
+    fn note_hit_since_buffers_an_lru_access_once_per_granularity() {
+        use crate::{Clock, EvictionPolicy, ManualClock};
+        use std::time::Duration;
+        let access_time = |c: &Cache| -> f64 {
+            c.inner
+                .read(|c| {
+                    Ok(
+                        c.query_row("SELECT access_time FROM cache WHERE key = x'6b'", [], |r| {
+                            r.get(0)
+                        })?,
+                    )
+                })
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000.0);
+        let cache = Cache::builder(dir.path())
+            .clock(clock.shared())
+            .eviction_policy(EvictionPolicy::LeastRecentlyUsed)
+            .statistics(true)
+            .access_granularity(Duration::from_secs(60))
+            .flush_on_access(false)
+            .open()
+            .unwrap();
+        cache.set(b"k", b"v", None, None).unwrap();
+        let (hits, _) = cache.stats(true, false).unwrap();
+        clock.advance(59.0);
+        let noted = cache.note_hit_since(b"k", 1_000.0);
+        assert_eq!(noted, 1_000.0, "within the granularity: nothing noted");
+        assert!(cache.inner.buffer.take_accesses().is_empty());
+        clock.advance(2.0);
+        let noted = cache.note_hit_since(b"k", noted);
+        assert_eq!(noted, 1_061.0, "past it: the access is noted");
+        cache.flush().unwrap();
+        assert_eq!(access_time(&cache), 1_061.0);
+        assert_eq!(cache.note_hit_since(b"k", noted), 1_061.0);
+        assert!(cache.inner.buffer.take_accesses().is_empty());
+        cache.flush().unwrap();
+        assert_eq!(
+            cache.stats(true, false).unwrap().0,
+            hits + 3,
+            "every hit counted"
+        );
+
+        // LFU: each hit is an access.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder(dir.path())
+            .clock(clock.shared())
+            .eviction_policy(EvictionPolicy::LeastFrequentlyUsed)
+            .access_granularity(Duration::from_secs(60))
+            .flush_on_access(false)
+            .open()
+            .unwrap();
+        cache.set(b"k", b"v", None, None).unwrap();
+        let now = clock.now();
+        cache.note_hit_since(b"k", now);
+        cache.note_hit_since(b"k", now);
+        assert_eq!(cache.inner.buffer.take_accesses()[&b"k".to_vec()].count, 2);
+    }
+
     /// `record_now` answers what one SELECT can (inline rows, misses, expired rows) and defers
     /// everything needing file I/O, a write or a wait.
     #[test]
