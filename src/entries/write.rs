@@ -341,7 +341,7 @@ fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committe
     if inv.since(&tag, generation) {
         return Ok(None); // invalidated while fetching: drop it
     }
-    w.set_meta(HeadRecord::Variant(head.clone()).encode());
+    w.set_meta(head.encode());
     w.commit()?;
     hot.remove(&row_key);
     // A complete response supersedes the URL's stored pieces (RFC 9111 3.3).
