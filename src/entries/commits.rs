@@ -26,7 +26,24 @@ pub const MAX_BATCH: usize = 64;
 /// One fill's commit, run inside the batch's transaction.
 pub type Job<T> = Box<dyn FnOnce() -> Result<T> + Send>;
 
-type Reply<T> = tokio::sync::oneshot::Sender<Result<T>>;
+/// What a fill does with its commit's result, on the committing thread (it must not block).
+pub type Then<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// Where a job's result goes: a fill awaiting it ([`Commits::run`]) or a callback
+/// ([`Commits::submit`]).
+enum Reply<T> {
+    Wait(tokio::sync::oneshot::Sender<Result<T>>),
+    Then(Then<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, r: Result<T>) {
+        match self {
+            Reply::Wait(tx) => drop(tx.send(r)),
+            Reply::Then(f) => f(r),
+        }
+    }
+}
 
 /// The queue of fills waiting to commit, and whether a blocking thread is draining it.
 pub struct Commits<T> {
@@ -77,12 +94,7 @@ impl<T: Send + 'static> Commits<T> {
     /// by the time a blocking thread takes it.
     pub async fn run(self: &Arc<Self>, store: &Cache, job: Job<T>) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut q = self.lock();
-            q.jobs.push((job, tx));
-            !std::mem::replace(&mut q.draining, true)
-        };
-        if start {
+        if self.queue(job, Reply::Wait(tx)) {
             // The drainer starts after one scheduler pass, or when this future is dropped.
             let start = StartDrainer(Some((self.clone(), store.clone())));
             tokio::task::yield_now().await;
@@ -90,6 +102,27 @@ impl<T: Send + 'static> Commits<T> {
         }
         rx.await
             .unwrap_or_else(|_| Err(other("the store's commit thread failed")))
+    }
+
+    /// [`Commits::run`] without a task waiting: `then` receives the result on the committing
+    /// thread. Outside a runtime the job fails (`then` is dropped uncalled).
+    pub fn submit(self: &Arc<Self>, store: &Cache, job: Job<T>, then: Then<T>) {
+        if self.queue(job, Reply::Then(then)) {
+            let start = StartDrainer(Some((self.clone(), store.clone())));
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                drop(h.spawn(async move {
+                    tokio::task::yield_now().await;
+                    drop(start);
+                }));
+            }
+        }
+    }
+
+    /// Queue a job; `true` when the queue was idle (the caller starts its drainer).
+    fn queue(&self, job: Job<T>, reply: Reply<T>) -> bool {
+        let mut q = self.lock();
+        q.jobs.push((job, reply));
+        !std::mem::replace(&mut q.draining, true)
     }
 
     /// (transactions, fills committed in them) so far.
@@ -160,7 +193,7 @@ fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
     if jobs.len() == 1 {
         let job = jobs.into_iter().next().expect("one job");
         let reply = replies.into_iter().next().expect("one reply");
-        let _ = reply.send(run_job(job));
+        reply.send(run_job(job));
         return;
     }
     let mut done = Vec::with_capacity(jobs.len());
@@ -180,7 +213,7 @@ fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
     match res {
         Ok(()) => {
             for (reply, v) in replies.into_iter().zip(done) {
-                let _ = reply.send(Ok(v));
+                reply.send(Ok(v));
             }
         }
         Err(e) => {
@@ -194,7 +227,7 @@ fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
                         other("another fill committed in the same transaction failed")
                     }
                 };
-                let _ = reply.send(Err(err));
+                reply.send(Err(err));
             }
         }
     }
@@ -287,6 +320,36 @@ mod tests {
         }
     }
 
+    /// Fills handed over without a task ([`Commits::submit`]) get their results through
+    /// their callbacks, after the commit, and those of one pass share a transaction.
+    #[tokio::test(flavor = "current_thread")]
+    async fn submitted_fills_are_answered_through_their_callbacks() {
+        let (_dir, cache) = store();
+        let commits = Arc::new(Commits::<u32>::default());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..5u32 {
+            let c = cache.clone();
+            let job: Job<u32> = Box::new(move || {
+                c.set(format!("s{i}").as_bytes(), b"v", None, None)?;
+                Ok(i)
+            });
+            let (tx, c) = (tx.clone(), cache.clone());
+            let then: Then<u32> = Box::new(move |r| {
+                // Called after the transaction committed: the write is visible.
+                let seen = c.get(format!("s{i}").as_bytes()).unwrap().is_some();
+                tx.send((r.unwrap(), seen)).unwrap();
+            });
+            commits.submit(&cache, job, then);
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(r) = rx.recv().await {
+            got.push(r);
+        }
+        assert_eq!(got, (0..5).map(|i| (i, true)).collect::<Vec<_>>());
+        assert_eq!(commits.counts(), (1, 5));
+    }
+
     /// A fill dropped while it waits for the scheduler pass still starts the drainer: its
     /// job commits, and the queue takes the next fill (it is never left "being drained" by
     /// nobody).
@@ -298,7 +361,10 @@ mod tests {
         let first: Job<()> = Box::new(move || c.set(b"dropped", b"v", None, None).map(|_| ()));
         let mut run = Box::pin(commits.run(&cache, first));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(run.as_mut().poll(&mut cx).is_pending(), "waits for the pass");
+        assert!(
+            run.as_mut().poll(&mut cx).is_pending(),
+            "waits for the pass"
+        );
         drop(run);
         let c = cache.clone();
         let next: Job<()> = Box::new(move || c.set(b"next", b"v", None, None).map(|_| ()));
@@ -324,7 +390,7 @@ mod tests {
                 }
                 Ok(())
             });
-            batch.push((job, tx));
+            batch.push((job, Reply::Wait(tx)));
             rxs.push(rx);
         }
         commit_batch(&cache, batch);

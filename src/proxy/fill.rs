@@ -226,6 +226,36 @@ pub fn run(
     )))
 }
 
+impl Arrived {
+    /// The whole body arrived (its last frame was read, nothing failed).
+    pub fn is_complete(&self) -> bool {
+        self.end == Some(End::Complete)
+    }
+}
+
+/// The fill of a body that arrived whole, nobody to stream it to, no shared tier to copy it
+/// to ([`FillPlan::is_shared`]), without a task: the body goes to the store's group commit at
+/// once, and the lease and the permit are released on the committing thread after the commit;
+/// `token` keeps the proxy's shutdown (and tests awaiting fills) waiting until then.
+pub fn commit_arrived(
+    plan: FillPlan,
+    body: Arrived,
+    permit: Option<Permit>,
+    lease: Option<Lease>,
+    token: tokio_util::task::task_tracker::TaskTrackerToken,
+) {
+    debug_assert!(body.is_complete());
+    let complete = plan.expected_len().is_none_or(|n| n == body.len as u64);
+    let too_large = body.len as u64 > plan.max_object_size();
+    if !complete || too_large {
+        return release(false, too_large, lease, permit);
+    }
+    plan.commit_whole(body.chunks, move |stored| {
+        release(stored, false, lease, permit);
+        drop(token);
+    });
+}
+
 /// The fill of a body that arrived whole, nobody to stream it to: store it, then release.
 async fn store_arrived(
     plan: FillPlan,
