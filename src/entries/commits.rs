@@ -253,40 +253,46 @@ mod tests {
         (dir, cache)
     }
 
+    /// A job that sets `key` and answers `v`.
+    fn set_job(cache: &Cache, key: String, v: u32) -> Job<u32> {
+        let c = cache.clone();
+        Box::new(move || {
+            c.set(key.as_bytes(), b"v", None, None)?;
+            Ok(v)
+        })
+    }
+
+    /// `n` tasks each committing `<prefix><i>`: each sees its own result, and every write is
+    /// there afterwards.
+    async fn commit_keys(commits: &Arc<Commits<u32>>, cache: &Cache, prefix: &str, n: u32) {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let (commits, cache) = (commits.clone(), cache.clone());
+                let job = set_job(&cache, format!("{prefix}{i}"), i);
+                tokio::spawn(async move { commits.run(&cache, job).await })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap().unwrap(), i as u32);
+        }
+        for i in 0..n {
+            let key = format!("{prefix}{i}");
+            assert!(cache.get(key.as_bytes()).unwrap().is_some(), "{key}");
+        }
+    }
+
     /// Jobs queued while a batch runs are committed together, each sees its own result,
     /// and every write is there afterwards.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_commits_share_transactions_and_all_land() {
         let (_dir, cache) = store();
         let commits = Arc::new(Commits::<u32>::default());
-        let tasks: Vec<_> = (0..200u32)
-            .map(|i| {
-                let (commits, cache) = (commits.clone(), cache.clone());
-                tokio::spawn(async move {
-                    let c = cache.clone();
-                    let job: Job<u32> = Box::new(move || {
-                        c.set(format!("k{i}").as_bytes(), b"v", None, None)?;
-                        Ok(i)
-                    });
-                    commits.run(&cache, job).await
-                })
-            })
-            .collect();
-        for (i, t) in tasks.into_iter().enumerate() {
-            assert_eq!(t.await.unwrap().unwrap(), i as u32);
-        }
-        for i in 0..200 {
-            assert!(
-                cache.get(format!("k{i}").as_bytes()).unwrap().is_some(),
-                "k{i}"
-            );
-        }
+        commit_keys(&commits, &cache, "k", 200).await;
         // Every fill was counted in a transaction, and the queue takes the next one (the
         // drainer may still be between its last reply and finding the queue empty: asserting
         // `!draining` here raced, 1 in ~100 runs under load).
         assert_eq!(commits.counts().1, 200);
-        let c = cache.clone();
-        let last: Job<u32> = Box::new(move || c.set(b"last", b"v", None, None).map(|_| 200));
+        let last = set_job(&cache, "last".into(), 200);
         assert_eq!(commits.run(&cache, last).await.unwrap(), 200);
         assert!(cache.get(b"last").unwrap().is_some());
     }
@@ -298,26 +304,8 @@ mod tests {
     async fn fills_completing_in_one_scheduler_pass_share_one_transaction() {
         let (_dir, cache) = store();
         let commits = Arc::new(Commits::<u32>::default());
-        let tasks: Vec<_> = (0..10u32)
-            .map(|i| {
-                let (commits, cache) = (commits.clone(), cache.clone());
-                tokio::spawn(async move {
-                    let c = cache.clone();
-                    let job: Job<u32> = Box::new(move || {
-                        c.set(format!("p{i}").as_bytes(), b"v", None, None)?;
-                        Ok(i)
-                    });
-                    commits.run(&cache, job).await
-                })
-            })
-            .collect();
-        for (i, t) in tasks.into_iter().enumerate() {
-            assert_eq!(t.await.unwrap().unwrap(), i as u32);
-        }
+        commit_keys(&commits, &cache, "p", 10).await;
         assert_eq!(commits.counts(), (1, 10));
-        for i in 0..10 {
-            assert!(cache.get(format!("p{i}").as_bytes()).unwrap().is_some());
-        }
     }
 
     /// Fills handed over without a task ([`Commits::submit`]) get their results through
@@ -328,11 +316,7 @@ mod tests {
         let commits = Arc::new(Commits::<u32>::default());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for i in 0..5u32 {
-            let c = cache.clone();
-            let job: Job<u32> = Box::new(move || {
-                c.set(format!("s{i}").as_bytes(), b"v", None, None)?;
-                Ok(i)
-            });
+            let job = set_job(&cache, format!("s{i}"), i);
             let (tx, c) = (tx.clone(), cache.clone());
             let then: Then<u32> = Box::new(move |r| {
                 // Called after the transaction committed: the write is visible.
