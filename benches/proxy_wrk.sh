@@ -34,6 +34,10 @@
 #   HOARD_ARGS extra arguments for the measured hoard (word-split), e.g.
 #              HOARD_ARGS="--admin 127.0.0.1:0" to measure with the dashboard listening
 #   KEEP       1: keep the run directory (configs, logs) under $CARGO_TARGET_DIR/bench-proxy/
+#   CPU        1: measure CPU time per request of every wrk run with `perf stat -e task-clock`
+#              on the server's processes and, separately, on the origin's (which shares the
+#              servers' core): a second table shows the median microseconds per request of
+#              each (task-clock over wrk's request count), independent of how busy the machine is
 #   PERF       a scenario such as "1k c32" or "miss c32" (optionally "... fwd" for forward mode):
 #              after the measured runs, one extra hoard run of that scenario under
 #              `perf record -g -p PID`, and the top 20 symbols of `perf report --no-children
@@ -54,6 +58,7 @@ VARNISH=${VARNISH:-auto}
 RSS_TEST=${RSS_TEST:-1}
 NO_BUILD=${NO_BUILD:-0}
 PERF=${PERF:-}
+CPU=${CPU:-0}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 KEEP=${KEEP:-0}
@@ -101,6 +106,7 @@ for sc in "${SCENARIOS[@]}"; do
     fi
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[[ $CPU != 1 ]] || command -v perf >/dev/null || die "CPU=1 needs perf (apt-get install linux-perf)"
 [[ $RANDOM_URLS =~ ^[1-9][0-9]*$ ]] || die "RANDOM_URLS must be a positive integer"
 
 # Pinning: servers on PROXY_CPU, wrk on WRK_CPU, when taskset exists and both cores do.
@@ -216,7 +222,8 @@ start_nginx() { # conf
 # Origin: static files with Cache-Control: max-age=3600.
 conf=$(nginx_conf origin "" "$ORIGIN_PORT" "root $DATA; location / { add_header Cache-Control \"max-age=3600\"; }")
 start_nginx "$conf"
-wait_port "$ORIGIN_PORT" $! "$RUN/origin/error.log"
+ORIGIN_PID=$!
+wait_port "$ORIGIN_PORT" "$ORIGIN_PID" "$RUN/origin/error.log"
 
 # nginx proxy_cache, configured like hoard: honours the origin's Cache-Control, lock on, keepalive upstream.
 # Its keys zone holds about 8,000 keys per MiB (nginx's documentation): sized for RANDOM_URLS,
@@ -373,12 +380,36 @@ h2load_cmd() { # server conns
 # Ctrl-C) is handled at once; its output goes to wrk.log and into `out`.
 run_load() { # scenario server
     [[ $rep == 1 ]] && printf '%-9s %-9s %s\n' "$1" "$2" "${WRK_CMD[*]}" >>"$COMMANDS"
+    [[ $CPU == 1 ]] && cpu_start "$2"
     "${WRK_CMD[@]}" >"$RUN/wrk.out" 2>&1 &
     CURRENT=$!
     wait "$CURRENT" || true
     CURRENT=""
+    [[ $CPU == 1 ]] && cpu_stop "$1" "$2"
     out=$(<"$RUN/wrk.out")
     printf '== %s %s rep %s: %s\n%s\n' "$1" "$2" "$rep" "${WRK_CMD[*]}" "$out" >>"$RUN/wrk.log"
+}
+# CPU=1: `perf stat` on a process and its children (nginx's workers), counting task-clock.
+CPU_TSV=$RUN/cpu.tsv # scenario server rep requests server-ms origin-ms
+: >"$CPU_TSV"
+proc_tree() { echo "$1$(pgrep -P "$1" | sed 's/^/,/' | tr -d '\n')"; }
+cpu_start() { # server
+    local p
+    case $1 in hoard-*) p=$HOARD_PID ;; nginx) p=$NGINX_PID ;; varnish) p=$VARNISH_PID ;; esac
+    perf stat -x, -e task-clock -p "$(proc_tree "$p")" -o "$RUN/cpu-server.txt" 2>/dev/null &
+    CPU_SERVER=$!
+    perf stat -x, -e task-clock -p "$(proc_tree "$ORIGIN_PID")" -o "$RUN/cpu-origin.txt" 2>/dev/null &
+    CPU_ORIGIN=$!
+}
+cpu_stop() { # scenario server
+    local n ms_s ms_o
+    kill -INT "$CPU_SERVER" "$CPU_ORIGIN" 2>/dev/null || true
+    wait "$CPU_SERVER" "$CPU_ORIGIN" 2>/dev/null || true
+    n=$(awk '/ requests in / { print $1 }' "$RUN/wrk.out")
+    ms_s=$(awk -F, '$3 == "task-clock" { print $1 }' "$RUN/cpu-server.txt")
+    ms_o=$(awk -F, '$3 == "task-clock" { print $1 }' "$RUN/cpu-origin.txt")
+    [[ -n $n && -n $ms_s && -n $ms_o ]] || { log "CPU: no figures for $1 $2 (see $RUN/cpu-*.txt)"; return 0; }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$rep" "$n" "$ms_s" "$ms_o" >>"$CPU_TSV"
 }
 run_wrk() { # scenario server conns kind
     local scen=$1 server=$2 c=$3 kind=$4 out rps p50 p99 errs
@@ -598,6 +629,24 @@ awk -F'\t' -v order="${SERVERS[*]}" '
 echo
 echo "wrk commands (round 1; later rounds differ only in the miss tag):"
 sed 's/^/  /' "$COMMANDS"
+echo
+if [[ -s $CPU_TSV ]]; then
+    echo
+    echo "CPU per request (CPU=1: perf stat -e task-clock over each wrk run / wrk's request count;"
+    echo "median of the rounds, min..max), of the server's processes and of the origin's:"
+    awk -F'\t' -v order="${SERVERS[*]}" '
+        function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+        function med(list,   a, n) { n = split(list, a, " "); sort(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+        function span(list,   a, n) { n = split(list, a, " "); sort(a, n); return sprintf("(%.1f..%.1f)", a[1], a[n]) }
+        $3 != "perf" && $4 > 0 { k = $1 SUBSEP $2; S[k] = S[k] " " $5 * 1000 / $4; O[k] = O[k] " " $6 * 1000 / $4
+            if (!($1 in seen)) { seen[$1] = 1; scen[++ns] = $1 } }
+        END {
+            n = split(order, srv, " ")
+            printf "%-9s %-9s %10s %-14s %10s %-14s\n", "scenario", "server", "server us", "(min..max)", "origin us", "(min..max)"
+            for (i = 1; i <= ns; i++) for (j = 1; j <= n; j++) { k = scen[i] SUBSEP srv[j]
+                if (k in S) printf "%-9s %-9s %10.1f %-14s %10.1f %-14s\n", scen[i], srv[j], med(S[k]), span(S[k]), med(O[k]), span(O[k]) }
+        }' "$CPU_TSV"
+fi
 echo
 echo "$RSS_LINE"
 if [[ -n $PERF_OUT ]]; then

@@ -109,6 +109,52 @@ impl FillPlan {
         }
     }
 
+    /// Whether a committed entry also goes to the shared tier (which only the async
+    /// [`EntryWriter::commit`] does).
+    pub fn is_shared(&self) -> bool {
+        self.entries.shared.is_some()
+    }
+
+    /// Store a whole body without a task: it is written and committed in the next group
+    /// commit (`commits.rs`) on a blocking thread, where `then(stored)` runs afterwards (it
+    /// must not block). `stored` is `false` when a write failed (reported to the store's
+    /// health) or the URL was invalidated meanwhile. Not for a shared tier ([`Self::is_shared`]).
+    pub fn commit_whole(self, chunks: Vec<Bytes>, then: impl FnOnce(bool) + Send + 'static) {
+        debug_assert!(
+            !self.is_shared(),
+            "the shared tier's copy needs EntryWriter::commit"
+        );
+        let (commits, store) = (self.entries.commits.clone(), self.entries.store.clone());
+        let health = self.entries.health.clone();
+        let job: super::commits::Job<Option<Committed>> = Box::new(move || {
+            let w = self
+                .entries
+                .store
+                .writer(&self.row_key, None, Some(&self.tag))?;
+            let mut w = DiskWriter {
+                w,
+                hasher: xxhash_rust::xxh3::Xxh3::new(),
+                n: 0,
+            };
+            w.write(&chunks)?;
+            commit(w, self)
+        });
+        let then: super::commits::Then<Option<Committed>> = Box::new(move |r| {
+            then(match r {
+                Ok(Some(_)) => {
+                    health.write_ok();
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    health.write_failed(&e);
+                    false
+                }
+            })
+        });
+        commits.submit(&store, job, then);
+    }
+
     /// Apply a configuration rule: its forced TTL and name go into the stored head.
     pub fn with_rule(mut self, rule: Option<&crate::http_cache::Rule>) -> Self {
         if let Some(r) = rule {
@@ -341,7 +387,7 @@ fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committe
     if inv.since(&tag, generation) {
         return Ok(None); // invalidated while fetching: drop it
     }
-    w.set_meta(HeadRecord::Variant(head.clone()).encode());
+    w.set_meta(head.encode());
     w.commit()?;
     hot.remove(&row_key);
     // A complete response supersedes the URL's stored pieces (RFC 9111 3.3).

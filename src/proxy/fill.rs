@@ -10,7 +10,9 @@
 //!
 //! A body that had already arrived whole when its head was answered ([`Arrived::take`], the
 //! usual case of a small response) is answered to the client as one buffer, written with the
-//! head, and only stored here: no queue, no second write to the client's socket.
+//! head, and only stored here: no queue, no second write to the client's socket. Such a fill
+//! is a small future of its own ([`run`] boxes only the streaming one): spawning it copies
+//! a few hundred bytes, not the streaming loop's state.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -199,9 +201,101 @@ impl Feed {
 /// body; a client that goes away or takes no chunk for its stall bound is dropped, and the
 /// fill goes on storing. The origin body is abandoned (not stored, the client's body fails)
 /// when no chunk arrives within `chunk_timeout` or it is not complete within `body_timeout`.
-pub async fn run(
+pub fn run(
     plan: FillPlan,
     body: impl Into<Arrived>,
+    to_client: Option<ToClient>,
+    permit: Option<Permit>,
+    lease: Option<Lease>,
+    chunk_timeout: Duration,
+    body_timeout: Option<Duration>,
+) -> impl Future<Output = ()> + Send + 'static {
+    use futures_util::future::Either;
+    let body = body.into();
+    if to_client.is_none() && body.end == Some(End::Complete) {
+        return Either::Left(store_arrived(plan, body, permit, lease));
+    }
+    Either::Right(Box::pin(stream(
+        plan,
+        body,
+        to_client,
+        permit,
+        lease,
+        chunk_timeout,
+        body_timeout,
+    )))
+}
+
+impl Arrived {
+    /// The whole body arrived (its last frame was read, nothing failed).
+    pub fn is_complete(&self) -> bool {
+        self.end == Some(End::Complete)
+    }
+}
+
+/// The fill of a body that arrived whole, nobody to stream it to, no shared tier to copy it
+/// to ([`FillPlan::is_shared`]), without a task: the body goes to the store's group commit at
+/// once, and the lease and the permit are released on the committing thread after the commit;
+/// `token` keeps the proxy's shutdown (and tests awaiting fills) waiting until then.
+pub fn commit_arrived(
+    plan: FillPlan,
+    body: Arrived,
+    permit: Option<Permit>,
+    lease: Option<Lease>,
+    token: tokio_util::task::task_tracker::TaskTrackerToken,
+) {
+    debug_assert!(body.is_complete());
+    let complete = plan.expected_len().is_none_or(|n| n == body.len as u64);
+    let too_large = body.len as u64 > plan.max_object_size();
+    if !complete || too_large {
+        return release(false, too_large, lease, permit);
+    }
+    plan.commit_whole(body.chunks, move |stored| {
+        release(stored, false, lease, permit);
+        drop(token);
+    });
+}
+
+/// The fill of a body that arrived whole, nobody to stream it to: store it, then release.
+async fn store_arrived(
+    plan: FillPlan,
+    body: Arrived,
+    permit: Option<Permit>,
+    lease: Option<Lease>,
+) {
+    let complete = plan.expected_len().is_none_or(|n| n == body.len as u64);
+    let too_large = body.len as u64 > plan.max_object_size();
+    let stored = if complete && !too_large {
+        let mut w = plan.start();
+        for data in body.chunks {
+            w.push(data).await;
+        }
+        w.commit().await
+    } else {
+        false
+    };
+    release(stored, too_large, lease, permit);
+}
+
+/// The fill's end: the lease goes (other processes polling for this key see the entry
+/// first), then the flight ends with what became of the entry.
+fn release(stored: bool, too_large: bool, lease: Option<Lease>, permit: Option<Permit>) {
+    drop(lease);
+    if let Some(p) = permit {
+        p.finish(if stored {
+            Outcome::Stored
+        } else if too_large {
+            Outcome::Uncacheable
+        } else {
+            Outcome::Abandoned
+        });
+    }
+}
+
+/// The fill of a body still arriving, or of one a client takes: see [`run`].
+async fn stream(
+    plan: FillPlan,
+    body: Arrived,
     to_client: Option<ToClient>,
     permit: Option<Permit>,
     lease: Option<Lease>,
@@ -215,7 +309,7 @@ pub async fn run(
         chunks,
         end,
         ..
-    } = body.into();
+    } = body;
     let mut sink = Sink {
         feed: to_client.map(|to| Feed {
             to,
@@ -321,15 +415,5 @@ pub async fn run(
         }
         None => false,
     };
-    // Other processes polling for this key see the entry before the lease goes.
-    drop(lease);
-    if let Some(p) = permit {
-        p.finish(if stored {
-            Outcome::Stored
-        } else if too_large {
-            Outcome::Uncacheable
-        } else {
-            Outcome::Abandoned
-        });
-    }
+    release(stored, too_large, lease, permit);
 }

@@ -403,9 +403,14 @@ impl Ctx<'_> {
             let stall = self.st.cfg.idle_timeout;
             (Some(fill::ToClient { body: tx, stall }), body)
         };
-        self.st
-            .background
-            .spawn(x.fill(plan, rbody, to_client, permit, lease));
+        if to_client.is_none() && rbody.is_complete() && !plan.is_shared() {
+            // No task: straight to the store's group commit (fill::commit_arrived).
+            fill::commit_arrived(plan, rbody, permit, lease, self.st.background.token());
+        } else {
+            self.st
+                .background
+                .spawn(x.fill(plan, rbody, to_client, permit, lease));
+        }
         if client_wants_304 {
             return self.not_modified_response(client_headers, fwd.stored(true));
         }

@@ -363,8 +363,8 @@ impl Ctx<'_> {
     /// for and read, not fetched again.
     async fn lead(&self, permit: Permit, forward: Forward) -> Phase {
         // Nobody wrote the key since the lookup read it: reading it again would find the same.
-        let unchanged =
-            forward.seen.is_some() && self.st.entries.change_stamp(&self.key) == forward.seen;
+        let stamp = self.st.entries.change_stamp(&self.key);
+        let unchanged = forward.seen.is_some() && stamp == forward.seen;
         if !unchanged && let Some(res) = self.serve_if_fresh(self.load().await) {
             permit.finish(Outcome::Stored);
             return Phase::Done(res);
@@ -396,10 +396,12 @@ impl Ctx<'_> {
                 self.lease_again(ttl).await
             }
         };
-        // Across machines the window between our lookup and the lease is wide (another
-        // machine may have filled and released meanwhile): look again.
+        // Another process may have filled the key and released its lease between the read
+        // above and our lease: look again when the key's stamp moved since. Across machines
+        // that window is wide (and Redis has no stamp): look again always.
+        let moved = stamp.is_some() && self.st.entries.change_stamp(&self.key) != stamp;
         if lease.is_some()
-            && self.st.entries.shared_tier().is_some()
+            && (moved || self.st.entries.shared_tier().is_some())
             && let Some(res) = self.serve_if_fresh(self.load().await)
         {
             permit.finish(Outcome::Stored);
