@@ -13,6 +13,7 @@ use rusqlite::{Connection, PrepFlags, Statement, ffi};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_void};
 
+use super::pin::Pin;
 use super::{DELETE_LIVE_INLINE, REPLACE_INLINE};
 
 /// Name under which a [`Db`]'s statements are attached to its connection
@@ -48,10 +49,12 @@ impl Hot {
 /// Statements prepared on one connection, each made on first use.
 struct Statements([RefCell<Option<Statement<'static>>>; Hot::COUNT]);
 
-/// A pooled connection with its prepared statements.
+/// A pooled connection with its prepared statements and its pin.
 pub(crate) struct Db {
     /// Dropped first: finalized while the connection is open.
     statements: Box<Statements>,
+    /// Finalized by `drop`, before the connection closes.
+    pin: Pin,
     conn: Box<Connection>,
 }
 
@@ -63,6 +66,7 @@ impl Db {
     pub(crate) fn new(conn: Connection) -> Db {
         let db = Db {
             statements: Box::new(Statements(Default::default())),
+            pin: Pin::new(),
             conn: Box::new(conn),
         };
         // SAFETY: a valid handle; the pointer stays valid until `drop` detaches it (the
@@ -81,6 +85,11 @@ impl Db {
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    /// The read transaction this connection may keep between writes (see `pin`).
+    pub(crate) fn pin(&self) -> &Pin {
+        &self.pin
+    }
 }
 
 impl Drop for Db {
@@ -97,6 +106,7 @@ impl Drop for Db {
         for s in &self.statements.0 {
             s.borrow_mut().take();
         }
+        self.pin.finalize();
     }
 }
 
