@@ -415,6 +415,8 @@ unsafe extern "C" fn x_shm_lock(
     n: c_int,
     flags: c_int,
 ) -> c_int {
+    #[cfg(test)]
+    tests::SHM_LOCKS.with(|n| n.set(n.get() + 1));
     // SAFETY: forwarded as given, after the WAL's buffered frames (none, by the invariant)
     // reached the file.
     unsafe {
