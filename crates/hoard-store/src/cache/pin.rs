@@ -53,6 +53,19 @@ pub(crate) enum Sweep {
 pub(crate) struct Pin {
     stmt: Cell<*mut ffi::sqlite3_stmt>,
     state: Cell<State>,
+    /// The `counters` row as this connection last read it, while the pin has been held
+    /// since (see [`Pin::counters_if_unchanged`]).
+    known: Cell<Option<Known>>,
+}
+
+/// What a write read from `counters`, and when.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    size: u64,
+    settings_version: i64,
+    /// The connection's `total_changes` then: rows changed by its statements, trigger
+    /// programs included.
+    changes: u64,
 }
 
 impl Pin {
@@ -60,7 +73,31 @@ impl Pin {
         Pin {
             stmt: Cell::new(std::ptr::null_mut()),
             state: Cell::new(State::Free),
+            known: Cell::new(None),
         }
+    }
+
+    /// Inside a write transaction on this pin's connection: remembers the `counters` row
+    /// (accounted size, settings version) as it now is.
+    pub(crate) fn remember_counters(&self, conn: &Connection, size: u64, settings_version: i64) {
+        if self.held() {
+            self.known.set(Some(Known {
+                size,
+                settings_version,
+                changes: conn.total_changes(),
+            }));
+        }
+    }
+
+    /// Inside a write transaction on this pin's connection whose only change since the
+    /// remembered read is one row replaced in place (size, expiry and tag kept, so no
+    /// trigger ran): the `counters` row, unchanged. The pin held throughout means no
+    /// other connection committed since (the transaction began without reading again, see
+    /// the module comment), and any statement of this one that changed a row (the
+    /// counters' own triggers included) would show in `total_changes`.
+    pub(crate) fn counters_if_unchanged(&self, conn: &Connection) -> Option<(u64, i64)> {
+        let k = self.known.get().filter(|_| self.held())?;
+        (conn.total_changes() == k.changes + 1).then_some((k.size, k.settings_version))
     }
 
     pub(crate) fn held(&self) -> bool {
@@ -104,6 +141,7 @@ impl Pin {
     /// Ends the kept read transaction (if no statement of the connection still reads).
     /// True if there was one.
     pub(crate) fn release(&self) -> bool {
+        self.known.set(None);
         if self.state.replace(State::Free) == State::Free {
             return false;
         }
@@ -130,6 +168,7 @@ impl Pin {
     /// Finalizes the statement; called while its connection is still open.
     pub(crate) fn finalize(&self) {
         self.state.set(State::Free);
+        self.known.set(None);
         // SAFETY: this pin's statement (or null, a no-op), on its still open connection.
         unsafe { ffi::sqlite3_finalize(self.stmt.replace(std::ptr::null_mut())) };
     }
@@ -204,6 +243,50 @@ mod tests {
         assert_eq!(hits(&other), 112);
         assert!(db.pin().release());
         assert!(!db.pin().release(), "released once");
+    }
+
+    /// The counters a pin remembers are given back only while nothing but one row changed
+    /// since, on this connection, with the pin held throughout.
+    #[test]
+    fn remembered_counters_are_given_back_only_after_exactly_one_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = schema::open_connection(dir.path(), 0, 100).unwrap();
+        schema::migrate(&mut c).unwrap();
+        schema::insert_test_rows(&c, 0, 3, 10);
+        let db = Db::new(c);
+        let c = db.connection();
+        let pin = db.pin();
+        let replace = || {
+            c.execute("UPDATE cache SET value = x'01' WHERE rowid = 1", [])
+                .unwrap()
+        };
+        add_one(&db).unwrap();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        pin.remember_counters(c, 42, 7);
+        assert_eq!(pin.counters_if_unchanged(c), None, "no change yet");
+        replace();
+        assert_eq!(pin.counters_if_unchanged(c), Some((42, 7)));
+        // A change whose trigger updates the counters: three rows changed in all.
+        schema::insert_test_rows(&c, 10, 1, 10);
+        replace();
+        assert_eq!(pin.counters_if_unchanged(c), None);
+        pin.remember_counters(c, 43, 7);
+        c.execute("UPDATE counters SET hits = hits + 1", [])
+            .unwrap();
+        assert_eq!(pin.counters_if_unchanged(c), Some((43, 7)), "one change");
+        replace();
+        assert_eq!(pin.counters_if_unchanged(c), None, "two changes");
+        pin.remember_counters(c, 44, 7);
+        c.execute_batch("COMMIT").unwrap();
+        assert!(pin.release());
+        replace();
+        assert_eq!(pin.counters_if_unchanged(c), None, "the pin was let go");
+        pin.remember_counters(c, 45, 7);
+        assert_eq!(
+            pin.counters_if_unchanged(c),
+            None,
+            "not remembered without a pin"
+        );
     }
 
     fn open(dir: &std::path::Path) -> Cache {
