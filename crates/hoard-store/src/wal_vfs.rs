@@ -537,6 +537,32 @@ pub(crate) fn size_bound_without_cache(f: *mut ffi::sqlite3_file) -> Option<u64>
     }
 }
 
+/// For a database file opened through this VFS: what identifies its latest commit in the
+/// WAL index's header (the change counter, the WAL's length in frames and its first
+/// salt), or `None` when not known (another VFS's file, no WAL index mapped, the header's
+/// two copies differ). Two reads that differ mean a commit (or a WAL restart) in between.
+pub(crate) fn commit_stamp(f: *mut ffi::sqlite3_file) -> Option<u128> {
+    // SAFETY: as in `size_bound_without_cache`.
+    unsafe {
+        if f.is_null() || !std::ptr::eq((*f).pMethods, &METHODS) {
+            return None;
+        }
+        let s = &*(f as *const File);
+        if s.kind != Kind::Main || s.shm.is_null() {
+            return None;
+        }
+        // iChange at 8, mxFrame at 16, aSalt[0] at 32 (SQLite's walformat documentation).
+        let word = |at: usize| std::ptr::read_volatile(s.shm.add(at) as *const u32);
+        let stamp = |h: usize| {
+            u128::from(word(h + 8))
+                | u128::from(word(h + 16)) << 32
+                | u128::from(word(h + 32)) << 64
+        };
+        let first = stamp(0);
+        (first == stamp(48)).then_some(first)
+    }
+}
+
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 3,
     xClose: Some(x_close),

@@ -56,6 +56,11 @@ pub(crate) struct Pin {
     /// The `counters` row as this connection last read it, while the pin has been held
     /// since (see [`Pin::counters_if_unchanged`]).
     known: Cell<Option<Known>>,
+    /// The WAL index's commit stamp read after this connection's last commit (see
+    /// [`Pin::hold_for_write`]).
+    stamp: Cell<Option<u128>>,
+    /// The connection's main database file (for the stamp), once looked up.
+    main: Cell<*mut ffi::sqlite3_file>,
 }
 
 /// What a write read from `counters`, and when.
@@ -74,6 +79,39 @@ impl Pin {
             stmt: Cell::new(std::ptr::null_mut()),
             state: Cell::new(State::Free),
             known: Cell::new(None),
+            stamp: Cell::new(None),
+            main: Cell::new(std::ptr::null_mut()),
+        }
+    }
+
+    fn commit_stamp(&self, conn: &Connection) -> Option<u128> {
+        if self.main.get().is_null() {
+            // SAFETY: a valid handle; SQLite gives its own file pointer, valid while the
+            // connection is open (the pin does not outlive it).
+            let db = unsafe { conn.handle() };
+            self.main
+                .set(super::volume::file(db, ffi::SQLITE_FCNTL_FILE_POINTER));
+        }
+        crate::wal_vfs::commit_stamp(self.main.get())
+    }
+
+    /// After a commit on this pin's connection: notes the WAL index as it stands (ours,
+    /// unless another commit came in between; then the next write finds out the slow way).
+    pub(crate) fn committed(&self, conn: &Connection) {
+        if self.held() {
+            self.stamp.set(self.commit_stamp(conn));
+        }
+    }
+
+    /// Before a write on this pin's connection: lets the pin go when the WAL index shows a
+    /// commit since this connection's last (SQLite would refuse the pinned write, after
+    /// taking the write lock). Without a stamp the pin stays: SQLite still checks.
+    pub(crate) fn hold_for_write(&self, conn: &Connection) {
+        if self.held()
+            && let Some(before) = self.stamp.get()
+            && self.commit_stamp(conn) != Some(before)
+        {
+            self.release();
         }
     }
 
@@ -142,6 +180,7 @@ impl Pin {
     /// True if there was one.
     pub(crate) fn release(&self) -> bool {
         self.known.set(None);
+        self.stamp.set(None);
         if self.state.replace(State::Free) == State::Free {
             return false;
         }
@@ -241,6 +280,17 @@ mod tests {
             "written from the newer snapshot"
         );
         assert_eq!(hits(&other), 112);
+        // The WAL index's stamp tells a write it will be refused before it asks.
+        db.pin().committed(db.connection());
+        db.pin().hold_for_write(db.connection());
+        assert!(db.pin().held(), "no commit since ours");
+        other
+            .execute("UPDATE counters SET hits = hits + 100", [])
+            .unwrap();
+        db.pin().hold_for_write(db.connection());
+        assert!(!db.pin().held(), "let go: another commit came");
+        assert!(add_one(&db).unwrap() > 2);
+        assert_eq!(hits(&other), 213);
         assert!(db.pin().release());
         assert!(!db.pin().release(), "released once");
     }

@@ -309,6 +309,7 @@ impl Inner {
         f: impl FnOnce(&Connection, &RefCell<Pending>) -> Result<T>,
     ) -> Result<T> {
         let conn = self.write_conn()?;
+        conn.pin().hold_for_write(&conn);
         let budget = self.retry_budget();
         with_retry_for(budget, || {
             let begin = || prepared::with(&conn, Hot::Begin, |s| s.execute([]));
@@ -370,6 +371,7 @@ impl Inner {
         if next != AfterCommit::Nothing {
             conn.pin().release();
         }
+        conn.pin().committed(conn);
         next == AfterCommit::RestartWal
     }
 
@@ -401,6 +403,7 @@ impl Inner {
             return Ok(None);
         }
         let conn = self.write_conn()?;
+        conn.pin().hold_for_write(&conn);
         conn.pin().hold(&conn);
         let hash = self.gens.as_ref().map(|g| {
             let h = memory::key_hash(key);
