@@ -158,7 +158,7 @@ impl Pin {
                     conn.handle(),
                     PIN_SQL.as_ptr(),
                     -1,
-                    ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                    ffi::SQLITE_PREPARE_PERSISTENT,
                     &mut stmt,
                     std::ptr::null_mut(),
                 );
@@ -317,7 +317,7 @@ mod tests {
         replace();
         assert_eq!(pin.counters_if_unchanged(c), Some((42, 7)));
         // A change whose trigger updates the counters: three rows changed in all.
-        schema::insert_test_rows(&c, 10, 1, 10);
+        schema::insert_test_rows(c, 10, 1, 10);
         replace();
         assert_eq!(pin.counters_if_unchanged(c), None);
         pin.remember_counters(c, 43, 7);
