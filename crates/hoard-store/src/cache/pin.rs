@@ -9,9 +9,10 @@
 //! between, so a write never starts from an old snapshot. The pin is that read: one row of
 //! `counters` stepped inside a write transaction and left unfinished.
 //!
-//! Invariant: a pin is held only by a connection in the pool or in a write; every other
-//! use of a connection releases it first (`Inner::conn`, `Inner::idle_conn`), so no read
-//! sees an old snapshot. A pin stops checkpoints at its read mark and keeps the WAL from
+//! Invariant: a pin is held only by a connection in the pool or in a write transaction;
+//! every other use of a connection releases it first (`Inner::conn`, `Inner::idle_conn`,
+//! and so `Inner::write_alone`, whose lone statement would need a statement journal beside
+//! a pending read), so no read sees an old snapshot. A pin stops checkpoints at its read mark and keeps the WAL from
 //! restarting, so it is released when its write fails or finds an older snapshot, before a
 //! checkpoint is asked for or a RESTART is run, and by the checkpoint thread once its
 //! connection has been idle in the pool for one to two [`SWEEP_TICK`]s.
