@@ -415,6 +415,8 @@ unsafe extern "C" fn x_shm_lock(
     n: c_int,
     flags: c_int,
 ) -> c_int {
+    #[cfg(test)]
+    tests::SHM_LOCKS.with(|n| n.set(n.get() + 1));
     // SAFETY: forwarded as given, after the WAL's buffered frames (none, by the invariant)
     // reached the file.
     unsafe {
@@ -496,6 +498,31 @@ unsafe extern "C" fn x_unfetch(
 /// Size of the WAL file's header; frames follow it.
 const WAL_HEADER: u64 = 32;
 
+/// Our main database file behind `f` with its WAL index mapped, if it is one.
+///
+/// # Safety
+/// `f` is null or an open `sqlite3_file` from SQLite; the result is used while it stays open.
+unsafe fn mapped_main<'a>(f: *mut ffi::sqlite3_file) -> Option<&'a File> {
+    // SAFETY (caller): an open file; it is one of ours only if its methods are ours.
+    unsafe {
+        if f.is_null() || !std::ptr::eq((*f).pMethods, &METHODS) {
+            return None;
+        }
+        let s = &*(f as *const File);
+        (s.kind == Kind::Main && !s.shm.is_null()).then_some(s)
+    }
+}
+
+/// A 32-bit word of the mapped WAL index at byte `at` (native byte order, volatile: other
+/// processes write it).
+///
+/// # Safety
+/// `s.shm` is mapped and `at + 4` is within its first region.
+unsafe fn shm_word(s: &File, at: usize) -> u32 {
+    // SAFETY (caller): in bounds of the mapped region.
+    unsafe { std::ptr::read_volatile(s.shm.add(at) as *const u32) }
+}
+
 /// For a database file opened through this VFS, inside a write transaction: an upper bound
 /// of its size in bytes (`PRAGMA page_count` x page size) without a system call, read from
 /// the WAL index's header (the page size and the database's size in pages as of the last
@@ -505,20 +532,13 @@ const WAL_HEADER: u64 = 32;
 /// known: another VFS's file, no WAL index mapped yet, no commit recorded in it (size 0),
 /// or the header's two copies differ.
 pub(crate) fn size_bound_without_cache(f: *mut ffi::sqlite3_file) -> Option<u64> {
-    // SAFETY: `f` is an open `sqlite3_file` from SQLite; it is one of ours only if its
-    // methods are ours. The mapped region stays mapped while the file is open (it is
-    // cleared when unmapped), and the header is read with volatile loads.
+    // SAFETY: `f` is an open `sqlite3_file` from SQLite. The mapped region stays mapped
+    // while the file is open (it is cleared when unmapped); the header is its first 96 bytes.
     unsafe {
-        if f.is_null() || !std::ptr::eq((*f).pMethods, &METHODS) {
-            return None;
-        }
-        let s = &*(f as *const File);
-        if s.kind != Kind::Main || s.shm.is_null() {
-            return None;
-        }
+        let s = mapped_main(f)?;
         // The WAL-index header, twice (48 bytes each, native byte order): szPage (u16) at
         // 14, mxFrame at 16, nPage at 20 (SQLite's walformat documentation).
-        let word = |at: usize| std::ptr::read_volatile(s.shm.add(at) as *const u32);
+        let word = |at: usize| shm_word(s, at);
         let half = |at: usize| std::ptr::read_volatile(s.shm.add(at) as *const u16);
         let (page, frames, pages) = (half(14), word(16), word(20));
         if (page, frames, pages) != (half(48 + 14), word(48 + 16), word(48 + 20)) || pages == 0 {
@@ -532,6 +552,25 @@ pub(crate) fn size_bound_without_cache(f: *mut ffi::sqlite3_file) -> Option<u64>
             ((*s.wal).high.max(0) as u64).saturating_sub(committed_end)
         };
         Some(u64::from(pages) * page + spilled)
+    }
+}
+
+/// For a database file opened through this VFS: what identifies its latest commit in the
+/// WAL index's header (the change counter, the WAL's length in frames and its first
+/// salt), or `None` when not known (another VFS's file, no WAL index mapped, the header's
+/// two copies differ). Two reads that differ mean a commit (or a WAL restart) in between.
+pub(crate) fn commit_stamp(f: *mut ffi::sqlite3_file) -> Option<u128> {
+    // SAFETY: as in `size_bound_without_cache`.
+    unsafe {
+        let s = mapped_main(f)?;
+        // iChange at 8, mxFrame at 16, aSalt[0] at 32 (SQLite's walformat documentation).
+        let stamp = |h: usize| {
+            u128::from(shm_word(s, h + 8))
+                | u128::from(shm_word(s, h + 16)) << 32
+                | u128::from(shm_word(s, h + 32)) << 64
+        };
+        let first = stamp(0);
+        (first == stamp(48)).then_some(first)
     }
 }
 

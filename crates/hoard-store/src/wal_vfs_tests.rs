@@ -15,6 +15,8 @@ thread_local! {
     pub(crate) static LATE: Cell<u64> = const { Cell::new(0) };
     /// Writes that rewrote earlier frames in place on this thread.
     pub(crate) static IN_PLACE: Cell<u64> = const { Cell::new(0) };
+    /// Locks and unlocks of the shared memory (`-shm`) on this thread.
+    pub(crate) static SHM_LOCKS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn frames_in_wal(c: &Connection) -> i64 {

@@ -211,11 +211,7 @@ impl Cache {
         self.inner.cache_settings(&s);
         *self.inner.tuning.lock().unwrap_or_else(|p| p.into_inner()) =
             (s.sqlite_mmap_size, s.sqlite_cache_size);
-        self.inner
-            .pool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.inner.pool.clear();
         Ok(s)
     }
 

@@ -5,6 +5,7 @@
 //! - `evictions`: rows removed by culling and expiry, counted.  `check`: consistency checks.  `transaction`: [`Cache::transact`].  `iter`: iteration.
 //! - `volume`: the size limit's measure, exact and as a cheap upper bound.
 //! - `prepared`: the write path's statements, kept prepared with each pooled connection.
+//! - `pin`: the read transaction a pooled connection keeps from one write to the next.
 //!
 //! Invariant: every write runs in one write transaction, `BEGIN IMMEDIATE` ... `COMMIT` or
 //! one statement that is its own transaction (`Inner::write_alone`); value files are
@@ -50,6 +51,7 @@ mod check;
 mod evictions;
 mod iter;
 mod open;
+mod pin;
 mod pool;
 mod prepared;
 mod read;
@@ -64,6 +66,7 @@ pub(crate) use evictions::{Removal, count_removed};
 pub use iter::{KeyIter, ScanIter};
 pub use open::CacheBuilder;
 pub(crate) use open::stale_temp_files;
+pub(crate) use pin::{SWEEP_TICK, Sweep};
 pub(crate) use pool::*;
 pub(crate) use prepared::{Db, Hot};
 pub use read::{FileRow, RecordNow};

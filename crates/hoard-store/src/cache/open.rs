@@ -239,6 +239,9 @@ impl CacheBuilder {
         }
         let checkpointer = Checkpointer::start(self.dir.clone());
         checkpointer.watch(&mut conn)?;
+        let pool = Arc::new(Pool::new(Db::new(conn)));
+        let swept = pool.clone();
+        checkpointer.sweep_with(Box::new(move |which| swept.sweep(which)));
         let gens = Generations::open(&self.dir);
         let memory = (gens.is_some() && self.memory_cache_size > 0)
             .then(|| MemoryLayer::new(self.memory_cache_size));
@@ -247,7 +250,7 @@ impl CacheBuilder {
             gens,
             memory,
             dir: self.dir.clone(),
-            pool: Mutex::new(vec![Db::new(conn)]),
+            pool,
             clock: self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
             policy: AtomicU8::new(0),
             statistics: AtomicBool::new(false),

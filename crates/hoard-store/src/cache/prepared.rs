@@ -13,6 +13,7 @@ use rusqlite::{Connection, PrepFlags, Statement, ffi};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_void};
 
+use super::pin::Pin;
 use super::{DELETE_LIVE_INLINE, REPLACE_INLINE};
 
 /// Name under which a [`Db`]'s statements are attached to its connection
@@ -45,10 +46,14 @@ impl Hot {
     }
 }
 
-/// Statements prepared on one connection, each made on first use.
-struct Statements([RefCell<Option<Statement<'static>>>; Hot::COUNT]);
+/// Statements prepared on one connection, each made on first use, and its pin (reachable
+/// from the connection, as the statements are).
+struct Statements {
+    hot: [RefCell<Option<Statement<'static>>>; Hot::COUNT],
+    pin: Pin,
+}
 
-/// A pooled connection with its prepared statements.
+/// A pooled connection with its prepared statements and its pin.
 pub(crate) struct Db {
     /// Dropped first: finalized while the connection is open.
     statements: Box<Statements>,
@@ -62,7 +67,10 @@ unsafe impl Send for Db {}
 impl Db {
     pub(crate) fn new(conn: Connection) -> Db {
         let db = Db {
-            statements: Box::new(Statements(Default::default())),
+            statements: Box::new(Statements {
+                hot: Default::default(),
+                pin: Pin::new(),
+            }),
             conn: Box::new(conn),
         };
         // SAFETY: a valid handle; the pointer stays valid until `drop` detaches it (the
@@ -81,6 +89,11 @@ impl Db {
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    /// The read transaction this connection may keep between writes (see `pin`).
+    pub(crate) fn pin(&self) -> &Pin {
+        &self.statements.pin
+    }
 }
 
 impl Drop for Db {
@@ -94,10 +107,26 @@ impl Drop for Db {
                 None,
             );
         }
-        for s in &self.statements.0 {
+        for s in &self.statements.hot {
             s.borrow_mut().take();
         }
+        self.statements.pin.finalize();
     }
+}
+
+/// The statements of the `Db` whose connection `c` is, if it is one's.
+fn attached(c: &Connection) -> Option<&Statements> {
+    // SAFETY: a valid handle; a non-null pointer under this name is a live `Db`'s
+    // statements (detached before they drop), used on the thread that uses `c`.
+    unsafe {
+        (ffi::sqlite3_get_clientdata(c.handle(), CLIENT_DATA.as_ptr()) as *const Statements)
+            .as_ref()
+    }
+}
+
+/// The pin of the `Db` whose connection `c` is, if it is one's.
+pub(crate) fn pin_of(c: &Connection) -> Option<&Pin> {
+    attached(c).map(|s| &s.pin)
 }
 
 /// Runs `f` on `which`, prepared once per pooled connection (through `prepare_cached` on
@@ -107,13 +136,7 @@ pub(crate) fn with<T>(
     which: Hot,
     f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<T>,
 ) -> Result<T> {
-    // SAFETY: a valid handle; a non-null pointer under this name is a live `Db`'s
-    // statements (detached before they drop), used on the thread that uses `c`.
-    let attached = unsafe {
-        (ffi::sqlite3_get_clientdata(c.handle(), CLIENT_DATA.as_ptr()) as *const Statements)
-            .as_ref()
-    };
-    if let Some(mut slot) = attached.and_then(|s| s.0[which as usize].try_borrow_mut().ok()) {
+    if let Some(mut slot) = attached(c).and_then(|s| s.hot[which as usize].try_borrow_mut().ok()) {
         if slot.is_none() {
             let stmt = c.prepare_with_flags(which.sql(), PrepFlags::SQLITE_PREPARE_PERSISTENT)?;
             // SAFETY: see the module invariant: `c` is the `Db`'s boxed connection, which

@@ -60,7 +60,7 @@ pub(crate) fn database_bytes_bound(c: &Connection) -> Option<u64> {
 
 /// The main database's file (`SQLITE_FCNTL_FILE_POINTER`) or its WAL
 /// (`SQLITE_FCNTL_JOURNAL_POINTER`): the handle SQLite itself holds (null if none).
-fn file(db: *mut ffi::sqlite3, op: i32) -> *mut ffi::sqlite3_file {
+pub(crate) fn file(db: *mut ffi::sqlite3, op: i32) -> *mut ffi::sqlite3_file {
     let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
     // SAFETY: `db` is a valid handle; for these opcodes SQLite writes one `sqlite3_file*`
     // into the pointer given, without opening or closing anything.

@@ -257,7 +257,18 @@ impl Inner {
         key: &[u8],
         written: Option<i64>,
     ) -> Result<u64> {
-        let (size, version) = size_and_settings_version(c)?;
+        // A row replaced in place changes no counter: the pin may know them (see `pin`).
+        let pin = prepared::pin_of(c);
+        let known = pin
+            .filter(|_| written.is_none())
+            .and_then(|pin| pin.counters_if_unchanged(c));
+        let (size, version) = match known {
+            Some(counters) => counters,
+            None => size_and_settings_version(c)?,
+        };
+        if let Some(pin) = pin {
+            pin.remember_counters(c, size, version);
+        }
         let s = self.settings_at(c, version)?;
         if s.cull_limit == 0 {
             return Ok(0);
