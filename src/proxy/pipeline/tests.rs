@@ -102,6 +102,17 @@ struct Got {
 }
 
 impl Got {
+    /// A response with its whole body read.
+    async fn of(res: Response<ProxyBody>) -> Got {
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("whole body").to_bytes();
+        Got {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
     fn cache_status(&self) -> &str {
         self.headers
             .get("cache-status")
@@ -160,14 +171,7 @@ impl Harness {
 
     /// `method path` with `headers`, the whole response body read.
     async fn send_only(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
-        let res = self.respond(method, path, headers).await;
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.expect("whole body").to_bytes();
-        Got {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        Got::of(self.respond(method, path, headers).await).await
     }
 
     /// `method path` with `headers`: the response as the pipeline returns it, body unread.
@@ -177,6 +181,14 @@ impl Harness {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Response<ProxyBody> {
+        let req = Self::request(method, path, headers);
+        self.st
+            .dispatch_to(req, PEER.parse().unwrap(), Self::target(path))
+            .await
+    }
+
+    /// `method path` with `headers` (and `Host`), bodiless.
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<ProxyBody> {
         let mut req = Request::new(ProxyBody::Empty);
         *req.method_mut() = Method::from_bytes(method.as_bytes()).unwrap();
         *req.uri_mut() = Self::target(path);
@@ -188,9 +200,7 @@ impl Harness {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        self.st
-            .dispatch_to(req, PEER.parse().unwrap(), Self::target(path))
-            .await
+        req
     }
 
     /// [`send_only`](Self::send_only), then every fill and refresh it started has ended.
@@ -243,11 +253,11 @@ async fn miss_fills_and_the_next_request_is_a_fresh_hit() {
 
 /// The synchronous start of the pipeline for `GET path`.
 fn start_get<'a>(h: &'a Harness, path: &str) -> Started<'a> {
-    let mut req = Request::new(ProxyBody::Empty);
-    *req.uri_mut() = Harness::target(path);
-    req.headers_mut()
-        .insert(header::HOST, HeaderValue::from_static("origin.test"));
-    get_or_head(&h.st, req, Harness::target(path))
+    get_or_head(
+        &h.st,
+        Harness::request("GET", path, &[]),
+        Harness::target(path),
+    )
 }
 
 #[tokio::test]
@@ -270,12 +280,7 @@ async fn a_fresh_entry_in_the_memory_front_is_answered_without_waiting() {
     let Started::Answered(res) = start_get(&h, "/a") else {
         panic!("a fresh entry in the memory front waited");
     };
-    let (parts, body) = res.into_parts();
-    let got = Got {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    };
+    let got = Got::of(res).await;
     assert_eq!((got.status, got.text()), (StatusCode::OK, "v0"));
     got.says(&["hit"]);
     assert_eq!(h.origin.calls(), 1);
