@@ -25,8 +25,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use std::cell::Cell;
-
 use http::header::HeaderName;
 use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
@@ -35,7 +33,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 
 use super::body::ProxyBody;
-use super::metrics::{Metrics, UPSTREAM_US};
+use super::metrics::Metrics;
 use super::mitm::Interceptor;
 use super::upstream::Upstream;
 use super::{ProxyConfig, ProxyError};
@@ -153,12 +151,7 @@ impl State {
             Routed::Later(p) => p,
         };
         Handling::Later(Box::pin(async move {
-            let (res, upstream_us) = UPSTREAM_US
-                .scope(Cell::new(0), async {
-                    let res = pending.finish(self, peer).await;
-                    (res, UPSTREAM_US.with(Cell::get))
-                })
-                .await;
+            let (res, upstream_us) = pending.finish_timed(self, peer).await;
             self.finish(seen, res, upstream_us)
         }))
     }
@@ -174,14 +167,7 @@ impl State {
         let seen = Seen::of(&req, peer, Some(origin));
         let (res, upstream_us) = match self.route_intercepted(req, peer, origin) {
             Routed::Now(res) => (res, 0),
-            Routed::Later(p) => {
-                UPSTREAM_US
-                    .scope(Cell::new(0), async {
-                        let res = p.finish(self, peer).await;
-                        (res, UPSTREAM_US.with(Cell::get))
-                    })
-                    .await
-            }
+            Routed::Later(p) => p.finish_timed(self, peer).await,
         };
         self.finish(seen, res, upstream_us)
     }

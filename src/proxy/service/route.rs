@@ -6,6 +6,7 @@
 //! Invariant: the request is normalised exactly once (`route_to`), before anything computes
 //! a key, a Vary match or storability, whichever way it then goes.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use hyper::body::Incoming;
 use super::State;
 use crate::http_cache::{self, BypassReason, CacheStatus, Normalized, Rule};
 use crate::proxy::body::ProxyBody;
+use crate::proxy::metrics::UPSTREAM_US;
 use crate::proxy::pipeline;
 
 /// What routing made of a request.
@@ -39,6 +41,21 @@ pub(super) enum Pending<'a> {
 }
 
 impl Pending<'_> {
+    /// [`finish`](Pending::finish), with the microseconds spent waiting on origins (for the
+    /// access line).
+    pub(super) async fn finish_timed(
+        self,
+        st: &Arc<State>,
+        peer: SocketAddr,
+    ) -> (Response<ProxyBody>, u64) {
+        UPSTREAM_US
+            .scope(Cell::new(0), async {
+                let res = self.finish(st, peer).await;
+                (res, UPSTREAM_US.with(Cell::get))
+            })
+            .await
+    }
+
     /// Finish the request.
     pub(super) async fn finish(self, st: &Arc<State>, peer: SocketAddr) -> Response<ProxyBody> {
         match self {
