@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -21,27 +20,6 @@ use crate::ops::{Origin, get, hoard, request, run};
 use crate::proxy::harness::IO_TIMEOUT;
 
 mod screenshot;
-
-/// The Chromium binary: `HOARD_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
-/// Panics (the test fails) when there is none: CI installs it (`.ci/run`).
-fn chromium() -> PathBuf {
-    if let Some(p) = std::env::var_os("HOARD_CHROMIUM") {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in ["chromium", "chromium-browser"] {
-            let p = dir.join(name);
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    panic!(
-        "the dashboard test needs Chromium and found none on PATH: install it \
-         (`apt-get install -y chromium`; .ci/run does) or set HOARD_CHROMIUM"
-    );
-}
 
 /// A headless Chromium with one page, driven over `--remote-debugging-pipe`.
 struct Browser {
@@ -64,7 +42,7 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 
 impl Browser {
     fn launch() -> Browser {
-        let exe = chromium();
+        let exe = crate::support::chromium::binary();
         let profile = tempfile::tempdir().unwrap();
         let (cmd_r, cmd_w) = pipe(); // we write commands, Chromium reads fd 3
         let (res_r, res_w) = pipe(); // Chromium writes fd 4, we read
@@ -73,21 +51,12 @@ impl Browser {
             std::os::fd::AsRawFd::as_raw_fd(&res_w),
         );
         let mut cmd = Command::new(&exe);
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            "--remote-debugging-pipe",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(crate::support::chromium::FLAGS)
+            .arg("--remote-debugging-pipe")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {

@@ -19,11 +19,13 @@ use crate::support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod browser;
 mod ca_files;
 mod connect_hosts;
 mod intercept;
 mod python;
 mod robustness;
+mod wget;
 
 /// The name tests use for their origin.
 pub const ORIGIN_HOST: &str = "origin.test";
