@@ -51,7 +51,7 @@ for i in $(seq "$ROUNDS"); do
             oldlogged) t=$OLD args="" quiet=0 ;;
         esac
         line=$(CARGO_TARGET_DIR=$t HOARD_ARGS=$args HOARD_QUIET=$quiet NO_BUILD=1 ROUNDS=1 DURATION=$DURATION \
-            SCENARIOS="$SCENARIO" VARNISH=0 RSS_TEST=0 "$ROOT/benches/proxy_wrk.sh" 2>/dev/null |
+            SCENARIOS="$SCENARIO" VARNISH=0 SQUID=0 RSS_TEST=0 "$ROOT/benches/proxy_wrk.sh" 2>/dev/null |
             grep -E "^$SCENARIO +(hoard-gw|nginx) " | tr -s ' ' | tr '\n' '|' || true)
         echo "$i $v $line" | tee -a "$OUT"
     done

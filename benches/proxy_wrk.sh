@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hoard vs nginx proxy_cache (and varnish, if installable) under wrk: cached hits (1 KiB, 1 MiB),
+# hoard vs nginx proxy_cache (and varnish and squid, if installable) under wrk: cached hits (1 KiB, 1 MiB),
 # misses (every request a new URL, stored by every cache), and hits over many stored URLs in
 # random order.
 #
@@ -22,6 +22,10 @@
 #   FILL_TIME  seconds the fill of RANDOM_URLS URLs (wrk, 32 connections, each URL requested
 #              exactly once) may take per server (default 600)
 #   VARNISH    auto (default: use varnishd, installing it if possible) | 0 (skip)
+#   SQUID      auto (default: use squid, installing it if possible) | 0 (skip). Squid is a
+#              forward proxy like hoard: it gets the same absolute-form requests as hoard-fwd
+#              (wrk Lua), one worker (`workers 1`), a 256 MiB memory cache and a ufs cache_dir
+#              (its defaults: small objects served from memory, everything written to disk)
 #   RSS_TEST   1 (default): peak RSS of hoard streaming a 1 GiB miss | 0 (skip)
 #   NO_BUILD   1: do not run cargo build --release
 #   PROXY_CPU / WRK_CPU  cores for the servers / for wrk (default 0 / 1); pinning with taskset
@@ -55,6 +59,7 @@ SCENARIO_LIST=${SCENARIOS:-1k c32,1k c1,1m c32,1m c1,miss c32,rand c32,h2 c4}
 RANDOM_URLS=${RANDOM_URLS:-100000}
 MAX_TIME=${MAX_TIME:-}
 VARNISH=${VARNISH:-auto}
+SQUID=${SQUID:-auto}
 RSS_TEST=${RSS_TEST:-1}
 NO_BUILD=${NO_BUILD:-0}
 PERF=${PERF:-}
@@ -89,6 +94,12 @@ if [[ $VARNISH != 0 ]]; then
     VARNISHD=$(command -v varnishd || true)
     if [[ -z $VARNISHD ]] && apt_install varnish; then VARNISHD=$(command -v varnishd || true); fi
     [[ -n $VARNISHD ]] || log "varnish not available; skipping its rows"
+fi
+SQUIDBIN=""
+if [[ $SQUID != 0 ]]; then
+    SQUIDBIN=$(command -v squid || true)
+    if [[ -z $SQUIDBIN ]] && apt_install squid; then SQUIDBIN=$(command -v squid || echo /usr/sbin/squid); fi
+    [[ -n $SQUIDBIN && -x $SQUIDBIN ]] || { SQUIDBIN=""; log "squid not available; skipping its rows"; }
 fi
 
 if [[ $NO_BUILD != 1 ]]; then
@@ -181,6 +192,7 @@ HOARD_PORT=$(pick_port)
 NGINX_PORT=$(pick_port)
 NGINX_H2_PORT=$(pick_port)
 VARNISH_PORT=$(pick_port)
+SQUID_PORT=$(pick_port)
 USER_LINE=""
 [[ $(id -u) -eq 0 ]] && USER_LINE="user root;" # workers must read $DATA and write $RUN
 
@@ -268,12 +280,60 @@ if [[ -n $VARNISHD ]]; then
     VARNISH_PID=$!
 fi
 
+SQUID_PID=""
+if [[ -n $SQUIDBIN ]]; then
+    # Squid drops root for cache_effective_user: its directory must be that user's.
+    d=$RUN/squid
+    mkdir -p "$d/cache"
+    SQUID_USER=""
+    if [[ $(id -u) -eq 0 ]]; then
+        SQUID_USER="cache_effective_user proxy"
+        chmod 755 "$RUN"
+        chown -R proxy "$d"
+    fi
+    cat >"$d/squid.conf" <<SQUIDCONF
+http_port 127.0.0.1:$SQUID_PORT
+http_access allow all
+workers 1
+cache_mem 256 MB
+maximum_object_size 2 GB
+maximum_object_size_in_memory 1 MB
+cache_dir ufs $d/cache 16384 16 256
+access_log none
+cache_store_log none
+cache_log $d/cache.log
+pid_filename $d/squid.pid
+coredump_dir $d
+shutdown_lifetime 1 seconds
+$SQUID_USER
+SQUIDCONF
+    if "$SQUIDBIN" -z -N -f "$d/squid.conf" >"$d/init.log" 2>&1; then
+        "${PIN_PROXY[@]}" "$SQUIDBIN" -N -f "$d/squid.conf" >"$d/stdout.log" 2>&1 &
+        PIDS+=($!)
+        SQUID_PID=$!
+    else
+        log "squid -z failed (see $d/init.log); skipping its rows"
+    fi
+fi
+
 wait_port "$NGINX_PORT" "$NGINX_PID" "$RUN/nginx/error.log"
 wait_port "$HOARD_PORT" "$HOARD_PID" "$RUN/hoard/stderr.log"
 if [[ -n $VARNISH_PID ]]; then
     if ! (wait_port "$VARNISH_PORT" "$VARNISH_PID" "$RUN/varnish/stdout.log" 20); then
         log "varnishd did not start (see $RUN/varnish/stdout.log); skipping its rows"
         stop_pid "$VARNISH_PID"; VARNISH_PID=""
+    fi
+fi
+if [[ -n $SQUID_PID ]]; then
+    # Squid answers a request for its own address with an error page: wait for the port.
+    for _ in $(seq 150); do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$SQUID_PORT/" && break
+        kill -0 "$SQUID_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! kill -0 "$SQUID_PID" 2>/dev/null; then
+        log "squid did not start (see $RUN/squid/cache.log); skipping its rows"
+        SQUID_PID=""
     fi
 fi
 
@@ -285,6 +345,7 @@ fetch_headers() { # server path
         hoard-fwd) headers -x "http://127.0.0.1:$HOARD_PORT" "http://127.0.0.1:$ORIGIN_PORT$2" ;;
         nginx) headers "http://127.0.0.1:$NGINX_PORT$2" ;;
         varnish) headers "http://127.0.0.1:$VARNISH_PORT$2" ;;
+        squid) headers -x "http://127.0.0.1:$SQUID_PORT" "http://127.0.0.1:$ORIGIN_PORT$2" ;;
     esac
 }
 is_hit() { # server headers
@@ -292,6 +353,7 @@ is_hit() { # server headers
         hoard-*) grep -qi '^cache-status: hoard; hit' <<<"$2" ;;
         nginx) grep -qi '^x-cache: HIT' <<<"$2" ;;
         varnish) grep -qiE '^x-varnish: [0-9]+ [0-9]+' <<<"$2" ;;
+        squid) grep -qiE '^x-cache: HIT' <<<"$2" ;;
     esac
 }
 warm() { # server path
@@ -302,6 +364,7 @@ warm() { # server path
 SERVERS=(hoard-gw nginx)
 [[ -n $VARNISH_PID ]] && SERVERS+=(varnish)
 SERVERS+=(hoard-fwd)
+[[ -n $SQUID_PID ]] && SERVERS+=(squid)
 for s in "${SERVERS[@]}"; do for p in /1k /1m; do warm "$s" "$p"; done; done
 log "caches warm (second request a hit on ${SERVERS[*]})"
 
@@ -345,10 +408,11 @@ wrk_cmd() {
         nginx) url="http://127.0.0.1:$NGINX_PORT/" ;;
         varnish) url="http://127.0.0.1:$VARNISH_PORT/" ;;
         hoard-fwd) url="http://127.0.0.1:$HOARD_PORT/" ;;
+        squid) url="http://127.0.0.1:$SQUID_PORT/" ;;
     esac
     case $kind in
         1k | 1m)
-            if [[ $server == hoard-fwd ]]; then
+            if [[ $server == hoard-fwd || $server == squid ]]; then
                 printf 'wrk.method = "GET"\nwrk.path = "http://127.0.0.1:%s/%s"\nwrk.headers["Host"] = "127.0.0.1:%s"\n' \
                     "$ORIGIN_PORT" "$kind" "$ORIGIN_PORT" >"$RUN/fwd-$kind.lua"
                 lua=(-s "$RUN/fwd-$kind.lua")
@@ -357,7 +421,7 @@ wrk_cmd() {
             fi ;;
         *)
             path=/1k
-            [[ $server == hoard-fwd ]] && { path="http://127.0.0.1:$ORIGIN_PORT/1k"; host="127.0.0.1:$ORIGIN_PORT"; }
+            [[ $server == hoard-fwd || $server == squid ]] && { path="http://127.0.0.1:$ORIGIN_PORT/1k"; host="127.0.0.1:$ORIGIN_PORT"; }
             lua=(-s "$RUN/dynamic.lua") ;;
     esac
     WRK_CMD=(timeout "$(($(dur_s "$d") + 30))" "${PIN_WRK[@]}" wrk -t1 "-c$c" "-d$d" --timeout 5s --latency "${lua[@]}" "$url")
@@ -395,7 +459,7 @@ CPU_TSV=$RUN/cpu.tsv # scenario server rep requests server-ms origin-ms
 proc_tree() { echo "$1$(pgrep -P "$1" | sed 's/^/,/' | tr -d '\n')"; }
 cpu_start() { # server
     local p
-    case $1 in hoard-*) p=$HOARD_PID ;; nginx) p=$NGINX_PID ;; varnish) p=$VARNISH_PID ;; esac
+    case $1 in hoard-*) p=$HOARD_PID ;; nginx) p=$NGINX_PID ;; varnish) p=$VARNISH_PID ;; squid) p=$SQUID_PID ;; esac
     perf stat -x, -e task-clock -p "$(proc_tree "$p")" -o "$RUN/cpu-server.txt" 2>/dev/null &
     CPU_SERVER=$!
     perf stat -x, -e task-clock -p "$(proc_tree "$ORIGIN_PID")" -o "$RUN/cpu-origin.txt" 2>/dev/null &
@@ -481,6 +545,7 @@ if [[ ,$SCENARIO_LIST, == *,rand\ * ]]; then
         case $s in
             hoard-gw) url="http://127.0.0.1:$HOARD_PORT/" path=/1k ;;
             hoard-fwd) url="http://127.0.0.1:$HOARD_PORT/" path="http://127.0.0.1:$ORIGIN_PORT/1k" host="127.0.0.1:$ORIGIN_PORT" ;;
+            squid) url="http://127.0.0.1:$SQUID_PORT/" path="http://127.0.0.1:$ORIGIN_PORT/1k" host="127.0.0.1:$ORIGIN_PORT" ;;
             nginx) url="http://127.0.0.1:$NGINX_PORT/" path=/1k ;;
             varnish) url="http://127.0.0.1:$VARNISH_PORT/" path=/1k ;;
         esac
@@ -547,6 +612,7 @@ if [[ $RSS_TEST == 1 ]]; then
         # Free the other servers' memory and CPU first.
         stop_pid "$HOARD_PID"; stop_pid "$NGINX_PID"
         [[ -n $VARNISH_PID ]] && stop_pid "$VARNISH_PID"
+        [[ -n $SQUID_PID ]] && stop_pid "$SQUID_PID"
         mkdir -p "$RUN/rss"
         RSS_PORT=$(pick_port) # picked now: minutes have passed since the others
         "${PIN_PROXY[@]}" "$HOARD" -q --listen "127.0.0.1:$RSS_PORT" --cache-dir "$RUN/rss/cache" \
@@ -579,16 +645,17 @@ fi
 
 # --- report ------------------------------------------------------------------------------------
 echo
-echo "hoard vs nginx proxy_cache$([[ -n $VARNISH_PID ]] && echo " vs varnish"): wrk -t1 -d$DURATION --latency"
-echo "command: ROUNDS=$ROUNDS DURATION=$DURATION SCENARIOS=\"$SCENARIO_LIST\" RANDOM_URLS=$RANDOM_URLS VARNISH=$VARNISH RSS_TEST=$RSS_TEST PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU $INVOCATION"
+echo "hoard vs nginx proxy_cache$([[ -n $VARNISH_PID ]] && echo " vs varnish")$([[ -n $SQUID_PID ]] && echo " vs squid"): wrk -t1 -d$DURATION --latency"
+echo "command: ROUNDS=$ROUNDS DURATION=$DURATION SCENARIOS=\"$SCENARIO_LIST\" RANDOM_URLS=$RANDOM_URLS VARNISH=$VARNISH SQUID=$SQUID RSS_TEST=$RSS_TEST PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU $INVOCATION"
 echo "machine: $CORES cores usable ($CORES_ALL online)${CPU_MODEL:+, $CPU_MODEL}; $PINNING"
 echo "hoard: ${HOARD_CMD[*]}"
-echo "$("$HOARD" --version 2>/dev/null); $("$NGINX" -v 2>&1)${VARNISHD:+; $("$VARNISHD" -V 2>&1 | head -1)}"
+echo "$("$HOARD" --version 2>/dev/null); $("$NGINX" -v 2>&1)${VARNISHD:+; $("$VARNISHD" -V 2>&1 | head -1)}${SQUID_PID:+; $("$SQUIDBIN" -v 2>&1 | head -1)}"
 echo "$ROUNDS rounds, each running every (scenario, server) pair once, server order reversed every other round;"
 echo "shown: the MEDIAN of the rounds (rps, p50, p99 each), with the spread of rps and p99 as min..max."
 echo "Load average before $LOAD_BEFORE, after $LOAD_AFTER. Shared, noisy machine: compare ratios within"
 echo "this run, not absolute numbers across runs."
-echo "hoard-gw = gateway mode (--upstream); hoard-fwd = forward mode (absolute-form via wrk Lua); nginx/varnish gateway."
+echo "hoard-gw = gateway mode (--upstream); hoard-fwd = forward mode (absolute-form via wrk Lua); nginx/varnish gateway;"
+echo "squid = forward proxy, the same absolute-form requests as hoard-fwd."
 echo "1k/1m: hits on one URL; miss: every request a new URL (/1k?m=<run>-<n>), fetched and stored;"
 echo "rand: hits on /1k?r=<math.random(1, $RANDOM_URLS)>, all $RANDOM_URLS URLs stored first."
 echo "h2: 1 KiB hits over HTTP/2 (h2c prior knowledge), h2load -cN -m32 (the h2 rows are h2load's, not wrk's)."
@@ -624,6 +691,7 @@ awk -F'\t' -v order="${SERVERS[*]}" '
             row(scen[i], "hoard-fwd", "nginx", "hoard-fwd / nginx-gw")
             row(scen[i], "varnish", "nginx", "varnish / nginx")
             row(scen[i], "hoard-gw", "varnish", "hoard-gw / varnish")
+            row(scen[i], "hoard-fwd", "squid", "hoard-fwd / squid")
         }
     }' "$RESULTS"
 echo
