@@ -140,7 +140,7 @@ impl Exchange<'_> {
             Some(b) => ProxyBody::full(b.clone()),
             None => ProxyBody::Empty,
         };
-        let req = build_upstream_request(sent, self.target, self.pseudonym, body);
+        let req = build_upstream_request(sent.into(), self.target, self.pseudonym, body);
         let t_req = SystemTime::now();
         let started = Instant::now();
         let res = self.upstream.send(req).await;
@@ -389,7 +389,7 @@ impl Ctx<'_> {
         let expected = content_length(&rparts.headers);
         let status = rparts.status;
         let client_wants_304 =
-            Conditional::evaluate(&self.parts.headers, status, &client_headers, t_res)
+            Conditional::evaluate(&self.lookup.headers, status, &client_headers, t_res)
                 .is_not_modified();
         // A body that arrived whole with its head (a small response) is answered as one
         // buffer, written with the head; the fill only stores it.
@@ -451,7 +451,7 @@ impl Ctx<'_> {
     pub(super) async fn forward_uncached(&self, cs: CacheStatus) -> Response<ProxyBody> {
         let req = self
             .st
-            .upstream_request(&self.parts, &self.target, self.request_body());
+            .upstream_request(self.client_head(), &self.target, self.request_body());
         let t_req = SystemTime::now();
         match self.st.upstream.send(req).await {
             Err(e) => self.st.upstream_error(&e, self.ruled(cs)),

@@ -34,7 +34,7 @@ use serve::served_headers;
 
 use super::body::ProxyBody;
 use super::fill;
-use super::service::State;
+use super::service::{RequestHead, State};
 use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
 use crate::entries::{Entries, FillPlan, Holder, Lease, LeaseResult, Loaded, StoredBody, Tier};
@@ -55,10 +55,11 @@ struct StaleEntry {
 /// One request going through the pipeline.
 struct Ctx<'a> {
     st: &'a State,
-    /// The client's request head.
-    parts: Parts,
-    /// The same request as a GET to the absolute target (what the policy is evaluated on).
+    /// The client's request head, as the GET (or rule-cached method) of the absolute target
+    /// that the policy is evaluated on: the client's own method and version are `client`.
     lookup: Parts,
+    /// The method and version the client sent.
+    client: (Method, Version),
     target: Uri,
     key: CacheKey,
     is_head: bool,
@@ -194,15 +195,17 @@ fn start<'a>(
             ));
         }
     };
-    let mut lookup = parts.clone();
-    lookup.method = class;
+    let mut lookup = parts;
+    let client = (
+        std::mem::replace(&mut lookup.method, class),
+        std::mem::replace(&mut lookup.version, Version::HTTP_11),
+    );
     lookup.uri = target.clone();
-    lookup.version = Version::HTTP_11;
-    let is_head = parts.method == Method::HEAD;
+    let is_head = client.0 == Method::HEAD;
     let ctx = Ctx {
         st,
-        parts,
         lookup,
+        client,
         target,
         key,
         is_head,
@@ -214,7 +217,7 @@ fn start<'a>(
         Next::Offline
     } else if ctx.rule.as_ref().is_some_and(|r| r.bypass) {
         Next::Bypass
-    } else if ctx.parts.headers.contains_key(header::RANGE) {
+    } else if ctx.lookup.headers.contains_key(header::RANGE) {
         Next::Range
     } else {
         match ctx.start_now() {
@@ -242,6 +245,15 @@ pub async fn invalidate(st: &State, targets: Vec<Uri>) -> u64 {
 }
 
 impl Ctx<'_> {
+    /// The request as the client sent it (its method and version), for forwarding it as is.
+    fn client_head(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.client.0,
+            version: self.client.1,
+            headers: &self.lookup.headers,
+        }
+    }
+
     /// `cs` naming the configuration rule that applied, unless it already has a detail.
     fn ruled(&self, cs: CacheStatus) -> CacheStatus {
         cs.ruled(self.rule.as_ref())

@@ -49,7 +49,7 @@ impl Ctx<'_> {
 
     /// 206 from the stored pieces, when fresh, `If-Range` matches and one piece holds the range.
     fn serve_part(&self, p: &Partial, spec: ByteRange) -> Option<Response<ProxyBody>> {
-        if !http_cache::if_range_matches(&self.parts.headers, &p.head) {
+        if !http_cache::if_range_matches(&self.lookup.headers, &p.head) {
             return None;
         }
         let now = SystemTime::now();
@@ -62,7 +62,7 @@ impl Ctx<'_> {
         let body = p.slice(first, last)?;
         let cs = CacheStatus::hit(Some(ttl.as_secs() as i64)).with_detail("partial");
         http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
-        if http_cache::not_modified(&self.parts.headers, &headers, p.head.response_time) {
+        if http_cache::not_modified(&self.lookup.headers, &headers, p.head.response_time) {
             return Some(self.not_modified_response(headers, cs));
         }
         Some(self.partial_response(headers, (first, last, p.complete_len), body, cs))
@@ -94,7 +94,7 @@ impl Ctx<'_> {
         let generation = self.st.entries.inv.generation();
         let req = self
             .st
-            .upstream_request(&self.parts, &self.target, ProxyBody::Empty);
+            .upstream_request(self.client_head(), &self.target, ProxyBody::Empty);
         let t_req = SystemTime::now();
         let started = Instant::now();
         let res = match self.st.upstream.send(req).await {

@@ -12,7 +12,7 @@ impl Ctx<'_> {
     /// `If-Range` that does not match) goes to the origin and is not stored.
     pub(super) async fn range(&self) -> Response<ProxyBody> {
         let forward = || self.forward_uncached(CacheStatus::bypass(BypassReason::Range));
-        let Some(spec) = parse_byte_range(&self.parts.headers) else {
+        let Some(spec) = parse_byte_range(&self.lookup.headers) else {
             return forward().await;
         };
         let mut loaded = self.load().await;
@@ -30,7 +30,7 @@ impl Ctx<'_> {
             // Partial content (RFC 9111 3.3, 3.4): pipeline/partial.rs.
             return self.range_from_parts(spec).await;
         };
-        if head.status != StatusCode::OK || !if_range_matches(&self.parts.headers, &head) {
+        if head.status != StatusCode::OK || !if_range_matches(&self.lookup.headers, &head) {
             return forward().await;
         }
         let now = SystemTime::now();

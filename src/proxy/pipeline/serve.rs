@@ -74,7 +74,7 @@ impl Ctx<'_> {
         headers.remove(header::CONTENT_LENGTH);
         http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
         let len = rec.len();
-        if Conditional::evaluate(&self.parts.headers, status, &headers, head.response_time)
+        if Conditional::evaluate(&self.lookup.headers, status, &headers, head.response_time)
             .is_not_modified()
         {
             return self.not_modified_response(headers, cs);

@@ -16,7 +16,7 @@ mod respond;
 mod route;
 mod target;
 
-pub use pass::build_upstream_request;
+pub use pass::{RequestHead, build_upstream_request};
 use route::Routed;
 
 use std::future::Future;

@@ -47,7 +47,7 @@ impl State {
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
-        let up = self.upstream_request(&parts, &target, body);
+        let up = self.upstream_request((&parts).into(), &target, body);
         let (t_req, started) = (std::time::SystemTime::now(), std::time::Instant::now());
         let res = match self.upstream.send(up).await {
             Ok(r) => r,
@@ -100,11 +100,11 @@ impl State {
     /// The request to send upstream: hop-by-hop headers removed, `Via` added, `Host` from the target.
     pub fn upstream_request(
         &self,
-        parts: &http::request::Parts,
+        head: RequestHead<'_>,
         target: &Uri,
         body: ProxyBody,
     ) -> Request<ProxyBody> {
-        build_upstream_request(parts, target, &self.cfg.pseudonym, body)
+        build_upstream_request(head, target, &self.cfg.pseudonym, body)
     }
 
     /// An origin response body streamed to the client under the chunk and body timeouts.
@@ -119,19 +119,37 @@ impl State {
     }
 }
 
+/// What an upstream request is built from: a request head, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    pub version: http::Version,
+    pub headers: &'a http::HeaderMap,
+}
+
+impl<'a> From<&'a http::request::Parts> for RequestHead<'a> {
+    fn from(p: &'a http::request::Parts) -> Self {
+        RequestHead {
+            method: &p.method,
+            version: p.version,
+            headers: &p.headers,
+        }
+    }
+}
+
 /// The request to send upstream: hop-by-hop headers removed, `Via` added, `Host` from the target.
 pub fn build_upstream_request(
-    parts: &http::request::Parts,
+    head: RequestHead<'_>,
     target: &Uri,
     pseudonym: &str,
     body: ProxyBody,
 ) -> Request<ProxyBody> {
-    let mut headers = parts.headers.clone();
+    let mut headers = head.headers.clone();
     http_cache::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    http_cache::append_via(&mut headers, parts.version, pseudonym);
+    http_cache::append_via(&mut headers, head.version, pseudonym);
     let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
+    *req.method_mut() = head.method.clone();
     *req.uri_mut() = target.clone();
     *req.headers_mut() = headers;
     req
