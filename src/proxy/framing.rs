@@ -105,8 +105,19 @@ impl Scanner {
                     };
                 }
                 State::Head => {
-                    self.head_byte(data[0]);
-                    data = &data[1..];
+                    // A whole line (or the rest of the data) at once: request heads are
+                    // most of what a client sends, and most of their bytes are not `\n`.
+                    match memchr::memchr(b'\n', data) {
+                        Some(i) => {
+                            self.head_bytes(&data[..i]);
+                            self.head_line_end();
+                            data = &data[i + 1..];
+                        }
+                        None => {
+                            self.head_bytes(data);
+                            return;
+                        }
+                    }
                 }
                 State::ChunkData(n) => {
                     let k = n.min(data.len() as u64);
@@ -173,19 +184,31 @@ impl Scanner {
         self.verdicts.pop_front().flatten()
     }
 
-    fn head_byte(&mut self, b: u8) {
-        if b != b'\n' {
-            self.prev_cr = b == b'\r';
-            if b != b'\r' && self.line.len() < LINE_PREFIX {
-                self.line.push(b);
-            }
-            return;
-        }
+    /// Bytes of a head line with no `\n` among them: the line keeps its first
+    /// [`LINE_PREFIX`] bytes other than CR.
+    fn head_bytes(&mut self, part: &[u8]) {
+        let Some(&last) = part.last() else {
+            return; // nothing new: a CR at the end of the previous part still counts
+        };
+        self.prev_cr = last == b'\r';
+        let room = LINE_PREFIX.saturating_sub(self.line.len());
+        self.line
+            .extend(part.iter().copied().filter(|&c| c != b'\r').take(room));
+    }
+
+    /// The `\n` ending a head line.
+    fn head_line_end(&mut self) {
         if !self.prev_cr {
             self.bare_lf = true;
         }
         self.prev_cr = false;
-        let line = std::mem::take(&mut self.line);
+        let mut line = std::mem::take(&mut self.line);
+        self.head_line(&line);
+        line.clear();
+        self.line = line; // its capacity serves the next line
+    }
+
+    fn head_line(&mut self, line: &[u8]) {
         if line.is_empty() {
             if !self.request_line {
                 self.end_head();
@@ -347,4 +370,40 @@ mod tests {
         ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\n\n"],
         vec![]
     );
+
+    /// A line longer than the prefix kept is skipped whole; the lines after it are judged.
+    #[test]
+    fn a_long_line_does_not_hide_the_next_ones() {
+        let long = format!(
+            "POST / HTTP/1.1\r\nX-Long: {}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "a".repeat(5000)
+        );
+        assert_eq!(
+            verdicts(&[long.as_bytes()]),
+            vec![Some(ContentLengthWithTransferEncoding)]
+        );
+        let cr_inside = "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n";
+        assert_eq!(verdicts(&[cr_inside.as_bytes()]), vec![None]);
+    }
+
+    /// Lines are found a whole line at a time: any split of the bytes gives the verdicts one
+    /// byte at a time gives.
+    #[test]
+    fn every_split_gives_the_same_verdicts() {
+        for text in [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\nX: y\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            "\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 2\r\n\r\n\n\nGET / HTTP/1.1\r\n\r\n",
+        ] {
+            let bytes = text.as_bytes();
+            let one_by_one: Vec<&[u8]> = bytes.chunks(1).collect();
+            let want = verdicts(&one_by_one);
+            assert!(!want.is_empty(), "{text:?}");
+            for cut in 0..=bytes.len() {
+                let (a, b) = bytes.split_at(cut);
+                assert_eq!(verdicts(&[a, b]), want, "{text:?} cut at {cut}");
+            }
+        }
+    }
 }
