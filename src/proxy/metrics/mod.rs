@@ -79,9 +79,12 @@ struct SharedLabel {
 pub struct Metrics {
     registry: Registry,
     requests: Family<OutcomeLabel, Counter>,
+    /// `requests{cache_status="hit"}` and `response_bytes` by source, looked up once: the
+    /// family's lookup (a label string built, hashed, a lock) was per request.
+    hit_requests: Counter,
+    bytes_from: [Counter; 2],
     upstream_requests: Counter,
     upstream_errors: Family<KindLabel, Counter>,
-    bytes: Family<SourceLabel, Counter>,
     entries: Gauge,
     volume: Gauge,
     size_limit: Gauge,
@@ -161,6 +164,11 @@ impl Metrics {
                 cache_status: o.to_string(),
             });
         }
+        let hit_requests = requests
+            .get_or_create(&OutcomeLabel {
+                cache_status: "hit".to_string(),
+            })
+            .clone();
         let upstream_requests = Counter::default();
         registry.register(
             "upstream_requests",
@@ -179,6 +187,8 @@ impl Metrics {
             "Response body bytes of known length sent to clients, by source (cache or origin)",
             bytes.clone(),
         );
+        let bytes_from =
+            ["cache", "origin"].map(|source| bytes.get_or_create(&SourceLabel { source }).clone());
         let entries = Gauge::default();
         registry.register("store_entries", "Rows in the store", entries.clone());
         let volume = Gauge::default();
@@ -248,9 +258,10 @@ impl Metrics {
             feed: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
             watchers: Arc::new(AtomicU64::new(0)),
             requests,
+            hit_requests,
+            bytes_from,
             upstream_requests,
             upstream_errors,
-            bytes,
             entries,
             volume,
             size_limit,
@@ -296,15 +307,19 @@ impl Metrics {
                 t.add(kind, body_len.unwrap_or(0));
             }
         }
-        self.requests
-            .get_or_create(&OutcomeLabel {
-                cache_status: outcome.to_string(),
-            })
-            .inc();
+        let hit = outcome == "hit";
+        if hit {
+            self.hit_requests.inc();
+        } else {
+            self.requests
+                .get_or_create(&OutcomeLabel {
+                    cache_status: outcome.to_string(),
+                })
+                .inc();
+        }
         self.duration.observe(elapsed.as_secs_f64());
         if let Some(n) = body_len {
-            let source = if outcome == "hit" { "cache" } else { "origin" };
-            self.bytes.get_or_create(&SourceLabel { source }).inc_by(n);
+            self.bytes_from[usize::from(!hit)].inc_by(n);
         }
     }
 
