@@ -472,7 +472,10 @@ mod tests {
         let accepted: Vec<u32> = (1000..3000)
             .filter(|&i| h.put_if_room(&key(i), idx(), None, 0.0))
             .collect();
-        assert!(accepted.len() > SHARDS && accepted.len() < 2000, "{accepted:?}");
+        assert!(
+            accepted.len() > SHARDS && accepted.len() < 2000,
+            "{accepted:?}"
+        );
         assert!(h.bytes() <= SHARDS * 4096);
         assert!((3000..5000).all(|i| !h.put_if_room(&key(i), idx(), None, 0.0)));
         for i in 1000..5000 {
@@ -480,7 +483,10 @@ mod tests {
             assert_eq!(held, accepted.contains(&i), "k{i}");
         }
         h.put(&key(5000), idx(), None, 0.0);
-        assert!(h.get(&key(5000), None).is_some(), "a row read still gets in");
+        assert!(
+            h.get(&key(5000), None).is_some(),
+            "a row read still gets in"
+        );
         assert_eq!(h.entries(), accepted.len(), "one out, one in");
     }
 

@@ -117,14 +117,19 @@ impl FillPlan {
     /// shared tier, for its copy.
     fn keep_limit(&self) -> u64 {
         let shared = self.entries.shared.as_ref().map_or(0, |s| s.max_object_size);
-        self.entries.hot.max_body().max(shared)
+        self.front_limit().max(shared)
     }
 
-    /// The body of `len` bytes in one exact allocation, when the memory front keeps it.
+    /// The longest body a fill files in the memory front: one the front keeps and that fits
+    /// in one write batch, which holds it until the commit anyway (a larger one would be
+    /// held in memory for the front alone; its first hit reads the store).
+    fn front_limit(&self) -> u64 {
+        self.entries.hot.max_body().min(WRITE_BATCH as u64)
+    }
+
+    /// The body of `len` bytes in one exact allocation, when the memory front takes it.
     fn front_body(&self, chunks: &[Bytes], len: u64) -> Option<Bytes> {
-        self.entries
-            .hot
-            .admits(len)
+        (len <= self.front_limit() && self.entries.hot.admits(len))
             .then(|| Bytes::from(chunks.concat()))
     }
 

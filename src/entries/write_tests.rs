@@ -12,9 +12,9 @@ use crate::store::Cache;
 
 const URL: &str = "http://origin.test/page";
 
-/// Entries over the store in `dir` with a 1 MiB front keeping bodies up to 4 KiB.
+/// Entries over the store in `dir` with a 16 MiB front keeping bodies up to 512 KiB.
 fn entries(dir: &std::path::Path) -> Entries {
-    let hot = HotCache::new(1 << 20, 4096, Duration::from_secs(1));
+    let hot = HotCache::new(16 << 20, 512 << 10, Duration::from_secs(1));
     Entries::new(Cache::open(dir).unwrap(), hot)
 }
 
@@ -63,15 +63,17 @@ async fn loaded(entries: &Entries, key: &CacheKey, headers: &http::HeaderMap) ->
     }
 }
 
-/// Streamed fills (`EntryWriter::commit`), with and without `Vary`: a body the front keeps is
-/// answered from memory at once, one it does not keep is not (and the store has it).
+/// Streamed fills (`EntryWriter::commit`), with and without `Vary`: a body up to one write
+/// batch is answered from memory at once, a larger one (which the front would keep after a
+/// read) is not, and the store has it.
 #[tokio::test]
 async fn a_streamed_fill_is_in_the_front_before_its_first_hit() {
     let cases = [
         // (vary, body length, kept in memory)
         (None, 1024, true),
         (Some("accept-encoding"), 1024, true),
-        (None, 4097, false),
+        (None, WRITE_BATCH, true),
+        (None, WRITE_BATCH + 1, false),
     ];
     for (vary, len, kept) in cases {
         let dir = tempfile::tempdir().unwrap();

@@ -336,9 +336,24 @@ mod tests {
             ("legacy", &v1, v1.len(), Ok(Format::V1)),
             ("new, cut short", &v2, v2.len() - 8, Err(Refused::Short)),
             ("legacy, cut short", &v1, v1.len() - 1, Err(Refused::Short)),
-            ("slot count not a power of two", &odd, v2.len(), Err(Refused::BadSlotCount)),
-            ("slot count out of range", &huge, v2.len(), Err(Refused::BadSlotCount)),
-            ("not ours", b"hoardgn9........", 1 << 30, Err(Refused::UnknownFormat)),
+            (
+                "slot count not a power of two",
+                &odd,
+                v2.len(),
+                Err(Refused::BadSlotCount),
+            ),
+            (
+                "slot count out of range",
+                &huge,
+                v2.len(),
+                Err(Refused::BadSlotCount),
+            ),
+            (
+                "not ours",
+                b"hoardgn9........",
+                1 << 30,
+                Err(Refused::UnknownFormat),
+            ),
         ];
         for (name, header, len, want) in cases {
             assert_eq!(Format::of(&header[..16], len), want, "{name}");
@@ -355,7 +370,11 @@ mod tests {
         let (a, b) = legacy_neighbours();
         g.bump(a);
         assert_ne!(g.stamp(a), Stamp(0, 0));
-        assert_eq!(g.stamp(b), Stamp(0, 0), "keys 2^17 apart have their own slots");
+        assert_eq!(
+            g.stamp(b),
+            Stamp(0, 0),
+            "keys 2^17 apart have their own slots"
+        );
     }
 
     /// Regression for the upgrade: a directory whose `cache.gen` an older version created
@@ -416,7 +435,10 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "temporary files are removed");
 
-        for short in [&b"hoardgn1"[..], &Format::V2 { slots: SLOTS }.new_file()[..4096]] {
+        for short in [
+            &b"hoardgn1"[..],
+            &Format::V2 { slots: SLOTS }.new_file()[..4096],
+        ] {
             let other = tempfile::tempdir().unwrap();
             std::fs::write(other.path().join(GEN_FILE), short).unwrap();
             assert!(Generations::open(other.path()).is_none());

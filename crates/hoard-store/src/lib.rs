@@ -148,10 +148,10 @@ pub use fanout::{DEFAULT_FANOUT_TIMEOUT, FanoutBuilder, FanoutCache, FanoutScan}
 #[doc(hidden)]
 pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
+pub use generations::{LEGACY_SLOTS as LEGACY_GENERATION_SLOTS, SLOTS as GENERATION_SLOTS};
 pub use index::Index;
 pub use memo::{default_uniform, xfetch_should_recompute};
 pub use memoized::Memoized;
-pub use generations::{LEGACY_SLOTS as LEGACY_GENERATION_SLOTS, SLOTS as GENERATION_SLOTS};
 pub use memory::{
     DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, Stamp as ChangeStamp,
     TRUST as MEMORY_TRUST_SECONDS,

@@ -25,8 +25,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
-pub(crate) use crate::generations::{GEN_FILE, Generations, key_hash};
 pub use crate::generations::Stamp;
+pub(crate) use crate::generations::{GEN_FILE, Generations, key_hash};
 
 /// Default memory budget of one cache handle for values read from the store.
 pub const DEFAULT_BUDGET: u64 = 32 << 20;

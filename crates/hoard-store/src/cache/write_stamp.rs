@@ -76,12 +76,16 @@ mod tests {
             .transact(|_| {
                 assert_eq!(cache.write_stamp(b"k"), None, "not changed yet");
                 cache.set(b"k", b"v", None, None)?;
-                let w = cache.write_stamp(b"k").expect("changed in this transaction");
+                let w = cache
+                    .write_stamp(b"k")
+                    .expect("changed in this transaction");
                 assert_eq!(cache.stamp_after_write(b"k", w), None, "not committed yet");
                 Ok(w)
             })
             .unwrap();
-        let own = cache.stamp_after_write(b"k", w).expect("nobody came between");
+        let own = cache
+            .stamp_after_write(b"k", w)
+            .expect("nobody came between");
         assert_eq!(cache.change_stamp(b"k"), Some(own));
         cache.set(b"k", b"w", None, None).unwrap();
         assert_ne!(cache.change_stamp(b"k"), Some(own));
@@ -122,7 +126,9 @@ mod tests {
             ("our second change of the key", |o, _| {
                 o.delete(b"k").unwrap();
             }),
-            ("a global bump", |_, t| t.inner.gens.as_ref().unwrap().bump_all()),
+            ("a global bump", |_, t| {
+                t.inner.gens.as_ref().unwrap().bump_all()
+            }),
         ];
         for (name, between) in cases {
             let w = ours
