@@ -331,7 +331,8 @@ mod tests {
         odd[8..16].copy_from_slice(&3000u64.to_le_bytes());
         let mut huge = v2.clone();
         huge[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        let cases: [(&str, &[u8], usize, Result<Format, Refused>); 7] = [
+        type Case<'a> = (&'a str, &'a [u8], usize, Result<Format, Refused>);
+        let cases: [Case<'_>; 7] = [
             ("new", &v2, v2.len(), Ok(Format::V2 { slots: SLOTS })),
             ("legacy", &v1, v1.len(), Ok(Format::V1)),
             ("new, cut short", &v2, v2.len() - 8, Err(Refused::Short)),

@@ -119,7 +119,8 @@ mod tests {
     fn foreign_and_extra_bumps_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = (open(dir.path()), open(dir.path()));
-        let cases: [(&str, fn(&Cache, &Cache)); 3] = [
+        type Between = fn(&Cache, &Cache);
+        let cases: [(&str, Between); 3] = [
             ("their counter bump inside our transaction", |_, t| {
                 t.inner.gens.as_ref().unwrap().bump(key_hash(b"k"))
             }),
