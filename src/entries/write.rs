@@ -116,7 +116,11 @@ impl FillPlan {
     /// The longest body kept in memory until the commit: for the memory front and, with a
     /// shared tier, for its copy.
     fn keep_limit(&self) -> u64 {
-        let shared = self.entries.shared.as_ref().map_or(0, |s| s.max_object_size);
+        let shared = self
+            .entries
+            .shared
+            .as_ref()
+            .map_or(0, |s| s.max_object_size);
         self.front_limit().max(shared)
     }
 
@@ -207,7 +211,7 @@ pub struct EntryWriter {
     batch: Vec<Bytes>,
     batched: usize,
     /// The body so far, kept while the memory front or a shared tier may take it (up to
-    /// `keep_limit` bytes).
+    /// `keep_limit` bytes), and the body's length so far.
     kept: Option<Vec<Bytes>>,
     kept_len: u64,
     keep_limit: u64,
@@ -224,8 +228,8 @@ impl EntryWriter {
         if !self.is_storing() {
             return;
         }
+        self.kept_len += data.len() as u64;
         if let Some(kept) = self.kept.as_mut() {
-            self.kept_len += data.len() as u64;
             if self.kept_len > self.keep_limit {
                 self.kept = None; // too large for the front and to share
             } else {
@@ -269,10 +273,9 @@ impl EntryWriter {
             }
             return false;
         };
-        let kept = kept.unwrap_or_default();
-        let body = plan.front_body(&kept, kept_len);
+        let body = kept.as_deref().and_then(|k| plan.front_body(k, kept_len));
         let shared_limit = plan.entries.shared.as_ref().map(|s| s.max_object_size);
-        let copy = shared_limit.is_some_and(|n| kept_len <= n).then_some(kept);
+        let copy = kept.filter(|_| shared_limit.is_some_and(|n| kept_len <= n));
         // The last batch and the commit in one blocking call, in a transaction shared with
         // the fills that complete meanwhile (`commits`).
         let (commits, store) = (plan.entries.commits.clone(), plan.entries.store.clone());

@@ -93,6 +93,20 @@ async fn a_streamed_fill_is_in_the_front_before_its_first_hit() {
     }
 }
 
+/// Regression: a front that keeps no body bytes (`max_entry` 0) keeps none of the fill's
+/// body, so it must not get the entry with an empty body in place of the real one.
+#[tokio::test]
+async fn a_front_keeping_no_body_bytes_gets_no_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let hot = HotCache::new(1 << 20, 0, Duration::from_secs(1));
+    let e = Entries::new(Cache::open(dir.path()).unwrap(), hot);
+    let (key, headers, plan) = plan(&e, None);
+    let mut w = plan.start();
+    w.push(Bytes::from_static(b"body")).await;
+    assert!(w.commit().await);
+    assert_eq!(from_memory(&e, &key, &headers), None);
+}
+
 /// A fill committed without a task (`FillPlan::commit_whole`) is in the front too.
 #[tokio::test]
 async fn a_whole_fill_is_in_the_front_before_its_first_hit() {
