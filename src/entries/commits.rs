@@ -187,15 +187,11 @@ impl<T: Send + 'static> Drop for StartDrainer<T> {
     }
 }
 
-/// One transaction for `batch` (a lone job runs as it would alone: its writes open their own).
+/// One transaction for `batch`, a lone job too: its writes join it, so a fill can take the
+/// change stamps of its rows inside the transaction (`Cache::write_stamp`) and file them in
+/// the memory front after the commit.
 fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
     let (jobs, replies): (Vec<Job<T>>, Vec<Reply<T>>) = batch.into_iter().unzip();
-    if jobs.len() == 1 {
-        let job = jobs.into_iter().next().expect("one job");
-        let reply = replies.into_iter().next().expect("one reply");
-        reply.send(run_job(job));
-        return;
-    }
     let mut done = Vec::with_capacity(jobs.len());
     let mut failed_at = None;
     let res = store.transact(|_| {

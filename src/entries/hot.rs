@@ -2,14 +2,17 @@
 //! needs no blocking thread, no SQLite read and no decode.
 //!
 //! Invariants: an entry mirrors one store row as it was read by this process, filed under the
-//! row key's change stamp sampled before that read (`Cache::change_stamp`), and is used only
-//! while a new sample is equal and for at most `ttl`: a write of the row by any process sharing
-//! the directory (a refresh, a purge, `hoard purge`) changes the stamp, so it is seen at once;
-//! the time a row is trusted bounds the rest (writes made behind the store's back): `ttl` for a
-//! row read without a change stamp (no `cache.gen`: btrfs/ZFS, or not writable), and at least
-//! [`STAMPED_TTL`] for one read under a stamp, so a wide working set of rows hit every few
-//! seconds stays in memory instead of being read from SQLite again. This process's own writes,
-//! refreshes and invalidations also remove entries directly. Freshness is still decided
+//! row key's change stamp sampled before that read (`Cache::change_stamp`), or as this process
+//! wrote it (a fill), filed under the stamp the store proves belongs to that write
+//! (`Cache::write_stamp` inside the write transaction, `Cache::stamp_after_write` after it;
+//! never a stamp merely sampled after the commit, which may be another process's newer write),
+//! and is used only while a new sample is equal and for at most `ttl`: a write of the row by
+//! any process sharing the directory (a refresh, a purge, `hoard purge`) changes the stamp, so
+//! it is seen at once; the time a row is trusted bounds the rest (writes made behind the
+//! store's back): `ttl` for a row read without a change stamp (no `cache.gen`: btrfs/ZFS, or
+//! not writable), and at least [`STAMPED_TTL`] for one read under a stamp, so a wide working
+//! set of rows hit every few seconds stays in memory instead of being read from SQLite again.
+//! This process's own refreshes and invalidations also remove entries directly. Freshness is still decided
 //! per request from the head and the current time, so a memory hit is exactly the response a
 //! store hit would be. Memory stays within `budget` bytes, counted as the process holds
 //! them (allocations, the header maps' tables, the key's two copies: [`footprint`]), not
@@ -126,6 +129,15 @@ pub struct HotCache {
 
 const SHARDS: usize = 16;
 
+/// Whether an insertion may evict other rows to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// Oldest rows out until it fits (a row read from the store: it was asked for).
+    Evict,
+    /// Only into free room (a row just written: it may never be asked for).
+    IfFree,
+}
+
 /// How long a row read under a change stamp is trusted (unless `ttl` is longer): writes by any
 /// hoard process change the stamp at once, so this only bounds writes made with raw SQL. Ten
 /// minutes: with a minute, a front of 100,000 entries read each of them from SQLite again
@@ -155,6 +167,15 @@ impl HotCache {
         self.shard_budget > 0 && body_len as usize <= self.max_entry
     }
 
+    /// The longest body it keeps (0 when disabled).
+    pub fn max_body(&self) -> u64 {
+        if self.shard_budget > 0 {
+            self.max_entry as u64
+        } else {
+            0
+        }
+    }
+
     /// The decoded row, if loaded less than `ttl` ago under the same change stamp.
     pub fn get(&self, key: &[u8], stamp: Option<ChangeStamp>) -> Option<Arc<HotEntry>> {
         if self.shard_budget == 0 {
@@ -179,22 +200,56 @@ impl HotCache {
     }
 
     /// Remember a row read from the store under `stamp` (sampled before the read), whose
-    /// access the store noted at `noted` (store clock seconds).
+    /// access the store noted at `noted` (store clock seconds), evicting the oldest rows to
+    /// make room.
     pub fn put(&self, key: &[u8], value: HotValue, stamp: Option<ChangeStamp>, noted: f64) {
+        self.insert(key, value, stamp, noted, Room::Evict);
+    }
+
+    /// Remember a row this process wrote (a fill), under the stamp the store says is its
+    /// write's own (`Cache::stamp_after_write`), only if it fits without evicting another: most
+    /// URLs a proxy stores are never asked for again, and must not push out rows that were.
+    /// `false` when not kept.
+    pub fn put_if_room(
+        &self,
+        key: &[u8],
+        value: HotValue,
+        stamp: Option<ChangeStamp>,
+        noted: f64,
+    ) -> bool {
+        self.insert(key, value, stamp, noted, Room::IfFree)
+    }
+
+    fn insert(
+        &self,
+        key: &[u8],
+        value: HotValue,
+        stamp: Option<ChangeStamp>,
+        noted: f64,
+        room: Room,
+    ) -> bool {
         if let HotValue::Variant { body, .. } = &value
             && body.len() > self.max_entry
         {
-            return;
+            return false;
         }
         let size = footprint(key, &value);
         if self.shard_budget == 0 || size > self.shard_budget {
-            return;
+            return false;
         }
         let mut s = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         s.remove(key);
-        // Make room, oldest first: O(1) per entry evicted (a full front is the normal state
-        // of a working set larger than the budget, so a put must never scan the shard).
-        while s.bytes + size > self.shard_budget && s.evict_oldest() {}
+        match room {
+            // Make room, oldest first: O(1) per entry evicted (a full front is the normal
+            // state of a working set larger than the budget, so a put must never scan the
+            // shard).
+            Room::Evict => while s.bytes + size > self.shard_budget && s.evict_oldest() {},
+            Room::IfFree if s.bytes + size > self.shard_budget => {
+                s.compact();
+                return false;
+            }
+            Room::IfFree => {}
+        }
         s.compact();
         let seq = s.next_seq;
         s.next_seq += 1;
@@ -213,6 +268,7 @@ impl HotCache {
                 seq,
             },
         );
+        true
     }
 
     /// Forget a row.
@@ -405,6 +461,33 @@ mod tests {
             let live: usize = s.map.values().map(|v| v.size).sum();
             assert_eq!(live, s.bytes);
         }
+    }
+
+    /// A fill is kept only in free room: a full front keeps the rows it has, and a row
+    /// read from the store still gets in (oldest out).
+    #[test]
+    fn a_fill_never_evicts_other_rows() {
+        let h = HotCache::new(SHARDS * 4096, 1024, Duration::from_secs(60));
+        let key = |i: u32| format!("k{i}").into_bytes();
+        let accepted: Vec<u32> = (1000..3000)
+            .filter(|&i| h.put_if_room(&key(i), idx(), None, 0.0))
+            .collect();
+        assert!(
+            accepted.len() > SHARDS && accepted.len() < 2000,
+            "{accepted:?}"
+        );
+        assert!(h.bytes() <= SHARDS * 4096);
+        assert!((3000..5000).all(|i| !h.put_if_room(&key(i), idx(), None, 0.0)));
+        for i in 1000..5000 {
+            let held = h.get(&key(i), None).is_some();
+            assert_eq!(held, accepted.contains(&i), "k{i}");
+        }
+        h.put(&key(5000), idx(), None, 0.0);
+        assert!(
+            h.get(&key(5000), None).is_some(),
+            "a row read still gets in"
+        );
+        assert_eq!(h.entries(), accepted.len(), "one out, one in");
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! it only when complete and not invalidated meanwhile (no row, no file otherwise).
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
 
 use super::Entries;
+use super::hot::HotValue;
 use crate::http_cache::{self, CacheKey, HeadRecord, StoredHead, Vary};
+use crate::store::WriteStamp;
 
 /// Where and what to store for one response.
 #[derive(Debug)]
@@ -98,15 +101,40 @@ impl FillPlan {
             })),
             Err(e) => Disk::Failed(Some(e)),
         };
-        let copy = self.entries.shared.is_some().then(Vec::new);
+        let keep_limit = self.keep_limit();
         EntryWriter {
             plan: self,
             disk,
             batch: Vec::new(),
             batched: 0,
-            copy,
-            copied: 0,
+            kept: (keep_limit > 0).then(Vec::new),
+            kept_len: 0,
+            keep_limit,
         }
+    }
+
+    /// The longest body kept in memory until the commit: for the memory front and, with a
+    /// shared tier, for its copy.
+    fn keep_limit(&self) -> u64 {
+        let shared = self
+            .entries
+            .shared
+            .as_ref()
+            .map_or(0, |s| s.max_object_size);
+        self.front_limit().max(shared)
+    }
+
+    /// The longest body a fill files in the memory front: one the front keeps and that fits
+    /// in one write batch, which holds it until the commit anyway (a larger one would be
+    /// held in memory for the front alone; its first hit reads the store).
+    fn front_limit(&self) -> u64 {
+        self.entries.hot.max_body().min(WRITE_BATCH as u64)
+    }
+
+    /// The body of `len` bytes in one exact allocation, when the memory front takes it.
+    fn front_body(&self, chunks: &[Bytes], len: u64) -> Option<Bytes> {
+        (len <= self.front_limit() && self.entries.hot.admits(len))
+            .then(|| Bytes::from(chunks.concat()))
     }
 
     /// Whether a committed entry also goes to the shared tier (which only the async
@@ -126,6 +154,8 @@ impl FillPlan {
         );
         let (commits, store) = (self.entries.commits.clone(), self.entries.store.clone());
         let health = self.entries.health.clone();
+        let len = chunks.iter().map(|c| c.len() as u64).sum();
+        let body = self.front_body(&chunks, len);
         let job: super::commits::Job<Option<Committed>> = Box::new(move || {
             let w = self
                 .entries
@@ -137,11 +167,12 @@ impl FillPlan {
                 n: 0,
             };
             w.write(&chunks)?;
-            commit(w, self)
+            commit(w, self, body)
         });
         let then: super::commits::Then<Option<Committed>> = Box::new(move |r| {
             then(match r {
-                Ok(Some(_)) => {
+                Ok(Some(mut c)) => {
+                    c.file_in_front();
                     health.write_ok();
                     true
                 }
@@ -179,9 +210,11 @@ pub struct EntryWriter {
     disk: Disk,
     batch: Vec<Bytes>,
     batched: usize,
-    /// The body so far, kept while a shared tier may take it (up to its size limit).
-    copy: Option<Vec<Bytes>>,
-    copied: u64,
+    /// The body so far, kept while the memory front or a shared tier may take it (up to
+    /// `keep_limit` bytes), and the body's length so far.
+    kept: Option<Vec<Bytes>>,
+    kept_len: u64,
+    keep_limit: u64,
 }
 
 impl EntryWriter {
@@ -195,18 +228,12 @@ impl EntryWriter {
         if !self.is_storing() {
             return;
         }
-        if let Some(copy) = self.copy.as_mut() {
-            self.copied += data.len() as u64;
-            let limit = self
-                .plan
-                .entries
-                .shared
-                .as_ref()
-                .map_or(0, |s| s.max_object_size);
-            if self.copied > limit {
-                self.copy = None; // too large to share: local only
+        self.kept_len += data.len() as u64;
+        if let Some(kept) = self.kept.as_mut() {
+            if self.kept_len > self.keep_limit {
+                self.kept = None; // too large for the front and to share
             } else {
-                copy.push(data.clone());
+                kept.push(data.clone());
             }
         }
         self.batched += data.len();
@@ -233,7 +260,8 @@ impl EntryWriter {
             plan,
             mut disk,
             batch,
-            copy,
+            kept,
+            kept_len,
             ..
         } = self;
         disk.settle().await;
@@ -245,15 +273,19 @@ impl EntryWriter {
             }
             return false;
         };
+        let body = kept.as_deref().and_then(|k| plan.front_body(k, kept_len));
+        let shared_limit = plan.entries.shared.as_ref().map(|s| s.max_object_size);
+        let copy = kept.filter(|_| shared_limit.is_some_and(|n| kept_len <= n));
         // The last batch and the commit in one blocking call, in a transaction shared with
         // the fills that complete meanwhile (`commits`).
         let (commits, store) = (plan.entries.commits.clone(), plan.entries.store.clone());
         let job: super::commits::Job<Option<Committed>> = Box::new(move || {
             w.write(&batch)?;
-            commit(*w, plan)
+            commit(*w, plan, body)
         });
         match commits.run(&store, job).await {
-            Ok(Some(c)) => {
+            Ok(Some(mut c)) => {
+                c.file_in_front();
                 health.write_ok();
                 // Before the lease goes: other machines waiting on it then find the entry.
                 if let Some(chunks) = copy {
@@ -360,17 +392,62 @@ fn discard(w: Box<DiskWriter>) {
     drop(tokio::task::spawn_blocking(move || drop(w)));
 }
 
-/// Commit a complete value (blocking): `Ok(false)` when its URL was invalidated meanwhile.
-/// A committed entry, for the shared tier.
+/// A committed entry, for the memory front and the shared tier.
 pub(super) struct Committed {
     entries: Entries,
     tag: String,
     row_key: Vec<u8>,
-    head: StoredHead,
+    head: Arc<StoredHead>,
     index: Option<Vec<u8>>,
+    front: Option<Front>,
 }
 
-fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committed>> {
+/// What the memory front gets of a committed entry, and the stamps taken inside its
+/// transaction that say, after the commit, whether the rows' stamps are this write's own.
+struct Front {
+    body: Bytes,
+    row: WriteStamp,
+    /// The Vary index row written beside the variant: URL key, index, stamp.
+    index: Option<(Vec<u8>, Vary, WriteStamp)>,
+}
+
+impl Committed {
+    /// After the transaction committed: keep the entry in the memory front, so its first hit
+    /// reads no SQLite, under the change stamps the store says belong to this write
+    /// ([`crate::store::Cache::stamp_after_write`]); a row another write may have changed
+    /// since is not kept (its next hit reads the store).
+    pub(super) fn file_in_front(&mut self) {
+        let Some(front) = self.front.take() else {
+            return;
+        };
+        let (store, hot) = (&self.entries.store, &self.entries.hot);
+        let Some(stamp) = store.stamp_after_write(&self.row_key, front.row) else {
+            return;
+        };
+        // The write set the row's access time.
+        let noted = store.clock().now();
+        let value = HotValue::Variant {
+            head: self.head.clone(),
+            body: front.body,
+        };
+        if !hot.put_if_room(&self.row_key, value, Some(stamp), noted) {
+            return;
+        }
+        if let Some((url_key, vary, w)) = front.index
+            && let Some(stamp) = store.stamp_after_write(&url_key, w)
+        {
+            hot.put_if_room(&url_key, HotValue::Index(vary), Some(stamp), noted);
+        }
+    }
+}
+
+/// Commit a complete value (blocking, inside the group commit's transaction): `Ok(None)` when
+/// its URL was invalidated meanwhile. `body`: the whole body, when the memory front keeps it.
+fn commit(
+    w: DiskWriter,
+    plan: FillPlan,
+    body: Option<Bytes>,
+) -> crate::store::Result<Option<Committed>> {
     let FillPlan {
         entries,
         generation,
@@ -390,6 +467,14 @@ fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committe
     w.set_meta(head.encode());
     w.commit()?;
     hot.remove(&row_key);
+    // Inside the transaction, after the row's change (see `Committed::file_in_front`).
+    let mut front = body.and_then(|body| {
+        Some(Front {
+            body,
+            row: store.write_stamp(&row_key)?,
+            index: None,
+        })
+    });
     // A complete response supersedes the URL's stored pieces (RFC 9111 3.3).
     let partial = super::partial::row_key(tag.as_bytes());
     if store.contains(&partial)? {
@@ -402,18 +487,28 @@ fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committe
     }
     let mut index_meta = None;
     if let Some((url_key, vary)) = index {
-        let meta = HeadRecord::VaryIndex(vary).encode();
+        let meta = HeadRecord::VaryIndex(vary.clone()).encode();
         let mut iw = store.writer(&url_key, None, Some(&tag))?;
         iw.set_meta(meta.clone());
         iw.commit()?;
         hot.remove(&url_key);
+        if let Some(f) = front.as_mut() {
+            f.index = store.write_stamp(&url_key).map(|w| (url_key, vary, w));
+        }
         index_meta = Some(meta);
     }
     Ok(Some(Committed {
         entries,
         tag,
         row_key,
-        head,
+        // The head as stored: its encoding keeps every field (times to the nanosecond), so a
+        // copy of it serves what a head read back would.
+        head: Arc::new(head),
         index: index_meta,
+        front,
     }))
 }
+
+#[cfg(test)]
+#[path = "write_tests.rs"]
+mod tests;

@@ -13,6 +13,7 @@ mod eviction;
 mod fanout;
 mod faults;
 mod files;
+mod generations;
 mod memo_lock;
 mod memory;
 mod multiprocess;

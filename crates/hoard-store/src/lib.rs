@@ -114,6 +114,7 @@ mod exposure;
 mod fanout;
 mod fault;
 mod files;
+mod generations;
 mod index;
 mod memo;
 mod memoized;
@@ -134,7 +135,7 @@ mod wal_vfs;
 pub use buffer::{FLUSH_CHUNK, FLUSH_COUNTS, FLUSH_INTERVAL, FLUSH_KEYS};
 pub use cache::{
     Cache, CacheBuilder, Entry, Evictions, FileRow, KeyIter, MAX_CULL_PER_WRITE, Record, RecordNow,
-    ScanEntry, ScanIter, Transaction,
+    ScanEntry, ScanIter, Transaction, WriteStamp,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "zstd")]
@@ -147,11 +148,12 @@ pub use fanout::{DEFAULT_FANOUT_TIMEOUT, FanoutBuilder, FanoutCache, FanoutScan}
 #[doc(hidden)]
 pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
+pub use generations::{LEGACY_SLOTS as LEGACY_GENERATION_SLOTS, SLOTS as GENERATION_SLOTS};
 pub use index::Index;
 pub use memo::{default_uniform, xfetch_should_recompute};
 pub use memoized::Memoized;
 pub use memory::{
-    DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, SLOTS as GENERATION_SLOTS, Stamp as ChangeStamp,
+    DEFAULT_BUDGET as DEFAULT_MEMORY_CACHE_SIZE, Stamp as ChangeStamp,
     TRUST as MEMORY_TRUST_SECONDS,
 };
 pub use private::{DIR_MODE, Exposure, FILE_MODE, effective_uid, exposure_of};

@@ -1,25 +1,20 @@
-//! The read-side memory layer: recently read small values kept in this process, and the
-//! shared generation table that tells every process when such a copy went stale.
+//! The read-side memory layer: recently read small values kept in this process, served only
+//! while the shared change counters of `cache.gen` ([`generations`](crate::generations)) say
+//! no process changed their key.
 //!
 //! A `get` served from SQLite costs a read transaction (file locks on the WAL index) and a
 //! B-tree lookup, about 3 µs. A value read again is served from memory instead, in well
-//! under a microsecond, and stays exactly as correct as a database read:
+//! under a microsecond, and stays exactly as correct as a database read: a reader samples
+//! the key's [`Stamp`] *before* it reads the row and files the copy under it; the copy is
+//! served only while a new sample is equal, the row is unexpired and the copy is younger
+//! than [`TRUST`].
 //!
-//! - `cache.gen` in the cache directory is a small file every process maps shared. It holds
-//!   one global counter and [`SLOTS`] per-key counters (key → slot by xxh3). Every write
-//!   transaction bumps the counter of each key whose row it inserts, replaces, changes or
-//!   deletes, once when the change is made (before `COMMIT`) and once after the transaction
-//!   ends; changes that cannot name their keys (`check --fix`, recovery) bump the global one.
-//! - A reader samples (global, slot) *before* it reads the row from SQLite and files the
-//!   copy under that stamp. The copy is served only while both counters are unchanged, the
-//!   row is unexpired and the copy is younger than [`TRUST`].
-//!
-//! Why that is safe: a write that commits after the reader sampled bumps the slot after
-//! its commit, so the copy's stamp no longer matches. A write that committed before the
-//! sample is in what the reader read. The bump before `COMMIT` covers copies taken before
+//! Why that is safe: a write that commits after the reader sampled bumps the key's counter
+//! after its commit, so the copy's stamp no longer matches. A write that committed before
+//! the sample is in what the reader read. The bump before `COMMIT` covers copies taken before
 //! the write began if the writer dies between its commit and the second bump; the only
 //! window left (a read between those two points by a writer that then dies) is bounded by
-//! [`TRUST`]. Unrelated keys share a slot with probability 1/[`SLOTS`], which only costs a
+//! [`TRUST`]. Unrelated keys share a counter with probability 1/slots, which only costs a
 //! re-read.
 //!
 //! Only inline values (below `min_file_size`) are kept, within a byte budget per handle
@@ -27,192 +22,22 @@
 //! leave in insertion order (FIFO), which costs nothing on a hit.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::OpenOptions;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::MmapMut;
+pub use crate::generations::Stamp;
+pub(crate) use crate::generations::{GEN_FILE, Generations, key_hash};
 
-/// Name of the generation file inside the cache directory.
-pub(crate) const GEN_FILE: &str = "cache.gen";
-/// Per-key counters in the generation file (a power of two).
-pub const SLOTS: usize = 1 << 16;
 /// Default memory budget of one cache handle for values read from the store.
 pub const DEFAULT_BUDGET: u64 = 32 << 20;
 /// Longest a copy is served without reading the row again, in seconds of the cache clock.
 pub const TRUST: f64 = 1.0;
-const MAGIC: &[u8; 8] = b"hoardgn1";
-/// Header bytes before the counters (magic, then padding to a cache line).
-const HEADER: usize = 64;
-const FILE_LEN: usize = HEADER + 8 * (SLOTS + 1);
 /// Independent locks, so threads reading different keys rarely contend.
 const SHARDS: usize = 16;
 /// Remembered misses may take at most 1/ABSENT_SHARE of the budget.
 const ABSENT_SHARE: u64 = 4;
 /// Bytes charged per entry on top of key and value (map, queue and allocation overhead).
 const ENTRY_OVERHEAD: u64 = 96;
-
-/// The shared counters of one cache directory.
-pub(crate) struct Generations {
-    map: MmapMut,
-}
-
-impl std::fmt::Debug for Generations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generations").finish_non_exhaustive()
-    }
-}
-
-/// The change counters of a key, sampled before reading its row (see
-/// [`Cache::change_stamp`](super::Cache::change_stamp)): a copy read after sampling is
-/// current while a new sample is equal.
-///
-/// ```
-/// # fn main() -> hoard_store::Result<()> {
-/// # let dir = tempfile::tempdir().unwrap();
-/// let cache = hoard_store::Cache::open(dir.path())?;
-/// let before: Option<hoard_store::ChangeStamp> = cache.change_stamp(b"k");
-/// cache.set(b"k", b"v", None, None)?;
-/// if let Some(before) = before {
-///     assert_ne!(cache.change_stamp(b"k"), Some(before)); // a write moved it
-/// }
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp(u64, u64);
-
-impl Generations {
-    /// Maps `dir/cache.gen`, creating it first if needed. `None` when it cannot be created
-    /// or mapped (a full or read-only disk, no write permission on the file) or the directory
-    /// is on a copy-on-write filesystem; the handle then keeps no copies, and copies other
-    /// processes hold of keys it changes are trusted only for their time bound (a warning is
-    /// logged, except on copy-on-write filesystems, where every process decides the same).
-    pub(crate) fn open(dir: &Path) -> Option<Generations> {
-        if copy_on_write(dir) {
-            return None;
-        }
-        let found = Generations::map(dir);
-        if found.is_none() {
-            tracing::warn!(
-                target: "hoard::store",
-                dir = %dir.display(),
-                "cannot map {GEN_FILE}: this handle keeps no copies in memory, and other \
-                 processes see its writes only when their copies age out"
-            );
-        }
-        found
-    }
-
-    fn map(dir: &Path) -> Option<Generations> {
-        let path = dir.join(GEN_FILE);
-        if !path.exists() {
-            create(dir, &path);
-        }
-        let file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
-        // Shorter means not ours (or not finished by `create`, which never publishes a
-        // partial file): never extend it, a sparse page written through the map would be
-        // a SIGBUS on a full disk.
-        if file.metadata().ok()?.len() < FILE_LEN as u64 {
-            return None;
-        }
-        // SAFETY: the file is FILE_LEN bytes of allocated blocks (written, not extended) and
-        // this crate never truncates it; all access to the counters goes through atomics.
-        let map = unsafe { MmapMut::map_mut(&file) }.ok()?;
-        (map.len() >= FILE_LEN && &map[..MAGIC.len()] == MAGIC).then_some(Generations { map })
-    }
-
-    fn counter(&self, i: usize) -> &AtomicU64 {
-        debug_assert!(i <= SLOTS);
-        // SAFETY: the mapping is page-aligned and FILE_LEN long, HEADER is a multiple of 8,
-        // so the address is in bounds and 8-byte aligned; the memory lives as long as `self`
-        // and is only accessed atomically (by every process).
-        unsafe { &*(self.map.as_ptr().add(HEADER + 8 * i) as *const AtomicU64) }
-    }
-
-    /// Counters to sample before reading the row of a key with hash `h`.
-    pub(crate) fn stamp(&self, h: u64) -> Stamp {
-        Stamp(
-            self.counter(0).load(Ordering::SeqCst),
-            self.counter(slot(h)).load(Ordering::SeqCst),
-        )
-    }
-
-    /// Invalidates copies of keys with hash `h`, in every process.
-    pub(crate) fn bump(&self, h: u64) {
-        self.counter(slot(h)).fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Invalidates every copy, in every process.
-    pub(crate) fn bump_all(&self) {
-        self.counter(0).fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Whether `dir` is on a filesystem that allocates new blocks when a mapped page is written
-/// again (btrfs, ZFS, bcachefs): there a write through the mapping on a full disk is a
-/// SIGBUS, not an error, so no process on it maps `cache.gen` (all processes sharing the
-/// directory see the same filesystem and decide the same).
-#[cfg(all(target_os = "linux", not(hoard_store_portable)))]
-fn copy_on_write(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    const BTRFS: i64 = 0x9123_683E;
-    const ZFS: i64 = 0x2FC1_2FC1;
-    const BCACHEFS: i64 = 0xCA45_1A4E;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return false;
-    }
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
-    let kind = st.f_type as i64;
-    [BTRFS, ZFS, BCACHEFS].contains(&kind)
-}
-
-/// Elsewhere the filesystem's kind is not checked: treated as copy-on-write (APFS is), so the
-/// memory layer is off and every read goes to SQLite, exact and without mapped writes.
-#[cfg(not(all(target_os = "linux", not(hoard_store_portable))))]
-fn copy_on_write(_dir: &Path) -> bool {
-    true
-}
-
-/// Writes a complete generation file (mode 0600) under a temporary name and links it into place, so
-/// no process ever maps a partial one and racing creators agree on one file (the first
-/// link wins; the others map that one).
-fn create(dir: &Path, path: &Path) {
-    let tmp = dir.join(format!(
-        "{GEN_FILE}.tmp-{}-{:016x}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let mut bytes = vec![0u8; FILE_LEN];
-    bytes[..MAGIC.len()].copy_from_slice(MAGIC);
-    // Counters only matter while processes run: no fsync.
-    let written = super::private::create_new_file(&tmp)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
-        .and_then(|()| std::fs::hard_link(&tmp, path));
-    if let Err(e) = written
-        && e.kind() != std::io::ErrorKind::AlreadyExists
-    {
-        tracing::debug!(target: "hoard::store", error = %e, "cannot create {GEN_FILE}");
-    }
-    let _ = std::fs::remove_file(&tmp);
-}
-
-/// Slot 0 is the global counter; keys use 1..=SLOTS.
-fn slot(h: u64) -> usize {
-    1 + (h as usize & (SLOTS - 1))
-}
-
-/// The key hash used for slots and the memory map.
-pub(crate) fn key_hash(key: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(key)
-}
 
 /// A value as read from the store, with what `get_entry` returns beside it.
 #[derive(Debug, Clone, PartialEq)]
@@ -439,33 +264,6 @@ mod tests {
         assert!(
             m.get(h, b"k", g.stamp(h), 29.0).is_none(),
             "clock went back"
-        );
-    }
-
-    #[test]
-    fn racing_creators_share_one_file_and_short_files_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let gens: Vec<Generations> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| Generations::map(dir.path()).unwrap()))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        gens[3].bump(42);
-        gens[5].bump_all();
-        assert!(gens.iter().all(|g| g.stamp(42) == Stamp(1, 1)));
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
-        assert_eq!(names.len(), 1, "temporary files are removed");
-
-        let other = tempfile::tempdir().unwrap();
-        std::fs::write(other.path().join(GEN_FILE), b"hoardgn1").unwrap();
-        assert!(Generations::open(other.path()).is_none());
-        assert_eq!(
-            std::fs::metadata(other.path().join(GEN_FILE))
-                .unwrap()
-                .len(),
-            8,
-            "never extended"
         );
     }
 

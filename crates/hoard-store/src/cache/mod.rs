@@ -59,6 +59,7 @@ mod row;
 mod transaction;
 mod volume;
 mod write;
+mod write_stamp;
 
 pub use api::{Cache, Entry, Record, ScanEntry};
 pub use evictions::Evictions;
@@ -74,3 +75,4 @@ pub(crate) use row::*;
 pub use transaction::Transaction;
 pub(crate) use volume::volume_in;
 pub(crate) use write::*;
+pub use write_stamp::WriteStamp;
