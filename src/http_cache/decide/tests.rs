@@ -121,7 +121,7 @@ decide!(rfc8246_immutable_force_reload_no_cache, res["cache-control" => "max-age
 decide!(rfc9111_5_2_2_4_qualified_no_cache_fresh, res["cache-control" => "max-age=60, no-cache=\"x-a\""], req[], at 30, "fresh ttl=30");
 decide!(rfc9111_5_2_case_insensitive_no_cache_response, res["cache-control" => "max-age=60, No-CaChE"], req[], at 1, "stale");
 decide!(rfc9111_5_2_case_insensitive_request_max_age, res["cache-control" => "max-age=60"], req["cache-control" => "MaX-AgE=0"], at 1, "stale");
-decide!(rfc9111_5_1_invalid_age_is_stale, res["cache-control" => "max-age=60", "age" => "1.5"], req[], at 1, "stale");
+decide!(rfc9111_5_1_invalid_age_is_ignored, res["cache-control" => "max-age=60", "age" => "1.5"], req[], at 1, "fresh ttl=59");
 decide!(rfc9111_5_1_age_list_first_member, res["cache-control" => "max-age=60", "age" => "20, 0"], req[], at 30, "fresh ttl=10");
 decide!(rfc9111_1_2_2_invalid_request_max_age_ignored, res["cache-control" => "max-age=60"], req["cache-control" => "max-age=0x"], at 1, "fresh ttl=59");
 // request directives
