@@ -300,7 +300,8 @@ pub enum NotStorable {
     VaryAny,
     /// 206 response or request with `Range`: partial content is not cached.
     Range,
-    /// Set-Cookie without explicit `public`: we do not share one client's cookies.
+    /// `Set-Cookie` (or `Set-Cookie2`) without explicit `public`, not withheld by a qualified
+    /// `private="..."`/`no-cache="..."`: we do not share one client's cookies.
     SetCookie,
     /// No explicit freshness, not `public`, and the status is not heuristically cacheable
     /// (e.g. a plain 302 or 500).
@@ -372,7 +373,7 @@ pub fn storability(
     if Vary::from_headers(&res.headers) == Vary::Any {
         return Err(NotStorable::VaryAny);
     }
-    if res.headers.contains_key(header::SET_COOKIE) && !res_cc.has("public") {
+    if !res_cc.has("public") && sets_shared_cookie(&res.headers) {
         return Err(NotStorable::SetCookie);
     }
     if !(has_explicit_freshness(&res.headers)
@@ -382,6 +383,17 @@ pub fn storability(
         return Err(NotStorable::NoFreshness);
     }
     Ok(())
+}
+
+/// Whether the response sets a cookie (`Set-Cookie`, or the obsolete `Set-Cookie2` some
+/// clients still honour) that a stored copy would hand to other clients: one not withheld by
+/// a qualified `private="..."`/`no-cache="..."` (RFC 9111 5.2.2.4, 5.2.2.7), which keeps the
+/// field out of the stored response anyway.
+fn sets_shared_cookie(res: &HeaderMap) -> bool {
+    let withheld = withheld_fields(res);
+    ["set-cookie", "set-cookie2"]
+        .into_iter()
+        .any(|name| res.contains_key(name) && !withheld.iter().any(|w| w == name))
 }
 
 /// Whether a response may be stored under a rule that forces a TTL: the origin's no-store,

@@ -322,6 +322,11 @@ storable!(st_304, Method::GET, req[], 304, res["cache-control" => "max-age=60"],
 storable!(st_vary_star, Method::GET, req[], 200, res["cache-control" => "max-age=60", "vary" => "accept, *"], Err(N::VaryAny));
 storable!(st_set_cookie, Method::GET, req[], 200, res["cache-control" => "max-age=60", "set-cookie" => "a=1"], Err(N::SetCookie));
 storable!(st_set_cookie_public, Method::GET, req[], 200, res["cache-control" => "public, max-age=60", "set-cookie" => "a=1"], Ok(()));
+storable!(st_set_cookie2, Method::GET, req[], 200, res["cache-control" => "max-age=60", "set-cookie2" => "a=1"], Err(N::SetCookie));
+storable!(st_set_cookie2_public, Method::GET, req[], 200, res["cache-control" => "public, max-age=60", "set-cookie2" => "a=1"], Ok(()));
+storable!(rfc9111_5_2_2_4_set_cookie_withheld_by_no_cache, Method::GET, req[], 200, res["cache-control" => "max-age=60, no-cache=\"Set-Cookie\"", "set-cookie" => "a=1"], Ok(()));
+storable!(rfc9111_5_2_2_7_set_cookie_withheld_by_private, Method::GET, req[], 200, res["cache-control" => "max-age=60, private=\"set-cookie, set-cookie2\"", "set-cookie" => "a=1", "set-cookie2" => "b=1"], Ok(()));
+storable!(st_set_cookie2_not_withheld, Method::GET, req[], 200, res["cache-control" => "max-age=60, private=\"Set-Cookie\"", "set-cookie" => "a=1", "set-cookie2" => "b=1"], Err(N::SetCookie));
 storable!(st_302_plain, Method::GET, req[], 302, res[], Err(N::NoFreshness));
 storable!(st_302_max_age, Method::GET, req[], 302, res["cache-control" => "max-age=60"], Ok(()));
 storable!(st_404_default, Method::GET, req[], 404, res[], Ok(()));
