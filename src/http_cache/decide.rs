@@ -331,15 +331,18 @@ impl std::fmt::Display for NotStorable {
     }
 }
 
-/// Statuses whose semantics the cache understands (RFC 9111 3; 206 excluded). Only what a
-/// configuration rule may force into the cache; the origin's own responses are storable with
-/// any final status that has explicit freshness (see [`storability`]).
+/// Statuses whose semantics the cache understands (RFC 9111 3; 206 excluded): what a
+/// configuration rule may force into the cache, and what a `must-understand` response may
+/// have to be stored; other origin responses are storable with any final status that has
+/// explicit freshness (see [`storability`]).
 const UNDERSTOOD: &[u16] = &[
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
 
 /// Whether a shared cache may store `res` for `req` (RFC 9111 3, 3.5): a GET, a final status
-/// other than 206 and 304, no `no-store`, no unqualified `private` (`private="field"` only
+/// other than 206 and 304, no `no-store` (unless `must-understand` with a status the cache
+/// understands, 5.2.2.3; `must-understand` with any other status is never stored), no
+/// unqualified `private` (`private="field"` only
 /// keeps the named fields out of the stored response, see [`StoredHead::new`]),
 /// `Authorization` only with public / s-maxage / must-revalidate, and either explicit
 /// freshness (any status: 299, 400, 500...), a heuristically cacheable status, or `public`.
@@ -356,7 +359,13 @@ pub fn storability(
     }
     let req_cc = parse_cache_control(&req.headers);
     let res_cc = parse_cache_control(&res.headers);
-    if req_cc.has("no-store") || res_cc.has("no-store") {
+    // RFC 9111 5.2.2.3: `must-understand` limits storing to statuses the cache understands,
+    // and for those the response's `no-store` is ignored.
+    let must_understand = res_cc.has("must-understand");
+    if must_understand && !UNDERSTOOD.contains(&res.status.as_u16()) {
+        return Err(NotStorable::Status);
+    }
+    if req_cc.has("no-store") || (res_cc.has("no-store") && !must_understand) {
         return Err(NotStorable::NoStore);
     }
     if res_cc.has_bare("private") {

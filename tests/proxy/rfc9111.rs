@@ -131,6 +131,19 @@ async fn rfc9111_5_1_age_first_member_and_invalid_is_ignored() {
     }
 }
 
+/// `must-understand` (RFC 9111 5.2.2.3): for a status the cache understands, `no-store` is
+/// ignored and the response is reused; for another status it is never stored.
+#[tokio::test]
+async fn rfc9111_5_2_2_3_must_understand_stores_understood_statuses_only() {
+    let both = "max-age=3600, no-store, must-understand";
+    assert_eq!(origin_requests_for_two_gets(200, cc(both)).await, 1);
+    assert_eq!(origin_requests_for_two_gets(404, cc(both)).await, 1);
+    assert_eq!(origin_requests_for_two_gets(299, cc(both)).await, 2);
+    let alone = "max-age=3600, must-understand";
+    assert_eq!(origin_requests_for_two_gets(299, cc(alone)).await, 2);
+    assert_eq!(origin_requests_for_two_gets(200, cc(alone)).await, 1);
+}
+
 #[tokio::test]
 async fn rfc9111_5_3_expires_formats_and_invalid() {
     let expires = |e: &str| vec![("date", now_date(0)), ("expires", e.to_string())];
