@@ -405,8 +405,19 @@ fn sets_shared_cookie(res: &HeaderMap) -> bool {
         .any(|name| res.contains_key(name) && !withheld.iter().any(|w| w == name))
 }
 
+/// Removes from a response about to be stored under a rule (which overrides `private` and the
+/// cookie policy of [`storability`]) the cookies it sets, unless it is `public`: the rule
+/// shares the response, never one client's `Set-Cookie`/`Set-Cookie2`.
+pub fn strip_unshared_cookies(res: &mut HeaderMap) {
+    if !parse_cache_control(res).has("public") {
+        res.remove(header::SET_COOKIE);
+        res.remove("set-cookie2");
+    }
+}
+
 /// Whether a response may be stored under a rule that forces a TTL: the origin's no-store,
-/// private, no-cache, Set-Cookie and missing freshness are overridden; a request with
+/// private, no-cache, Set-Cookie (the cookie itself is not stored: [`strip_unshared_cookies`])
+/// and missing freshness are overridden; a request with
 /// `Authorization` still is not shared unless `share_auth`, and partial content, `Vary: *` and
 /// statuses a cache does not understand are still refused.
 pub fn storability_forced(
