@@ -118,7 +118,9 @@ async fn hostile_forced_ttl_never_shares_a_set_cookie() {
         )
     })
     .await;
-    let rules = vec![rule("site", "*", |r| r.ttl = Some(Duration::from_secs(600)))];
+    let rules = vec![rule("site", "*", |r| {
+        r.ttl = Some(Duration::from_secs(600))
+    })];
     let (_h, proxy, _d) = proxy_with_rules(&origin, rules).await;
     let first = fill(proxy, &url(proxy, "/login")).await;
     assert_eq!(first.header("set-cookie"), Some("session=alice"));
@@ -134,7 +136,10 @@ async fn hostile_forced_ttl_never_shares_a_set_cookie() {
     let shared = get(proxy, &url(proxy, "/public")).await;
     shared.cache_status().assert_hit();
     assert_eq!(shared.header("set-cookie"), Some("session=alice"));
-    assert_eq!(origin.count("GET", "/login") + origin.count("GET", "/public"), 2);
+    assert_eq!(
+        origin.count("GET", "/login") + origin.count("GET", "/public"),
+        2
+    );
 }
 
 #[tokio::test]

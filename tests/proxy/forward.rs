@@ -537,8 +537,15 @@ async fn rfc9110_7_6_2_max_forwards_is_decremented_and_zero_is_answered_here() {
     assert_eq!(trace.status, 200);
     assert_eq!(trace.header("content-type"), Some("message/http"));
     let echo = trace.text();
-    assert!(echo.starts_with(&format!("TRACE {url} HTTP/1.1\r\n")), "{echo}");
+    assert!(
+        echo.starts_with(&format!("TRACE {url} HTTP/1.1\r\n")),
+        "{echo}"
+    );
     assert!(echo.contains("x-probe: seen\r\n"), "{echo}");
     assert!(!echo.contains("alice"), "a secret field was echoed: {echo}");
-    assert_eq!(origin.hits(), 4, "a Max-Forwards: 0 request reached the origin");
+    assert_eq!(
+        origin.hits(),
+        4,
+        "a Max-Forwards: 0 request reached the origin"
+    );
 }

@@ -35,7 +35,10 @@ pub(super) fn hops(method: &Method, headers: &http::HeaderMap) -> Hops {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Hops::Untouched;
     }
-    match std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()) {
+    match std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         Some(0) => Hops::Answer,
         Some(n) => Hops::Forward(u32::try_from(n - 1).unwrap_or(u32::MAX)),
         None => Hops::Forward(u32::MAX),
@@ -81,7 +84,10 @@ impl State {
         *res.status_mut() = StatusCode::OK;
         let h = res.headers_mut();
         if trace {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("message/http"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("message/http"),
+            );
         }
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -107,15 +113,70 @@ mod tests {
         };
     }
 
-    hops!(rfc9110_7_6_2_trace_zero_is_answered, Method::TRACE, ["0"], Hops::Answer);
-    hops!(rfc9110_7_6_2_options_zero_is_answered, Method::OPTIONS, ["0"], Hops::Answer);
-    hops!(rfc9110_7_6_2_leading_zeros, Method::OPTIONS, ["000"], Hops::Answer);
-    hops!(rfc9110_7_6_2_decremented, Method::TRACE, ["5"], Hops::Forward(4));
-    hops!(rfc9110_7_6_2_one_forwards_zero, Method::OPTIONS, [" 1 "], Hops::Forward(0));
-    hops!(rfc9110_7_6_2_huge_is_capped, Method::TRACE, ["99999999999999999999999"], Hops::Forward(u32::MAX));
-    hops!(rfc9110_7_6_2_invalid_is_untouched, Method::TRACE, ["-1"], Hops::Untouched);
-    hops!(rfc9110_7_6_2_list_is_untouched, Method::TRACE, ["1, 2"], Hops::Untouched);
-    hops!(rfc9110_7_6_2_absent_is_untouched, Method::TRACE, [], Hops::Untouched);
-    hops!(rfc9110_7_6_2_only_trace_and_options, Method::GET, ["0"], Hops::Untouched);
-    hops!(rfc9110_7_6_2_not_for_post, Method::POST, ["0"], Hops::Untouched);
+    hops!(
+        rfc9110_7_6_2_trace_zero_is_answered,
+        Method::TRACE,
+        ["0"],
+        Hops::Answer
+    );
+    hops!(
+        rfc9110_7_6_2_options_zero_is_answered,
+        Method::OPTIONS,
+        ["0"],
+        Hops::Answer
+    );
+    hops!(
+        rfc9110_7_6_2_leading_zeros,
+        Method::OPTIONS,
+        ["000"],
+        Hops::Answer
+    );
+    hops!(
+        rfc9110_7_6_2_decremented,
+        Method::TRACE,
+        ["5"],
+        Hops::Forward(4)
+    );
+    hops!(
+        rfc9110_7_6_2_one_forwards_zero,
+        Method::OPTIONS,
+        [" 1 "],
+        Hops::Forward(0)
+    );
+    hops!(
+        rfc9110_7_6_2_huge_is_capped,
+        Method::TRACE,
+        ["99999999999999999999999"],
+        Hops::Forward(u32::MAX)
+    );
+    hops!(
+        rfc9110_7_6_2_invalid_is_untouched,
+        Method::TRACE,
+        ["-1"],
+        Hops::Untouched
+    );
+    hops!(
+        rfc9110_7_6_2_list_is_untouched,
+        Method::TRACE,
+        ["1, 2"],
+        Hops::Untouched
+    );
+    hops!(
+        rfc9110_7_6_2_absent_is_untouched,
+        Method::TRACE,
+        [],
+        Hops::Untouched
+    );
+    hops!(
+        rfc9110_7_6_2_only_trace_and_options,
+        Method::GET,
+        ["0"],
+        Hops::Untouched
+    );
+    hops!(
+        rfc9110_7_6_2_not_for_post,
+        Method::POST,
+        ["0"],
+        Hops::Untouched
+    );
 }

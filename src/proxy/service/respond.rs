@@ -78,6 +78,10 @@ impl State {
         }
         tracing::warn!(error = %e, "upstream failure; stale entry not served");
         let msg = format!("stored response is stale and the origin is unreachable: {e}\n");
-        self.error(StatusCode::GATEWAY_TIMEOUT, cs.with_detail(e.detail()), &msg)
+        self.error(
+            StatusCode::GATEWAY_TIMEOUT,
+            cs.with_detail(e.detail()),
+            &msg,
+        )
     }
 }
