@@ -68,6 +68,40 @@ async fn http2_prior_knowledge_client_in_gateway_mode() {
     assert_eq!(origin.hits(), 1);
 }
 
+/// RFC 9113 8.2.3: an HTTP/2 client's split `Cookie` fields reach an HTTP/1.1 origin as one
+/// line joined with "; " (an origin reads one `Cookie` line).
+#[tokio::test]
+async fn rfc9113_8_2_3_http2_cookie_fields_reach_the_origin_as_one_line() {
+    let origin = Origin::start(|req| {
+        let lines: Vec<&str> = req
+            .headers()
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect();
+        reply(200, &[], format!("{lines:?}"))
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(Some(origin.addr)).await;
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake with the proxy");
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{proxy}/cookies"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
+        .await
+        .expect("h2 answer in time")
+        .expect("h2 response");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, r#"["a=1; b=2"]"#);
+}
+
 #[tokio::test]
 async fn concurrent_misses_are_coalesced_into_one_origin_request() {
     let origin = Origin::start_delayed(Duration::from_millis(200), |_| {
