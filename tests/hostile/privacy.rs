@@ -76,6 +76,14 @@ async fn hostile_private_response_is_never_shared() {
     never_shared(&[("cache-control", "private, max-age=600")], &[]).await;
 }
 
+/// `private=` / `private=""` name no field: read as plain `private`, never as "nothing is
+/// private" (a template that rendered an empty list still meant the response to be private).
+#[tokio::test]
+async fn hostile_private_with_an_empty_field_list_is_never_shared() {
+    never_shared(&[("cache-control", "private=, max-age=600")], &[]).await;
+    never_shared(&[("cache-control", "max-age=600, private=\"\"")], &[]).await;
+}
+
 #[tokio::test]
 async fn hostile_set_cookie_response_is_never_shared() {
     never_shared(

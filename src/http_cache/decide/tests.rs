@@ -327,6 +327,9 @@ storable!(rfc9111_5_2_2_3_must_understand_unknown_status_not_stored, Method::GET
 storable!(rfc9111_5_2_2_3_must_understand_unknown_status_without_no_store, Method::GET, req[], 599, res["cache-control" => "max-age=60, must-understand"], Err(N::Status));
 storable!(rfc9111_5_2_2_3_must_understand_keeps_request_no_store, Method::GET, req["cache-control" => "no-store"], 200, res["cache-control" => "max-age=60, no-store, must-understand"], Err(N::NoStore));
 storable!(rfc9111_5_2_2_3_must_understand_keeps_private, Method::GET, req[], 200, res["cache-control" => "max-age=60, no-store, must-understand, private"], Err(N::Private));
+storable!(st_private_empty_field_list_is_private, Method::GET, req[], 200, res["cache-control" => "private=, max-age=60"], Err(N::Private));
+storable!(st_private_empty_quoted_list_is_private, Method::GET, req[], 200, res["cache-control" => "max-age=60, private=\"\""], Err(N::Private));
+storable!(st_private_blank_members_is_private, Method::GET, req[], 200, res["cache-control" => "max-age=60, private=\" , \""], Err(N::Private));
 storable!(st_set_cookie2, Method::GET, req[], 200, res["cache-control" => "max-age=60", "set-cookie2" => "a=1"], Err(N::SetCookie));
 storable!(st_set_cookie2_public, Method::GET, req[], 200, res["cache-control" => "public, max-age=60", "set-cookie2" => "a=1"], Ok(()));
 storable!(rfc9111_5_2_2_4_set_cookie_withheld_by_no_cache, Method::GET, req[], 200, res["cache-control" => "max-age=60, no-cache=\"Set-Cookie\"", "set-cookie" => "a=1"], Ok(()));
