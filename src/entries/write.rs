@@ -186,11 +186,14 @@ impl FillPlan {
         commits.submit(&store, job, then);
     }
 
-    /// Apply a configuration rule: its forced TTL and name go into the stored head.
+    /// Apply a configuration rule: its forced TTL and name go into the stored head, and the
+    /// cookies the response sets stay out of it unless it is `public` (a rule shares the
+    /// response, not one client's session).
     pub fn with_rule(mut self, rule: Option<&crate::http_cache::Rule>) -> Self {
         if let Some(r) = rule {
             self.head.forced_ttl = r.ttl;
             self.head.rule = Some(r.name.clone());
+            crate::http_cache::strip_unshared_cookies(&mut self.head.response_headers);
             self.head.memo = Default::default();
         }
         self

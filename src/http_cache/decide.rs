@@ -300,7 +300,8 @@ pub enum NotStorable {
     VaryAny,
     /// 206 response or request with `Range`: partial content is not cached.
     Range,
-    /// Set-Cookie without explicit `public`: we do not share one client's cookies.
+    /// `Set-Cookie` (or `Set-Cookie2`) without explicit `public`, not withheld by a qualified
+    /// `private="..."`/`no-cache="..."`: we do not share one client's cookies.
     SetCookie,
     /// No explicit freshness, not `public`, and the status is not heuristically cacheable
     /// (e.g. a plain 302 or 500).
@@ -330,15 +331,18 @@ impl std::fmt::Display for NotStorable {
     }
 }
 
-/// Statuses whose semantics the cache understands (RFC 9111 3; 206 excluded). Only what a
-/// configuration rule may force into the cache; the origin's own responses are storable with
-/// any final status that has explicit freshness (see [`storability`]).
+/// Statuses whose semantics the cache understands (RFC 9111 3; 206 excluded): what a
+/// configuration rule may force into the cache, and what a `must-understand` response may
+/// have to be stored; other origin responses are storable with any final status that has
+/// explicit freshness (see [`storability`]).
 const UNDERSTOOD: &[u16] = &[
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
 
 /// Whether a shared cache may store `res` for `req` (RFC 9111 3, 3.5): a GET, a final status
-/// other than 206 and 304, no `no-store`, no unqualified `private` (`private="field"` only
+/// other than 206 and 304, no `no-store` (unless `must-understand` with a status the cache
+/// understands, 5.2.2.3; `must-understand` with any other status is never stored), no
+/// unqualified `private` (`private="field"` only
 /// keeps the named fields out of the stored response, see [`StoredHead::new`]),
 /// `Authorization` only with public / s-maxage / must-revalidate, and either explicit
 /// freshness (any status: 299, 400, 500...), a heuristically cacheable status, or `public`.
@@ -355,7 +359,13 @@ pub fn storability(
     }
     let req_cc = parse_cache_control(&req.headers);
     let res_cc = parse_cache_control(&res.headers);
-    if req_cc.has("no-store") || res_cc.has("no-store") {
+    // RFC 9111 5.2.2.3: `must-understand` limits storing to statuses the cache understands,
+    // and for those the response's `no-store` is ignored.
+    let must_understand = res_cc.has("must-understand");
+    if must_understand && !UNDERSTOOD.contains(&res.status.as_u16()) {
+        return Err(NotStorable::Status);
+    }
+    if req_cc.has("no-store") || (res_cc.has("no-store") && !must_understand) {
         return Err(NotStorable::NoStore);
     }
     if res_cc.has_bare("private") {
@@ -372,7 +382,7 @@ pub fn storability(
     if Vary::from_headers(&res.headers) == Vary::Any {
         return Err(NotStorable::VaryAny);
     }
-    if res.headers.contains_key(header::SET_COOKIE) && !res_cc.has("public") {
+    if !res_cc.has("public") && sets_shared_cookie(&res.headers) {
         return Err(NotStorable::SetCookie);
     }
     if !(has_explicit_freshness(&res.headers)
@@ -384,8 +394,30 @@ pub fn storability(
     Ok(())
 }
 
+/// Whether the response sets a cookie (`Set-Cookie`, or the obsolete `Set-Cookie2` some
+/// clients still honour) that a stored copy would hand to other clients: one not withheld by
+/// a qualified `private="..."`/`no-cache="..."` (RFC 9111 5.2.2.4, 5.2.2.7), which keeps the
+/// field out of the stored response anyway.
+fn sets_shared_cookie(res: &HeaderMap) -> bool {
+    let withheld = withheld_fields(res);
+    ["set-cookie", "set-cookie2"]
+        .into_iter()
+        .any(|name| res.contains_key(name) && !withheld.iter().any(|w| w == name))
+}
+
+/// Removes from a response about to be stored under a rule (which overrides `private` and the
+/// cookie policy of [`storability`]) the cookies it sets, unless it is `public`: the rule
+/// shares the response, never one client's `Set-Cookie`/`Set-Cookie2`.
+pub fn strip_unshared_cookies(res: &mut HeaderMap) {
+    if !parse_cache_control(res).has("public") {
+        res.remove(header::SET_COOKIE);
+        res.remove("set-cookie2");
+    }
+}
+
 /// Whether a response may be stored under a rule that forces a TTL: the origin's no-store,
-/// private, no-cache, Set-Cookie and missing freshness are overridden; a request with
+/// private, no-cache, Set-Cookie (the cookie itself is not stored: [`strip_unshared_cookies`])
+/// and missing freshness are overridden; a request with
 /// `Authorization` still is not shared unless `share_auth`, and partial content, `Vary: *` and
 /// statuses a cache does not understand are still refused.
 pub fn storability_forced(

@@ -66,11 +66,17 @@ impl CacheControl {
         self.directives.iter().any(|d| d.name == name)
     }
 
-    /// Whether `name` is present without an argument (`no-cache`, not `no-cache="x"`).
+    /// Whether `name` is present without an argument (`no-cache`, not `no-cache="x"`), or with
+    /// one that names no field (`private=`, `private=""`, `no-cache=", "`): a qualified
+    /// `private`/`no-cache` that withholds nothing is read as the unqualified one, never as
+    /// "share everything".
     pub fn has_bare(&self, name: &str) -> bool {
-        self.directives
-            .iter()
-            .any(|d| d.name == name && d.value.is_none())
+        self.directives.iter().any(|d| {
+            d.name == name
+                && d.value
+                    .as_deref()
+                    .is_none_or(|v| v.split(',').all(|f| f.trim().is_empty()))
+        })
     }
 
     /// The argument of the first `name` directive: `None` if absent, `Some(None)` if bare.

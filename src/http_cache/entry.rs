@@ -239,8 +239,7 @@ impl StoredHead {
     }
 
     fn compute_initial_age(&self) -> Duration {
-        // An invalid Age makes the entry stale through its lifetime (RFC 9111 5.1); for the
-        // age itself it counts as absent.
+        // An invalid Age is ignored (RFC 9111 5.1): it counts as absent.
         let age_value = match freshness::age_value(&self.response_headers) {
             freshness::AgeValue::Valid(d) => d,
             _ => Duration::ZERO,

@@ -26,7 +26,7 @@ pub enum AgeValue {
     /// The first member of the first field line, a non-negative integer (clamped to 2^31).
     Valid(Duration),
     /// The first member is not a non-negative integer (`abc`, `-1`, `1.5`, `10;q=1`): the
-    /// response is considered stale.
+    /// field is ignored, as if absent (RFC 9111 5.1: "a cache SHOULD ignore the field").
     Invalid,
 }
 
@@ -102,9 +102,10 @@ pub fn response_no_cache(cc: &CacheControl, res: &HeaderMap) -> bool {
 /// Freshness lifetime of a response in a shared cache (RFC 9111 4.2.1), in this order:
 /// `s-maxage`, `max-age`, `Expires - Date`, then the heuristic (a fraction of
 /// `Date - Last-Modified`, capped by `opts.max_heuristic_ttl`) for heuristically cacheable
-/// statuses or `public` responses. Invalid freshness information gives zero: an invalid `Age`
-/// (5.1), a directive that occurs without a valid delta-seconds (`max-age=100a`, 1.2.2), an
-/// invalid `Expires` (5.3). Unqualified `no-cache` also gives zero. `immutable` adds nothing
+/// statuses or `public` responses. Invalid freshness information gives zero: a directive that
+/// occurs without a valid delta-seconds (`max-age=100a`, 1.2.2), an invalid `Expires` (5.3).
+/// An invalid `Age` is not freshness information: it is ignored (5.1), see
+/// [`StoredHead::initial_age`](super::entry::StoredHead::initial_age). Unqualified `no-cache` also gives zero. `immutable` adds nothing
 /// (RFC 8246 2.1: it only applies during the freshness lifetime).
 pub fn lifetime(
     status: StatusCode,
@@ -112,9 +113,6 @@ pub fn lifetime(
     response_time: SystemTime,
     opts: &LookupOptions,
 ) -> Duration {
-    if age_value(res) == AgeValue::Invalid {
-        return Duration::ZERO;
-    }
     let cc = parse_cache_control(res);
     if response_no_cache(&cc, res) {
         return Duration::ZERO;
@@ -228,14 +226,15 @@ mod tests {
     fresh!(rfc9111_5_3_expires_far_future, 200, ["date" => "Sun, 06 Nov 1994 08:49:37 GMT", "expires" => "Fri, 31 Dec 9999 23:59:59 GMT"], 252_618_189_022);
     fresh!(rfc9111_5_3_expires_32bit_boundary, 200, ["date" => "Tue, 19 Jan 2038 03:14:00 GMT", "expires" => "Tue, 19 Jan 2038 03:14:08 GMT"], 8);
     fresh!(rfc9111_5_3_expires_date_missing_uses_response_time, 200, ["date" => "nonsense", "expires" => at(50)], 50);
-    // RFC 9111 5.1: Age first member; invalid Age means stale.
+    // RFC 9111 5.1: Age first member; an invalid Age is ignored (it does not change the
+    // lifetime; the age counts it as absent).
     fresh!(rfc9111_5_1_age_valid_keeps_lifetime, 200, ["cache-control" => "max-age=60", "age" => "10"], 60);
     fresh!(rfc9111_5_1_age_list_first_member, 200, ["cache-control" => "max-age=60", "age" => "10, abc"], 60);
-    fresh!(rfc9111_5_1_age_non_numeric, 200, ["cache-control" => "max-age=60", "age" => "abc"], 0);
-    fresh!(rfc9111_5_1_age_negative, 200, ["cache-control" => "max-age=60", "age" => "-10"], 0);
-    fresh!(rfc9111_5_1_age_float, 200, ["cache-control" => "max-age=60", "age" => "10.0"], 0);
-    fresh!(rfc9111_5_1_age_parameters, 200, ["cache-control" => "max-age=60", "age" => "10;a=b"], 0);
-    fresh!(rfc9111_5_1_age_empty_first_member, 200, ["cache-control" => "max-age=60", "age" => ", 10"], 0);
+    fresh!(rfc9111_5_1_age_non_numeric_ignored, 200, ["cache-control" => "max-age=60", "age" => "abc"], 60);
+    fresh!(rfc9111_5_1_age_negative_ignored, 200, ["cache-control" => "max-age=60", "age" => "-10"], 60);
+    fresh!(rfc9111_5_1_age_float_ignored, 200, ["cache-control" => "max-age=60", "age" => "10.0"], 60);
+    fresh!(rfc9111_5_1_age_parameters_ignored, 200, ["cache-control" => "max-age=60", "age" => "10;a=b"], 60);
+    fresh!(rfc9111_5_1_age_empty_first_member_ignored, 200, ["cache-control" => "max-age=60", "age" => ", 10"], 60);
     // RFC 9111 4.2.2: heuristics for cacheable-by-default statuses, or `public`.
     fresh!(rfc9111_4_2_2_heuristic_200, 200, ["last-modified" => at(-1000)], 100);
     fresh!(rfc9111_4_2_2_heuristic_404, 404, ["last-modified" => at(-1000)], 100);

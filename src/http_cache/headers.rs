@@ -87,9 +87,11 @@ pub enum Normalized {
 /// Normalises a client request's header block once, before its cache key, Vary match and
 /// storability are computed: hop-by-hop fields (and those named in `Connection`) are removed,
 /// so a field the origin never sees can never pick the variant others are served, and the
-/// [`FORWARDING`] fields are removed or, under `ForwardingHeaders::Pass`, reported.
+/// [`FORWARDING`] fields are removed or, under `ForwardingHeaders::Pass`, reported. Several
+/// `Cookie` field lines (HTTP/2 clients split them) become one, joined with `"; "`.
 pub fn normalize_request(headers: &mut HeaderMap, forwarding: ForwardingHeaders) -> Normalized {
     strip_hop_by_hop(headers);
+    join_cookie_lines(headers);
     // One pass over the names present (a request carries a handful), not a hash lookup per
     // listed name.
     let found: Vec<HeaderName> = headers
@@ -108,6 +110,32 @@ pub fn normalize_request(headers: &mut HeaderMap, forwarding: ForwardingHeaders)
             }
             Normalized::Clean
         }
+    }
+}
+
+/// RFC 9113 8.2.3: cookie-pairs an HTTP/2 client sends as several `Cookie` fields "MUST be
+/// concatenated into a single octet string using the two-octet delimiter of 0x3b, 0x20" before
+/// an HTTP/1.1 hop (an origin reads one `Cookie` line, RFC 6265 5.4). Done once for every
+/// request, so a response varying on `Cookie` matches the same way whatever the protocol.
+fn join_cookie_lines(headers: &mut HeaderMap) {
+    let mut lines = headers.get_all(header::COOKIE).iter();
+    if lines.next().is_none() || lines.next().is_none() {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for line in headers.get_all(header::COOKIE) {
+        let line = line.as_bytes().trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(line);
+    }
+    // Joined from valid field values with "; ": still a valid value.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -371,6 +399,28 @@ mod tests {
         );
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
+    }
+
+    /// RFC 9113 8.2.3: split `Cookie` fields become one line joined with "; ".
+    #[test]
+    fn rfc9113_8_2_3_cookie_lines_are_joined() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&[], None),
+            (&["a=1"], Some("a=1")),
+            (&["a=1", "b=2"], Some("a=1; b=2")),
+            (&["a=1", " ", "b=2; c=3"], Some("a=1; b=2; c=3")),
+        ];
+        for (lines, want) in cases {
+            let pairs: Vec<(&str, &str)> = lines.iter().map(|l| ("cookie", *l)).collect();
+            let mut h = map(&pairs);
+            normalize_request(&mut h, ForwardingHeaders::Strip);
+            let got: Vec<&str> = h
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(got, want.iter().copied().collect::<Vec<_>>(), "{lines:?}");
+        }
     }
 
     #[test]

@@ -99,6 +99,49 @@ async fn forced_ttl_never_shares_authorized_responses_unless_share_auth() {
     );
 }
 
+/// A rule overrides `private` and stores the response, but never one client's cookie: the
+/// next client gets the stored body without the `Set-Cookie`/`Set-Cookie2` the first one got
+/// (unless the origin marked the response `public`).
+#[tokio::test]
+async fn hostile_forced_ttl_never_shares_a_set_cookie() {
+    let origin = Origin::start(|req| {
+        let public = req.uri().path().starts_with("/public");
+        let cc = if public { "public" } else { "private" };
+        reply(
+            200,
+            &[
+                ("cache-control", cc),
+                ("set-cookie", "session=alice"),
+                ("set-cookie2", "legacy=alice"),
+            ],
+            "page",
+        )
+    })
+    .await;
+    let rules = vec![rule("site", "*", |r| {
+        r.ttl = Some(Duration::from_secs(600))
+    })];
+    let (_h, proxy, _d) = proxy_with_rules(&origin, rules).await;
+    let first = fill(proxy, &url(proxy, "/login")).await;
+    assert_eq!(first.header("set-cookie"), Some("session=alice"));
+    let second = get(proxy, &url(proxy, "/login")).await;
+    second.cache_status().assert_hit();
+    assert_eq!(second.text(), "page");
+    assert_eq!(
+        (second.header("set-cookie"), second.header("set-cookie2")),
+        (None, None),
+        "one client's cookie was shared by a rule"
+    );
+    fill(proxy, &url(proxy, "/public")).await;
+    let shared = get(proxy, &url(proxy, "/public")).await;
+    shared.cache_status().assert_hit();
+    assert_eq!(shared.header("set-cookie"), Some("session=alice"));
+    assert_eq!(
+        origin.count("GET", "/login") + origin.count("GET", "/public"),
+        2
+    );
+}
+
 #[tokio::test]
 async fn ignore_query_drops_parameters_from_the_key() {
     let origin = Origin::start(|req| {

@@ -76,6 +76,14 @@ async fn hostile_private_response_is_never_shared() {
     never_shared(&[("cache-control", "private, max-age=600")], &[]).await;
 }
 
+/// `private=` / `private=""` name no field: read as plain `private`, never as "nothing is
+/// private" (a template that rendered an empty list still meant the response to be private).
+#[tokio::test]
+async fn hostile_private_with_an_empty_field_list_is_never_shared() {
+    never_shared(&[("cache-control", "private=, max-age=600")], &[]).await;
+    never_shared(&[("cache-control", "max-age=600, private=\"\"")], &[]).await;
+}
+
 #[tokio::test]
 async fn hostile_set_cookie_response_is_never_shared() {
     never_shared(
@@ -86,6 +94,45 @@ async fn hostile_set_cookie_response_is_never_shared() {
         &[],
     )
     .await;
+}
+
+#[tokio::test]
+async fn hostile_set_cookie2_response_is_never_shared() {
+    never_shared(
+        &[
+            ("cache-control", "max-age=600"),
+            ("set-cookie2", "session=alice; Version=1"),
+        ],
+        &[],
+    )
+    .await;
+}
+
+/// RFC 9111 5.2.2.4: `no-cache="Set-Cookie"` lets a shared cache store the response without
+/// the cookie; the next client gets the stored response, never the first client's cookie.
+#[tokio::test]
+async fn hostile_set_cookie_withheld_by_qualified_no_cache_is_stored_without_it() {
+    const NO_CACHE: &[(&str, &str)] = &[
+        ("cache-control", "max-age=600, no-cache=\"Set-Cookie\""),
+        ("set-cookie", "session=alice"),
+    ];
+    const PRIVATE: &[(&str, &str)] = &[
+        ("cache-control", "max-age=600, private=\"set-cookie\""),
+        ("set-cookie", "session=alice"),
+    ];
+    for headers in [NO_CACHE, PRIVATE] {
+        let cc = headers[0].1;
+        let origin = numbered(headers, Duration::ZERO).await;
+        let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+        let url = origin.url("/withheld");
+        let a = fill(proxy, &url).await;
+        assert_eq!(a.header("set-cookie"), Some("session=alice"), "{cc}");
+        let b = get(proxy, &url).await;
+        b.cache_status().assert_hit();
+        assert_eq!(a.text(), b.text(), "{cc}");
+        assert_eq!(b.header("set-cookie"), None, "{cc}: the cookie was shared");
+        assert_eq!(origin.hits(), 1, "{cc}");
+    }
 }
 
 #[tokio::test]

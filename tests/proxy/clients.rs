@@ -14,6 +14,17 @@ use tokio::process::Command;
 
 use super::harness::*;
 
+/// An HTTP/2 prior-knowledge connection to the proxy, its connection task spawned.
+async fn h2_client(proxy: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake with the proxy");
+    tokio::spawn(conn);
+    sender
+}
+
 #[tokio::test]
 async fn reqwest_through_http_proxy_hits_the_cache() {
     let origin =
@@ -41,12 +52,7 @@ async fn reqwest_through_http_proxy_hits_the_cache() {
 async fn http2_prior_knowledge_client_in_gateway_mode() {
     let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "over h2")).await;
     let (_proxy, proxy, _dir) = start_proxy(Some(origin.addr)).await;
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake with the proxy");
-    tokio::spawn(conn);
+    let mut sender = h2_client(proxy).await;
     let mut hits = Vec::new();
     for _ in 0..2 {
         let req = Request::get(format!("http://{proxy}/h2"))
@@ -66,6 +72,35 @@ async fn http2_prior_knowledge_client_in_gateway_mode() {
     }
     assert_eq!(hits, [false, true]);
     assert_eq!(origin.hits(), 1);
+}
+
+/// RFC 9113 8.2.3: an HTTP/2 client's split `Cookie` fields reach an HTTP/1.1 origin as one
+/// line joined with "; " (an origin reads one `Cookie` line).
+#[tokio::test]
+async fn rfc9113_8_2_3_http2_cookie_fields_reach_the_origin_as_one_line() {
+    let origin = Origin::start(|req| {
+        let lines: Vec<&str> = req
+            .headers()
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect();
+        reply(200, &[], format!("{lines:?}"))
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(Some(origin.addr)).await;
+    let mut sender = h2_client(proxy).await;
+    let req = Request::get(format!("http://{proxy}/cookies"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
+        .await
+        .expect("h2 answer in time")
+        .expect("h2 response");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, r#"["a=1; b=2"]"#);
 }
 
 #[tokio::test]
@@ -201,12 +236,7 @@ async fn http2_prior_knowledge_client_in_forward_mode() {
     let origin =
         Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "h2 forward")).await;
     let (_proxy, proxy, _dir) = start_proxy(None).await;
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake with the proxy");
-    tokio::spawn(conn);
+    let mut sender = h2_client(proxy).await;
     for expect_hit in [false, true] {
         let req = Request::get(origin.url("/h2f"))
             .body(Empty::<Bytes>::new())
@@ -232,12 +262,7 @@ async fn concurrent_h2_streams_for_a_cold_url_are_coalesced() {
     })
     .await;
     let (_proxy, proxy, _dir) = start_proxy(Some(origin.addr)).await;
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake with the proxy");
-    tokio::spawn(conn);
+    let sender = h2_client(proxy).await;
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let mut sender = sender.clone();

@@ -499,3 +499,53 @@ async fn informational_103_before_the_response_is_handled() {
     }
     assert_eq!(origin.hits(), 1);
 }
+
+/// RFC 9110 7.6.2: TRACE and OPTIONS with `Max-Forwards: 0` are answered by hoard as the final
+/// recipient (never forwarded; the TRACE echo carries no secret field); a larger value is
+/// decremented on the way to the origin.
+#[tokio::test]
+async fn rfc9110_7_6_2_max_forwards_is_decremented_and_zero_is_answered_here() {
+    let origin = Origin::start(|req| {
+        let mf = header(req, "max-forwards").unwrap_or("none").to_string();
+        reply(200, &[], format!("{} max-forwards={mf}", req.method()))
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/mf");
+    for method in ["TRACE", "OPTIONS"] {
+        let fwd = send(proxy, method, &url, &[("max-forwards", "3")]).await;
+        assert_eq!(fwd.text(), format!("{method} max-forwards=2"));
+        let plain = send(proxy, method, &url, &[]).await;
+        assert_eq!(plain.text(), format!("{method} max-forwards=none"));
+    }
+    assert_eq!(origin.hits(), 4);
+
+    let options = send(proxy, "OPTIONS", &url, &[("max-forwards", "0")]).await;
+    assert_eq!((options.status, options.text().as_str()), (200, ""));
+    let trace = send(
+        proxy,
+        "TRACE",
+        &url,
+        &[
+            ("max-forwards", "0"),
+            ("x-probe", "seen"),
+            ("cookie", "session=alice"),
+            ("authorization", "Bearer alice"),
+        ],
+    )
+    .await;
+    assert_eq!(trace.status, 200);
+    assert_eq!(trace.header("content-type"), Some("message/http"));
+    let echo = trace.text();
+    assert!(
+        echo.starts_with(&format!("TRACE {url} HTTP/1.1\r\n")),
+        "{echo}"
+    );
+    assert!(echo.contains("x-probe: seen\r\n"), "{echo}");
+    assert!(!echo.contains("alice"), "a secret field was echoed: {echo}");
+    assert_eq!(
+        origin.hits(),
+        4,
+        "a Max-Forwards: 0 request reached the origin"
+    );
+}

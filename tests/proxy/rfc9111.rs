@@ -106,7 +106,7 @@ async fn rfc9111_4_2_1_duplicate_max_age_first_is_used() {
 }
 
 #[tokio::test]
-async fn rfc9111_5_1_age_first_member_and_invalid_is_stale() {
+async fn rfc9111_5_1_age_first_member_and_invalid_is_ignored() {
     let with_age = |age: &str| {
         vec![
             ("cache-control", "max-age=3600".to_string()),
@@ -121,13 +121,27 @@ async fn rfc9111_5_1_age_first_member_and_invalid_is_stale() {
         origin_requests_for_two_gets(200, with_age("7200, 10")).await,
         2
     );
-    for bad in ["abc", "-10", "10.0", "10;x=1"] {
+    // "a cache SHOULD ignore the field": fresh for its max-age, as without an Age.
+    for bad in ["abc", "-7200", "10.0", "10;x=1"] {
         assert_eq!(
             origin_requests_for_two_gets(200, with_age(bad)).await,
-            2,
+            1,
             "{bad}"
         );
     }
+}
+
+/// `must-understand` (RFC 9111 5.2.2.3): for a status the cache understands, `no-store` is
+/// ignored and the response is reused; for another status it is never stored.
+#[tokio::test]
+async fn rfc9111_5_2_2_3_must_understand_stores_understood_statuses_only() {
+    let both = "max-age=3600, no-store, must-understand";
+    assert_eq!(origin_requests_for_two_gets(200, cc(both)).await, 1);
+    assert_eq!(origin_requests_for_two_gets(404, cc(both)).await, 1);
+    assert_eq!(origin_requests_for_two_gets(299, cc(both)).await, 2);
+    let alone = "max-age=3600, must-understand";
+    assert_eq!(origin_requests_for_two_gets(299, cc(alone)).await, 2);
+    assert_eq!(origin_requests_for_two_gets(200, cc(alone)).await, 1);
 }
 
 #[tokio::test]

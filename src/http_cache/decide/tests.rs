@@ -121,7 +121,7 @@ decide!(rfc8246_immutable_force_reload_no_cache, res["cache-control" => "max-age
 decide!(rfc9111_5_2_2_4_qualified_no_cache_fresh, res["cache-control" => "max-age=60, no-cache=\"x-a\""], req[], at 30, "fresh ttl=30");
 decide!(rfc9111_5_2_case_insensitive_no_cache_response, res["cache-control" => "max-age=60, No-CaChE"], req[], at 1, "stale");
 decide!(rfc9111_5_2_case_insensitive_request_max_age, res["cache-control" => "max-age=60"], req["cache-control" => "MaX-AgE=0"], at 1, "stale");
-decide!(rfc9111_5_1_invalid_age_is_stale, res["cache-control" => "max-age=60", "age" => "1.5"], req[], at 1, "stale");
+decide!(rfc9111_5_1_invalid_age_is_ignored, res["cache-control" => "max-age=60", "age" => "1.5"], req[], at 1, "fresh ttl=59");
 decide!(rfc9111_5_1_age_list_first_member, res["cache-control" => "max-age=60", "age" => "20, 0"], req[], at 30, "fresh ttl=10");
 decide!(rfc9111_1_2_2_invalid_request_max_age_ignored, res["cache-control" => "max-age=60"], req["cache-control" => "max-age=0x"], at 1, "fresh ttl=59");
 // request directives
@@ -322,6 +322,19 @@ storable!(st_304, Method::GET, req[], 304, res["cache-control" => "max-age=60"],
 storable!(st_vary_star, Method::GET, req[], 200, res["cache-control" => "max-age=60", "vary" => "accept, *"], Err(N::VaryAny));
 storable!(st_set_cookie, Method::GET, req[], 200, res["cache-control" => "max-age=60", "set-cookie" => "a=1"], Err(N::SetCookie));
 storable!(st_set_cookie_public, Method::GET, req[], 200, res["cache-control" => "public, max-age=60", "set-cookie" => "a=1"], Ok(()));
+storable!(rfc9111_5_2_2_3_must_understand_understood_status_ignores_no_store, Method::GET, req[], 200, res["cache-control" => "max-age=60, no-store, must-understand"], Ok(()));
+storable!(rfc9111_5_2_2_3_must_understand_unknown_status_not_stored, Method::GET, req[], 299, res["cache-control" => "max-age=60, no-store, must-understand"], Err(N::Status));
+storable!(rfc9111_5_2_2_3_must_understand_unknown_status_without_no_store, Method::GET, req[], 599, res["cache-control" => "max-age=60, must-understand"], Err(N::Status));
+storable!(rfc9111_5_2_2_3_must_understand_keeps_request_no_store, Method::GET, req["cache-control" => "no-store"], 200, res["cache-control" => "max-age=60, no-store, must-understand"], Err(N::NoStore));
+storable!(rfc9111_5_2_2_3_must_understand_keeps_private, Method::GET, req[], 200, res["cache-control" => "max-age=60, no-store, must-understand, private"], Err(N::Private));
+storable!(st_private_empty_field_list_is_private, Method::GET, req[], 200, res["cache-control" => "private=, max-age=60"], Err(N::Private));
+storable!(st_private_empty_quoted_list_is_private, Method::GET, req[], 200, res["cache-control" => "max-age=60, private=\"\""], Err(N::Private));
+storable!(st_private_blank_members_is_private, Method::GET, req[], 200, res["cache-control" => "max-age=60, private=\" , \""], Err(N::Private));
+storable!(st_set_cookie2, Method::GET, req[], 200, res["cache-control" => "max-age=60", "set-cookie2" => "a=1"], Err(N::SetCookie));
+storable!(st_set_cookie2_public, Method::GET, req[], 200, res["cache-control" => "public, max-age=60", "set-cookie2" => "a=1"], Ok(()));
+storable!(rfc9111_5_2_2_4_set_cookie_withheld_by_no_cache, Method::GET, req[], 200, res["cache-control" => "max-age=60, no-cache=\"Set-Cookie\"", "set-cookie" => "a=1"], Ok(()));
+storable!(rfc9111_5_2_2_7_set_cookie_withheld_by_private, Method::GET, req[], 200, res["cache-control" => "max-age=60, private=\"set-cookie, set-cookie2\"", "set-cookie" => "a=1", "set-cookie2" => "b=1"], Ok(()));
+storable!(st_set_cookie2_not_withheld, Method::GET, req[], 200, res["cache-control" => "max-age=60, private=\"Set-Cookie\"", "set-cookie" => "a=1", "set-cookie2" => "b=1"], Err(N::SetCookie));
 storable!(st_302_plain, Method::GET, req[], 302, res[], Err(N::NoFreshness));
 storable!(st_302_max_age, Method::GET, req[], 302, res["cache-control" => "max-age=60"], Ok(()));
 storable!(st_404_default, Method::GET, req[], 404, res[], Ok(()));

@@ -299,6 +299,7 @@ impl Ctx<'_> {
         let stale = stale.map(|(entry, _)| entry);
         match exchanged {
             Exchanged::Unreachable(e, t_res) => {
+                let held = stale.is_some();
                 if let Some(entry) = stale.filter(|s| within(s.stale_if_error_until, t_res)) {
                     if let Some(p) = permit {
                         p.finish(Outcome::Failed);
@@ -306,7 +307,11 @@ impl Ctx<'_> {
                     let cs = fwd.with_detail(Detail::StaleIfError);
                     return self.serve_stale(entry, t_res, cs);
                 }
-                self.st.upstream_error(&e, self.ruled(fwd))
+                if held {
+                    self.st.stale_unrevalidated(&e, self.ruled(fwd))
+                } else {
+                    self.st.upstream_error(&e, self.ruled(fwd))
+                }
             }
             Exchanged::ServerError(answer) => {
                 let t_res = answer.times.received;

@@ -380,16 +380,21 @@ async fn origin_failure_serves_the_stale_entry_under_stale_if_error() {
     }
 }
 
+/// RFC 9111 5.2.2.2: a stale entry the unreachable origin cannot revalidate is a 504, never
+/// served; a miss to an unreachable origin stays a 502.
 #[tokio::test]
-async fn origin_failure_without_stale_if_error_is_a_502() {
+async fn origin_failure_without_stale_if_error_is_a_504_for_a_stale_entry() {
     let h = Harness::new(false, |n, _| match n {
         0 => reply(200, &[("cache-control", "max-age=0")], "old"),
         _ => Err(UpstreamError::Connect("refused".into())),
     });
     h.get("/d2", &[]).await;
     let got = h.get("/d2", &[]).await;
-    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
     got.says(&["connect-error"]);
+    let miss = h.get("/d3", &[]).await;
+    assert_eq!(miss.status, StatusCode::BAD_GATEWAY);
+    miss.says(&["connect-error"]);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 //! network path: failures become 4xx/5xx responses with the reason in body and log.
 
 mod access;
+mod max_forwards;
 mod pass;
 mod respond;
 mod route;

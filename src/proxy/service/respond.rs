@@ -67,4 +67,21 @@ impl State {
         tracing::warn!(error = %e, "upstream failure");
         self.error(e.status(), cs.with_detail(e.detail()), &format!("{e}\n"))
     }
+
+    /// The answer when a stale stored response could not be revalidated and may not be served
+    /// stale: 504 when the origin could not be reached at all (RFC 9111 5.2.2.2: a
+    /// disconnected cache generates an error, which "SHOULD be 504"); otherwise as
+    /// [`State::upstream_error`] (a certificate that did not verify, a broken answer: 502).
+    pub fn stale_unrevalidated(&self, e: &UpstreamError, cs: CacheStatus) -> Response<ProxyBody> {
+        if !matches!(e, UpstreamError::Connect(_)) {
+            return self.upstream_error(e, cs);
+        }
+        tracing::warn!(error = %e, "upstream failure; stale entry not served");
+        let msg = format!("stored response is stale and the origin is unreachable: {e}\n");
+        self.error(
+            StatusCode::GATEWAY_TIMEOUT,
+            cs.with_detail(e.detail()),
+            &msg,
+        )
+    }
 }

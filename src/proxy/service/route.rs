@@ -197,6 +197,9 @@ impl State {
                 "request loop: the target is this proxy\n",
             ));
         }
+        if let Some(res) = self.max_forwards(&mut req) {
+            return Routed::Now(res);
+        }
         if req.method().as_str() == "PURGE" {
             return Routed::Later(Pending::Purge(target));
         }
