@@ -55,7 +55,7 @@ pub(crate) struct Pin {
     stmt: Cell<*mut ffi::sqlite3_stmt>,
     state: Cell<State>,
     /// The `counters` row as this connection last read it, while the pin has been held
-    /// since (see [`Pin::counters_if_unchanged`]).
+    /// since (see [`Pin::counters_after`]).
     known: Cell<Option<Known>>,
     /// The WAL index's commit stamp read after this connection's last commit (see
     /// [`Pin::hold_for_write`]).
@@ -128,15 +128,24 @@ impl Pin {
         }
     }
 
-    /// Inside a write transaction on this pin's connection whose only change since the
-    /// remembered read is one row replaced in place (size, expiry and tag kept, so no
-    /// trigger ran): the `counters` row, unchanged. The pin held throughout means no
-    /// other connection committed since (the transaction began without reading again, see
-    /// the module comment), and any statement of this one that changed a row (the
-    /// counters' own triggers included) would show in `total_changes`.
-    pub(crate) fn counters_if_unchanged(&self, conn: &Connection) -> Option<(u64, i64)> {
+    /// Inside a write transaction on this pin's connection whose only changes since the
+    /// remembered read are `changes` rows by one write whose effect on the `counters` row
+    /// is known: `added` accounted bytes (a row replaced in place with its size, expiry
+    /// and tag kept: 1 change, nothing added, no trigger ran; a new row: 2 changes, the row
+    /// and its insert trigger's update of the counters, adding its size). The `counters`
+    /// row as it now is. The pin held throughout means no other connection committed
+    /// since (the transaction began without reading again, see the module comment), and
+    /// any other statement of this one that changed a row (the counters' own triggers
+    /// included) would show in `total_changes`.
+    pub(crate) fn counters_after(
+        &self,
+        conn: &Connection,
+        changes: u64,
+        added: u64,
+    ) -> Option<(u64, i64)> {
         let k = self.known.get().filter(|_| self.held())?;
-        (conn.total_changes() == k.changes + 1).then_some((k.size, k.settings_version))
+        (conn.total_changes() == k.changes + changes)
+            .then_some((k.size + added, k.settings_version))
     }
 
     pub(crate) fn held(&self) -> bool {
@@ -296,10 +305,11 @@ mod tests {
         assert!(!db.pin().release(), "released once");
     }
 
-    /// The counters a pin remembers are given back only while nothing but one row changed
-    /// since, on this connection, with the pin held throughout.
+    /// The counters a pin remembers are given back only while nothing but the one known
+    /// write changed rows since (a replacement in place, or a new row and its trigger), on
+    /// this connection, with the pin held throughout.
     #[test]
-    fn remembered_counters_are_given_back_only_after_exactly_one_change() {
+    fn remembered_counters_are_given_back_only_after_exactly_the_known_changes() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = schema::open_connection(dir.path(), 0, 100).unwrap();
         schema::migrate(&mut c).unwrap();
@@ -314,27 +324,34 @@ mod tests {
         add_one(&db).unwrap();
         c.execute_batch("BEGIN IMMEDIATE").unwrap();
         pin.remember_counters(c, 42, 7);
-        assert_eq!(pin.counters_if_unchanged(c), None, "no change yet");
+        assert_eq!(pin.counters_after(c, 1, 0), None, "no change yet");
         replace();
-        assert_eq!(pin.counters_if_unchanged(c), Some((42, 7)));
-        // A change whose trigger updates the counters: three rows changed in all.
+        assert_eq!(pin.counters_after(c, 1, 0), Some((42, 7)));
+        // A new row: two changes (the row, its trigger's update of the counters).
+        pin.remember_counters(c, 42, 7);
         schema::insert_test_rows(c, 10, 1, 10);
+        assert_eq!(pin.counters_after(c, 1, 0), None, "not a replacement");
+        assert_eq!(pin.counters_after(c, 2, 14), Some((56, 7)));
+        // A change whose trigger updates the counters, then another: three rows in all.
+        pin.remember_counters(c, 42, 7);
+        schema::insert_test_rows(c, 11, 1, 10);
         replace();
-        assert_eq!(pin.counters_if_unchanged(c), None);
+        assert_eq!(pin.counters_after(c, 1, 0), None);
+        assert_eq!(pin.counters_after(c, 2, 14), None);
         pin.remember_counters(c, 43, 7);
         c.execute("UPDATE counters SET hits = hits + 1", [])
             .unwrap();
-        assert_eq!(pin.counters_if_unchanged(c), Some((43, 7)), "one change");
+        assert_eq!(pin.counters_after(c, 1, 0), Some((43, 7)), "one change");
         replace();
-        assert_eq!(pin.counters_if_unchanged(c), None, "two changes");
+        assert_eq!(pin.counters_after(c, 1, 0), None, "two changes");
         pin.remember_counters(c, 44, 7);
         c.execute_batch("COMMIT").unwrap();
         assert!(pin.release());
         replace();
-        assert_eq!(pin.counters_if_unchanged(c), None, "the pin was let go");
+        assert_eq!(pin.counters_after(c, 1, 0), None, "the pin was let go");
         pin.remember_counters(c, 45, 7);
         assert_eq!(
-            pin.counters_if_unchanged(c),
+            pin.counters_after(c, 1, 0),
             None,
             "not remembered without a pin"
         );
