@@ -126,7 +126,7 @@ impl FillPlan {
         );
         let (commits, store) = (self.entries.commits.clone(), self.entries.store.clone());
         let health = self.entries.health.clone();
-        let job: super::commits::Job<Option<Committed>> = Box::new(move || {
+        let job: super::commits::Job<Option<Committed>> = Box::new(move |batch| {
             let w = self
                 .entries
                 .store
@@ -137,7 +137,7 @@ impl FillPlan {
                 n: 0,
             };
             w.write(&chunks)?;
-            commit(w, self)
+            commit(w, self, batch)
         });
         let then: super::commits::Then<Option<Committed>> = Box::new(move |r| {
             then(match r {
@@ -248,9 +248,9 @@ impl EntryWriter {
         // The last batch and the commit in one blocking call, in a transaction shared with
         // the fills that complete meanwhile (`commits`).
         let (commits, store) = (plan.entries.commits.clone(), plan.entries.store.clone());
-        let job: super::commits::Job<Option<Committed>> = Box::new(move || {
+        let job: super::commits::Job<Option<Committed>> = Box::new(move |shared| {
             w.write(&batch)?;
-            commit(*w, plan)
+            commit(*w, plan, shared)
         });
         match commits.run(&store, job).await {
             Ok(Some(c)) => {
@@ -370,7 +370,11 @@ pub(super) struct Committed {
     index: Option<Vec<u8>>,
 }
 
-fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committed>> {
+fn commit(
+    w: DiskWriter,
+    plan: FillPlan,
+    batch: &super::commits::Batch<'_>,
+) -> crate::store::Result<Option<Committed>> {
     let FillPlan {
         entries,
         generation,
@@ -390,9 +394,10 @@ fn commit(w: DiskWriter, plan: FillPlan) -> crate::store::Result<Option<Committe
     w.set_meta(head.encode());
     w.commit()?;
     hot.remove(&row_key);
-    // A complete response supersedes the URL's stored pieces (RFC 9111 3.3).
+    // A complete response supersedes the URL's stored pieces (RFC 9111 3.3); looked for
+    // only when the transaction's store holds any.
     let partial = super::partial::row_key(tag.as_bytes());
-    if store.contains(&partial)? {
+    if batch.partial_rows()? && store.contains(&partial)? {
         store.delete(&partial)?;
     }
     if inv.since(&tag, generation) {
