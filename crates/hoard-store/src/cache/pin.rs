@@ -1,5 +1,7 @@
 //! The read transaction a pooled connection keeps open from one write to the next (the
-//! pin), so that a write transaction begins without taking a WAL read lock again.
+//! pin), so that a write transaction begins without taking a WAL read lock again; and
+//! from one read of a row to the next while no commit came in between
+//! ([`Pin::hold_for_read`]).
 //!
 //! A write transaction in WAL mode takes and releases a read lock, and moves its read mark
 //! after every commit (the WAL grew past every mark): 4 `fcntl`s on the `-shm` file, plus
@@ -9,12 +11,14 @@
 //! between, so a write never starts from an old snapshot. The pin is that read: one row of
 //! `counters` stepped inside a write transaction and left unfinished.
 //!
-//! Invariant: a pin is held only by a connection in the pool or in a write transaction;
-//! every other use of a connection releases it first (`Inner::conn`, `Inner::idle_conn`,
-//! and so `Inner::write_alone`, whose lone statement would need a statement journal beside
-//! a pending read), so no read sees an old snapshot. A pin stops checkpoints at its read mark and keeps the WAL from
-//! restarting, so it is released when its write fails or finds an older snapshot, before a
-//! checkpoint is asked for or a RESTART is run, and by the checkpoint thread once its
+//! Invariant: a pin is held only by a connection in the pool, in a write transaction, or
+//! reading rows (`Inner::read_row`, `Inner::fetch_now`) under a pin whose snapshot the WAL
+//! index shows to be the latest commit; every other use of a connection releases it first
+//! (`Inner::conn`, `Inner::idle_conn`, and so `Inner::write_alone`, whose lone statement
+//! would need a statement journal beside a pending read), so no read sees an old snapshot.
+//! A pin stops checkpoints at its read mark and keeps the WAL from restarting, so it is
+//! released when its write fails or finds an older snapshot, before a checkpoint is asked
+//! for or a RESTART is run, and by the checkpoint thread once its
 //! connection has been idle in the pool for one to two [`SWEEP_TICK`]s.
 
 use rusqlite::{Connection, ffi};
@@ -58,8 +62,13 @@ pub(crate) struct Pin {
     /// since (see [`Pin::counters_after`]).
     known: Cell<Option<Known>>,
     /// The WAL index's commit stamp read after this connection's last commit (see
-    /// [`Pin::hold_for_write`]).
+    /// [`Pin::hold_for_write`]), or before its read transaction began (see
+    /// [`Pin::hold_for_read`]).
     stamp: Cell<Option<u128>>,
+    /// The stamp was read before the read transaction began, so while the WAL index still
+    /// shows it, the transaction's snapshot is the latest commit (a stamp read after a
+    /// commit may already be another's, which a write learns from SQLite, a read never).
+    readable: Cell<bool>,
     /// The connection's main database file (for the stamp), once looked up.
     main: Cell<*mut ffi::sqlite3_file>,
 }
@@ -81,6 +90,7 @@ impl Pin {
             state: Cell::new(State::Free),
             known: Cell::new(None),
             stamp: Cell::new(None),
+            readable: Cell::new(false),
             main: Cell::new(std::ptr::null_mut()),
         }
     }
@@ -101,6 +111,32 @@ impl Pin {
     pub(crate) fn committed(&self, conn: &Connection) {
         if self.held() {
             self.stamp.set(self.commit_stamp(conn));
+            self.readable.set(false);
+        }
+    }
+
+    /// Before a read on this pin's connection (which must not wait: busy timeout 0): keeps
+    /// the read transaction when the WAL index shows no commit since it began, else lets it
+    /// go and begins one after reading the stamp. So a read never sees an older snapshot
+    /// than the latest commit of any process, and a run of reads without commits between
+    /// them takes the WAL's read lock once (none of SQLite's `-shm` locking per read).
+    /// Without a stamp (another VFS) nothing is kept.
+    pub(crate) fn hold_for_read(&self, conn: &Connection) {
+        let now = self.commit_stamp(conn);
+        if self.held() {
+            if self.readable.get() && now.is_some() && now == self.stamp.get() {
+                self.state.set(State::Used);
+                return;
+            }
+            self.release();
+        }
+        if now.is_none() {
+            return;
+        }
+        self.hold(conn);
+        if self.held() {
+            self.stamp.set(now);
+            self.readable.set(true);
         }
     }
 
@@ -191,6 +227,7 @@ impl Pin {
     pub(crate) fn release(&self) -> bool {
         self.known.set(None);
         self.stamp.set(None);
+        self.readable.set(false);
         if self.state.replace(State::Free) == State::Free {
             return false;
         }
@@ -218,6 +255,7 @@ impl Pin {
     pub(crate) fn finalize(&self) {
         self.state.set(State::Free);
         self.known.set(None);
+        self.readable.set(false);
         // SAFETY: this pin's statement (or null, a no-op), on its still open connection.
         unsafe { ffi::sqlite3_finalize(self.stmt.replace(std::ptr::null_mut())) };
     }
@@ -381,6 +419,47 @@ mod tests {
             assert!(a.delete(b"k").unwrap());
             assert_eq!(b.get(b"k").unwrap(), None);
         }
+    }
+
+    /// Issue 18: reads of rows keep their connection's read transaction while the WAL index
+    /// shows no commit since it began, so a run of reads takes SQLite's `-shm` locks once;
+    /// yet every read, on the request's task (`record_now`) or a blocking one (`get`), sees
+    /// the other handle's (process's) latest commit. Without the stamp check the reads
+    /// after the other handle's writes would return the older values.
+    #[test]
+    fn kept_reads_see_every_commit_of_another_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (open(dir.path()), open(dir.path()));
+        let value = |r: Option<Option<crate::Record>>| match r.expect("answered") {
+            Some(crate::Record {
+                value: crate::Value::Inline(v),
+                ..
+            }) => v,
+            other => panic!("{other:?}"),
+        };
+        b.set(b"k", b"0", None, None).unwrap();
+        a.set(b"other", b"x", None, None).unwrap(); // leaves a connection idle
+        for i in 0..20u8 {
+            assert_eq!(value(a.record_now(b"k").unwrap()), vec![b'0' + i % 10]);
+            let before = SHM_LOCKS.with(Cell::get);
+            for _ in 0..3 {
+                assert_eq!(value(a.record_now(b"k").unwrap()), vec![b'0' + i % 10]);
+                assert_eq!(a.get(b"k").unwrap(), Some(vec![b'0' + i % 10]));
+            }
+            assert_eq!(
+                SHM_LOCKS.with(Cell::get) - before,
+                0,
+                "reads without a commit between them keep their read transaction"
+            );
+            b.set(b"k", &[b'0' + (i + 1) % 10], None, None).unwrap();
+            if i % 2 == 0 {
+                assert_eq!(a.get(b"k").unwrap(), Some(vec![b'0' + (i + 1) % 10]));
+            }
+        }
+        // A delete by the other handle is seen as well.
+        assert!(b.delete(b"k").unwrap());
+        assert_eq!(a.record_now(b"k").unwrap().map(|r| r.is_none()), Some(true));
+        assert_eq!(a.get(b"k").unwrap(), None);
     }
 
     /// A handle that wrote and then went idle does not stop another process's RESTART
