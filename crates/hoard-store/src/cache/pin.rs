@@ -14,7 +14,7 @@
 //! Invariant: a pin is held only by a connection in the pool, in a write transaction, or
 //! reading rows (`Inner::read_row`, `Inner::fetch_now`) under a pin whose snapshot the WAL
 //! index shows to be the latest commit; every other use of a connection releases it first
-//! (`Inner::conn`, `Inner::idle_conn`, and so `Inner::write_alone`, whose lone statement
+//! (`Inner::conn`, and so `Inner::write_alone`, whose lone statement
 //! would need a statement journal beside a pending read), so no read sees an old snapshot.
 //! A pin stops checkpoints at its read mark and keeps the WAL from restarting, so it is
 //! released when its write fails or finds an older snapshot, before a checkpoint is asked

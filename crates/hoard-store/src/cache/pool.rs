@@ -233,16 +233,10 @@ impl Inner {
         })
     }
 
-    /// An idle pooled connection, if one is there (never opens one: that is file I/O).
+    /// An idle pooled connection, if one is there (never opens one: that is file I/O), with
+    /// the pin its last use kept: for a row's read, which first asks the pin whether its
+    /// snapshot is still the latest (`Pin::hold_for_read`).
     pub(crate) fn idle_conn(&self) -> Option<Conn<'_>> {
-        let c = self.idle_conn_pinned()?;
-        c.pin().release();
-        Some(c)
-    }
-
-    /// [`Inner::idle_conn`] with the pin its last use kept, if any: for a row's read, which
-    /// first asks the pin whether its snapshot is still the latest (`Pin::hold_for_read`).
-    pub(crate) fn idle_conn_pinned(&self) -> Option<Conn<'_>> {
         Some(Conn {
             inner: self,
             conn: Some(self.pool.take()?),

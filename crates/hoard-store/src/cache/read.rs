@@ -181,7 +181,7 @@ impl Inner {
         if self.joined(|_, _| ()).is_some() {
             return Ok(RecordNow::Later); // inside a transaction: its connection, its rules
         }
-        let Some(conn) = self.idle_conn_pinned() else {
+        let Some(conn) = self.idle_conn() else {
             return Ok(RecordNow::Later);
         };
         let now = self.clock.now();
