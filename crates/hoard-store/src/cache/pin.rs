@@ -120,7 +120,10 @@ impl Pin {
     /// go and begins one after reading the stamp. So a read never sees an older snapshot
     /// than the latest commit of any process, and a run of reads without commits between
     /// them takes the WAL's read lock once (none of SQLite's `-shm` locking per read).
-    /// Without a stamp (another VFS) nothing is kept.
+    /// Without a stamp (another VFS) nothing is kept, and neither is it while the WAL holds
+    /// [`KICK_FRAMES`](crate::checkpoint::KICK_FRAMES) frames or more (a checkpoint is then
+    /// asked for): readers that never stop would otherwise keep their read marks for good,
+    /// and the WAL could never restart (`reliability::wal`).
     pub(crate) fn hold_for_read(&self, conn: &Connection) {
         let now = self.commit_stamp(conn);
         if self.held() {
@@ -130,7 +133,8 @@ impl Pin {
             }
             self.release();
         }
-        if now.is_none() {
+        let short = |s: u128| crate::wal_vfs::stamp_frames(s) < crate::checkpoint::KICK_FRAMES;
+        if !now.is_some_and(short) {
             return;
         }
         self.hold(conn);
