@@ -24,7 +24,29 @@ use crate::store::{Cache, Error, Result};
 pub const MAX_BATCH: usize = 64;
 
 /// One fill's commit, run inside the batch's transaction.
-pub type Job<T> = Box<dyn FnOnce() -> Result<T> + Send>;
+pub type Job<T> = Box<dyn FnOnce(&Batch<'_>) -> Result<T> + Send>;
+
+/// What the fills of one transaction learn once for all of them.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    store: &'a Cache,
+    /// Whether the store holds any partial row, once asked.
+    partial_rows: std::cell::OnceCell<bool>,
+}
+
+impl Batch<'_> {
+    /// Whether the store holds any partial row (`partial.rs`): read on the first ask, one
+    /// index lookup per transaction instead of one per fill. The answer holds for the
+    /// whole transaction: it holds the write lock, so no other fill or process adds one,
+    /// and a fill's job only ever removes a partial row.
+    pub fn partial_rows(&self) -> Result<bool> {
+        if let Some(&known) = self.partial_rows.get() {
+            return Ok(known);
+        }
+        let any = super::partial::any_stored(self.store)?;
+        Ok(*self.partial_rows.get_or_init(|| any))
+    }
+}
 
 /// What a fill does with its commit's result, on the committing thread (it must not block).
 pub type Then<T> = Box<dyn FnOnce(Result<T>) + Send>;
@@ -187,16 +209,21 @@ impl<T: Send + 'static> Drop for StartDrainer<T> {
     }
 }
 
-/// One transaction for `batch`, a lone job too: its writes join it, so a fill can take the
-/// change stamps of its rows inside the transaction (`Cache::write_stamp`) and file them in
-/// the memory front after the commit.
+/// One transaction for `batch`, a lone job too: its writes and the reads between them share
+/// it (one `BEGIN`/`COMMIT`, and the connection's pin is kept, see the store's `pin`), and a
+/// fill can take the change stamps of its rows inside it (`Cache::write_stamp`) to file them
+/// in the memory front after the commit.
 fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
     let (jobs, replies): (Vec<Job<T>>, Vec<Reply<T>>) = batch.into_iter().unzip();
     let mut done = Vec::with_capacity(jobs.len());
     let mut failed_at = None;
     let res = store.transact(|_| {
+        let shared = Batch {
+            store,
+            partial_rows: std::cell::OnceCell::new(),
+        };
         for (i, job) in jobs.into_iter().enumerate() {
-            match run_job(job) {
+            match run_job(job, &shared) {
                 Ok(v) => done.push(v),
                 Err(e) => {
                     failed_at = Some(i);
@@ -230,8 +257,8 @@ fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
 }
 
 /// A job's result; a job that panics fails (its batch rolls back) instead of ending the drainer.
-fn run_job<T>(job: Job<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+fn run_job<T>(job: Job<T>, batch: &Batch<'_>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(batch)))
         .unwrap_or_else(|_| Err(other("a fill's commit panicked")))
 }
 
@@ -252,7 +279,7 @@ mod tests {
     /// A job that sets `key` and answers `v`.
     fn set_job(cache: &Cache, key: String, v: u32) -> Job<u32> {
         let c = cache.clone();
-        Box::new(move || {
+        Box::new(move |_| {
             c.set(key.as_bytes(), b"v", None, None)?;
             Ok(v)
         })
@@ -338,7 +365,7 @@ mod tests {
         let (_dir, cache) = store();
         let commits = Arc::new(Commits::<()>::default());
         let c = cache.clone();
-        let first: Job<()> = Box::new(move || c.set(b"dropped", b"v", None, None).map(|_| ()));
+        let first: Job<()> = Box::new(move |_| c.set(b"dropped", b"v", None, None).map(|_| ()));
         let mut run = Box::pin(commits.run(&cache, first));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(
@@ -347,7 +374,7 @@ mod tests {
         );
         drop(run);
         let c = cache.clone();
-        let next: Job<()> = Box::new(move || c.set(b"next", b"v", None, None).map(|_| ()));
+        let next: Job<()> = Box::new(move |_| c.set(b"next", b"v", None, None).map(|_| ()));
         commits.run(&cache, next).await.unwrap();
         assert!(cache.get(b"next").unwrap().is_some());
         assert!(cache.get(b"dropped").unwrap().is_some());
@@ -363,7 +390,7 @@ mod tests {
         for i in 0..3 {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let c = cache.clone();
-            let job: Job<()> = Box::new(move || {
+            let job: Job<()> = Box::new(move |_| {
                 c.set(format!("b{i}").as_bytes(), b"v", None, None)?;
                 if i == 1 {
                     return Err(other("disk on fire"));
@@ -399,10 +426,10 @@ mod tests {
     async fn a_panicking_job_leaves_the_queue_usable() {
         let (_dir, cache) = store();
         let commits = Arc::new(Commits::<()>::default());
-        let boom: Job<()> = Box::new(|| panic!("job panicked"));
+        let boom: Job<()> = Box::new(|_| panic!("job panicked"));
         assert!(commits.run(&cache, boom).await.is_err());
         let c = cache.clone();
-        let fine: Job<()> = Box::new(move || {
+        let fine: Job<()> = Box::new(move |_| {
             c.set(b"after", b"v", None, None)?;
             Ok(())
         });

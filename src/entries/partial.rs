@@ -88,9 +88,17 @@ pub struct Part<'a> {
     pub generation: u64,
 }
 
+/// What every partial entry's row key starts with.
+const ROW_PREFIX: &[u8] = b"hoard-partial\0";
+
 /// Row key of the partial entry of the URL key `url_key`.
 pub(super) fn row_key(url_key: &[u8]) -> Vec<u8> {
-    [b"hoard-partial\0".as_slice(), url_key].concat()
+    [ROW_PREFIX, url_key].concat()
+}
+
+/// Whether `store` holds any partial entry (one index lookup).
+pub(super) fn any_stored(store: &crate::store::Cache) -> crate::store::Result<bool> {
+    store.contains_prefix(ROW_PREFIX)
 }
 
 impl Entries {

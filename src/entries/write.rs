@@ -156,7 +156,7 @@ impl FillPlan {
         let health = self.entries.health.clone();
         let len = chunks.iter().map(|c| c.len() as u64).sum();
         let body = self.front_body(&chunks, len);
-        let job: super::commits::Job<Option<Committed>> = Box::new(move || {
+        let job: super::commits::Job<Option<Committed>> = Box::new(move |batch| {
             let w = self
                 .entries
                 .store
@@ -167,7 +167,7 @@ impl FillPlan {
                 n: 0,
             };
             w.write(&chunks)?;
-            commit(w, self, body)
+            commit(w, self, body, batch)
         });
         let then: super::commits::Then<Option<Committed>> = Box::new(move |r| {
             then(match r {
@@ -282,9 +282,9 @@ impl EntryWriter {
         // The last batch and the commit in one blocking call, in a transaction shared with
         // the fills that complete meanwhile (`commits`).
         let (commits, store) = (plan.entries.commits.clone(), plan.entries.store.clone());
-        let job: super::commits::Job<Option<Committed>> = Box::new(move || {
+        let job: super::commits::Job<Option<Committed>> = Box::new(move |shared| {
             w.write(&batch)?;
-            commit(*w, plan, body)
+            commit(*w, plan, body, shared)
         });
         match commits.run(&store, job).await {
             Ok(Some(mut c)) => {
@@ -450,6 +450,7 @@ fn commit(
     w: DiskWriter,
     plan: FillPlan,
     body: Option<Bytes>,
+    batch: &super::commits::Batch<'_>,
 ) -> crate::store::Result<Option<Committed>> {
     let FillPlan {
         entries,
@@ -478,9 +479,10 @@ fn commit(
             index: None,
         })
     });
-    // A complete response supersedes the URL's stored pieces (RFC 9111 3.3).
+    // A complete response supersedes the URL's stored pieces (RFC 9111 3.3); looked for
+    // only when the transaction's store holds any.
     let partial = super::partial::row_key(tag.as_bytes());
-    if store.contains(&partial)? {
+    if batch.partial_rows()? && store.contains(&partial)? {
         store.delete(&partial)?;
     }
     if inv.since(&tag, generation) {

@@ -84,7 +84,7 @@ fn assert_part(r: &RawResponse, version: usize, a: usize, b: usize) {
 #[tokio::test]
 async fn rfc9111_3_3_a_stored_206_answers_ranges_inside_it() {
     let (origin, _) = range_origin("max-age=60", strong).await;
-    let (_p, proxy, _d) = start_proxy(None).await;
+    let (_p, proxy, dir) = start_proxy(None).await;
     let url = origin.url("/big");
     let first = range(proxy, &url, "0-499").await;
     assert_part(&first, 1, 0, 499);
@@ -110,9 +110,15 @@ async fn rfc9111_3_3_a_stored_206_answers_ranges_inside_it() {
     // Outside the part, and a full GET: the origin.
     assert_part(&range(proxy, &url, "600-699").await, 1, 600, 699);
     assert_eq!(origin.hits(), 2);
+    let store = hoard::store::Cache::open(dir.path()).unwrap();
+    assert!(store.contains_prefix(b"hoard-partial\0").unwrap());
     let whole = get(proxy, &url).await;
     assert_eq!((whole.status, whole.body.clone()), (200, representation(1)));
     assert_eq!(origin.hits(), 3, "a part never answers a full GET");
+    // The complete response, once stored, replaced the pieces (its fill's transaction
+    // looked for partial rows once, and found this one).
+    wait_stored(proxy, &url).await;
+    assert!(!store.contains_prefix(b"hoard-partial\0").unwrap());
 }
 
 #[tokio::test]

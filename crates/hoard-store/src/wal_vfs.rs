@@ -574,6 +574,11 @@ pub(crate) fn commit_stamp(f: *mut ffi::sqlite3_file) -> Option<u128> {
     }
 }
 
+/// The WAL's length in frames at the commit a [`commit_stamp`] identifies.
+pub(crate) fn stamp_frames(stamp: u128) -> u64 {
+    u64::from((stamp >> 32) as u32)
+}
+
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 3,
     xClose: Some(x_close),

@@ -460,6 +460,18 @@ impl Cache {
         self.inner.read(|c| self.inner.contains_in(c, key, now))
     }
 
+    /// Whether any row's key starts with `prefix`, live or expired (one index lookup; does
+    /// not count as a hit or access).
+    pub fn contains_prefix(&self, prefix: &[u8]) -> Result<bool> {
+        self.inner.read(|c| {
+            let first: Option<Vec<u8>> = c
+                .prepare_cached("SELECT key FROM cache WHERE key >= ?1 ORDER BY key LIMIT 1")?
+                .query_row([prefix], |r| r.get(0))
+                .optional()?;
+            Ok(first.is_some_and(|k| k.starts_with(prefix)))
+        })
+    }
+
     /// Runs bulk deletes in batches of [`BULK_BATCH`] rows per transaction, then gives the
     /// freed pages back to the file system.
     fn bulk_delete(&self, filter: &str, order: &str, arg: &dyn ToSql) -> Result<u64> {

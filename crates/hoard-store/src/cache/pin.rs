@@ -1,5 +1,7 @@
 //! The read transaction a pooled connection keeps open from one write to the next (the
-//! pin), so that a write transaction begins without taking a WAL read lock again.
+//! pin), so that a write transaction begins without taking a WAL read lock again; and
+//! from one read of a row to the next while no commit came in between
+//! ([`Pin::hold_for_read`]).
 //!
 //! A write transaction in WAL mode takes and releases a read lock, and moves its read mark
 //! after every commit (the WAL grew past every mark): 4 `fcntl`s on the `-shm` file, plus
@@ -9,12 +11,14 @@
 //! between, so a write never starts from an old snapshot. The pin is that read: one row of
 //! `counters` stepped inside a write transaction and left unfinished.
 //!
-//! Invariant: a pin is held only by a connection in the pool or in a write transaction;
-//! every other use of a connection releases it first (`Inner::conn`, `Inner::idle_conn`,
-//! and so `Inner::write_alone`, whose lone statement would need a statement journal beside
-//! a pending read), so no read sees an old snapshot. A pin stops checkpoints at its read mark and keeps the WAL from
-//! restarting, so it is released when its write fails or finds an older snapshot, before a
-//! checkpoint is asked for or a RESTART is run, and by the checkpoint thread once its
+//! Invariant: a pin is held only by a connection in the pool, in a write transaction, or
+//! reading rows (`Inner::read_row`, `Inner::fetch_now`) under a pin whose snapshot the WAL
+//! index shows to be the latest commit; every other use of a connection releases it first
+//! (`Inner::conn`, and so `Inner::write_alone`, whose lone statement
+//! would need a statement journal beside a pending read), so no read sees an old snapshot.
+//! A pin stops checkpoints at its read mark and keeps the WAL from restarting, so it is
+//! released when its write fails or finds an older snapshot, before a checkpoint is asked
+//! for or a RESTART is run, and by the checkpoint thread once its
 //! connection has been idle in the pool for one to two [`SWEEP_TICK`]s.
 
 use rusqlite::{Connection, ffi};
@@ -55,11 +59,16 @@ pub(crate) struct Pin {
     stmt: Cell<*mut ffi::sqlite3_stmt>,
     state: Cell<State>,
     /// The `counters` row as this connection last read it, while the pin has been held
-    /// since (see [`Pin::counters_if_unchanged`]).
+    /// since (see [`Pin::counters_after`]).
     known: Cell<Option<Known>>,
     /// The WAL index's commit stamp read after this connection's last commit (see
-    /// [`Pin::hold_for_write`]).
+    /// [`Pin::hold_for_write`]), or before its read transaction began (see
+    /// [`Pin::hold_for_read`]).
     stamp: Cell<Option<u128>>,
+    /// The stamp was read before the read transaction began, so while the WAL index still
+    /// shows it, the transaction's snapshot is the latest commit (a stamp read after a
+    /// commit may already be another's, which a write learns from SQLite, a read never).
+    readable: Cell<bool>,
     /// The connection's main database file (for the stamp), once looked up.
     main: Cell<*mut ffi::sqlite3_file>,
 }
@@ -81,6 +90,7 @@ impl Pin {
             state: Cell::new(State::Free),
             known: Cell::new(None),
             stamp: Cell::new(None),
+            readable: Cell::new(false),
             main: Cell::new(std::ptr::null_mut()),
         }
     }
@@ -101,6 +111,36 @@ impl Pin {
     pub(crate) fn committed(&self, conn: &Connection) {
         if self.held() {
             self.stamp.set(self.commit_stamp(conn));
+            self.readable.set(false);
+        }
+    }
+
+    /// Before a read on this pin's connection (which must not wait: busy timeout 0): keeps
+    /// the read transaction when the WAL index shows no commit since it began, else lets it
+    /// go and begins one after reading the stamp. So a read never sees an older snapshot
+    /// than the latest commit of any process, and a run of reads without commits between
+    /// them takes the WAL's read lock once (none of SQLite's `-shm` locking per read).
+    /// Without a stamp (another VFS) nothing is kept, and neither is it while the WAL holds
+    /// [`KICK_FRAMES`](crate::checkpoint::KICK_FRAMES) frames or more (a checkpoint is then
+    /// asked for): readers that never stop would otherwise keep their read marks for good,
+    /// and the WAL could never restart (`reliability::wal`).
+    pub(crate) fn hold_for_read(&self, conn: &Connection) {
+        let now = self.commit_stamp(conn);
+        if self.held() {
+            if self.readable.get() && now.is_some() && now == self.stamp.get() {
+                self.state.set(State::Used);
+                return;
+            }
+            self.release();
+        }
+        let short = |s: u128| crate::wal_vfs::stamp_frames(s) < crate::checkpoint::KICK_FRAMES;
+        if !now.is_some_and(short) {
+            return;
+        }
+        self.hold(conn);
+        if self.held() {
+            self.stamp.set(now);
+            self.readable.set(true);
         }
     }
 
@@ -128,15 +168,24 @@ impl Pin {
         }
     }
 
-    /// Inside a write transaction on this pin's connection whose only change since the
-    /// remembered read is one row replaced in place (size, expiry and tag kept, so no
-    /// trigger ran): the `counters` row, unchanged. The pin held throughout means no
-    /// other connection committed since (the transaction began without reading again, see
-    /// the module comment), and any statement of this one that changed a row (the
-    /// counters' own triggers included) would show in `total_changes`.
-    pub(crate) fn counters_if_unchanged(&self, conn: &Connection) -> Option<(u64, i64)> {
+    /// Inside a write transaction on this pin's connection whose only changes since the
+    /// remembered read are `changes` rows by one write whose effect on the `counters` row
+    /// is known: `added` accounted bytes (a row replaced in place with its size, expiry
+    /// and tag kept: 1 change, nothing added, no trigger ran; a new row: 2 changes, the row
+    /// and its insert trigger's update of the counters, adding its size). The `counters`
+    /// row as it now is. The pin held throughout means no other connection committed
+    /// since (the transaction began without reading again, see the module comment), and
+    /// any other statement of this one that changed a row (the counters' own triggers
+    /// included) would show in `total_changes`.
+    pub(crate) fn counters_after(
+        &self,
+        conn: &Connection,
+        changes: u64,
+        added: u64,
+    ) -> Option<(u64, i64)> {
         let k = self.known.get().filter(|_| self.held())?;
-        (conn.total_changes() == k.changes + 1).then_some((k.size, k.settings_version))
+        (conn.total_changes() == k.changes + changes)
+            .then_some((k.size + added, k.settings_version))
     }
 
     pub(crate) fn held(&self) -> bool {
@@ -182,6 +231,7 @@ impl Pin {
     pub(crate) fn release(&self) -> bool {
         self.known.set(None);
         self.stamp.set(None);
+        self.readable.set(false);
         if self.state.replace(State::Free) == State::Free {
             return false;
         }
@@ -209,6 +259,7 @@ impl Pin {
     pub(crate) fn finalize(&self) {
         self.state.set(State::Free);
         self.known.set(None);
+        self.readable.set(false);
         // SAFETY: this pin's statement (or null, a no-op), on its still open connection.
         unsafe { ffi::sqlite3_finalize(self.stmt.replace(std::ptr::null_mut())) };
     }
@@ -296,10 +347,11 @@ mod tests {
         assert!(!db.pin().release(), "released once");
     }
 
-    /// The counters a pin remembers are given back only while nothing but one row changed
-    /// since, on this connection, with the pin held throughout.
+    /// The counters a pin remembers are given back only while nothing but the one known
+    /// write changed rows since (a replacement in place, or a new row and its trigger), on
+    /// this connection, with the pin held throughout.
     #[test]
-    fn remembered_counters_are_given_back_only_after_exactly_one_change() {
+    fn remembered_counters_are_given_back_only_after_exactly_the_known_changes() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = schema::open_connection(dir.path(), 0, 100).unwrap();
         schema::migrate(&mut c).unwrap();
@@ -314,27 +366,34 @@ mod tests {
         add_one(&db).unwrap();
         c.execute_batch("BEGIN IMMEDIATE").unwrap();
         pin.remember_counters(c, 42, 7);
-        assert_eq!(pin.counters_if_unchanged(c), None, "no change yet");
+        assert_eq!(pin.counters_after(c, 1, 0), None, "no change yet");
         replace();
-        assert_eq!(pin.counters_if_unchanged(c), Some((42, 7)));
-        // A change whose trigger updates the counters: three rows changed in all.
+        assert_eq!(pin.counters_after(c, 1, 0), Some((42, 7)));
+        // A new row: two changes (the row, its trigger's update of the counters).
+        pin.remember_counters(c, 42, 7);
         schema::insert_test_rows(c, 10, 1, 10);
+        assert_eq!(pin.counters_after(c, 1, 0), None, "not a replacement");
+        assert_eq!(pin.counters_after(c, 2, 14), Some((56, 7)));
+        // A change whose trigger updates the counters, then another: three rows in all.
+        pin.remember_counters(c, 42, 7);
+        schema::insert_test_rows(c, 11, 1, 10);
         replace();
-        assert_eq!(pin.counters_if_unchanged(c), None);
+        assert_eq!(pin.counters_after(c, 1, 0), None);
+        assert_eq!(pin.counters_after(c, 2, 14), None);
         pin.remember_counters(c, 43, 7);
         c.execute("UPDATE counters SET hits = hits + 1", [])
             .unwrap();
-        assert_eq!(pin.counters_if_unchanged(c), Some((43, 7)), "one change");
+        assert_eq!(pin.counters_after(c, 1, 0), Some((43, 7)), "one change");
         replace();
-        assert_eq!(pin.counters_if_unchanged(c), None, "two changes");
+        assert_eq!(pin.counters_after(c, 1, 0), None, "two changes");
         pin.remember_counters(c, 44, 7);
         c.execute_batch("COMMIT").unwrap();
         assert!(pin.release());
         replace();
-        assert_eq!(pin.counters_if_unchanged(c), None, "the pin was let go");
+        assert_eq!(pin.counters_after(c, 1, 0), None, "the pin was let go");
         pin.remember_counters(c, 45, 7);
         assert_eq!(
-            pin.counters_if_unchanged(c),
+            pin.counters_after(c, 1, 0),
             None,
             "not remembered without a pin"
         );
@@ -364,6 +423,47 @@ mod tests {
             assert!(a.delete(b"k").unwrap());
             assert_eq!(b.get(b"k").unwrap(), None);
         }
+    }
+
+    /// Issue 18: reads of rows keep their connection's read transaction while the WAL index
+    /// shows no commit since it began, so a run of reads takes SQLite's `-shm` locks once;
+    /// yet every read, on the request's task (`record_now`) or a blocking one (`get`), sees
+    /// the other handle's (process's) latest commit. Without the stamp check the reads
+    /// after the other handle's writes would return the older values.
+    #[test]
+    fn kept_reads_see_every_commit_of_another_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (open(dir.path()), open(dir.path()));
+        let value = |r: Option<Option<crate::Record>>| match r.expect("answered") {
+            Some(crate::Record {
+                value: crate::Value::Inline(v),
+                ..
+            }) => v,
+            other => panic!("{other:?}"),
+        };
+        b.set(b"k", b"0", None, None).unwrap();
+        a.set(b"other", b"x", None, None).unwrap(); // leaves a connection idle
+        for i in 0..20u8 {
+            assert_eq!(value(a.record_now(b"k").unwrap()), vec![b'0' + i % 10]);
+            let before = SHM_LOCKS.with(Cell::get);
+            for _ in 0..3 {
+                assert_eq!(value(a.record_now(b"k").unwrap()), vec![b'0' + i % 10]);
+                assert_eq!(a.get(b"k").unwrap(), Some(vec![b'0' + i % 10]));
+            }
+            assert_eq!(
+                SHM_LOCKS.with(Cell::get) - before,
+                0,
+                "reads without a commit between them keep their read transaction"
+            );
+            b.set(b"k", &[b'0' + (i + 1) % 10], None, None).unwrap();
+            if i % 2 == 0 {
+                assert_eq!(a.get(b"k").unwrap(), Some(vec![b'0' + (i + 1) % 10]));
+            }
+        }
+        // A delete by the other handle is seen as well.
+        assert!(b.delete(b"k").unwrap());
+        assert_eq!(a.record_now(b"k").unwrap().map(|r| r.is_none()), Some(true));
+        assert_eq!(a.get(b"k").unwrap(), None);
     }
 
     /// A handle that wrote and then went idle does not stop another process's RESTART

@@ -66,7 +66,7 @@ impl std::ops::Deref for Conn<'_> {
 }
 
 impl Conn<'_> {
-    fn pin(&self) -> &pin::Pin {
+    pub(crate) fn pin(&self) -> &pin::Pin {
         self.conn
             .as_ref()
             .expect("connection present until drop")
@@ -233,13 +233,13 @@ impl Inner {
         })
     }
 
-    /// An idle pooled connection, if one is there (never opens one: that is file I/O).
+    /// An idle pooled connection, if one is there (never opens one: that is file I/O), with
+    /// the pin its last use kept: for a row's read, which first asks the pin whether its
+    /// snapshot is still the latest (`Pin::hold_for_read`).
     pub(crate) fn idle_conn(&self) -> Option<Conn<'_>> {
-        let c = self.pool.take()?;
-        c.pin().release();
         Some(Conn {
             inner: self,
-            conn: Some(c),
+            conn: Some(self.pool.take()?),
         })
     }
 
@@ -264,6 +264,18 @@ impl Inner {
             return r;
         }
         let conn = self.conn()?;
+        with_retry_for(budget, || f(&conn))
+    }
+
+    /// [`Inner::read`] of rows alone (no write, no statement left open): under the
+    /// connection's pin while its snapshot is the latest commit (`Pin::hold_for_read`).
+    pub(crate) fn read_row<T>(&self, mut f: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+        let budget = self.retry_budget();
+        if let Some(r) = self.joined(|c, _| with_retry_for(budget, || f(c))) {
+            return r;
+        }
+        let conn = self.write_conn()?;
+        conn.pin().hold_for_read(&conn);
         with_retry_for(budget, || f(&conn))
     }
 

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::ffi::{CStr, c_void};
 
 use super::pin::Pin;
-use super::{DELETE_LIVE_INLINE, REPLACE_INLINE};
+use super::{DELETE_LIVE_INLINE, UPSERT};
 
 /// Name under which a [`Db`]'s statements are attached to its connection
 /// (`sqlite3_set_clientdata`).
@@ -25,7 +25,7 @@ const CLIENT_DATA: &CStr = c"hoard-store-prepared";
 pub(crate) enum Hot {
     Begin,
     Commit,
-    ReplaceInline,
+    Upsert,
     DeleteLiveInline,
     SizeAndSettingsVersion,
 }
@@ -37,7 +37,7 @@ impl Hot {
         match self {
             Hot::Begin => "BEGIN IMMEDIATE",
             Hot::Commit => "COMMIT",
-            Hot::ReplaceInline => REPLACE_INLINE,
+            Hot::Upsert => UPSERT,
             Hot::DeleteLiveInline => DELETE_LIVE_INLINE,
             Hot::SizeAndSettingsVersion => {
                 "SELECT size, settings_version FROM counters WHERE id = 0"

@@ -156,7 +156,7 @@ impl Inner {
         load: impl Fn(&Inner, &mut Row) -> Result<Option<T>>,
     ) -> Result<Option<(Row, T)>> {
         let now = self.clock.now();
-        let found = self.read(|c| lookup(c, key, now))?;
+        let found = self.read_row(|c| lookup(c, key, now))?;
         let out = match found {
             Found::Live(mut row) => match load(self, &mut row)? {
                 Some(v) => Some((row, v)),
@@ -186,6 +186,7 @@ impl Inner {
         };
         let now = self.clock.now();
         conn.busy_timeout(std::time::Duration::ZERO)?;
+        conn.pin().hold_for_read(&conn);
         let found = lookup(&conn, key, now);
         conn.busy_timeout(self.busy_timeout())?;
         let out = match found {

@@ -31,9 +31,7 @@ impl Inner {
         }
     }
 
-    /// Inserts or replaces the row for `key`. Returns its rowid, or `None` when it
-    /// replaced a row in place (found again by key if a cull needs it: `RETURNING` would
-    /// cost an ephemeral table on every write).
+    /// Inserts or replaces the row for `key` (see [`Put`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn put_row(
         &self,
@@ -45,17 +43,20 @@ impl Inner {
         expire_time: Option<f64>,
         tag: Option<&str>,
         now: f64,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Put> {
         let (mode, filename, value, vlen): (i64, Option<&str>, Option<&[u8]>, u64) = match stored {
             Stored::Inline(b) => (MODE_INLINE, None, Some(b), b.len() as u64),
             Stored::File { rel, len } => (MODE_FILE, Some(rel.as_str()), None, *len),
         };
         let size = (key.len() as u64 + meta.len() as u64 + vlen) as i64;
         self.changed(p, key);
-        // The common replacement first, in one statement: an inline row (no file to
-        // unlink) of the same size whose indexed columns keep their values (so no index
-        // but the policy's changes, and no trigger runs).
-        let replaced = prepared::with(c, Hot::ReplaceInline, |s| {
+        // The two common writes in one statement: a new row, or the replacement of an
+        // inline row (no file to unlink) of the same size whose indexed columns keep their
+        // values (so no index but the policy's changes, and no trigger runs). Which one it
+        // was: only an insert sets the last inserted rowid, cleared first.
+        // SAFETY: a valid handle, used on this thread.
+        unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(c.handle(), 0) };
+        let written = prepared::with(c, Hot::Upsert, |s| {
             s.execute(params![
                 key,
                 now,
@@ -68,8 +69,14 @@ impl Inner {
                 tag
             ])
         })?;
-        if replaced == 1 {
-            return Ok(None);
+        if written == 1 {
+            return Ok(match c.last_insert_rowid() {
+                0 => Put::Replaced,
+                rowid => Put::Inserted {
+                    rowid,
+                    size: size as u64,
+                },
+            });
         }
         // Old row: columns are only assigned when they change, so unchanged indexed
         // columns (expire_time, tag, access_count) and the size trigger cost no page writes.
@@ -133,8 +140,9 @@ impl Inner {
                 if let Some(path) = old_file.and_then(|f| value_path(&self.dir, &f)) {
                     p.unlink.push(path);
                 }
-                Ok(Some(rowid))
+                Ok(Put::Rewritten(rowid))
             }
+            // Not after a conflict inside the write transaction; kept for any other refusal.
             None => {
                 c.prepare_cached(
                     "INSERT INTO cache (key, raw, store_time, expire_time, access_time, access_count, \
@@ -142,7 +150,7 @@ impl Inner {
                      VALUES (?1, 1, ?2, ?3, ?2, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
                 .execute(params![key, now, expire_time, tag, size, mode, filename, value, meta])?;
-                Ok(Some(c.last_insert_rowid()))
+                Ok(Put::Rewritten(c.last_insert_rowid()))
             }
         }
     }
@@ -255,18 +263,24 @@ impl Inner {
         p: &mut Pending,
         now: f64,
         key: &[u8],
-        written: Option<i64>,
+        put: Put,
     ) -> Result<u64> {
-        // A row replaced in place changes no counter: the pin may know them (see `pin`).
+        // A row replaced in place changes no counter, a new row only through its trigger:
+        // the pin may know them (see `pin`).
         let pin = prepared::pin_of(c);
-        let known = pin
-            .filter(|_| written.is_none())
-            .and_then(|pin| pin.counters_if_unchanged(c));
+        let known = pin.and_then(|pin| match put {
+            Put::Replaced => pin.counters_after(c, 1, 0),
+            Put::Inserted { size, .. } => pin.counters_after(c, 2, size),
+            Put::Rewritten(_) => None,
+        });
         let (size, version) = match known {
             Some(counters) => counters,
             None => size_and_settings_version(c)?,
         };
         if let Some(pin) = pin {
+            // Held from here (the commit would take it anyway): the counters stay known to
+            // this transaction's next writes too.
+            pin.hold(c);
             pin.remember_counters(c, size, version);
         }
         let s = self.settings_at(c, version)?;
@@ -280,9 +294,9 @@ impl Inner {
             return Ok(0);
         }
         // The row just written is never culled.
-        let protect = match written {
-            Some(rowid) => rowid,
-            None => c
+        let protect = match put {
+            Put::Inserted { rowid, .. } | Put::Rewritten(rowid) => rowid,
+            Put::Replaced => c
                 .prepare_cached("SELECT rowid FROM cache WHERE key = ?1")?
                 .query_row([key], |r| r.get(0))?,
         };
@@ -318,8 +332,8 @@ impl Inner {
         now: f64,
     ) -> Result<()> {
         let stored = self.install(payload, p)?;
-        let written = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
-        self.cull_on_write(c, p, now, key, written)?;
+        let put = self.put_row(c, p, key, &stored, meta, expire_time, tag, now)?;
+        self.cull_on_write(c, p, now, key, put)?;
         Ok(())
     }
 
@@ -473,8 +487,8 @@ impl Inner {
                 let next = start.checked_add(delta).ok_or(Error::NotAnInteger)?;
                 let bytes = next.to_string();
                 let stored = Stored::Inline(bytes.as_bytes());
-                let written = self.put_row(c, p, key, &stored, &[], None, None, now)?;
-                self.cull_on_write(c, p, now, key, written)?;
+                let put = self.put_row(c, p, key, &stored, &[], None, None, now)?;
+                self.cull_on_write(c, p, now, key, put)?;
                 Ok(next)
             }
         }
@@ -509,21 +523,38 @@ impl Inner {
     }
 }
 
-/// [`Inner::put_row`]'s one-statement replacement of an inline row whose size, expiry, tag
-/// and access count stay (`coalesce` with a blob, which no time or tag equals, tells NULL
-/// from any value). `size` is compared, not assigned: assigning it runs the size trigger's
-/// program, which loads the whole old row, value included (more instructions than the
-/// SELECT this statement saves). Compared through expressions, not bare parameters, so
-/// SQLite's planner never reads a bound value and the statement stays prepared
+/// [`Inner::put_row`]'s one statement for a new row or the replacement in place of an
+/// inline row whose size, expiry, tag and access count stay (`coalesce` with a blob, which
+/// no time or tag equals, tells NULL from any value); any other existing row is left alone
+/// (no change) for the general path. `size` is compared, not assigned: assigning it runs
+/// the size trigger's program, which loads the whole old row, value included. The
+/// conditions compare the old row with `excluded`, never with a bare parameter, so SQLite's
+/// planner never reads a bound value and the statement stays prepared
 /// (`hot_writes_are_prepared_once`).
-pub(crate) const REPLACE_INLINE: &str = "UPDATE cache SET raw = 1, store_time = ?2, \
-     access_time = ?2, mode = ?3, filename = ?4, value = ?5, meta = ?6 \
-     WHERE key = ?1 AND filename IS NULL AND access_count = 0 AND size + 0 = ?7 \
-     AND coalesce(expire_time, x'') = coalesce(?8, x'') \
-     AND coalesce(tag, x'') = coalesce(?9, x'')";
+pub(crate) const UPSERT: &str = "INSERT INTO cache (key, raw, store_time, expire_time, \
+     access_time, access_count, tag, size, mode, filename, value, meta) \
+     VALUES (?1, 1, ?2, ?8, ?2, 0, ?9, ?7, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (key) DO UPDATE SET raw = 1, store_time = excluded.store_time, \
+     access_time = excluded.access_time, mode = excluded.mode, filename = excluded.filename, \
+     value = excluded.value, meta = excluded.meta \
+     WHERE filename IS NULL AND access_count = 0 AND size + 0 = excluded.size \
+     AND coalesce(expire_time, x'') = coalesce(excluded.expire_time, x'') \
+     AND coalesce(tag, x'') = coalesce(excluded.tag, x'')";
+
+/// What [`Inner::put_row`] did, for the cull after it (which row to protect, whether the
+/// counters can be known without reading them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// A new row of `size` accounted bytes: only the insert trigger changed the counters.
+    Inserted { rowid: i64, size: u64 },
+    /// The old row replaced in place, its size kept: no counter changed.
+    Replaced,
+    /// The old row rewritten column by column (its size, expiry or tag may have changed).
+    Rewritten(i64),
+}
 
 /// [`Inner::delete_in`]'s one statement for a live inline row (`coalesce`: no bare
-/// parameter beside an indexed column, see [`REPLACE_INLINE`]).
+/// parameter beside an indexed column, see [`UPSERT`]).
 pub(crate) const DELETE_LIVE_INLINE: &str = "DELETE FROM cache WHERE key = ?1 \
      AND filename IS NULL AND coalesce(expire_time > ?2, 1)";
 

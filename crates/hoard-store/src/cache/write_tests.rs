@@ -38,18 +38,7 @@ fn replacing_writes_keep_rows_and_counters_exact() {
             expire.map(|e| 1000.0 + e as f64),
             "case {i}"
         );
-        let (count, size, rows, sum): (i64, i64, i64, i64) = cache
-            .inner
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT count, size, (SELECT count(*) FROM cache), \
-                     (SELECT total(size) FROM cache) FROM counters",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, f64>(3)? as i64)),
-                )?)
-            })
-            .unwrap();
-        assert_eq!((count, size), (rows, sum), "case {i}");
+        assert_counters_exact(&cache, &format!("case {i}"));
     }
     assert!(
         cache.check(false).unwrap().is_empty(),
@@ -133,8 +122,8 @@ fn hot_writes_are_prepared_once() {
             super::volume::database_bytes(c)?;
             let pragma = c.prepare_cached("PRAGMA page_count")?;
             Ok((
-                status(super::Hot::ReplaceInline, StatementStatus::Run)?,
-                status(super::Hot::ReplaceInline, StatementStatus::RePrepare)?,
+                status(super::Hot::Upsert, StatementStatus::Run)?,
+                status(super::Hot::Upsert, StatementStatus::RePrepare)?,
                 pragma.get_status(StatementStatus::RePrepare),
             ))
         })
@@ -283,4 +272,97 @@ fn a_lone_delete_is_its_own_transaction_and_joins_an_open_one() {
     }
     assert_eq!(cache.len().unwrap(), 5);
     assert!(cache.check(false).unwrap().is_empty());
+}
+
+/// The counters row equals the rows' count and sizes.
+fn assert_counters_exact(cache: &crate::Cache, what: &str) {
+    let (count, size, rows, sum): (i64, i64, i64, i64) = cache
+        .inner
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT count, size, (SELECT count(*) FROM cache), \
+                 (SELECT total(size) FROM cache) FROM counters",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, f64>(3)? as i64)),
+            )?)
+        })
+        .unwrap();
+    assert_eq!((count, size), (rows, sum), "{what}");
+}
+
+/// Inside a write transaction on a pooled connection, right after a write: the counters
+/// its pin remembered are the row as it is.
+fn assert_remembered_counters_exact(cache: &crate::Cache, what: &str) {
+    let (known, actual) = cache
+        .inner
+        .read(|c| {
+            let pin = super::prepared::pin_of(c).expect("a pooled connection");
+            Ok((
+                pin.counters_after(c, 0, 0),
+                super::size_and_settings_version(c)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(known, Some(actual), "{what}");
+}
+
+/// Issue 18: a new row is one statement (no replace probe, no old-row SELECT) whose only
+/// other change is its insert trigger's, so a run of new rows on a pinned connection reads
+/// the counters row at most once; replacements in place between them keep it known. What
+/// the pin remembers is the counters row as it is after every write, also when another
+/// handle committed in between (then it is read again).
+#[test]
+fn new_rows_are_one_statement_and_read_the_counters_once() {
+    let (dir, _clock, cache) = manual_cache(1000.0);
+    let run = |c: &rusqlite::Connection, which| {
+        super::prepared::with(c, which, |s| Ok(s.get_status(StatementStatus::Run)))
+    };
+    let runs = || {
+        cache.inner.read(|c| {
+            Ok((
+                run(c, super::Hot::Upsert)?,
+                run(c, super::Hot::SizeAndSettingsVersion)?,
+            ))
+        })
+    };
+    let (upserts, counter_reads) = cache
+        .transact(|_| {
+            let before = runs()?;
+            for i in 0..60u32 {
+                cache.set(&i.to_be_bytes(), b"new", None, None)?;
+                if i % 10 == 0 {
+                    cache.set(&i.to_be_bytes(), b"old", None, None)?; // in place
+                }
+            }
+            let after = runs()?;
+            Ok((after.0 - before.0, after.1 - before.1))
+        })
+        .unwrap();
+    // One statement per write; SQLite's run counter also counts the insert trigger's
+    // program, which runs once per new row.
+    assert_eq!(upserts, 60 * 2 + 6, "one statement per write");
+    assert!(counter_reads <= 1, "counters read {counter_reads} times");
+    assert_counters_exact(&cache, "after the new rows");
+    assert_eq!(cache.len().unwrap(), 60);
+    let other = crate::Cache::open(dir.path()).unwrap();
+    let ours = |i: u32, value: &[u8]| {
+        cache
+            .transact(|_| {
+                cache.set(&i.to_be_bytes(), value, None, None)?;
+                assert_remembered_counters_exact(&cache, &format!("{i} {value:?}"));
+                Ok(())
+            })
+            .unwrap()
+    };
+    for i in 100..120u32 {
+        ours(i, b"new");
+        ours(i, b"NEW"); // in place
+        ours(i + 100, b"ours");
+        other.set(&i.to_be_bytes(), b"theirs", None, None).unwrap(); // rewritten
+        other
+            .set(&(i + 200).to_be_bytes(), b"theirs", None, None)
+            .unwrap();
+    }
+    assert_counters_exact(&cache, "after both handles");
+    assert_eq!(other.len().unwrap(), 120);
 }
