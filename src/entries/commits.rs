@@ -34,7 +34,15 @@ pub struct Batch<'a> {
     partial_rows: std::cell::OnceCell<bool>,
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
+    /// The batch of one write transaction on `store` (begun by the caller).
+    pub fn new(store: &'a Cache) -> Self {
+        Batch {
+            store,
+            partial_rows: std::cell::OnceCell::new(),
+        }
+    }
+
     /// Whether the store holds any partial row (`partial.rs`): read on the first ask, one
     /// index lookup per transaction instead of one per fill. The answer holds for the
     /// whole transaction: it holds the write lock, so no other fill or process adds one,
@@ -218,10 +226,7 @@ fn commit_batch<T>(store: &Cache, batch: Vec<(Job<T>, Reply<T>)>) {
     let mut done = Vec::with_capacity(jobs.len());
     let mut failed_at = None;
     let res = store.transact(|_| {
-        let shared = Batch {
-            store,
-            partial_rows: std::cell::OnceCell::new(),
-        };
+        let shared = Batch::new(store);
         for (i, job) in jobs.into_iter().enumerate() {
             match run_job(job, &shared) {
                 Ok(v) => done.push(v),

@@ -138,7 +138,12 @@ fn commit_in_transaction(e: &Entries, plan: FillPlan, body: &'static [u8]) -> Co
             };
             let body = Bytes::from_static(body);
             w.write(std::slice::from_ref(&body))?;
-            commit(w, plan, Some(body))
+            commit(
+                w,
+                plan,
+                Some(body),
+                &crate::entries::commits::Batch::new(&e.store),
+            )
         })
         .unwrap()
         .expect("not invalidated")
