@@ -129,6 +129,12 @@ pub struct HotCache {
 
 const SHARDS: usize = 16;
 
+/// A row this process wrote (a fill) is kept only while the front holds less than
+/// 1/FILL_SHARE of its budget: most URLs a proxy stores are never asked for again (a
+/// crawler's), and each holds memory (about 4 KiB for a 1 KiB response) that a process storing
+/// many would only pay for; rows read from the store may take all of it.
+const FILL_SHARE: usize = 4;
+
 /// Whether an insertion may evict other rows to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Room {
@@ -207,8 +213,9 @@ impl HotCache {
     }
 
     /// Remember a row this process wrote (a fill), under the stamp the store says is its
-    /// write's own (`Cache::stamp_after_write`), only if it fits without evicting another: most
-    /// URLs a proxy stores are never asked for again, and must not push out rows that were.
+    /// write's own (`Cache::stamp_after_write`), only if it fits without evicting another and
+    /// the front is under a quarter full ([`FILL_SHARE`]): most URLs a proxy stores are never
+    /// asked for again, and must neither push out rows that were nor fill memory.
     /// `false` when not kept.
     pub fn put_if_room(
         &self,
@@ -244,7 +251,7 @@ impl HotCache {
             // state of a working set larger than the budget, so a put must never scan the
             // shard).
             Room::Evict => while s.bytes + size > self.shard_budget && s.evict_oldest() {},
-            Room::IfFree if s.bytes + size > self.shard_budget => {
+            Room::IfFree if s.bytes + size > self.shard_budget / FILL_SHARE => {
                 s.compact();
                 return false;
             }
@@ -476,7 +483,10 @@ mod tests {
             accepted.len() > SHARDS && accepted.len() < 2000,
             "{accepted:?}"
         );
-        assert!(h.bytes() <= SHARDS * 4096);
+        assert!(
+            h.bytes() <= SHARDS * 4096 / FILL_SHARE,
+            "fills hold at most a quarter"
+        );
         assert!((3000..5000).all(|i| !h.put_if_room(&key(i), idx(), None, 0.0)));
         for i in 1000..5000 {
             let held = h.get(&key(i), None).is_some();
@@ -487,7 +497,18 @@ mod tests {
             h.get(&key(5000), None).is_some(),
             "a row read still gets in"
         );
-        assert_eq!(h.entries(), accepted.len(), "one out, one in");
+        assert_eq!(
+            h.entries(),
+            accepted.len() + 1,
+            "a row read needs no eviction under a quarter"
+        );
+        for i in 6000..8000 {
+            h.put(&key(i), idx(), None, 0.0);
+        }
+        assert!(
+            h.bytes() > SHARDS * 4096 / 2,
+            "rows read fill the whole budget"
+        );
     }
 
     #[test]
