@@ -25,6 +25,17 @@ async fn h2_client(proxy: SocketAddr) -> hyper::client::conn::http2::SendRequest
     sender
 }
 
+/// Sends `req` on an HTTP/2 connection and waits (bounded) for the response head.
+async fn h2_send(
+    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    req: Request<Empty<Bytes>>,
+) -> http::Response<hyper::body::Incoming> {
+    tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
+        .await
+        .expect("h2 answer in time")
+        .expect("h2 response")
+}
+
 #[tokio::test]
 async fn reqwest_through_http_proxy_hits_the_cache() {
     let origin =
@@ -58,10 +69,7 @@ async fn http2_prior_knowledge_client_in_gateway_mode() {
         let req = Request::get(format!("http://{proxy}/h2"))
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
-            .await
-            .expect("h2 answer in time")
-            .expect("h2 response");
+        let resp = h2_send(&mut sender, req).await;
         assert_eq!(
             (resp.status(), resp.version()),
             (http::StatusCode::OK, Version::HTTP_2)
@@ -95,10 +103,7 @@ async fn rfc9113_8_2_3_http2_cookie_fields_reach_the_origin_as_one_line() {
         .header("cookie", "b=2")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
-        .await
-        .expect("h2 answer in time")
-        .expect("h2 response");
+    let resp = h2_send(&mut sender, req).await;
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, r#"["a=1; b=2"]"#);
 }
@@ -241,10 +246,7 @@ async fn http2_prior_knowledge_client_in_forward_mode() {
         let req = Request::get(origin.url("/h2f"))
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
-            .await
-            .expect("h2 answer in time")
-            .expect("h2 response");
+        let resp = h2_send(&mut sender, req).await;
         assert_eq!(resp.status(), http::StatusCode::OK);
         assert_eq!(CacheStatus::from_headers(resp.headers()).hit, expect_hit);
         assert_eq!(
@@ -270,10 +272,7 @@ async fn concurrent_h2_streams_for_a_cold_url_are_coalesced() {
                 let req = Request::get(format!("http://{proxy}/streams"))
                     .body(Empty::<Bytes>::new())
                     .unwrap();
-                let resp = tokio::time::timeout(IO_TIMEOUT, sender.send_request(req))
-                    .await
-                    .expect("h2 answer in time")
-                    .expect("h2 response");
+                let resp = h2_send(&mut sender, req).await;
                 assert_eq!(resp.status(), http::StatusCode::OK);
                 resp.into_body().collect().await.unwrap().to_bytes()
             })
