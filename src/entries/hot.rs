@@ -133,7 +133,7 @@ const SHARDS: usize = 16;
 /// 1/FILL_SHARE of its budget: most URLs a proxy stores are never asked for again (a
 /// crawler's), and each holds memory (about 4 KiB for a 1 KiB response) that a process storing
 /// many would only pay for; rows read from the store may take all of it.
-const FILL_SHARE: usize = 4;
+const FILL_SHARE: usize = 16;
 
 /// Whether an insertion may evict other rows to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +214,7 @@ impl HotCache {
 
     /// Remember a row this process wrote (a fill), under the stamp the store says is its
     /// write's own (`Cache::stamp_after_write`), only if it fits without evicting another and
-    /// the front is under a quarter full ([`FILL_SHARE`]): most URLs a proxy stores are never
+    /// the front is under a sixteenth full ([`FILL_SHARE`]): most URLs a proxy stores are never
     /// asked for again, and must neither push out rows that were nor fill memory.
     /// `false` when not kept.
     pub fn put_if_room(
@@ -474,7 +474,7 @@ mod tests {
     /// read from the store still gets in (oldest out).
     #[test]
     fn a_fill_never_evicts_other_rows() {
-        let h = HotCache::new(SHARDS * 4096, 1024, Duration::from_secs(60));
+        let h = HotCache::new(SHARDS * 16384, 1024, Duration::from_secs(60));
         let key = |i: u32| format!("k{i}").into_bytes();
         let accepted: Vec<u32> = (1000..3000)
             .filter(|&i| h.put_if_room(&key(i), idx(), None, 0.0))
@@ -484,8 +484,8 @@ mod tests {
             "{accepted:?}"
         );
         assert!(
-            h.bytes() <= SHARDS * 4096 / FILL_SHARE,
-            "fills hold at most a quarter"
+            h.bytes() <= SHARDS * 16384 / FILL_SHARE,
+            "fills hold at most a sixteenth"
         );
         assert!((3000..5000).all(|i| !h.put_if_room(&key(i), idx(), None, 0.0)));
         for i in 1000..5000 {
@@ -500,13 +500,13 @@ mod tests {
         assert_eq!(
             h.entries(),
             accepted.len() + 1,
-            "a row read needs no eviction under a quarter"
+            "a row read needs no eviction below the fills' share"
         );
         for i in 6000..8000 {
             h.put(&key(i), idx(), None, 0.0);
         }
         assert!(
-            h.bytes() > SHARDS * 4096 / 2,
+            h.bytes() > SHARDS * 16384 / 2,
             "rows read fill the whole budget"
         );
     }

@@ -14,7 +14,7 @@ const URL: &str = "http://origin.test/page";
 
 /// Entries over the store in `dir` with a 16 MiB front keeping bodies up to 512 KiB.
 fn entries(dir: &std::path::Path) -> Entries {
-    let hot = HotCache::new(64 << 20, 512 << 10, Duration::from_secs(1));
+    let hot = HotCache::new(256 << 20, 512 << 10, Duration::from_secs(1));
     Entries::new(Cache::open(dir).unwrap(), hot)
 }
 
