@@ -135,6 +135,10 @@ const SHARDS: usize = 16;
 /// many would only pay for; rows read from the store may take all of it.
 const FILL_SHARE: usize = 16;
 
+/// Roughly the least a stored response holds besides its body (its decoded head, the key, the
+/// map's slot; [`footprint`]), for [`HotCache::takes_fill`]'s estimate.
+const FILL_HEAD: usize = 2048;
+
 /// Whether an insertion may evict other rows to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Room {
@@ -171,6 +175,17 @@ impl HotCache {
     /// Is this body small enough to keep?
     pub fn admits(&self, body_len: u64) -> bool {
         self.shard_budget > 0 && body_len as usize <= self.max_entry
+    }
+
+    /// Would a fill of `key` with a body of `body_len` bytes be kept now (the body fits and
+    /// the key's shard is under the fills' share, [`FILL_SHARE`])? Asked before the fill
+    /// copies its body for the front: past the share, a fill builds nothing for it.
+    /// [`HotCache::put_if_room`] decides again when the entry is filed.
+    pub fn takes_fill(&self, key: &[u8], body_len: u64) -> bool {
+        self.admits(body_len) && {
+            let s = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+            s.bytes + body_len as usize + FILL_HEAD <= self.shard_budget / FILL_SHARE
+        }
     }
 
     /// The longest body it keeps (0 when disabled).
@@ -488,6 +503,11 @@ mod tests {
             "fills hold at most a sixteenth"
         );
         assert!((3000..5000).all(|i| !h.put_if_room(&key(i), idx(), None, 0.0)));
+        assert!(
+            (3000..5000).all(|i| !h.takes_fill(&key(i), 0)),
+            "past the share a fill is told before it builds anything"
+        );
+        assert!(HotCache::new(SHARDS << 16, 1024, Duration::from_secs(60)).takes_fill(b"k", 0));
         for i in 1000..5000 {
             let held = h.get(&key(i), None).is_some();
             assert_eq!(held, accepted.contains(&i), "k{i}");

@@ -133,7 +133,7 @@ impl FillPlan {
 
     /// The body of `len` bytes in one exact allocation, when the memory front takes it.
     fn front_body(&self, chunks: &[Bytes], len: u64) -> Option<Bytes> {
-        (len <= self.front_limit() && self.entries.hot.admits(len))
+        (len <= self.front_limit() && self.entries.hot.takes_fill(&self.row_key, len))
             .then(|| Bytes::from(chunks.concat()))
     }
 
