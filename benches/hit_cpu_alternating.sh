@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# CPU per 1 KiB hit of two hoard builds, alternating: each round starts each build on a fresh
+# cache directory (pinned to PROXY_CPU), warms one URL, and measures `perf stat -e task-clock`
+# of the hoard process around `h2load --h1 -n REQUESTS -c 32` (pinned to WRK_CPU). Prints
+# every round, then per build the median (min..max) of microseconds of CPU per request.
+#
+#   OLD_TARGET_DIR=/tmp/old-target ROUNDS=4 benches/hit_cpu_alternating.sh
+#
+# OLD_TARGET_DIR holds release/hoard of the other build (e.g. `git worktree add /tmp/old <rev>
+# && CARGO_TARGET_DIR=/tmp/old-target cargo build --release`); the new one is
+# $CARGO_TARGET_DIR (or ./target)/release/hoard. Loopback only: the origin is a Python
+# http.server on 127.0.0.1 answering 1 KiB with max-age=3600. Bounded: ROUNDS x 2 runs of
+# REQUESTS requests, each under a timeout.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NEW=${CARGO_TARGET_DIR:-$ROOT/target}/release/hoard
+OLD=${OLD_TARGET_DIR:?set OLD_TARGET_DIR to a target directory holding release/hoard}/release/hoard
+ROUNDS=${ROUNDS:-4}
+REQUESTS=${REQUESTS:-100000}
+PROXY_CPU=${PROXY_CPU:-0}
+WRK_CPU=${WRK_CPU:-1}
+for t in perf h2load python3 curl taskset; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 2; }; done
+[[ -x $NEW && -x $OLD ]] || { echo "missing $NEW or $OLD" >&2; exit 2; }
+source "$ROOT/benches/lib/ports.sh"
+RUN=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$RUN"; }
+trap cleanup EXIT
+ORIGIN_PORT=$(pick_port)
+python3 - "$ORIGIN_PORT" <<'PY' &
+import http.server, sys
+body = b"x" * 1024
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Cache-Control", "max-age=3600")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+PIDS+=($!)
+OUT=$RUN/results
+for r in $(seq "$ROUNDS"); do
+    for b in old new; do
+        bin=$OLD; [[ $b == new ]] && bin=$NEW
+        port=$(pick_port)
+        taskset -c "$PROXY_CPU" "$bin" -q --listen "127.0.0.1:$port" --cache-dir "$RUN/cache-$b-$r" \
+            --upstream "http://127.0.0.1:$ORIGIN_PORT" 2>/dev/null &
+        hp=$!
+        PIDS+=("$hp")
+        for _ in $(seq 100); do curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/1k" && break; sleep 0.1; done
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/1k"
+        timeout 60 taskset -c "$WRK_CPU" h2load --h1 -n 20000 -c 32 "http://127.0.0.1:$port/1k" >/dev/null 2>&1
+        out=$(timeout 120 perf stat -x, -e task-clock -p "$hp" -- \
+            taskset -c "$WRK_CPU" h2load --h1 -n "$REQUESTS" -c 32 "http://127.0.0.1:$port/1k" 2>&1)
+        ms=$(awk -F, '$3 == "task-clock" { print $1 }' <<<"$out")
+        rps=$(awk '/^finished in/ { print $4 }' <<<"$out")
+        us=$(awk -v m="$ms" -v n="$REQUESTS" 'BEGIN { printf "%.1f", m * 1000 / n }')
+        echo "round $r $b: $us us/request, $rps rps"
+        echo "$b $us" >>"$OUT"
+        kill "$hp"; wait "$hp" 2>/dev/null || true
+    done
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+for b in old new; do
+    awk -v b="$b" '$1 == b { print $2 }' "$OUT" | sort -n | awk -v b="$b" '{ v[NR] = $1 }
+        END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%s: median %.1f us per request (%.1f..%.1f) over %d rounds\n", b, m, v[1], v[NR], NR }'
+done
