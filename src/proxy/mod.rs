@@ -21,6 +21,7 @@ mod server;
 mod service;
 mod tunnel;
 mod upstream;
+mod write_round;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -38,6 +38,7 @@ use super::framing::{Scanner, Violation};
 use super::mitm::Interceptor;
 use super::observed::{Observed, Observer};
 use super::service::{CACHE_STATUS, State};
+use super::write_round::WriteRound;
 use super::{ProxyConfig, ProxyError};
 use crate::entries::shared::{Startup, startup_wait};
 use crate::http_cache::{BypassReason, CacheStatus};
@@ -270,7 +271,9 @@ impl Server {
                             }
                         }
                     });
-                    let io = TokioIo::new(Observed { io: stream, observer: activity.clone() });
+                    // Answers of one scheduler round leave together (`write_round`).
+                    let observed = Observed { io: stream, observer: activity.clone() };
+                    let io = TokioIo::new(WriteRound::new(observed));
                     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
                     let stop = graceful.subscribe();
                     tokio::spawn(async move {
