@@ -5,6 +5,11 @@
 # every round, then per build the median (min..max) of microseconds of CPU per request.
 #
 #   OLD_TARGET_DIR=/tmp/old-target ROUNDS=4 benches/hit_cpu_alternating.sh
+#   OLD_TARGET_DIR=/tmp/old-target ROUNDS=4 CLIENT=wrk benches/hit_cpu_alternating.sh
+#
+# CLIENT=wrk measures around `wrk -t1 -c32 -d DURATION` (default 4s) instead of h2load: wrk
+# handles an answer faster than h2load, so it sleeps between answers, and a server that wakes
+# it once per answer pays for each wake-up (see README, `proxy::write_round`).
 #
 # OLD_TARGET_DIR holds release/hoard of the other build (e.g. `git worktree add /tmp/old <rev>
 # && CARGO_TARGET_DIR=/tmp/old-target cargo build --release`); the new one is
@@ -17,9 +22,12 @@ NEW=${CARGO_TARGET_DIR:-$ROOT/target}/release/hoard
 OLD=${OLD_TARGET_DIR:?set OLD_TARGET_DIR to a target directory holding release/hoard}/release/hoard
 ROUNDS=${ROUNDS:-4}
 REQUESTS=${REQUESTS:-100000}
+CLIENT=${CLIENT:-h2load}
+DURATION=${DURATION:-4s}
+[[ $CLIENT == h2load || $CLIENT == wrk ]] || { echo "CLIENT must be h2load or wrk" >&2; exit 2; }
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
-for t in perf h2load python3 curl taskset; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 2; }; done
+for t in perf "$CLIENT" python3 curl taskset; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 2; }; done
 [[ -x $NEW && -x $OLD ]] || { echo "missing $NEW or $OLD" >&2; exit 2; }
 source "$ROOT/benches/lib/ports.sh"
 RUN=$(mktemp -d)
@@ -54,12 +62,22 @@ for r in $(seq "$ROUNDS"); do
         PIDS+=("$hp")
         for _ in $(seq 100); do curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/1k" && break; sleep 0.1; done
         curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/1k"
-        timeout 60 taskset -c "$WRK_CPU" h2load --h1 -n 20000 -c 32 "http://127.0.0.1:$port/1k" >/dev/null 2>&1
-        out=$(timeout 120 perf stat -x, -e task-clock -p "$hp" -- \
-            taskset -c "$WRK_CPU" h2load --h1 -n "$REQUESTS" -c 32 "http://127.0.0.1:$port/1k" 2>&1)
+        url="http://127.0.0.1:$port/1k"
+        if [[ $CLIENT == wrk ]]; then
+            timeout 60 taskset -c "$WRK_CPU" wrk -t1 -c32 -d1s "$url" >/dev/null 2>&1
+            out=$(timeout 120 perf stat -x, -e task-clock -p "$hp" -- \
+                taskset -c "$WRK_CPU" wrk -t1 -c32 -d"$DURATION" "$url" 2>&1)
+            n=$(awk '/requests in/ { print $1 }' <<<"$out")
+            rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+        else
+            timeout 60 taskset -c "$WRK_CPU" h2load --h1 -n 20000 -c 32 "$url" >/dev/null 2>&1
+            out=$(timeout 120 perf stat -x, -e task-clock -p "$hp" -- \
+                taskset -c "$WRK_CPU" h2load --h1 -n "$REQUESTS" -c 32 "$url" 2>&1)
+            n=$REQUESTS
+            rps=$(awk '/^finished in/ { print $4 }' <<<"$out")
+        fi
         ms=$(awk -F, '$3 == "task-clock" { print $1 }' <<<"$out")
-        rps=$(awk '/^finished in/ { print $4 }' <<<"$out")
-        us=$(awk -v m="$ms" -v n="$REQUESTS" 'BEGIN { printf "%.1f", m * 1000 / n }')
+        us=$(awk -v m="$ms" -v n="$n" 'BEGIN { printf "%.1f", m * 1000 / n }')
         echo "round $r $b: $us us/request, $rps rps"
         echo "$b $us" >>"$OUT"
         kill "$hp"; wait "$hp" 2>/dev/null || true
