@@ -10,10 +10,11 @@
 //! round's answers are written back to back after all its requests were handled, and a client
 //! woken by the first is still busy with it when the others arrive.
 //!
-//! Invariants: at most one deferral per turn from reading to writing (the next write after a
-//! deferral goes through, whatever it is); a deferral wakes its own task before returning
-//! `Pending`, so it waits for nothing but the scheduler; nothing is buffered here (a deferred
-//! write consumed no bytes, and flush and shutdown go straight through).
+//! Invariants: at most one deferral between two writes that reach the socket (the next write
+//! after a deferral goes through, whatever was read in between: a client that keeps sending,
+//! an upload or a tunnel, can never hold its own answers back); a deferral wakes its own task
+//! before returning `Pending`, so it waits for nothing but the scheduler; nothing is buffered
+//! here (a deferred write consumed no bytes, and flush and shutdown go straight through).
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -25,26 +26,54 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 pub struct WriteRound<T> {
     io: T,
-    /// Bytes were read since the last write (or deferral): the next write waits a round.
-    read_since_write: bool,
+    turn: Turn,
+}
+
+/// Where a stream is between reading and writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Nothing read since the last write: writes go through.
+    Quiet,
+    /// Bytes were read since the last write: the next write waits a round.
+    Read,
+    /// A write waited a round: the next one goes through, whatever is read meanwhile.
+    Deferred,
 }
 
 impl<T> WriteRound<T> {
     pub fn new(io: T) -> Self {
         WriteRound {
             io,
-            read_since_write: false,
+            turn: Turn::Quiet,
         }
     }
 
-    /// `Some(Pending)` when this write is the first after a read: the task is woken to come
-    /// back after the tasks already scheduled.
-    fn defer<R>(&mut self, cx: &mut Context<'_>) -> Option<Poll<R>> {
-        if std::mem::take(&mut self.read_since_write) {
-            cx.waker().wake_by_ref();
-            return Some(Poll::Pending);
+    fn on_read(&mut self) {
+        if self.turn == Turn::Quiet {
+            self.turn = Turn::Read;
         }
-        None
+    }
+
+    /// Writes through `write` unless it is the first after a read: then the task is woken to
+    /// come back after the tasks already scheduled, and nothing is written now.
+    fn write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>>
+    where
+        T: Unpin,
+    {
+        if self.turn == Turn::Read {
+            self.turn = Turn::Deferred;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let res = write(Pin::new(&mut self.io), cx);
+        if res.is_ready() {
+            self.turn = Turn::Quiet;
+        }
+        res
     }
 }
 
@@ -57,7 +86,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for WriteRound<T> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.read_since_write = true;
+            self.on_read();
         }
         res
     }
@@ -69,10 +98,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteRound<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if let Some(p) = self.defer(cx) {
-            return p;
-        }
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        self.write(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -80,10 +106,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteRound<T> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        if let Some(p) = self.defer(cx) {
-            return p;
-        }
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        self.write(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -162,10 +185,21 @@ mod tests {
         assert_eq!(read(&mut s, &mut cx), 0);
         assert_eq!(write(&mut s, &mut cx), Poll::Ready(6));
 
+        // A client that keeps sending cannot hold its answers back: after one deferral the
+        // next write goes through, however much was read in between.
+        assert!(Pin::new(&mut peer).poll_write(&mut cx, b"more").is_ready());
+        assert_eq!(read(&mut s, &mut cx), 4);
+        let woken = count.0.load(Ordering::SeqCst);
+        assert_eq!(write(&mut s, &mut cx), Poll::Pending);
+        assert_eq!(count.0.load(Ordering::SeqCst), woken + 1);
+        assert!(Pin::new(&mut peer).poll_write(&mut cx, b"again").is_ready());
+        assert_eq!(read(&mut s, &mut cx), 5);
+        assert_eq!(write(&mut s, &mut cx), Poll::Ready(6));
+
         // The deferred write consumed nothing: the peer got exactly the written answers.
         let mut got = [0u8; 64];
         let mut rb = ReadBuf::new(&mut got);
         assert!(Pin::new(&mut peer).poll_read(&mut cx, &mut rb).is_ready());
-        assert_eq!(rb.filled(), b"answeransweransweranswer");
+        assert_eq!(rb.filled(), b"answeransweransweransweranswer");
     }
 }
