@@ -166,6 +166,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends a `Via` field line such as `1.1 hoard` for a message received with `version`.
 pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
+    if let Some(v) = via_value(version, pseudonym) {
+        headers.append(header::VIA, v);
+    }
+}
+
+/// The `Via` field value for a message received with `version` (`None` for a pseudonym that
+/// is not a valid field value). Made once and cloned where every answer carries the same one:
+/// a clone shares its bytes.
+pub fn via_value(version: Version, pseudonym: &str) -> Option<HeaderValue> {
     let proto = match version {
         Version::HTTP_09 => "0.9",
         Version::HTTP_10 => "1.0",
@@ -173,14 +182,41 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
         Version::HTTP_3 => "3",
         _ => "1.1",
     };
-    if let Ok(v) = HeaderValue::from_str(&format!("{proto} {pseudonym}")) {
-        headers.append(header::VIA, v);
-    }
+    HeaderValue::from_str(&format!("{proto} {pseudonym}")).ok()
 }
 
 /// Sets `Age` to the whole seconds of `age`, replacing any previous field lines.
 pub fn set_age(headers: &mut HeaderMap, age: Duration) {
-    headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    headers.insert(header::AGE, seconds_value(age.as_secs()));
+}
+
+/// Ages below this many seconds are served from a table made once ([`seconds_value`]).
+const AGE_TABLE: u64 = 4096;
+
+/// `n` as a decimal field value. Values below [`AGE_TABLE`] (an hour and eight minutes of
+/// `Age`) are clones of a table made once, so a hit's `Age` allocates nothing.
+pub fn seconds_value(n: u64) -> HeaderValue {
+    static TABLE: std::sync::OnceLock<Box<[HeaderValue]>> = std::sync::OnceLock::new();
+    match usize::try_from(n) {
+        Ok(i) if n < AGE_TABLE => {
+            TABLE.get_or_init(|| (0..AGE_TABLE).map(HeaderValue::from).collect())[i].clone()
+        }
+        _ => HeaderValue::from(n),
+    }
+}
+
+/// `n` in decimal, written into `buf` (no allocation).
+pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// Parses an HTTP-date in any of the three formats of RFC 9110 5.6.7: IMF-fixdate
@@ -478,6 +514,15 @@ mod tests {
         set_age(&mut h, Duration::from_secs(60));
         assert_eq!(h.get_all("age").iter().count(), 1);
         assert_eq!(h["age"], "60");
+    }
+
+    #[test]
+    fn seconds_and_decimals_inside_and_past_the_table() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 99, 4095, 4096, 86_400, u64::MAX] {
+            assert_eq!(seconds_value(n), n.to_string().as_str(), "{n}");
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes(), "{n}");
+        }
     }
 
     macro_rules! date {

@@ -277,7 +277,12 @@ impl CacheStatus {
 
     /// The `Cache-Status` field value.
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.to_string()).unwrap_or(HeaderValue::from_static(CACHE_NAME))
+        use std::fmt::Write;
+        // One allocation, handed to the value without a copy (most values fit in 64 bytes).
+        let mut s = String::with_capacity(64);
+        let _ = write!(s, "{self}");
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+            .unwrap_or(HeaderValue::from_static(CACHE_NAME))
     }
 }
 

@@ -71,8 +71,10 @@ impl Ctx<'_> {
     ) -> Response<ProxyBody> {
         let status = head.status;
         // Stored heads never hold hop-by-hop fields: `StoredHead::new` and `refresh` drop them.
-        headers.remove(header::CONTENT_LENGTH);
-        http_cache::append_via(&mut headers, Version::HTTP_11, &self.st.cfg.pseudonym);
+        let stored_len = headers.remove(header::CONTENT_LENGTH);
+        if let Some(via) = &self.st.via {
+            headers.append(header::VIA, via.clone());
+        }
         let len = rec.len();
         if Conditional::evaluate(&self.lookup.headers, status, &headers, head.response_time)
             .is_not_modified()
@@ -80,7 +82,13 @@ impl Ctx<'_> {
             return self.not_modified_response(headers, cs);
         }
         if !(status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED) {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            // The stored field when it already says the verified length, digit for digit.
+            let mut buf = [0u8; 20];
+            let value = match stored_len {
+                Some(v) if v.as_bytes() == http_cache::decimal(len, &mut buf) => v,
+                _ => HeaderValue::from(len),
+            };
+            headers.insert(header::CONTENT_LENGTH, value);
         }
         let body = if self.is_head || len == 0 {
             ProxyBody::Empty

@@ -69,6 +69,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// `Basic` tokens (base64 of `user:password`) accepted in `Proxy-Authorization`.
     proxy_tokens: Vec<String>,
+    /// The `Via` value of answers from the cache (`1.1 <pseudonym>`), made once.
+    pub via: Option<http::HeaderValue>,
     /// CONNECT interception, when `--mitm` is on.
     pub mitm: Option<Arc<Interceptor>>,
     /// Cache fills and background refreshes: shutdown waits for them (bounded) so responses
@@ -90,6 +92,7 @@ impl State {
         let cfg_stale_if_error = cfg.stale_if_error;
         let cfg_swr = cfg.stale_while_revalidate;
         let cfg_hot_max_entry = (cfg.memory_cache_size / 64).min(2 << 20);
+        let via = crate::http_cache::via_value(http::Version::HTTP_11, &cfg.pseudonym);
         let proxy_tokens = cfg
             .proxy_auth
             .iter()
@@ -133,6 +136,7 @@ impl State {
             lookup_opts,
             metrics,
             proxy_tokens,
+            via,
             mitm,
             background: tokio_util::task::TaskTracker::new(),
         })
