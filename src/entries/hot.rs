@@ -468,8 +468,11 @@ pub fn footprint(key: &[u8], value: &HotValue) -> usize {
                     + head.rule.as_ref().map_or(0, |r| alloc(r.len()))
                     + MEMO
             }
-            // The encoded head and the body; decoding on a hit holds nothing after it.
-            HotValue::Packed { meta, body } => alloc(meta.len()) + alloc(body.len()),
+            // The encoded head and the body (shared with the response that read it: its
+            // `Bytes` header too); decoding on a hit holds nothing after it.
+            HotValue::Packed { meta, body } => {
+                alloc(meta.len()) + alloc(body.len()) + alloc(3 * size_of::<usize>())
+            }
             HotValue::Index(vary) => 64 * (1 + vary.names().len()),
         }
 }

@@ -14,6 +14,9 @@ use crate::store::Cache;
 /// Shards of the front (`hot::SHARDS`): a budget is split evenly between them.
 const SHARDS: usize = 16;
 
+/// A front of 16 KiB a shard: about 5 decoded 1 KiB responses each.
+const BUDGET: usize = SHARDS * (16 << 10);
+
 /// The URL of response `i`.
 fn url(i: usize) -> String {
     format!("http://origin.test/1k?r={i:05}")
@@ -90,8 +93,7 @@ fn from_memory(e: &Entries, key: &CacheKey) -> Option<(StoredHead, Bytes)> {
 /// full (the oldest out), and never one whose body the front does not take.
 #[test]
 fn put_read_decodes_in_free_room_and_packs_when_full() {
-    let budget = SHARDS * 16 << 10;
-    let h = HotCache::new(budget, 4096, Duration::from_secs(600));
+    let h = HotCache::new(BUDGET, 4096, Duration::from_secs(600));
     let mut forms = Vec::new();
     for i in 0..400 {
         let (head, meta, body, key) = response(i);
@@ -103,7 +105,7 @@ fn put_read_decodes_in_free_room_and_packs_when_full() {
             None,
             0.0,
         ));
-        assert!(h.bytes() <= budget, "after {i}: {}", h.bytes());
+        assert!(h.bytes() <= BUDGET, "after {i}: {}", h.bytes());
     }
     let first_packed = forms.iter().position(|f| *f == Form::Packed);
     assert!(
@@ -117,8 +119,8 @@ fn put_read_decodes_in_free_room_and_packs_when_full() {
         "packed {packed}, decoded {decoded}"
     );
     assert!(
-        h.entries() > budget / decoded * 3 / 2,
-        "{} entries of about {packed} in {budget}",
+        h.entries() > BUDGET / decoded * 3 / 2,
+        "{} entries of about {packed} in {BUDGET}",
         h.entries()
     );
     let (head, meta, _, key) = response(400);
@@ -141,9 +143,8 @@ fn put_read_decodes_in_free_room_and_packs_when_full() {
 #[tokio::test]
 async fn a_full_front_serves_packed_rows_equal_to_the_store() {
     const N: usize = 300;
-    let budget = SHARDS * 16 << 10;
     let dir = tempfile::tempdir().unwrap();
-    let e = stored(dir.path(), N, budget);
+    let e = stored(dir.path(), N, BUDGET);
     for i in 0..N {
         let key = response(i).3;
         match e.load(&key, &http::HeaderMap::new()).await {
@@ -169,21 +170,20 @@ async fn a_full_front_serves_packed_rows_equal_to_the_store() {
             assert_eq!(b, body, "{i}: body");
         }
     }
-    let decoded_fit = budget / footprints().0;
+    let decoded_fit = BUDGET / footprints().0;
     assert!(
         in_memory > decoded_fit * 3 / 2 && in_memory < N,
         "{in_memory} of {N} in memory, {decoded_fit} would fit decoded"
     );
-    assert!(e.hot.bytes() <= budget);
+    assert!(e.hot.bytes() <= BUDGET);
 }
 
 /// A packed row is used only under the change stamp it was read under: another handle's write
 /// of the row (as another process would) makes the next load read the store's new response.
 #[tokio::test]
 async fn a_packed_row_rewritten_by_another_handle_is_not_served() {
-    let budget = SHARDS * 16 << 10;
     let dir = tempfile::tempdir().unwrap();
-    let e = stored(dir.path(), 200, budget);
+    let e = stored(dir.path(), 200, BUDGET);
     for i in 0..200 {
         e.load(&response(i).3, &http::HeaderMap::new()).await;
     }
