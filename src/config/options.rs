@@ -121,7 +121,8 @@ options_table! {
         max_header_size: usize {
             key: "max-header-size", default: "64KiB", parse: bytes, show: given => String,
         }
-        /// Memory for decoded hot entries in front of the store, 0 disables.
+        /// Memory for hot entries in front of the store (decoded, or packed once full), 0
+        /// disables.
         memory_cache_size: usize {
             key: "memory-cache-size", default: "512MiB", parse: bytes, show: given => String,
         }

@@ -1,5 +1,8 @@
-//! In-memory front for hot store rows: decoded heads and small bodies, so a hit on a hot URL
-//! needs no blocking thread, no SQLite read and no decode.
+//! In-memory front for hot store rows: heads and small bodies, so a hit on a hot URL needs no
+//! blocking thread and no SQLite read. A response is kept decoded (no decode on a hit) while
+//! it fits in free room; once the front is full, a row read from the store is kept packed (its
+//! stored head as the store holds it, decoded again on each hit: about half the memory of a
+//! decoded 1 KiB response), so a working set larger than the front has more of it in memory.
 //!
 //! Invariants: an entry mirrors one store row as it was read by this process, filed under the
 //! row key's change stamp sampled before that read (`Cache::change_stamp`), or as this process
@@ -44,8 +47,27 @@ pub enum HotValue {
         /// The body.
         body: Bytes,
     },
+    /// A stored response in its stored form: the encoded head ([`StoredHead::encode`], as
+    /// read from its row), decoded on each hit, and the whole body. What a full front files.
+    Packed {
+        /// The head as the store holds it.
+        meta: Bytes,
+        /// The body.
+        body: Bytes,
+    },
     /// A Vary index under a URL key.
     Index(Vary),
+}
+
+/// The form in which [`HotCache::put_read`] kept a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Decoded: it fit in free room.
+    Decoded,
+    /// Packed ([`HotValue::Packed`]): the front was full; the oldest rows made room.
+    Packed,
+    /// Not kept (a body too large, a zero budget, or larger than a shard).
+    NotKept,
 }
 
 /// A row kept in memory, and when its access was last noted to the store.
@@ -106,6 +128,35 @@ impl Shard {
             }
         }
         false
+    }
+
+    /// File `value` (counted as `size` bytes) as the newest entry; the caller made room.
+    fn file(
+        &mut self,
+        key: &[u8],
+        value: HotValue,
+        size: usize,
+        stamp: Option<ChangeStamp>,
+        noted: f64,
+    ) {
+        self.compact();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += size;
+        self.order.push_back((key.to_vec(), seq));
+        self.map.insert(
+            key.to_vec(),
+            Slot {
+                value: Arc::new(HotEntry {
+                    value,
+                    noted: AtomicU64::new(noted.to_bits()),
+                }),
+                loaded: Instant::now(),
+                stamp,
+                size,
+                seq,
+            },
+        );
     }
 
     /// Drop `order` entries of keys no longer present once they outnumber the live ones.
@@ -242,6 +293,45 @@ impl HotCache {
         self.insert(key, value, stamp, noted, Room::IfFree)
     }
 
+    /// Remember a response read from the store under `stamp` (sampled before the read), whose
+    /// access the store noted at `noted`: decoded while it fits in free room, else packed
+    /// (`meta`, the head as its row holds it; [`HotValue::Packed`]), the oldest rows evicted to
+    /// make room. A full front thus fills with packed rows, about twice as many.
+    pub fn put_read(
+        &self,
+        key: &[u8],
+        head: Arc<StoredHead>,
+        meta: Bytes,
+        body: Bytes,
+        stamp: Option<ChangeStamp>,
+        noted: f64,
+    ) -> Form {
+        if self.shard_budget == 0 || body.len() > self.max_entry {
+            return Form::NotKept;
+        }
+        let decoded = HotValue::Variant {
+            head,
+            body: body.clone(),
+        };
+        let decoded_size = footprint(key, &decoded);
+        let mut s = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        s.remove(key);
+        let (value, size, form) = if s.bytes + decoded_size <= self.shard_budget {
+            (decoded, decoded_size, Form::Decoded)
+        } else {
+            let packed = HotValue::Packed { meta, body };
+            let size = footprint(key, &packed);
+            (packed, size, Form::Packed)
+        };
+        if size > self.shard_budget {
+            s.compact();
+            return Form::NotKept;
+        }
+        while s.bytes + size > self.shard_budget && s.evict_oldest() {}
+        s.file(key, value, size, stamp, noted);
+        form
+    }
+
     fn insert(
         &self,
         key: &[u8],
@@ -250,7 +340,7 @@ impl HotCache {
         noted: f64,
         room: Room,
     ) -> bool {
-        if let HotValue::Variant { body, .. } = &value
+        if let HotValue::Variant { body, .. } | HotValue::Packed { body, .. } = &value
             && body.len() > self.max_entry
         {
             return false;
@@ -272,24 +362,7 @@ impl HotCache {
             }
             Room::IfFree => {}
         }
-        s.compact();
-        let seq = s.next_seq;
-        s.next_seq += 1;
-        s.bytes += size;
-        s.order.push_back((key.to_vec(), seq));
-        s.map.insert(
-            key.to_vec(),
-            Slot {
-                value: Arc::new(HotEntry {
-                    value,
-                    noted: AtomicU64::new(noted.to_bits()),
-                }),
-                loaded: Instant::now(),
-                stamp,
-                size,
-                seq,
-            },
-        );
+        s.file(key, value, size, stamp, noted);
         true
     }
 
@@ -375,7 +448,7 @@ fn uri_len(uri: &http::Uri) -> usize {
 /// Bytes an entry holds in this process: the key twice (the map's and the eviction
 /// order's), the slot and the map's bucket, the shared entry, and for a response its body,
 /// its decoded head (URI, both header maps, the memo's parsed `Cache-Control` and freshness,
-/// a flat [`MEMO`]). Measured against the process's RSS: 100,000 entries of a 1 KiB
+/// a flat [`MEMO`]) or, packed, its encoded head. Measured against the process's RSS: 100,000 entries of a 1 KiB
 /// response with 8 header fields take about 4 KiB each, which this counts within 10%.
 pub fn footprint(key: &[u8], value: &HotValue) -> usize {
     /// The memo's derived values once computed (parsed directives, lookup key).
@@ -394,6 +467,11 @@ pub fn footprint(key: &[u8], value: &HotValue) -> usize {
                     + map_bytes(&head.response_headers)
                     + head.rule.as_ref().map_or(0, |r| alloc(r.len()))
                     + MEMO
+            }
+            // The encoded head and the body (shared with the response that read it: its
+            // `Bytes` header too); decoding on a hit holds nothing after it.
+            HotValue::Packed { meta, body } => {
+                alloc(meta.len()) + alloc(body.len()) + alloc(3 * size_of::<usize>())
             }
             HotValue::Index(vary) => 64 * (1 + vary.names().len()),
         }

@@ -9,7 +9,7 @@ use http::HeaderMap;
 
 use super::hot::HotValue;
 use super::{Entries, Loaded, StoredBody, Tier};
-use crate::http_cache::{self, CacheKey, HeadRecord};
+use crate::http_cache::{self, CacheKey, HeadRecord, StoredHead};
 use crate::store::{ChangeStamp, FileRow, Record, RecordNow, Value};
 
 /// A row as read: `None` when there is no live row.
@@ -70,26 +70,36 @@ impl Entries {
         let (hot, store) = (&self.hot, &self.store);
         let first = hot.get(key.as_bytes(), store.change_stamp(key.as_bytes()))?;
         let (row_key, v) = match &first.value {
-            HotValue::Variant { .. } => (key.as_bytes().to_vec(), first.clone()),
+            HotValue::Variant { .. } | HotValue::Packed { .. } => {
+                (key.as_bytes().to_vec(), first.clone())
+            }
             HotValue::Index(vary) => {
                 let vkey = http_cache::variant_key(key, vary.names(), headers);
                 let v = hot.get(&vkey, store.change_stamp(&vkey))?;
                 (vkey, v)
             }
         };
-        match &v.value {
-            HotValue::Variant { head, body } => {
-                // Counted always; the access only when the store would write it.
-                v.set_noted(store.note_hit_since(&row_key, v.noted()));
-                Some(Loaded::Found {
-                    row_key,
-                    head: head.clone(),
-                    body: StoredBody::Mem(body.clone()),
-                    tier: Tier::Memory,
-                })
-            }
-            HotValue::Index(_) => None,
-        }
+        let (head, body) = match &v.value {
+            HotValue::Variant { head, body } => (head.clone(), body),
+            // Decoded from the bytes its row held when read (and decoded) under this stamp;
+            // bytes that no longer decode are dropped and the store asked instead.
+            HotValue::Packed { meta, body } => match StoredHead::decode(meta) {
+                Ok(head) => (Arc::new(head), body),
+                Err(_) => {
+                    hot.remove(&row_key);
+                    return None;
+                }
+            },
+            HotValue::Index(_) => return None,
+        };
+        // Counted always; the access only when the store would write it.
+        v.set_noted(store.note_hit_since(&row_key, v.noted()));
+        Some(Loaded::Found {
+            row_key,
+            head,
+            body: StoredBody::Mem(body.clone()),
+            tier: Tier::Memory,
+        })
     }
 }
 
@@ -206,12 +216,11 @@ impl Reader<'_> {
                 }
                 let b = Bytes::from(v);
                 if hot.admits(b.len() as u64) {
-                    hot.put(
+                    hot.put_read(
                         &row_key,
-                        HotValue::Variant {
-                            head: head.clone(),
-                            body: b.clone(),
-                        },
+                        head.clone(),
+                        Bytes::from(rec.meta),
+                        b.clone(),
                         stamp,
                         // The read above noted this access.
                         self.entries.store.clock().now(),
@@ -283,3 +292,7 @@ impl Verified {
         s.insert(id);
     }
 }
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;
