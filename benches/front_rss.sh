@@ -19,7 +19,7 @@
 #
 # RSS is VmRSS, and RssAnon (heap: what the front's entries live in; VmRSS also has the store's
 # mmap of cache.db, which a read pass through SQLite grows). Loopback only: the origin is a
-# Python http.server on 127.0.0.1 answering any path with SIZE bytes, max-age=3600; clients are
+# Python http.server on 127.0.0.1 (benches/lib/origin.py) answering /SIZE/i with SIZE bytes, max-age=3600; clients are
 # h2load (one connection, each URL once per pass). Bounded: two passes of N requests per size,
 # each under a timeout. Stops only the processes it started, by PID.
 set -euo pipefail
@@ -46,24 +46,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ORIGIN_PORT=$(pick_port)
-python3 - "$ORIGIN_PORT" <<'PY' &
-import http.server, sys
-bodies = {}
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # head and body are two writes: no 40 ms delayed-ACK stall
-    def do_GET(self):
-        n = int(self.path.split("/")[1])  # /SIZE/i
-        body = bodies.setdefault(n, b"x" * n)
-        self.send_response(200)
-        self.send_header("Cache-Control", "max-age=3600")
-        self.send_header("Content-Length", str(n))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
+python3 "$ROOT/benches/lib/origin.py" "$ORIGIN_PORT" &
 PIDS+=($!)
 for _ in $(seq 50); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$ORIGIN_PORT/1/0" && break; sleep 0.1; done
 

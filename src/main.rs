@@ -148,7 +148,7 @@ fn trim_heap_every(period: std::time::Duration) {
     }
 }
 
-/// Other C libraries' allocators return free memory on their own.
+/// No `malloc_trim` outside glibc: nothing is done.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap_every(_period: std::time::Duration) {}
 
