@@ -14,7 +14,7 @@
 # OLD_TARGET_DIR holds release/hoard of the other build (e.g. `git worktree add /tmp/old <rev>
 # && CARGO_TARGET_DIR=/tmp/old-target cargo build --release`); the new one is
 # $CARGO_TARGET_DIR (or ./target)/release/hoard. Loopback only: the origin is a Python
-# http.server on 127.0.0.1 answering 1 KiB with max-age=3600. Bounded: ROUNDS x 2 runs of
+# http.server on 127.0.0.1 (benches/lib/origin.py) answering 1 KiB with max-age=3600. Bounded: ROUNDS x 2 runs of
 # REQUESTS requests, each under a timeout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,21 +35,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$RUN"; }
 trap cleanup EXIT
 ORIGIN_PORT=$(pick_port)
-python3 - "$ORIGIN_PORT" <<'PY' &
-import http.server, sys
-body = b"x" * 1024
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Cache-Control", "max-age=3600")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
+python3 "$ROOT/benches/lib/origin.py" "$ORIGIN_PORT" &
 PIDS+=($!)
 OUT=$RUN/results
 for r in $(seq "$ROUNDS"); do

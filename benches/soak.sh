@@ -15,6 +15,7 @@
 #   SIZE_LIMIT   hoard --size-limit (default 20MiB)
 #   NO_BUILD     1: do not run cargo build --release
 #   KEEP         1: keep the run directory (configs, logs, cache) under target/soak/
+#   HOARD_ARGS   extra hoard arguments (e.g. "--memory-cache-size 0")
 #
 # The mix (wrk Lua, per request): 60% one of 200 hot paths (8 KiB, max-age=3600: hits), 25% a
 # random never-seen path (64 KiB, max-age=3600: misses that fill the store and force eviction),
@@ -30,6 +31,7 @@ SIZE_LIMIT=${SIZE_LIMIT:-20MiB}
 WARMUP=${WARMUP:-10s}
 NO_BUILD=${NO_BUILD:-0}
 KEEP=${KEEP:-0}
+HOARD_ARGS=${HOARD_ARGS:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -94,6 +96,11 @@ wait_port() { # port pid logfile
     die "nothing answered on 127.0.0.1:$1"
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# The memory front's own count (`hoard_memory_front_bytes`, KiB; "?" from a build without it).
+front_kib() {
+    curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        awk '$1 == "hoard_memory_front_bytes" { printf "%d", $2 / 1024; f = 1 } END { if (!f) print "?" }'
+}
 
 # --- origin data and nginx -------------------------------------------------------------------
 DATA=$RUN/data
@@ -140,9 +147,11 @@ wait_port "$ORIGIN_PORT" "$!" "$RUN/nginx/error.log"
 
 # --- hoard -----------------------------------------------------------------------------------
 HOARD_PORT=$(pick_port)
+ADMIN_PORT=$(pick_port)
 CACHE=$RUN/cache
 "$HOARD" --listen "127.0.0.1:$HOARD_PORT" --upstream "http://127.0.0.1:$ORIGIN_PORT" \
-    --cache-dir "$CACHE" --size-limit "$SIZE_LIMIT" -q 2>"$RUN/hoard.log" &
+    --admin "127.0.0.1:$ADMIN_PORT" --cache-dir "$CACHE" --size-limit "$SIZE_LIMIT" -q \
+    $HOARD_ARGS 2>"$RUN/hoard.log" &
 HOARD_PID=$!
 PIDS+=("$HOARD_PID")
 wait_port "$HOARD_PORT" "$HOARD_PID" "$RUN/hoard.log"
@@ -178,6 +187,7 @@ log "warm-up: wrk -c$CONNECTIONS -d$WARMUP"
 wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" --timeout 10s -s "$RUN/mix.lua" \
     "http://127.0.0.1:$HOARD_PORT" >"$RUN/warmup.log" 2>&1
 RSS_START=$(rss_kib "$HOARD_PID")
+FRONT_START=$(front_kib)
 
 # --- the run, sampling volume and RSS every 2 s ------------------------------------------------
 log "wrk -t2 -c$CONNECTIONS -d$DURATION against hoard (size limit $SIZE_LIMIT)"
@@ -209,6 +219,7 @@ while kill -0 "$WRK_PID" 2>/dev/null; do
 done
 wait "$WRK_PID" || true
 RSS_END=$(rss_kib "$HOARD_PID")
+FRONT_END=$(front_kib)
 STATS=$("$HOARD" stats --json --cache-dir "$CACHE")
 END_VOLUME=$(sed -n 's/.*"bytes": *\([0-9]*\).*/\1/p' <<<"$STATS" | head -1)
 ((END_VOLUME > MAX_VOLUME)) && MAX_VOLUME=$END_VOLUME
@@ -234,6 +245,7 @@ echo "soak: wrk -t2 -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up, mix 60% 
 printf '  requests        %s (%s req/s)\n' "${REQUESTS:-?}" "${RPS:-?}"
 printf '  errors          %d (non-2xx %d, socket %s)   target 0\n' "$ERRORS" "$NON2XX" "${SOCKET:-0 0 0 0} (connect read write timeout)"
 printf '  RSS             start %d KiB, end %d KiB, max %d KiB   target flat\n' "$RSS_START" "$RSS_END" "$MAX_RSS"
+printf '  memory front    start %s KiB, end %s KiB counted (hoard_memory_front_bytes)\n' "$FRONT_START" "$FRONT_END"
 printf '  volume          max %d B over %d samples, end %d B; limit %d B + one object %d B = %d B\n' \
     "$MAX_VOLUME" "$SAMPLES" "$END_VOLUME" "$LIMIT_BYTES" "$LARGEST_OBJECT" "$BOUND"
 printf '  cache dir       max %d B on disk, end %d B (database, WAL, value files, directories)\n' "$MAX_DISK" "$DISK"

@@ -26,4 +26,6 @@ pub mod logging;
 pub mod ops;
 pub mod proxy;
 pub mod runtime;
+#[cfg(test)]
+mod test_alloc;
 pub use hoard_store as store;

@@ -390,8 +390,7 @@ impl HotCache {
         }
     }
 
-    /// Entries held (for tests).
-    #[cfg(test)]
+    /// Entries held (the `hoard_memory_front_entries` gauge).
     pub fn entries(&self) -> usize {
         self.shards
             .iter()
@@ -399,8 +398,7 @@ impl HotCache {
             .sum()
     }
 
-    /// Bytes held (for tests).
-    #[cfg(test)]
+    /// Bytes held, as counted by [`footprint`] (the `hoard_memory_front_bytes` gauge).
     pub fn bytes(&self) -> usize {
         self.shards
             .iter()
@@ -448,11 +446,16 @@ fn uri_len(uri: &http::Uri) -> usize {
 /// Bytes an entry holds in this process: the key twice (the map's and the eviction
 /// order's), the slot and the map's bucket, the shared entry, and for a response its body,
 /// its decoded head (URI, both header maps, the memo's parsed `Cache-Control` and freshness,
-/// a flat [`MEMO`]) or, packed, its encoded head. Measured against the process's RSS: 100,000 entries of a 1 KiB
-/// response with 8 header fields take about 4 KiB each, which this counts within 10%.
+/// a flat `MEMO`) or, packed, its encoded head. The head must be one of its own (decoded
+/// from the store, or a fill's [`StoredHead::detached`]): a head that still shares its
+/// connections' read buffers holds them too, which this does not count. Checked against the
+/// heap bytes of entries from no body to 1 MiB (within 10%:
+/// `footprint_is_what_entries_take_in_the_heap`) and against RSS (`benches/front_rss.sh`,
+/// README's `memory-cache-size`): a 1 KiB response with 8 header fields is about 4 KiB
+/// decoded and 1.8 KiB packed.
 pub fn footprint(key: &[u8], value: &HotValue) -> usize {
     /// The memo's derived values once computed (parsed directives, lookup key).
-    const MEMO: usize = 256;
+    const MEMO: usize = 128;
     let fixed = 2 * alloc(key.len())
         + size_of::<(Vec<u8>, Slot)>() * 8 / 7 // the map's bucket at its load factor
         + size_of::<(Vec<u8>, u64)>()
@@ -636,7 +639,9 @@ mod tests {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let head = StoredHead::new(&req, &res, t, t, body_len as u64, 0, Duration::ZERO);
         HotValue::Variant {
-            head: Arc::new(head),
+            // As the front's entries are: decoded from the store, or a fill's head detached
+            // from its connections (maps sized to what they hold).
+            head: Arc::new(head.detached()),
             body: Bytes::from(vec![7u8; body_len]),
         }
     }
@@ -668,6 +673,52 @@ mod tests {
             "1 KiB with 8 fields counted as {base}"
         );
         assert!(footprint(&[b'k'; 1000], &variant(8, 20, 1024)) >= base + 2 * 900);
+    }
+
+    /// What [`footprint`] counts against what entries take in the heap (every allocation's
+    /// usable size and malloc's header, `test_alloc::held`), for responses of each size filed
+    /// in one front, their memo computed as a hit does: within 10% either way. Regression
+    /// (issue 18): `memory-cache-size` bounds this count, so the process must hold what it says.
+    #[test]
+    fn footprint_is_what_entries_take_in_the_heap() {
+        let cases = [
+            // (response header fields, body length, entries)
+            (8, 0, 2000),
+            (8, 1024, 2000),
+            (2, 1024, 2000),
+            (24, 1024, 1000),
+            (8, 16 << 10, 400),
+            (8, 64 << 10, 100),
+            (8, 256 << 10, 24),
+            (8, 1 << 20, 8),
+        ];
+        let mut off = Vec::new();
+        for (fields, len, n) in cases {
+            let (h, heap) = crate::test_alloc::held(|| {
+                let h = HotCache::new(1 << 30, 2 << 20, Duration::from_secs(60));
+                for i in 0..n {
+                    let key = format!("GET http://origin.test/{len}?r={i:06}");
+                    let value = variant(fields, 20, len);
+                    if let HotValue::Variant { head, .. } = &value {
+                        let opts = crate::http_cache::LookupOptions::default();
+                        head.freshness_lifetime(&opts);
+                        head.initial_age();
+                        head.cache_control();
+                    }
+                    h.put(key.as_bytes(), value, None, 0.0);
+                }
+                h
+            });
+            assert_eq!(h.entries(), n);
+            let ratio = heap as f64 / h.bytes() as f64;
+            if !(0.9..=1.1).contains(&ratio) {
+                off.push(format!(
+                    "{fields} fields, body {len}: heap {heap} B for {n} entries, counted {} ({ratio:.3})",
+                    h.bytes()
+                ));
+            }
+        }
+        assert!(off.is_empty(), "{off:#?}");
     }
 
     /// Full of real responses, the front holds what fits by its count and no more, and

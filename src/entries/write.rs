@@ -429,8 +429,10 @@ impl Committed {
         };
         // The write set the row's access time.
         let noted = store.clock().now();
+        // A head of its own: the fill's shares the connections' read buffers (hyper's
+        // header values are slices of them), which an entry kept for minutes would hold.
         let value = HotValue::Variant {
-            head: self.head.clone(),
+            head: Arc::new(self.head.detached()),
             body: front.body,
         };
         if !hot.put_if_room(&self.row_key, value, Some(stamp), noted) {

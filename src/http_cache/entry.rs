@@ -14,6 +14,7 @@ use super::headers::{parse_http_date, strip_hop_by_hop};
 use super::key::{is_secret_field, vary_value};
 use super::vary::Vary;
 
+mod detach;
 mod partial;
 pub use partial::{PARTIAL_FORMAT_VERSION, PartialRecord};
 

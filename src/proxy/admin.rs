@@ -184,6 +184,8 @@ async fn respond(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> R
                 Ok(Err(e)) => tracing::warn!(error = %e, "metrics: store gauges unavailable"),
                 Err(e) => tracing::warn!(error = %e, "metrics: store gauge task failed"),
             }
+            st.metrics
+                .set_front(st.entries.hot.bytes(), st.entries.hot.entries());
             if let Some(tier) = st.entries.shared_tier() {
                 st.metrics.set_shared(&tier.status());
             }

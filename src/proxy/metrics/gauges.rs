@@ -1,4 +1,5 @@
-//! Scrape-time figures of the store and the shared tier: store gauges, the store's eviction
+//! Scrape-time figures of the store, the memory front and the shared tier: store gauges,
+//! the memory front's count (`hoard_memory_front_bytes`), the store's eviction
 //! counts (`hoard_store_evictions_total{reason}`), shared tier gauges.
 //!
 //! Invariant: set only when `/metrics` is scraped, never on the request path; eviction
@@ -12,6 +13,13 @@ impl Metrics {
         self.entries.set(entries.min(i64::MAX as u64) as i64);
         self.volume.set(volume.min(i64::MAX as u64) as i64);
         self.size_limit.set(size_limit.min(i64::MAX as u64) as i64);
+    }
+
+    /// The memory front's gauges (set when scraped): bytes as it counts them, and entries.
+    pub fn set_front(&self, bytes: usize, entries: usize) {
+        self.front_bytes.set(bytes.min(i64::MAX as usize) as i64);
+        self.front_entries
+            .set(entries.min(i64::MAX as usize) as i64);
     }
 
     /// The store's eviction counts (when scraped): `hoard_store_evictions_total`. The

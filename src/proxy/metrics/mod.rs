@@ -88,6 +88,9 @@ pub struct Metrics {
     entries: Gauge,
     volume: Gauge,
     size_limit: Gauge,
+    /// The memory front's count of what it holds (`entries::hot::footprint`), and its entries.
+    front_bytes: Gauge,
+    front_entries: Gauge,
     /// Shared tier figures by name (set when scraped; absent tier: all 0).
     shared: Family<SharedLabel, Gauge>,
     duration: Histogram,
@@ -199,6 +202,18 @@ impl Metrics {
             "Size limit of the store",
             size_limit.clone(),
         );
+        let front_bytes = Gauge::default();
+        registry.register(
+            "memory_front_bytes",
+            "Bytes the memory front counts as held (memory-cache-size bounds it)",
+            front_bytes.clone(),
+        );
+        let front_entries = Gauge::default();
+        registry.register(
+            "memory_front_entries",
+            "Entries in the memory front",
+            front_entries.clone(),
+        );
         let shared = Family::<SharedLabel, Gauge>::default();
         registry.register(
             "shared_tier",
@@ -265,6 +280,8 @@ impl Metrics {
             entries,
             volume,
             size_limit,
+            front_bytes,
+            front_entries,
             shared,
             duration,
             upstream_duration,
@@ -387,6 +404,7 @@ mod tests {
         m.request("hoard; hit; ttl=5", Duration::from_millis(1), None);
         m.upstream(Duration::from_millis(2), Some("connect-error"));
         m.set_store(3, 4096, 1 << 30);
+        m.set_front(8192, 2);
         m.set_evictions(5, 1);
         m.set_evictions(7, 1); // totals: counted once each
         let text = m.encode();
@@ -397,6 +415,8 @@ mod tests {
             "hoard_upstream_errors_total{kind=\"connect-error\"} 1",
             "hoard_response_bytes_total{source=\"cache\"} 10",
             "hoard_store_entries 3",
+            "hoard_memory_front_bytes 8192",
+            "hoard_memory_front_entries 2",
             "hoard_store_evictions_total{reason=\"culled\"} 7",
             "hoard_store_evictions_total{reason=\"expired\"} 1",
             "hoard_request_duration_seconds_count 3",
