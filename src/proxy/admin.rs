@@ -186,6 +186,8 @@ async fn respond(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> R
             }
             st.metrics
                 .set_front(st.entries.hot.bytes(), st.entries.hot.entries());
+            st.metrics
+                .set_sqlite_heap(crate::store::sqlite_heap_bytes());
             if let Some(tier) = st.entries.shared_tier() {
                 st.metrics.set_shared(&tier.status());
             }

@@ -59,6 +59,11 @@ async fn metrics_count_requests_by_cache_status() {
     }
     assert_eq!(origin.hits(), 2);
     assert!(sample(&s, "hoard_store_bytes").unwrap() > 0.0);
+    // The store's connections are open: SQLite holds their schema and pages.
+    assert!(sample(&s, "hoard_sqlite_heap_bytes").unwrap() > 0.0);
+    // The serving store's page cache per connection is bounded (persisted with the settings).
+    let settings = hoard::store::Cache::open(dir.path()).unwrap().settings();
+    assert_eq!(settings.sqlite_cache_size, -2048);
     let (code, _, _) = request(admin, "GET", "/nope", &[]).await;
     assert_eq!(code, 404);
     p.shutdown().await;

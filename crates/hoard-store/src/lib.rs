@@ -115,6 +115,7 @@ mod fanout;
 mod fault;
 mod files;
 mod generations;
+mod heap;
 mod index;
 mod memo;
 mod memoized;
@@ -149,6 +150,7 @@ pub use fanout::{DEFAULT_FANOUT_TIMEOUT, FanoutBuilder, FanoutCache, FanoutScan}
 pub use fault::inject_write_fault;
 pub use files::{Value, ValueReader, ValueWriter};
 pub use generations::{LEGACY_SLOTS as LEGACY_GENERATION_SLOTS, SLOTS as GENERATION_SLOTS};
+pub use heap::sqlite_heap_bytes;
 pub use index::Index;
 pub use memo::{default_uniform, xfetch_should_recompute};
 pub use memoized::Memoized;

@@ -1,5 +1,6 @@
 //! Scrape-time figures of the store, the memory front and the shared tier: store gauges,
-//! the memory front's count (`hoard_memory_front_bytes`), the store's eviction
+//! the memory front's count (`hoard_memory_front_bytes`), SQLite's heap
+//! (`hoard_sqlite_heap_bytes`), the store's eviction
 //! counts (`hoard_store_evictions_total{reason}`), shared tier gauges.
 //!
 //! Invariant: set only when `/metrics` is scraped, never on the request path; eviction
@@ -20,6 +21,11 @@ impl Metrics {
         self.front_bytes.set(bytes.min(i64::MAX as usize) as i64);
         self.front_entries
             .set(entries.min(i64::MAX as usize) as i64);
+    }
+
+    /// SQLite's heap in this process (when scraped): `hoard_sqlite_heap_bytes`.
+    pub fn set_sqlite_heap(&self, bytes: u64) {
+        self.sqlite_heap.set(bytes.min(i64::MAX as u64) as i64);
     }
 
     /// The store's eviction counts (when scraped): `hoard_store_evictions_total`. The

@@ -91,6 +91,7 @@ pub struct Metrics {
     /// The memory front's count of what it holds (`entries::hot::footprint`), and its entries.
     front_bytes: Gauge,
     front_entries: Gauge,
+    sqlite_heap: Gauge,
     /// Shared tier figures by name (set when scraped; absent tier: all 0).
     shared: Family<SharedLabel, Gauge>,
     duration: Histogram,
@@ -214,6 +215,13 @@ impl Metrics {
             "Entries in the memory front",
             front_entries.clone(),
         );
+        let sqlite_heap = Gauge::default();
+        registry.register(
+            "sqlite_heap_bytes",
+            "Bytes SQLite holds on the heap in this process: every store connection's page \
+             cache, statements and schema",
+            sqlite_heap.clone(),
+        );
         let shared = Family::<SharedLabel, Gauge>::default();
         registry.register(
             "shared_tier",
@@ -282,6 +290,7 @@ impl Metrics {
             size_limit,
             front_bytes,
             front_entries,
+            sqlite_heap,
             shared,
             duration,
             upstream_duration,
@@ -405,6 +414,7 @@ mod tests {
         m.upstream(Duration::from_millis(2), Some("connect-error"));
         m.set_store(3, 4096, 1 << 30);
         m.set_front(8192, 2);
+        m.set_sqlite_heap(4096);
         m.set_evictions(5, 1);
         m.set_evictions(7, 1); // totals: counted once each
         let text = m.encode();
@@ -417,6 +427,7 @@ mod tests {
             "hoard_store_entries 3",
             "hoard_memory_front_bytes 8192",
             "hoard_memory_front_entries 2",
+            "hoard_sqlite_heap_bytes 4096",
             "hoard_store_evictions_total{reason=\"culled\"} 7",
             "hoard_store_evictions_total{reason=\"expired\"} 1",
             "hoard_request_duration_seconds_count 3",
