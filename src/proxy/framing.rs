@@ -8,7 +8,7 @@
 //! stops (fail open: hyper's own checks still apply), so a body or a tunnel is never mistaken
 //! for a head. A bare LF in a chunked body's framing condemns the next head on the connection.
 //! The proxy's client sockets and the inner connections of `--mitm` interception both use it
-//! (through `server::Activity`).
+//! (through `activity::Activity`).
 
 use std::collections::VecDeque;
 

@@ -30,7 +30,8 @@ use super::ProxyConfig;
 use super::ca::{CaError, CertAuthority};
 use super::hostname;
 use super::observed::Observed;
-use super::server::{Activity, ConnLimits, ConnSlot, GuardedBody, InFlight, drive};
+use super::activity::{Activity, GuardedBody, InFlight};
+use super::server::{ConnLimits, ConnSlot, drive};
 use super::service::State;
 
 /// A cached leaf is replaced after this long (leaves are valid for days).

@@ -4,6 +4,7 @@
 //! `spawn_blocking` threads, never on an async worker; a body that is not complete is never
 //! stored, and a client is never handed a short body that looks complete.
 
+mod activity;
 mod admin;
 mod body;
 pub mod ca;
