@@ -113,7 +113,9 @@ options_table! {
         shutdown_timeout: Duration {
             key: "shutdown-timeout", default: "10s", parse: duration, show: given => String,
         }
-        /// Maximum simultaneous client connections; the excess is refused.
+        /// Maximum simultaneous client connections (lowered to what `ulimit -n` carries); at the
+        /// limit, connections waiting for a request give their slot to new clients, and the
+        /// excess is refused when every connection has a request in flight.
         max_connections: usize {
             key: "max-connections", default: "10000", parse: count, show: value => usize,
         }

@@ -8,7 +8,7 @@
 //! request in flight is never idle and never reclaimed.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -34,10 +34,18 @@ pub(super) struct Activity {
     sends: Mutex<Vec<Weak<AtomicU64>>>,
     /// Request heads as read (HTTP/1), for what hyper lets through.
     scanner: std::sync::Mutex<Scanner>,
+    /// Milliseconds since `start` of the first byte read while no request was in flight (a
+    /// request head on its way), or [`NO_HEAD`]; cleared when hyper hands the request over.
+    head_ms: AtomicU64,
+    /// Asked to close to make room at `max-connections` (`reclaim`).
+    asked: AtomicBool,
+    reclaim: tokio::sync::Notify,
 }
 
 /// A response body waiting on its source (or done), not on the client.
 const NOT_READY: u64 = u64::MAX;
+/// No request head is being read.
+const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
     pub(super) fn new() -> Self {
@@ -48,7 +56,48 @@ impl Activity {
             wrote_ms: AtomicU64::new(0),
             sends: Mutex::new(Vec::new()),
             scanner: Default::default(),
+            head_ms: AtomicU64::new(NO_HEAD),
+            asked: AtomicBool::new(false),
+            reclaim: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Since when the connection has been waiting for a request, if it is: no request in
+    /// flight, not yet asked to close, and either nothing read since its last response (the
+    /// time of its last activity) or a request head being read for at least `head_grace`
+    /// (the time its first byte came).
+    pub(super) fn waiting_since(&self, head_grace: Duration, now: Instant) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 || self.asked.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.head_ms.load(Ordering::Acquire) {
+            NO_HEAD => Some(self.last()),
+            ms => {
+                let since = self.start + Duration::from_millis(ms);
+                (now.saturating_duration_since(since) >= head_grace).then_some(since)
+            }
+        }
+    }
+
+    /// Part of a request head is read and no request is in flight.
+    pub(super) fn head_pending(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_ms.load(Ordering::Acquire) != NO_HEAD
+    }
+
+    /// Ask the connection to close (its task wakes in [`asked_to_close`](Self::asked_to_close)).
+    pub(super) fn ask_to_close(&self) {
+        self.asked.store(true, Ordering::Relaxed);
+        self.reclaim.notify_one();
+    }
+
+    pub(super) fn was_asked(&self) -> bool {
+        self.asked.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the connection was asked to close.
+    pub(super) async fn asked_to_close(&self) {
+        self.reclaim.notified().await
     }
 
     fn scan(&self, bytes: &[u8]) {
@@ -124,6 +173,7 @@ pub(super) struct InFlight(Arc<Activity>);
 impl InFlight {
     pub(super) fn new(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.head_ms.store(NO_HEAD, Ordering::Release);
         activity.touch();
         InFlight(activity)
     }
@@ -195,7 +245,13 @@ impl Body for GuardedBody {
 /// request bytes read (the raw head scanner).
 impl Observer for Arc<Activity> {
     fn on_read(&self, bytes: &[u8]) {
-        self.touch();
+        let now = self.now_ms();
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_ms.load(Ordering::Relaxed) == NO_HEAD
+        {
+            self.head_ms.store(now, Ordering::Release);
+        }
         self.scan(bytes);
     }
 

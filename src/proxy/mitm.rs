@@ -27,10 +27,10 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::ProxyConfig;
+use super::activity::{Activity, GuardedBody, InFlight};
 use super::ca::{CaError, CertAuthority};
 use super::hostname;
 use super::observed::Observed;
-use super::activity::{Activity, GuardedBody, InFlight};
 use super::server::{ConnLimits, ConnSlot, drive};
 use super::service::State;
 

@@ -4,9 +4,12 @@
 //! Invariants: with a shared tier, [`Server::bind`] returns (and the listener accepts) only
 //! after the tier's first connection attempt, bounded by `startup_wait`; on shutdown the
 //! listener stops first, in-flight requests get
-//! `shutdown_timeout` to finish, then store buffers are flushed. A connection beyond
-//! `max_connections` is answered `503`, and one from outside `allow` `403`, with
-//! `Connection: close` on the raw socket, and closed (neither reaches hyper nor the cache);
+//! `shutdown_timeout` to finish, then store buffers are flushed. `max_connections` is
+//! lowered to what the open-files limit carries (`open_files`); at the limit, connections
+//! waiting for a request are asked to close (`reclaim`) and the new one waits up to
+//! [`RECLAIM_WAIT`] for a slot. A connection that gets none is answered `503`, and one from
+//! outside `allow` `403`, with `Connection: close` on the raw socket, and closed (neither
+//! reaches hyper nor the cache);
 //! a connection with no request in flight and no bytes moving for `idle_timeout` is closed
 //! gracefully (a slow response in flight is never cut by it); a connection with a response
 //! whose next bytes are ready but not taken by the client, and nothing written to it, for
@@ -25,11 +28,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use super::activity::{Activity, GuardedBody, InFlight};
 use super::mitm::Interceptor;
 use super::observed::Observed;
+use super::open_files;
+use super::reclaim::Reclaimer;
 use super::service::{CACHE_STATUS, State};
 use super::write_round::WriteRound;
 use super::{ProxyConfig, ProxyError};
@@ -50,6 +55,8 @@ pub struct Server {
     listener: TcpListener,
     admin: Option<TcpListener>,
     state: Arc<State>,
+    /// `max_connections` as the open-files limit allows (`open_files`).
+    max_connections: usize,
 }
 
 /// A running proxy spawned on the current runtime.
@@ -124,10 +131,22 @@ impl Server {
                     "shared tier: not connected yet; serving from the local tier meanwhile");
             }
         }
+        let max_connections =
+            open_files::connection_budget(state.cfg.max_connections, open_files::raise());
+        if max_connections < state.cfg.max_connections {
+            tracing::warn!(
+                max_connections = state.cfg.max_connections,
+                admitted = max_connections,
+                "the open-files limit (ulimit -n) carries fewer connections than \
+                 max-connections: admitting {max_connections} (raise the hard limit, \
+                 e.g. LimitNOFILE= in a systemd unit)"
+            );
+        }
         Ok(Server {
             listener,
             admin,
             state,
+            max_connections,
         })
     }
 
@@ -166,6 +185,7 @@ impl Server {
             listener,
             admin,
             state,
+            max_connections,
         } = self;
         let (admin_stop, admin_task) = match admin {
             Some(l) => {
@@ -178,10 +198,14 @@ impl Server {
             None => (None, None),
         };
         // Each connection task holds a receiver; `closed()` resolves when all have ended.
-        let (graceful, _) = watch::channel(false);
+        let (graceful, stop) = watch::channel(false);
         let limits = ConnLimits::of(&state.cfg);
-        let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
-        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+        let permits = Arc::new(Semaphore::new(max_connections));
+        // Refused and waiting connections hold descriptors too: a quarter of the budget.
+        let side = (max_connections / 4).max(1);
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS.min(side)));
+        let waiting_places = MAX_WAITING.min(side);
+        let waiting = Arc::new(Semaphore::new(waiting_places));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -195,6 +219,13 @@ impl Server {
             // with more fields gets hyper's 431.
             .keep_alive(true);
         configure_http2(&mut builder, &state.cfg);
+        let serving = Arc::new(Serving {
+            state: state.clone(),
+            builder,
+            stop,
+            limits,
+            reclaimer: Arc::new(Reclaimer::default()),
+        });
         // Buffered LRU/LFU accesses and hit counters reach the database at least once a second.
         let flusher = {
             let store = state.store.clone();
@@ -230,55 +261,16 @@ impl Server {
                         continue;
                     }
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "max_connections reached, refusing connection");
-                        refuse_bounded(&refusals, stream, Refusal::TooMany);
+                        let queue = Queue { permits: &permits, waiting: &waiting, places: waiting_places, refusals: &refusals };
+                        wait_for_room(&serving, queue, stream, peer);
                         continue;
                     };
-                    let _ = stream.set_nodelay(true);
-                    let activity = Arc::new(Activity::new());
-                    let st = state.clone();
-                    let slot = ConnSlot {
-                        _permit: Arc::new(permit),
-                    };
-                    let task_slot = slot.clone();
-                    let svc = service_fn({
-                        let activity = activity.clone();
-                        move |mut req: http::Request<hyper::body::Incoming>| {
-                            let st = st.clone();
-                            let guard = InFlight::new(activity.clone());
-                            if let Some(v) = activity.framing() {
-                                req.extensions_mut().insert(v);
-                            }
-                            if req.method() == http::Method::CONNECT {
-                                // A tunnel or an intercepted connection outlives this
-                                // connection's task: it keeps the connection's slot until it ends.
-                                req.extensions_mut().insert(slot.clone());
-                            }
-                            async move {
-                                // `handle` answers what needs no waiting inside the call and
-                                // boxes the rest: hyper holds and moves a few words per
-                                // request, never a request's whole state machine.
-                                let res = st.handle(req, peer).await;
-                                Ok::<_, std::convert::Infallible>(
-                                    res.map(|inner| GuardedBody::new(inner, guard)),
-                                )
-                            }
-                        }
-                    });
-                    // Answers of one scheduler round leave together (`write_round`).
-                    let observed = Observed { io: stream, observer: activity.clone() };
-                    let io = TokioIo::new(WriteRound::new(observed));
-                    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-                    let stop = graceful.subscribe();
-                    tokio::spawn(async move {
-                        let close = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-                        drive(conn, close, stop, activity, limits, peer).await;
-                        drop(task_slot);
-                    });
+                    serving.serve(stream, peer, permit);
                 }
             }
         }
         drop(listener);
+        drop(serving); // its receiver: `graceful.closed()` waits for the connections only
         flusher.abort();
         drop(admin_stop);
         if let Some(t) = admin_task {
@@ -362,6 +354,17 @@ pub(super) async fn drive<C, E>(
                     tracing::debug!(%peer, error = %e, "connection ended with error");
                 }
                 return;
+            }
+            _ = activity.asked_to_close(), if closing.is_none() => {
+                // Another client needs the slot (`reclaim`): a connection stalled in a head
+                // is dropped (hyper would wait for the head), an idle one closed gracefully.
+                if activity.head_pending() {
+                    tracing::debug!(%peer, "slot reclaimed: dropping a connection stalled in its request head");
+                    return;
+                }
+                tracing::debug!(%peer, "slot reclaimed: closing an idle connection");
+                close(conn.as_mut());
+                closing = Some(tokio::time::Instant::now() + limits.shutdown);
             }
             _ = stop.changed(), if closing.is_none() => {
                 // Shutdown (or the server gone): finish the exchange in flight, then close.
@@ -498,6 +501,118 @@ impl Refusal {
     }
 }
 
+/// What every client connection of the listener is served with.
+struct Serving {
+    state: Arc<State>,
+    builder: auto::Builder<TokioExecutor>,
+    /// Changes to `true` on shutdown; each connection watches a clone.
+    stop: watch::Receiver<bool>,
+    limits: ConnLimits,
+    reclaimer: Arc<Reclaimer>,
+}
+
+impl Serving {
+    /// Serve one admitted connection on its own task, holding `permit` until it ends (or
+    /// longer, through a CONNECT's tunnel).
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let st = self.state.clone();
+        let slot = ConnSlot {
+            _permit: Arc::new(permit),
+        };
+        let task_slot = slot.clone();
+        let svc = service_fn({
+            let activity = activity.clone();
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                let st = st.clone();
+                let guard = InFlight::new(activity.clone());
+                if let Some(v) = activity.framing() {
+                    req.extensions_mut().insert(v);
+                }
+                if req.method() == http::Method::CONNECT {
+                    // A tunnel or an intercepted connection outlives this connection's task:
+                    // it keeps the connection's slot until it ends.
+                    req.extensions_mut().insert(slot.clone());
+                }
+                async move {
+                    // `handle` answers what needs no waiting inside the call and boxes the
+                    // rest: hyper holds and moves a few words per request, never a request's
+                    // whole state machine.
+                    let res = st.handle(req, peer).await;
+                    Ok::<_, std::convert::Infallible>(
+                        res.map(|inner| GuardedBody::new(inner, guard)),
+                    )
+                }
+            }
+        });
+        // Answers of one scheduler round leave together (`write_round`).
+        let observed = Observed {
+            io: stream,
+            observer: activity.clone(),
+        };
+        let io = TokioIo::new(WriteRound::new(observed));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(io, svc)
+            .into_owned();
+        let stop = self.stop.clone();
+        let limits = self.limits;
+        let registration = self.reclaimer.register(activity.clone());
+        tokio::spawn(async move {
+            let close = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+            drive(conn, close, stop, activity, limits, peer).await;
+            drop(registration);
+            drop(task_slot);
+        });
+    }
+}
+
+/// New connections waiting at once for a slot to free at `max-connections`; beyond, the 503
+/// is at once.
+const MAX_WAITING: usize = 256;
+/// How long a new connection waits for a slot that connections asked to close free.
+const RECLAIM_WAIT: Duration = Duration::from_secs(1);
+
+/// The semaphores a connection beyond the slots meets.
+struct Queue<'a> {
+    permits: &'a Arc<Semaphore>,
+    /// Places to wait for a slot (`places` of them).
+    waiting: &'a Arc<Semaphore>,
+    places: usize,
+    refusals: &'a Arc<Semaphore>,
+}
+
+/// Every slot is taken: ask connections that wait for a request to close (`reclaim`) and
+/// serve this one on the first slot that frees within [`RECLAIM_WAIT`]; when none was asked
+/// (every connection has a request in flight) or none freed in time, a 503.
+fn wait_for_room(serving: &Arc<Serving>, q: Queue<'_>, stream: TcpStream, peer: SocketAddr) {
+    let place = q.waiting.clone().try_acquire_owned().ok();
+    let freeing = place.as_ref().map_or(0, |_| {
+        let waiters = q.places - q.waiting.available_permits();
+        serving.reclaimer.make_room(waiters, Instant::now())
+    });
+    let Some(place) = place.filter(|_| freeing > 0) else {
+        tracing::warn!(%peer, "max_connections reached, refusing connection");
+        refuse_bounded(q.refusals, stream, Refusal::TooMany);
+        return;
+    };
+    let (serving, permits) = (serving.clone(), q.permits.clone());
+    tokio::spawn(async move {
+        match tokio::time::timeout(RECLAIM_WAIT, permits.acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                drop(place);
+                serving.serve(stream, peer, permit);
+            }
+            _ => {
+                tracing::warn!(%peer, "max_connections reached, no slot freed in time: refusing");
+                refuse(stream, Refusal::TooMany).await;
+                drop(place);
+            }
+        }
+    });
+}
+
 /// Refusals being written at once; beyond that, refused connections are closed unanswered
 /// (a flood must not cost unbounded tasks and sockets).
 const MAX_REFUSALS: usize = 256;
@@ -531,4 +646,3 @@ async fn refuse(mut stream: TcpStream, why: Refusal) {
     })
     .await;
 }
-

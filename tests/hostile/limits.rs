@@ -1,6 +1,5 @@
-//! Client limits: oversized header blocks (431), slow header senders (`header_timeout`), idle
-//! keep-alive connections (`idle_timeout`), and `max_connections` (503 to the excess, the
-//! others keep being served).
+//! Client limits: oversized header blocks (431), slow header senders (`header_timeout`) and
+//! idle keep-alive connections (`idle_timeout`); `max_connections` is in `slots`.
 
 use std::time::{Duration, Instant};
 
@@ -124,57 +123,6 @@ async fn hostile_idle_timeout_does_not_cut_a_slow_response_in_flight() {
     assert_eq!((resp.status, resp.text().as_str()), (200, "slow but fine"));
 }
 
-#[tokio::test]
-async fn hostile_max_connections_refuses_the_excess_with_503_and_serves_the_rest() {
-    let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "ok")).await;
-    let (_h, proxy, _dir) = proxy(None, |c| c.max_connections = 2).await;
-    let url = origin.url("/x");
-    let mut a = RawConn::connect(proxy).await;
-    let mut b = RawConn::connect(proxy).await;
-    assert_eq!(a.request("GET", &url, &[]).await.unwrap().status, 200);
-    assert_eq!(b.request("GET", &url, &[]).await.unwrap().status, 200);
-    // A third connection gets a 503 with Connection: close, then EOF, whether it sent its
-    // request first or not.
-    for send_first in [true, false] {
-        let mut c = RawConn::connect(proxy).await;
-        if send_first {
-            c.send(&request_text("GET", &url, &[], b"")).await.unwrap();
-        }
-        let refused = c
-            .read_response("GET")
-            .await
-            .expect("503 written on the socket");
-        assert_eq!(refused.status, 503);
-        assert_eq!(refused.header("connection"), Some("close"));
-        assert!(refused.cache_status().present());
-        assert!(matches!(c.read_to_end().await, Ok(b) if b.is_empty()));
-    }
-    assert_eq!(
-        origin.hits(),
-        2,
-        "a refused connection's request reached the origin"
-    );
-    // The two admitted connections are still served.
-    assert_eq!(a.request("GET", &url, &[]).await.unwrap().status, 200);
-    assert_eq!(b.request("GET", &url, &[]).await.unwrap().status, 200);
-    // Freeing one slot admits a new connection (bounded wait for the permit to return).
-    drop(a);
-    let mut served = false;
-    for _ in 0..50 {
-        let mut d = RawConn::connect(proxy).await;
-        if let Ok(r) = d.request("GET", &url, &[]).await
-            && r.status == 200
-        {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(served, "a freed slot was not reused");
-}
-
-/// hyper starts the header clock as soon as an HTTP/1.1 connection waits for its next head, so
-/// an idle keep-alive connection is also closed at `header_timeout` when that comes first.
 #[tokio::test]
 async fn hostile_idle_keep_alive_is_also_bounded_by_header_timeout() {
     let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "ok")).await;

@@ -10,6 +10,7 @@ mod h2;
 mod limits;
 mod privacy;
 mod sharing;
+mod slots;
 mod starvation;
 mod tunnels;
 mod upstream;

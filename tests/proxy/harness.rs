@@ -586,8 +586,19 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .args(args)
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoard"));
+    cmd.args(args);
+    spawn_hoard_command(cmd, what, find).await
+}
+
+/// Like [`spawn_hoard_until`], for a command of the caller's (e.g. hoard under a shell that
+/// lowers a limit first); `find` sees every stderr line until it returns an address.
+pub async fn spawn_hoard_command(
+    mut cmd: tokio::process::Command,
+    what: &str,
+    find: impl Fn(&str) -> Option<SocketAddr>,
+) -> (tokio::process::Child, SocketAddr) {
+    let mut child = cmd
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
