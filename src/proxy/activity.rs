@@ -37,6 +37,9 @@ pub(super) struct Activity {
     /// Milliseconds since `start` of the first byte read while no request was in flight (a
     /// request head on its way), or [`NO_HEAD`]; cleared when hyper hands the request over.
     head_ms: AtomicU64,
+    /// The connection speaks HTTP/2 (it began with the preface): its frames between requests
+    /// (SETTINGS, PING, WINDOW_UPDATE) are not a head on its way.
+    multiplexed: AtomicBool,
     /// Asked to close to make room at `max-connections` (`reclaim`).
     asked: AtomicBool,
     reclaim: tokio::sync::Notify,
@@ -57,6 +60,7 @@ impl Activity {
             sends: Mutex::new(Vec::new()),
             scanner: Default::default(),
             head_ms: AtomicU64::new(NO_HEAD),
+            multiplexed: AtomicBool::new(false),
             asked: AtomicBool::new(false),
             reclaim: tokio::sync::Notify::new(),
         }
@@ -249,8 +253,13 @@ impl Observer for Arc<Activity> {
         self.last_ms.fetch_max(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Acquire) == 0
             && self.head_ms.load(Ordering::Relaxed) == NO_HEAD
+            && !self.multiplexed.load(Ordering::Relaxed)
         {
-            self.head_ms.store(now, Ordering::Release);
+            if bytes.starts_with(b"PRI * HTTP/2.0") {
+                self.multiplexed.store(true, Ordering::Relaxed);
+            } else {
+                self.head_ms.store(now, Ordering::Release);
+            }
         }
         self.scan(bytes);
     }
