@@ -150,3 +150,42 @@ async fn hostile_request_pipelined_after_a_refused_connect_is_never_answered() {
     );
     assert_eq!(origin.count("GET", "/smuggled"), 0);
 }
+
+/// A GET or HEAD with a body (a "fat" GET): hoard never forwards the body, so it must not
+/// forward the body's framing either. With the client's `Content-Length` on a bodiless
+/// request, an origin that answers at once and then skips that many bytes took the next
+/// request on the pooled connection (another client's) as the body, and answered that client
+/// with a response an attacker had queued (RFC 9112 6.3, 11.2).
+#[tokio::test]
+async fn hostile_fat_get_and_head_reach_the_origin_without_body_framing() {
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let origin = RawOrigin::start(false, {
+        let heads = heads.clone();
+        move |head| {
+            heads.lock().unwrap().push(head.to_ascii_lowercase());
+            b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 2\r\n\r\nok".to_vec()
+        }
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    for method in ["GET", "HEAD"] {
+        let mut conn = RawConn::connect(proxy).await;
+        let url = origin.url("/fat");
+        let raw = format!(
+            "{method} {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+            origin.addr
+        );
+        conn.send(raw.as_bytes()).await.unwrap();
+        let resp = conn.read_response(method).await.unwrap();
+        assert_eq!(resp.status, 200, "{method}");
+        // The body was taken from the client's connection: the next request on it is served.
+        assert_eq!(conn.request("GET", &url, &[]).await.unwrap().status, 200);
+    }
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 4, "{heads:?}");
+    for head in &heads {
+        for field in ["content-length", "transfer-encoding", "expect"] {
+            assert!(!head.contains(field), "{field} forwarded on a bodiless request: {head}");
+        }
+    }
+}

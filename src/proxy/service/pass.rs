@@ -147,6 +147,15 @@ pub fn build_upstream_request(
     let mut headers = head.headers.clone();
     http_cache::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
+    if http_body::Body::is_end_stream(&body) {
+        // No body goes upstream (a GET's or HEAD's body is never forwarded): the framing the
+        // client sent for its own body would make the origin wait for bytes that never come,
+        // or read the next request on this pooled connection as them (a desync that lets
+        // one client choose another's response).
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.remove(header::EXPECT);
+    }
     http_cache::append_via(&mut headers, head.version, pseudonym);
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
