@@ -19,31 +19,63 @@ pub const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
 ];
 
-/// Request fields a client can use to make an origin build links, pick a scheme or host, or
-/// route to another URL, none of which is part of the cache key: `Forwarded` (RFC 7239), its
-/// `X-Forwarded-*` predecessors and the URL/method override fields of common frameworks. An
-/// origin that reflects one of them into a stored page would hand one client's value to
-/// everyone (cache poisoning), so the proxy removes them from client requests by default.
+/// Request fields a client can use to make an origin build links, pick a scheme or host, route
+/// to another URL or method, or believe it comes from another address or an authenticated
+/// user, none of which is part of the cache key: `Forwarded` (RFC 7239), every `X-Forwarded-*`
+/// field ([`FORWARDING_PREFIX`]), the client-address fields of load balancers and CDNs, the
+/// identity fields of authenticating proxies, and the URL/method override fields of common
+/// frameworks. An origin that reflects one of them into a stored page would hand one
+/// client's value to everyone (cache poisoning), so the proxy removes them from client
+/// requests by default.
 pub const FORWARDING: &[&str] = &[
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-scheme",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
+    "forwarded-for",
+    "x-forwarded",
+    // Client addresses.
+    "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-remote-addr",
+    "x-remote-ip",
+    "x-originating-ip",
+    // URL, host and scheme rewrites.
     "x-original-url",
+    "x-original-uri",
     "x-original-host",
     "x-rewrite-url",
+    "x-override-url",
+    "x-envoy-original-path",
     "x-host",
     "x-url-scheme",
+    "x-scheme",
     "front-end-https",
+    // Method overrides.
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-method",
+    // Identities asserted by an authenticating proxy in front of the origin.
+    "remote-user",
+    "x-remote-user",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "x-auth-request-access-token",
 ];
+
+/// Every field whose name starts with this is a [`FORWARDING`] field too (`X-Forwarded-For`,
+/// `-Host`, `-Proto`, `-Uri`, `-User`, `-Client-Cert`, ...).
+pub const FORWARDING_PREFIX: &str = "x-forwarded-";
+
+/// Whether `name` (lower case, as `http` stores it) is a [`FORWARDING`] field.
+pub fn is_forwarding(name: &str) -> bool {
+    name.starts_with(FORWARDING_PREFIX) || FORWARDING.contains(&name)
+}
 
 /// What the proxy does with the [`FORWARDING`] fields of a client request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,7 +128,7 @@ pub fn normalize_request(headers: &mut HeaderMap, forwarding: ForwardingHeaders)
     // listed name.
     let found: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| FORWARDING.contains(&n.as_str()))
+        .filter(|n| is_forwarding(n.as_str()))
         .cloned()
         .collect();
     if found.is_empty() {
@@ -427,14 +459,22 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "host=evil.example"),
             ("x-original-url", "/admin"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-forwarded-user", "admin"),
+            ("x-real-ip", "10.0.0.1"),
+            ("true-client-ip", "10.0.0.1"),
+            ("x-envoy-original-path", "/admin"),
+            ("remote-user", "admin"),
             ("accept", "text/html"),
+            ("x-forwardedfor", "not one of them"),
         ]);
         assert_eq!(
             normalize_request(&mut h, ForwardingHeaders::Strip),
             Normalized::Clean
         );
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["accept"]);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-forwardedfor"]);
     }
 
     /// RFC 9113 8.2.3: split `Cookie` fields become one line joined with "; ".

@@ -35,8 +35,9 @@ pub use entry::{
 };
 pub use freshness::{AgeValue, HEURISTIC_STATUSES, age_value, has_explicit_freshness};
 pub use headers::{
-    FORWARDING, ForwardingHeaders, HOP_BY_HOP, Normalized, append_via, decimal, fmt_http_date,
-    normalize_request, parse_http_date, seconds_value, set_age, strip_hop_by_hop, via_value,
+    FORWARDING, FORWARDING_PREFIX, ForwardingHeaders, HOP_BY_HOP, Normalized, append_via, decimal,
+    fmt_http_date, normalize_request, parse_http_date, seconds_value, set_age, strip_hop_by_hop,
+    via_value,
 };
 pub use key::{
     CacheKey, KeyError, SECRET_DIGEST_PREFIX, absolute_uri, cache_key, is_secret_field,

@@ -192,20 +192,38 @@ async fn reflecting_origin() -> Origin {
         let path = header(req, "x-original-url")
             .map(str::to_string)
             .unwrap_or_else(|| req.uri().path().to_string());
+        // Any other field it trusts (client address, rewritten path, asserted user) is
+        // reflected too.
+        let trusted: Vec<&str> = [
+            "x-real-ip",
+            "true-client-ip",
+            "x-forwarded-uri",
+            "x-forwarded-user",
+        ]
+        .iter()
+        .filter_map(|n| header(req, n))
+        .collect();
         reply(
             200,
             &[("cache-control", "max-age=600")],
-            format!("<script src=//{host}/app.js></script> {path}"),
+            format!(
+                "<script src=//{host}/app.js></script> {path} {}",
+                trusted.join(" ")
+            ),
         )
     })
     .await
 }
 
-const POISON: [(&str, &str); 4] = [
+const POISON: [(&str, &str); 8] = [
     ("X-Forwarded-Host", "evil.example"),
     ("Forwarded", "host=evil.example"),
     ("X-Original-URL", "/evil.example"),
     ("X-Forwarded-Proto", "evil.example"),
+    ("X-Real-IP", "10.0.0.1-evil"),
+    ("True-Client-IP", "10.0.0.1-evil"),
+    ("X-Forwarded-Uri", "/evil"),
+    ("X-Forwarded-User", "evil-admin"),
 ];
 
 #[tokio::test]
