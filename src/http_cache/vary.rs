@@ -16,7 +16,10 @@ pub enum Vary {
 }
 
 impl Vary {
-    /// Reads every `Vary` field line of a response. Unparseable names are ignored.
+    /// Reads every `Vary` field line of a response. A member that is not a field name (`a b`,
+    /// `"a"`, `a;q=1`, `a/1`) makes the whole value `*`: which request field it meant is
+    /// unknown, so no stored response may be chosen by it (ignoring it shared one client's
+    /// variant with every other; RFC 9110 12.5.5 defines `Vary` as `*` or field names).
     pub fn from_headers(res: &HeaderMap) -> Vary {
         Self::from_lines(res.get_all(header::VARY).iter().map(|v| v.as_bytes()))
     }
@@ -29,8 +32,12 @@ impl Vary {
                 if item == b"*" {
                     return Vary::Any;
                 }
-                if let Ok(n) = HeaderName::from_bytes(item) {
-                    names.push(n);
+                if item.is_empty() {
+                    continue; // empty list members are allowed (RFC 9110 5.6.1)
+                }
+                match HeaderName::from_bytes(item) {
+                    Ok(n) => names.push(n),
+                    Err(_) => return Vary::Any,
                 }
             }
         }
@@ -100,5 +107,9 @@ mod tests {
         ["User-Agent, Accept-Encoding", "accept-encoding,ACCEPT"],
         "accept, accept-encoding, user-agent"
     );
-    vary!(junk_names_ignored, ["accept, bad name, (x)"], "accept");
+    vary!(a_member_with_a_space_is_star, ["accept, bad name"], "*");
+    vary!(a_quoted_member_is_star, ["\"x-user\""], "*");
+    vary!(a_member_with_parameters_is_star, ["accept-encoding, x-user;q=1"], "*");
+    vary!(a_member_with_a_slash_is_star, ["x-user/1"], "*");
+    vary!(a_member_in_a_later_line_is_star, ["accept", "(x)"], "*");
 }
