@@ -482,6 +482,43 @@ async fn gateway_upstream_with_a_path_prefix_joins_the_request_path() {
     .await;
     let resp = get(proxy, "/x?y=1").await;
     assert_eq!((resp.status, resp.text().as_str()), (200, "/base/x?y=1"));
+    // Dot-segments would climb out of /base/ at an origin that resolves them; `*` would join
+    // as `http://host:port*` (port 80): both are 400, and nothing reaches the origin.
+    let hits = origin.hits();
+    for (method, target) in [
+        ("GET", "/../admin"),
+        ("GET", "/%2e%2e/admin"),
+        ("GET", "/x/../../admin"),
+        ("GET", "/./x"),
+        ("GET", "*"),
+        ("OPTIONS", "*"),
+    ] {
+        let resp = send(proxy, method, target, &[]).await;
+        assert_eq!(resp.status, 400, "{method} {target}: {}", resp.text());
+    }
+    assert_eq!(origin.hits(), hits);
+    // Dots inside names and in the query are fine.
+    let resp = get(proxy, "/a..b/c?d=/../").await;
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "/base/a..b/c?d=/../")
+    );
+}
+
+/// `*` (asterisk-form) in gateway mode without a base path: 400, never `http://host:port*`.
+#[tokio::test]
+async fn gateway_asterisk_target_is_400() {
+    let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=60")], "root")).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_proxy, proxy) = start_proxy_in(dir.path(), Some(origin.addr), |_| {}).await;
+    for method in ["GET", "OPTIONS"] {
+        assert_eq!(
+            send(proxy, method, "*", &[]).await.status,
+            400,
+            "{method} *"
+        );
+    }
+    assert_eq!(origin.hits(), 0);
 }
 
 #[tokio::test]

@@ -18,6 +18,16 @@ use crate::proxy::{hostname, mitm, tunnel};
 
 use super::State;
 
+/// Whether the path of `path_and_query` has a `.` or `..` segment, literal or
+/// percent-encoded (`%2e`, `%2E`).
+fn has_dot_segment(path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or("");
+    path.split('/').any(|seg| {
+        let decoded = seg.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 impl State {
     /// The absolute URI a request is for: absolute-form in forward mode, the upstream base
     /// plus path in gateway mode.
@@ -41,6 +51,16 @@ impl State {
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
+            // Only an origin-form path joins the base: `*` (OPTIONS/GET *) would make
+            // `http://host:port*`, which parses as port 80 of the host.
+            if !pq.starts_with('/') {
+                return Err("gateway mode serves origin-form targets (/path) only\n");
+            }
+            // Under a base path, `..` (or `%2e%2e`) would climb out of it at an origin that
+            // resolves dot-segments: `/../admin` joined to `/api` is `/api/../admin`.
+            if !base_path.is_empty() && has_dot_segment(pq) {
+                return Err("dot-segments (. or ..) are not allowed under the upstream's path\n");
+            }
             let joined = format!(
                 "{}://{}{}{}",
                 base.scheme_str().unwrap_or("http"),
@@ -189,5 +209,31 @@ impl State {
         let mut res = Response::new(ProxyBody::Empty);
         self.stamp(&mut res, CacheStatus::bypass(BypassReason::Tunnel));
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_dot_segment;
+
+    #[test]
+    fn dot_segments_literal_or_encoded() {
+        let cases = [
+            ("/a/b", false),
+            ("/", false),
+            ("/..", true),
+            ("/../admin", true),
+            ("/x/./y", true),
+            ("/x/%2e%2e/y", true),
+            ("/x/%2E%2e", true),
+            ("/x/.%2e/y", true),
+            ("/x/...", false),
+            ("/x/..a/y", false),
+            ("/x/a..", false),
+            ("/x?q=/../", false),
+        ];
+        for (pq, want) in cases {
+            assert_eq!(has_dot_segment(pq), want, "{pq}");
+        }
     }
 }
