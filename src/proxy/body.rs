@@ -32,8 +32,13 @@ pub(super) fn poll_incoming(
         .map_err(|e| Box::new(e) as BoxError)
 }
 
-/// Chunk size for reading value files.
+/// Largest chunk read from a value file at once.
 pub const FILE_CHUNK: usize = 256 * 1024;
+/// The first chunk of a value file; each next one is twice the last, up to [`FILE_CHUNK`].
+/// A client that stops reading early (or an HTTP/2 client opening 100 streams and reading
+/// none) holds a small chunk per response, not 256 KiB; one that keeps reading reaches full
+/// chunks after four reads.
+pub const FIRST_FILE_CHUNK: usize = 16 * 1024;
 
 /// A response body.
 #[derive(Debug)]
@@ -145,6 +150,7 @@ impl ProxyBody {
             state: FileState::Idle(Box::new(FileCursor {
                 reader: Box::new(reader),
                 remaining: len,
+                next: FIRST_FILE_CHUNK,
                 hasher: digest.map(|d| (xxhash_rust::xxh3::Xxh3::new(), d)),
                 on_corrupt: Some(on_corrupt),
             })),
@@ -238,6 +244,8 @@ enum FileState {
 struct FileCursor {
     reader: Box<dyn Read + Send>,
     remaining: u64,
+    /// Size of the next chunk (doubling from [`FIRST_FILE_CHUNK`] to [`FILE_CHUNK`]).
+    next: usize,
     /// The running hash and the digest the whole value must have.
     hasher: Option<(xxhash_rust::xxh3::Xxh3, u64)>,
     on_corrupt: Option<Box<dyn FnOnce() + Send>>,
@@ -247,7 +255,8 @@ impl FileCursor {
     /// Read the next chunk (blocking). The last chunk is returned only if the digest matches;
     /// a failure runs `on_corrupt`.
     fn next_chunk(&mut self) -> std::io::Result<Bytes> {
-        let want = self.remaining.min(FILE_CHUNK as u64) as usize;
+        let want = self.remaining.min(self.next as u64) as usize;
+        self.next = (self.next * 2).min(FILE_CHUNK);
         // `read_to_end` fills spare capacity without zeroing it first.
         let mut buf = Vec::with_capacity(want);
         let mut res = match (&mut self.reader).take(want as u64).read_to_end(&mut buf) {
@@ -402,5 +411,47 @@ impl Body for ProxyBody {
             ProxyBody::Incoming(inc) => inc.size_hint(),
             ProxyBody::Origin(t) => t.body.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A value file is read 16 KiB first, then in chunks twice the last, up to 256 KiB: a
+    /// client that takes nothing after the first frame holds 16 KiB, not 256 KiB.
+    #[tokio::test]
+    async fn file_chunks_start_small_and_double_to_the_largest() {
+        let data: Vec<u8> = (0..(1u32 << 20) + 7).map(|i| (i % 251) as u8).collect();
+        let digest = xxhash_rust::xxh3::xxh3_64(&data);
+        let mut body = ProxyBody::from_reader(
+            std::io::Cursor::new(data.clone()),
+            data.len() as u64,
+            digest,
+            || panic!("not corrupt"),
+        );
+        let mut sizes = Vec::new();
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let chunk = frame.unwrap().into_data().unwrap();
+            sizes.push(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        let k = 1024;
+        assert_eq!(
+            sizes,
+            [
+                16 * k,
+                32 * k,
+                64 * k,
+                128 * k,
+                256 * k,
+                256 * k,
+                256 * k,
+                16 * k + 7
+            ]
+        );
+        assert_eq!(got, data);
     }
 }
