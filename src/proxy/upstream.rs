@@ -316,13 +316,31 @@ impl Upstream {
             Ok(Ok(mut res)) => {
                 // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
                 // decoded the chunked framing; a stale Content-Length must not travel on.
-                if res.headers().contains_key(http::header::TRANSFER_ENCODING) {
+                let coding = res.headers().get(http::header::TRANSFER_ENCODING).cloned();
+                if coding.is_some() {
+                    res.headers_mut().remove(http::header::CONTENT_LENGTH);
+                }
+                // RFC 9110 8.6, 15.3.5: a 204 (or 1xx) has no body, whatever length it claims;
+                // passed on, the length would make the next hop read the following response.
+                let status = res.status();
+                if status == http::StatusCode::NO_CONTENT || status.is_informational() {
                     res.headers_mut().remove(http::header::CONTENT_LENGTH);
                 }
                 match head_size(&res) {
                     n if n > MAX_RESPONSE_HEAD => Err(UpstreamError::Protocol(format!(
                         "response head of {n} bytes is over the {MAX_RESPONSE_HEAD} byte limit"
                     ))),
+                    // hyper removes only `chunked`: any other coding (gzip, ...) would be
+                    // passed on and stored still applied, labelled as the plain body
+                    // (RFC 9112 6.1, 7).
+                    _ if coding.as_ref().is_some_and(|c| !only_chunked(c)) => {
+                        Err(UpstreamError::Protocol(format!(
+                            "response transfer coding {:?} is not supported",
+                            String::from_utf8_lossy(
+                                coding.as_ref().map_or(&b""[..], |c| c.as_bytes())
+                            )
+                        )))
+                    }
                     _ => Ok(res),
                 }
             }
@@ -351,6 +369,12 @@ impl Origin for HyperOrigin {
                 .map_err(|e| classify(&e))
         })
     }
+}
+
+/// A `Transfer-Encoding` value that names `chunked` and nothing else.
+fn only_chunked(v: &http::HeaderValue) -> bool {
+    let mut codings = v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii);
+    codings.all(|c| c.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Approximate size of a response head on the wire.
@@ -425,6 +449,26 @@ fn tls_verify_reason(e: &rustls::Error) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_chunked_transfer_codings() {
+        let cases = [
+            ("chunked", true),
+            ("Chunked", true),
+            ("chunked , chunked", true),
+            ("gzip, chunked", false),
+            ("gzip", false),
+            ("identity", false),
+            ("chunked, identity", false),
+        ];
+        for (v, want) in cases {
+            assert_eq!(
+                only_chunked(&http::HeaderValue::from_static(v)),
+                want,
+                "{v}"
+            );
+        }
+    }
 
     #[test]
     fn resolve_map_matches_host_and_port() {

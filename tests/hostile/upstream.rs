@@ -298,3 +298,49 @@ async fn hostile_origin_body_longer_than_content_length_does_not_poison_the_next
         assert_eq!((next.status, next.text().as_str()), (200, "honest"));
     }
 }
+
+/// An origin's 204 that claims a `Content-Length` (RFC 9110 8.6: it must not): the client gets
+/// the 204 without it (a next hop honouring it would read the following response as this
+/// one's body), and the response is stored with its empty body.
+#[tokio::test]
+async fn hostile_origin_204_with_a_content_length_reaches_the_client_without_it() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 204 No Content\r\nCache-Control: max-age=600\r\nContent-Length: 70\r\n\r\n"
+            .to_vec()
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/nothing");
+    let first = get(proxy, &url).await;
+    assert_eq!(first.status, 204);
+    assert_eq!(first.header("content-length"), None);
+    // Stored (`wait_stored` looks for a 200): a hit within 2 s.
+    let mut again = get(proxy, &url).await;
+    for _ in 0..200 {
+        if again.cache_status().raw.contains("hit") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        again = get(proxy, &url).await;
+    }
+    assert_eq!((again.status, again.header("content-length")), (204, None));
+    again.cache_status().assert_hit();
+    assert!(origin.hits() <= 2, "fetched {} times", origin.hits());
+}
+
+/// A transfer coding other than `chunked` (here gzip) is not undone by hoard: the response is
+/// a 502, never passed on or stored with the coding still applied (RFC 9112 6.1, 7).
+#[tokio::test]
+async fn hostile_origin_gzip_transfer_coding_is_502_and_not_stored() {
+    let origin = RawOrigin::start(true, |_| {
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\n\x1f\x8b\x08\x00\x00\r\n0\r\n\r\n"
+            .to_vec()
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/coded");
+    for _ in 0..2 {
+        assert_eq!(get(proxy, &url).await.status, 502);
+    }
+    assert_eq!(origin.hits(), 2, "the first answer was stored");
+}
