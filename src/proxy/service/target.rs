@@ -103,7 +103,9 @@ impl State {
         }
         match host.parse::<IpAddr>() {
             Ok(ip) => {
-                let ours = self.local_addr.ip();
+                // `[::ffff:127.0.0.1]` reaches 127.0.0.1.
+                let ip = ip.to_canonical();
+                let ours = self.local_addr.ip().to_canonical();
                 ip == ours || (ours.is_unspecified() || ip.is_unspecified()) || {
                     ip.is_loopback() && ours.is_loopback()
                 }
