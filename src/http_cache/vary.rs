@@ -109,7 +109,11 @@ mod tests {
     );
     vary!(a_member_with_a_space_is_star, ["accept, bad name"], "*");
     vary!(a_quoted_member_is_star, ["\"x-user\""], "*");
-    vary!(a_member_with_parameters_is_star, ["accept-encoding, x-user;q=1"], "*");
+    vary!(
+        a_member_with_parameters_is_star,
+        ["accept-encoding, x-user;q=1"],
+        "*"
+    );
     vary!(a_member_with_a_slash_is_star, ["x-user/1"], "*");
     vary!(a_member_in_a_later_line_is_star, ["accept", "(x)"], "*");
 }

@@ -185,7 +185,10 @@ async fn hostile_fat_get_and_head_reach_the_origin_without_body_framing() {
     assert_eq!(heads.len(), 4, "{heads:?}");
     for head in &heads {
         for field in ["content-length", "transfer-encoding", "expect"] {
-            assert!(!head.contains(field), "{field} forwarded on a bodiless request: {head}");
+            assert!(
+                !head.contains(field),
+                "{field} forwarded on a bodiless request: {head}"
+            );
         }
     }
 }

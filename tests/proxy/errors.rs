@@ -113,7 +113,12 @@ async fn request_to_the_proxy_itself_is_508() {
     assert_error(&get(proxy, &format!("http://{proxy}/loop")).await, 508);
     // Other spellings of the same address: IPv4-mapped IPv6, `localhost`.
     let port = proxy.port();
-    for host in ["[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "localhost", "127.1.2.3"] {
+    for host in [
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "localhost",
+        "127.1.2.3",
+    ] {
         let url = format!("http://{host}:{port}/loop");
         assert_error(&get(proxy, &url).await, 508);
     }
