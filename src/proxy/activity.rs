@@ -8,7 +8,7 @@
 //! request in flight is never idle and never reclaimed.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -42,6 +42,9 @@ pub(super) struct Activity {
     multiplexed: AtomicBool,
     /// Asked to close to make room at `max-connections` (`reclaim`).
     asked: AtomicBool,
+    /// The client socket's descriptor (-1: none, e.g. an intercepted connection), for
+    /// [`abort`](Self::abort).
+    socket: AtomicI32,
     reclaim: tokio::sync::Notify,
 }
 
@@ -61,6 +64,7 @@ impl Activity {
             scanner: Default::default(),
             head_ms: AtomicU64::new(NO_HEAD),
             multiplexed: AtomicBool::new(false),
+            socket: AtomicI32::new(-1),
             asked: AtomicBool::new(false),
             reclaim: tokio::sync::Notify::new(),
         }
@@ -87,6 +91,42 @@ impl Activity {
     pub(super) fn head_pending(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
             && self.head_ms.load(Ordering::Acquire) != NO_HEAD
+    }
+
+    /// The plain client socket this activity watches (its descriptor stays open as long as
+    /// the connection that polls its response bodies).
+    #[cfg(unix)]
+    pub(super) fn set_socket(&self, fd: std::os::fd::RawFd) {
+        self.socket.store(fd, Ordering::Relaxed);
+    }
+
+    /// A response body failed after its head was sent: make the connection end with a reset,
+    /// not a clean close. An HTTP/1.0 client (or any response framed by the close) would take
+    /// a clean close for the end of a complete body. Only for HTTP/1: an HTTP/2 body may be
+    /// polled by a task that outlives the connection, when the descriptor may name another
+    /// socket (there, hyper resets the stream).
+    fn abort(&self) {
+        #[cfg(unix)]
+        {
+            let fd = self.socket.load(Ordering::Relaxed);
+            if fd >= 0 && !self.multiplexed.load(Ordering::Relaxed) {
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: `fd` is this connection's open socket (see `set_socket`); the option
+                // value is a valid `linger` of the size given.
+                unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&linger as *const libc::linger).cast(),
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    );
+                }
+            }
+        }
     }
 
     /// Ask the connection to close (its task wakes in [`asked_to_close`](Self::asked_to_close)).
@@ -228,6 +268,9 @@ impl Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let res = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &res {
+            self._guard.0.abort();
+        }
         let ready = match &res {
             Poll::Ready(Some(Ok(_))) => self._guard.0.now_ms(),
             _ => NOT_READY,

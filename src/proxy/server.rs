@@ -523,6 +523,8 @@ impl Serving {
     fn serve(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
+        #[cfg(unix)]
+        activity.set_socket(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let st = self.state.clone();
         let slot = ConnSlot {
             _permit: Arc::new(permit),

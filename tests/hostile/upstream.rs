@@ -344,3 +344,36 @@ async fn hostile_origin_gzip_transfer_coding_is_502_and_not_stored() {
     }
     assert_eq!(origin.hits(), 2, "the first answer was stored");
 }
+
+/// An origin's chunked body cut before its last chunk, sent to an HTTP/1.0 client: hoard
+/// answers an HTTP/1.0 client without a length (the end of the body is the close), so a clean
+/// close would look like the end of a complete body. The connection ends with a reset
+/// instead, and nothing is stored.
+#[tokio::test]
+async fn hostile_origin_body_cut_reaches_an_http10_client_as_a_reset_not_a_clean_end() {
+    let origin = first_faulty(|mut io| async move {
+        let _ = io
+            .get_mut()
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nshort\r\n",
+            )
+            .await;
+        // FIN before the last chunk.
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = format!("http://{}/cut", origin.addr);
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(format!("GET {url} HTTP/1.0\r\nHost: {}\r\n\r\n", origin.addr).as_bytes())
+        .await
+        .unwrap();
+    // The reset may reach the client before it has read the head: either way, the exchange
+    // never ends in a clean close.
+    let rest = conn.read_to_end().await;
+    assert!(
+        matches!(&rest, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a cut body ended like a complete one: {:?}",
+        rest.map(|b| String::from_utf8_lossy(&b).into_owned())
+    );
+    assert_ne!(get(proxy, &url).await.status, 0, "the proxy still answers");
+}
