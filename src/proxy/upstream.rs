@@ -29,6 +29,9 @@ use super::metrics::Metrics;
 use super::origin::{Origin, OriginBody, OriginFuture};
 use super::{ProxyConfig, ProxyError};
 
+/// Most header fields an origin's HTTP/1 response head may have (one heap allocation per
+/// response for the parse slots, on misses only).
+pub const MAX_RESPONSE_FIELDS: usize = 512;
 /// Largest origin response head accepted (larger: 502). Above the 64 KiB request limit so
 /// origins with large cookies or CSP headers still work; well below hyper's ~400 KiB buffer.
 pub const MAX_RESPONSE_HEAD: usize = 96 * 1024;
@@ -272,6 +275,9 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // hyper's default is 100 fields; a response head is bounded by its size
+            // (`MAX_RESPONSE_HEAD`), and sites with many cookies and policies send more.
+            .http1_max_headers(MAX_RESPONSE_FIELDS)
             .build(https);
         Ok(Upstream {
             origin: Arc::new(HyperOrigin(client)),

@@ -377,3 +377,28 @@ async fn hostile_origin_body_cut_reaches_an_http10_client_as_a_reset_not_a_clean
     );
     assert_ne!(get(proxy, &url).await.status, 0, "the proxy still answers");
 }
+
+/// An origin response with 300 header fields (a 6 KB head) is relayed and stored: hyper's
+/// default of 100 fields made it a 502. The head's size still bounds it.
+#[tokio::test]
+async fn origin_response_with_300_header_fields_is_relayed_and_stored() {
+    let origin = RawOrigin::start(true, |_| {
+        let mut head =
+            String::from("HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 2\r\n");
+        for i in 0..300 {
+            head.push_str(&format!("X-Field-{i}: v{i}\r\n"));
+        }
+        head.push_str("\r\nok");
+        head.into_bytes()
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/many");
+    let first = get(proxy, &url).await;
+    assert_eq!((first.status, first.text().as_str()), (200, "ok"));
+    assert_eq!(first.header("x-field-299"), Some("v299"));
+    wait_stored(proxy, &url).await;
+    let hit = get(proxy, &url).await;
+    hit.cache_status().assert_hit();
+    assert_eq!(hit.header("x-field-150"), Some("v150"));
+}
