@@ -201,8 +201,9 @@ impl Server {
         let (graceful, stop) = watch::channel(false);
         let limits = ConnLimits::of(&state.cfg);
         let permits = Arc::new(Semaphore::new(max_connections));
-        // Refused and waiting connections hold descriptors too: a quarter of the budget.
-        let side = (max_connections / 4).max(1);
+        // Refused and waiting connections hold descriptors too: a quarter of the budget (at
+        // least 16, which the open-files reserve covers).
+        let side = (max_connections / 4).max(16);
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS.min(side)));
         let waiting_places = MAX_WAITING.min(side);
         let waiting = Arc::new(Semaphore::new(waiting_places));
