@@ -674,7 +674,7 @@ awk -F'\t' -v order="${SERVERS[*]}" '
         if (!((s SUBSEP a) in R) || !((s SUBSEP b) in R)) return
         r = ratio(s SUBSEP a, s SUBSEP b, "rps"); q = ratio(s SUBSEP a, s SUBSEP b, "p99"); t = ""
         if (b == "nginx" && a ~ /^hoard/) {
-            if (s ~ /^1k/) t = (r + 0 >= 1.1 && q + 0 <= 1.0) ? "target met (>=1.1x rps, p99<=1x)" : "target MISSED (>=1.1x rps, p99<=1x)"
+            if (s ~ /^1k/) t = (r + 0 >= 1.2 && q + 0 <= 1.0) ? "target met (>=1.2x rps, p99<=1x)" : "target MISSED (>=1.2x rps, p99<=1x)"
             else if (s ~ /^1m/) t = (r + 0 >= 1.7) ? "target met (>=1.7x rps)" : "target MISSED (>=1.7x rps)"
         }
         printf "%-9s %-22s %8s %8s   %s\n", s, label, r, q, t }
