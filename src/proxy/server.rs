@@ -262,7 +262,12 @@ impl Server {
                         continue;
                     }
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        let queue = Queue { permits: &permits, waiting: &waiting, places: waiting_places, refusals: &refusals };
+                        let queue = Queue {
+                            permits: &permits,
+                            waiting: &waiting,
+                            places: waiting_places,
+                            refusals: &refusals,
+                        };
                         wait_for_room(&serving, queue, stream, peer);
                         continue;
                     };
