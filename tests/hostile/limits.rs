@@ -148,29 +148,10 @@ async fn hostile_idle_keep_alive_is_also_bounded_by_header_timeout() {
 /// The idle watchdog covers HTTP/2 (prior knowledge) too: the server sends GOAWAY and closes.
 #[tokio::test]
 async fn hostile_idle_http2_connection_is_closed_after_idle_timeout() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let origin = Origin::start(|_| reply(200, &[("cache-control", "no-store")], "ok")).await;
     let idle = Duration::from_millis(700);
     let (_h, proxy, _dir) = proxy(Some(origin.addr), |c| c.idle_timeout = idle).await;
-    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{proxy}/x"))
-        .body(Empty::new())
-        .unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("h2 response in time")
-        .expect("h2 response");
-    assert_eq!(res.status(), 200);
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"ok");
+    let conn = h2_connection_after_one_get(proxy, "/x").await;
     let started = Instant::now();
     let ended = tokio::time::timeout(idle + SLACK + SLACK, conn).await;
     assert!(

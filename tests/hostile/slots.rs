@@ -48,28 +48,9 @@ async fn hostile_idle_connections_holding_every_slot_give_way_to_new_clients() {
 /// slot too: the new client is served and the HTTP/2 connection ends (GOAWAY, then close).
 #[tokio::test]
 async fn hostile_an_idle_http2_connection_gives_way_to_a_new_client() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let origin = Origin::start(no_store_origin()).await;
     let (_h, proxy, _dir) = proxy(Some(origin.addr), |c| c.max_connections = 1).await;
-    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{proxy}/h2"))
-        .body(Empty::new())
-        .unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("h2 response in time")
-        .expect("h2 response");
-    assert_eq!(res.status(), 200);
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"ok");
+    let conn = h2_connection_after_one_get(proxy, "/h2").await;
     // Let its last frames (window updates, the SETTINGS ack) arrive: they are not a request.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut new = RawConn::connect(proxy).await;

@@ -622,3 +622,33 @@ pub async fn spawn_hoard_command(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
 }
+
+/// An HTTP/2 (prior knowledge) connection to `proxy` that has done `GET path` and read the
+/// answer, expected to be `200 ok`; returns the connection's task, which ends when the
+/// proxy closes the connection.
+pub async fn h2_connection_after_one_get(
+    proxy: SocketAddr,
+    path: &str,
+) -> tokio::task::JoinHandle<Result<(), hyper::Error>> {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = TcpStream::connect(proxy).await.expect("connect to proxy");
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{proxy}{path}"))
+        .body(Empty::new())
+        .expect("request");
+    let res = tokio::time::timeout(IO_TIMEOUT, send.send_request(req))
+        .await
+        .expect("h2 response in time")
+        .expect("h2 response");
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.expect("h2 body").to_bytes();
+    assert_eq!(&body[..], b"ok");
+    conn
+}
