@@ -19,6 +19,10 @@ pub enum Violation {
     BareLf,
     /// Both Content-Length and Transfer-Encoding.
     ContentLengthWithTransferEncoding,
+    /// Transfer-Encoding other than one `chunked`: `chunked` twice (RFC 9112 6.1: never
+    /// applied more than once), or a coding hoard does not decode (`gzip, chunked`), whose
+    /// body would reach the origin still coded and without the field that says so.
+    TransferCoding,
 }
 
 impl Violation {
@@ -27,6 +31,7 @@ impl Violation {
         match self {
             Violation::BareLf => "bare-lf",
             Violation::ContentLengthWithTransferEncoding => "content-length-with-transfer-encoding",
+            Violation::TransferCoding => "transfer-coding",
         }
     }
 }
@@ -64,6 +69,9 @@ pub struct Scanner {
     transfer_encoding: bool,
     /// The last Transfer-Encoding line ends with `chunked`.
     chunked: bool,
+    /// Codings named by the Transfer-Encoding lines so far, and whether all are `chunked`.
+    codings: u32,
+    only_chunked: bool,
     /// CONNECT: what follows a successful one is a tunnel.
     connect: bool,
     /// A bare LF was seen in a chunked body's framing: the next head is refused.
@@ -82,6 +90,8 @@ impl Default for Scanner {
             content_length: None,
             transfer_encoding: false,
             chunked: false,
+            codings: 0,
+            only_chunked: true,
             connect: false,
             body_bare_lf: false,
             verdicts: VecDeque::new(),
@@ -243,6 +253,12 @@ impl Scanner {
                 .rsplit(|&c| c == b',')
                 .next()
                 .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            for coding in value.split(|&c| c == b',').map(<[u8]>::trim_ascii) {
+                if !coding.is_empty() {
+                    self.codings += 1;
+                    self.only_chunked &= coding.eq_ignore_ascii_case(b"chunked");
+                }
+            }
         }
         // `Upgrade` needs no special case: hoard never switches protocols on a request (it
         // drops Upgrade when forwarding), so what follows is still HTTP/1.1.
@@ -253,6 +269,8 @@ impl Scanner {
             Some(Violation::BareLf)
         } else if self.content_length.is_some() && self.transfer_encoding {
             Some(Violation::ContentLengthWithTransferEncoding)
+        } else if self.transfer_encoding && !(self.codings == 1 && self.only_chunked) {
+            Some(Violation::TransferCoding)
         } else {
             None
         };
@@ -271,6 +289,8 @@ impl Scanner {
         self.content_length = None;
         self.transfer_encoding = false;
         self.chunked = false;
+        self.codings = 0;
+        self.only_chunked = true;
         self.connect = false;
     }
 }
@@ -339,10 +359,25 @@ mod tests {
     scan!(
         clean_request_after_a_chunked_body,
         [
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
         ],
         vec![None, None]
+    );
+    scan!(
+        chunked_twice_in_one_line,
+        ["POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"],
+        vec![Some(TransferCoding)]
+    );
+    scan!(
+        chunked_on_two_lines,
+        ["POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"],
+        vec![Some(TransferCoding)]
+    );
+    scan!(
+        a_coding_before_chunked,
+        ["POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"],
+        vec![Some(TransferCoding)]
     );
     scan!(
         bare_lf_in_chunk_framing_condemns_the_next_head,

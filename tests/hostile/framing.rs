@@ -81,6 +81,22 @@ async fn hostile_transfer_encoding_not_chunked_is_400_and_closed() {
         .await;
 }
 
+/// `chunked` twice (RFC 9112 6.1: never applied more than once), in one line or two, and a
+/// coding before `chunked` that hoard would not undo: 400, closed, nothing forwarded.
+#[tokio::test]
+async fn hostile_transfer_encoding_other_than_one_chunked_is_400_and_closed() {
+    for te in [
+        "Transfer-Encoding: chunked, chunked\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: gzip, chunked\r\n",
+    ] {
+        rejected(&format!(
+            "POST http://{{o}}/x HTTP/1.1\r\nHost: {{o}}\r\n{te}\r\n3\r\nabc\r\n0\r\n\r\n"
+        ))
+        .await;
+    }
+}
+
 /// Issue 12.8: the guard used to switch itself off after a chunked request, so a bare-LF
 /// request pipelined behind it was answered (and stored).
 #[tokio::test]
