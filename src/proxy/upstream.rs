@@ -322,8 +322,12 @@ impl Upstream {
             Ok(Ok(mut res)) => {
                 // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
                 // decoded the chunked framing; a stale Content-Length must not travel on.
-                let coding = res.headers().get(http::header::TRANSFER_ENCODING).cloned();
-                if coding.is_some() {
+                // hyper removes only `chunked`: any other coding (gzip, ...), on any of the
+                // field's lines, would be passed on and stored still applied, labelled as the
+                // plain body (RFC 9112 6.1, 7).
+                let codings = res.headers().get_all(http::header::TRANSFER_ENCODING);
+                let unsupported = codings.iter().find(|v| !only_chunked(v)).cloned();
+                if codings.iter().next().is_some() {
                     res.headers_mut().remove(http::header::CONTENT_LENGTH);
                 }
                 // RFC 9110 8.6, 15.3.5: a 204 (or 1xx) has no body, whatever length it claims;
@@ -336,17 +340,10 @@ impl Upstream {
                     n if n > MAX_RESPONSE_HEAD => Err(UpstreamError::Protocol(format!(
                         "response head of {n} bytes is over the {MAX_RESPONSE_HEAD} byte limit"
                     ))),
-                    // hyper removes only `chunked`: any other coding (gzip, ...) would be
-                    // passed on and stored still applied, labelled as the plain body
-                    // (RFC 9112 6.1, 7).
-                    _ if coding.as_ref().is_some_and(|c| !only_chunked(c)) => {
-                        Err(UpstreamError::Protocol(format!(
-                            "response transfer coding {:?} is not supported",
-                            String::from_utf8_lossy(
-                                coding.as_ref().map_or(&b""[..], |c| c.as_bytes())
-                            )
-                        )))
-                    }
+                    _ if unsupported.is_some() => Err(UpstreamError::Protocol(format!(
+                        "response transfer coding {:?} is not supported",
+                        unsupported.as_ref().map(|v| v.to_str().unwrap_or("?"))
+                    ))),
                     _ => Ok(res),
                 }
             }

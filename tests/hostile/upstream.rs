@@ -332,17 +332,25 @@ async fn hostile_origin_204_with_a_content_length_reaches_the_client_without_it(
 /// a 502, never passed on or stored with the coding still applied (RFC 9112 6.1, 7).
 #[tokio::test]
 async fn hostile_origin_gzip_transfer_coding_is_502_and_not_stored() {
-    let origin = RawOrigin::start(true, |_| {
-        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\n\x1f\x8b\x08\x00\x00\r\n0\r\n\r\n"
-            .to_vec()
+    // gzip before chunked on one line, or on a line of its own after a `chunked` line.
+    let origin = RawOrigin::start(true, |head| {
+        let te = if head.contains("/two-lines") {
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"
+        } else {
+            "Transfer-Encoding: gzip, chunked\r\n"
+        };
+        format!("HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n{te}\r\n5\r\ncoded\r\n0\r\n\r\n")
+            .into_bytes()
     })
     .await;
     let (_h, proxy, _dir) = proxy(None, |_| {}).await;
-    let url = origin.url("/coded");
-    for _ in 0..2 {
-        assert_eq!(get(proxy, &url).await.status, 502);
+    for path in ["/coded", "/two-lines"] {
+        let url = origin.url(path);
+        for _ in 0..2 {
+            assert_eq!(get(proxy, &url).await.status, 502, "{path}");
+        }
     }
-    assert_eq!(origin.hits(), 2, "the first answer was stored");
+    assert_eq!(origin.hits(), 4, "a first answer was stored");
 }
 
 /// An origin's chunked body cut before its last chunk, sent to an HTTP/1.0 client: hoard
