@@ -157,7 +157,11 @@ fn serve(args: &ServeArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return config_error(&e),
     };
-    let (dest, threads) = (r.proxy.access_log.clone(), r.proxy.threads);
+    let (dest, threads, busy_poll) = (
+        r.proxy.access_log.clone(),
+        r.proxy.threads,
+        r.proxy.busy_poll,
+    );
     // Kept until the end of `serve`: its drop writes the last access lines (after the
     // runtime, and with it every request, has ended).
     let started = match access_log::start(&dest) {
@@ -180,7 +184,7 @@ fn serve(args: &ServeArgs) -> u8 {
     if let Err(code) = check_cache_dir(&r.proxy.cache_dir) {
         return code;
     }
-    match run_proxy(r, threads, reopener) {
+    match run_proxy(r, threads, busy_poll, reopener) {
         Ok(()) => OK,
         Err(e) => {
             eprintln!("hoard: {e:#}");
@@ -219,10 +223,16 @@ fn check_cache_dir(dir: &std::path::Path) -> Result<(), u8> {
 fn run_proxy(
     r: Resolved,
     threads: Option<std::num::NonZeroUsize>,
+    busy_poll: std::time::Duration,
     reopener: Option<access_log::Reopener>,
 ) -> anyhow::Result<()> {
     let cfg = r.proxy;
-    let (rt, flavor) = hoard::runtime::build(threads)?;
+    let built = hoard::runtime::build(threads, busy_poll)?;
+    let (rt, flavor) = (built.runtime, built.flavor);
+    let polling = match built.busy_poll {
+        Some(_) => format!(", busy-poll {busy_poll:?}"),
+        None => String::new(),
+    };
     rt.block_on(async move {
         let dir = cfg.cache_dir.clone();
         // SIGHUP reopens a file access log (logrotate moves it, then signals). Registered
@@ -242,7 +252,7 @@ fn run_proxy(
         drop(reopener);
         let server = Server::bind(cfg).await?;
         eprintln!(
-            "hoard: listening on {} (cache {}; {flavor})",
+            "hoard: listening on {} (cache {}; {flavor}{polling})",
             server.local_addr(),
             dir.display()
         );

@@ -146,6 +146,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let secs = match unit.trim() {
+            "us" | "µs" => 0.000_001,
             "ms" => 0.001,
             "s" | "sec" | "secs" => 1.0,
             "m" | "min" | "mins" => 60.0,
@@ -342,6 +343,9 @@ mod tests {
     }
     dur!(dur_bare, "30", Ok(Duration::from_secs(30)));
     dur!(dur_ms, "250ms", Ok(Duration::from_millis(250)));
+    dur!(dur_us, "200us", Ok(Duration::from_micros(200)));
+    dur!(dur_micro_sign, "50µs", Ok(Duration::from_micros(50)));
+    dur!(dur_zero, "0", Ok(Duration::ZERO));
     dur!(dur_min, "5m", Ok(Duration::from_secs(300)));
     dur!(dur_combo, "1m30s", Ok(Duration::from_secs(90)));
     dur!(dur_day, "7d", Ok(Duration::from_secs(7 * 86400)));

@@ -185,6 +185,12 @@ options_table! {
         threads: Option<NonZeroUsize> {
             key: "threads", default: "auto", parse: threads, show: given => String,
         }
+        /// After a request, a single-threaded runtime (one worker) polls its sockets without
+        /// sleeping this long, so a client's next request is read without waking an idle CPU
+        /// (lower latency, more CPU while clients are active; nothing while idle); 0: never.
+        busy_poll: Duration {
+            key: "busy-poll", default: "200us", parse: duration, show: given => String,
+        }
         /// Log format: text or json.
         log_format: LogFormat {
             key: "log-format", default: "text", parse: log_format, show: value => LogFormat,

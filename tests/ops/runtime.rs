@@ -1,12 +1,14 @@
-//! `--threads` through the real binary: one worker is a single-threaded runtime, more are
-//! work-stealing workers; both serve misses, hits and concurrent keep-alive clients.
+//! `--threads` and `--busy-poll` through the real binary: one worker is a single-threaded
+//! runtime (polling busily after requests unless `--busy-poll 0`), more are work-stealing
+//! workers (never polling busily); all serve misses, hits and concurrent keep-alive clients.
 
 use super::{Origin, get};
 use crate::proxy::harness::spawn_hoard_until;
 
-/// Starts `hoard serve --threads N`, insisting its listening line names `flavor`.
+/// Starts `hoard serve --threads N --busy-poll D`, insisting its listening line names `flavor`.
 async fn serve_with(
     threads: &str,
+    busy_poll: &str,
     flavor: &'static str,
 ) -> (
     tokio::process::Child,
@@ -23,6 +25,8 @@ async fn serve_with(
         dir.path().as_os_str(),
         "--threads".as_ref(),
         threads.as_ref(),
+        "--busy-poll".as_ref(),
+        busy_poll.as_ref(),
     ];
     let what = format!("`listening on ADDR (... {flavor})`");
     let (child, addr) = spawn_hoard_until(args, &what, |line| {
@@ -36,9 +40,13 @@ async fn serve_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_thread_and_several_workers_both_serve_misses_hits_and_concurrent_clients() {
-    for (threads, flavor) in [("1", "1 thread"), ("3", "3 worker threads")] {
+    for (threads, busy_poll, flavor) in [
+        ("1", "0", "1 thread"),
+        ("1", "200us", "1 thread, busy-poll 200µs"),
+        ("3", "200us", "3 worker threads"),
+    ] {
         let origin = Origin::start().await;
-        let (_child, addr, _dir) = serve_with(threads, flavor).await;
+        let (_child, addr, _dir) = serve_with(threads, busy_poll, flavor).await;
         let url = origin.url("/one");
         let (status, cs, body) = get(addr, &url, &[]).await;
         assert_eq!(

@@ -150,6 +150,7 @@ impl State {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Handling<'a> {
+        crate::runtime::busy_poll::note_request();
         let seen = Seen::of(&req, peer, None);
         let pending = match self.route(req, peer) {
             Routed::Now(res) => return Handling::Ready(Some(self.finish(seen, res, 0))),
@@ -169,6 +170,7 @@ impl State {
         peer: SocketAddr,
         origin: &str,
     ) -> Response<ProxyBody> {
+        crate::runtime::busy_poll::note_request();
         let seen = Seen::of(&req, peer, Some(origin));
         let (res, upstream_us) = match self.route_intercepted(req, peer, origin) {
             Routed::Now(res) => (res, 0),

@@ -1,7 +1,14 @@
 //! The tokio runtime of `hoard serve`: how many worker threads (`--threads`), and a
-//! single-threaded runtime when that is one.
+//! single-threaded runtime when that is one (which polls busily after requests:
+//! [`busy_poll`], `--busy-poll`).
+
+pub mod busy_poll;
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busy_poll::BusyPoll;
 
 /// Most worker threads accepted.
 pub const MAX_THREADS: usize = 1024;
@@ -49,11 +56,26 @@ pub fn usable_cpus() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
+/// The runtime of `hoard serve`, its flavor, and its busy poller when it has one.
+#[derive(Debug)]
+pub struct Built {
+    /// The runtime.
+    pub runtime: tokio::runtime::Runtime,
+    /// Single-threaded or work-stealing, and how many workers.
+    pub flavor: Flavor,
+    /// Present on a single-threaded runtime with a non-zero `--busy-poll` window.
+    pub busy_poll: Option<Arc<BusyPoll>>,
+}
+
 /// The runtime for `threads` workers (`None`: one per usable CPU): a single-threaded one when
-/// that is one worker, a work-stealing one otherwise. Blocking work (store writes, value-file
-/// reads) goes to tokio's blocking threads either way.
-pub fn build(threads: Option<NonZeroUsize>) -> std::io::Result<(tokio::runtime::Runtime, Flavor)> {
+/// that is one worker, a work-stealing one otherwise. A single-threaded runtime polls its
+/// sockets without sleeping for `busy_poll` after a request started (zero: never); a
+/// work-stealing one always sleeps when idle (its workers share one poller: a spinning worker
+/// would keep the others from it). Blocking work (store writes, value-file reads) goes to
+/// tokio's blocking threads either way.
+pub fn build(threads: Option<NonZeroUsize>, busy_poll: Duration) -> std::io::Result<Built> {
     let flavor = flavor(threads, usable_cpus());
+    let poller = (flavor == Flavor::CurrentThread && !busy_poll.is_zero()).then(BusyPoll::new);
     let mut b = match flavor {
         Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
         Flavor::MultiThread(n) => {
@@ -63,7 +85,19 @@ pub fn build(threads: Option<NonZeroUsize>) -> std::io::Result<(tokio::runtime::
         }
     };
     b.enable_all();
-    Ok((b.build()?, flavor))
+    if let Some(p) = &poller {
+        let p = p.clone();
+        b.on_thread_park(move || p.before_park());
+    }
+    let runtime = b.build()?;
+    if let Some(p) = &poller {
+        runtime.spawn(p.clone().run(busy_poll));
+    }
+    Ok(Built {
+        runtime,
+        flavor,
+        busy_poll: poller,
+    })
 }
 
 impl std::fmt::Display for Flavor {
@@ -102,20 +136,24 @@ mod tests {
         ] {
             assert_eq!(flavor(threads, cpus), want, "{threads:?} on {cpus} CPUs");
         }
-        let (rt, flavor) = build(Some(one)).unwrap();
-        assert_eq!(flavor.to_string(), "1 thread");
+        let built = build(Some(one), Duration::ZERO).unwrap();
+        assert_eq!(built.flavor.to_string(), "1 thread");
         assert_eq!(
-            rt.handle().runtime_flavor(),
+            built.runtime.handle().runtime_flavor(),
             tokio::runtime::RuntimeFlavor::CurrentThread
         );
     }
 
     #[test]
     fn builds_a_runtime_with_that_many_workers() {
-        let (rt, _) = build(NonZeroUsize::new(1)).unwrap();
-        assert_eq!(rt.metrics().num_workers(), 1);
-        let (rt, flavor) = build(NonZeroUsize::new(3)).unwrap();
-        assert_eq!(rt.metrics().num_workers(), 3);
-        assert_eq!(flavor.to_string(), "3 worker threads");
+        let one = build(NonZeroUsize::new(1), Duration::ZERO).unwrap();
+        assert_eq!(one.runtime.metrics().num_workers(), 1);
+        let three = build(NonZeroUsize::new(3), Duration::from_micros(100)).unwrap();
+        assert_eq!(three.runtime.metrics().num_workers(), 3);
+        assert_eq!(three.flavor.to_string(), "3 worker threads");
+        assert!(
+            three.busy_poll.is_none(),
+            "work-stealing workers never busy-poll"
+        );
     }
 }
