@@ -124,7 +124,7 @@ impl ProxyBody {
     /// chunk is held back until the digest matches; on a mismatch or a short read the body
     /// ends in an error (the client's connection is aborted, never handed wrong bytes that
     /// look complete) and `on_corrupt` runs (on a blocking thread).
-    pub fn from_reader<R: Read + Send + 'static>(
+    pub fn from_reader<R: ChunkSource + 'static>(
         reader: R,
         len: u64,
         digest: u64,
@@ -136,10 +136,10 @@ impl ProxyBody {
     /// Like [`from_reader`](Self::from_reader) for part of a value already verified in full
     /// (a byte range): a short read still aborts the body, but there is no digest to check.
     pub fn from_verified_reader<R: Read + Send + 'static>(reader: R, len: u64) -> Self {
-        Self::file(reader, len, None, Box::new(|| {}))
+        Self::file(Blocking(reader), len, None, Box::new(|| {}))
     }
 
-    fn file<R: Read + Send + 'static>(
+    fn file<R: ChunkSource + 'static>(
         reader: R,
         len: u64,
         digest: Option<u64>,
@@ -151,6 +151,7 @@ impl ProxyBody {
                 reader: Box::new(reader),
                 remaining: len,
                 next: FIRST_FILE_CHUNK,
+                chunk: Vec::new(),
                 hasher: digest.map(|d| (xxhash_rust::xxh3::Xxh3::new(), d)),
                 on_corrupt: Some(on_corrupt),
             })),
@@ -208,11 +209,13 @@ const FILE_READS_AT_ONCE: usize = 8;
 static FILE_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(FILE_READS_AT_ONCE);
 
 /// A store value sent one chunk per frame. Each poll for a frame (hyper polls only when it can
-/// take one, i.e. when the client is reading) runs one blocking read of at most
-/// [`FILE_CHUNK`] bytes on the blocking pool and returns it. So a stream in flight holds a
-/// blocking thread only for the length of one disk read, never while its client does not
-/// read, and at most [`FILE_READS_AT_ONCE`] such reads run at a time: store lookups never
-/// queue behind the network, nor behind more than a few bounded disk reads.
+/// take one, i.e. when the client is reading) reads one chunk of at most [`FILE_CHUNK`]
+/// bytes: at once on the polling task when all of it is in the page cache
+/// ([`ChunkSource::read_cached`], which never waits for a disk), else (the rest of it) with
+/// one blocking read on the blocking pool. So a stream in flight holds a blocking thread only
+/// for the length of one disk read, never while its client does not read, and at most
+/// [`FILE_READS_AT_ONCE`] such reads run at a time: store lookups never queue behind the
+/// network, nor behind more than a few bounded disk reads.
 pub struct FileBody {
     len: u64,
     state: FileState,
@@ -240,33 +243,109 @@ enum FileState {
     Done,
 }
 
+/// Where a file body's bytes come from: read on a blocking thread, or, for what is already in
+/// memory, at once on the task that polls the body.
+pub trait ChunkSource: Read + Send {
+    /// Appends to `out` up to `max` bytes that are in memory now (the page cache), never
+    /// waiting for a disk; `Ok(None)`: that would wait, read on a blocking thread instead.
+    fn read_cached(&mut self, out: &mut Vec<u8>, max: usize) -> std::io::Result<Option<usize>> {
+        let _ = (out, max);
+        Ok(None)
+    }
+}
+
+impl ChunkSource for crate::store::ValueReader {
+    fn read_cached(&mut self, out: &mut Vec<u8>, max: usize) -> std::io::Result<Option<usize>> {
+        hoard_store::ValueReader::read_nowait(self, out, max)
+    }
+}
+
+impl ChunkSource for std::io::Cursor<Vec<u8>> {}
+
+/// A reader that can only be read on a blocking thread.
+struct Blocking<R>(R);
+
+impl<R: Read> Read for Blocking<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read + Send> ChunkSource for Blocking<R> {}
+
 /// Where a file body is in its value.
 struct FileCursor {
-    reader: Box<dyn Read + Send>,
+    reader: Box<dyn ChunkSource>,
+    /// Bytes of the value not yet sent as chunks.
     remaining: u64,
     /// Size of the next chunk (doubling from [`FIRST_FILE_CHUNK`] to [`FILE_CHUNK`]).
     next: usize,
+    /// The chunk being read: what a read without waiting got before it would have waited
+    /// (the blocking read goes on from there); empty between chunks.
+    chunk: Vec<u8>,
     /// The running hash and the digest the whole value must have.
     hasher: Option<(xxhash_rust::xxh3::Xxh3, u64)>,
     on_corrupt: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl FileCursor {
-    /// Read the next chunk (blocking). The last chunk is returned only if the digest matches;
-    /// a failure runs `on_corrupt`.
+    /// Length of the chunk being read.
+    fn chunk_len(&self) -> usize {
+        self.remaining.min(self.next as u64) as usize
+    }
+
+    /// The next chunk if all of it is in memory now, read on the calling task; `None` when a
+    /// read would wait (what was read stays in `chunk` for [`next_chunk`](Self::next_chunk)).
+    fn next_chunk_nowait(&mut self) -> Option<std::io::Result<Bytes>> {
+        let want = self.chunk_len();
+        while self.chunk.len() < want {
+            let max = want - self.chunk.len();
+            match self.reader.read_cached(&mut self.chunk, max) {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(e) => return Some(self.failed_nowait(e)),
+            }
+        }
+        Some(self.finish(Ok(()), want).or_else(|e| self.failed_nowait(e)))
+    }
+
+    /// A failure met on the polling task: `on_corrupt` (a store delete) goes to a blocking
+    /// thread.
+    fn failed_nowait(&mut self, e: std::io::Error) -> std::io::Result<Bytes> {
+        if let Some(f) = self.on_corrupt.take() {
+            tokio::task::spawn_blocking(f);
+        }
+        Err(e)
+    }
+
+    /// Read the rest of the next chunk (blocking).
     fn next_chunk(&mut self) -> std::io::Result<Bytes> {
-        let want = self.remaining.min(self.next as u64) as usize;
-        self.next = (self.next * 2).min(FILE_CHUNK);
+        let want = self.chunk_len();
+        let missing = (want - self.chunk.len()) as u64;
         // `read_to_end` fills spare capacity without zeroing it first.
-        let mut buf = Vec::with_capacity(want);
-        let mut res = match (&mut self.reader).take(want as u64).read_to_end(&mut buf) {
-            Ok(n) if n == want => Ok(Bytes::from(buf)),
-            Ok(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "stored body shorter than recorded",
-            )),
-            Err(e) => Err(e),
-        };
+        let read = (&mut self.reader)
+            .take(missing)
+            .read_to_end(&mut self.chunk)
+            .and_then(|n| match n as u64 == missing {
+                true => Ok(()),
+                false => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "stored body shorter than recorded",
+                )),
+            });
+        let res = self.finish(read, want);
+        if res.is_err()
+            && let Some(f) = self.on_corrupt.take()
+        {
+            f();
+        }
+        res
+    }
+
+    /// The chunk of `want` bytes read (or the read's failure): the last chunk is returned only
+    /// if the digest matches.
+    fn finish(&mut self, read: std::io::Result<()>, want: usize) -> std::io::Result<Bytes> {
+        let mut res = read.map(|()| Bytes::from(std::mem::take(&mut self.chunk)));
         if let (Ok(b), Some((hasher, digest))) = (&res, &mut self.hasher) {
             hasher.update(b);
             if self.remaining == want as u64 && hasher.digest() != *digest {
@@ -276,13 +355,9 @@ impl FileCursor {
                 ));
             }
         }
-        match &res {
-            Ok(_) => self.remaining -= want as u64,
-            Err(_) => {
-                if let Some(f) = self.on_corrupt.take() {
-                    f();
-                }
-            }
+        if res.is_ok() {
+            self.remaining -= want as u64;
+            self.next = (self.next * 2).min(FILE_CHUNK);
         }
         res
     }
@@ -294,7 +369,16 @@ impl FileBody {
             match std::mem::replace(&mut self.state, FileState::Done) {
                 FileState::Done => return Poll::Ready(None),
                 FileState::Idle(cur) if cur.remaining == 0 => return Poll::Ready(None),
-                FileState::Idle(cur) => {
+                FileState::Idle(mut cur) => {
+                    // In the page cache: read here, no blocking thread and no permit.
+                    match cur.next_chunk_nowait() {
+                        Some(Ok(b)) => {
+                            self.state = FileState::Idle(cur);
+                            return Poll::Ready(Some(Ok(Frame::data(b))));
+                        }
+                        Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                        None => {}
+                    }
                     let permit = Box::pin(async { FILE_READS.acquire().await.ok() });
                     self.state = FileState::Queued(permit, cur);
                 }
@@ -418,6 +502,123 @@ impl Body for ProxyBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    /// A source whose reads without waiting give `nowait[i]` bytes on the i-th call (0: would
+    /// wait), after which it says it would wait; counts blocking reads.
+    struct Scripted {
+        data: std::io::Cursor<Vec<u8>>,
+        nowait: Vec<usize>,
+        calls: usize,
+        blocking_reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.blocking_reads.fetch_add(1, Ordering::Relaxed);
+            self.data.read(buf)
+        }
+    }
+
+    impl ChunkSource for Scripted {
+        fn read_cached(&mut self, out: &mut Vec<u8>, max: usize) -> std::io::Result<Option<usize>> {
+            let n = self.nowait.get(self.calls).copied().unwrap_or(0).min(max);
+            self.calls += 1;
+            if n == 0 {
+                return Ok(None);
+            }
+            let start = out.len();
+            out.resize(start + n, 0);
+            self.data.read_exact(&mut out[start..])?;
+            Ok(Some(n))
+        }
+    }
+
+    async fn frames(mut body: ProxyBody) -> (Vec<usize>, Vec<u8>, Option<String>) {
+        let (mut sizes, mut got) = (Vec::new(), Vec::new());
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    let chunk = f.into_data().unwrap();
+                    sizes.push(chunk.len());
+                    got.extend_from_slice(&chunk);
+                }
+                Err(e) => return (sizes, got, Some(e.to_string())),
+            }
+        }
+        (sizes, got, None)
+    }
+
+    /// Chunks read without waiting, in part or in whole, and the rest read blocking, make the
+    /// same frames in the same order; a chunk whole in memory takes no blocking read.
+    #[tokio::test]
+    async fn chunks_in_memory_are_read_at_once_and_the_rest_on_a_blocking_thread() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = xxhash_rust::xxh3::xxh3_64(&data);
+        let k = 1024;
+        // (reads without waiting, blocking reads expected): all in memory; none; the first
+        // chunk whole, then 1,000 bytes of the second before it would wait.
+        for (nowait, blocking) in [
+            (vec![usize::MAX; 8], false),
+            (vec![], true),
+            (vec![16 * k, 1000, 0], true),
+        ] {
+            let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let src = Scripted {
+                data: std::io::Cursor::new(data.clone()),
+                nowait: nowait.clone(),
+                calls: 0,
+                blocking_reads: reads.clone(),
+            };
+            let body =
+                ProxyBody::from_reader(src, data.len() as u64, digest, || panic!("not corrupt"));
+            let (sizes, got, err) = frames(body).await;
+            assert_eq!(err, None, "{nowait:?}");
+            assert_eq!(sizes, [16 * k, 32 * k, 50_848], "{nowait:?}");
+            assert!(got == data, "{nowait:?}: bytes differ");
+            let reads = reads.load(Ordering::Relaxed);
+            assert_eq!(reads > 0, blocking, "{nowait:?}: {reads} blocking reads");
+        }
+    }
+
+    /// A value whose bytes in memory do not match its digest fails the body, and `on_corrupt`
+    /// still runs (on a blocking thread).
+    #[tokio::test]
+    async fn a_damaged_value_read_without_waiting_fails_and_is_reported() {
+        let data = vec![7u8; 40 * 1024];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let src = Scripted {
+            data: std::io::Cursor::new(data.clone()),
+            nowait: vec![usize::MAX; 4],
+            calls: 0,
+            blocking_reads: Arc::default(),
+        };
+        let body = ProxyBody::from_reader(src, data.len() as u64, 12345, move || {
+            tx.send(std::thread::current().name().map(str::to_owned))
+                .unwrap();
+        });
+        let (sizes, _, err) = frames(body).await;
+        assert_eq!(sizes, [16 * 1024], "the last chunk is held back");
+        assert!(err.unwrap().contains("digest"));
+        let thread = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_ne!(thread, std::thread::current().name().map(str::to_owned));
+    }
+
+    /// A real value file just written (in the page cache): streamed whole and verified.
+    #[tokio::test]
+    async fn a_value_file_in_the_page_cache_streams_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = crate::store::Cache::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        cache.set(b"k", &data, None, None).unwrap();
+        let rec = cache.record(b"k").unwrap().unwrap();
+        let digest = xxhash_rust::xxh3::xxh3_64(&data);
+        let body = ProxyBody::from_reader(rec.into_reader(), data.len() as u64, digest, || {
+            panic!("not corrupt")
+        });
+        let (_, got, err) = frames(body).await;
+        assert_eq!(err, None);
+        assert!(got == data, "bytes differ");
+    }
 
     /// A value file is read 16 KiB first, then in chunks twice the last, up to 256 KiB: a
     /// client that takes nothing after the first frame holds 16 KiB, not 256 KiB.

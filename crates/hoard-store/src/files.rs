@@ -284,6 +284,112 @@ impl Read for ValueReader {
     }
 }
 
+impl ValueReader {
+    /// Appends to `out` up to `max` bytes of the value, like [`Read::read`], but only bytes
+    /// already in memory: an inline value, or the part of a value file in the page cache
+    /// (Linux `preadv2` with `RWF_NOWAIT`), never waiting for a disk. `Ok(None)`: nothing
+    /// could be read without waiting (or the platform or file system cannot tell), so the
+    /// caller reads on a thread that may block. Fills `out`'s spare capacity without zeroing
+    /// it first.
+    ///
+    /// ```
+    /// # fn main() -> hoard_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = hoard_store::Cache::open(dir.path())?;
+    /// cache.set(b"k", &vec![7; 64 * 1024], None, None)?; // a value file, just written
+    /// let mut reader = cache.record(b"k")?.unwrap().into_reader();
+    /// let mut buf = Vec::new();
+    /// if let Some(n) = reader.read_nowait(&mut buf, 1024)? {
+    ///     assert!(n > 0 && buf.len() == n && buf.iter().all(|&b| b == 7));
+    ///     assert_eq!(reader.remaining(), 64 * 1024 - n as u64);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_nowait(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        let remaining = self.len - self.pos;
+        if remaining == 0 || max == 0 {
+            return Ok(Some(0));
+        }
+        let want = max.min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let n = match &mut self.inner {
+            ReaderInner::Inline(c) => {
+                let start = out.len();
+                out.resize(start + want, 0);
+                let n = c.read(&mut out[start..])?;
+                out.truncate(start + n);
+                n
+            }
+            ReaderInner::File(f) => match nowait::append(f, out, want)? {
+                Some(n) => n,
+                None => return Ok(None),
+            },
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("value file is short: {} of {} bytes", self.pos, self.len),
+            ));
+        }
+        self.pos += n as u64;
+        Ok(Some(n))
+    }
+}
+
+/// Reads from the page cache only, at the file's offset (which it advances).
+#[cfg(all(target_os = "linux", not(hoard_store_portable)))]
+mod nowait {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+    /// Set once a file system refused `RWF_NOWAIT` (it cannot tell): never asked again.
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+    /// Appends up to `want` bytes read at `f`'s offset into `out`'s spare capacity.
+    pub(super) fn append(f: &File, out: &mut Vec<u8>, want: usize) -> io::Result<Option<usize>> {
+        if UNSUPPORTED.load(Relaxed) {
+            return Ok(None);
+        }
+        out.reserve(want);
+        let iov = libc::iovec {
+            iov_base: out.spare_capacity_mut().as_mut_ptr().cast(),
+            iov_len: want,
+        };
+        // SAFETY: one iovec over `want` bytes of `out`'s spare capacity (reserved above); offset
+        // -1 reads at (and advances) the file's own offset, as `read` does.
+        let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: the kernel wrote `n <= want` bytes there.
+            unsafe { out.set_len(out.len() + n) };
+            return Ok(Some(n));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+            Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+                UNSUPPORTED.store(true, Relaxed);
+                Ok(None)
+            }
+            _ => Err(e),
+        }
+    }
+}
+
+/// Elsewhere nothing tells whether a read would wait: always "ask a blocking thread".
+#[cfg(not(all(target_os = "linux", not(hoard_store_portable))))]
+mod nowait {
+    pub(super) fn append(
+        _: &std::fs::File,
+        _: &mut Vec<u8>,
+        _: usize,
+    ) -> std::io::Result<Option<usize>> {
+        Ok(None)
+    }
+}
+
 /// Reads a whole value file, returning `None` when it is missing or its length differs
 /// from `len` (a fault the caller turns into a miss).
 pub(crate) fn read_value_file(path: &Path, len: u64) -> Result<Option<Vec<u8>>> {
@@ -413,6 +519,72 @@ mod tests {
         assert_eq!(parts[0].len(), 2);
         assert_eq!(parts[1].len(), 2);
         assert!(parts[2].ends_with(".val"));
+    }
+
+    /// Reads `r` to its end taking turns: `read_nowait` (a `None` is retried with `read`), then
+    /// `read`, in 1000-byte steps. Returns the bytes and how many came without waiting.
+    fn read_alternating(r: &mut ValueReader) -> io::Result<(Vec<u8>, usize)> {
+        let (mut out, mut nowait) = (Vec::new(), 0);
+        let mut buf = [0u8; 1000];
+        for turn in 0.. {
+            if r.remaining() == 0 {
+                break;
+            }
+            if turn % 2 == 0
+                && let Some(n) = r.read_nowait(&mut out, 1000)?
+            {
+                nowait += n;
+                continue;
+            }
+            let n = r.read(&mut buf)?;
+            out.extend_from_slice(&buf[..n]);
+        }
+        Ok((out, nowait))
+    }
+
+    #[test]
+    fn reads_without_waiting_and_blocking_reads_share_one_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut r = ValueReader::new(Value::File {
+            file: f,
+            len: data.len() as u64,
+        });
+        let (out, nowait) = read_alternating(&mut r).unwrap();
+        assert_eq!(out, data);
+        // The file was just written: its pages are in the page cache, and Linux says so.
+        if cfg!(all(target_os = "linux", not(hoard_store_portable))) {
+            assert_eq!(nowait, 5000, "half the reads should not have waited");
+        }
+        let mut inline = ValueReader::new(Value::Inline(data.clone()));
+        let (out, nowait) = read_alternating(&mut inline).unwrap();
+        assert_eq!((out, nowait), (data, 5000));
+        assert_eq!(
+            inline.read_nowait(&mut Vec::new(), 10).unwrap(),
+            Some(0),
+            "at the end"
+        );
+    }
+
+    #[test]
+    fn a_short_file_read_without_waiting_is_unexpected_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        fs::write(&p, b"abc").unwrap();
+        let f = File::open(&p).unwrap();
+        let mut r = ValueReader::new(Value::File { file: f, len: 5 });
+        let mut buf = Vec::new();
+        if cfg!(all(target_os = "linux", not(hoard_store_portable))) {
+            assert_eq!(r.read_nowait(&mut buf, 8).unwrap(), Some(3));
+            assert_eq!(buf, b"abc");
+            let err = r.read_nowait(&mut buf, 8).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        } else {
+            assert_eq!(r.read_nowait(&mut buf, 8).unwrap(), None);
+        }
     }
 
     #[test]
