@@ -4,10 +4,13 @@
 //!
 //! This file: lookups (fresh, stale, forced by the request), XFetch, the revalidation request,
 //! and storability; `refresh.rs`: a head updated by a 304 or a HEAD; `invalidate.rs`: the
-//! URIs an unsafe method invalidates.
+//! URIs an unsafe method invalidates; `background.rs`: the request a background refresh sends.
 
+mod background;
 mod invalidate;
 mod refresh;
+
+pub use background::{DropReason, RefreshField, background_request, refresh_field};
 
 pub use invalidate::{invalidation_targets, resolve_reference};
 pub use refresh::{
