@@ -1,0 +1,256 @@
+//! A background refresh (stale-while-revalidate, XFetch) is the cache's request for every
+//! client the stored entry serves, not the request of the client that triggered it: it carries
+//! what selected the entry (the `Vary`'d fields; `Authorization` when the entry was stored from
+//! an authorised request) and no other client secret, so its answer replaces the entry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::proxy;
+use crate::proxy::harness::*;
+
+/// Sends `GET url` with `fields` (bounded: 500 rounds of 20 ms), checking each answer with
+/// `check`, until the origin has seen a request for which `refresh(ordinal, request)` holds;
+/// returns it. One
+/// stale request does not always start a refresh (it may find the fill's flight still open:
+/// ARCHITECTURE.md, "Request state machine"), so the request is repeated.
+async fn trigger_until(
+    proxy: std::net::SocketAddr,
+    origin: &Origin,
+    url: &str,
+    fields: &[(&str, &str)],
+    refresh: impl Fn(usize, &Seen) -> bool,
+    check: impl Fn(&RawResponse),
+) -> Seen {
+    for _ in 0..500 {
+        let seen = origin.seen();
+        if let Some((_, s)) = seen.into_iter().enumerate().find(|(n, s)| refresh(*n, s)) {
+            return s;
+        }
+        check(&send(proxy, "GET", url, fields).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url}: the origin never saw the refresh");
+}
+
+/// Waits (bounded: 500 rounds of 20 ms) until `GET url` with `fields` answers `body` from the
+/// cache; returns that answer.
+async fn until_body(
+    proxy: std::net::SocketAddr,
+    url: &str,
+    fields: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
+    let mut last = String::new();
+    for _ in 0..500 {
+        let r = send(proxy, "GET", url, fields).await;
+        if r.text() == body && r.cache_status().hit {
+            return r;
+        }
+        last = format!("{:?} {:?}", r.text(), r.cache_status().raw);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url}: never a hit with {body:?}; last answer {last}");
+}
+
+/// An origin whose first answer is `v1`, stale at once inside a stale-while-revalidate window,
+/// and every later one `v2`, fresh for 600 s, whatever the request carries; `extra` fields are
+/// added to both.
+async fn versioned_origin(extra: &'static [(&str, &str)]) -> Origin {
+    let calls = Arc::new(AtomicUsize::new(0));
+    Origin::start(move |_| {
+        let (cc, body) = match calls.fetch_add(1, Ordering::SeqCst) {
+            0 => ("max-age=0, stale-while-revalidate=60", "v1"),
+            _ => ("max-age=600", "v2"),
+        };
+        let mut h = vec![("cache-control", cc)];
+        h.extend_from_slice(extra);
+        reply(200, &h, body)
+    })
+    .await
+}
+
+/// Anything but the stale `v1` (served while the refresh runs) or the refreshed `v2`.
+fn v1_or_v2(r: &RawResponse) {
+    let cs = r.cache_status();
+    match r.text().as_str() {
+        "v1" => assert!(cs.raw.contains("stale-while-revalidate"), "{:?}", cs.raw),
+        "v2" => cs.assert_hit(),
+        other => panic!("unexpected body {other:?}, Cache-Status {:?}", cs.raw),
+    }
+}
+
+const ALICE: [(&str, &str); 3] = [
+    ("Authorization", "Bearer secret"),
+    ("Cookie", "s=1"),
+    ("User-Agent", "alice-agent/1"),
+];
+
+#[tokio::test]
+async fn hostile_swr_refresh_goes_without_the_triggering_clients_credentials() {
+    let origin = versioned_origin(&[]).await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/swr-anon");
+    assert_eq!(fill(proxy, &url).await.text(), "v1");
+    // Alice is answered from the cache every time: the 2nd request the origin sees is the
+    // refresh one of her stale requests started.
+    let refresh = trigger_until(proxy, &origin, &url, &ALICE, |n, _| n == 1, v1_or_v2).await;
+    for secret in ["authorization", "cookie"] {
+        assert!(
+            !refresh.headers.contains_key(secret),
+            "the refresh carried Alice's {secret}: {:?}",
+            refresh.headers
+        );
+    }
+    // Not a secret and not varied on: sent as the client gave it (README, Shared-cache safety).
+    assert_eq!(refresh.headers["user-agent"], "alice-agent/1");
+    // Its 200 is storable and replaced the stale entry: the next client gets v2 from the cache.
+    until_body(proxy, &url, &[], "v2").await;
+    // A stale request that read v1 just before the refresh committed may start a second
+    // refresh (not counted here); none carried Alice's secrets either.
+    for s in origin.seen() {
+        assert!(!s.headers.contains_key("authorization"), "{:?}", s.headers);
+        assert!(!s.headers.contains_key("cookie"), "{:?}", s.headers);
+    }
+}
+
+#[tokio::test]
+async fn hostile_swr_refresh_of_a_vary_cookie_entry_carries_the_triggering_cookie() {
+    let origin = versioned_origin(&[("vary", "Cookie")]).await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/swr-vary");
+    // Alice's variant, stale at once.
+    let first = send(proxy, "GET", &url, &[("Cookie", "s=1")]).await;
+    assert_eq!(first.text(), "v1");
+    wait_stored_with(proxy, &url, &[("Cookie", "s=1")]).await;
+    let alice = [("Cookie", "s=1"), ("X-Api-Key", "k-secret")];
+    let refresh = trigger_until(proxy, &origin, &url, &alice, |n, _| n == 1, v1_or_v2).await;
+    // The cookie selected the stored variant: the refresh asks for that variant with it.
+    assert_eq!(refresh.headers["cookie"], "s=1", "{:?}", refresh.headers);
+    assert!(
+        !refresh.headers.contains_key("x-api-key"),
+        "a secret the entry does not vary on went with the refresh"
+    );
+    // The refresh's 200 (Vary: Cookie) is Alice's variant's new entry; Bob's cookie still
+    // selects no stored variant.
+    until_body(proxy, &url, &[("Cookie", "s=1")], "v2").await;
+    let bob = send(proxy, "GET", &url, &[("Cookie", "s=2")]).await;
+    bob.cache_status().assert_not_hit();
+}
+
+/// An origin that authorises any bearer token and marks its answers `public` (RFC 9111 3.5: a
+/// shared cache may then store them); a request without credentials gets a 401 nobody stores.
+/// The first authorised answer is `first_cc`, later ones `v2`, fresh for 600 s; a revalidation
+/// of `"x1"` gets a 304.
+async fn authorising_origin(first_cc: &'static str) -> Origin {
+    let calls = Arc::new(AtomicUsize::new(0));
+    Origin::start(move |req| {
+        if header(req, "authorization").is_none() {
+            return reply(401, &[("www-authenticate", "Bearer")], "who are you");
+        }
+        if header(req, "if-none-match") == Some("\"x1\"") {
+            let h = [("cache-control", "public, max-age=600"), ("etag", "\"x1\"")];
+            return reply(304, &h, "");
+        }
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return reply(
+                200,
+                &[("cache-control", first_cc), ("etag", "\"x1\"")],
+                "v1",
+            );
+        }
+        reply(200, &[("cache-control", "public, max-age=600")], "v2")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hostile_swr_refresh_of_an_authorised_public_entry_carries_the_triggering_credentials() {
+    let origin = authorising_origin("public, max-age=0, stale-while-revalidate=60").await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/swr-auth");
+    let a = send(proxy, "GET", &url, &[("Authorization", "Bearer a")]).await;
+    assert_eq!(a.text(), "v1");
+    wait_stored_with(proxy, &url, &[("Authorization", "Bearer a")]).await;
+    // An anonymous client is served the public entry; the refresh it starts goes without
+    // credentials (it has none), gets the 401, and stores nothing (v1 stays, stale).
+    trigger_until(
+        proxy,
+        &origin,
+        &url,
+        &[],
+        |_, s| !s.headers.contains_key("authorization"),
+        v1_or_v2,
+    )
+    .await;
+    // Bob's refresh carries Bob's credentials (what the origin authorises), not his cookie.
+    let bob = [("Authorization", "Bearer b"), ("Cookie", "s=bob")];
+    let refresh = trigger_until(
+        proxy,
+        &origin,
+        &url,
+        &bob,
+        |_, s| {
+            s.headers
+                .get("authorization")
+                .is_some_and(|v| v == "Bearer b")
+        },
+        v1_or_v2,
+    )
+    .await;
+    assert!(
+        !refresh.headers.contains_key("cookie"),
+        "{:?}",
+        refresh.headers
+    );
+    assert_eq!(refresh.headers["if-none-match"], "\"x1\"");
+    // The origin's 304 is `public`: the merge is stored (fresh for 600 s) for every client,
+    // and the anonymous refresh's 401 never replaced the entry.
+    until_body(proxy, &url, &[], "v1").await;
+    let bob_again = send(proxy, "GET", &url, &bob).await;
+    assert_eq!(bob_again.text(), "v1");
+    bob_again.cache_status().assert_hit();
+}
+
+#[tokio::test]
+async fn hostile_xfetch_refresh_of_an_authorised_public_entry_carries_the_triggering_credentials() {
+    let origin = authorising_origin("public, max-age=600").await;
+    // Every fresh hit is due for an early refresh (one per key at a time).
+    let (_h, proxy, _dir) = proxy(None, |c| {
+        c.xfetch_beta = 1e12;
+        c.random = || 1e-300;
+    })
+    .await;
+    let url = origin.url("/xfetch-auth");
+    let a = send(proxy, "GET", &url, &[("Authorization", "Bearer a")]).await;
+    assert_eq!(a.text(), "v1");
+    wait_stored_with(proxy, &url, &[("Authorization", "Bearer a")]).await;
+    let bob = [("Authorization", "Bearer b"), ("Cookie", "s=bob")];
+    let refresh = trigger_until(
+        proxy,
+        &origin,
+        &url,
+        &bob,
+        |_, s| {
+            s.headers.contains_key("if-none-match")
+                && s.headers
+                    .get("authorization")
+                    .is_some_and(|v| v == "Bearer b")
+        },
+        |r| {
+            assert_eq!(r.text(), "v1");
+            r.cache_status().assert_hit();
+        },
+    )
+    .await;
+    assert!(
+        !refresh.headers.contains_key("cookie"),
+        "{:?}",
+        refresh.headers
+    );
+    // No refresh went with another client's cookie, or with credentials nobody sent.
+    for s in origin.seen() {
+        assert!(!s.headers.contains_key("cookie"), "{:?}", s.headers);
+    }
+}
