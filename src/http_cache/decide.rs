@@ -257,6 +257,17 @@ pub fn xfetch_due(
     )
 }
 
+/// A client's conditional and range fields: about the answer that client wants, replaced by
+/// the stored validators when the cache revalidates ([`revalidation_request`]).
+const CLIENT_CONDITIONALS: [header::HeaderName; 6] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
 /// Conditional request for revalidating `head` on behalf of `req`.
 pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request::Parts {
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -265,14 +276,7 @@ pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request:
     parts.version = req.version;
     let mut h = req.headers.clone();
     strip_hop_by_hop(&mut h);
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ] {
+    for name in CLIENT_CONDITIONALS {
         h.remove(name);
     }
     if let Some(etag) = head.etag() {

@@ -165,50 +165,53 @@ async fn authorising_origin(first_cc: &'static str) -> Origin {
     .await
 }
 
-#[tokio::test]
-async fn hostile_swr_refresh_of_an_authorised_public_entry_carries_the_triggering_credentials() {
-    let origin = authorising_origin("public, max-age=0, stale-while-revalidate=60").await;
-    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
-    let url = origin.url("/swr-auth");
-    let a = send(proxy, "GET", &url, &[("Authorization", "Bearer a")]).await;
+const BOB: [(&str, &str); 2] = [("Authorization", "Bearer b"), ("Cookie", "s=bob")];
+
+/// Client A (`Bearer a`) fills `url`: the stored entry comes from an authorised request.
+async fn filled_by_a(proxy: std::net::SocketAddr, url: &str) {
+    let a = send(proxy, "GET", url, &[("Authorization", "Bearer a")]).await;
     assert_eq!(a.text(), "v1");
-    wait_stored_with(proxy, &url, &[("Authorization", "Bearer a")]).await;
-    // An anonymous client is served the public entry; the refresh it starts goes without
-    // credentials (it has none), gets the 401, and stores nothing (v1 stays, stale).
-    trigger_until(
-        proxy,
-        &origin,
-        &url,
-        &[],
-        |_, s| !s.headers.contains_key("authorization"),
-        v1_or_v2,
-    )
-    .await;
-    // Bob's refresh carries Bob's credentials (what the origin authorises), not his cookie.
-    let bob = [("Authorization", "Bearer b"), ("Cookie", "s=bob")];
-    let refresh = trigger_until(
-        proxy,
-        &origin,
-        &url,
-        &bob,
-        |_, s| {
-            s.headers
+    wait_stored_with(proxy, url, &[("Authorization", "Bearer a")]).await;
+}
+
+/// Bob ([`BOB`]) asks until the origin sees the revalidation his request started: it carries
+/// Bob's credentials (what the origin authorises) and the stored validator, not his cookie.
+async fn bobs_refresh(
+    proxy: std::net::SocketAddr,
+    origin: &Origin,
+    url: &str,
+    check: impl Fn(&RawResponse),
+) {
+    let bobs = |_: usize, s: &Seen| {
+        s.headers.contains_key("if-none-match")
+            && s.headers
                 .get("authorization")
                 .is_some_and(|v| v == "Bearer b")
-        },
-        v1_or_v2,
-    )
-    .await;
+    };
+    let refresh = trigger_until(proxy, origin, url, &BOB, bobs, check).await;
     assert!(
         !refresh.headers.contains_key("cookie"),
         "{:?}",
         refresh.headers
     );
     assert_eq!(refresh.headers["if-none-match"], "\"x1\"");
+}
+
+#[tokio::test]
+async fn hostile_swr_refresh_of_an_authorised_public_entry_carries_the_triggering_credentials() {
+    let origin = authorising_origin("public, max-age=0, stale-while-revalidate=60").await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/swr-auth");
+    filled_by_a(proxy, &url).await;
+    // An anonymous client is served the public entry; the refresh it starts goes without
+    // credentials (it has none), gets the 401, and stores nothing (v1 stays, stale).
+    let anonymous = |_: usize, s: &Seen| !s.headers.contains_key("authorization");
+    trigger_until(proxy, &origin, &url, &[], anonymous, v1_or_v2).await;
+    bobs_refresh(proxy, &origin, &url, v1_or_v2).await;
     // The origin's 304 is `public`: the merge is stored (fresh for 600 s) for every client,
     // and the anonymous refresh's 401 never replaced the entry.
     until_body(proxy, &url, &[], "v1").await;
-    let bob_again = send(proxy, "GET", &url, &bob).await;
+    let bob_again = send(proxy, "GET", &url, &BOB).await;
     assert_eq!(bob_again.text(), "v1");
     bob_again.cache_status().assert_hit();
 }
@@ -223,33 +226,13 @@ async fn hostile_xfetch_refresh_of_an_authorised_public_entry_carries_the_trigge
     })
     .await;
     let url = origin.url("/xfetch-auth");
-    let a = send(proxy, "GET", &url, &[("Authorization", "Bearer a")]).await;
-    assert_eq!(a.text(), "v1");
-    wait_stored_with(proxy, &url, &[("Authorization", "Bearer a")]).await;
-    let bob = [("Authorization", "Bearer b"), ("Cookie", "s=bob")];
-    let refresh = trigger_until(
-        proxy,
-        &origin,
-        &url,
-        &bob,
-        |_, s| {
-            s.headers.contains_key("if-none-match")
-                && s.headers
-                    .get("authorization")
-                    .is_some_and(|v| v == "Bearer b")
-        },
-        |r| {
-            assert_eq!(r.text(), "v1");
-            r.cache_status().assert_hit();
-        },
-    )
-    .await;
-    assert!(
-        !refresh.headers.contains_key("cookie"),
-        "{:?}",
-        refresh.headers
-    );
-    // No refresh went with another client's cookie, or with credentials nobody sent.
+    filled_by_a(proxy, &url).await;
+    let fresh_hit = |r: &RawResponse| {
+        assert_eq!(r.text(), "v1");
+        r.cache_status().assert_hit();
+    };
+    bobs_refresh(proxy, &origin, &url, fresh_hit).await;
+    // No refresh went with a cookie (A's probe and Bob's hits started them all).
     for s in origin.seen() {
         assert!(!s.headers.contains_key("cookie"), "{:?}", s.headers);
     }

@@ -57,16 +57,6 @@ impl RefreshField {
     }
 }
 
-/// Conditional and range fields of a client (what [`revalidation_request`] replaces).
-const CLIENT_CONDITIONALS: [header::HeaderName; 6] = [
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-    header::RANGE,
-];
-
 /// What a background refresh of `head` does with the triggering request's field `name`.
 pub fn refresh_field(head: &StoredHead, name: &header::HeaderName) -> RefreshField {
     if head.vary.names().contains(name) {
