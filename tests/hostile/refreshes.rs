@@ -34,17 +34,20 @@ async fn trigger_until(
     panic!("{url}: the origin never saw the refresh");
 }
 
-/// Waits (bounded: 500 rounds of 20 ms) until `GET url` with `fields` answers `body` from the
-/// cache; returns that answer.
+/// Waits (bounded: 500 rounds of 20 ms) until `GET url` with `fields` and `only-if-cached`
+/// is a hit with `body`; returns that answer. `only-if-cached` on a stale entry is a 504 that
+/// starts no refresh, so the hit shows what an earlier refresh stored, not one of these.
 async fn until_body(
     proxy: std::net::SocketAddr,
     url: &str,
     fields: &[(&str, &str)],
     body: &str,
 ) -> RawResponse {
+    let mut probe = vec![("Cache-Control", "only-if-cached")];
+    probe.extend_from_slice(fields);
     let mut last = String::new();
     for _ in 0..500 {
-        let r = send(proxy, "GET", url, fields).await;
+        let r = send(proxy, "GET", url, &probe).await;
         if r.text() == body && r.cache_status().hit {
             return r;
         }
@@ -113,6 +116,39 @@ async fn hostile_swr_refresh_goes_without_the_triggering_clients_credentials() {
         assert!(!s.headers.contains_key("authorization"), "{:?}", s.headers);
         assert!(!s.headers.contains_key("cookie"), "{:?}", s.headers);
     }
+}
+
+#[tokio::test]
+async fn hostile_swr_refresh_304_started_by_an_authorised_client_refreshes_the_entry() {
+    // Before: the refresh went with Alice's `Authorization`, and a 304 to a request with it
+    // may not update an entry that is not `public`: the merge was thrown away.
+    let origin = Origin::start(|req| {
+        let h = [("etag", "\"r1\""), ("cache-control", "max-age=600")];
+        if header(req, "if-none-match") == Some("\"r1\"") {
+            return reply(304, &h, "");
+        }
+        let stale = [
+            ("etag", "\"r1\""),
+            ("cache-control", "max-age=0, stale-while-revalidate=60"),
+        ];
+        reply(200, &stale, "v1")
+    })
+    .await;
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let url = origin.url("/swr-304");
+    assert_eq!(fill(proxy, &url).await.text(), "v1");
+    let conditional = |_: usize, s: &Seen| s.headers.contains_key("if-none-match");
+    let refresh = trigger_until(proxy, &origin, &url, &ALICE, conditional, |r| {
+        assert_eq!(r.text(), "v1")
+    })
+    .await;
+    assert!(
+        !refresh.headers.contains_key("authorization"),
+        "{:?}",
+        refresh.headers
+    );
+    // The merge (fresh for 600 s) was stored: a hit for the next client.
+    until_body(proxy, &url, &[], "v1").await;
 }
 
 #[tokio::test]
