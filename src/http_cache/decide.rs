@@ -4,10 +4,13 @@
 //!
 //! This file: lookups (fresh, stale, forced by the request), XFetch, the revalidation request,
 //! and storability; `refresh.rs`: a head updated by a 304 or a HEAD; `invalidate.rs`: the
-//! URIs an unsafe method invalidates.
+//! URIs an unsafe method invalidates; `background.rs`: the request a background refresh sends.
 
+mod background;
 mod invalidate;
 mod refresh;
+
+pub use background::{DropReason, RefreshField, background_request, refresh_field};
 
 pub use invalidate::{invalidation_targets, resolve_reference};
 pub use refresh::{
@@ -254,6 +257,17 @@ pub fn xfetch_due(
     )
 }
 
+/// A client's conditional and range fields: about the answer that client wants, replaced by
+/// the stored validators when the cache revalidates ([`revalidation_request`]).
+const CLIENT_CONDITIONALS: [header::HeaderName; 6] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
 /// Conditional request for revalidating `head` on behalf of `req`.
 pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request::Parts {
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -262,14 +276,7 @@ pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request:
     parts.version = req.version;
     let mut h = req.headers.clone();
     strip_hop_by_hop(&mut h);
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ] {
+    for name in CLIENT_CONDITIONALS {
         h.remove(name);
     }
     if let Some(etag) = head.etag() {

@@ -9,6 +9,7 @@ mod framing;
 mod h2;
 mod limits;
 mod privacy;
+mod refreshes;
 mod sharing;
 mod slots;
 mod starvation;

@@ -8,13 +8,15 @@ use std::time::Duration;
 use super::proxy;
 use crate::proxy::harness::*;
 
-/// Polls (bounded: 10 s, generous for a loaded CI machine) until a plain GET of `url` is a
-/// hit; returns that response.
-async fn until_hit(proxy: std::net::SocketAddr, url: &str) -> RawResponse {
+/// Polls (bounded: 10 s, generous for a loaded CI machine) until a GET of `url` with
+/// `fields` is a hit; returns that response.
+async fn until_hit(proxy: std::net::SocketAddr, url: &str, fields: &[(&str, &str)]) -> RawResponse {
+    let mut probe = vec![("Cache-Control", "only-if-cached")];
+    probe.extend_from_slice(fields);
     for _ in 0..500 {
-        let r = send(proxy, "GET", url, &[("Cache-Control", "only-if-cached")]).await;
+        let r = send(proxy, "GET", url, &probe).await;
         if r.status == 200 {
-            return get(proxy, url).await;
+            return send(proxy, "GET", url, fields).await;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -23,25 +25,31 @@ async fn until_hit(proxy: std::net::SocketAddr, url: &str) -> RawResponse {
 
 /// An origin with a rolling session: a 200 (`ETag "v1"`, always stale) to plain requests; a
 /// revalidation gets a 304 that makes the entry fresh, and, when the request had a cookie,
-/// rotates it with `Set-Cookie: <cookie>-rotated`.
-async fn rolling_session_origin(stale: &'static str) -> Origin {
+/// rotates it with `Set-Cookie: <cookie>-rotated`. `extra` fields go with both.
+async fn rolling_session_origin(
+    stale: &'static str,
+    extra: &'static [(&'static str, &'static str)],
+) -> Origin {
     Origin::start(move |req| {
         if header(req, "if-none-match") == Some("\"v1\"") {
             let mut h = vec![("etag", "\"v1\""), ("cache-control", "max-age=600")];
+            h.extend_from_slice(extra);
             let rotated = header(req, "cookie").map(|c| format!("{c}-rotated"));
             if let Some(c) = &rotated {
                 h.push(("set-cookie", c.as_str()));
             }
             return reply(304, &h, "");
         }
-        reply(200, &[("etag", "\"v1\""), ("cache-control", stale)], "page")
+        let mut h = vec![("etag", "\"v1\""), ("cache-control", stale)];
+        h.extend_from_slice(extra);
+        reply(200, &h, "page")
     })
     .await
 }
 
 #[tokio::test]
 async fn hostile_304_set_cookie_reaches_only_the_client_that_revalidated() {
-    let origin = rolling_session_origin("max-age=0").await;
+    let origin = rolling_session_origin("max-age=0", &[]).await;
     let (_h, proxy, _dir) = proxy(None, |_| {}).await;
     let url = origin.url("/session");
     assert_eq!(get(proxy, &url).await.text(), "page");
@@ -87,19 +95,27 @@ async fn alice_until_revalidated(proxy: std::net::SocketAddr, origin: &Origin, u
 #[tokio::test]
 async fn hostile_304_set_cookie_from_a_background_revalidation_is_never_stored() {
     // stale-while-revalidate: Alice is answered from the cache; the 304 (with her rotated
-    // cookie) arrives later, in a refresh nobody is answered from.
-    let origin = rolling_session_origin("max-age=0, stale-while-revalidate=600").await;
+    // cookie) arrives later, in a refresh nobody is answered from. The response varies on
+    // Cookie, so the refresh carries hers (without `Vary` it carries none:
+    // `hostile::refreshes`).
+    let origin = rolling_session_origin(
+        "max-age=0, stale-while-revalidate=600",
+        &[("vary", "Cookie")],
+    )
+    .await;
     let (_h, proxy, _dir) = proxy(None, |_| {}).await;
     let url = origin.url("/swr");
-    assert_eq!(get(proxy, &url).await.text(), "page");
+    let alice = [("Cookie", "sid=ALICE")];
+    assert_eq!(send(proxy, "GET", &url, &alice).await.text(), "page");
     alice_until_revalidated(proxy, &origin, &url).await;
-    // The merge (fresh for 600 s, without the cookie) is stored; nobody else gets the cookie.
-    let anon = until_hit(proxy, &url).await;
-    anon.cache_status().assert_hit();
+    // The merge (fresh for 600 s, without the cookie) is stored: the next hit on that entry
+    // does not hand out the cookie the refresh received.
+    let hit = until_hit(proxy, &url, &alice).await;
+    hit.cache_status().assert_hit();
     assert!(
-        anon.header("set-cookie").is_none(),
-        "another client got {:?}",
-        anon.header_all("set-cookie")
+        hit.header("set-cookie").is_none(),
+        "a later hit got {:?}",
+        hit.header_all("set-cookie")
     );
 }
 

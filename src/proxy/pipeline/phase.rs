@@ -284,8 +284,7 @@ impl Ctx<'_> {
         if self.xfetch_due(&hit.head, hit.now, hit.ttl)
             && let Role::Leader(permit) = self.st.coalescer.join(self.key.as_bytes())
         {
-            let reval = http_cache::revalidation_request(&hit.head, &self.lookup);
-            self.spawn_refresh(hit.row_key, hit.head.clone(), reval, permit);
+            self.spawn_refresh(hit.row_key, hit.head.clone(), permit);
             cs = cs.with_detail("early-refresh");
         }
         Phase::Done(self.serve_stored(&hit.head, hit.headers, hit.rec, cs))
@@ -313,12 +312,7 @@ impl Ctx<'_> {
         }
         if s.serve_stale_while_revalidate {
             if let Role::Leader(permit) = self.st.coalescer.join(self.key.as_bytes()) {
-                self.spawn_refresh(
-                    entry.row_key.clone(),
-                    entry.head.clone(),
-                    revalidate,
-                    permit,
-                );
+                self.spawn_refresh(entry.row_key.clone(), entry.head.clone(), permit);
             }
             let cs = CacheStatus::stale().with_detail(Detail::StaleWhileRevalidate);
             return Phase::Done(self.serve_stale(entry, now, cs));

@@ -1,8 +1,11 @@
 //! Background revalidation (stale-while-revalidate, XFetch), detached from the request that
 //! started it: the client has already been answered from the cache.
 //!
-//! Invariant: one refresh per key at a time across processes (this process's permit, then
-//! the directory lease; a lease held elsewhere means that refresh is already running).
+//! Invariants: one refresh per key at a time across processes (this process's permit, then
+//! the directory lease; a lease held elsewhere means that refresh is already running); a
+//! refresh is the cache's request, not the triggering client's: it asks with
+//! [`http_cache::background_request`] (what selected the stored entry, no other client
+//! secret), and storability, the 304 merge and the new entry are judged on that request.
 
 use super::exchange::{Exchange, Exchanged};
 use super::*;
@@ -10,14 +13,9 @@ use super::*;
 impl Ctx<'_> {
     /// Start one background revalidation of a stored entry (stale-while-revalidate, XFetch),
     /// under this process's permit and, across processes, the store lease.
-    pub(super) fn spawn_refresh(
-        &self,
-        row_key: Vec<u8>,
-        head: Arc<StoredHead>,
-        revalidate: Parts,
-        permit: Permit,
-    ) {
-        let r = Refresher::new(self);
+    pub(super) fn spawn_refresh(&self, row_key: Vec<u8>, head: Arc<StoredHead>, permit: Permit) {
+        let r = Refresher::new(self, &head);
+        let revalidate = http_cache::revalidation_request(&head, &r.lookup);
         self.st
             .background
             .spawn(r.run(row_key, head, revalidate, permit));
@@ -31,6 +29,7 @@ pub(super) struct Refresher {
     upstream: Upstream,
     opts: LookupOptions,
     key: CacheKey,
+    /// The refresh's own request ([`http_cache::background_request`]), without validators.
     lookup: Parts,
     target: Uri,
     pseudonym: String,
@@ -42,13 +41,13 @@ pub(super) struct Refresher {
 }
 
 impl Refresher {
-    fn new(ctx: &Ctx<'_>) -> Self {
+    fn new(ctx: &Ctx<'_>, head: &StoredHead) -> Self {
         Refresher {
             entries: ctx.st.entries.clone(),
             upstream: ctx.st.upstream.clone(),
             opts: ctx.st.lookup_opts.clone(),
             key: ctx.key.clone(),
-            lookup: ctx.lookup.clone(),
+            lookup: http_cache::background_request(head, &ctx.lookup),
             target: ctx.target.clone(),
             pseudonym: ctx.st.cfg.pseudonym.clone(),
             max_object_size: ctx.st.cfg.max_object_size,
