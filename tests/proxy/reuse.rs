@@ -262,3 +262,42 @@ async fn rfc9111_4_3_4_a_304_updates_every_variant_with_its_strong_validator() {
     );
     assert_eq!(origin.hits(), hits, "French was freshened by English's 304");
 }
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_304_without_validators_never_selects_a_response_with_an_etag() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Session 11, finding 8. The stored response has `ETag: "v1"` and is stale at once; the
+    // origin answers the revalidation with a 304 carrying no validator at all, and an
+    // unconditional request with its new representation ("v2").
+    let full = std::sync::Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start({
+        let full = full.clone();
+        move |req| {
+            if header(req, "if-none-match").is_some() {
+                let h = [("cache-control", "max-age=60"), ("x-refreshed", "by-304")];
+                return reply(304, &h, "");
+            }
+            let (tag, body) = match full.fetch_add(1, Ordering::SeqCst) {
+                0 => ("\"v1\"", "old"),
+                _ => ("\"v2\"", "new"),
+            };
+            reply(200, &[("etag", tag), ("cache-control", "max-age=0")], body)
+        }
+    })
+    .await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/e");
+    assert_eq!(fill(proxy, &url).await.text(), "old");
+    // Stale: revalidated with "v1"; the 304 names nothing, so nothing is selected and the
+    // full response is fetched unconditionally.
+    let r = get(proxy, &url).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "new"));
+    assert_eq!(r.header("x-refreshed"), None);
+    assert_eq!(r.header("etag"), Some("\"v2\""));
+    let seen = origin.seen();
+    let inm: Vec<Option<&str>> = seen
+        .iter()
+        .map(|s| s.headers.get("if-none-match").and_then(|v| v.to_str().ok()))
+        .collect();
+    assert_eq!(inm, [None, Some("\"v1\""), None]);
+}

@@ -73,10 +73,11 @@ fn validators_match(head: &StoredHead, h304: &HeaderMap) -> bool {
     if let Some(new_lm) = h304.get(header::LAST_MODIFIED).map(trim) {
         return head.last_modified().map(trim) == Some(new_lm);
     }
-    // No validator in the 304. We sent the conditional built from this entry's validators (the
-    // client's own were removed), so the 304 can only be about this entry. RFC 9111 would
-    // select it only if the entry lacked validators too; we accept it deliberately.
-    true
+    // No validator in the 304 (RFC 9111 4.3.4, third bullet): it selects a stored response
+    // only when that response lacks validators too (a conditional built from `Date`). A
+    // stored ETag or Last-Modified the 304 does not repeat is not known to be the
+    // representation the origin has now: nothing is selected, the full response is fetched.
+    old_etag.is_none() && head.last_modified().is_none()
 }
 
 /// Merges a 304 into `head` (RFC 9111 4.3.4 / 3.2): each field in the 304 replaces all stored

@@ -463,6 +463,7 @@ fn refresh_validator_selection() {
         ],
         &[],
     );
+    let no_validators = head_with(&[("cache-control", "max-age=60")], &[]);
     type Case<'a> = (&'a StoredHead, u16, Vec<(&'a str, String)>, bool);
     let cases: Vec<Case<'_>> = vec![
         (&head, 304, vec![("etag", "\"v1\"".into())], true),
@@ -472,7 +473,13 @@ fn refresh_validator_selection() {
         (&weak_head, 304, vec![("etag", "W/\"v1\"".into())], true),
         (&lm_only, 304, vec![("last-modified", date(-100))], true),
         (&lm_only, 304, vec![("last-modified", date(-99))], false),
-        (&head, 304, vec![], true),
+        // RFC 9111 4.3.4: a 304 without validators selects only a response without any
+        // (finding 8 of session 11: it refreshed one with an ETag).
+        (&head, 304, vec![], false),
+        (&lm_only, 304, vec![], false),
+        (&weak_head, 304, vec![], false),
+        (&no_validators, 304, vec![], true),
+        (&no_validators, 304, vec![("etag", "\"v1\"".into())], false),
         (&head, 200, vec![("etag", "\"v1\"".into())], false),
     ];
     for (i, (h, status, pairs, expect)) in cases.into_iter().enumerate() {
