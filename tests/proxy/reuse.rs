@@ -301,3 +301,98 @@ async fn rfc9111_4_3_4_a_304_without_validators_never_selects_a_response_with_an
         .collect();
     assert_eq!(inm, [None, Some("\"v1\""), None]);
 }
+
+/// Varies on Accept-Encoding the way nginx with gzip and a brotli filter does: br and gzip
+/// both carry `W/"x"`, identity `"x"`, and `If-None-Match` is compared weakly (RFC 9110
+/// 13.1.2). A 304 carries the tag of the representation the request would get.
+async fn weak_coding_origin() -> Origin {
+    Origin::start(|req| {
+        let ae = header(req, "accept-encoding").unwrap_or("");
+        let (coding, tag, body) = if ae.contains("br") {
+            ("br", "W/\"x\"", "br-body")
+        } else if ae.contains("gzip") {
+            ("gzip", "W/\"x\"", "gzip-body")
+        } else {
+            ("identity", "\"x\"", "plain-body")
+        };
+        let mut h = vec![
+            ("vary", "Accept-Encoding"),
+            ("etag", tag),
+            ("cache-control", "max-age=60"),
+        ];
+        if coding != "identity" {
+            h.push(("content-encoding", coding));
+        }
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let offered = header(req, "if-none-match").unwrap_or("");
+        if offered.split(',').any(|t| weak(t) == weak(tag)) {
+            reply(304, &h, "")
+        } else {
+            reply(200, &h, body)
+        }
+    })
+    .await
+}
+
+fn ae(v: &str) -> [(&str, &str); 1] {
+    [("Accept-Encoding", v)]
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_weak_etag_never_selects_a_variant_on_a_vary_miss() {
+    // Session 11, finding 1: the br variant's `W/"x"` was offered to a gzip-only client's
+    // request, the origin's 304 named it, and the br body was served and stored for gzip-only
+    // clients. Weak tags are not offered: the origin sends the gzip representation.
+    let origin = weak_coding_origin().await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/w");
+    let browser = ae("gzip, deflate, br, zstd");
+    let br = send(proxy, "GET", &url, &browser).await;
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    wait_stored_with(proxy, &url, &browser).await;
+
+    let gz = send(proxy, "GET", &url, &ae("gzip, deflate")).await;
+    assert_eq!((gz.status, gz.text().as_str()), (200, "gzip-body"));
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    gz.cache_status().assert_fwd("vary-miss");
+    let seen = origin.last("/w");
+    assert_eq!(
+        seen.headers.get("if-none-match"),
+        None,
+        "weak tags are not offered"
+    );
+    wait_stored_with(proxy, &url, &ae("gzip, deflate")).await;
+    let again = send(proxy, "GET", &url, &ae("gzip, deflate")).await;
+    assert_eq!(again.header("content-encoding"), Some("gzip"));
+    assert_eq!(again.text(), "gzip-body");
+    again.cache_status().assert_hit();
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_weak_304_to_an_offered_strong_etag_selects_nothing() {
+    // The identity variant's strong `"x"` is offered; the origin compares weakly and answers
+    // 304 with the gzip representation's `W/"x"`. That names no stored response strongly:
+    // nothing is selected, the full response is fetched without tags.
+    let origin = weak_coding_origin().await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/w");
+    let plain = send(proxy, "GET", &url, &ae("identity")).await;
+    assert_eq!(plain.text(), "plain-body");
+    wait_stored_with(proxy, &url, &ae("identity")).await;
+
+    let gz = send(proxy, "GET", &url, &ae("gzip")).await;
+    assert_eq!((gz.status, gz.text().as_str()), (200, "gzip-body"));
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert!(gz.cache_status().raw.contains("detail=vary-304-unselected"));
+    let inm: Vec<Option<String>> = origin
+        .seen()
+        .iter()
+        .map(|s| {
+            s.headers
+                .get("if-none-match")
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(inm, [None, Some("\"x\"".to_owned()), None]);
+}

@@ -80,6 +80,27 @@ fn validators_match(head: &StoredHead, h304: &HeaderMap) -> bool {
     old_etag.is_none() && head.last_modified().is_none()
 }
 
+/// `headers`' `ETag` when it is strong. Only a strong validator identifies one
+/// representation, content-coding included (RFC 9110 8.8.1, 8.8.3); a weak one says
+/// "equivalent", and origins reuse weak tags across codings (nginx gives the gzip and the br
+/// variant of one file the same `W/"..."`).
+pub fn strong_etag(headers: &HeaderMap) -> Option<&header::HeaderValue> {
+    headers
+        .get(header::ETAG)
+        .filter(|t| t.as_bytes().trim_ascii_start().starts_with(b"\""))
+}
+
+/// RFC 9111 4.3.1, 4.3.4: does a 304 answering a request `head` was not stored for (a Vary
+/// miss offered the stored variants' tags) select `head`? Only when the 304 names `head`'s
+/// strong ETag: a weak match, a `Last-Modified` match or no validator could select another
+/// coding than the request accepts, which then answers it and every later request like it.
+pub fn selects_for_another_request(head: &StoredHead, h304: &HeaderMap) -> bool {
+    match (strong_etag(&head.response_headers), strong_etag(h304)) {
+        (Some(stored), Some(new)) => trim(stored) == trim(new),
+        _ => false,
+    }
+}
+
 /// Merges a 304 into `head` (RFC 9111 4.3.4 / 3.2): each field in the 304 replaces all stored
 /// lines of that name or is added; hop-by-hop and [`NOT_UPDATED`] fields are ignored, and
 /// [`per_client_fields`] (judged on the merged `Cache-Control`) go to

@@ -726,3 +726,30 @@ fn rfc9111_4_3_4_304_selects_by_validator() {
     let r = refresh(&head, &req(&[]), &same, at(1), at(2)).expect("selected");
     assert_eq!(r.head.response_headers["cache-control"], "max-age=999");
 }
+
+#[test]
+fn rfc9111_4_3_4_only_a_strong_etag_selects_a_variant_for_another_request() {
+    // Session 11, finding 1: a weak tag shared by the br and the gzip variant selected br for
+    // a gzip-only request.
+    let strong = head_with(&[("etag", "\"x\"")], &[]);
+    let weak = head_with(&[("etag", "W/\"x\"")], &[]);
+    let both = head_with(&[("etag", "\"x\""), ("last-modified", &date(-100))], &[]);
+    let lm_only = head_with(&[("last-modified", &date(-100))], &[]);
+    type Case<'a> = (&'a StoredHead, Vec<(&'a str, String)>, bool);
+    let cases: Vec<Case<'_>> = vec![
+        (&strong, vec![("etag", "\"x\"".into())], true),
+        (&both, vec![("etag", " \"x\"".into())], true),
+        (&strong, vec![("etag", "\"y\"".into())], false),
+        (&strong, vec![("etag", "W/\"x\"".into())], false),
+        (&weak, vec![("etag", "W/\"x\"".into())], false),
+        (&weak, vec![("etag", "\"x\"".into())], false),
+        (&both, vec![("last-modified", date(-100))], false),
+        (&lm_only, vec![("last-modified", date(-100))], false),
+        (&strong, vec![], false),
+    ];
+    for (i, (h, pairs, expect)) in cases.into_iter().enumerate() {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let got = selects_for_another_request(h, &res_with(304, &pairs).headers);
+        assert_eq!(got, expect, "case {i}");
+    }
+}
