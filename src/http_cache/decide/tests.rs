@@ -208,6 +208,22 @@ fn vary_matching_uses_normalised_values() {
 }
 
 #[test]
+fn a_variant_stored_under_the_old_list_key_is_not_served_for_another_spelling() {
+    // Before session 11 every field was normalised as a list, so a row stored for
+    // `X-Layout: a,,b` sits under the key `a, b` would have now. Found by that key, it is
+    // still checked against its own request fields under the new rule: a mismatch.
+    let head = head_with(
+        &[("cache-control", "max-age=60"), ("vary", "X-Layout")],
+        &[("x-layout", "a,,b")],
+    );
+    let o = LookupOptions::default();
+    for (value, expect) in [("a, b", "mismatch"), ("a,,b", "fresh ttl=59")] {
+        let got = summary(&lookup(&head, &req(&[("x-layout", value)]), at(1), &o));
+        assert_eq!(got, expect, "{value}");
+    }
+}
+
+#[test]
 fn methods() {
     let head = head_with(&[("cache-control", "max-age=60")], &[]);
     let o = LookupOptions::default();
