@@ -14,7 +14,8 @@ pub use background::{DropReason, RefreshField, background_request, refresh_field
 
 pub use invalidate::{invalidation_targets, resolve_reference};
 pub use refresh::{
-    HeadUpdate, Refreshed, freshen_with_head, per_client_fields, refresh, withheld_fields,
+    HeadUpdate, Refreshed, freshen_with_head, per_client_fields, refresh,
+    selects_for_another_request, strong_etag, withheld_fields,
 };
 
 use std::time::{Duration, SystemTime};

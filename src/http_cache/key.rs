@@ -1,12 +1,20 @@
-//! Cache keys: a method class plus the normalised absolute URI, and Vary variant keys.
+//! Cache keys: a method class plus the normalised absolute URI, and Vary variant keys
+//! (`key/variant.rs`).
 //! Invariant: two requests that RFC 3986 6.2.2 deems equivalent get the same key text; keys never
 //! contain a fragment, userinfo or a default port.
 
 use std::fmt;
 
 use http::Method;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::uri::{Authority, Scheme, Uri};
+
+mod variant;
+
+pub use variant::{
+    SECRET_DIGEST_PREFIX, is_secret_field, normalized_header, stored_vary_value, variant_key,
+    vary_value,
+};
 
 /// Why a request target cannot be turned into a cache key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,108 +205,6 @@ pub fn absolute_uri(
         .map_err(|e| KeyError::InvalidUri(e.to_string()))
 }
 
-/// Header fields whose values compare case-insensitively, lower-cased in variant keys.
-const CASE_INSENSITIVE: &[&str] = &[
-    "accept-encoding",
-    "accept-charset",
-    "accept-language",
-    "accept",
-];
-
-/// Normalised value of a varying request header: `None` when absent; otherwise all field lines
-/// joined with `", "`, each list member trimmed with inner whitespace collapsed, empty members
-/// dropped, and lower-cased for [`CASE_INSENSITIVE`] fields.
-pub fn normalized_header(req: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
-    let mut values = req.get_all(name).iter().peekable();
-    values.peek()?;
-    let lower = CASE_INSENSITIVE.contains(&name.as_str());
-    let mut out = Vec::new();
-    for v in values {
-        for member in v.as_bytes().split(|b| *b == b',') {
-            let member = member.trim_ascii();
-            if member.is_empty() {
-                continue;
-            }
-            if !out.is_empty() {
-                out.extend_from_slice(b", ");
-            }
-            let mut prev_ws = false;
-            for &c in member {
-                if c == b' ' || c == b'\t' {
-                    if !prev_ws {
-                        out.push(b' ');
-                    }
-                    prev_ws = true;
-                } else {
-                    out.push(if lower { c.to_ascii_lowercase() } else { c });
-                    prev_ws = false;
-                }
-            }
-        }
-    }
-    Some(out)
-}
-
-/// Does `name` carry a secret (a session, a credential)? A response varying on such a field is
-/// keyed and matched by a digest of its value, so the store never holds the value in clear.
-pub fn is_secret_field(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(n, "cookie" | "authorization" | "proxy-authorization")
-        || [
-            "token", "auth", "session", "secret", "password", "api-key", "apikey",
-        ]
-        .iter()
-        .any(|s| n.contains(s))
-}
-
-/// Prefix of a digested Vary value (followed by 64 hex digits of SHA-256).
-pub const SECRET_DIGEST_PREFIX: &str = "sha256:";
-
-/// The value a request contributes to Vary matching for `name`: [`normalized_header`], and for
-/// [`is_secret_field`] fields `sha256:<hex>` of it instead (what stored heads and variant keys
-/// hold, so a `Cookie` never sits in the store in clear).
-pub fn vary_value(req: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
-    let v = normalized_header(req, name)?;
-    if !is_secret_field(name) {
-        return Some(v);
-    }
-    let d = ring::digest::digest(&ring::digest::SHA256, &v);
-    let mut out = SECRET_DIGEST_PREFIX.as_bytes().to_vec();
-    for b in d.as_ref() {
-        out.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
-    Some(out)
-}
-
-/// The Vary value a stored head recorded for `name` (see [`vary_value`]): secret fields are
-/// stored already digested and compared as stored; others are normalised again.
-pub fn stored_vary_value(stored: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
-    if is_secret_field(name) {
-        let mut values = stored.get_all(name).iter();
-        let first = values.next()?;
-        return Some(first.as_bytes().to_vec());
-    }
-    normalized_header(stored, name)
-}
-
-/// Key of one Vary variant: the base key, then per varying header `\0name` followed by `\x01`
-/// (absent) or `\x02value` (present, as [`vary_value`] gives it: normalised, secrets digested).
-pub fn variant_key(base: &CacheKey, vary: &[HeaderName], req: &HeaderMap) -> Vec<u8> {
-    let mut out = base.as_bytes().to_vec();
-    for name in vary {
-        out.push(0);
-        out.extend_from_slice(name.as_str().as_bytes());
-        match vary_value(req, name) {
-            None => out.push(1),
-            Some(v) => {
-                out.push(2);
-                out.extend_from_slice(&v);
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,94 +362,4 @@ mod tests {
         Ok("https://x.y/z")
     );
     abs!(abs_no_host, "/a", None, Err(KeyError::NotAbsolute));
-
-    fn req(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
-
-    macro_rules! variant {
-        ($name:ident, $vary:expr, $a:expr, $b:expr, $same:expr) => {
-            #[test]
-            fn $name() {
-                let base = cache_key(&Method::GET, &"http://a.b/".parse().unwrap()).unwrap();
-                let names: Vec<HeaderName> = $vary
-                    .iter()
-                    .map(|n: &&str| HeaderName::from_static(n))
-                    .collect();
-                let ka = variant_key(&base, &names, &req($a));
-                let kb = variant_key(&base, &names, &req($b));
-                assert_eq!(
-                    ka == kb,
-                    $same,
-                    "{:?} vs {:?}",
-                    String::from_utf8_lossy(&ka),
-                    String::from_utf8_lossy(&kb)
-                );
-            }
-        };
-    }
-    variant!(
-        v_same_value,
-        ["accept-encoding"],
-        &[("accept-encoding", "gzip")],
-        &[("accept-encoding", "gzip")],
-        true
-    );
-    variant!(
-        v_case_insensitive,
-        ["accept-encoding"],
-        &[("accept-encoding", "GZip")],
-        &[("accept-encoding", "gzip")],
-        true
-    );
-    variant!(
-        v_case_sensitive_other,
-        ["x-mode"],
-        &[("x-mode", "A")],
-        &[("x-mode", "a")],
-        false
-    );
-    variant!(
-        v_lines_joined,
-        ["accept-encoding"],
-        &[("accept-encoding", "gzip"), ("accept-encoding", "br")],
-        &[("accept-encoding", "gzip,  br")],
-        true
-    );
-    variant!(
-        v_ws_collapsed,
-        ["user-agent"],
-        &[("user-agent", "  a   b ")],
-        &[("user-agent", "a b")],
-        true
-    );
-    variant!(v_absent_vs_empty, ["accept"], &[], &[("accept", "")], false);
-    variant!(
-        v_different,
-        ["accept-encoding"],
-        &[("accept-encoding", "gzip")],
-        &[("accept-encoding", "br")],
-        false
-    );
-    variant!(
-        v_unvaried_ignored,
-        ["accept-encoding"],
-        &[("accept-encoding", "gzip"), ("x", "1")],
-        &[("accept-encoding", "gzip")],
-        true
-    );
-    variant!(
-        v_order_matters,
-        ["accept-encoding"],
-        &[("accept-encoding", "gzip, br")],
-        &[("accept-encoding", "br, gzip")],
-        false
-    );
 }

@@ -30,6 +30,20 @@ async fn vary_origin() -> Origin {
     .await
 }
 
+/// The `If-None-Match` of every request the origin received, in order ("" when absent).
+fn if_none_match_seen(origin: &Origin) -> Vec<String> {
+    let header = |s: &Seen| {
+        s.headers
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap().into())
+    };
+    origin
+        .seen()
+        .iter()
+        .map(|s| header(s).unwrap_or_default())
+        .collect()
+}
+
 fn lang(l: &str) -> [(&str, &str); 1] {
     [("Accept-Language", l)]
 }
@@ -261,4 +275,124 @@ async fn rfc9111_4_3_4_a_304_updates_every_variant_with_its_strong_validator() {
         (Some("2"), "body")
     );
     assert_eq!(origin.hits(), hits, "French was freshened by English's 304");
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_304_without_validators_never_selects_a_response_with_an_etag() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Session 11, finding 8. The stored response has `ETag: "v1"` and is stale at once; the
+    // origin answers the revalidation with a 304 carrying no validator at all, and an
+    // unconditional request with its new representation ("v2").
+    let full = std::sync::Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start({
+        let full = full.clone();
+        move |req| {
+            if header(req, "if-none-match").is_some() {
+                let h = [("cache-control", "max-age=60"), ("x-refreshed", "by-304")];
+                return reply(304, &h, "");
+            }
+            let (tag, body) = match full.fetch_add(1, Ordering::SeqCst) {
+                0 => ("\"v1\"", "old"),
+                _ => ("\"v2\"", "new"),
+            };
+            reply(200, &[("etag", tag), ("cache-control", "max-age=0")], body)
+        }
+    })
+    .await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/e");
+    assert_eq!(fill(proxy, &url).await.text(), "old");
+    // Stale: revalidated with "v1"; the 304 names nothing, so nothing is selected and the
+    // full response is fetched unconditionally.
+    let r = get(proxy, &url).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "new"));
+    assert_eq!(r.header("x-refreshed"), None);
+    assert_eq!(r.header("etag"), Some("\"v2\""));
+    assert_eq!(if_none_match_seen(&origin), ["", "\"v1\"", ""]);
+}
+
+/// Varies on Accept-Encoding the way nginx with gzip and a brotli filter does: br and gzip
+/// both carry `W/"x"`, identity `"x"`, and `If-None-Match` is compared weakly (RFC 9110
+/// 13.1.2). A 304 carries the tag of the representation the request would get.
+async fn weak_coding_origin() -> Origin {
+    Origin::start(|req| {
+        let ae = header(req, "accept-encoding").unwrap_or("");
+        let (coding, tag, body) = if ae.contains("br") {
+            ("br", "W/\"x\"", "br-body")
+        } else if ae.contains("gzip") {
+            ("gzip", "W/\"x\"", "gzip-body")
+        } else {
+            ("identity", "\"x\"", "plain-body")
+        };
+        let mut h = vec![
+            ("vary", "Accept-Encoding"),
+            ("etag", tag),
+            ("cache-control", "max-age=60"),
+        ];
+        if coding != "identity" {
+            h.push(("content-encoding", coding));
+        }
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let offered = header(req, "if-none-match").unwrap_or("");
+        if offered.split(',').any(|t| weak(t) == weak(tag)) {
+            reply(304, &h, "")
+        } else {
+            reply(200, &h, body)
+        }
+    })
+    .await
+}
+
+fn ae(v: &str) -> [(&str, &str); 1] {
+    [("Accept-Encoding", v)]
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_weak_etag_never_selects_a_variant_on_a_vary_miss() {
+    // Session 11, finding 1: the br variant's `W/"x"` was offered to a gzip-only client's
+    // request, the origin's 304 named it, and the br body was served and stored for gzip-only
+    // clients. Weak tags are not offered: the origin sends the gzip representation.
+    let origin = weak_coding_origin().await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/w");
+    let browser = ae("gzip, deflate, br, zstd");
+    let br = send(proxy, "GET", &url, &browser).await;
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    wait_stored_with(proxy, &url, &browser).await;
+
+    let gz = send(proxy, "GET", &url, &ae("gzip, deflate")).await;
+    assert_eq!((gz.status, gz.text().as_str()), (200, "gzip-body"));
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    gz.cache_status().assert_fwd("vary-miss");
+    let seen = origin.last("/w");
+    assert_eq!(
+        seen.headers.get("if-none-match"),
+        None,
+        "weak tags are not offered"
+    );
+    wait_stored_with(proxy, &url, &ae("gzip, deflate")).await;
+    let again = send(proxy, "GET", &url, &ae("gzip, deflate")).await;
+    assert_eq!(again.header("content-encoding"), Some("gzip"));
+    assert_eq!(again.text(), "gzip-body");
+    again.cache_status().assert_hit();
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_weak_304_to_an_offered_strong_etag_selects_nothing() {
+    // The identity variant's strong `"x"` is offered; the origin compares weakly and answers
+    // 304 with the gzip representation's `W/"x"`. That names no stored response strongly:
+    // nothing is selected, the full response is fetched without tags.
+    let origin = weak_coding_origin().await;
+    let (_p, proxy, _d) = start_proxy(None).await;
+    let url = origin.url("/w");
+    let plain = send(proxy, "GET", &url, &ae("identity")).await;
+    assert_eq!(plain.text(), "plain-body");
+    wait_stored_with(proxy, &url, &ae("identity")).await;
+
+    let gz = send(proxy, "GET", &url, &ae("gzip")).await;
+    assert_eq!((gz.status, gz.text().as_str()), (200, "gzip-body"));
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert!(gz.cache_status().raw.contains("detail=vary-304-unselected"));
+    assert_eq!(if_none_match_seen(&origin), ["", "\"x\"", ""]);
 }

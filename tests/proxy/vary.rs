@@ -153,3 +153,37 @@ async fn successful_post_invalidates_every_variant() {
     }
     assert_eq!(origin.count("GET", "/variants"), 4);
 }
+
+#[tokio::test]
+async fn vary_on_a_field_not_known_to_be_a_list_compares_its_value_as_sent() {
+    // Session 11, finding 2: `X-Layout: a,,b` was stored and then served to `a, b` (and `"x,y"`
+    // to `"x, y"`): every field was normalised as a comma list. The origin echoes the value.
+    let origin = Origin::start(|req| {
+        let layout = header(req, "x-layout").unwrap_or("none").to_owned();
+        reply(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "X-Layout")],
+            layout,
+        )
+    })
+    .await;
+    let (_proxy, proxy, _dir) = start_proxy(None).await;
+    let url = origin.url("/layout");
+    let spellings = ["a,,b", "a, b", "a,b", "\"x,y\"", "\"x, y\"", "a  b", "a b"];
+    for value in spellings {
+        let r = send(proxy, "GET", &url, &[("X-Layout", value)]).await;
+        assert_eq!(r.text(), value, "first request with {value}");
+        wait_stored_with(proxy, &url, &[("X-Layout", value)]).await;
+    }
+    assert_eq!(
+        origin.hits(),
+        spellings.len(),
+        "each spelling is its own variant"
+    );
+    for value in spellings {
+        let r = send(proxy, "GET", &url, &[("X-Layout", value)]).await;
+        assert_eq!(r.text(), value, "again with {value}");
+        r.cache_status().assert_hit();
+    }
+    assert_eq!(origin.hits(), spellings.len());
+}

@@ -73,10 +73,32 @@ fn validators_match(head: &StoredHead, h304: &HeaderMap) -> bool {
     if let Some(new_lm) = h304.get(header::LAST_MODIFIED).map(trim) {
         return head.last_modified().map(trim) == Some(new_lm);
     }
-    // No validator in the 304. We sent the conditional built from this entry's validators (the
-    // client's own were removed), so the 304 can only be about this entry. RFC 9111 would
-    // select it only if the entry lacked validators too; we accept it deliberately.
-    true
+    // No validator in the 304 (RFC 9111 4.3.4, third bullet): it selects a stored response
+    // only when that response lacks validators too (a conditional built from `Date`). A
+    // stored ETag or Last-Modified the 304 does not repeat is not known to be the
+    // representation the origin has now: nothing is selected, the full response is fetched.
+    old_etag.is_none() && head.last_modified().is_none()
+}
+
+/// `headers`' `ETag` when it is strong. Only a strong validator identifies one
+/// representation, content-coding included (RFC 9110 8.8.1, 8.8.3); a weak one says
+/// "equivalent", and origins reuse weak tags across codings (nginx gives the gzip and the br
+/// variant of one file the same `W/"..."`).
+pub fn strong_etag(headers: &HeaderMap) -> Option<&header::HeaderValue> {
+    headers
+        .get(header::ETAG)
+        .filter(|t| t.as_bytes().trim_ascii_start().starts_with(b"\""))
+}
+
+/// RFC 9111 4.3.1, 4.3.4: does a 304 answering a request `head` was not stored for (a Vary
+/// miss offered the stored variants' tags) select `head`? Only when the 304 names `head`'s
+/// strong ETag: a weak match, a `Last-Modified` match or no validator could select another
+/// coding than the request accepts, which then answers it and every later request like it.
+pub fn selects_for_another_request(head: &StoredHead, h304: &HeaderMap) -> bool {
+    match (strong_etag(&head.response_headers), strong_etag(h304)) {
+        (Some(stored), Some(new)) => trim(stored) == trim(new),
+        _ => false,
+    }
 }
 
 /// Merges a 304 into `head` (RFC 9111 4.3.4 / 3.2): each field in the 304 replaces all stored

@@ -208,6 +208,22 @@ fn vary_matching_uses_normalised_values() {
 }
 
 #[test]
+fn a_variant_stored_under_the_old_list_key_is_not_served_for_another_spelling() {
+    // Before session 11 every field was normalised as a list, so a row stored for
+    // `X-Layout: a,,b` sits under the key `a, b` would have now. Found by that key, it is
+    // still checked against its own request fields under the new rule: a mismatch.
+    let head = head_with(
+        &[("cache-control", "max-age=60"), ("vary", "X-Layout")],
+        &[("x-layout", "a,,b")],
+    );
+    let o = LookupOptions::default();
+    for (value, expect) in [("a, b", "mismatch"), ("a,,b", "fresh ttl=59")] {
+        let got = summary(&lookup(&head, &req(&[("x-layout", value)]), at(1), &o));
+        assert_eq!(got, expect, "{value}");
+    }
+}
+
+#[test]
 fn methods() {
     let head = head_with(&[("cache-control", "max-age=60")], &[]);
     let o = LookupOptions::default();
@@ -463,6 +479,7 @@ fn refresh_validator_selection() {
         ],
         &[],
     );
+    let no_validators = head_with(&[("cache-control", "max-age=60")], &[]);
     type Case<'a> = (&'a StoredHead, u16, Vec<(&'a str, String)>, bool);
     let cases: Vec<Case<'_>> = vec![
         (&head, 304, vec![("etag", "\"v1\"".into())], true),
@@ -472,7 +489,13 @@ fn refresh_validator_selection() {
         (&weak_head, 304, vec![("etag", "W/\"v1\"".into())], true),
         (&lm_only, 304, vec![("last-modified", date(-100))], true),
         (&lm_only, 304, vec![("last-modified", date(-99))], false),
-        (&head, 304, vec![], true),
+        // RFC 9111 4.3.4: a 304 without validators selects only a response without any
+        // (finding 8 of session 11: it refreshed one with an ETag).
+        (&head, 304, vec![], false),
+        (&lm_only, 304, vec![], false),
+        (&weak_head, 304, vec![], false),
+        (&no_validators, 304, vec![], true),
+        (&no_validators, 304, vec![("etag", "\"v1\"".into())], false),
         (&head, 200, vec![("etag", "\"v1\"".into())], false),
     ];
     for (i, (h, status, pairs, expect)) in cases.into_iter().enumerate() {
@@ -718,4 +741,31 @@ fn rfc9111_4_3_4_304_selects_by_validator() {
     let same = res_with(304, &[("etag", "\"v1\""), ("cache-control", "max-age=999")]);
     let r = refresh(&head, &req(&[]), &same, at(1), at(2)).expect("selected");
     assert_eq!(r.head.response_headers["cache-control"], "max-age=999");
+}
+
+#[test]
+fn rfc9111_4_3_4_only_a_strong_etag_selects_a_variant_for_another_request() {
+    // Session 11, finding 1: a weak tag shared by the br and the gzip variant selected br for
+    // a gzip-only request.
+    let strong = head_with(&[("etag", "\"x\"")], &[]);
+    let weak = head_with(&[("etag", "W/\"x\"")], &[]);
+    let both = head_with(&[("etag", "\"x\""), ("last-modified", &date(-100))], &[]);
+    let lm_only = head_with(&[("last-modified", &date(-100))], &[]);
+    type Case<'a> = (&'a StoredHead, Vec<(&'a str, String)>, bool);
+    let cases: Vec<Case<'_>> = vec![
+        (&strong, vec![("etag", "\"x\"".into())], true),
+        (&both, vec![("etag", " \"x\"".into())], true),
+        (&strong, vec![("etag", "\"y\"".into())], false),
+        (&strong, vec![("etag", "W/\"x\"".into())], false),
+        (&weak, vec![("etag", "W/\"x\"".into())], false),
+        (&weak, vec![("etag", "\"x\"".into())], false),
+        (&both, vec![("last-modified", date(-100))], false),
+        (&lm_only, vec![("last-modified", date(-100))], false),
+        (&strong, vec![], false),
+    ];
+    for (i, (h, pairs, expect)) in cases.into_iter().enumerate() {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let got = selects_for_another_request(h, &res_with(304, &pairs).headers);
+        assert_eq!(got, expect, "case {i}");
+    }
 }

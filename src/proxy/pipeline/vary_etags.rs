@@ -1,7 +1,15 @@
 //! Vary misses with stored variants (RFC 9111 4.3.1, 4.3.4): the request to the origin
-//! carries the stored variants' entity tags in `If-None-Match`, and a 304 naming one of them
-//! selects that variant: it is refreshed, stored under this request's variant key as well, and
-//! answers this request (200, or 304 when the client's own conditional matches it).
+//! carries the stored variants' strong entity tags in `If-None-Match`, and a 304 naming one of
+//! them (strongly) selects that variant: it is refreshed, stored under this request's variant
+//! key as well, and answers this request (200, or 304 when the client's own conditional
+//! matches it).
+//!
+//! Invariant: only a strong validator selects a variant for a request it was not stored for.
+//! A weak tag says "equivalent", and origins give the br and the gzip variant of one file the
+//! same weak tag: selecting by it would serve a coding the request did not accept, and store
+//! it for every later request like it. Weak tags are therefore not offered at all (the
+//! origin's 304 to them could not be used, and a second, unconditional request would cost a
+//! round trip more than the full response asked for at once).
 //!
 //! The client's own conditionals are never forwarded on a miss (the cache answers them from
 //! the response it gets), so the origin sees only the stored variants' tags.
@@ -34,7 +42,8 @@ impl Offered {
 }
 
 impl Ctx<'_> {
-    /// On a Vary miss (`fwd`), put the stored variants' ETags in `headers`' `If-None-Match`.
+    /// On a Vary miss (`fwd`), put the stored variants' strong ETags in `headers`'
+    /// `If-None-Match` (weak ones are never offered: see the module invariant).
     pub(super) async fn offer_variants(
         &self,
         fwd: &CacheStatus,
@@ -44,7 +53,8 @@ impl Ctx<'_> {
             return Offered::default();
         }
         let generation = self.st.entries.inv.generation();
-        let variants = self.st.entries.variants_with_etags(&self.key).await;
+        let mut variants = self.st.entries.variants_with_etags(&self.key).await;
+        variants.retain(|v| http_cache::strong_etag(&v.head.response_headers).is_some());
         let mut tags: Vec<&str> = Vec::new();
         for t in variants.iter().filter_map(|v| v.head.etag()?.to_str().ok()) {
             if !tags.contains(&t) {
@@ -78,6 +88,10 @@ impl Ctx<'_> {
         let opts = &self.st.lookup_opts;
         let times = (times.sent, times.received, times.delta);
         for v in &offered.variants {
+            // A weak, Last-Modified or missing validator in the 304 selects nothing here.
+            if !http_cache::selects_for_another_request(&v.head, &res.headers) {
+                continue;
+            }
             let merged = merge_304(self.rule.as_ref(), &self.lookup, &v.head, res, times, opts);
             let r = match merged {
                 Merged304::NoMatch => continue,
@@ -132,10 +146,7 @@ impl Exchange<'_> {
         res: &ResponseParts,
         times: (SystemTime, SystemTime, Duration),
     ) {
-        let strong = res
-            .headers
-            .get(header::ETAG)
-            .filter(|t| t.as_bytes().starts_with(b"\""));
+        let strong = http_cache::strong_etag(&res.headers);
         let (Some(strong), Vary::Headers(_)) = (strong, &head.vary) else {
             return;
         };
