@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use crate::ops::{Origin, get, hoard, request, run};
 use crate::proxy::harness::IO_TIMEOUT;
 
+mod hosts;
 mod screenshot;
 
 /// A headless Chromium with one page, driven over `--remote-debugging-pipe`.
@@ -442,7 +443,7 @@ async fn event_stream_outlives_idle_timeout_and_purge_is_guarded() {
     .await;
     let admin = p.admin_addr().unwrap();
     let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let head = read_events_until(&mut s, |t| t.contains("event: tick")).await;
