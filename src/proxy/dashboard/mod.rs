@@ -5,12 +5,15 @@
 //!
 //! Invariants: the request feed costs an unwatched proxy one relaxed load per request
 //! ([`Metrics::publish`](super::metrics::Metrics::publish)); a subscriber that falls behind
-//! loses events (bounded broadcast, then a bounded channel to its socket filled with
-//! `try_send`), it never blocks a request. An event stream writes at least once a second,
+//! loses events (bounded broadcast, then a queue to its socket bounded in bytes,
+//! [`queue::STREAM_BYTES`], filled with `try_send`), it never blocks a request, and one that
+//! reads nothing holds at most that many bytes. An event stream writes at least once a second,
 //! so the admin server's idle timeout never cuts it while it is read, and it holds one of
 //! the admin server's connection slots like any other connection. A purge comes only from a
 //! `purge-allow` client, with the `X-Hoard-Purge` header (which a cross-site form or a
 //! simple cross-origin fetch cannot send) and no foreign `Origin` or `Sec-Fetch-Site`.
+
+mod queue;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,8 +29,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 
+use self::queue::{QueueRx, QueueTx, Refused, STREAM_BYTES, queue};
 use super::metrics::{Served, Subscription};
 use super::pipeline;
 use super::service::State;
@@ -46,8 +49,6 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 /// after a CORS preflight, which this server never approves).
 pub const PURGE_HEADER: &str = "x-hoard-purge";
 
-/// Chunks queued for one event stream's socket; beyond this, events for it are dropped.
-const STREAM_QUEUE: usize = 256;
 /// How often counters are sent (also the heartbeat keeping the connection busy).
 const TICK: Duration = Duration::from_secs(1);
 /// Largest purge request body.
@@ -61,7 +62,7 @@ pub enum AdminBody {
     /// A complete body.
     Full(Option<Bytes>),
     /// Server-sent events until the feeding task ends or the client goes.
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(QueueRx),
 }
 
 impl AdminBody {
@@ -210,7 +211,7 @@ enum StreamEnd {
 
 /// `GET /events`: `event: access` per request, `event: tick` per second.
 fn events(st: &Arc<State>) -> Response<AdminBody> {
-    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_QUEUE);
+    let (tx, rx) = queue(STREAM_BYTES);
     let sub = st.metrics.subscribe();
     let st = st.clone();
     tokio::spawn(async move {
@@ -235,11 +236,10 @@ fn sse(event: &str, data: &impl Serialize) -> Option<Bytes> {
     Some(Bytes::from(format!("event: {event}\ndata: {json}\n\n")))
 }
 
-async fn feed(st: &State, mut sub: Subscription, tx: &mpsc::Sender<Bytes>) -> StreamEnd {
+async fn feed(st: &State, mut sub: Subscription, tx: &QueueTx) -> StreamEnd {
     // Reconnect after 2 s if the stream breaks (EventSource does it by itself).
     if tx
-        .send(Bytes::from_static(b"retry: 2000\n: hoard\n\n"))
-        .await
+        .try_send(Bytes::from_static(b"retry: 2000\n: hoard\n\n"))
         .is_err()
     {
         return StreamEnd::ClientGone;
@@ -272,8 +272,8 @@ async fn feed(st: &State, mut sub: Subscription, tx: &mpsc::Sender<Bytes>) -> St
         let Some(chunk) = chunk else { continue };
         match tx.try_send(chunk) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-            Err(mpsc::error::TrySendError::Closed(_)) => return StreamEnd::ClientGone,
+            Err(Refused::Full) => dropped += 1,
+            Err(Refused::Closed) => return StreamEnd::ClientGone,
         }
     }
 }
