@@ -54,6 +54,7 @@ impl Refusal {
 /// Serve admin requests until `signal` completes.
 pub async fn run(listener: TcpListener, state: Arc<State>, signal: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let gate = dashboard::Gate::new();
     let idle = state.cfg.idle_timeout;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -90,9 +91,12 @@ pub async fn run(listener: TcpListener, state: Arc<State>, signal: impl Future<O
                     }
                 };
                 let st = state.clone();
+                let gate = gate.clone();
                 let svc = service_fn(move |req| {
-                    let st = st.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&st, req, peer).await) }
+                    let (st, gate) = (st.clone(), gate.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(respond(&st, req, peer, &gate).await)
+                    }
                 });
                 let last = Arc::new(LastMoved::new());
                 let io = TokioIo::new(Observed { io: stream, observer: last.clone() });
@@ -142,7 +146,12 @@ fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<
     res
 }
 
-async fn respond(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
+async fn respond(
+    st: &Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    gate: &dashboard::Gate,
+) -> Response<AdminBody> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     // `/healthz` tells nothing but "ok", so it answers health checkers whatever name they
     // put in `Host`; every other path is refused to a name that is not this server's.
@@ -158,7 +167,7 @@ async fn respond(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> R
     }
     let req = match req.uri().path() {
         "/healthz" | "/metrics" => req,
-        _ => match dashboard::route(st, req, peer).await {
+        _ => match dashboard::route(st, req, peer, gate).await {
             Some(res) => return res,
             None => {
                 return text(

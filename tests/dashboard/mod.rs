@@ -20,6 +20,7 @@ use crate::ops::{Origin, get, hoard, request, run};
 use crate::proxy::harness::IO_TIMEOUT;
 
 mod hosts;
+mod listing;
 mod screenshot;
 
 /// A headless Chromium with one page, driven over `--remote-debugging-pipe`.

@@ -13,6 +13,7 @@
 //! `purge-allow` client, with the `X-Hoard-Purge` header (which a cross-site form or a
 //! simple cross-origin fetch cannot send) and no foreign `Origin` or `Sec-Fetch-Site`.
 
+mod heavy;
 mod queue;
 
 use std::convert::Infallible;
@@ -30,6 +31,8 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
+pub use self::heavy::Gate;
+use self::heavy::heavy;
 use self::queue::{QueueRx, QueueTx, Refused, STREAM_BYTES, queue};
 use super::metrics::{Served, Subscription};
 use super::pipeline;
@@ -146,6 +149,7 @@ pub async fn route(
     st: &Arc<State>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    gate: &Gate,
 ) -> Option<Response<AdminBody>> {
     let path = req.uri().path().to_string();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
@@ -163,8 +167,8 @@ pub async fn route(
         ("/app.js", true) => respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         ("/app.css", true) => respond(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         ("/events", true) => events(st),
-        ("/api/store", true) => store_summary(st).await,
-        ("/api/urls", true) => urls(st, req.uri()).await,
+        ("/api/store", true) => store_summary(st, gate).await,
+        ("/api/urls", true) => urls(st, req.uri(), gate).await,
         ("/api/purge", false) if req.method() == Method::POST => purge(st, req, peer).await,
         (
             "/" | "/index.html" | "/app.js" | "/app.css" | "/events" | "/api/store" | "/api/urls",
@@ -280,9 +284,9 @@ async fn feed(st: &State, mut sub: Subscription, tx: &QueueTx) -> StreamEnd {
 
 /// `GET /api/store`: the summary of `hoard stats` (entries, size, limit, served counts,
 /// top hosts by bytes). Walks every row: fine for the dashboard's occasional refresh.
-async fn store_summary(st: &State) -> Response<AdminBody> {
+async fn store_summary(st: &State, gate: &Gate) -> Response<AdminBody> {
     let store = st.store.clone();
-    match tokio::task::spawn_blocking(move || ops::stats(&store, 10)).await {
+    match heavy(gate, move || ops::stats(&store, 10)).await {
         Ok(Ok(r)) => json(StatusCode::OK, &r),
         Ok(Err(e)) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -358,7 +362,7 @@ fn url_matches(url: &str, q: &str) -> bool {
 }
 
 /// `GET /api/urls?q=PREFIX-OR-TEXT&host=HOST&limit=N`.
-async fn urls(st: &State, uri: &Uri) -> Response<AdminBody> {
+async fn urls(st: &State, uri: &Uri, gate: &Gate) -> Response<AdminBody> {
     let q = query_param(uri, "q").unwrap_or_default();
     let host = query_param(uri, "host").filter(|h| !h.trim().is_empty());
     let limit = query_param(uri, "limit")
@@ -367,15 +371,16 @@ async fn urls(st: &State, uri: &Uri) -> Response<AdminBody> {
         .min(MAX_URLS);
     let store = st.store.clone();
     let rules = st.cfg.rules.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        let all = ops::list(&store, host.as_deref())?;
-        let matching: Vec<ops::UrlEntry> = all
-            .into_iter()
-            .filter(|e| e.method == "GET" && url_matches(&e.url, &q))
-            .collect();
+    let res = heavy(gate, move || {
+        let page = ops::list_page(
+            &store,
+            host.as_deref(),
+            |method, url| method == "GET" && url_matches(url, &q),
+            limit,
+        )?;
         let now = SystemTime::now();
         let mut out = Vec::new();
-        for e in matching.iter().take(limit) {
+        for e in &page.urls {
             let shown = ops::show(&store, &e.url, &rules, now).ok().flatten();
             let first = shown.as_ref().and_then(|s| s.variants.first());
             out.push(UrlRow {
@@ -393,7 +398,7 @@ async fn urls(st: &State, uri: &Uri) -> Response<AdminBody> {
             });
         }
         Ok::<_, ops::OpsError>(UrlList {
-            total: matching.len(),
+            total: page.total,
             urls: out,
         })
     })
