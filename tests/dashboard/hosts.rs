@@ -1,13 +1,15 @@
 //! The admin listener against DNS rebinding: a page on a name the attacker re-points at
 //! 127.0.0.1 sends `Host: that.name` (and `Origin: http://that.name:PORT`). Every admin path
 //! but `/healthz` answers such a request 421 and reveals nothing; IP literals, `localhost`
-//! and the `admin-hosts` names are served.
+//! and the `admin-hosts` names are served. The same in real Chromium, whose resolver maps
+//! the attacker's name to 127.0.0.1 as a rebinding DNS server would.
 
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::{Browser, js_str, spawn_with_admin};
 use crate::ops::{Origin, get};
 use crate::proxy::harness::IO_TIMEOUT;
 
@@ -114,4 +116,64 @@ async fn admin_refuses_a_rebinding_host_on_every_path_but_healthz() {
             .contains("fwd=uri-miss")
     );
     p.shutdown().await;
+}
+
+/// Chromium's resolver for the rebinding test: the attacker's name is 127.0.0.1 (what a
+/// rebinding DNS server answers once the page has loaded), every other name but 127.0.0.1
+/// NOTFOUND as in `support::chromium::FLAGS`, which this replaces.
+const REBIND_RULES: &str =
+    "--host-resolver-rules=MAP rebind.attacker.test 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1";
+
+/// A page on `rebind.attacker.test:PORT` (the admin port) gets 421 for itself, for its
+/// same-origin `fetch` of `/api/urls` and for its purge (which carries `X-Hoard-Purge` and an
+/// `Origin` equal to its `Host`); the same browser on `127.0.0.1:PORT` reads the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_rebinding_page_in_chromium_reads_and_purges_nothing() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_str().unwrap().to_string();
+    let (mut child, proxy, admin) = spawn_with_admin(&cache, &[]).await;
+    let url = origin.url("/private-report?token=SECRET42");
+    assert!(get(proxy, &url, &[]).await.1.contains("stored"));
+    let port = admin.port();
+    let body = js_str(&url);
+    let (page, read, purged, control) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch_with(&[REBIND_RULES]);
+        b.navigate(&format!("http://rebind.attacker.test:{port}/"));
+        b.wait_for(
+            "location.host.startsWith('rebind.attacker.test') && \
+             document.readyState === 'complete'",
+            "the page on the rebinding name",
+        );
+        let page = b.eval("document.documentElement.innerText");
+        let read = b.eval("fetch('/api/urls?q=').then(async r => r.status + ' ' + await r.text())");
+        let purged = b.eval(&format!(
+            "fetch('/api/purge', {{method: 'POST', headers: {{'X-Hoard-Purge': '1'}}, \
+             body: {body}}}).then(async r => r.status + ' ' + await r.text())"
+        ));
+        b.navigate(&format!("http://127.0.0.1:{port}/"));
+        b.wait_for(
+            "location.host.startsWith('127.0.0.1') && document.readyState === 'complete'",
+            "the dashboard on 127.0.0.1",
+        );
+        let control = b.eval("fetch('/api/urls?q=').then(r => r.text())");
+        (page, read, purged, control)
+    })
+    .await
+    .unwrap();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let (page, read, purged, control) = (text(&page), text(&read), text(&purged), text(&control));
+    assert!(
+        page.contains("admin-hosts"),
+        "the 421 text, not the dashboard: {page}"
+    );
+    assert!(read.starts_with("421 "), "{read}");
+    assert!(!read.contains("SECRET42"), "{read}");
+    assert!(purged.starts_with("421 "), "{purged}");
+    assert!(
+        control.contains("SECRET42"),
+        "served on 127.0.0.1: {control}"
+    );
+    assert!(get(proxy, &url, &[]).await.1.contains("hit"), "not purged");
+    child.kill().await.unwrap();
 }

@@ -44,6 +44,11 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 
 impl Browser {
     fn launch() -> Browser {
+        Browser::launch_with(&[])
+    }
+
+    /// With `extra` flags after the usual ones (a repeated flag replaces the earlier one).
+    fn launch_with(extra: &[&str]) -> Browser {
         let exe = crate::support::chromium::binary();
         let profile = tempfile::tempdir().unwrap();
         let (cmd_r, cmd_w) = pipe(); // we write commands, Chromium reads fd 3
@@ -54,6 +59,7 @@ impl Browser {
         );
         let mut cmd = Command::new(&exe);
         cmd.args(crate::support::chromium::FLAGS)
+            .args(extra)
             .arg("--remote-debugging-pipe")
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .stdin(Stdio::null())
