@@ -123,22 +123,76 @@ pub struct UrlEntry {
 
 /// Every stored URL (of `host`, if given), in key order.
 pub fn list(cache: &Cache, host: Option<&str>) -> Result<Vec<UrlEntry>> {
-    let mut out = Vec::new();
-    for (key, g) in listing::urls(cache, host)? {
-        let (method, url) = listing::split_url_key(&key);
-        out.push(UrlEntry {
-            tier: StoreTier::Local,
-            host: listing::authority(&key).to_string(),
-            method: method.to_string(),
-            url: url.to_string(),
-            status: g.status(cache)?,
-            key: key.clone(),
-            variants: g.responses(),
-            size: g.size,
-            stored_at: g.stored_at,
-        });
+    listing::each_url(cache, host)
+        .map(|r| url_entry(cache, r?))
+        .collect()
+}
+
+/// The listing entry of a URL's rows (its head read for the status).
+fn url_entry(cache: &Cache, (key, g): (String, listing::UrlRows)) -> Result<UrlEntry> {
+    let (method, url) = listing::split_url_key(&key);
+    Ok(UrlEntry {
+        tier: StoreTier::Local,
+        host: listing::authority(&key).to_string(),
+        method: method.to_string(),
+        url: url.to_string(),
+        status: g.status(cache)?,
+        variants: g.responses(),
+        size: g.size,
+        stored_at: g.stored_at,
+        key,
+    })
+}
+
+/// Some of the stored URLs: how many matched, and the first of them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UrlPage {
+    /// URLs that matched.
+    pub total: usize,
+    /// The first `limit` of them, in key order (URL order: by method, then scheme, host, path).
+    pub urls: Vec<UrlEntry>,
+}
+
+/// The stored URLs (of `host`, if given) for which `keep(method, url)` holds: all counted,
+/// the first `limit` returned in key order. The store is read page by page and at most
+/// `limit` URLs are held (their heads read for the status, no other), so memory follows
+/// `limit`, not the store (the dashboard's `/api/urls`).
+pub fn list_page(
+    cache: &Cache,
+    host: Option<&str>,
+    mut keep: impl FnMut(&str, &str) -> bool,
+    limit: usize,
+) -> Result<UrlPage> {
+    let matching = listing::each_url(cache, host).filter(|r| match r {
+        Ok((key, _)) => {
+            let (method, url) = listing::split_url_key(key);
+            keep(method, url)
+        }
+        Err(_) => true,
+    });
+    let (total, first) = first_of(matching, limit)?;
+    let urls = first
+        .into_iter()
+        .map(|g| url_entry(cache, g))
+        .collect::<Result<_>>()?;
+    Ok(UrlPage { total, urls })
+}
+
+/// How many `items` there are, and the first `limit` of them; holds no more than those.
+fn first_of<T, E>(
+    items: impl Iterator<Item = std::result::Result<T, E>>,
+    limit: usize,
+) -> std::result::Result<(usize, Vec<T>), E> {
+    let mut kept = Vec::with_capacity(limit.min(1024));
+    let mut total = 0;
+    for item in items {
+        let item = item?;
+        total += 1;
+        if kept.len() < limit {
+            kept.push(item);
+        }
     }
-    Ok(out)
+    Ok((total, kept))
 }
 
 /// Bytes used by one host.
@@ -216,7 +270,8 @@ pub fn stats(cache: &Cache, top: usize) -> Result<StatsReport> {
     let served = read_served(cache.directory())?;
     let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut urls = 0;
-    for (key, g) in listing::urls(cache, None)? {
+    for url in listing::each_url(cache, None) {
+        let (key, g) = url?;
         urls += 1;
         let e = hosts
             .entry(listing::authority(&key).to_string())
@@ -575,5 +630,71 @@ mod tests {
         let s = stats(&c, 5).unwrap();
         assert_eq!((s.entries, s.urls), (2, 1));
         assert_eq!(s.top_hosts[0].host, "b.example:8443");
+    }
+
+    #[test]
+    fn list_page_counts_every_match_and_keeps_the_first_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        for i in 0..40 {
+            let host = if i % 2 == 0 { "a.example" } else { "b.example" };
+            let key = format!("GET http://{host}/item/{i:02}");
+            c.set(key.as_bytes(), b"body", None, Some(&key)).unwrap();
+            let variant = format!("{key}\0gzip");
+            c.set(variant.as_bytes(), b"body", None, Some(&key))
+                .unwrap();
+        }
+        let post = "POST http://a.example/item/99 body=00";
+        c.set(post.as_bytes(), b"body", None, Some(post)).unwrap();
+        let all = list(&c, None).unwrap();
+        // (host, keep, limit) -> the same as filtering the whole listing.
+        type Keep = fn(&str, &str) -> bool;
+        let cases: &[(Option<&str>, Keep, usize)] = &[
+            (None, |m, _| m == "GET", 5),
+            (Some("b.example"), |m, _| m == "GET", 3),
+            (None, |m, u| m == "GET" && u.ends_with('7'), 2),
+            (None, |_, u| u.contains("nomatch"), 50),
+            (None, |_, _| true, 0),
+            (None, |_, _| true, 500),
+        ];
+        for (i, (host, keep, limit)) in cases.iter().enumerate() {
+            let page = list_page(&c, *host, keep, *limit).unwrap();
+            let want: Vec<&UrlEntry> = all
+                .iter()
+                .filter(|e| host.is_none_or(|h| listing::host_matches(&e.host, h)))
+                .filter(|e| keep(&e.method, &e.url))
+                .collect();
+            assert_eq!(page.total, want.len(), "case {i}");
+            assert_eq!(page.urls.len(), want.len().min(*limit), "case {i}");
+            let want: Vec<UrlEntry> = want.into_iter().take(*limit).cloned().collect();
+            assert_eq!(page.urls, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn first_of_holds_at_most_limit_items_whatever_the_count() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        /// An item counting how many of its kind are alive, and the most ever alive.
+        struct Live(Rc<(Cell<usize>, Cell<usize>)>);
+        impl Live {
+            fn new(c: &Rc<(Cell<usize>, Cell<usize>)>) -> Live {
+                c.0.set(c.0.get() + 1);
+                c.1.set(c.1.get().max(c.0.get()));
+                Live(c.clone())
+            }
+        }
+        impl Drop for Live {
+            fn drop(&mut self) {
+                self.0.0.set(self.0.0.get() - 1);
+            }
+        }
+        for (count, limit) in [(100_000, 10), (5, 10), (1_000, 0)] {
+            let c = Rc::new((Cell::new(0), Cell::new(0)));
+            let items = (0..count).map(|_| Ok::<_, ()>(Live::new(&c)));
+            let (total, kept) = first_of(items, limit).unwrap();
+            assert_eq!((total, kept.len()), (count, count.min(limit)));
+            assert!(c.1.get() <= limit + 1, "{} alive at once", c.1.get());
+        }
     }
 }

@@ -174,6 +174,13 @@ options_table! {
             key: "admin-allow", default: "127.0.0.0/8,::1", parse: ip_list,
             show: each => Vec<String>,
         }
+        /// Host names the admin server answers besides IP literals, localhost and *.localhost,
+        /// repeatable or comma-separated; any other Host gets 421 (DNS-rebinding defence;
+        /// /healthz excepted).
+        admin_hosts: Vec<String> {
+            key: "admin-hosts", default: "", parse: list, show: value => Vec<String>,
+            arg: List { value_name: "NAME" },
+        }
         /// Where the access lines go: a file (appended to, created 0600, reopened on SIGHUP),
         /// stderr (or -), or off; written by a thread of their own, never blocking a request.
         access_log: Destination {

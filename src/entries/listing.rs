@@ -130,26 +130,74 @@ impl UrlRows {
     }
 }
 
-/// Stored URLs (of `host`, if given) by URL key, in key order.
-pub fn urls(cache: &Cache, host: Option<&str>) -> store::Result<BTreeMap<String, UrlRows>> {
-    let mut out: BTreeMap<String, UrlRows> = BTreeMap::new();
-    for row in rows(cache) {
-        let row = row?;
-        if host.is_some_and(|h| !host_matches(authority(&row.url_key), h)) {
-            continue;
-        }
-        let g = out.entry(row.url_key).or_default();
-        g.rows += 1;
-        g.size += row.size;
-        g.stored_at = g.stored_at.max(row.store_time);
+impl UrlRows {
+    fn add(&mut self, row: Row) {
+        self.rows += 1;
+        self.size += row.size;
+        self.stored_at = self.stored_at.max(row.store_time);
         if row.variant {
-            g.variants += 1;
-            g.variant_key.get_or_insert(row.key);
+            self.variants += 1;
+            self.variant_key.get_or_insert(row.key);
         } else {
-            g.first_key = Some(row.key);
+            self.first_key = Some(row.key);
         }
     }
-    Ok(out)
+}
+
+/// Stored URLs (of `host`, if given) by URL key, in key order.
+pub fn urls(cache: &Cache, host: Option<&str>) -> store::Result<BTreeMap<String, UrlRows>> {
+    each_url(cache, host).collect()
+}
+
+/// Stored URLs (of `host`, if given) one at a time, in key order, with their rows summed:
+/// the store is read page by page and one URL's rows are held at a time, so a caller that
+/// keeps a few URLs holds a few, whatever the store holds.
+pub fn each_url<'c>(
+    cache: &'c Cache,
+    host: Option<&'c str>,
+) -> impl Iterator<Item = store::Result<(String, UrlRows)>> + 'c {
+    Grouped::new(rows(cache).filter(move |r| match r {
+        Ok(row) => host.is_none_or(|h| host_matches(authority(&row.url_key), h)),
+        Err(_) => true,
+    }))
+}
+
+/// Rows in key order grouped by URL key. A URL's rows are adjacent in key order (its own
+/// key, then its variants: the key followed by a 0 byte, which sorts before any other byte),
+/// so one group is open at a time.
+struct Grouped<I> {
+    rows: I,
+    open: Option<(String, UrlRows)>,
+}
+
+impl<I> Grouped<I> {
+    fn new(rows: I) -> Self {
+        Grouped { rows, open: None }
+    }
+}
+
+impl<I: Iterator<Item = store::Result<Row>>> Iterator for Grouped<I> {
+    type Item = store::Result<(String, UrlRows)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.rows.next() {
+                None => return self.open.take().map(Ok),
+                Some(Err(e)) => return Some(Err(e)),
+                Some(Ok(row)) => match &mut self.open {
+                    Some((key, g)) if *key == row.url_key => g.add(row),
+                    open => {
+                        let mut g = UrlRows::default();
+                        let key = row.url_key.clone();
+                        g.add(row);
+                        if let Some(done) = open.replace((key, g)) {
+                            return Some(Ok(done));
+                        }
+                    }
+                },
+            }
+        }
+    }
 }
 
 /// A URL held by the shared tier: its rows summed, read from their headers.
@@ -350,6 +398,48 @@ mod tests {
         for (k, want) in cases {
             assert_eq!(authority(k), want);
         }
+    }
+
+    #[test]
+    fn rows_group_by_url_one_url_at_a_time() {
+        use std::cell::Cell;
+        let row = |key: &[u8], size: u64| Row {
+            key: key.to_vec(),
+            url_key: url_key_of(key).unwrap().to_string(),
+            variant: key.contains(&0),
+            tag: None,
+            size,
+            store_time: size as f64,
+        };
+        // Key order: a URL, its variants, then a longer URL it is a prefix of.
+        let rows = vec![
+            row(b"GET http://a/x", 1),
+            row(b"GET http://a/x\0accept\x02br", 2),
+            row(b"GET http://a/x\0accept\x02gzip", 4),
+            row(b"GET http://a/x/y", 8),
+            row(b"GET http://b/", 16),
+        ];
+        let pulled = Cell::new(0);
+        let counted = rows.into_iter().inspect(|_| pulled.set(pulled.get() + 1));
+        let mut groups = Grouped::new(counted.map(Ok));
+        let (k, g) = groups.next().unwrap().unwrap();
+        assert_eq!(
+            (k.as_str(), g.rows, g.variants, g.size),
+            ("GET http://a/x", 3, 2, 7)
+        );
+        assert_eq!(g.responses(), 2);
+        // The first URL was complete once the next URL's first row was read: nothing more.
+        assert_eq!(pulled.get(), 4);
+        let rest: Vec<(String, u64)> = groups
+            .map(|r| r.map(|(k, g)| (k, g.size)).unwrap())
+            .collect();
+        assert_eq!(
+            rest,
+            [
+                ("GET http://a/x/y".to_string(), 8),
+                ("GET http://b/".to_string(), 16)
+            ]
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! are closed unanswered), at most [`MAX_CONNECTIONS`] at once (the excess is closed at
 //! once); a request head must arrive within `header_timeout` (hyper's timer, which also
 //! bounds an idle keep-alive connection), and a connection with no bytes moving for
-//! `idle_timeout` is closed, so no client can hold the admin server.
+//! `idle_timeout` is closed, so no client can hold the admin server. A request whose `Host`
+//! is not this server's ([`admin_host`]: IP literal, `localhost`, `admin-hosts`) gets 421
+//! Misdirected Request on every path but `/healthz`, so a DNS-rebinding page reads nothing.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::admin_host;
 use super::dashboard::{self, AdminBody};
 use super::observed::{LastMoved, Observed};
 use super::service::State;
@@ -51,6 +54,7 @@ impl Refusal {
 /// Serve admin requests until `signal` completes.
 pub async fn run(listener: TcpListener, state: Arc<State>, signal: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let gate = dashboard::Gate::new();
     let idle = state.cfg.idle_timeout;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -87,9 +91,12 @@ pub async fn run(listener: TcpListener, state: Arc<State>, signal: impl Future<O
                     }
                 };
                 let st = state.clone();
+                let gate = gate.clone();
                 let svc = service_fn(move |req| {
-                    let st = st.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&st, req, peer).await) }
+                    let (st, gate) = (st.clone(), gate.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(respond(&st, req, peer, &gate).await)
+                    }
                 });
                 let last = Arc::new(LastMoved::new());
                 let io = TokioIo::new(Observed { io: stream, observer: last.clone() });
@@ -139,11 +146,28 @@ fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<
     res
 }
 
-async fn respond(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
+async fn respond(
+    st: &Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    gate: &dashboard::Gate,
+) -> Response<AdminBody> {
     const PLAIN: &str = "text/plain; charset=utf-8";
+    // `/healthz` tells nothing but "ok", so it answers health checkers whatever name they
+    // put in `Host`; every other path is refused to a name that is not this server's.
+    if req.uri().path() != "/healthz"
+        && let Err(why) = admin_host::check(req.uri(), req.headers(), &st.cfg.admin_hosts)
+    {
+        tracing::info!(%peer, reason = why.as_str(), "admin request refused");
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            PLAIN,
+            format!("{}\n", why.as_str()),
+        );
+    }
     let req = match req.uri().path() {
         "/healthz" | "/metrics" => req,
-        _ => match dashboard::route(st, req, peer).await {
+        _ => match dashboard::route(st, req, peer, gate).await {
             Some(res) => return res,
             None => {
                 return text(

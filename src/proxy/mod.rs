@@ -6,6 +6,7 @@
 
 mod activity;
 mod admin;
+mod admin_host;
 mod body;
 pub mod ca;
 mod dashboard;

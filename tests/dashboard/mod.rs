@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use crate::ops::{Origin, get, hoard, request, run};
 use crate::proxy::harness::IO_TIMEOUT;
 
+mod hosts;
+mod listing;
 mod screenshot;
 
 /// A headless Chromium with one page, driven over `--remote-debugging-pipe`.
@@ -42,6 +44,11 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 
 impl Browser {
     fn launch() -> Browser {
+        Browser::launch_with(&[])
+    }
+
+    /// With `extra` flags after the usual ones (a repeated flag replaces the earlier one).
+    fn launch_with(extra: &[&str]) -> Browser {
         let exe = crate::support::chromium::binary();
         let profile = tempfile::tempdir().unwrap();
         let (cmd_r, cmd_w) = pipe(); // we write commands, Chromium reads fd 3
@@ -52,6 +59,7 @@ impl Browser {
         );
         let mut cmd = Command::new(&exe);
         cmd.args(crate::support::chromium::FLAGS)
+            .args(extra)
             .arg("--remote-debugging-pipe")
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .stdin(Stdio::null())
@@ -442,7 +450,7 @@ async fn event_stream_outlives_idle_timeout_and_purge_is_guarded() {
     .await;
     let admin = p.admin_addr().unwrap();
     let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let head = read_events_until(&mut s, |t| t.contains("event: tick")).await;

@@ -5,12 +5,16 @@
 //!
 //! Invariants: the request feed costs an unwatched proxy one relaxed load per request
 //! ([`Metrics::publish`](super::metrics::Metrics::publish)); a subscriber that falls behind
-//! loses events (bounded broadcast, then a bounded channel to its socket filled with
-//! `try_send`), it never blocks a request. An event stream writes at least once a second,
+//! loses events (bounded broadcast, then a queue to its socket bounded in bytes,
+//! [`queue::STREAM_BYTES`], filled with `try_send`), it never blocks a request, and one that
+//! reads nothing holds at most that many bytes. An event stream writes at least once a second,
 //! so the admin server's idle timeout never cuts it while it is read, and it holds one of
 //! the admin server's connection slots like any other connection. A purge comes only from a
 //! `purge-allow` client, with the `X-Hoard-Purge` header (which a cross-site form or a
 //! simple cross-origin fetch cannot send) and no foreign `Origin` or `Sec-Fetch-Site`.
+
+mod heavy;
+mod queue;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,8 +30,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 
+pub use self::heavy::Gate;
+use self::heavy::heavy;
+use self::queue::{QueueRx, QueueTx, Refused, STREAM_BYTES, queue};
 use super::metrics::{Served, Subscription};
 use super::pipeline;
 use super::service::State;
@@ -46,8 +52,6 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 /// after a CORS preflight, which this server never approves).
 pub const PURGE_HEADER: &str = "x-hoard-purge";
 
-/// Chunks queued for one event stream's socket; beyond this, events for it are dropped.
-const STREAM_QUEUE: usize = 256;
 /// How often counters are sent (also the heartbeat keeping the connection busy).
 const TICK: Duration = Duration::from_secs(1);
 /// Largest purge request body.
@@ -61,7 +65,7 @@ pub enum AdminBody {
     /// A complete body.
     Full(Option<Bytes>),
     /// Server-sent events until the feeding task ends or the client goes.
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(QueueRx),
 }
 
 impl AdminBody {
@@ -145,6 +149,7 @@ pub async fn route(
     st: &Arc<State>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    gate: &Gate,
 ) -> Option<Response<AdminBody>> {
     let path = req.uri().path().to_string();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
@@ -162,8 +167,8 @@ pub async fn route(
         ("/app.js", true) => respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         ("/app.css", true) => respond(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         ("/events", true) => events(st),
-        ("/api/store", true) => store_summary(st).await,
-        ("/api/urls", true) => urls(st, req.uri()).await,
+        ("/api/store", true) => store_summary(st, gate).await,
+        ("/api/urls", true) => urls(st, req.uri(), gate).await,
         ("/api/purge", false) if req.method() == Method::POST => purge(st, req, peer).await,
         (
             "/" | "/index.html" | "/app.js" | "/app.css" | "/events" | "/api/store" | "/api/urls",
@@ -210,7 +215,7 @@ enum StreamEnd {
 
 /// `GET /events`: `event: access` per request, `event: tick` per second.
 fn events(st: &Arc<State>) -> Response<AdminBody> {
-    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_QUEUE);
+    let (tx, rx) = queue(STREAM_BYTES);
     let sub = st.metrics.subscribe();
     let st = st.clone();
     tokio::spawn(async move {
@@ -235,11 +240,10 @@ fn sse(event: &str, data: &impl Serialize) -> Option<Bytes> {
     Some(Bytes::from(format!("event: {event}\ndata: {json}\n\n")))
 }
 
-async fn feed(st: &State, mut sub: Subscription, tx: &mpsc::Sender<Bytes>) -> StreamEnd {
+async fn feed(st: &State, mut sub: Subscription, tx: &QueueTx) -> StreamEnd {
     // Reconnect after 2 s if the stream breaks (EventSource does it by itself).
     if tx
-        .send(Bytes::from_static(b"retry: 2000\n: hoard\n\n"))
-        .await
+        .try_send(Bytes::from_static(b"retry: 2000\n: hoard\n\n"))
         .is_err()
     {
         return StreamEnd::ClientGone;
@@ -272,17 +276,17 @@ async fn feed(st: &State, mut sub: Subscription, tx: &mpsc::Sender<Bytes>) -> St
         let Some(chunk) = chunk else { continue };
         match tx.try_send(chunk) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-            Err(mpsc::error::TrySendError::Closed(_)) => return StreamEnd::ClientGone,
+            Err(Refused::Full) => dropped += 1,
+            Err(Refused::Closed) => return StreamEnd::ClientGone,
         }
     }
 }
 
 /// `GET /api/store`: the summary of `hoard stats` (entries, size, limit, served counts,
 /// top hosts by bytes). Walks every row: fine for the dashboard's occasional refresh.
-async fn store_summary(st: &State) -> Response<AdminBody> {
+async fn store_summary(st: &State, gate: &Gate) -> Response<AdminBody> {
     let store = st.store.clone();
-    match tokio::task::spawn_blocking(move || ops::stats(&store, 10)).await {
+    match heavy(gate, move || ops::stats(&store, 10)).await {
         Ok(Ok(r)) => json(StatusCode::OK, &r),
         Ok(Err(e)) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -358,7 +362,7 @@ fn url_matches(url: &str, q: &str) -> bool {
 }
 
 /// `GET /api/urls?q=PREFIX-OR-TEXT&host=HOST&limit=N`.
-async fn urls(st: &State, uri: &Uri) -> Response<AdminBody> {
+async fn urls(st: &State, uri: &Uri, gate: &Gate) -> Response<AdminBody> {
     let q = query_param(uri, "q").unwrap_or_default();
     let host = query_param(uri, "host").filter(|h| !h.trim().is_empty());
     let limit = query_param(uri, "limit")
@@ -367,15 +371,16 @@ async fn urls(st: &State, uri: &Uri) -> Response<AdminBody> {
         .min(MAX_URLS);
     let store = st.store.clone();
     let rules = st.cfg.rules.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        let all = ops::list(&store, host.as_deref())?;
-        let matching: Vec<ops::UrlEntry> = all
-            .into_iter()
-            .filter(|e| e.method == "GET" && url_matches(&e.url, &q))
-            .collect();
+    let res = heavy(gate, move || {
+        let page = ops::list_page(
+            &store,
+            host.as_deref(),
+            |method, url| method == "GET" && url_matches(url, &q),
+            limit,
+        )?;
         let now = SystemTime::now();
         let mut out = Vec::new();
-        for e in matching.iter().take(limit) {
+        for e in &page.urls {
             let shown = ops::show(&store, &e.url, &rules, now).ok().flatten();
             let first = shown.as_ref().and_then(|s| s.variants.first());
             out.push(UrlRow {
@@ -393,7 +398,7 @@ async fn urls(st: &State, uri: &Uri) -> Response<AdminBody> {
             });
         }
         Ok::<_, ops::OpsError>(UrlList {
-            total: matching.len(),
+            total: page.total,
             urls: out,
         })
     })
