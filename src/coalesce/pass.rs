@@ -77,7 +77,8 @@ impl PassMarks {
         self.until.remove(&m);
     }
 
-    /// Marks held (for tests).
+    /// Marks held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.until.len()
     }
@@ -141,7 +142,8 @@ mod tests {
     fn marks_end_expire_and_leave_at_once() {
         use Step::*;
         // (steps, asked at, cap, marked then, marks held after the asking)
-        let cases: &[(&[Step], u64, usize, &[&str], usize)] = &[
+        type Case = (&'static [Step], u64, usize, &'static [&'static str], usize);
+        let cases: &[Case] = &[
             (&[Mark("a", 0)], 5, 8, &["a"], 1),
             (&[Mark("a", 0)], 10, 8, &[], 0),
             (&[Mark("a", 0), Mark("b", 5)], 12, 8, &["b"], 1),
