@@ -6,13 +6,18 @@
 //!
 //! A leader that learns the response cannot be stored finishes with [`Outcome::Uncacheable`];
 //! the key is then remembered as "pass" for a short time (Varnish's hit-for-pass), so later
-//! requests go straight to the origin instead of queueing behind one another.
+//! requests go straight to the origin instead of queueing behind one another. Those marks are
+//! bounded in entries and bytes and leave once expired ([`pass`]).
+
+mod pass;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+use pass::PassMarks;
 
 /// How a leader's fetch ended, as seen by the waiters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +52,10 @@ struct Flight {
     tx: watch::Sender<Outcome>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     flights: HashMap<Vec<u8>, Flight>,
-    pass_until: HashMap<Vec<u8>, Instant>,
+    pass: PassMarks,
     next_id: u64,
 }
 
@@ -58,7 +63,6 @@ struct Table {
 #[derive(Debug, Clone)]
 pub struct Coalescer {
     inner: Arc<Mutex<Table>>,
-    pass_ttl: Duration,
 }
 
 impl Default for Coalescer {
@@ -71,19 +75,19 @@ impl Coalescer {
     /// A table that remembers uncacheable keys for `pass_ttl`.
     pub fn new(pass_ttl: Duration) -> Self {
         Coalescer {
-            inner: Arc::new(Mutex::new(Table::default())),
-            pass_ttl,
+            inner: Arc::new(Mutex::new(Table {
+                flights: HashMap::new(),
+                pass: PassMarks::new(pass_ttl),
+                next_id: 0,
+            })),
         }
     }
 
     /// Become the leader for `key`, or a waiter on the current leader.
     pub fn join(&self, key: &[u8]) -> Role {
         let mut t = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(until) = t.pass_until.get(key) {
-            if *until > Instant::now() {
-                return Role::Pass;
-            }
-            t.pass_until.remove(key);
+        if t.pass.is_pass(key, Instant::now()) {
+            return Role::Pass;
         }
         if let Some(f) = t.flights.get(key) {
             return Role::Waiter(Waiter {
@@ -135,12 +139,7 @@ impl Coalescer {
             f.tx.send_replace(outcome);
         }
         if outcome == Outcome::Uncacheable {
-            let until = Instant::now() + self.pass_ttl;
-            t.pass_until.insert(key.to_vec(), until);
-            if t.pass_until.len() > 10_000 {
-                let now = Instant::now();
-                t.pass_until.retain(|_, u| *u > now);
-            }
+            t.pass.mark(key, Instant::now());
         }
     }
 
@@ -149,8 +148,8 @@ impl Coalescer {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pass_until
-            .remove(key);
+            .pass
+            .clear(key);
     }
 }
 

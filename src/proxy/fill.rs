@@ -28,6 +28,7 @@ use super::origin::OriginBody;
 use crate::coalesce::{Outcome, Permit};
 use crate::entries::lease::Lease;
 use crate::entries::{EntryWriter, FillPlan};
+use crate::http_cache::CacheStatus;
 
 /// Bytes a fill holds for a client that reads slower than the origin sends (beyond its
 /// channel). Past that the fill waits for the client, but never longer than its stall bound.
@@ -230,6 +231,41 @@ impl Arrived {
     /// The whole body arrived (its last frame was read, nothing failed).
     pub fn is_complete(&self) -> bool {
         self.end == Some(End::Complete)
+    }
+
+    /// What the response head can tell of its size against `max_object_size`, with the
+    /// declared length `expected` (a declared length over the limit has no fill plan at all).
+    pub fn size_at_head(&self, expected: Option<u64>, max_object_size: u64) -> SizeAtHead {
+        match (expected, self.is_complete()) {
+            (Some(_), _) => SizeAtHead::Fits,
+            (None, true) if self.len as u64 <= max_object_size => SizeAtHead::Fits,
+            (None, true) => SizeAtHead::TooLarge,
+            (None, false) => SizeAtHead::Unknown,
+        }
+    }
+}
+
+/// Whether a response's size is known to fit the store when its head is sent, which is when
+/// `Cache-Status` is written (RFC 9211 2.6: `stored` says the cache stored it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeAtHead {
+    /// Declared (`Content-Length`, within the limit) or arrived whole within it: `stored`.
+    Fits,
+    /// Arrived whole, over `max_object_size`: not stored, `detail=too-large`.
+    TooLarge,
+    /// No declared length, still streaming: stored only if it ends within the limit, which
+    /// the head cannot say: no `stored`, `detail=unknown-length`.
+    Unknown,
+}
+
+impl SizeAtHead {
+    /// The `Cache-Status` of a fill that starts with this response.
+    pub fn status(self, fwd: CacheStatus) -> CacheStatus {
+        match self {
+            SizeAtHead::Fits => fwd.stored(true),
+            SizeAtHead::TooLarge => fwd.with_detail("too-large"),
+            SizeAtHead::Unknown => fwd.with_detail("unknown-length"),
+        }
     }
 }
 

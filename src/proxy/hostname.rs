@@ -1,7 +1,8 @@
 //! Which host names hoard tunnels to, intercepts and issues leaf certificates for: a DNS name
 //! (labels of letters, digits, `-` and `_`, 1 to 63 bytes each, 253 in all, one trailing dot
 //! allowed, not ending in an all-digit label) or an IP literal (IPv4 dotted quad; IPv6 in
-//! brackets in a CONNECT authority).
+//! brackets in a CONNECT authority); and the port of an authority a client sends (digits only,
+//! no sign, no leading zero: `check_authority_port`).
 //!
 //! Invariant: a name that passes is matched by no certificate name but itself: no `*`, no
 //! empty label, nothing a resolver would read as a number (`127.1`, `0x7f.1`).
@@ -31,6 +32,12 @@ pub enum BadHost {
     Numeric,
     /// `[...]` that is not an IPv6 address.
     BadIpv6,
+    /// A port with a byte other than a digit (`+443`, `-1`, ` 80`): RFC 3986 3.2.3 `*DIGIT`.
+    PortNotDigits,
+    /// A port with a leading zero (`0443`): refused, so one port has one spelling.
+    PortLeadingZero,
+    /// A port above 65535.
+    PortRange,
 }
 
 impl BadHost {
@@ -46,6 +53,9 @@ impl BadHost {
             BadHost::Hyphen => "label starting or ending with '-'",
             BadHost::Numeric => "numeric last label that is not an IPv4 address",
             BadHost::BadIpv6 => "bracketed address that is not IPv6",
+            BadHost::PortNotDigits => "port with a character other than a digit",
+            BadHost::PortLeadingZero => "port with a leading zero",
+            BadHost::PortRange => "port above 65535",
         }
     }
 }
@@ -68,6 +78,31 @@ pub fn check_authority_host(host: &str) -> Result<(), BadHost> {
         return Err(BadHost::BadChar);
     }
     check_name(host)
+}
+
+/// The port of an authority (`host:port`, `[v6]:port`, `user@host:port`), as `http::Uri`
+/// keeps it: RFC 3986 `port = *DIGIT`, where `http` would read `+443` as 443 and `0443` as
+/// 443 too. No port, or an empty one (`host:`), passes; whether one is required is the
+/// caller's.
+pub fn check_authority_port(authority: &str) -> Result<(), BadHost> {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => hostport,
+    };
+    let Some((_, port)) = after_host.rsplit_once(':') else {
+        return Ok(());
+    };
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(BadHost::PortNotDigits);
+    }
+    if port.len() > 1 && port.starts_with('0') {
+        return Err(BadHost::PortLeadingZero);
+    }
+    if !port.is_empty() && port.parse::<u16>().is_err() {
+        return Err(BadHost::PortRange);
+    }
+    Ok(())
 }
 
 /// A name as a certificate is issued for: an IP address (IPv6 without brackets) or a DNS name.
@@ -159,6 +194,34 @@ mod tests {
             ("::1", Err(BadHost::BadChar)),
         ] {
             assert_eq!(check_authority_host(host), want, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn authority_ports() {
+        for (authority, want) in [
+            ("example.com:443", Ok(())),
+            ("example.com", Ok(())),
+            ("example.com:", Ok(())),
+            ("[::1]:8080", Ok(())),
+            ("[::1]", Ok(())),
+            ("user:pw@example.com:80", Ok(())),
+            ("example.com:0", Ok(())),
+            ("example.com:65535", Ok(())),
+            ("example.com:+443", Err(BadHost::PortNotDigits)),
+            ("example.com:-443", Err(BadHost::PortNotDigits)),
+            ("example.com: 443", Err(BadHost::PortNotDigits)),
+            ("example.com:4a3", Err(BadHost::PortNotDigits)),
+            ("[::1]:+80", Err(BadHost::PortNotDigits)),
+            ("user@example.com:+80", Err(BadHost::PortNotDigits)),
+            ("example.com:0443", Err(BadHost::PortLeadingZero)),
+            ("good.test:036589", Err(BadHost::PortLeadingZero)),
+            ("example.com:00", Err(BadHost::PortLeadingZero)),
+            ("[::1]:080", Err(BadHost::PortLeadingZero)),
+            ("example.com:65536", Err(BadHost::PortRange)),
+            ("example.com:99999999999", Err(BadHost::PortRange)),
+        ] {
+            assert_eq!(check_authority_port(authority), want, "{authority:?}");
         }
     }
 

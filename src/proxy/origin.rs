@@ -3,9 +3,14 @@
 //! (`upstream::HyperOrigin`); the pipeline's unit tests send to a scripted origin, so the cache
 //! state machine runs without a socket.
 //!
+//! A request that went out on a reused connection the origin closed before answering is sent
+//! once more when that is safe ([`retry`]).
+//!
 //! Invariant: everything after the send (the response timeout, the head size limit, metrics,
 //! 304 merges, fills, pass-through) is the same code for every origin; an [`Origin`] only
 //! transports.
+
+pub mod retry;
 
 use std::future::Future;
 use std::pin::Pin;

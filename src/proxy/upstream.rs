@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 
 use super::body::{BoxError, ProxyBody};
 use super::metrics::Metrics;
+use super::origin::retry::{self, Tracking};
 use super::origin::{Origin, OriginBody, OriginFuture};
 use super::{ProxyConfig, ProxyError};
 
@@ -269,7 +270,7 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(tcp);
+            .wrap_connector(Tracking(tcp));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
@@ -361,13 +362,14 @@ impl Upstream {
 
 /// The pooled hyper client (HTTP/1.1, h2 by ALPN, rustls) as an [`Origin`].
 #[derive(Debug)]
-struct HyperOrigin(Client<HttpsConnector<ResolvingConnector>, ProxyBody>);
+struct HyperOrigin(Client<HttpsConnector<Tracking<ResolvingConnector>>, ProxyBody>);
 
 impl Origin for HyperOrigin {
     fn send(&self, req: Request<ProxyBody>) -> OriginFuture<'_> {
-        let res = self.0.request(req);
         Box::pin(async move {
-            res.await
+            // Sent once more when a reused connection closed before a head (`retry`).
+            retry::send(&self.0, req)
+                .await
                 .map(|r| r.map(OriginBody::Hyper))
                 .map_err(|e| classify(&e))
         })

@@ -7,6 +7,7 @@ mod admin;
 mod files;
 mod framing;
 mod h2;
+mod keepalive;
 mod limits;
 mod privacy;
 mod refreshes;

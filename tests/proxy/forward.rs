@@ -586,3 +586,55 @@ async fn rfc9110_7_6_2_max_forwards_is_decremented_and_zero_is_answered_here() {
         "a Max-Forwards: 0 request reached the origin"
     );
 }
+
+/// Regression (session 11 finding 9): `+PORT` and `0PORT` were read as PORT (CONNECT
+/// `host:+443` passed `allowed-connect-ports`, `:036589` matched a `--resolve` entry for
+/// 36589). RFC 3986 3.2.3: a port is digits; hoard also refuses leading zeros. 400 for a
+/// CONNECT and for an absolute-form URL alone; nothing reaches the origin or the echo server.
+#[tokio::test]
+async fn hostile_port_with_a_sign_or_leading_zero_is_400() {
+    let origin = Origin::start(max_age_60("hello")).await;
+    let (echo, _echo_task) = echo_server().await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.allowed_connect_ports = vec![echo.port()];
+        c.resolve = vec![("good.test".into(), echo.port(), echo.ip())];
+    })
+    .await;
+    let (ip, port) = (echo.ip(), echo.port());
+    for authority in [
+        format!("{ip}:+{port}"),
+        format!("{ip}:0{port}"),
+        format!("good.test:0{port}"),
+        format!("good.test:+{port}"),
+    ] {
+        let resp = send(proxy, "CONNECT", &authority, &[]).await;
+        assert_eq!(resp.status, 400, "CONNECT {authority}: {}", resp.text());
+        let cs = resp.cache_status().raw;
+        assert!(cs.contains("detail=bad-connect-host"), "{authority}: {cs}");
+    }
+    // The plain spellings still open the tunnel.
+    for authority in [format!("{ip}:{port}"), format!("good.test:{port}")] {
+        let mut conn = RawConn::connect(proxy).await;
+        conn.send(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.read_head().await.expect("CONNECT answer").0,
+            200,
+            "{authority}"
+        );
+    }
+    let (oip, oport) = (origin.addr.ip(), origin.addr.port());
+    for url in [
+        format!("http://{oip}:+{oport}/a"),
+        format!("http://{oip}:0{oport}/a"),
+    ] {
+        let resp = get(proxy, &url).await;
+        assert_eq!(resp.status, 400, "GET {url}: {}", resp.text());
+    }
+    assert_eq!(origin.hits(), 0);
+    let ok = get(proxy, &origin.url("/a")).await;
+    assert_eq!((ok.status, ok.text().as_str()), (200, "hello"));
+    assert_eq!(origin.hits(), 1);
+}

@@ -399,6 +399,9 @@ impl Ctx<'_> {
         // A body that arrived whole with its head (a small response) is answered as one
         // buffer, written with the head; the fill only stores it.
         let rbody = fill::Arrived::take(rbody, fill::READY_LIMIT);
+        let fwd = rbody
+            .size_at_head(expected, plan.max_object_size())
+            .status(fwd);
         let (to_client, body) = if self.is_head || client_wants_304 {
             (None, ProxyBody::Empty)
         } else if let Some(whole) = rbody.whole(expected) {
@@ -417,12 +420,12 @@ impl Ctx<'_> {
                 .spawn(x.fill(plan, rbody, to_client, permit, lease));
         }
         if client_wants_304 {
-            return self.not_modified_response(client_headers, fwd.stored(true));
+            return self.not_modified_response(client_headers, fwd);
         }
         let mut res = Response::new(body);
         *res.status_mut() = status;
         *res.headers_mut() = client_headers;
-        self.st.stamp(&mut res, self.ruled(fwd.stored(true)));
+        self.st.stamp(&mut res, self.ruled(fwd));
         res
     }
 

@@ -77,6 +77,9 @@ impl State {
             return res;
         };
         let (tx, body) = ProxyBody::channel(8, plan.expected_len());
+        // `stored` only when the length is known to fit (`fill::SizeAtHead`); a body of
+        // unknown length may still end over the limit.
+        let known = plan.expected_len().is_some();
         let to_client = fill::ToClient {
             body: tx,
             stall: self.cfg.idle_timeout,
@@ -92,7 +95,7 @@ impl State {
             total,
         ));
         let mut res = Response::from_parts(rparts, body);
-        let cs = cs.with_fwd_status(res.status().as_u16()).stored(true);
+        let cs = cs.with_fwd_status(res.status().as_u16()).stored(known);
         self.stamp(&mut res, cs.with_detail("content-location"));
         res
     }

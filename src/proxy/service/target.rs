@@ -3,7 +3,8 @@
 //! interception or blind tunnel).
 //!
 //! Invariant: no tunnel, interception or leaf certificate for a CONNECT whose host is not a
-//! plain DNS name or IP literal, or whose port is not allowed for that host.
+//! plain DNS name or IP literal, or whose port is not allowed for that host or not plain
+//! digits (no sign, no leading zero; the same for an absolute-form URL's port).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -74,7 +75,14 @@ impl State {
         }
         let uri = req.uri();
         match (uri.scheme_str(), uri.authority()) {
-            (Some("http") | Some("https"), Some(_)) => Ok(uri.clone()),
+            (Some("http") | Some("https"), Some(a)) => {
+                match hostname::check_authority_port(a.as_str()) {
+                    Ok(()) => Ok(uri.clone()),
+                    Err(_) => {
+                        Err("the URL's port must be digits, without a sign or a leading zero\n")
+                    }
+                }
+            }
             (Some(_), Some(_)) => Err("only http and https URLs can be proxied\n"),
             _ => Err(
                 "hoard is a forward proxy: send absolute-form requests (GET http://host/path), \
@@ -143,6 +151,17 @@ impl State {
                 "CONNECT needs host:port\n",
             );
         };
+        // `+443` and `0443` would both be read as 443 (and match a `--resolve` entry for it).
+        if let Err(why) = hostname::check_authority_port(&authority) {
+            tracing::info!(%peer, %authority, reason = why.as_str(), "CONNECT port refused");
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                CacheStatus::bypass(BypassReason::Refused).with_detail("bad-connect-host"),
+                &format!(
+                    "CONNECT needs a port of digits, without a sign or a leading zero: {why}\n"
+                ),
+            );
+        }
         let (Some(port), Some(host)) = (req.uri().port_u16(), req.uri().host()) else {
             return self.error(
                 StatusCode::BAD_REQUEST,
