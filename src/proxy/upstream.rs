@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use super::body::{BoxError, ProxyBody};
 use super::metrics::Metrics;
 use super::origin::{Origin, OriginBody, OriginFuture};
+use super::request_body::ClientBodyFault;
 use super::{ProxyConfig, ProxyError};
 
 /// Most header fields an origin's HTTP/1 response head may have (one heap allocation per
@@ -54,6 +55,10 @@ pub enum UpstreamError {
     /// The origin sent something that is not HTTP, or reset the connection.
     #[error("bad response from origin: {0}")]
     Protocol(String),
+    /// The client's own request body failed while it was being forwarded (its framing, cut
+    /// short): not the origin's failure, never counted as one.
+    #[error("the request body failed: {}", .0.as_str())]
+    ClientBody(ClientBodyFault),
 }
 
 impl UpstreamError {
@@ -66,6 +71,7 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            UpstreamError::ClientBody(fault) => fault.status(),
         }
     }
 
@@ -77,7 +83,14 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout => "connect-timeout",
             UpstreamError::ResponseTimeout(_) => "response-timeout",
             UpstreamError::Protocol(_) => "bad-response",
+            UpstreamError::ClientBody(fault) => fault.as_str(),
         }
+    }
+
+    /// The client's failure, not the origin's (the `hoard_upstream_errors_total` counter
+    /// leaves it out).
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, UpstreamError::ClientBody(_))
     }
 }
 
@@ -311,51 +324,60 @@ impl Upstream {
         self.response_timeout
     }
 
-    /// Send a request; wait at most `response_timeout` for the response head.
+    /// Send a request; wait at most `response_timeout` for the response head. A failure of
+    /// the client's own body is [`UpstreamError::ClientBody`], counted as no origin error.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
     ) -> Result<Response<OriginBody>, UpstreamError> {
         let start = std::time::Instant::now();
-        let res = match tokio::time::timeout(self.response_timeout, self.origin.send(req)).await {
-            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(Ok(mut res)) => {
-                // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
-                // decoded the chunked framing; a stale Content-Length must not travel on.
-                // hyper removes only `chunked`: any other coding (gzip, ...), on any of the
-                // field's lines, would be passed on and stored still applied, labelled as the
-                // plain body (RFC 9112 6.1, 7).
-                let codings = res.headers().get_all(http::header::TRANSFER_ENCODING);
-                let unsupported = codings.iter().find(|v| !only_chunked(v)).cloned();
-                if codings.iter().next().is_some() {
-                    res.headers_mut().remove(http::header::CONTENT_LENGTH);
-                }
-                // RFC 9110 8.6, 15.3.5: a 204 (or 1xx) has no body, whatever length it claims;
-                // passed on, the length would make the next hop read the following response.
-                let status = res.status();
-                if status == http::StatusCode::NO_CONTENT || status.is_informational() {
-                    res.headers_mut().remove(http::header::CONTENT_LENGTH);
-                }
-                match head_size(&res) {
-                    n if n > MAX_RESPONSE_HEAD => Err(UpstreamError::Protocol(format!(
-                        "response head of {n} bytes is over the {MAX_RESPONSE_HEAD} byte limit"
-                    ))),
-                    _ if unsupported.is_some() => Err(UpstreamError::Protocol(format!(
-                        "response transfer coding {:?} is not supported",
-                        unsupported.as_ref().map(|v| v.to_str().unwrap_or("?"))
-                    ))),
-                    _ => Ok(res),
-                }
-            }
-            Ok(Err(e)) => Err(e),
+        let upload = match req.body() {
+            ProxyBody::Client(b) => Some(b.upload()),
+            _ => None,
+        };
+        let res = tokio::time::timeout(self.response_timeout, self.origin.send(req))
+            .await
+            .unwrap_or(Err(UpstreamError::ResponseTimeout(self.response_timeout)));
+        let res = match (res, upload.and_then(|up| up.fault())) {
+            (Err(_), Some(fault)) => Err(UpstreamError::ClientBody(fault)),
+            (res, _) => res.and_then(checked_head),
         };
         if let Some(m) = &self.metrics {
-            m.upstream(
-                start.elapsed(),
-                res.as_ref().err().map(UpstreamError::detail),
-            );
+            let error = res.as_ref().err().filter(|e| !e.is_client_fault());
+            m.upstream(start.elapsed(), error.map(UpstreamError::detail));
         }
         res
+    }
+}
+
+/// The checks of a response head: its size, its transfer codings; framing fields it may not
+/// pass on removed.
+fn checked_head(mut res: Response<OriginBody>) -> Result<Response<OriginBody>, UpstreamError> {
+    // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
+    // decoded the chunked framing; a stale Content-Length must not travel on.
+    // hyper removes only `chunked`: any other coding (gzip, ...), on any of the
+    // field's lines, would be passed on and stored still applied, labelled as the
+    // plain body (RFC 9112 6.1, 7).
+    let codings = res.headers().get_all(http::header::TRANSFER_ENCODING);
+    let unsupported = codings.iter().find(|v| !only_chunked(v)).cloned();
+    if codings.iter().next().is_some() {
+        res.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+    // RFC 9110 8.6, 15.3.5: a 204 (or 1xx) has no body, whatever length it claims;
+    // passed on, the length would make the next hop read the following response.
+    let status = res.status();
+    if status == http::StatusCode::NO_CONTENT || status.is_informational() {
+        res.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+    match head_size(&res) {
+        n if n > MAX_RESPONSE_HEAD => Err(UpstreamError::Protocol(format!(
+            "response head of {n} bytes is over the {MAX_RESPONSE_HEAD} byte limit"
+        ))),
+        _ if unsupported.is_some() => Err(UpstreamError::Protocol(format!(
+            "response transfer coding {:?} is not supported",
+            unsupported.as_ref().map(|v| v.to_str().unwrap_or("?"))
+        ))),
+        _ => Ok(res),
     }
 }
 
