@@ -63,8 +63,8 @@ pub enum ProxyBody {
     /// A hyper body (upstream response, or a client request without a body) streamed
     /// through unchanged.
     Incoming(hyper::body::Incoming),
-    /// A client's request body, recording how it failed for the upstream layer
-    /// ([`RequestBody`]); only requests that have a body.
+    /// A client's request body under its stall timer, recording its progress and how it
+    /// ended for the upstream layer ([`RequestBody`]); only requests that have a body.
     Client(Box<RequestBody>),
     /// An origin response body streamed through, cut with an error when no chunk arrives
     /// within the chunk timeout or the whole body takes longer than the body timeout.
@@ -94,12 +94,12 @@ impl ProxyBody {
     }
 
     /// A client's request body: [`ProxyBody::Incoming`] when it has no bytes (no allocation),
-    /// else a [`RequestBody`] recording how it fails.
-    pub fn client(inner: hyper::body::Incoming) -> Self {
+    /// else a [`RequestBody`] failing when no byte comes for `stall`.
+    pub fn client(inner: hyper::body::Incoming, stall: std::time::Duration) -> Self {
         if inner.is_end_stream() {
             ProxyBody::Incoming(inner)
         } else {
-            ProxyBody::Client(Box::new(RequestBody::new(inner)))
+            ProxyBody::Client(Box::new(RequestBody::new(inner, stall)))
         }
     }
 

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use super::body::{BoxError, ProxyBody};
 use super::metrics::Metrics;
 use super::origin::{Origin, OriginBody, OriginFuture};
-use super::request_body::ClientBodyFault;
+use super::request_body::{Check, ClientBodyFault, Upload};
 use super::{ProxyConfig, ProxyError};
 
 /// Most header fields an origin's HTTP/1 response head may have (one heap allocation per
@@ -56,7 +56,7 @@ pub enum UpstreamError {
     #[error("bad response from origin: {0}")]
     Protocol(String),
     /// The client's own request body failed while it was being forwarded (its framing, cut
-    /// short): not the origin's failure, never counted as one.
+    /// short, stalled): not the origin's failure, never counted as one.
     #[error("the request body failed: {}", .0.as_str())]
     ClientBody(ClientBodyFault),
 }
@@ -324,8 +324,10 @@ impl Upstream {
         self.response_timeout
     }
 
-    /// Send a request; wait at most `response_timeout` for the response head. A failure of
-    /// the client's own body is [`UpstreamError::ClientBody`], counted as no origin error.
+    /// Send a request and wait for the response head: at most `response_timeout` from the
+    /// send, or, for a request with a body, from the body's end (a slow upload is bounded by
+    /// its own stall timer, an origin that takes none of it by `response_timeout`). A failure
+    /// of the client's own body is [`UpstreamError::ClientBody`], counted as no origin error.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
@@ -335,9 +337,13 @@ impl Upstream {
             ProxyBody::Client(b) => Some(b.upload()),
             _ => None,
         };
-        let res = tokio::time::timeout(self.response_timeout, self.origin.send(req))
-            .await
-            .unwrap_or(Err(UpstreamError::ResponseTimeout(self.response_timeout)));
+        let sent = self.origin.send(req);
+        let res = match &upload {
+            None => tokio::time::timeout(self.response_timeout, sent)
+                .await
+                .unwrap_or(Err(UpstreamError::ResponseTimeout(self.response_timeout))),
+            Some(up) => head_after_upload(sent, up, self.response_timeout).await,
+        };
         let res = match (res, upload.and_then(|up| up.fault())) {
             (Err(_), Some(fault)) => Err(UpstreamError::ClientBody(fault)),
             (res, _) => res.and_then(checked_head),
@@ -347,6 +353,28 @@ impl Upstream {
             m.upstream(start.elapsed(), error.map(UpstreamError::detail));
         }
         res
+    }
+}
+
+/// Wait for `sent` while `up` is forwarded: the response timeout runs from the body's end,
+/// and while it streams only when the origin takes none of it ([`Upload::check`]).
+async fn head_after_upload(
+    sent: OriginFuture<'_>,
+    up: &Upload,
+    limit: Duration,
+) -> Result<Response<OriginBody>, UpstreamError> {
+    let mut sent = sent;
+    let mut seen = up.frames();
+    let wake = tokio::time::sleep(limit);
+    tokio::pin!(wake);
+    loop {
+        tokio::select! {
+            res = &mut sent => return res,
+            () = &mut wake => match up.check(&mut seen, tokio::time::Instant::now(), limit) {
+                Check::At(at) => wake.as_mut().reset(at),
+                Check::TimedOut => return Err(UpstreamError::ResponseTimeout(limit)),
+            },
+        }
     }
 }
 

@@ -73,7 +73,7 @@ impl State {
         self.error(e.status(), cs.with_detail(e.detail()), &format!("{e}\n"))
     }
 
-    /// 400 (bad framing, a cut body) for a client's request body that failed,
+    /// 400 (bad framing, a cut body) or 408 (stalled) for a client's request body that failed,
     /// and the connection closed: what is left of the body cannot be read as anything
     /// (RFC 9112 6.3, 7.1). A client that is gone never reads it.
     pub fn client_body_error(
@@ -85,6 +85,7 @@ impl State {
         let msg = match fault {
             ClientBodyFault::Framing => "the request body's chunked framing is malformed\n",
             ClientBodyFault::Cut => "the request body ended before it was complete\n",
+            ClientBodyFault::Stalled => "no byte of the request body came within idle-timeout\n",
         };
         self.error_closing(fault.status(), cs.with_detail(fault.as_str()), msg)
     }
