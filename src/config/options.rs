@@ -77,7 +77,8 @@ options_table! {
         offline: bool {
             key: "offline", default: "false", parse: boolean, show: value => bool, arg: Switch,
         }
-        /// Time allowed to connect to an origin (exceeded: 504).
+        /// Time allowed to connect to an origin: TCP connect and, for https origins, the TLS
+        /// handshake (exceeded: 504).
         connect_timeout: Duration {
             key: "connect-timeout", default: "10s", parse: duration, show: given => String,
         }

@@ -164,6 +164,44 @@ impl tower_service::Service<Uri> for ResolvingConnector {
     }
 }
 
+/// The connector of the pooled client: TCP connect and, for https origins, the TLS handshake,
+/// together bounded by `connect_timeout` (as nginx's `proxy_connect_timeout` covers
+/// `proxy_ssl`). An origin that accepts TCP and never answers the handshake is a connect
+/// timeout, not a response timeout.
+#[derive(Debug, Clone)]
+pub struct TimedConnector<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> tower_service::Service<Uri> for TimedConnector<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let (fut, timeout) = (self.inner.call(dst), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(res) => res.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the origin (TCP and TLS) took longer than connect-timeout",
+                )) as BoxError),
+            }
+        })
+    }
+}
+
 /// Accepts any origin certificate. Only used with `--insecure-upstream`, which the user must
 /// ask for: it makes every intercepted or https origin open to impersonation.
 #[derive(Debug)]
@@ -283,6 +321,10 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp);
+        let connector = TimedConnector {
+            inner: https,
+            timeout: cfg.connect_timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
@@ -291,7 +333,7 @@ impl Upstream {
             // hyper's default is 100 fields; a response head is bounded by its size
             // (`MAX_RESPONSE_HEAD`), and sites with many cookies and policies send more.
             .http1_max_headers(MAX_RESPONSE_FIELDS)
-            .build(https);
+            .build(connector);
         Ok(Upstream {
             origin: Arc::new(HyperOrigin(client)),
             response_timeout: cfg.response_timeout,
@@ -411,7 +453,7 @@ fn checked_head(mut res: Response<OriginBody>) -> Result<Response<OriginBody>, U
 
 /// The pooled hyper client (HTTP/1.1, h2 by ALPN, rustls) as an [`Origin`].
 #[derive(Debug)]
-struct HyperOrigin(Client<HttpsConnector<ResolvingConnector>, ProxyBody>);
+struct HyperOrigin(Client<TimedConnector<HttpsConnector<ResolvingConnector>>, ProxyBody>);
 
 impl Origin for HyperOrigin {
     fn send(&self, req: Request<ProxyBody>) -> OriginFuture<'_> {
