@@ -78,6 +78,30 @@ async fn origin_got_complete(origin: &Origin, path: &str) -> Option<bool> {
     (!seen.is_empty()).then(|| seen.iter().any(|s| s.complete))
 }
 
+/// Request framings with the first part of a body that never completes: 10 of 100 bytes, or
+/// one chunk and never the last.
+const PARTIAL_BODIES: [(&str, &str, &str); 2] = [
+    ("length", "Content-Length: 100", "0123456789"),
+    (
+        "chunked",
+        "Transfer-Encoding: chunked",
+        "a\r\n0123456789\r\n",
+    ),
+];
+
+/// A connection that sent the head of an upload to `path` and `part` of its body.
+async fn partial_upload(
+    proxy: SocketAddr,
+    origin: &Origin,
+    path: &str,
+    (framing, part): (&str, &str),
+) -> RawConn {
+    let mut conn = RawConn::connect(proxy).await;
+    let head = upload_head(origin, path, framing);
+    conn.send(format!("{head}{part}").as_bytes()).await.unwrap();
+    conn
+}
+
 #[track_caller]
 fn assert_client_error(resp: &RawResponse, status: u16, detail: &str) {
     assert_eq!(resp.status, status, "body: {:?}", resp.text());
@@ -134,20 +158,10 @@ async fn malformed_chunked_request_bodies_are_400_and_closed_not_502() {
 async fn request_bodies_cut_by_the_client_are_never_forwarded_as_complete() {
     let origin = counting_origin().await;
     let (_h, proxy, admin, _dir) = proxy_with_admin(|_| {}).await;
-    let cases = [
-        ("/cut-length", "Content-Length: 100", "0123456789"),
-        (
-            "/cut-chunked",
-            "Transfer-Encoding: chunked",
-            "a\r\n0123456789\r\n",
-        ),
-    ];
-    for (path, framing, part) in cases {
+    for (name, framing, part) in PARTIAL_BODIES {
         // Half-closed: the client still reads the answer.
-        let path_half = format!("{path}-half");
-        let mut conn = RawConn::connect(proxy).await;
-        let head = upload_head(&origin, &path_half, framing);
-        conn.send(format!("{head}{part}").as_bytes()).await.unwrap();
+        let path_half = format!("/cut-{name}-half");
+        let conn = partial_upload(proxy, &origin, &path_half, (framing, part)).await;
         let mut io = conn.into_io();
         io.get_mut().shutdown().await.unwrap();
         let mut conn = RawConn::from_io(io);
@@ -155,11 +169,8 @@ async fn request_bodies_cut_by_the_client_are_never_forwarded_as_complete() {
         assert_client_error(&resp, 400, "request-body-cut");
         assert_ne!(origin_got_complete(&origin, &path_half).await, Some(true));
         // Gone: the connection closed entirely mid-upload.
-        let path_gone = format!("{path}-gone");
-        let mut conn = RawConn::connect(proxy).await;
-        let head = upload_head(&origin, &path_gone, framing);
-        conn.send(format!("{head}{part}").as_bytes()).await.unwrap();
-        drop(conn);
+        let path_gone = format!("/cut-{name}-gone");
+        drop(partial_upload(proxy, &origin, &path_gone, (framing, part)).await);
         assert_ne!(origin_got_complete(&origin, &path_gone).await, Some(true));
     }
     assert_eq!(upstream_errors(admin).await, Vec::<String>::new());
@@ -232,19 +243,10 @@ async fn a_stalled_upload_is_408_at_idle_timeout_and_reaches_the_origin_incomple
         c.idle_timeout = Duration::from_millis(300);
     })
     .await;
-    let cases = [
-        ("/stall-length", "Content-Length: 100", "0123456789"),
-        (
-            "/stall-chunked",
-            "Transfer-Encoding: chunked",
-            "a\r\n0123456789\r\n",
-        ),
-    ];
-    for (path, framing, part) in cases {
+    for (name, framing, part) in PARTIAL_BODIES {
+        let path = &format!("/stall-{name}");
         let started = Instant::now();
-        let mut conn = RawConn::connect(proxy).await;
-        let head = upload_head(&origin, path, framing);
-        conn.send(format!("{head}{part}").as_bytes()).await.unwrap();
+        let mut conn = partial_upload(proxy, &origin, path, (framing, part)).await;
         let resp = conn.read_response("POST").await.expect("an answer");
         assert_client_error(&resp, 408, "request-body-timeout");
         assert!(conn.read_to_end().await.is_ok(), "{path}: not closed");
