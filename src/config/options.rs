@@ -77,12 +77,13 @@ options_table! {
         offline: bool {
             key: "offline", default: "false", parse: boolean, show: value => bool, arg: Switch,
         }
-        /// Time allowed to connect to an origin (exceeded: 504).
+        /// Time allowed to connect to an origin: TCP connect and, for https origins, the TLS
+        /// handshake (exceeded: 504).
         connect_timeout: Duration {
             key: "connect-timeout", default: "10s", parse: duration, show: given => String,
         }
-        /// Time allowed for an origin's response headers, and between body chunks (exceeded:
-        /// 504).
+        /// Time allowed for an origin's response headers, counted from the end of the request
+        /// body forwarded (from the send without one), and between body chunks (exceeded: 504).
         response_timeout: Duration {
             key: "response-timeout", default: "60s", parse: duration, show: given => String,
         }
@@ -91,7 +92,8 @@ options_table! {
             key: "header-timeout", default: "30s", parse: duration, show: given => String,
         }
         /// Close client connections idle (no request in flight, no bytes moving) this long
-        /// (HTTP/1 keep-alive and HTTP/2 alike).
+        /// (HTTP/1 keep-alive and HTTP/2 alike); cut a request body with no byte coming this
+        /// long (408).
         idle_timeout: Duration {
             key: "idle-timeout", default: "60s", parse: nonzero_duration, show: given => String,
         }

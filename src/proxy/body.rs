@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use super::origin::OriginBody;
+use super::request_body::RequestBody;
 
 /// Boxed error type for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -59,8 +60,12 @@ pub enum ProxyBody {
     },
     /// A store value read one chunk per frame (see [`ProxyBody::from_reader`]).
     File(Box<FileBody>),
-    /// A hyper body (upstream response or client request) streamed through unchanged.
+    /// A hyper body (upstream response, or a client request without a body) streamed
+    /// through unchanged.
     Incoming(hyper::body::Incoming),
+    /// A client's request body under its stall timer, recording its progress and how it
+    /// ended for the upstream layer ([`RequestBody`]); only requests that have a body.
+    Client(Box<RequestBody>),
     /// An origin response body streamed through, cut with an error when no chunk arrives
     /// within the chunk timeout or the whole body takes longer than the body timeout.
     Origin(Box<TimedBody>),
@@ -86,6 +91,16 @@ impl ProxyBody {
     /// A body of one buffer.
     pub fn full(b: impl Into<Bytes>) -> Self {
         ProxyBody::Full(Some(b.into()))
+    }
+
+    /// A client's request body: [`ProxyBody::Incoming`] when it has no bytes (no allocation),
+    /// else a [`RequestBody`] failing when no byte comes for `stall`.
+    pub fn client(inner: hyper::body::Incoming, stall: std::time::Duration) -> Self {
+        if inner.is_end_stream() {
+            ProxyBody::Incoming(inner)
+        } else {
+            ProxyBody::Client(Box::new(RequestBody::new(inner, stall)))
+        }
     }
 
     /// An origin body: an error when no chunk comes within `chunk` or the whole body is not
@@ -455,6 +470,7 @@ impl Body for ProxyBody {
             }
             ProxyBody::File(f) => f.poll_frame(cx),
             ProxyBody::Incoming(inc) => poll_incoming(inc, cx),
+            ProxyBody::Client(b) => b.poll_frame(cx),
             ProxyBody::Origin(t) => match Pin::new(&mut t.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => {
                     let wake = t.next_wake();
@@ -481,6 +497,7 @@ impl Body for ProxyBody {
             ProxyBody::Channel { .. } => false,
             ProxyBody::File(f) => f.is_end_stream(),
             ProxyBody::Incoming(inc) => inc.is_end_stream(),
+            ProxyBody::Client(b) => b.is_end_stream(),
             ProxyBody::Origin(t) => t.body.is_end_stream(),
         }
     }
@@ -493,6 +510,7 @@ impl Body for ProxyBody {
             ProxyBody::Channel { len: None, .. } => SizeHint::default(),
             ProxyBody::File(f) => SizeHint::with_exact(f.len),
             ProxyBody::Incoming(inc) => inc.size_hint(),
+            ProxyBody::Client(b) => b.size_hint(),
             ProxyBody::Origin(t) => t.body.size_hint(),
         }
     }

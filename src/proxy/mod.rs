@@ -21,6 +21,7 @@ mod origin;
 mod pipeline;
 mod post_store;
 mod reclaim;
+mod request_body;
 mod server;
 mod service;
 mod tunnel;

@@ -28,6 +28,7 @@ use super::body::{BoxError, ProxyBody};
 use super::metrics::Metrics;
 use super::origin::retry::{self, Tracking};
 use super::origin::{Origin, OriginBody, OriginFuture};
+use super::request_body::{Check, ClientBodyFault, Upload};
 use super::{ProxyConfig, ProxyError};
 
 /// Most header fields an origin's HTTP/1 response head may have (one heap allocation per
@@ -55,6 +56,10 @@ pub enum UpstreamError {
     /// The origin sent something that is not HTTP, or reset the connection.
     #[error("bad response from origin: {0}")]
     Protocol(String),
+    /// The client's own request body failed while it was being forwarded (its framing, cut
+    /// short, stalled): not the origin's failure, never counted as one.
+    #[error("the request body failed: {}", .0.as_str())]
+    ClientBody(ClientBodyFault),
 }
 
 impl UpstreamError {
@@ -67,6 +72,7 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            UpstreamError::ClientBody(fault) => fault.status(),
         }
     }
 
@@ -78,7 +84,14 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout => "connect-timeout",
             UpstreamError::ResponseTimeout(_) => "response-timeout",
             UpstreamError::Protocol(_) => "bad-response",
+            UpstreamError::ClientBody(fault) => fault.as_str(),
         }
+    }
+
+    /// The client's failure, not the origin's (the `hoard_upstream_errors_total` counter
+    /// leaves it out).
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, UpstreamError::ClientBody(_))
     }
 }
 
@@ -149,6 +162,44 @@ impl tower_service::Service<Uri> for ResolvingConnector {
         };
         let fut = self.inner.call(dst);
         Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+/// The connector of the pooled client: TCP connect and, for https origins, the TLS handshake,
+/// together bounded by `connect_timeout` (as nginx's `proxy_connect_timeout` covers
+/// `proxy_ssl`). An origin that accepts TCP and never answers the handshake is a connect
+/// timeout, not a response timeout.
+#[derive(Debug, Clone)]
+pub struct TimedConnector<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> tower_service::Service<Uri> for TimedConnector<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let (fut, timeout) = (self.inner.call(dst), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(res) => res.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the origin (TCP and TLS) took longer than connect-timeout",
+                )) as BoxError),
+            }
+        })
     }
 }
 
@@ -271,6 +322,10 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(Tracking(tcp));
+        let connector = TimedConnector {
+            inner: https,
+            timeout: cfg.connect_timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
@@ -279,7 +334,7 @@ impl Upstream {
             // hyper's default is 100 fields; a response head is bounded by its size
             // (`MAX_RESPONSE_HEAD`), and sites with many cookies and policies send more.
             .http1_max_headers(MAX_RESPONSE_FIELDS)
-            .build(https);
+            .build(connector);
         Ok(Upstream {
             origin: Arc::new(HyperOrigin(client)),
             response_timeout: cfg.response_timeout,
@@ -312,57 +367,94 @@ impl Upstream {
         self.response_timeout
     }
 
-    /// Send a request; wait at most `response_timeout` for the response head.
+    /// Send a request and wait for the response head: at most `response_timeout` from the
+    /// send, or, for a request with a body, from the body's end (a slow upload is bounded by
+    /// its own stall timer, an origin that takes none of it by `response_timeout`). A failure
+    /// of the client's own body is [`UpstreamError::ClientBody`], counted as no origin error.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
     ) -> Result<Response<OriginBody>, UpstreamError> {
         let start = std::time::Instant::now();
-        let res = match tokio::time::timeout(self.response_timeout, self.origin.send(req)).await {
-            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(Ok(mut res)) => {
-                // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
-                // decoded the chunked framing; a stale Content-Length must not travel on.
-                // hyper removes only `chunked`: any other coding (gzip, ...), on any of the
-                // field's lines, would be passed on and stored still applied, labelled as the
-                // plain body (RFC 9112 6.1, 7).
-                let codings = res.headers().get_all(http::header::TRANSFER_ENCODING);
-                let unsupported = codings.iter().find(|v| !only_chunked(v)).cloned();
-                if codings.iter().next().is_some() {
-                    res.headers_mut().remove(http::header::CONTENT_LENGTH);
-                }
-                // RFC 9110 8.6, 15.3.5: a 204 (or 1xx) has no body, whatever length it claims;
-                // passed on, the length would make the next hop read the following response.
-                let status = res.status();
-                if status == http::StatusCode::NO_CONTENT || status.is_informational() {
-                    res.headers_mut().remove(http::header::CONTENT_LENGTH);
-                }
-                match head_size(&res) {
-                    n if n > MAX_RESPONSE_HEAD => Err(UpstreamError::Protocol(format!(
-                        "response head of {n} bytes is over the {MAX_RESPONSE_HEAD} byte limit"
-                    ))),
-                    _ if unsupported.is_some() => Err(UpstreamError::Protocol(format!(
-                        "response transfer coding {:?} is not supported",
-                        unsupported.as_ref().map(|v| v.to_str().unwrap_or("?"))
-                    ))),
-                    _ => Ok(res),
-                }
-            }
-            Ok(Err(e)) => Err(e),
+        let upload = match req.body() {
+            ProxyBody::Client(b) => Some(b.upload()),
+            _ => None,
+        };
+        let sent = self.origin.send(req);
+        let res = match &upload {
+            None => tokio::time::timeout(self.response_timeout, sent)
+                .await
+                .unwrap_or(Err(UpstreamError::ResponseTimeout(self.response_timeout))),
+            Some(up) => head_after_upload(sent, up, self.response_timeout).await,
+        };
+        let res = match (res, upload.and_then(|up| up.fault())) {
+            (Err(_), Some(fault)) => Err(UpstreamError::ClientBody(fault)),
+            (res, _) => res.and_then(checked_head),
         };
         if let Some(m) = &self.metrics {
-            m.upstream(
-                start.elapsed(),
-                res.as_ref().err().map(UpstreamError::detail),
-            );
+            let error = res.as_ref().err().filter(|e| !e.is_client_fault());
+            m.upstream(start.elapsed(), error.map(UpstreamError::detail));
         }
         res
     }
 }
 
+/// Wait for `sent` while `up` is forwarded: the response timeout runs from the body's end,
+/// and while it streams only when the origin takes none of it ([`Upload::check`]).
+async fn head_after_upload(
+    sent: OriginFuture<'_>,
+    up: &Upload,
+    limit: Duration,
+) -> Result<Response<OriginBody>, UpstreamError> {
+    let mut sent = sent;
+    let mut seen = up.frames();
+    let wake = tokio::time::sleep(limit);
+    tokio::pin!(wake);
+    loop {
+        tokio::select! {
+            res = &mut sent => return res,
+            () = &mut wake => match up.check(&mut seen, tokio::time::Instant::now(), limit) {
+                Check::At(at) => wake.as_mut().reset(at),
+                Check::TimedOut => return Err(UpstreamError::ResponseTimeout(limit)),
+            },
+        }
+    }
+}
+
+/// The checks of a response head: its size, its transfer codings; framing fields it may not
+/// pass on removed.
+fn checked_head(mut res: Response<OriginBody>) -> Result<Response<OriginBody>, UpstreamError> {
+    // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and hyper has
+    // decoded the chunked framing; a stale Content-Length must not travel on.
+    // hyper removes only `chunked`: any other coding (gzip, ...), on any of the
+    // field's lines, would be passed on and stored still applied, labelled as the
+    // plain body (RFC 9112 6.1, 7).
+    let codings = res.headers().get_all(http::header::TRANSFER_ENCODING);
+    let unsupported = codings.iter().find(|v| !only_chunked(v)).cloned();
+    if codings.iter().next().is_some() {
+        res.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+    // RFC 9110 8.6, 15.3.5: a 204 (or 1xx) has no body, whatever length it claims;
+    // passed on, the length would make the next hop read the following response.
+    let status = res.status();
+    if status == http::StatusCode::NO_CONTENT || status.is_informational() {
+        res.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+    match head_size(&res) {
+        n if n > MAX_RESPONSE_HEAD => Err(UpstreamError::Protocol(format!(
+            "response head of {n} bytes is over the {MAX_RESPONSE_HEAD} byte limit"
+        ))),
+        _ if unsupported.is_some() => Err(UpstreamError::Protocol(format!(
+            "response transfer coding {:?} is not supported",
+            unsupported.as_ref().map(|v| v.to_str().unwrap_or("?"))
+        ))),
+        _ => Ok(res),
+    }
+}
+
 /// The pooled hyper client (HTTP/1.1, h2 by ALPN, rustls) as an [`Origin`].
 #[derive(Debug)]
-struct HyperOrigin(Client<HttpsConnector<Tracking<ResolvingConnector>>, ProxyBody>);
+struct HyperOrigin(Client<TimedConnector<HttpsConnector<Tracking<ResolvingConnector>>>, ProxyBody>);
 
 impl Origin for HyperOrigin {
     fn send(&self, req: Request<ProxyBody>) -> OriginFuture<'_> {

@@ -54,6 +54,33 @@ async fn silent_upstream_is_504_within_response_timeout() {
     );
 }
 
+/// `connect-timeout` covers the TLS handshake as well as the TCP connect (as nginx's
+/// `proxy_connect_timeout` does for `proxy_ssl`): an https origin that accepts TCP and then
+/// says nothing is a 504 naming the connect timeout, well before `response-timeout` (before, it
+/// waited for `response-timeout` and was reported as a response timeout).
+#[tokio::test]
+async fn tls_handshake_to_a_silent_origin_is_a_connect_timeout() {
+    let (silent, _task) = silent_origin().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let response_timeout = Duration::from_secs(30);
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |cfg| {
+        cfg.connect_timeout = Duration::from_millis(300);
+        cfg.response_timeout = response_timeout;
+    })
+    .await;
+    let started = Instant::now();
+    let url = format!("https://{silent}/handshake");
+    let host = silent.to_string();
+    let resp = send(proxy, "GET", &url, &[("Host", &host)]).await;
+    assert_error(&resp, 504);
+    let cs = resp.header_all("cache-status").join(", ");
+    assert!(cs.contains("detail=connect-timeout"), "{cs}");
+    assert!(
+        started.elapsed() < response_timeout,
+        "the handshake was cut by response-timeout"
+    );
+}
+
 #[tokio::test]
 async fn malformed_request_is_400() {
     let (_proxy, proxy, _dir) = start_proxy(None).await;

@@ -324,6 +324,11 @@ impl RawConn {
         self.read_response(method).await
     }
 
+    /// A connection from its buffered stream (after [`RawConn::into_io`]).
+    pub fn from_io(io: BufReader<TcpStream>) -> Self {
+        RawConn { io }
+    }
+
     /// The buffered connection, e.g. to split a tunnel into its two directions.
     pub fn into_io(self) -> BufReader<TcpStream> {
         self.io

@@ -14,4 +14,5 @@ mod reuse;
 mod rfc9111;
 mod semantics;
 mod stale;
+mod uploads;
 mod vary;

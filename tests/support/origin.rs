@@ -52,7 +52,10 @@ pub struct Seen {
     /// Path and query.
     pub path: String,
     pub headers: HeaderMap,
+    /// What arrived of the body (up to the failure, when reading it failed).
     pub body: Bytes,
+    /// The body arrived whole: its declared length or its last chunk, no error before.
+    pub complete: bool,
 }
 
 #[derive(Default)]
@@ -200,11 +203,15 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::io::Error> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let (mut body, mut got) = (body, Vec::new());
+    let complete = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => got.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+            Some(Err(_)) => break false,
+            None => break true,
+        }
+    };
+    let body = Bytes::from(got);
     let req = Request::from_parts(parts, body);
     let n = log.hits.fetch_add(1, Ordering::SeqCst);
     log.seen.lock().unwrap().push(Seen {
@@ -215,6 +222,7 @@ async fn answer(
             .map_or("/".to_owned(), |p| p.to_string()),
         headers: req.headers().clone(),
         body: req.body().clone(),
+        complete,
     });
     match handler(n, &req) {
         Act::Reply(delay, res) => {

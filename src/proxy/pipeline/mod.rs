@@ -34,6 +34,7 @@ use serve::served_headers;
 
 use super::body::ProxyBody;
 use super::fill;
+use super::request_body::ClientBodyError;
 use super::service::{RequestHead, State};
 use super::upstream::Upstream;
 use crate::coalesce::{Outcome, Permit, Role};
@@ -142,6 +143,10 @@ pub async fn cached_method(
     {
         Ok(c) => c.to_bytes(),
         Err(e) => {
+            let cs = CacheStatus::bypass(BypassReason::Method);
+            if let Some(failed) = e.downcast_ref::<ClientBodyError>() {
+                return st.client_body_error(failed.fault, cs);
+            }
             let too_large = e.is::<http_body_util::LengthLimitError>();
             let (code, msg) = if too_large {
                 (
@@ -157,7 +162,7 @@ pub async fn cached_method(
                     format!("reading the request body failed: {e}\n"),
                 )
             };
-            return st.error(code, CacheStatus::bypass(BypassReason::Method), &msg);
+            return st.error(code, cs, &msg);
         }
     };
     let kuri = rule.key_uri(&target);

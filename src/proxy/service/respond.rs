@@ -9,6 +9,7 @@ use http::{Response, StatusCode};
 
 use crate::http_cache::CacheStatus;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::request_body::ClientBodyFault;
 use crate::proxy::upstream::UpstreamError;
 
 use super::{CACHE_STATUS, State};
@@ -50,7 +51,7 @@ impl State {
     }
 
     /// [`State::error`] that also ends the connection (`Connection: close`).
-    pub(super) fn error_closing(
+    pub(in crate::proxy) fn error_closing(
         &self,
         code: StatusCode,
         cs: CacheStatus,
@@ -62,10 +63,31 @@ impl State {
         res
     }
 
-    /// 502/504 for an upstream failure, with the reason in body, `Cache-Status` and log.
+    /// 502/504 for an upstream failure, with the reason in body, `Cache-Status` and log; a
+    /// failure of the client's own request body is [`State::client_body_error`].
     pub fn upstream_error(&self, e: &UpstreamError, cs: CacheStatus) -> Response<ProxyBody> {
+        if let UpstreamError::ClientBody(fault) = e {
+            return self.client_body_error(*fault, cs);
+        }
         tracing::warn!(error = %e, "upstream failure");
         self.error(e.status(), cs.with_detail(e.detail()), &format!("{e}\n"))
+    }
+
+    /// 400 (bad framing, a cut body) or 408 (stalled) for a client's request body that failed,
+    /// and the connection closed: what is left of the body cannot be read as anything
+    /// (RFC 9112 6.3, 7.1). A client that is gone never reads it.
+    pub fn client_body_error(
+        &self,
+        fault: ClientBodyFault,
+        cs: CacheStatus,
+    ) -> Response<ProxyBody> {
+        tracing::info!(detail = fault.as_str(), "client request body failed");
+        let msg = match fault {
+            ClientBodyFault::Framing => "the request body's chunked framing is malformed\n",
+            ClientBodyFault::Cut => "the request body ended before it was complete\n",
+            ClientBodyFault::Stalled => "no byte of the request body came within idle-timeout\n",
+        };
+        self.error_closing(fault.status(), cs.with_detail(fault.as_str()), msg)
     }
 
     /// The answer when a stale stored response could not be revalidated and may not be served

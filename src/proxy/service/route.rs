@@ -107,7 +107,10 @@ impl State {
             return Routed::Later(Pending::Connect(req));
         }
         match self.target_uri(&req) {
-            Ok(target) => self.route_to(req.map(ProxyBody::Incoming), target),
+            Ok(target) => self.route_to(
+                req.map(|b| ProxyBody::client(b, self.cfg.idle_timeout)),
+                target,
+            ),
             Err(msg) => now(self.error(
                 StatusCode::BAD_REQUEST,
                 CacheStatus::bypass(BypassReason::Refused).with_detail("bad-request"),
@@ -165,7 +168,10 @@ impl State {
                 "request target cannot be joined to the CONNECT authority\n",
             ));
         };
-        self.route_to(req.map(ProxyBody::Incoming), target)
+        self.route_to(
+            req.map(|b| ProxyBody::client(b, self.cfg.idle_timeout)),
+            target,
+        )
     }
 
     /// The common part of plain and intercepted requests, routed and finished: the pipeline's
