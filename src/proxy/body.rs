@@ -169,6 +169,7 @@ impl ProxyBody {
                 chunk: Vec::new(),
                 hasher: digest.map(|d| (xxhash_rust::xxh3::Xxh3::new(), d)),
                 on_corrupt: Some(on_corrupt),
+                inline: len <= INLINE_BODY,
             })),
         }))
     }
@@ -301,7 +302,16 @@ struct FileCursor {
     /// The running hash and the digest the whole value must have.
     hasher: Option<(xxhash_rust::xxh3::Xxh3, u64)>,
     on_corrupt: Option<Box<dyn FnOnce() + Send>>,
+    /// Chunks in the page cache may be copied on the polling task: the value is at most
+    /// [`INLINE_BODY`] bytes.
+    inline: bool,
 }
+
+/// The largest value whose chunks are copied (and hashed) on the task that polls the body when
+/// they are in the page cache. Larger ones always go through the blocking pool, at most
+/// [`FILE_READS_AT_ONCE`] reads at once: the copying one response costs a worker stays
+/// bounded, and clients streaming many large values cannot take the workers from the rest.
+pub const INLINE_BODY: u64 = 1024 * 1024;
 
 impl FileCursor {
     /// Length of the chunk being read.
@@ -312,6 +322,9 @@ impl FileCursor {
     /// The next chunk if all of it is in memory now, read on the calling task; `None` when a
     /// read would wait (what was read stays in `chunk` for [`next_chunk`](Self::next_chunk)).
     fn next_chunk_nowait(&mut self) -> Option<std::io::Result<Bytes>> {
+        if !self.inline {
+            return None;
+        }
         let want = self.chunk_len();
         while self.chunk.len() < want {
             let max = want - self.chunk.len();
@@ -595,6 +608,27 @@ mod tests {
             assert!(got == data, "{nowait:?}: bytes differ");
             let reads = reads.load(Ordering::Relaxed);
             assert_eq!(reads > 0, blocking, "{nowait:?}: {reads} blocking reads");
+        }
+    }
+
+    /// A value over [`INLINE_BODY`] is read on the blocking pool only, even all in memory.
+    #[tokio::test]
+    async fn a_value_over_the_inline_bound_is_read_on_blocking_threads_only() {
+        for (len, inline) in [(INLINE_BODY, true), (INLINE_BODY + 1, false)] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 249) as u8).collect();
+            let digest = xxhash_rust::xxh3::xxh3_64(&data);
+            let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let src = Scripted {
+                data: std::io::Cursor::new(data.clone()),
+                nowait: vec![usize::MAX; 64],
+                calls: 0,
+                blocking_reads: reads.clone(),
+            };
+            let body = ProxyBody::from_reader(src, len, digest, || panic!("not corrupt"));
+            let (_, got, err) = frames(body).await;
+            assert_eq!(err, None);
+            assert!(got == data, "{len}: bytes differ");
+            assert_eq!(reads.load(Ordering::Relaxed) == 0, inline, "{len}");
         }
     }
 

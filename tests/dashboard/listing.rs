@@ -23,6 +23,12 @@ async fn api_urls_counts_every_match_and_returns_the_first_limit_in_url_order() 
         assert_eq!(code, 200);
     }
     get(p.local_addr(), &origin.url("/other"), &[]).await;
+    // A client has its whole body before the fill commits: wait until every one is stored.
+    for i in 0..30 {
+        let url = origin.url(&format!("/list/{i:02}"));
+        crate::proxy::harness::wait_stored(p.local_addr(), &url).await;
+    }
+    crate::proxy::harness::wait_stored(p.local_addr(), &origin.url("/other")).await;
 
     let urls = |v: &Value| -> Vec<String> {
         v["urls"]
