@@ -42,6 +42,14 @@ pub(super) struct Refresher {
 
 impl Refresher {
     fn new(ctx: &Ctx<'_>, head: &StoredHead) -> Self {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for name in ctx.lookup.headers.keys() {
+                let field = http_cache::refresh_field(head, name);
+                if !field.is_sent() {
+                    tracing::debug!(target: "hoard::refresh", key = %ctx.key, field = %name, why = field.as_str(), "background refresh leaves out a field of the triggering request");
+                }
+            }
+        }
         Refresher {
             entries: ctx.st.entries.clone(),
             upstream: ctx.st.upstream.clone(),
