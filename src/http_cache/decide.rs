@@ -258,16 +258,22 @@ pub fn xfetch_due(
     )
 }
 
-/// A client's conditional and range fields: about the answer that client wants, replaced by
-/// the stored validators when the cache revalidates ([`revalidation_request`]).
-const CLIENT_CONDITIONALS: [header::HeaderName; 6] = [
+/// A client's conditional fields (RFC 9110 13.1): about the answer that client wants; a fetch
+/// for the cache leaves them out, a revalidation replaces them with the stored validators
+/// ([`revalidation_request`]).
+pub const CONDITIONALS: [header::HeaderName; 5] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_MATCH,
     header::IF_UNMODIFIED_SINCE,
     header::IF_RANGE,
-    header::RANGE,
 ];
+
+/// A client's conditional or range field ([`CONDITIONALS`] and `Range`): what a revalidation
+/// or a background refresh never sends on the client's behalf.
+pub(crate) fn is_client_conditional(name: &header::HeaderName) -> bool {
+    CONDITIONALS.contains(name) || name == header::RANGE
+}
 
 /// Conditional request for revalidating `head` on behalf of `req`.
 pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request::Parts {
@@ -277,9 +283,10 @@ pub fn revalidation_request(head: &StoredHead, req: &request::Parts) -> request:
     parts.version = req.version;
     let mut h = req.headers.clone();
     strip_hop_by_hop(&mut h);
-    for name in CLIENT_CONDITIONALS {
+    for name in CONDITIONALS {
         h.remove(name);
     }
+    h.remove(header::RANGE);
     if let Some(etag) = head.etag() {
         h.insert(header::IF_NONE_MATCH, etag.clone());
     }

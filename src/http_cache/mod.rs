@@ -21,11 +21,11 @@ mod vary;
 
 pub use conditional::{Conditional, Validator, not_modified};
 pub use decide::{
-    DropReason, HeadUpdate, Lookup, LookupOptions, NotStorable, RefreshField, Refreshed,
-    background_request, forced_by_request, freshen_with_head, invalidation_targets, lookup,
-    only_if_cached, per_client_fields, refresh, refresh_field, request_no_cache, resolve_reference,
-    revalidation_request, selects_for_another_request, storability, storability_forced,
-    strip_unshared_cookies, strong_etag, withheld_fields, xfetch_due,
+    CONDITIONALS, DropReason, HeadUpdate, Lookup, LookupOptions, NotStorable, RefreshField,
+    Refreshed, background_request, forced_by_request, freshen_with_head, invalidation_targets,
+    lookup, only_if_cached, per_client_fields, refresh, refresh_field, request_no_cache,
+    resolve_reference, revalidation_request, selects_for_another_request, storability,
+    storability_forced, strip_unshared_cookies, strong_etag, withheld_fields, xfetch_due,
 };
 pub use directives::{
     CacheControl, Delta, Freshness5861, parse_cache_control, request_stale_if_error,

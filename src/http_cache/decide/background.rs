@@ -71,7 +71,7 @@ pub fn refresh_field(head: &StoredHead, name: &header::HeaderName) -> RefreshFie
     if name == header::CACHE_CONTROL || name == header::PRAGMA {
         return RefreshField::Dropped(DropReason::ClientDirective);
     }
-    if CLIENT_CONDITIONALS.contains(name) {
+    if is_client_conditional(name) {
         return RefreshField::Dropped(DropReason::Conditional);
     }
     RefreshField::Kept

@@ -287,7 +287,7 @@ impl Ctx<'_> {
             Some((entry, reval)) => x.run(reval, Some((&entry.row_key, &entry.head))).await,
             None => {
                 let mut p = self.lookup.clone();
-                for h in &CONDITIONALS {
+                for h in &http_cache::CONDITIONALS {
                     p.headers.remove(h);
                 }
                 // RFC 9111 4.3.1: a Vary miss asks with the stored variants' ETags
@@ -478,15 +478,6 @@ impl Ctx<'_> {
         }
     }
 }
-
-/// Conditional request headers a cache removes before filling (it answers them itself).
-pub(super) const CONDITIONALS: [header::HeaderName; 5] = [
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-];
 
 pub(super) fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?
