@@ -157,11 +157,7 @@ fn serve(args: &ServeArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return config_error(&e),
     };
-    let (dest, threads, busy_poll) = (
-        r.proxy.access_log.clone(),
-        r.proxy.threads,
-        r.proxy.busy_poll,
-    );
+    let dest = r.proxy.access_log.clone();
     // Kept until the end of `serve`: its drop writes the last access lines (after the
     // runtime, and with it every request, has ended).
     let started = match access_log::start(&dest) {
@@ -184,7 +180,7 @@ fn serve(args: &ServeArgs) -> u8 {
     if let Err(code) = check_cache_dir(&r.proxy.cache_dir) {
         return code;
     }
-    match run_proxy(r, threads, busy_poll, reopener) {
+    match run_proxy(r, reopener) {
         Ok(()) => OK,
         Err(e) => {
             eprintln!("hoard: {e:#}");
@@ -220,14 +216,10 @@ fn check_cache_dir(dir: &std::path::Path) -> Result<(), u8> {
     Ok(())
 }
 
-fn run_proxy(
-    r: Resolved,
-    threads: Option<std::num::NonZeroUsize>,
-    busy_poll: std::time::Duration,
-    reopener: Option<access_log::Reopener>,
-) -> anyhow::Result<()> {
+fn run_proxy(r: Resolved, reopener: Option<access_log::Reopener>) -> anyhow::Result<()> {
     let cfg = r.proxy;
-    let built = hoard::runtime::build(threads, busy_poll)?;
+    let busy_poll = cfg.busy_poll;
+    let built = hoard::runtime::build(cfg.threads, busy_poll)?;
     let (rt, flavor) = (built.runtime, built.flavor);
     let polling = match built.busy_poll {
         Some(_) => format!(", busy-poll {busy_poll:?}"),

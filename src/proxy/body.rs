@@ -276,8 +276,6 @@ impl ChunkSource for crate::store::ValueReader {
     }
 }
 
-impl ChunkSource for std::io::Cursor<Vec<u8>> {}
-
 /// A reader that can only be read on a blocking thread.
 struct Blocking<R>(R);
 

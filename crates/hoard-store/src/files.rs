@@ -260,19 +260,15 @@ impl ValueReader {
     }
 }
 
-impl Read for ValueReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let remaining = self.len - self.pos;
-        if remaining == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        let n = match &mut self.inner {
-            ReaderInner::Inline(c) => c.read(&mut buf[..want])?,
-            ReaderInner::File(f) => f.read(&mut buf[..want])?,
-        };
+impl ValueReader {
+    /// How many bytes a read of at most `max` may take (0: at the end, or `max` is 0).
+    fn next_len(&self, max: usize) -> usize {
+        max.min(usize::try_from(self.len - self.pos).unwrap_or(usize::MAX))
+    }
+
+    /// Counts `n` bytes read of a read that asked for some: none means the file is shorter
+    /// than recorded.
+    fn advance(&mut self, n: usize) -> io::Result<usize> {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -281,6 +277,20 @@ impl Read for ValueReader {
         }
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+impl Read for ValueReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = self.next_len(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = match &mut self.inner {
+            ReaderInner::Inline(c) => c.read(&mut buf[..want])?,
+            ReaderInner::File(f) => f.read(&mut buf[..want])?,
+        };
+        self.advance(n)
     }
 }
 
@@ -307,11 +317,10 @@ impl ValueReader {
     /// # }
     /// ```
     pub fn read_nowait(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
-        let remaining = self.len - self.pos;
-        if remaining == 0 || max == 0 {
+        let want = self.next_len(max);
+        if want == 0 {
             return Ok(Some(0));
         }
-        let want = max.min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = match &mut self.inner {
             ReaderInner::Inline(c) => {
                 let start = out.len();
@@ -325,14 +334,7 @@ impl ValueReader {
                 None => return Ok(None),
             },
         };
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("value file is short: {} of {} bytes", self.pos, self.len),
-            ));
-        }
-        self.pos += n as u64;
-        Ok(Some(n))
+        self.advance(n).map(Some)
     }
 }
 

@@ -1,7 +1,11 @@
-//! Store bodies read chunk by chunk (sizes, page-cache reads, digests) and the other body kinds.
+//! Store bodies read chunk by chunk: chunk sizes, page-cache reads against blocking reads,
+//! the inline bound, digests.
 
 use super::*;
 use http_body_util::BodyExt;
+
+/// The unit tests' in-memory values: read on the blocking pool, like a disk that never says.
+impl ChunkSource for std::io::Cursor<Vec<u8>> {}
 
 /// A source whose reads without waiting give `nowait[i]` bytes on the i-th call (0: would
 /// wait), after which it says it would wait; counts blocking reads.
