@@ -29,7 +29,10 @@
 #   RSS_TEST   1 (default): peak RSS of hoard streaming a 1 GiB miss | 0 (skip)
 #   NO_BUILD   1: do not run cargo build --release
 #   PROXY_CPU / WRK_CPU  cores for the servers / for wrk (default 0 / 1); pinning with taskset
-#              when it is installed and both cores exist, else nothing is pinned (said in the output)
+#              when it is installed and both cores exist, else nothing is pinned (said in the output);
+#              a list such as PROXY_CPU=0,1 gives the servers two cores
+#   NGINX_WORKERS  nginx's worker_processes (default 1; with two server cores, 2 against hoard's
+#              `--threads auto`, which counts the cores taskset leaves it)
 #   MAX_TIME   seconds the whole script may run (default: estimated from the runs, plus 15 min);
 #              a watchdog ends it (and everything it started) after that
 #   HOARD_QUIET 1 (default): the measured hoard runs with -q (no access lines, like nginx's
@@ -65,6 +68,7 @@ NO_BUILD=${NO_BUILD:-0}
 PERF=${PERF:-}
 CPU=${CPU:-0}
 PROXY_CPU=${PROXY_CPU:-0}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
 WRK_CPU=${WRK_CPU:-1}
 KEEP=${KEEP:-0}
 HOARD_ARGS=${HOARD_ARGS:-}
@@ -201,7 +205,7 @@ nginx_conf() { # name extra-http-block server-block
     mkdir -p "$d/tmp"
     cat >"$d/nginx.conf" <<EOF
 $USER_LINE
-worker_processes 1;
+worker_processes $NGINX_WORKERS;
 daemon off;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
@@ -646,7 +650,7 @@ fi
 # --- report ------------------------------------------------------------------------------------
 echo
 echo "hoard vs nginx proxy_cache$([[ -n $VARNISH_PID ]] && echo " vs varnish")$([[ -n $SQUID_PID ]] && echo " vs squid"): wrk -t1 -d$DURATION --latency"
-echo "command: ROUNDS=$ROUNDS DURATION=$DURATION SCENARIOS=\"$SCENARIO_LIST\" RANDOM_URLS=$RANDOM_URLS VARNISH=$VARNISH SQUID=$SQUID RSS_TEST=$RSS_TEST PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU $INVOCATION"
+echo "command: ROUNDS=$ROUNDS DURATION=$DURATION SCENARIOS=\"$SCENARIO_LIST\" RANDOM_URLS=$RANDOM_URLS VARNISH=$VARNISH SQUID=$SQUID RSS_TEST=$RSS_TEST PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU NGINX_WORKERS=$NGINX_WORKERS $INVOCATION"
 echo "machine: $CORES cores usable ($CORES_ALL online)${CPU_MODEL:+, $CPU_MODEL}; $PINNING"
 echo "hoard: ${HOARD_CMD[*]}"
 echo "$("$HOARD" --version 2>/dev/null); $("$NGINX" -v 2>&1)${VARNISHD:+; $("$VARNISHD" -V 2>&1 | head -1)}${SQUID_PID:+; $("$SQUIDBIN" -v 2>&1 | head -1)}"

@@ -219,8 +219,8 @@ fn check_cache_dir(dir: &std::path::Path) -> Result<(), u8> {
 fn run_proxy(r: Resolved, reopener: Option<access_log::Reopener>) -> anyhow::Result<()> {
     let cfg = r.proxy;
     let busy_poll = cfg.busy_poll;
-    let built = hoard::runtime::build(cfg.threads, busy_poll)?;
-    let (rt, flavor) = (built.runtime, built.flavor);
+    let built = hoard::runtime::build(cfg.threads, cfg.scheduler, busy_poll)?;
+    let (rt, flavor, siblings) = (built.runtime, built.flavor, built.siblings);
     let polling = match built.busy_poll {
         Some(_) => format!(", busy-poll {busy_poll:?}"),
         None => String::new(),
@@ -242,7 +242,10 @@ fn run_proxy(r: Resolved, reopener: Option<access_log::Reopener>) -> anyhow::Res
         }
         #[cfg(not(unix))]
         drop(reopener);
-        let server = Server::bind(cfg).await?;
+        let server = match siblings {
+            Some(s) => Server::bind_per_core(cfg, s).await?,
+            None => Server::bind(cfg).await?,
+        };
         eprintln!(
             "hoard: listening on {} (cache {}; {flavor}{polling})",
             server.local_addr(),

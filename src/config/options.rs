@@ -18,6 +18,7 @@ use super::{ConfigError, ConfigFile, EffectiveRule, Given, IpNet, LogFormat};
 use crate::access_log::Destination;
 use crate::entries::shared::config::ClientIdentity;
 use crate::http_cache::{ForwardingHeaders, Rule};
+use crate::runtime::Scheduler;
 use crate::store::EvictionPolicy;
 
 options_table! {
@@ -188,15 +189,22 @@ options_table! {
         access_log: Destination {
             key: "access-log", default: "stderr", parse: access_log, show: given => String,
         }
-        /// Worker threads of the runtime; auto: the CPUs hoard may run on (honours taskset and
-        /// cgroup limits); one worker is a single-threaded runtime. Use 1 when hoard is pinned
-        /// to one core.
+        /// Threads serving connections; auto: the CPUs hoard may run on (honours taskset and
+        /// cgroup limits); one is a single-threaded runtime. Use 1 when hoard is pinned to one
+        /// core.
         threads: Option<NonZeroUsize> {
             key: "threads", default: "auto", parse: threads, show: given => String,
         }
-        /// After a request, a single-threaded runtime (one worker) polls its sockets without
-        /// sleeping this long, so a client's next request is read without waking an idle CPU
-        /// (lower latency, more CPU while clients are active; nothing while idle); 0: never.
+        /// How several threads share connections: per-core (a single-threaded runtime per
+        /// thread, each accepting on its own SO_REUSEPORT listener; a connection stays on its
+        /// thread) or work-stealing (one runtime whose workers share one listener).
+        scheduler: Scheduler {
+            key: "scheduler", default: "per-core", parse: scheduler, show: value => Scheduler,
+        }
+        /// After a request, a single-threaded runtime (one thread, or each per-core thread)
+        /// polls its sockets without sleeping this long, so a client's next request is read
+        /// without waking an idle CPU (lower latency, more CPU while clients are active;
+        /// nothing while idle); 0: never.
         busy_poll: Duration {
             key: "busy-poll", default: "200us", parse: duration, show: given => String,
         }

@@ -64,6 +64,11 @@ pub fn threads(t: &str) -> Result<Option<std::num::NonZeroUsize>, String> {
     crate::runtime::parse_threads(t)
 }
 
+/// `per-core` or `work-stealing`.
+pub fn scheduler(t: &str) -> Result<crate::runtime::Scheduler, String> {
+    t.parse()
+}
+
 /// A path that must not be empty.
 pub fn path(t: &str) -> Result<PathBuf, String> {
     if t.is_empty() {

@@ -74,6 +74,7 @@ impl Omit for f64 {}
 impl Omit for usize {}
 impl Omit for Vec<String> {}
 impl Omit for LogFormat {}
+impl Omit for crate::runtime::Scheduler {}
 
 /// For `#[serde(skip_serializing_if)]` on every field of `Effective`.
 pub fn omit<T: Omit>(value: &T) -> bool {

@@ -33,13 +33,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use super::activity::{Activity, GuardedBody, InFlight};
 use super::mitm::Interceptor;
 use super::observed::Observed;
-use super::open_files;
+use super::per_core::Cores;
 use super::reclaim::Reclaimer;
 use super::service::{CACHE_STATUS, State};
 use super::write_round::WriteRound;
 use super::{ProxyConfig, ProxyError};
+use super::{listeners, open_files};
 use crate::entries::shared::{Startup, startup_wait};
 use crate::http_cache::{BypassReason, CacheStatus};
+use crate::runtime::Siblings;
 use crate::store::Cache;
 
 /// One of the `max_connections` slots, shared by a client connection and whatever outlives it
@@ -53,6 +55,8 @@ pub struct ConnSlot {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// The per-core mode's other runtimes, and a listener for each (same port, SO_REUSEPORT).
+    siblings: Option<(Siblings, Vec<std::net::TcpListener>)>,
     admin: Option<TcpListener>,
     state: Arc<State>,
     /// `max_connections` as the open-files limit allows (`open_files`).
@@ -69,14 +73,26 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// Open the store and bind the listener.
+    /// Open the store and bind the listener; the proxy runs on the current runtime.
     pub async fn bind(cfg: ProxyConfig) -> Result<Server, ProxyError> {
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
+        Self::bind_with(cfg, None).await
+    }
+
+    /// Open the store and bind a listener for the current runtime and one for each of
+    /// `siblings` (`scheduler = "per-core"`), all on the configured address; the proxy runs
+    /// on the current runtime and, once running, on a thread per sibling too.
+    pub async fn bind_per_core(cfg: ProxyConfig, siblings: Siblings) -> Result<Server, ProxyError> {
+        Self::bind_with(cfg, Some(siblings)).await
+    }
+
+    async fn bind_with(cfg: ProxyConfig, siblings: Option<Siblings>) -> Result<Server, ProxyError> {
+        let n = 1 + siblings.as_ref().map_or(0, Siblings::count);
+        let (listener, others) =
+            listeners::bind_group(cfg.listen, n).map_err(|source| ProxyError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
+        let siblings = siblings.map(|s| (s, others));
         let local = listener.local_addr()?;
         if let Some(w) = super::exposure_warning(&cfg) {
             tracing::warn!("{w}");
@@ -144,6 +160,7 @@ impl Server {
         }
         Ok(Server {
             listener,
+            siblings,
             admin,
             state,
             max_connections,
@@ -183,6 +200,7 @@ impl Server {
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
         let Server {
             listener,
+            siblings,
             admin,
             state,
             max_connections,
@@ -200,13 +218,9 @@ impl Server {
         // Each connection task holds a receiver; `closed()` resolves when all have ended.
         let (graceful, stop) = watch::channel(false);
         let limits = ConnLimits::of(&state.cfg);
-        let permits = Arc::new(Semaphore::new(max_connections));
         // Refused and waiting connections hold descriptors too: a quarter of the budget (at
         // least 16, which the open-files reserve covers).
         let side = (max_connections / 4).max(16);
-        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS.min(side)));
-        let waiting_places = MAX_WAITING.min(side);
-        let waiting = Arc::new(Semaphore::new(waiting_places));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -227,6 +241,14 @@ impl Server {
             limits,
             reclaimer: Arc::new(Reclaimer::default()),
         });
+        let admission = Arc::new(Admission {
+            serving,
+            permits: Arc::new(Semaphore::new(max_connections)),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS.min(side))),
+            waiting: Arc::new(Semaphore::new(MAX_WAITING.min(side))),
+            places: MAX_WAITING.min(side),
+        });
+        let mut cores = siblings.map(|(s, listeners)| Cores::start(&s, listeners, &admission));
         // Buffered LRU/LFU accesses and hit counters reach the database at least once a second.
         let flusher = {
             let store = state.store.clone();
@@ -242,41 +264,12 @@ impl Server {
                 }
             })
         };
-        tokio::pin!(signal);
-        loop {
-            tokio::select! {
-                _ = &mut signal => break,
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off briefly instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    if !state.cfg.allow.iter().any(|n| n.contains(peer.ip())) {
-                        tracing::info!(%peer, "client address not in allow: 403");
-                        refuse_bounded(&refusals, stream, Refusal::NotAllowed);
-                        continue;
-                    }
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        let queue = Queue {
-                            permits: &permits,
-                            waiting: &waiting,
-                            places: waiting_places,
-                            refusals: &refusals,
-                        };
-                        wait_for_room(&serving, queue, stream, peer);
-                        continue;
-                    };
-                    serving.serve(stream, peer, permit);
-                }
-            }
+        accept(&listener, &admission, 0, signal).await;
+        if let Some(cores) = cores.as_mut() {
+            cores.stop_accepting().await;
         }
         drop(listener);
-        drop(serving); // its receiver: `graceful.closed()` waits for the connections only
+        drop(admission); // its receiver: `graceful.closed()` waits for the connections only
         flusher.abort();
         drop(admin_stop);
         if let Some(t) = admin_task {
@@ -304,7 +297,40 @@ impl Server {
         }
         let store = state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+        if let Some(cores) = cores {
+            cores.finish().await;
+        }
         tracing::info!("stopped");
+    }
+}
+
+/// Accept on `listener` until `stop` completes, admitting each connection (`listener` is the
+/// per-core index in `hoard_connections_accepted_total`).
+pub(super) async fn accept(
+    listener: &TcpListener,
+    admission: &Admission,
+    index: usize,
+    stop: impl Future<Output = ()>,
+) {
+    let accepted = admission.serving.state.metrics.accepted_counter(index);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted_conn = listener.accept() => {
+                let (stream, peer) = match accepted_conn {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                accepted.inc();
+                admission.admit(stream, peer);
+            }
+        }
     }
 }
 
@@ -588,43 +614,68 @@ const MAX_WAITING: usize = 256;
 /// How long a new connection waits for a slot that connections asked to close free.
 const RECLAIM_WAIT: Duration = Duration::from_secs(1);
 
-/// The semaphores a connection beyond the slots meets.
-struct Queue<'a> {
-    permits: &'a Arc<Semaphore>,
+/// What every accept loop shares (one per proxy, whatever the number of listeners): the
+/// connection slots, the places to wait for one, the refusals being written.
+pub(super) struct Admission {
+    serving: Arc<Serving>,
+    permits: Arc<Semaphore>,
     /// Places to wait for a slot (`places` of them).
-    waiting: &'a Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
     places: usize,
-    refusals: &'a Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
 }
 
-/// Every slot is taken: ask connections that wait for a request to close (`reclaim`) and
-/// serve this one on the first slot that frees within [`RECLAIM_WAIT`]; when none was asked
-/// (every connection has a request in flight) or none freed in time, a 503.
-fn wait_for_room(serving: &Arc<Serving>, q: Queue<'_>, stream: TcpStream, peer: SocketAddr) {
-    let place = q.waiting.clone().try_acquire_owned().ok();
-    let freeing = place.as_ref().map_or(0, |_| {
-        let waiters = q.places - q.waiting.available_permits();
-        serving.reclaimer.make_room(waiters, Instant::now())
-    });
-    let Some(place) = place.filter(|_| freeing > 0) else {
-        tracing::warn!(%peer, "max_connections reached, refusing connection");
-        refuse_bounded(q.refusals, stream, Refusal::TooMany);
-        return;
-    };
-    let (serving, permits) = (serving.clone(), q.permits.clone());
-    tokio::spawn(async move {
-        match tokio::time::timeout(RECLAIM_WAIT, permits.acquire_owned()).await {
-            Ok(Ok(permit)) => {
-                drop(place);
-                serving.serve(stream, peer, permit);
-            }
-            _ => {
-                tracing::warn!(%peer, "max_connections reached, no slot freed in time: refusing");
-                refuse(stream, Refusal::TooMany).await;
-                drop(place);
-            }
+impl Admission {
+    /// A connection just accepted: refused (403) from outside `allow`; served on a free slot;
+    /// else it waits for one ([`Admission::wait_for_room`]).
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+        if !self
+            .serving
+            .state
+            .cfg
+            .allow
+            .iter()
+            .any(|n| n.contains(peer.ip()))
+        {
+            tracing::info!(%peer, "client address not in allow: 403");
+            refuse_bounded(&self.refusals, stream, Refusal::NotAllowed);
+            return;
         }
-    });
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => self.serving.serve(stream, peer, permit),
+            Err(_) => self.wait_for_room(stream, peer),
+        }
+    }
+
+    /// Every slot is taken: ask connections that wait for a request to close (`reclaim`) and
+    /// serve this one on the first slot that frees within [`RECLAIM_WAIT`]; when none was
+    /// asked (every connection has a request in flight) or none freed in time, a 503.
+    fn wait_for_room(&self, stream: TcpStream, peer: SocketAddr) {
+        let place = self.waiting.clone().try_acquire_owned().ok();
+        let freeing = place.as_ref().map_or(0, |_| {
+            let waiters = self.places - self.waiting.available_permits();
+            self.serving.reclaimer.make_room(waiters, Instant::now())
+        });
+        let Some(place) = place.filter(|_| freeing > 0) else {
+            tracing::warn!(%peer, "max_connections reached, refusing connection");
+            refuse_bounded(&self.refusals, stream, Refusal::TooMany);
+            return;
+        };
+        let (serving, permits) = (self.serving.clone(), self.permits.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(RECLAIM_WAIT, permits.acquire_owned()).await {
+                Ok(Ok(permit)) => {
+                    drop(place);
+                    serving.serve(stream, peer, permit);
+                }
+                _ => {
+                    tracing::warn!(%peer, "max_connections reached, no slot freed in time: refusing");
+                    refuse(stream, Refusal::TooMany).await;
+                    drop(place);
+                }
+            }
+        });
+    }
 }
 
 /// Refusals being written at once; beyond that, refused connections are closed unanswered

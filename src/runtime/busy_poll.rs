@@ -99,13 +99,13 @@ impl BusyPoll {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{Built, build};
+    use crate::runtime::{Built, Scheduler, build};
     use std::num::NonZeroUsize;
 
     fn poller(window: Duration) -> (tokio::runtime::Runtime, Arc<BusyPoll>) {
         let Built {
             runtime, busy_poll, ..
-        } = build(Some(NonZeroUsize::MIN), window).unwrap();
+        } = build(Some(NonZeroUsize::MIN), Scheduler::PerCore, window).unwrap();
         (runtime, busy_poll.expect("one worker with a window polls"))
     }
 

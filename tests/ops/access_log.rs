@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Origin, get, hoard, request, run};
+use super::{Origin, get, hoard, request, run, stop};
 use crate::proxy::harness::spawn_hoard;
 
 /// Polls until `path` holds `n` lines containing `needle` (bounded).
@@ -44,18 +44,6 @@ async fn serve_logging(
     ];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
     spawn_hoard(args).await
-}
-
-/// SIGTERM, then a successful exit within 30 s (`why` names the case in the failure).
-async fn stop(child: &mut tokio::process::Child, why: &str) {
-    let pid = child.id().expect("running") as libc::pid_t;
-    // SAFETY: kill(2) on the PID of a child this test started and still holds.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("hoard did not exit after SIGTERM{why}"))
-        .unwrap();
-    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

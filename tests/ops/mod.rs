@@ -92,6 +92,19 @@ pub async fn request(
     (status, head.to_string(), body.to_string())
 }
 
+/// SIGTERM, then a successful exit within 30 s (`why` names the case in the failure).
+pub async fn stop(child: &mut tokio::process::Child, why: &str) {
+    use std::time::Duration;
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: kill(2) on the PID of a child this test started and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("hoard did not exit after SIGTERM{why}"))
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 /// GET `url` through the proxy at `proxy`; returns (status, Cache-Status, body).
 pub async fn get(proxy: SocketAddr, url: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     let (status, head, body) = request(proxy, "GET", url, headers).await;

@@ -1,13 +1,20 @@
-//! `--threads` and `--busy-poll` through the real binary: one worker is a single-threaded
-//! runtime (polling busily after requests unless `--busy-poll 0`), more are work-stealing
-//! workers (never polling busily); all serve misses, hits and concurrent keep-alive clients.
+//! `--threads`, `--scheduler` and `--busy-poll` through the real binary: one thread is a
+//! single-threaded runtime (polling busily after requests unless `--busy-poll 0`); more are
+//! per-core single-threaded runtimes, each accepting on its own listener of the port, or
+//! work-stealing workers (never polling busily); all serve misses, hits and concurrent
+//! clients, and the per-core threads each take a share of the connections and stop cleanly.
 
-use super::{Origin, get};
+use std::cell::Cell;
+use std::net::SocketAddr;
+
+use super::{Origin, get, request, stop};
 use crate::proxy::harness::spawn_hoard_until;
 
-/// Starts `hoard serve --threads N --busy-poll D`, insisting its listening line names `flavor`.
+/// Starts `hoard serve --threads N --scheduler S --busy-poll D`, insisting its listening line
+/// names `flavor`.
 async fn serve_with(
     threads: &str,
+    scheduler: &str,
     busy_poll: &str,
     flavor: &'static str,
 ) -> (
@@ -25,6 +32,8 @@ async fn serve_with(
         dir.path().as_os_str(),
         "--threads".as_ref(),
         threads.as_ref(),
+        "--scheduler".as_ref(),
+        scheduler.as_ref(),
         "--busy-poll".as_ref(),
         busy_poll.as_ref(),
     ];
@@ -40,13 +49,20 @@ async fn serve_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_thread_and_several_workers_both_serve_misses_hits_and_concurrent_clients() {
-    for (threads, busy_poll, flavor) in [
-        ("1", "0", "1 thread"),
-        ("1", "200us", "1 thread, busy-poll 200µs"),
-        ("3", "200us", "3 worker threads"),
+    for (threads, scheduler, busy_poll, flavor) in [
+        ("1", "per-core", "0", "1 thread"),
+        ("1", "work-stealing", "200us", "1 thread, busy-poll 200µs"),
+        ("3", "work-stealing", "200us", "3 worker threads"),
+        (
+            "3",
+            "per-core",
+            "200us",
+            "3 threads, per-core, busy-poll 200µs",
+        ),
+        ("2", "per-core", "0", "2 threads, per-core"),
     ] {
         let origin = Origin::start().await;
-        let (_child, addr, _dir) = serve_with(threads, busy_poll, flavor).await;
+        let (_child, addr, _dir) = serve_with(threads, scheduler, busy_poll, flavor).await;
         let url = origin.url("/one");
         let (status, cs, body) = get(addr, &url, &[]).await;
         assert_eq!(
@@ -75,4 +91,112 @@ async fn one_thread_and_several_workers_both_serve_misses_hits_and_concurrent_cl
         }
         assert_eq!(origin.hits(), 17, "--threads {threads}");
     }
+}
+
+/// `hoard_connections_accepted_total` by listener, from the admin server's `/metrics`.
+async fn accepted_by_listener(admin: SocketAddr) -> Vec<u64> {
+    let (status, _, body) = request(admin, "GET", "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    let mut counts = Vec::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("hoard_connections_accepted_total{listener=\"") else {
+            continue;
+        };
+        let (index, value) = rest.split_once("\"} ").expect("a labelled sample");
+        let i: usize = index.parse().unwrap();
+        if counts.len() <= i {
+            counts.resize(i + 1, 0);
+        }
+        counts[i] = value.trim().parse().unwrap();
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_threads_each_accept_a_share_and_the_process_stops_cleanly() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "serve".as_ref(),
+        "-q".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--admin".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--cache-dir".as_ref(),
+        dir.path().as_os_str(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+        "--scheduler".as_ref(),
+        "per-core".as_ref(),
+    ];
+    // The listening line comes first, then the admin line: keep the first, return the second.
+    let listen = Cell::new(None::<SocketAddr>);
+    let (mut child, admin) = spawn_hoard_until(args, "listening and admin lines", |line| {
+        if let Some(rest) = line.split_once("listening on ") {
+            assert!(rest.1.contains("; 2 threads, per-core"), "{line}");
+            listen.set(rest.1.split_whitespace().next()?.parse().ok());
+            return None;
+        }
+        line.split_once("admin on http://")?
+            .1
+            .split('/')
+            .next()?
+            .parse()
+            .ok()
+    })
+    .await;
+    let addr = listen.get().expect("listening line before the admin line");
+    // 48 connections from as many source ports (each request its own connection): the kernel
+    // spreads them over both listeners by a hash of the addresses; every one is served, and
+    // a URL stored through one thread's connection is a hit through the other's.
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let url = origin.url(&format!("/p{i}"));
+            tokio::spawn(async move {
+                let miss = get(addr, &url, &[]).await;
+                let hit = get(addr, &url, &[]).await;
+                (miss, hit)
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let ((s1, cs1, b1), (s2, cs2, b2)) = t.await.unwrap();
+        assert_eq!((s1, b1.as_str()), (200, format!("/p{i}").as_str()), "{cs1}");
+        assert_eq!((s2, b2.as_str()), (200, format!("/p{i}").as_str()), "{cs2}");
+        assert!(cs2.contains("hit"), "{cs2}");
+    }
+    assert_eq!(origin.hits(), 24);
+    let counts = accepted_by_listener(admin).await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(counts.iter().sum::<u64>(), 48, "{counts:?}");
+    // Each listener gets about half; none at all from 48 hashed connections would be
+    // (1/2)^47 by chance: a listener that never accepts.
+    assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
+    // A second process on the same port is refused, not let into the group.
+    let dir2 = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::from(super::hoard(dir2.path()))
+        .args([
+            "serve",
+            "-q",
+            "--threads",
+            "2",
+            "--scheduler",
+            "per-core",
+            "--listen",
+        ])
+        .arg(addr.to_string())
+        .arg("--cache-dir")
+        .arg(dir2.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "a second hoard joined the port");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SIGTERM: both threads stop accepting, connections and fills finish, a clean exit.
+    stop(&mut child, " (per-core)").await;
 }

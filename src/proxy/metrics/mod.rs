@@ -68,6 +68,12 @@ fn catch_up(counter: &Counter, seen: &AtomicU64, now: u64) {
     }
 }
 
+/// Label of a listener (the per-core mode's thread index; 0 otherwise).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: u64,
+}
+
 /// Label of a shared tier figure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SharedLabel {
@@ -85,6 +91,8 @@ pub struct Metrics {
     bytes_from: [Counter; 2],
     upstream_requests: Counter,
     upstream_errors: Family<KindLabel, Counter>,
+    /// Connections accepted, by listener (how the kernel spreads them over per-core threads).
+    accepted: Family<ListenerLabel, Counter>,
     entries: Gauge,
     volume: Gauge,
     size_limit: Gauge,
@@ -184,6 +192,12 @@ impl Metrics {
             "upstream_errors",
             "Origin exchanges that failed before a response head, by kind",
             upstream_errors.clone(),
+        );
+        let accepted = Family::<ListenerLabel, Counter>::default();
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted, by listener (per-core thread index; 0 with one)",
+            accepted.clone(),
         );
         let bytes = Family::<SourceLabel, Counter>::default();
         registry.register(
@@ -285,6 +299,7 @@ impl Metrics {
             bytes_from,
             upstream_requests,
             upstream_errors,
+            accepted,
             entries,
             volume,
             size_limit,
@@ -347,6 +362,15 @@ impl Metrics {
         if let Some(n) = body_len {
             self.bytes_from[usize::from(!hit)].inc_by(n);
         }
+    }
+
+    /// The counter of connections accepted on listener `index` (looked up once per accept
+    /// loop, incremented per connection).
+    pub fn accepted_counter(&self, index: usize) -> Counter {
+        let listener = u64::try_from(index).unwrap_or(u64::MAX);
+        self.accepted
+            .get_or_create(&ListenerLabel { listener })
+            .clone()
     }
 
     /// One origin exchange ended (head received, or failed with `error`).
