@@ -155,7 +155,7 @@ pub async fn warm(urls: Vec<String>, opts: &WarmOptions, tty: bool) -> WarmRepor
         );
         let opts = opts.clone();
         workers.push(tokio::spawn(async move {
-            let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
+            let mut conn: Option<Sender> = None;
             loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                 let Some(url) = next else { return };
@@ -262,20 +262,70 @@ fn print_progress(c: &Counts, total: u64, tty: bool, last: bool) {
 async fn one(
     proxy: &Uri,
     url: &str,
-    conn: &mut Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>,
+    conn: &mut Option<Sender>,
 ) -> Result<(Result<Warmed, Failure>, u64), Failure> {
     let target: Uri = match url.parse::<Uri>() {
         Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => u,
         Ok(_) => return Ok((Err(Failure::BadUrl("no http(s) scheme and host".into())), 0)),
         Err(e) => return Ok((Err(Failure::BadUrl(e.to_string())), 0)),
     };
+    let (status, cs, n) = fetch(proxy, &target, conn, false).await?;
+    let result = match classify(status, &cs) {
+        Err(Failure::NotStored(ours)) if ours.contains("detail=unknown-length") => {
+            confirm(proxy, &target, conn)
+                .await?
+                .ok_or(Failure::NotStored(ours))
+        }
+        r => r,
+    };
+    Ok((result, n))
+}
+
+/// Attempts of [`confirm`], and the pause between them (the fill commits after its last
+/// chunk reached the client: a moment later, not at once).
+const CONFIRM_TRIES: u32 = 10;
+const CONFIRM_PAUSE: Duration = Duration::from_millis(100);
+
+/// A body of unknown length was sent before the proxy knew whether it would be stored
+/// (`detail=unknown-length`): ask again with `only-if-cached` (answered from the cache or
+/// 504, never from the origin) until it is a hit (`Some(Stored)`) or the tries run out
+/// (`None`: not stored, e.g. it was over `max-object-size`).
+async fn confirm(
+    proxy: &Uri,
+    target: &Uri,
+    conn: &mut Option<Sender>,
+) -> Result<Option<Warmed>, Failure> {
+    for _ in 0..CONFIRM_TRIES {
+        let (status, cs, _) = fetch(proxy, target, conn, true).await?;
+        if matches!(classify(status, &cs), Ok(Warmed::AlreadyFresh)) {
+            return Ok(Some(Warmed::Stored));
+        }
+        tokio::time::sleep(CONFIRM_PAUSE).await;
+    }
+    Ok(None)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// GET `target` through the proxy (with `Cache-Control: only-if-cached` when
+/// `only_if_cached`), reading the body to its end: status, `Cache-Status`, body bytes.
+async fn fetch(
+    proxy: &Uri,
+    target: &Uri,
+    conn: &mut Option<Sender>,
+    only_if_cached: bool,
+) -> Result<(u16, String, u64), Failure> {
     let host = target
         .authority()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let req = Request::get(target)
+    let mut req = Request::get(target.clone())
         .header(http::header::HOST, host)
-        .header(http::header::USER_AGENT, "hoard-warm")
+        .header(http::header::USER_AGENT, "hoard-warm");
+    if only_if_cached {
+        req = req.header(http::header::CACHE_CONTROL, "only-if-cached");
+    }
+    let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| Failure::BadUrl(e.to_string()))?;
     let sender = match conn {
@@ -305,12 +355,10 @@ async fn one(
             n += d.len() as u64;
         }
     }
-    Ok((classify(status, &cs), n))
+    Ok((status, cs, n))
 }
 
-async fn connect(
-    proxy: &Uri,
-) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, Failure> {
+async fn connect(proxy: &Uri) -> Result<Sender, Failure> {
     let host = proxy.host().unwrap_or("127.0.0.1");
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = proxy.port_u16().unwrap_or(3128);

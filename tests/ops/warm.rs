@@ -85,3 +85,53 @@ async fn warm_fills_the_cache_through_the_proxy_and_reports_each_outcome() {
         "{out}"
     );
 }
+
+/// A chunked body over 64 KiB is sent before the proxy knows whether it fits
+/// `max-object-size` (`detail=unknown-length`): `warm` asks again with `only-if-cached` and
+/// counts it stored when it was, failed when it was not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_confirms_a_chunked_body_of_unknown_length_with_only_if_cached() {
+    use crate::proxy::harness::chunked;
+    let origin = crate::support::Origin::start(|req| {
+        let kib = if req.uri().path() == "/fits" { 96 } else { 200 };
+        let chunks = (0..kib / 16)
+            .map(|i| bytes::Bytes::from(vec![b'a' + i as u8; 16 << 10]))
+            .collect();
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(chunked(chunks))
+            .unwrap()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_str().unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--cache-dir",
+        cache,
+        "-q",
+        "--max-object-size",
+        "128KiB",
+    ];
+    let (_child, addr) = crate::proxy::harness::spawn_hoard(args).await;
+    let proxy = format!("http://{addr}");
+    let (fits, over) = (origin.url("/fits"), origin.url("/over"));
+    let list = home.path().join("urls.txt");
+    std::fs::write(&list, format!("{fits}\n{over}\n")).unwrap();
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run(hoard(home.path()).args(["warm", list.to_str().unwrap(), "--proxy", &proxy]))
+    });
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("1 stored, 0 already fresh, 1 failed"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains(&format!("failed  {over}: not stored (")) && out.contains("unknown-length"),
+        "{out}"
+    );
+    // Each fetched once: the confirmations were answered from the cache or with a 504.
+    assert_eq!(origin.hits(), 2);
+}
