@@ -283,6 +283,13 @@ options_table! {
             key: "shared-key-file", default: "", parse: optional_path,
             show: given_if_set => Option<String>,
         }
+        /// File of the fleet's secret (at least 16 bytes; one trailing newline ignored): every
+        /// shared-tier row and invalidation is sealed with HMAC-SHA256 under it, and one that
+        /// does not verify is never used. Give every hoard of the fleet the same file.
+        shared_secret_file: Option<PathBuf> {
+            key: "shared-secret-file", default: "", parse: optional_path,
+            show: given_if_set => Option<String>,
+        }
     }
     more {
         /// Intercepted hosts whose leaf certificates are kept in memory.

@@ -42,6 +42,8 @@ pub fn configured(file: Option<&ConfigFile>) -> Option<SharedConfig> {
             .map(std::path::PathBuf::from)
     };
     cfg.ca_file = path("shared-ca-file");
+    // `purge` signs the invalidation it publishes with the fleet's key.
+    cfg.secret_file = path("shared-secret-file");
     // Half a pair was refused when the configuration was read; here it is simply not used.
     cfg.client_identity =
         ClientIdentity::from_pair(path("shared-cert-file"), path("shared-key-file"))

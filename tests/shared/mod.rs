@@ -16,6 +16,7 @@ mod cluster;
 mod failure;
 mod leases;
 mod proxies;
+mod sealed;
 mod startup;
 mod subcommands;
 mod tls;

@@ -6,16 +6,34 @@
 //! - `{prefix}{<...>}:rows`: SET of the URL's row ids (the 32-hex part), for purge;
 //! - `{prefix}{<...>}:lease`: the cross-process fetch lease.
 //!
-//! Row blob (all integers big-endian):
-//! `version (1 byte) | row_key len (u32) | row_key | meta len (u32) | meta |`
-//! `body len (u64) | body xxh3-64 (u64) | body`.
+//! Row blob (all integers big-endian), version 1 (no `shared-secret-file`):
+//! `1 | row_key len (u32) | row_key | meta len (u32) | meta |`
+//! `body len (u64) | body xxh3-64 (u64) | body`;
+//! version 2 (sealed with the fleet's secret, [`Seal`]):
+//! `2 | row_key len (u32) | row_key | meta len (u32) | meta | head tag (32 bytes) |`
+//! `body len (u64) | body tag (32 bytes) | body`.
 //! The header (everything before the body section) is what `put_meta` replaces; the row
-//! script splices it in front of the stored body section without decoding the body.
+//! script splices it in front of the stored body section without decoding the body. A row
+//! of the other version than this process writes is a miss, left alone (a fleet turning the
+//! secret on or off does not delete the other half's rows).
 
 use bytes::Bytes;
 
-/// Current blob format version (first byte).
+use super::seal::{Seal, TAG_LEN};
+
+/// Blob format version (first byte) of rows without a seal.
 pub const VERSION: u8 = 1;
+/// Blob format version of sealed rows.
+pub const VERSION_SEALED: u8 = 2;
+
+/// The version this process writes and reads.
+fn version(seal: Option<&Seal>) -> u8 {
+    if seal.is_some() {
+        VERSION_SEALED
+    } else {
+        VERSION
+    }
+}
 
 /// The keys of one URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,23 +112,29 @@ pub fn filled_channel(prefix: &str) -> String {
     format!("{prefix}filled")
 }
 
-/// The header of a row blob: version, row key, meta.
-pub fn encode_header(row_key: &[u8], meta: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + row_key.len() + meta.len());
-    out.push(VERSION);
+/// The header of a row blob: version, row key, meta (and, sealed, the head's tag).
+pub fn encode_header(row_key: &[u8], meta: &[u8], seal: Option<&Seal>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + row_key.len() + meta.len() + TAG_LEN);
+    out.push(version(seal));
     out.extend_from_slice(&(row_key.len() as u32).to_be_bytes());
     out.extend_from_slice(row_key);
     out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
     out.extend_from_slice(meta);
+    if let Some(seal) = seal {
+        out.extend_from_slice(&seal.head_tag(row_key, meta));
+    }
     out
 }
 
 /// A whole row blob.
-pub fn encode(row_key: &[u8], meta: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut out = encode_header(row_key, meta);
-    out.reserve(16 + body.len());
+pub fn encode(row_key: &[u8], meta: &[u8], body: &[u8], seal: Option<&Seal>) -> Vec<u8> {
+    let mut out = encode_header(row_key, meta, seal);
+    out.reserve(8 + TAG_LEN + body.len());
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(body).to_be_bytes());
+    match seal {
+        Some(seal) => out.extend_from_slice(&seal.body_tag(row_key, body)),
+        None => out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(body).to_be_bytes()),
+    }
     out.extend_from_slice(body);
     out
 }
@@ -122,18 +146,28 @@ pub enum Decoded {
     Row(Vec<u8>, Bytes),
     /// An intact row of another row key (a 128-bit hash collision): a miss, left alone.
     OtherKey,
-    /// Truncated, wrong version, wrong length or digest: a miss, to be deleted.
+    /// A row of the other version (sealed while this process has no secret, or the
+    /// reverse): a miss, left alone.
+    OtherVersion,
+    /// Truncated, unknown version, wrong length or digest: a miss, to be deleted.
     Damaged(&'static str),
+    /// A sealed row whose head or body tag does not verify (written without the fleet's
+    /// secret, or changed since): a miss, left alone (the fill that follows overwrites it).
+    Forged(&'static str),
 }
 
-/// Decode a blob read for `row_key`. The body is a zero-copy slice of `blob`.
-pub fn decode(blob: Bytes, row_key: &[u8]) -> Decoded {
+/// Decode a blob read for `row_key`, checking its tags with `seal` when there is one. The
+/// body is a zero-copy slice of `blob`.
+pub fn decode(blob: Bytes, row_key: &[u8], seal: Option<&Seal>) -> Decoded {
     let mut r = Reader { b: &blob, at: 0 };
-    let Some(version) = r.take(1) else {
+    let Some(v) = r.take(1) else {
         return Decoded::Damaged("empty");
     };
-    if version[0] != VERSION {
+    if v[0] != VERSION && v[0] != VERSION_SEALED {
         return Decoded::Damaged("version");
+    }
+    if v[0] != version(seal) {
+        return Decoded::OtherVersion;
     }
     let Some(stored_key) = r.u32().and_then(|n| r.take(n as usize)) else {
         return Decoded::Damaged("truncated row key");
@@ -141,18 +175,42 @@ pub fn decode(blob: Bytes, row_key: &[u8]) -> Decoded {
     let Some(meta) = r.u32().and_then(|n| r.take(n as usize)) else {
         return Decoded::Damaged("truncated meta");
     };
-    let (Some(len), Some(digest)) = (r.u64(), r.u64()) else {
+    let head_tag = match seal {
+        Some(_) => match r.take(TAG_LEN) {
+            Some(t) => Some(t),
+            None => return Decoded::Damaged("truncated head tag"),
+        },
+        None => None,
+    };
+    let check_len = if seal.is_some() { TAG_LEN } else { 8 };
+    let (Some(len), Some(check)) = (r.u64(), r.take(check_len)) else {
         return Decoded::Damaged("truncated body header");
     };
     let start = r.at;
     if (blob.len() - start) as u64 != len {
         return Decoded::Damaged("body length");
     }
-    if xxhash_rust::xxh3::xxh3_64(&blob[start..]) != digest {
-        return Decoded::Damaged("body digest");
-    }
-    if stored_key != row_key {
-        return Decoded::OtherKey;
+    let body = &blob[start..];
+    match (seal, head_tag) {
+        (Some(seal), Some(head_tag)) => {
+            if stored_key != row_key {
+                return Decoded::OtherKey;
+            }
+            if !seal.head_ok(row_key, meta, head_tag) {
+                return Decoded::Forged("head tag");
+            }
+            if !seal.body_ok(row_key, body, check) {
+                return Decoded::Forged("body tag");
+            }
+        }
+        _ => {
+            if xxhash_rust::xxh3::xxh3_64(body).to_be_bytes() != check {
+                return Decoded::Damaged("body digest");
+            }
+            if stored_key != row_key {
+                return Decoded::OtherKey;
+            }
+        }
     }
     let meta = meta.to_vec();
     Decoded::Row(meta, blob.slice(start..))
@@ -204,7 +262,7 @@ pub fn scan_pattern(prefix: &str) -> String {
 /// first bytes (`GETRANGE key 0 n`); `None` when the start is not a row header.
 pub fn peek_header(start: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     let mut r = Reader { b: start, at: 0 };
-    if r.take(1)? != [VERSION] {
+    if !matches!(r.take(1)?, [VERSION | VERSION_SEALED]) {
         return None;
     }
     let key = r.u32().and_then(|n| r.take(n as usize))?.to_vec();
@@ -300,7 +358,7 @@ mod tests {
 
     #[test]
     fn headers_peeked() {
-        let blob = encode(b"row", b"meta", b"body");
+        let blob = encode(b"row", b"meta", b"body", None);
         assert_eq!(
             peek_header(&blob),
             Some((b"row".to_vec(), Some(b"meta".to_vec())))
@@ -317,20 +375,26 @@ mod tests {
             (b"head", b"body"),
             (b"m", &[0u8; 70_000][..]),
         ] {
-            let blob = Bytes::from(encode(b"row", meta, body));
-            assert_eq!(
-                decode(blob, b"row"),
-                Decoded::Row(meta.to_vec(), Bytes::copy_from_slice(body))
-            );
+            for seal in [None, Some(&Seal::new(b"0123456789abcdef"))] {
+                let blob = Bytes::from(encode(b"row", meta, body, seal));
+                assert_eq!(
+                    decode(blob, b"row", seal),
+                    Decoded::Row(meta.to_vec(), Bytes::copy_from_slice(body))
+                );
+                // The header is a prefix of the blob (what put_meta splices).
+                let blob = encode(b"row", meta, body, seal);
+                assert!(blob.starts_with(&encode_header(b"row", meta, seal)));
+                assert_eq!(
+                    peek_header(&blob),
+                    Some((b"row".to_vec(), Some(meta.to_vec())))
+                );
+            }
         }
-        // The header is a prefix of the blob (what put_meta splices).
-        let blob = encode(b"row", b"meta", b"body");
-        assert!(blob.starts_with(&encode_header(b"row", b"meta")));
     }
 
     #[test]
     fn damage_and_collisions() {
-        let good = encode(b"row", b"meta", b"the body");
+        let good = encode(b"row", b"meta", b"the body", None);
         let n = good.len();
         let flip_body = {
             let mut b = good.clone();
@@ -359,11 +423,71 @@ mod tests {
         ];
         for (blob, why) in cases {
             assert_eq!(
-                decode(Bytes::copy_from_slice(blob), b"row"),
+                decode(Bytes::copy_from_slice(blob), b"row", None),
                 Decoded::Damaged(why),
                 "{why}"
             );
         }
-        assert_eq!(decode(Bytes::from(good), b"other"), Decoded::OtherKey);
+        assert_eq!(decode(Bytes::from(good), b"other", None), Decoded::OtherKey);
+    }
+
+    #[test]
+    fn sealed_rows_are_checked_with_the_fleets_secret() {
+        let seal = Seal::new(b"0123456789abcdef");
+        let good = encode(b"row", b"meta", b"the body", Some(&seal));
+        let n = good.len();
+        let ok = |b: &[u8], s: Option<&Seal>| decode(Bytes::copy_from_slice(b), b"row", s);
+        assert_eq!(
+            ok(&good, Some(&seal)),
+            Decoded::Row(b"meta".to_vec(), Bytes::from_static(b"the body"))
+        );
+        // Whoever writes to Redis without the secret: another body, another head, a row
+        // sealed with another secret, an unsealed row: none is served.
+        let mut body = good.clone();
+        body[n - 1] ^= 1;
+        assert_eq!(ok(&body, Some(&seal)), Decoded::Forged("body tag"));
+        let mut head = good.clone();
+        head[9 + 3] ^= 1; // a byte of the meta
+        assert_eq!(ok(&head, Some(&seal)), Decoded::Forged("head tag"));
+        let forged = encode(
+            b"row",
+            b"meta",
+            b"evil",
+            Some(&Seal::new(b"a guessed secret!")),
+        );
+        assert_eq!(ok(&forged, Some(&seal)), Decoded::Forged("head tag"));
+        // A genuine head spliced onto another genuine row's body section of the same key
+        // (what put_meta does) verifies; onto a forged one it does not.
+        let other_body = encode(b"row", b"m2", b"second body", Some(&seal));
+        let header = encode_header(b"row", b"meta", Some(&seal));
+        let spliced = [
+            &header[..],
+            &other_body[encode_header(b"row", b"m2", Some(&seal)).len()..],
+        ]
+        .concat();
+        assert_eq!(
+            ok(&spliced, Some(&seal)),
+            Decoded::Row(b"meta".to_vec(), Bytes::from_static(b"second body"))
+        );
+        // The other version is a miss left alone, in either direction.
+        let plain = encode(b"row", b"meta", b"the body", None);
+        assert_eq!(ok(&plain, Some(&seal)), Decoded::OtherVersion);
+        assert_eq!(ok(&good, None), Decoded::OtherVersion);
+        assert_eq!(
+            ok(&good[..n - 1], Some(&seal)),
+            Decoded::Damaged("body length")
+        );
+        assert_eq!(
+            ok(&good[..n - 9], Some(&seal)),
+            Decoded::Damaged("truncated body header")
+        );
+        assert_eq!(
+            ok(&good[..20], Some(&seal)),
+            Decoded::Damaged("truncated head tag")
+        );
+        assert_eq!(
+            decode(Bytes::from(good), b"other", Some(&seal)),
+            Decoded::OtherKey
+        );
     }
 }

@@ -39,6 +39,9 @@ pub struct SharedConfig {
     /// Client certificate (PEM chain) and its private key (PEM), presented over `rediss://`
     /// (mutual TLS). Both or neither.
     pub client_identity: Option<ClientIdentity>,
+    /// The file of the fleet's secret (`shared-secret-file`): rows and invalidation messages
+    /// are sealed with it ([`super::seal`]); `None`: unsealed.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// The PEM files of a client certificate and its key (`shared-cert-file`, `shared-key-file`).
@@ -78,6 +81,7 @@ impl SharedConfig {
             timeout: DEFAULT_TIMEOUT,
             ca_file: None,
             client_identity: None,
+            secret_file: None,
         }
     }
 
@@ -227,6 +231,9 @@ pub enum SharedConfigError {
     /// Only one of `shared-cert-file` and `shared-key-file`.
     #[error("shared-cert-file and shared-key-file go together: give both or neither")]
     ClientIdentityHalf,
+    /// `shared-secret-file` cannot be read or is too short.
+    #[error("{0}")]
+    Secret(String),
 }
 
 fn check_prefix(p: &str) -> Result<(), SharedConfigError> {

@@ -37,6 +37,7 @@ mod connection;
 mod lease;
 pub mod ranges;
 mod scripts;
+pub mod seal;
 mod subscriber;
 pub mod tls;
 
@@ -109,6 +110,9 @@ pub struct SharedStatus {
     pub misses: u64,
     /// Damaged rows found (and deleted).
     pub damaged: u64,
+    /// Sealed rows whose tags did not verify, and invalidations without a valid tag
+    /// (`shared-secret-file`): written by someone without the fleet's secret; ignored.
+    pub forged: u64,
     /// Calls that failed: Redis errors and timeouts.
     pub errors: u64,
     /// Of `errors`, timeouts.
@@ -136,6 +140,7 @@ struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     damaged: AtomicU64,
+    forged: AtomicU64,
     errors: AtomicU64,
     timeouts: AtomicU64,
     skipped: AtomicU64,
@@ -155,6 +160,8 @@ struct Inner {
     url: SharedUrl,
     /// What `rediss://` connections trust.
     roots: tls::Roots,
+    /// The fleet's key (`shared-secret-file`): rows and invalidations are sealed with it.
+    seal: Option<seal::Seal>,
     /// Random id of this tier instance, to skip our own invalidation messages.
     id: String,
     /// Current command connection and its generation.
@@ -215,6 +222,13 @@ impl SharedTier {
             cfg.ca_file.as_deref().filter(|_| url.tls),
             cfg.client_identity.as_ref().filter(|_| url.tls),
         )?;
+        let seal = match &cfg.secret_file {
+            Some(path) => Some(
+                seal::Seal::from_file(path)
+                    .map_err(|e| SharedConfigError::Secret(e.to_string()))?,
+            ),
+            None => None,
+        };
         let cancel = CancellationToken::new();
         let all = ranges::Breakers::new(url.cluster);
         let (tx, _) = broadcast::channel(INVALIDATION_CAPACITY);
@@ -224,6 +238,7 @@ impl SharedTier {
             cfg,
             url,
             roots,
+            seal,
             id: format!("{:016x}", fastrand::u64(..)),
             conn: Mutex::new(None),
             conn_gen: AtomicU64::new(0),
@@ -287,13 +302,19 @@ impl SharedTier {
             inc(&c.misses);
             return None;
         };
-        match codec::decode(Bytes::from(blob), row_key) {
+        match codec::decode(Bytes::from(blob), row_key, self.inner.seal.as_ref()) {
             Decoded::Row(meta, body) => {
                 inc(&c.hits);
                 Some(SharedEntry { meta, body })
             }
-            Decoded::OtherKey => {
+            Decoded::OtherKey | Decoded::OtherVersion => {
                 inc(&c.misses);
+                None
+            }
+            Decoded::Forged(why) => {
+                inc(&c.misses);
+                inc(&c.forged);
+                tracing::debug!(key = %key, why, "shared tier: row without a valid tag ignored");
                 None
             }
             Decoded::Damaged(why) => {
@@ -342,7 +363,7 @@ impl SharedTier {
         let keys = UrlKeys::new(&self.inner.cfg.prefix, url_key);
         let row = keys.row(row_key);
         let id = UrlKeys::row_id(row_key);
-        let blob = codec::encode(row_key, meta, body);
+        let blob = codec::encode(row_key, meta, body, self.inner.seal.as_ref());
         let inner = self.inner.clone();
         let ok = self
             .inner
@@ -382,7 +403,7 @@ impl SharedTier {
         let keys = UrlKeys::new(&self.inner.cfg.prefix, url_key);
         let row = keys.row(row_key);
         let id = UrlKeys::row_id(row_key);
-        let header = codec::encode_header(row_key, meta);
+        let header = codec::encode_header(row_key, meta, self.inner.seal.as_ref());
         let rk = row_key.to_vec();
         let inner = self.inner.clone();
         let r = self
@@ -493,7 +514,10 @@ impl SharedTier {
     /// [`SharedTier::purge`], saying how many rows it deleted (`None`: Redis did not).
     pub async fn purge_rows(&self, url_key: &str) -> Option<u64> {
         let keys = UrlKeys::new(&self.inner.cfg.prefix, url_key);
-        let payload = format!("{} {url_key}", self.inner.id);
+        let mut payload = format!("{} {url_key}", self.inner.id);
+        if let Some(seal) = &self.inner.seal {
+            payload = seal.sign_message(&payload);
+        }
         let inner = self.inner.clone();
         self.inner
             .call(Kind::Free, keys.slot(), move |mut c| async move {
@@ -533,6 +557,7 @@ impl SharedTier {
             hits: l(&c.hits),
             misses: l(&c.misses),
             damaged: l(&c.damaged),
+            forged: l(&c.forged),
             errors: l(&c.errors),
             timeouts: l(&c.timeouts),
             skipped: l(&c.skipped),

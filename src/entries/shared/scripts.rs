@@ -11,7 +11,10 @@ if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) en
 return 1
 "#;
 
-/// Replace the header of an existing row, keeping its body section byte for byte.
+/// Replace the header of an existing row, keeping its body section byte for byte; only a
+/// row of the same version as the new header (1: the body section is length and xxh3, 16
+/// bytes; 2, sealed: a 32-byte head tag ends the header, the body section is length and
+/// tag, 40 bytes).
 pub(super) const PUT_META_SCRIPT: &str = r#"
 local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
@@ -19,13 +22,16 @@ local function u32(s, i)
   local a, b, c, d = string.byte(s, i, i + 3)
   return ((a * 256 + b) * 256 + c) * 256 + d
 end
-if #old < 9 or string.byte(old, 1) ~= 1 then return 0 end
+local v = string.byte(old, 1)
+if #old < 9 or (v ~= 1 and v ~= 2) or string.byte(ARGV[1], 1) ~= v then return 0 end
 local klen = u32(old, 2)
 if #old < 9 + klen then return 0 end
 if string.sub(old, 6, 5 + klen) ~= ARGV[4] then return 0 end
 local mlen = u32(old, 6 + klen)
 local off = 10 + klen + mlen
-if #old < off + 15 then return 0 end
+local section = 16
+if v == 2 then off = off + 32; section = 40 end
+if #old < off + section - 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1] .. string.sub(old, off), 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 local ttl = tonumber(ARGV[2])

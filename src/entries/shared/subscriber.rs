@@ -105,6 +105,19 @@ fn on_message(inner: &Inner, m: &redis::Msg) {
             n.notify_waiters();
         }
     } else if channel == inner.invalidate_channel {
+        // Sealed: only a message signed with the fleet's key is one (a forged one would
+        // drop every process's local copies).
+        let payload = match &inner.seal {
+            Some(seal) => match seal.open_message(&payload) {
+                Some(p) => p,
+                None => {
+                    inc(&inner.counters.forged);
+                    tracing::debug!("shared tier: invalidation without a valid tag ignored");
+                    return;
+                }
+            },
+            None => payload.as_str(),
+        };
         let Some((id, url_key)) = payload.split_once(' ') else {
             return;
         };

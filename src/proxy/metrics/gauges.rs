@@ -44,10 +44,11 @@ impl Metrics {
     pub fn set_shared(&self, s: &crate::entries::shared::SharedStatus) {
         use crate::entries::shared::BreakerState;
         let open = |b: &BreakerState| i64::from(matches!(b, BreakerState::Open));
-        let figures: [(&'static str, i64); 16] = [
+        let figures: [(&'static str, i64); 17] = [
             ("hits", s.hits as i64),
             ("misses", s.misses as i64),
             ("damaged", s.damaged as i64),
+            ("forged", s.forged as i64),
             ("errors", s.errors as i64),
             ("timeouts", s.timeouts as i64),
             ("skipped", s.skipped as i64),
@@ -87,6 +88,7 @@ mod tests {
             hits: 0,
             misses: 0,
             damaged: 0,
+            forged: 7,
             errors: 0,
             timeouts: 0,
             skipped: 0,
@@ -102,6 +104,7 @@ mod tests {
             r#"hoard_shared_tier{figure="breaker_open"} 1"#,
             r#"hoard_shared_tier{figure="breaker_open_ranges"} 22"#,
             r#"hoard_shared_tier{figure="write_breaker_open"} 0"#,
+            r#"hoard_shared_tier{figure="forged"} 7"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }

@@ -239,7 +239,7 @@ impl Metrics {
         let shared = Family::<SharedLabel, Gauge>::default();
         registry.register(
             "shared_tier",
-            "Shared tier (Redis) counters and state by figure: hits, misses, damaged, errors, \
+            "Shared tier (Redis) counters and state by figure: hits, misses, damaged, forged, errors, \
              timeouts, skipped, writes, oversize, invalidations_received, breaker_open (0/1), \
              breaker_open_ranges (cluster slot ranges skipped, of 64), write_breaker_open, breaker_opened, connected, latency_micros_sum, latency_count",
             shared.clone(),

@@ -121,6 +121,7 @@ impl State {
                 timeout: cfg.shared_timeout,
                 ca_file: cfg.shared_ca_file.clone(),
                 client_identity,
+                secret_file: cfg.shared_secret_file.clone(),
             })
             .map_err(|e| ProxyError::Config(format!("shared: {e}")))?;
             tracing::info!(url = %tier.url(), "shared tier configured");
