@@ -126,6 +126,7 @@ fn every_kind_of_option_reads_its_environment_variable() {
                     "shared-ca-file",
                     "shared-cert-file",
                     "shared-key-file",
+                    "shared-secret-file",
                 ]
                 .contains(&key),
             "{key}"
