@@ -334,8 +334,9 @@ impl Ctx<'_> {
     /// served (collapsed forwarding); inside stale-while-revalidate it is served and one
     /// background refresh starts; otherwise it goes forward to be revalidated. A request
     /// that finds the key's flight still open starts no refresh (one flight per key): that
-    /// flight may be the very fill that stored this entry (a client holds the whole body before
-    /// the commit, and the flight ends after it), so the next stale request starts the refresh.
+    /// flight may be the very fill that stored this entry (its client has the whole body before
+    /// the flight ends; a first miss's even before the commit), so the next stale request
+    /// starts the refresh.
     fn stale(&self, s: Stale) -> Phase {
         let Stale {
             entry,
