@@ -258,10 +258,16 @@ async fn a_reload_is_answered_after_its_commit() {
     });
     h.get("/r", &[]).await;
     // The replacing fill is not awaited: its answer comes after its commit by itself.
-    let reload = h.send_only("GET", "/r", &[("cache-control", "no-cache")]).await;
+    let reload = h
+        .send_only("GET", "/r", &[("cache-control", "no-cache")])
+        .await;
     assert_eq!(reload.text(), "v1");
     let next = h.send_only("GET", "/r", &[]).await;
-    assert_eq!(next.text(), "v1", "the replaced body answered after the reload");
+    assert_eq!(
+        next.text(),
+        "v1",
+        "the replaced body answered after the reload"
+    );
     next.says(&["hit"]);
     assert_eq!(h.origin.calls(), 2);
 }
