@@ -13,6 +13,11 @@
 //! head, and only stored here: no queue, no second write to the client's socket. Such a fill
 //! is a small future of its own ([`run`] boxes only the streaming one): spawning it copies
 //! a few hundred bytes, not the streaming loop's state.
+//!
+//! A fill that replaces a stored response ([`after_commit`]) hands its client the end of the
+//! response only after its commit: a streamed body's last chunk and end wait for it (the
+//! caller holds a whole body's response itself), so nobody is served the replaced response
+//! after its client has the new one.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -22,6 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
+
+mod after_commit;
+
+pub use after_commit::{AfterCommit, CommitSignal, after_commit};
 
 use super::body::BodySender;
 use super::origin::OriginBody;
@@ -42,6 +51,41 @@ pub struct ToClient {
     /// A client that takes no chunk for this long is dropped (its body fails) while the fill
     /// goes on storing for everyone else.
     pub stall: Duration,
+    /// A replacing fill's: the body's last chunk and its end wait for this.
+    pub end_after: Option<AfterCommit>,
+}
+
+/// Who waits for a fill to end, woken in this order once its commit is over (or nothing is
+/// stored): the client of a replacing fill (the end of its response), other processes (the
+/// lease goes: those polling for this key see the entry), this process's requests for the key
+/// (the flight ends with what became of the entry).
+#[derive(Debug, Default)]
+pub struct Waiters {
+    pub client: Option<CommitSignal>,
+    pub lease: Option<Lease>,
+    pub permit: Option<Permit>,
+}
+
+impl Waiters {
+    /// The fill's end: `stored`, or not (`too_large`: the key may pass for a while).
+    fn wake(self, stored: bool, too_large: bool) {
+        let Waiters {
+            client,
+            lease,
+            permit,
+        } = self;
+        drop(client);
+        drop(lease);
+        if let Some(p) = permit {
+            p.finish(if stored {
+                Outcome::Stored
+            } else if too_large {
+                Outcome::Uncacheable
+            } else {
+                Outcome::Abandoned
+            });
+        }
+    }
 }
 
 /// Bytes of an origin body [`Arrived::take`] collects at most (beyond its last chunk): a
@@ -156,10 +200,34 @@ struct Feed {
     queue: VecDeque<Bytes>,
     queued: usize,
     since: tokio::time::Instant,
+    /// A replacing fill's latest chunk, kept back from the client: it may be the last, which
+    /// goes only after the commit (a body of known length is complete without its end).
+    last: Option<Bytes>,
 }
 
 impl Feed {
+    fn new(to: ToClient) -> Self {
+        Feed {
+            to,
+            queue: VecDeque::new(),
+            queued: 0,
+            since: tokio::time::Instant::now(),
+            last: None,
+        }
+    }
+
     fn push(&mut self, b: Bytes) {
+        let b = match self.to.end_after {
+            Some(_) => match self.last.replace(b) {
+                Some(earlier) => earlier,
+                None => return,
+            },
+            None => b,
+        };
+        self.enqueue(b);
+    }
+
+    fn enqueue(&mut self, b: Bytes) {
         if self.queue.is_empty() {
             self.since = tokio::time::Instant::now();
         }
@@ -174,9 +242,26 @@ impl Feed {
         Some(b)
     }
 
-    /// Hand the rest to the client, then end its body cleanly; a client that takes nothing
-    /// for the stall bound is dropped.
+    /// Hand the rest to the client, then end its body cleanly (a replacing fill's last chunk
+    /// and end after its commit); a client that takes nothing for the stall bound is dropped.
     async fn drain(mut self) {
+        if !self.send_queued().await {
+            return;
+        }
+        if let Some(after) = self.to.end_after.take() {
+            after.wait().await;
+            if let Some(last) = self.last.take() {
+                self.enqueue(last);
+                if !self.send_queued().await {
+                    return;
+                }
+            }
+        }
+        self.to.body.finish();
+    }
+
+    /// Hand the queued chunks to the client: `false` when it went away or was dropped.
+    async fn send_queued(&mut self) -> bool {
         while !self.queue.is_empty() {
             let tx = self.to.body.tx().clone();
             match tokio::time::timeout(self.to.stall, tx.reserve_owned()).await {
@@ -185,15 +270,15 @@ impl Feed {
                         permit.send(Ok(b));
                     }
                 }
-                Ok(Err(_)) => return, // the client went away
+                Ok(Err(_)) => return false, // the client went away
                 Err(_) => {
                     tracing::info!(stall = ?self.to.stall, "client not reading a fill: dropped");
-                    self.to.body.abort();
-                    return;
+                    // The caller drops the feed, and with it the sender: the body fails.
+                    return false;
                 }
             }
         }
-        self.to.body.finish();
+        true
     }
 }
 
@@ -202,26 +287,25 @@ impl Feed {
 /// body; a client that goes away or takes no chunk for its stall bound is dropped, and the
 /// fill goes on storing. The origin body is abandoned (not stored, the client's body fails)
 /// when no chunk arrives within `chunk_timeout` or it is not complete within `body_timeout`.
+/// `waiters` are woken when the fill ends.
 pub fn run(
     plan: FillPlan,
     body: impl Into<Arrived>,
     to_client: Option<ToClient>,
-    permit: Option<Permit>,
-    lease: Option<Lease>,
+    waiters: Waiters,
     chunk_timeout: Duration,
     body_timeout: Option<Duration>,
 ) -> impl Future<Output = ()> + Send + 'static {
     use futures_util::future::Either;
     let body = body.into();
     if to_client.is_none() && body.end == Some(End::Complete) {
-        return Either::Left(store_arrived(plan, body, permit, lease));
+        return Either::Left(store_arrived(plan, body, waiters));
     }
     Either::Right(Box::pin(stream(
         plan,
         body,
         to_client,
-        permit,
-        lease,
+        waiters,
         chunk_timeout,
         body_timeout,
     )))
@@ -271,34 +355,28 @@ impl SizeAtHead {
 
 /// The fill of a body that arrived whole, nobody to stream it to, no shared tier to copy it
 /// to ([`FillPlan::is_shared`]), without a task: the body goes to the store's group commit at
-/// once, and the lease and the permit are released on the committing thread after the commit;
-/// `token` keeps the proxy's shutdown (and tests awaiting fills) waiting until then.
+/// once, and the waiters are woken on the committing thread after the commit; `token` keeps
+/// the proxy's shutdown (and tests awaiting fills) waiting until then.
 pub fn commit_arrived(
     plan: FillPlan,
     body: Arrived,
-    permit: Option<Permit>,
-    lease: Option<Lease>,
+    waiters: Waiters,
     token: tokio_util::task::task_tracker::TaskTrackerToken,
 ) {
     debug_assert!(body.is_complete());
     let complete = plan.expected_len().is_none_or(|n| n == body.len as u64);
     let too_large = body.len as u64 > plan.max_object_size();
     if !complete || too_large {
-        return release(false, too_large, lease, permit);
+        return waiters.wake(false, too_large);
     }
     plan.commit_whole(body.chunks, move |stored| {
-        release(stored, false, lease, permit);
+        waiters.wake(stored, false);
         drop(token);
     });
 }
 
-/// The fill of a body that arrived whole, nobody to stream it to: store it, then release.
-async fn store_arrived(
-    plan: FillPlan,
-    body: Arrived,
-    permit: Option<Permit>,
-    lease: Option<Lease>,
-) {
+/// The fill of a body that arrived whole, nobody to stream it to: store it, then wake.
+async fn store_arrived(plan: FillPlan, body: Arrived, waiters: Waiters) {
     let complete = plan.expected_len().is_none_or(|n| n == body.len as u64);
     let too_large = body.len as u64 > plan.max_object_size();
     let stored = if complete && !too_large {
@@ -310,22 +388,7 @@ async fn store_arrived(
     } else {
         false
     };
-    release(stored, too_large, lease, permit);
-}
-
-/// The fill's end: the lease goes (other processes polling for this key see the entry
-/// first), then the flight ends with what became of the entry.
-fn release(stored: bool, too_large: bool, lease: Option<Lease>, permit: Option<Permit>) {
-    drop(lease);
-    if let Some(p) = permit {
-        p.finish(if stored {
-            Outcome::Stored
-        } else if too_large {
-            Outcome::Uncacheable
-        } else {
-            Outcome::Abandoned
-        });
-    }
+    waiters.wake(stored, too_large);
 }
 
 /// The fill of a body still arriving, or of one a client takes: see [`run`].
@@ -333,8 +396,7 @@ async fn stream(
     plan: FillPlan,
     body: Arrived,
     to_client: Option<ToClient>,
-    permit: Option<Permit>,
-    lease: Option<Lease>,
+    waiters: Waiters,
     chunk_timeout: Duration,
     body_timeout: Option<Duration>,
 ) {
@@ -347,12 +409,7 @@ async fn stream(
         ..
     } = body;
     let mut sink = Sink {
-        feed: to_client.map(|to| Feed {
-            to,
-            queue: VecDeque::new(),
-            queued: 0,
-            since: tokio::time::Instant::now(),
-        }),
+        feed: to_client.map(Feed::new),
         max_object_size: plan.max_object_size(),
         writer: Some(plan.start()),
         total: 0,
@@ -435,7 +492,8 @@ async fn stream(
         too_large,
         ..
     } = sink;
-    // The client's body ends now (once it has taken what is queued), not after the commit.
+    // The client's body ends now (once it has taken what is queued), not after the commit;
+    // a replacing fill's last chunk and end wait for the commit (`Feed::drain`).
     if let Some(f) = feed {
         if complete {
             tokio::spawn(f.drain());
@@ -451,5 +509,5 @@ async fn stream(
         }
         None => false,
     };
-    release(stored, too_large, lease, permit);
+    waiters.wake(stored, too_large);
 }

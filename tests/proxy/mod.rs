@@ -10,6 +10,7 @@ pub mod harness;
 mod invalidation;
 mod lifecycle;
 mod partial;
+mod reload;
 mod reuse;
 mod rfc9111;
 mod semantics;

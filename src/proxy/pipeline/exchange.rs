@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::response;
 
+use super::phase::Before;
 use super::*;
 use crate::proxy::origin::OriginBody;
 use crate::proxy::service::build_upstream_request;
@@ -233,25 +234,16 @@ impl Exchange<'_> {
     }
 
     /// The fill of an admitted response: the origin body to the store (and to the client when
-    /// `to_client`), then the lease and the permit released.
+    /// `to_client`), then its waiters woken.
     pub(super) fn fill(
         &self,
         plan: FillPlan,
         body: impl Into<fill::Arrived> + Send + 'static,
         to_client: Option<fill::ToClient>,
-        permit: Option<Permit>,
-        lease: Option<Lease>,
+        waiters: fill::Waiters,
     ) -> impl Future<Output = ()> + Send + 'static {
         let timeout = self.upstream.response_timeout();
-        fill::run(
-            plan,
-            body,
-            to_client,
-            permit,
-            lease,
-            timeout,
-            self.body_timeout,
-        )
+        fill::run(plan, body, to_client, waiters, timeout, self.body_timeout)
     }
 }
 
@@ -274,12 +266,14 @@ impl Ctx<'_> {
     }
 
     /// Go to the origin: revalidate `stale` if given, otherwise fetch; store what may be stored.
+    /// `before`: what the lookup found stored for the key.
     pub(super) async fn fetch(
         &self,
         stale: Option<(StaleEntry, Parts)>,
         permit: Option<Permit>,
         fwd: CacheStatus,
         lease: Option<Lease>,
+        before: Before,
     ) -> Response<ProxyBody> {
         let x = self.exchange();
         let mut variants = vary_etags::Offered::default();
@@ -325,12 +319,20 @@ impl Ctx<'_> {
                             .with_detail(Detail::StaleIfError);
                         self.serve_stale(entry, t_res, cs)
                     }
-                    None => self.respond(&x, answer, permit, fwd, lease),
+                    None => {
+                        let waiters = fill::Waiters {
+                            client: None,
+                            lease,
+                            permit,
+                        };
+                        self.respond(&x, answer, waiters, fwd, before).await
+                    }
                 }
             }
             Exchanged::NotMatched => {
-                // The 304 does not match what we hold: fetch the full response.
-                Box::pin(self.fetch(None, permit, fwd, lease)).await
+                // The 304 does not match what we hold: fetch the full response (which
+                // replaces what we hold).
+                Box::pin(self.fetch(None, permit, fwd, lease, Before::STORED)).await
             }
             Exchanged::Revalidated(r) => {
                 if let Some(p) = permit {
@@ -350,18 +352,28 @@ impl Ctx<'_> {
                 let Answer { parts, times, .. } = answer;
                 Box::pin(self.select_variant(variants, &parts, times, permit, fwd, lease)).await
             }
-            Exchanged::Response(answer) => self.respond(&x, answer, permit, fwd, lease),
+            Exchanged::Response(answer) => {
+                let waiters = fill::Waiters {
+                    client: None,
+                    lease,
+                    permit,
+                };
+                self.respond(&x, answer, waiters, fwd, before).await
+            }
         }
     }
 
     /// Answer with a new response from the origin, stored while it streams when admitted.
-    fn respond(
+    /// A response that replaces a stored one (`before`) reaches its client only after its
+    /// commit: a whole body's response is returned then, a streamed body's last chunk and end
+    /// are sent then (`fill::after_commit`, bounded by `response-timeout`).
+    async fn respond(
         &self,
         x: &Exchange<'_>,
         answer: Answer,
-        permit: Option<Permit>,
+        mut waiters: fill::Waiters,
         fwd: CacheStatus,
-        lease: Option<Lease>,
+        before: Before,
     ) -> Response<ProxyBody> {
         let Answer {
             parts: mut rparts,
@@ -377,10 +389,10 @@ impl Ctx<'_> {
             h
         };
         let Some(plan) = admission.plan.take() else {
-            if let Some(p) = permit {
+            if let Some(p) = waiters.permit {
                 p.finish(admission.unstored_outcome(rparts.status));
             }
-            drop(lease);
+            drop(waiters.lease);
             let detail = admission.unstored_detail();
             rparts.headers = client_headers;
             rparts.version = Version::HTTP_11;
@@ -402,22 +414,43 @@ impl Ctx<'_> {
         let fwd = rbody
             .size_at_head(expected, plan.max_object_size())
             .status(fwd);
-        let (to_client, body) = if self.is_head || client_wants_304 {
+        let (mut to_client, body) = if self.is_head || client_wants_304 {
             (None, ProxyBody::Empty)
         } else if let Some(whole) = rbody.whole(expected) {
             (None, ProxyBody::full(whole))
         } else {
             let (tx, body) = ProxyBody::channel(8, expected);
             let stall = self.st.cfg.idle_timeout;
-            (Some(fill::ToClient { body: tx, stall }), body)
+            let to = fill::ToClient {
+                body: tx,
+                stall,
+                end_after: None,
+            };
+            (Some(to), body)
         };
-        if to_client.is_none() && rbody.is_complete() && !plan.is_shared() {
+        let whole = to_client.is_none() && rbody.is_complete();
+        // A HEAD or a 304 answered while the body still streams into the store does not
+        // wait: its client has no body to end, and holding its head for the whole download
+        // would cost more than the order is worth (README, "Deliberate deviations").
+        let mut after = None;
+        if (whole || to_client.is_some()) && before.replaced(&self.st.entries, &self.key) {
+            let (signal, wait) = fill::after_commit(self.st.upstream.response_timeout());
+            waiters.client = Some(signal);
+            match to_client.as_mut() {
+                Some(to) => to.end_after = Some(wait),
+                None => after = Some(wait),
+            }
+        }
+        if whole && !plan.is_shared() {
             // No task: straight to the store's group commit (fill::commit_arrived).
-            fill::commit_arrived(plan, rbody, permit, lease, self.st.background.token());
+            fill::commit_arrived(plan, rbody, waiters, self.st.background.token());
         } else {
             self.st
                 .background
-                .spawn(x.fill(plan, rbody, to_client, permit, lease));
+                .spawn(x.fill(plan, rbody, to_client, waiters));
+        }
+        if let Some(wait) = after {
+            wait.wait().await;
         }
         if client_wants_304 {
             return self.not_modified_response(client_headers, fwd);

@@ -48,10 +48,39 @@ pub(super) struct Forward {
     /// Boxed: a phase that carries it stays a few words (a miss has none).
     stale: Option<Box<(StaleEntry, Parts)>>,
     fwd: CacheStatus,
-    /// The key's change stamp sampled before the lookup read the store: while it is
-    /// unchanged, nobody (in any process on this directory) has written the key since, and
-    /// the leader need not read it again.
+    /// What the lookup found stored for the key: while its change stamp is unchanged, nobody
+    /// (in any process on this directory) has written the key since, and the leader need not
+    /// read it again.
+    before: Before,
+}
+
+/// What a lookup knew of the key's stored rows: whether a response fetched now replaces one
+/// ([`Before::replaced`]), so that its client gets the end of it only after its commit
+/// (`fill::after_commit`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Before {
+    /// A row was found: the key's response or variant, or its Vary index.
+    stored: bool,
+    /// The key's change stamp sampled before the lookup read the store.
     seen: Option<ChangeStamp>,
+}
+
+impl Before {
+    /// The key held a stored row (or this request cannot tell what it holds).
+    pub(super) const STORED: Before = Before {
+        stored: true,
+        seen: None,
+    };
+
+    /// Whether a response fetched now replaces a stored one: the lookup found one, or the key
+    /// was written since (another process's fill: its change stamp moved). A first miss with
+    /// the stamp unchanged replaces nothing: nobody can be served older content meanwhile.
+    pub(super) fn replaced(&self, entries: &Entries, key: &CacheKey) -> bool {
+        self.stored
+            || self
+                .seen
+                .is_some_and(|s| entries.change_stamp(key) != Some(s))
+    }
 }
 
 /// Where a request is in the cache; [`Phase::name`] feeds the trace log.
@@ -154,7 +183,8 @@ impl Ctx<'_> {
                     forward: Forward {
                         stale: None,
                         fwd: CacheStatus::miss(),
-                        seen: None,
+                        // Earlier lookups may have found rows: replacing, to be safe.
+                        before: Before::STORED,
                     },
                     permit: None,
                     lease: None,
@@ -203,8 +233,9 @@ impl Ctx<'_> {
                     Box::pin(self.await_fill(waiter, forward)).await
                 }
                 Waiting::Go(g) => {
-                    let Forward { stale, fwd, .. } = g.forward;
-                    return Box::pin(self.fetch(stale.map(|s| *s), g.permit, fwd, g.lease)).await;
+                    let Forward { stale, fwd, before } = g.forward;
+                    let stale = stale.map(|s| *s);
+                    return Box::pin(self.fetch(stale, g.permit, fwd, g.lease, before)).await;
                 }
             };
             waiting = match self.run_now(phase, &mut lookups) {
@@ -235,8 +266,17 @@ impl Ctx<'_> {
                 body,
                 tier,
             } => (row_key, head, body, tier),
-            Loaded::VaryMiss => return self.missed(CacheStatus::vary_miss(), seen),
-            Loaded::Miss => return self.missed(CacheStatus::uri_miss(), seen),
+            Loaded::VaryMiss => {
+                let before = Before { stored: true, seen };
+                return self.missed(CacheStatus::vary_miss(), before);
+            }
+            Loaded::Miss => {
+                let before = Before {
+                    stored: false,
+                    seen,
+                };
+                return self.missed(CacheStatus::uri_miss(), before);
+            }
         };
         match http_cache::lookup(&head, &self.lookup, now, &self.st.lookup_opts) {
             Lookup::Fresh { headers, ttl } => Phase::Fresh(Box::new(Hit {
@@ -265,16 +305,16 @@ impl Ctx<'_> {
                 now,
                 seen,
             })),
-            Lookup::Mismatch => self.missed(CacheStatus::miss(), seen),
+            Lookup::Mismatch => self.missed(CacheStatus::miss(), Before { stored: true, seen }),
         }
     }
 
     /// `Miss` with nothing stale to revalidate.
-    fn missed(&self, fwd: CacheStatus, seen: Option<ChangeStamp>) -> Phase {
+    fn missed(&self, fwd: CacheStatus, before: Before) -> Phase {
         Phase::Miss(Forward {
             stale: None,
             fwd,
-            seen,
+            before,
         })
     }
 
@@ -294,8 +334,9 @@ impl Ctx<'_> {
     /// served (collapsed forwarding); inside stale-while-revalidate it is served and one
     /// background refresh starts; otherwise it goes forward to be revalidated. A request
     /// that finds the key's flight still open starts no refresh (one flight per key): that
-    /// flight may be the very fill that stored this entry (a client holds the whole body before
-    /// the commit, and the flight ends after it), so the next stale request starts the refresh.
+    /// flight may be the very fill that stored this entry (its client has the whole body before
+    /// the flight ends; a first miss's even before the commit), so the next stale request
+    /// starts the refresh.
     fn stale(&self, s: Stale) -> Phase {
         let Stale {
             entry,
@@ -329,7 +370,7 @@ impl Ctx<'_> {
         Phase::Miss(Forward {
             stale: Some(Box::new((entry, revalidate))),
             fwd,
-            seen,
+            before: Before { stored: true, seen },
         })
     }
 
@@ -358,7 +399,7 @@ impl Ctx<'_> {
     async fn lead(&self, permit: Permit, forward: Forward) -> Phase {
         // Nobody wrote the key since the lookup read it: reading it again would find the same.
         let stamp = self.st.entries.change_stamp(&self.key);
-        let unchanged = forward.seen.is_some() && stamp == forward.seen;
+        let unchanged = forward.before.seen.is_some() && stamp == forward.before.seen;
         if !unchanged && let Some(res) = self.serve_if_fresh(self.load().await) {
             permit.finish(Outcome::Stored);
             return Phase::Done(res);

@@ -97,8 +97,13 @@ impl Refresher {
             Exchanged::Revalidated(r) => permit.finish(r.outcome),
             Exchanged::Response(answer) => {
                 if let Some(plan) = x.admit(&answer.parts, answer.times).plan {
-                    x.fill(plan, answer.body, None, Some(permit), Some(lease))
-                        .await;
+                    // Nobody is answered: no client waits for the commit.
+                    let waiters = fill::Waiters {
+                        client: None,
+                        lease: Some(lease),
+                        permit: Some(permit),
+                    };
+                    x.fill(plan, answer.body, None, waiters).await;
                 }
             }
             Exchanged::Unreachable(err, _) => {

@@ -251,6 +251,27 @@ async fn miss_fills_and_the_next_request_is_a_fresh_hit() {
     assert_eq!(h.origin.calls(), 1, "the hit did not reach the origin");
 }
 
+#[tokio::test]
+async fn a_reload_is_answered_after_its_commit() {
+    let h = Harness::new(false, |n, _| {
+        reply(200, &[("cache-control", "max-age=3600")], &format!("v{n}"))
+    });
+    h.get("/r", &[]).await;
+    // The replacing fill is not awaited: its answer comes after its commit by itself.
+    let reload = h
+        .send_only("GET", "/r", &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!(reload.text(), "v1");
+    let next = h.send_only("GET", "/r", &[]).await;
+    assert_eq!(
+        next.text(),
+        "v1",
+        "the replaced body answered after the reload"
+    );
+    next.says(&["hit"]);
+    assert_eq!(h.origin.calls(), 2);
+}
+
 /// The synchronous start of the pipeline for `GET path`.
 fn start_get<'a>(h: &'a Harness, path: &str) -> Started<'a> {
     get_or_head(

@@ -128,10 +128,12 @@ impl Ctx<'_> {
             }
             break;
         }
-        // Fetch the full response (a plain miss now: no tags are offered again).
+        // Fetch the full response (a plain miss now: no tags are offered again). It joins
+        // the URL's stored variants, under their Vary index: a replacing fill.
         let again = CacheStatus::miss().with_detail("vary-304-unselected");
         debug_assert_eq!(res.status, StatusCode::NOT_MODIFIED);
-        Box::pin(self.fetch(None, permit, again, lease)).await
+        let before = super::phase::Before::STORED;
+        Box::pin(self.fetch(None, permit, again, lease, before)).await
     }
 }
 

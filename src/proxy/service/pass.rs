@@ -80,17 +80,19 @@ impl State {
         // `stored` only when the length is known to fit (`fill::SizeAtHead`); a body of
         // unknown length may still end over the limit.
         let known = plan.expected_len().is_some();
+        // The unsafe method invalidated the URI above (committed before this answer): the
+        // fill replaces nothing, so the client's end does not wait for its commit.
         let to_client = fill::ToClient {
             body: tx,
             stall: self.cfg.idle_timeout,
+            end_after: None,
         };
         let (timeout, total) = (self.upstream.response_timeout(), self.cfg.body_timeout);
         self.background.spawn(fill::run(
             plan,
             rbody,
             Some(to_client),
-            None,
-            None,
+            fill::Waiters::default(),
             timeout,
             total,
         ));
