@@ -263,8 +263,8 @@ async fn spawn_with_admin(
             if let Some((_, rest)) = line.split_once("listening on ") {
                 proxy = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
-            if let Some((_, rest)) = line.split_once("admin on http://") {
-                admin = rest.split('/').next().and_then(|a| a.parse().ok());
+            if let Some(a) = crate::proxy::harness::admin_address(&line) {
+                admin = Some(a);
                 return;
             }
         }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::SLACK;
-use crate::proxy::harness::{IO_TIMEOUT, spawn_hoard_until};
+use crate::proxy::harness::{IO_TIMEOUT, admin_address, spawn_hoard_until};
 
 /// The admin server's connection limit (`hoard::proxy` keeps it fixed).
 const LIMIT: usize = 32;
@@ -25,15 +25,7 @@ async fn spawn_admin(args: &[&str]) -> (tokio::process::Child, SocketAddr, TempD
     all.push("--cache-dir".into());
     all.push(dir.path().into());
     all.extend(args.iter().map(Into::into));
-    let (child, addr) = spawn_hoard_until(all, "`admin on http://ADDR/`", |line| {
-        line.split_once("admin on http://")?
-            .1
-            .split('/')
-            .next()?
-            .parse()
-            .ok()
-    })
-    .await;
+    let (child, addr) = spawn_hoard_until(all, "`admin on http://ADDR/`", admin_address).await;
     (child, addr, dir)
 }
 

@@ -8,22 +8,28 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 
 use super::{Origin, get, request, stop};
-use crate::proxy::harness::spawn_hoard_until;
+use crate::proxy::harness::{admin_address, spawn_hoard_until};
 
-/// Starts `hoard serve --threads N --scheduler S --busy-poll D`, insisting its listening line
-/// names `flavor`.
+/// A running `hoard serve`: the child, its proxy address, its admin address (when asked
+/// for), and its cache directory.
+struct Served {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `hoard serve --threads N --scheduler S --busy-poll D` (and `--admin 127.0.0.1:0`
+/// when `admin`), insisting its listening line names `flavor`.
 async fn serve_with(
     threads: &str,
     scheduler: &str,
     busy_poll: &str,
     flavor: &'static str,
-) -> (
-    tokio::process::Child,
-    std::net::SocketAddr,
-    tempfile::TempDir,
-) {
+    admin: bool,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "serve".as_ref(),
         "-q".as_ref(),
         "--listen".as_ref(),
@@ -37,14 +43,31 @@ async fn serve_with(
         "--busy-poll".as_ref(),
         busy_poll.as_ref(),
     ];
+    if admin {
+        args.extend([
+            std::ffi::OsStr::new("--admin"),
+            std::ffi::OsStr::new("127.0.0.1:0"),
+        ]);
+    }
+    // The listening line comes first, then (with `--admin`) the admin line.
+    let listen = Cell::new(None::<SocketAddr>);
     let what = format!("`listening on ADDR (... {flavor})`");
-    let (child, addr) = spawn_hoard_until(args, &what, |line| {
-        let rest = line.split_once("listening on ")?.1;
-        rest.ends_with(&format!("; {flavor})")).then_some(())?;
-        rest.split_whitespace().next()?.parse().ok()
+    let (child, last) = spawn_hoard_until(args, &what, |line| {
+        if let Some(rest) = line.split_once("listening on ").map(|(_, r)| r) {
+            rest.ends_with(&format!("; {flavor})")).then_some(())?;
+            let addr = rest.split_whitespace().next()?.parse().ok();
+            listen.set(addr);
+            return if admin { None } else { addr };
+        }
+        admin_address(line)
     })
     .await;
-    (child, addr, dir)
+    Served {
+        child,
+        addr: listen.get().expect("the listening line"),
+        admin: admin.then_some(last),
+        _dir: dir,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +85,8 @@ async fn one_thread_and_several_workers_both_serve_misses_hits_and_concurrent_cl
         ("2", "per-core", "0", "2 threads, per-core"),
     ] {
         let origin = Origin::start().await;
-        let (_child, addr, _dir) = serve_with(threads, scheduler, busy_poll, flavor).await;
+        let served = serve_with(threads, scheduler, busy_poll, flavor, false).await;
+        let addr = served.addr;
         let url = origin.url("/one");
         let (status, cs, body) = get(addr, &url, &[]).await;
         assert_eq!(
@@ -115,38 +139,10 @@ async fn accepted_by_listener(admin: SocketAddr) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_core_threads_each_accept_a_share_and_the_process_stops_cleanly() {
     let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "serve".as_ref(),
-        "-q".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--admin".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--cache-dir".as_ref(),
-        dir.path().as_os_str(),
-        "--threads".as_ref(),
-        "2".as_ref(),
-        "--scheduler".as_ref(),
-        "per-core".as_ref(),
-    ];
-    // The listening line comes first, then the admin line: keep the first, return the second.
-    let listen = Cell::new(None::<SocketAddr>);
-    let (mut child, admin) = spawn_hoard_until(args, "listening and admin lines", |line| {
-        if let Some(rest) = line.split_once("listening on ") {
-            assert!(rest.1.contains("; 2 threads, per-core"), "{line}");
-            listen.set(rest.1.split_whitespace().next()?.parse().ok());
-            return None;
-        }
-        line.split_once("admin on http://")?
-            .1
-            .split('/')
-            .next()?
-            .parse()
-            .ok()
-    })
-    .await;
-    let addr = listen.get().expect("listening line before the admin line");
+    let flavor = "2 threads, per-core, busy-poll 200µs";
+    let mut served = serve_with("2", "per-core", "200us", flavor, true).await;
+    let admin = served.admin.expect("admin address");
+    let addr = served.addr;
     // 48 connections from as many source ports (each request its own connection): the kernel
     // spreads them over both listeners by a hash of the addresses; every one is served, and
     // a URL stored through one thread's connection is a hit through the other's.
@@ -198,5 +194,5 @@ async fn per_core_threads_each_accept_a_share_and_the_process_stops_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
     // SIGTERM: both threads stop accepting, connections and fills finish, a clean exit.
-    stop(&mut child, " (per-core)").await;
+    stop(&mut served.child, " (per-core)").await;
 }

@@ -596,6 +596,16 @@ where
     spawn_hoard_command(cmd, what, find).await
 }
 
+/// The admin server's address in hoard's `admin on http://ADDR/ ...` start-up line.
+pub fn admin_address(line: &str) -> Option<SocketAddr> {
+    line.split_once("admin on http://")?
+        .1
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Like [`spawn_hoard_until`], for a command of the caller's (e.g. hoard under a shell that
 /// lowers a limit first); `find` sees every stderr line until it returns an address.
 pub async fn spawn_hoard_command(
