@@ -301,7 +301,7 @@ async fn serve_inner(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(state.cfg.header_timeout)
-        .max_buf_size(state.cfg.max_header_size.max(8192) + 1024)
+        .max_buf_size(super::server::head_buffer(state.cfg.max_header_size))
         .keep_alive(true);
     super::server::configure_http2(&mut builder, &state.cfg);
     let conn = builder.serve_connection(TokioIo::new(tls), svc);

@@ -10,6 +10,7 @@ mod admin_host;
 mod body;
 pub mod ca;
 mod dashboard;
+mod dns;
 mod fill;
 mod framing;
 mod hostname;
@@ -33,7 +34,7 @@ mod write_round;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use server::{Server, ServerHandle};
+pub use server::{Server, ServerHandle, head_buffer};
 
 /// The proxy's configuration lives in [`crate::config`] (declared with the options).
 pub use crate::config::{ProxyConfig, default_random, loopback_nets};

@@ -4,12 +4,14 @@
 //! state machine runs without a socket.
 //!
 //! A request that went out on a reused connection the origin closed before answering is sent
-//! once more when that is safe ([`retry`]).
+//! once more when that is safe ([`retry`]); an origin's interim (1xx) responses are bounded
+//! per request ([`interim`]).
 //!
 //! Invariant: everything after the send (the response timeout, the head size limit, metrics,
 //! 304 merges, fills, pass-through) is the same code for every origin; an [`Origin`] only
 //! transports.
 
+pub mod interim;
 pub mod retry;
 
 use std::future::Future;

@@ -26,7 +26,7 @@ pub async fn connect(
 ) -> Result<TcpStream, UpstreamError> {
     let fut = match resolve.lookup(host, port) {
         Some(ip) => futures_util::future::Either::Left(TcpStream::connect((ip, port))),
-        None => futures_util::future::Either::Right(TcpStream::connect(authority)),
+        None => futures_util::future::Either::Right(super::dns::connect(host, port)),
     };
     match tokio::time::timeout(timeout, fut).await {
         Err(_) => Err(UpstreamError::ConnectTimeout),

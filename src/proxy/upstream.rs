@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 
 use super::body::{BoxError, ProxyBody};
 use super::metrics::Metrics;
+use super::origin::interim::{Interim, MAX_INTERIM};
 use super::origin::retry::{self, Tracking};
 use super::origin::{Origin, OriginBody, OriginFuture};
 use super::request_body::{Check, ClientBodyFault, Upload};
@@ -129,7 +130,7 @@ impl ResolveMap {
 /// connects to, so the TLS layer above still sees (and verifies) the original host name.
 #[derive(Debug, Clone)]
 pub struct ResolvingConnector {
-    inner: HttpConnector,
+    inner: HttpConnector<super::dns::Resolver>,
     map: ResolveMap,
 }
 
@@ -306,7 +307,9 @@ pub struct Upstream {
 impl Upstream {
     /// Build the client from the configuration (timeouts, trust, `--resolve`).
     pub fn new(cfg: &ProxyConfig) -> Result<Self, ProxyError> {
-        let mut http = HttpConnector::new();
+        // Names are looked up with a bound on lookups at once (`dns`): a silent DNS server
+        // must not take the blocking threads the store's reads need.
+        let mut http = HttpConnector::new_with_resolver(super::dns::Resolver);
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
@@ -459,11 +462,16 @@ struct HyperOrigin(Client<TimedConnector<HttpsConnector<Tracking<ResolvingConnec
 impl Origin for HyperOrigin {
     fn send(&self, req: Request<ProxyBody>) -> OriginFuture<'_> {
         Box::pin(async move {
-            // Sent once more when a reused connection closed before a head (`retry`).
-            retry::send(&self.0, req)
-                .await
-                .map(|r| r.map(OriginBody::Hyper))
-                .map_err(|e| classify(&e))
+            let interim = Interim::default();
+            tokio::select! {
+                // Sent once more when a reused connection closed before a head (`retry`).
+                res = retry::send(&self.0, req, &interim) => res
+                    .map(|r| r.map(OriginBody::Hyper))
+                    .map_err(|e| classify(&e)),
+                () = interim.exceeded() => Err(UpstreamError::Protocol(format!(
+                    "more than {MAX_INTERIM} interim (1xx) responses before a final one"
+                ))),
+            }
         })
     }
 }

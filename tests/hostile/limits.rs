@@ -19,6 +19,48 @@ async fn hostile_header_block_over_64_kib_is_431_and_nothing_cached() {
     assert_eq!(origin.hits(), 1);
 }
 
+/// A client that trickles a head that never ends holds at most `head_buffer` of it (81 KiB
+/// with the default 64 KiB `max-header-size`): hoard answers 431 and stops reading once its
+/// buffer is full, long before 200 KiB (the buffer was 256 KiB: 1.3 GB for 5,000 such
+/// clients, session 12's review).
+#[tokio::test]
+async fn hostile_endless_header_block_is_refused_at_the_head_buffer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    assert_eq!(hoard::proxy::head_buffer(64 * 1024), 81 * 1024);
+    let (_h, proxy, _dir) = proxy(None, |_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.write_all(b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\nX-Big: ")
+        .await
+        .unwrap();
+    // 200 KiB of one field value in 8 KiB pieces, never the end of the head.
+    let piece = vec![b'a'; 8 * 1024];
+    for _ in 0..25 {
+        if s.write_all(&piece).await.is_err() {
+            break; // refused and closed already
+        }
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no answer to a 200 KiB head: still buffering it"
+    );
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
 #[tokio::test]
 async fn hostile_100_header_fields_is_431_and_99_pass() {
     let origin = Origin::start(|_| reply(200, &[("cache-control", "max-age=600")], "ok")).await;

@@ -638,3 +638,35 @@ async fn hostile_port_with_a_sign_or_leading_zero_is_400() {
     assert_eq!((ok.status, ok.text().as_str()), (200, "hello"));
     assert_eq!(origin.hits(), 1);
 }
+
+/// An origin that sends interim responses without end: after `MAX_INTERIM` (16) hoard gives
+/// up with a 502 at once, instead of parsing them on the connection's thread until
+/// `response-timeout` (a 504 after it, with that thread's other clients stalled meanwhile).
+#[tokio::test]
+async fn an_origin_sending_endless_interim_responses_is_a_502_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let flood = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 4096];
+        let _ = s.read(&mut head).await;
+        let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n".repeat(64);
+        // Bounded: at most 20 s, or until hoard closes the connection.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            if s.write_all(&hints).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_proxy, proxy) = start_proxy_in(dir.path(), None, |c| {
+        c.response_timeout = std::time::Duration::from_secs(15);
+    })
+    .await;
+    let resp = get(proxy, &format!("http://{addr}/hints")).await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert!(flood.await.unwrap(), "hoard kept reading the flood");
+}

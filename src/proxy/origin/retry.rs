@@ -27,23 +27,28 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, Connected, Connection};
 
+use super::interim::Interim;
 use crate::proxy::body::ProxyBody;
 
 /// Send `req` through `client`, and once more when the request is a [`Replay`] and it failed
 /// on a reused connection that closed before a response head.
 pub async fn send<C>(
     client: &Client<C, ProxyBody>,
-    req: Request<ProxyBody>,
+    mut req: Request<ProxyBody>,
+    interim: &Interim,
 ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
     let replay = Replay::of(&req);
+    interim.watch(&mut req);
     let res = match client.request(req).await {
         Err(e) => match replay {
             Some(r) if closed_before_head(&e) && on_reused_connection(&e) => {
                 tracing::debug!(uri = %r.uri, error = %e, "reused origin connection closed; sending again");
-                client.request(r.request()).await?
+                let mut again = r.request();
+                interim.watch(&mut again);
+                client.request(again).await?
             }
             _ => return Err(e),
         },
