@@ -90,7 +90,11 @@ mod tests {
         assert_eq!(turn.at_rest_from(QUIET), Some(start + QUIET));
         client.on_read(b"GET / HTTP/1.1\r\n\r\n");
         origin.on_write();
-        assert_eq!(turn.at_rest_from(QUIET), None, "the client waits for its answer");
+        assert_eq!(
+            turn.at_rest_from(QUIET),
+            None,
+            "the client waits for its answer"
+        );
         // Writes (the request reaching the origin, keep-alive echoes) do not change the turn.
         client.on_write();
         assert_eq!(turn.at_rest_from(QUIET), None);

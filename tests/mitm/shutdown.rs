@@ -84,12 +84,18 @@ async fn sigterm_lets_an_intercepted_request_in_flight_finish_then_exits_promptl
             let body = body.map_err(|e| format!("body cut: {e}"))?.to_bytes();
             Ok::<_, String>((status, body))
         });
-        assert_eq!(origin.wait_hits(i + 1, Duration::from_secs(10)).await, i + 1);
+        assert_eq!(
+            origin.wait_hits(i + 1, Duration::from_secs(10)).await,
+            i + 1
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pid = child.id().expect("running") as libc::pid_t;
         // SAFETY: kill(2) on the PID of a child this test started and still holds.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let (status, got) = exchange.await.unwrap().unwrap_or_else(|e| panic!("{case}: {e}"));
+        let (status, got) = exchange
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
         assert_eq!(status, 200, "{case}");
         assert_eq!(got, body.as_bytes(), "{case}: the whole body");
         let exit = tokio::time::timeout(EXIT_WITHIN, child.wait())

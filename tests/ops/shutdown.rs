@@ -91,14 +91,21 @@ async fn sigterm_lets_an_exchange_in_flight_through_a_connect_tunnel_finish() {
         let (mut child, proxy) = serve(dir.path(), origin.addr, threads).await;
         let mut t = tunnel(proxy, origin.addr).await;
         t.send(&get("/slow1500")).await.unwrap();
-        assert_eq!(origin.wait_hits(i + 1, Duration::from_secs(10)).await, i + 1);
+        assert_eq!(
+            origin.wait_hits(i + 1, Duration::from_secs(10)).await,
+            i + 1
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         sigterm(&child);
         let res = t
             .read_response("GET")
             .await
             .unwrap_or_else(|e| panic!("{case}: tunnel cut before the answer: {e}"));
-        assert_eq!((res.status, res.text()), (200, "/slow1500".into()), "{case}");
+        assert_eq!(
+            (res.status, res.text()),
+            (200, "/slow1500".into()),
+            "{case}"
+        );
         exits_promptly(&mut child, &case).await;
         let rest = t.read_to_end().await.expect("the tunnel closed");
         assert!(rest.is_empty(), "{case}: {rest:?}");
