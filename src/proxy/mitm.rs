@@ -8,7 +8,9 @@
 //! (`hostname::check_name`: never a wildcard, whatever the CONNECT host or SNI); leaf
 //! certificates are cached in memory, bounded, and renewed well before they expire; a failed
 //! or abandoned handshake (a ClientHello that never comes included) ends the connection's task
-//! (bounded by `header_timeout`), never the proxy.
+//! (bounded by `header_timeout`), never the proxy; on shutdown an intercepted connection is
+//! closed gracefully like the listener's (its request in flight finishes, within
+//! `shutdown_timeout`) and the shutdown waits for it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -211,7 +213,8 @@ impl ResolvesServerCert for Fixed {
 
 /// After the `200` to CONNECT: accept TLS on the upgraded stream and serve the inner
 /// connection. `host` and `port` are the CONNECT target; `slot` (the client connection's
-/// `max_connections` slot) is held until the intercepted connection ends.
+/// `max_connections` slot and shutdown watch) is held until the intercepted connection ends,
+/// which the shutdown waits for.
 pub fn serve(
     state: Arc<State>,
     upgrade: OnUpgrade,
@@ -221,8 +224,16 @@ pub fn serve(
     slot: Option<ConnSlot>,
 ) {
     tokio::spawn(async move {
+        // Without a slot (no listener: `dispatch_to` in unit tests) nothing ever shuts down.
+        let (_never, stop) = match &slot {
+            Some(s) => (None, s.shutdown()),
+            None => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                (Some(tx), rx)
+            }
+        };
         let _slot = slot;
-        if let Err(reason) = serve_inner(state, upgrade, &host, port, peer).await {
+        if let Err(reason) = serve_inner(state, upgrade, &host, port, peer, stop).await {
             tracing::debug!(%peer, %host, port, %reason, "intercepted connection ended");
         }
     });
@@ -234,6 +245,7 @@ async fn serve_inner(
     host: &str,
     port: u16,
     peer: SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     let Some(mitm) = state.mitm.clone() else {
         return Err("interception is not enabled".into());
@@ -305,9 +317,8 @@ async fn serve_inner(
         .keep_alive(true);
     super::server::configure_http2(&mut builder, &state.cfg);
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
-    // Intercepted connections end with their client or their timeouts; the proxy's shutdown
-    // drops them after its own grace period (the sender lives as long as the connection).
-    let (_never, stop) = tokio::sync::watch::channel(false);
+    // On shutdown, like the listener's connections: an idle one closes at once, a request
+    // in flight finishes (bounded by `shutdown_timeout`), and the shutdown waits for it.
     let close = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
     drive(
         conn,

@@ -28,6 +28,7 @@ mod request_body;
 mod server;
 mod service;
 mod tunnel;
+mod tunnel_turn;
 mod upstream;
 mod write_round;
 

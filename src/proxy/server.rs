@@ -4,7 +4,8 @@
 //! Invariants: with a shared tier, [`Server::bind`] returns (and the listener accepts) only
 //! after the tier's first connection attempt, bounded by `startup_wait`; on shutdown the
 //! listener stops first, in-flight requests get
-//! `shutdown_timeout` to finish, then store buffers are flushed. `max_connections` is
+//! `shutdown_timeout` to finish (on the listener's connections, intercepted connections and
+//! CONNECT tunnels alike: each holds the shutdown watch), then store buffers are flushed. `max_connections` is
 //! lowered to what the open-files limit carries (`open_files`); at the limit, connections
 //! waiting for a request are asked to close (`reclaim`) and the new one waits up to
 //! [`RECLAIM_WAIT`] for a slot. A connection that gets none is answered `503`, and one from
@@ -45,10 +46,20 @@ use crate::runtime::Siblings;
 use crate::store::Cache;
 
 /// One of the `max_connections` slots, shared by a client connection and whatever outlives it
-/// after a CONNECT (tunnel, intercepted connection); freed when the last holder ends.
+/// after a CONNECT (tunnel, intercepted connection); freed when the last holder ends. It also
+/// carries the shutdown watch: a holder is one of the connections the shutdown waits for
+/// (bounded by `shutdown_timeout`), and learns through it that the shutdown began.
 #[derive(Debug, Clone)]
 pub struct ConnSlot {
     _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    stop: watch::Receiver<bool>,
+}
+
+impl ConnSlot {
+    /// Changes to `true` when the shutdown begins (errs if the server is gone).
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
 }
 
 /// A bound, not yet running proxy.
@@ -215,7 +226,8 @@ impl Server {
             }
             None => (None, None),
         };
-        // Each connection task holds a receiver; `closed()` resolves when all have ended.
+        // Each connection task holds a receiver, and so does each tunnel and intercepted
+        // connection (in its `ConnSlot`); `closed()` resolves when all have ended.
         let (graceful, stop) = watch::channel(false);
         let limits = ConnLimits::of(&state.cfg);
         // Refused and waiting connections hold descriptors too: a quarter of the budget (at
@@ -569,6 +581,7 @@ impl Serving {
         let st = self.state.clone();
         let slot = ConnSlot {
             _permit: Arc::new(permit),
+            stop: self.stop.clone(),
         };
         let task_slot = slot.clone();
         let svc = service_fn({
@@ -581,7 +594,8 @@ impl Serving {
                 }
                 if req.method() == http::Method::CONNECT {
                     // A tunnel or an intercepted connection outlives this connection's task:
-                    // it keeps the connection's slot until it ends.
+                    // it keeps the connection's slot, and with it the shutdown's wait, until
+                    // it ends.
                     req.extensions_mut().insert(slot.clone());
                 }
                 async move {

@@ -25,6 +25,7 @@ mod connect_hosts;
 mod intercept;
 mod python;
 mod robustness;
+mod shutdown;
 mod wget;
 
 /// The name tests use for their origin.

@@ -19,6 +19,7 @@ mod config;
 mod har;
 mod metrics;
 mod runtime;
+mod shutdown;
 mod warm;
 
 /// A loopback origin counting requests: `/vary*` varies on Accept-Encoding, `/nostore`

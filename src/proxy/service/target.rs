@@ -226,6 +226,7 @@ impl State {
             authority,
             slot,
             self.cfg.tunnel_idle_timeout,
+            self.cfg.shutdown_timeout,
         );
         let mut res = Response::new(ProxyBody::Empty);
         self.stamp(&mut res, CacheStatus::bypass(BypassReason::Tunnel));
