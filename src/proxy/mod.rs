@@ -7,6 +7,7 @@
 mod activity;
 mod admin;
 mod admin_host;
+mod admission;
 mod body;
 pub mod ca;
 mod dashboard;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::server::{Admission, accept};
+use super::admission::{Admission, accept};
 use crate::runtime::Siblings;
 
 /// The running siblings.

@@ -1,22 +1,19 @@
-//! Accept loop: binds the listener, serves HTTP/1.1 (keep-alive, upgrades for CONNECT) and
-//! HTTP/2 on each connection, and shuts down gracefully.
+//! The proxy's server: binds the listener (or, per-core, a listener per thread), serves
+//! HTTP/1.1 (keep-alive, upgrades for CONNECT) and HTTP/2 on each admitted connection
+//! (`admission`), and shuts down gracefully.
 //!
 //! Invariants: with a shared tier, [`Server::bind`] returns (and the listener accepts) only
 //! after the tier's first connection attempt, bounded by `startup_wait`; on shutdown the
-//! listener stops first, in-flight requests get
-//! `shutdown_timeout` to finish (on the listener's connections, intercepted connections and
-//! CONNECT tunnels alike: each holds the shutdown watch), then store buffers are flushed. `max_connections` is
-//! lowered to what the open-files limit carries (`open_files`); at the limit, connections
-//! waiting for a request are asked to close (`reclaim`) and the new one waits up to
-//! [`RECLAIM_WAIT`] for a slot. A connection that gets none is answered `503`, and one from
-//! outside `allow` `403`, with `Connection: close` on the raw socket, and closed (neither
-//! reaches hyper nor the cache);
-//! a connection with no request in flight and no bytes moving for `idle_timeout` is closed
-//! gracefully (a slow response in flight is never cut by it); a connection with a response
-//! whose next bytes are ready but not taken by the client, and nothing written to it, for
-//! `idle_timeout` is dropped (a client that does not read holds nothing for long). HTTP/2
-//! limits (streams, header list, resets) are set in [`configure_http2`], for the listener and
-//! for intercepted connections alike.
+//! listeners stop first, in-flight requests get `shutdown_timeout` to finish (on the
+//! listener's connections, intercepted connections and CONNECT tunnels alike: each holds the
+//! shutdown watch), then store buffers are flushed. `max_connections` is lowered to what the
+//! open-files limit carries (`open_files`); admission, refusals and waiting for a slot are
+//! `admission`'s. A connection with no request in flight and no bytes moving for
+//! `idle_timeout` is closed gracefully (a slow response in flight is never cut by it); a
+//! connection with a response whose next bytes are ready but not taken by the client, and
+//! nothing written to it, for `idle_timeout` is dropped (a client that does not read holds
+//! nothing for long). HTTP/2 limits (streams, header list, resets) are set in
+//! [`configure_http2`], for the listener and for intercepted connections alike.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,21 +24,20 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 
 use super::activity::{Activity, GuardedBody, InFlight};
+use super::admission::{Admission, accept};
 use super::mitm::Interceptor;
 use super::observed::Observed;
 use super::per_core::Cores;
 use super::reclaim::Reclaimer;
-use super::service::{CACHE_STATUS, State};
+use super::service::State;
 use super::write_round::WriteRound;
 use super::{ProxyConfig, ProxyError};
 use super::{listeners, open_files};
 use crate::entries::shared::{Startup, startup_wait};
-use crate::http_cache::{BypassReason, CacheStatus};
 use crate::runtime::Siblings;
 use crate::store::Cache;
 
@@ -230,9 +226,6 @@ impl Server {
         // connection (in its `ConnSlot`); `closed()` resolves when all have ended.
         let (graceful, stop) = watch::channel(false);
         let limits = ConnLimits::of(&state.cfg);
-        // Refused and waiting connections hold descriptors too: a quarter of the budget (at
-        // least 16, which the open-files reserve covers).
-        let side = (max_connections / 4).max(16);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -251,13 +244,7 @@ impl Server {
             limits,
             reclaimer: Arc::new(Reclaimer::default()),
         });
-        let admission = Arc::new(Admission {
-            serving,
-            permits: Arc::new(Semaphore::new(max_connections)),
-            refusals: Arc::new(Semaphore::new(MAX_REFUSALS.min(side))),
-            waiting: Arc::new(Semaphore::new(MAX_WAITING.min(side))),
-            places: MAX_WAITING.min(side),
-        });
+        let admission = Arc::new(Admission::new(serving, max_connections));
         let mut cores = siblings.map(|(s, listeners)| Cores::start(&s, listeners, &admission));
         // Buffered LRU/LFU accesses and hit counters reach the database at least once a second.
         let flusher = {
@@ -311,36 +298,6 @@ impl Server {
             cores.finish().await;
         }
         tracing::info!("stopped");
-    }
-}
-
-/// Accept on `listener` until `stop` completes, admitting each connection (`listener` is the
-/// per-core index in `hoard_connections_accepted_total`).
-pub(super) async fn accept(
-    listener: &TcpListener,
-    admission: &Admission,
-    index: usize,
-    stop: impl Future<Output = ()>,
-) {
-    let accepted = admission.serving.state.metrics.accepted_counter(index);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted_conn = listener.accept() => {
-                let (stream, peer) = match accepted_conn {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                accepted.inc();
-                admission.admit(stream, peer);
-            }
-        }
     }
 }
 
@@ -520,60 +477,20 @@ pub fn configure_http2(builder: &mut auto::Builder<TokioExecutor>, cfg: &ProxyCo
         .max_send_buf_size(H2_MAX_SEND_BUF);
 }
 
-/// Why a connection is answered on the raw socket and closed without being served.
-#[derive(Debug, Clone, Copy)]
-enum Refusal {
-    /// Beyond `max_connections`: 503.
-    TooMany,
-    /// The client address is outside `allow`: 403.
-    NotAllowed,
-}
-
-impl Refusal {
-    /// The whole HTTP/1.1 response.
-    fn response(self) -> Vec<u8> {
-        let (status, detail, body) = match self {
-            Refusal::TooMany => (
-                "503 Service Unavailable",
-                "max-connections",
-                "hoard: too many connections (max-connections), try again later\n",
-            ),
-            Refusal::NotAllowed => (
-                "403 Forbidden",
-                "not-allowed",
-                "hoard: this address may not use the proxy (see allow)\n",
-            ),
-        };
-        let cs = CacheStatus::bypass(BypassReason::Refused).with_detail(detail);
-        let retry = match self {
-            Refusal::TooMany => "retry-after: 1\r\n",
-            Refusal::NotAllowed => "",
-        };
-        format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-             content-length: {}\r\n{retry}cache-control: no-store\r\n\
-             {}: {cs}\r\nconnection: close\r\n\r\n{body}",
-            body.len(),
-            CACHE_STATUS.as_str(),
-        )
-        .into_bytes()
-    }
-}
-
 /// What every client connection of the listener is served with.
-struct Serving {
-    state: Arc<State>,
+pub(super) struct Serving {
+    pub(super) state: Arc<State>,
     builder: auto::Builder<TokioExecutor>,
     /// Changes to `true` on shutdown; each connection watches a clone.
     stop: watch::Receiver<bool>,
     limits: ConnLimits,
-    reclaimer: Arc<Reclaimer>,
+    pub(super) reclaimer: Arc<Reclaimer>,
 }
 
 impl Serving {
     /// Serve one admitted connection on its own task, holding `permit` until it ends (or
     /// longer, through a CONNECT's tunnel).
-    fn serve(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    pub(super) fn serve(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         #[cfg(unix)]
@@ -629,108 +546,4 @@ impl Serving {
             drop(task_slot);
         });
     }
-}
-
-/// New connections waiting at once for a slot to free at `max-connections`; beyond, the 503
-/// is at once.
-const MAX_WAITING: usize = 256;
-/// How long a new connection waits for a slot that connections asked to close free.
-const RECLAIM_WAIT: Duration = Duration::from_secs(1);
-
-/// What every accept loop shares (one per proxy, whatever the number of listeners): the
-/// connection slots, the places to wait for one, the refusals being written.
-pub(super) struct Admission {
-    serving: Arc<Serving>,
-    permits: Arc<Semaphore>,
-    /// Places to wait for a slot (`places` of them).
-    waiting: Arc<Semaphore>,
-    places: usize,
-    refusals: Arc<Semaphore>,
-}
-
-impl Admission {
-    /// A connection just accepted: refused (403) from outside `allow`; served on a free slot;
-    /// else it waits for one ([`Admission::wait_for_room`]).
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
-        if !self
-            .serving
-            .state
-            .cfg
-            .allow
-            .iter()
-            .any(|n| n.contains(peer.ip()))
-        {
-            tracing::info!(%peer, "client address not in allow: 403");
-            refuse_bounded(&self.refusals, stream, Refusal::NotAllowed);
-            return;
-        }
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => self.serving.serve(stream, peer, permit),
-            Err(_) => self.wait_for_room(stream, peer),
-        }
-    }
-
-    /// Every slot is taken: ask connections that wait for a request to close (`reclaim`) and
-    /// serve this one on the first slot that frees within [`RECLAIM_WAIT`]; when none was
-    /// asked (every connection has a request in flight) or none freed in time, a 503.
-    fn wait_for_room(&self, stream: TcpStream, peer: SocketAddr) {
-        let place = self.waiting.clone().try_acquire_owned().ok();
-        let freeing = place.as_ref().map_or(0, |_| {
-            let waiters = self.places - self.waiting.available_permits();
-            self.serving.reclaimer.make_room(waiters, Instant::now())
-        });
-        let Some(place) = place.filter(|_| freeing > 0) else {
-            tracing::warn!(%peer, "max_connections reached, refusing connection");
-            refuse_bounded(&self.refusals, stream, Refusal::TooMany);
-            return;
-        };
-        let (serving, permits) = (self.serving.clone(), self.permits.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(RECLAIM_WAIT, permits.acquire_owned()).await {
-                Ok(Ok(permit)) => {
-                    drop(place);
-                    serving.serve(stream, peer, permit);
-                }
-                _ => {
-                    tracing::warn!(%peer, "max_connections reached, no slot freed in time: refusing");
-                    refuse(stream, Refusal::TooMany).await;
-                    drop(place);
-                }
-            }
-        });
-    }
-}
-
-/// Refusals being written at once; beyond that, refused connections are closed unanswered
-/// (a flood must not cost unbounded tasks and sockets).
-const MAX_REFUSALS: usize = 256;
-
-fn refuse_bounded(refusals: &Arc<Semaphore>, stream: TcpStream, why: Refusal) {
-    if let Ok(slot) = refusals.clone().try_acquire_owned() {
-        tokio::spawn(async move {
-            refuse(stream, why).await;
-            drop(slot);
-        });
-    }
-}
-
-/// Answer a refused connection (403 or 503) and close it, within one second whatever the
-/// client does. Its request is read and discarded (at most 64 KiB) until it closes its side,
-/// so closing does not reset the connection under the 503 before the client has read it.
-async fn refuse(mut stream: TcpStream, why: Refusal) {
-    use tokio::io::AsyncReadExt;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(&why.response()).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut left = 64 * 1024;
-        while left > 0 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => left -= n.min(left),
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
 }
