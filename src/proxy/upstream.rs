@@ -329,17 +329,20 @@ impl Upstream {
             inner: https,
             timeout: cfg.connect_timeout,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // hyper's default is 100 fields; a response head is bounded by its size
-            // (`MAX_RESPONSE_HEAD`), and sites with many cookies and policies send more.
-            .http1_max_headers(MAX_RESPONSE_FIELDS)
-            .build(connector);
+        let client = || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                // hyper's default is 100 fields; a response head is bounded by its size
+                // (`MAX_RESPONSE_HEAD`), and sites with many cookies and policies send more.
+                .http1_max_headers(MAX_RESPONSE_FIELDS)
+                .build(connector.clone())
+        };
+        let pools = origin_pools(cfg, crate::runtime::usable_cpus());
         Ok(Upstream {
-            origin: Arc::new(HyperOrigin(client)),
+            origin: Arc::new(HyperOrigin((0..pools).map(|_| client()).collect())),
             response_timeout: cfg.response_timeout,
             resolve,
             metrics: None,
@@ -455,17 +458,34 @@ fn checked_head(mut res: Response<OriginBody>) -> Result<Response<OriginBody>, U
     }
 }
 
-/// The pooled hyper client (HTTP/1.1, h2 by ALPN, rustls) as an [`Origin`].
+/// Origin connection pools for `cfg` on `cpus` CPUs: one per thread in the per-core mode, so a
+/// connection's task and the requests it carries run on one thread, and a thread that is busy
+/// (or stalled) holds up only its own clients' origin exchanges, never another thread's; one
+/// otherwise. (Measured on 2 cores: no change in misses per second or CPU per miss either
+/// way; the point is the isolation. The cost: up to that many idle connections per origin.)
+fn origin_pools(cfg: &ProxyConfig, cpus: std::num::NonZeroUsize) -> usize {
+    match crate::runtime::flavor(cfg.threads, cpus, cfg.scheduler) {
+        crate::runtime::Flavor::PerCore(n) => n.get(),
+        _ => 1,
+    }
+}
+
+/// The pooled hyper client (HTTP/1.1, h2 by ALPN, rustls) as an [`Origin`]: one client (and
+/// connection pool) per per-core thread, picked by [`crate::runtime::core_index`]; one in
+/// every other mode.
 #[derive(Debug)]
-struct HyperOrigin(Client<TimedConnector<HttpsConnector<Tracking<ResolvingConnector>>>, ProxyBody>);
+struct HyperOrigin(Vec<OriginClient>);
+
+type OriginClient = Client<TimedConnector<HttpsConnector<Tracking<ResolvingConnector>>>, ProxyBody>;
 
 impl Origin for HyperOrigin {
     fn send(&self, req: Request<ProxyBody>) -> OriginFuture<'_> {
+        let client = &self.0[crate::runtime::core_index() % self.0.len()];
         Box::pin(async move {
             let interim = Interim::default();
             tokio::select! {
                 // Sent once more when a reused connection closed before a head (`retry`).
-                res = retry::send(&self.0, req, &interim) => res
+                res = retry::send(client, req, &interim) => res
                     .map(|r| r.map(OriginBody::Hyper))
                     .map_err(|e| classify(&e)),
                 () = interim.exceeded() => Err(UpstreamError::Protocol(format!(
@@ -553,6 +573,27 @@ fn tls_verify_reason(e: &rustls::Error) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pool_per_per_core_thread_and_one_otherwise() {
+        use crate::runtime::Scheduler;
+        use std::num::NonZeroUsize;
+        let mut cfg = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), "/nonexistent");
+        let four = NonZeroUsize::new(4).unwrap();
+        for (threads, scheduler, cpus, pools) in [
+            (None, Scheduler::PerCore, four, 4),
+            (NonZeroUsize::new(3), Scheduler::PerCore, four, 3),
+            (None, Scheduler::WorkStealing, four, 1),
+            (None, Scheduler::PerCore, NonZeroUsize::MIN, 1),
+        ] {
+            (cfg.threads, cfg.scheduler) = (threads, scheduler);
+            assert_eq!(
+                super::origin_pools(&cfg, cpus),
+                pools,
+                "{threads:?} {scheduler:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -12,6 +12,18 @@ use std::time::Duration;
 
 use busy_poll::BusyPoll;
 
+thread_local! {
+    /// This thread's index among the per-core threads (0: the main thread, and every thread
+    /// of the other modes).
+    static CORE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the per-core thread this runs on (0 outside the per-core siblings): what
+/// per-thread resources (the origin client's connection pools) are picked by.
+pub fn core_index() -> usize {
+    CORE.with(std::cell::Cell::get)
+}
+
 /// Most worker threads accepted.
 pub const MAX_THREADS: usize = 1024;
 
@@ -188,6 +200,7 @@ impl Siblings {
         std::thread::Builder::new()
             .name(format!("hoard-core-{index}"))
             .spawn(move || {
+                CORE.with(|c| c.set(index));
                 let task = {
                     let _entered = rt.enter();
                     task()
@@ -304,12 +317,17 @@ mod tests {
                 let h = tokio::runtime::Handle::current();
                 tokio::task::yield_now().await;
                 let name = std::thread::current().name().map(str::to_owned);
-                tx.send((h.runtime_flavor(), name)).unwrap();
+                tx.send((h.runtime_flavor(), name, core_index())).unwrap();
             })
             .unwrap();
         t.join().unwrap();
-        let (flavor, name) = rx.recv().unwrap();
+        let (flavor, name, core) = rx.recv().unwrap();
         assert_eq!(flavor, tokio::runtime::RuntimeFlavor::CurrentThread);
         assert_eq!(name.as_deref(), Some("hoard-core-1"));
+        assert_eq!(
+            (core, core_index()),
+            (1, 0),
+            "the sibling's index, the main thread's"
+        );
     }
 }
