@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Origin, get, hoard, request, run, stop};
-use crate::proxy::harness::spawn_hoard;
+use super::{Origin, get, hoard, request, run, serve_logging, stop};
 
 /// Polls until `path` holds `n` lines containing `needle` (bounded).
 async fn wait_lines(path: &Path, needle: &str, n: usize) -> String {
@@ -25,25 +24,6 @@ async fn wait_lines(path: &Path, needle: &str, n: usize) -> String {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// `hoard serve` on 127.0.0.1:0 over `dir`, access lines to `log`, plus `extra` arguments.
-async fn serve_logging(
-    dir: &Path,
-    log: &Path,
-    extra: &[&str],
-) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--cache-dir".as_ref(),
-        dir.as_os_str(),
-        "--access-log".as_ref(),
-        log.as_os_str(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    spawn_hoard(args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

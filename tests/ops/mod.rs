@@ -93,6 +93,25 @@ pub async fn request(
     (status, head.to_string(), body.to_string())
 }
 
+/// `hoard serve` on 127.0.0.1:0 over `dir`, access lines to `log`, plus `extra` arguments.
+pub async fn serve_logging(
+    dir: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--cache-dir".as_ref(),
+        dir.as_os_str(),
+        "--access-log".as_ref(),
+        log.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    crate::proxy::harness::spawn_hoard(args).await
+}
+
 /// SIGTERM, then a successful exit within 30 s (`why` names the case in the failure).
 pub async fn stop(child: &mut tokio::process::Child, why: &str) {
     use std::time::Duration;

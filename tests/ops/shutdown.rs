@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::proxy::harness::{RawConn, spawn_hoard};
+use crate::proxy::harness::RawConn;
 use crate::support;
 
 /// Far above what the tests wait for, so an exit that waited for it is seen.
@@ -27,29 +27,22 @@ async fn origin() -> support::Origin {
     .await
 }
 
-/// hoard on `threads` threads, CONNECT allowed to `origin`'s port.
+/// hoard on `threads` threads, CONNECT allowed to `origin`'s port, no access lines.
 async fn serve(
     dir: &std::path::Path,
     origin: SocketAddr,
     threads: &str,
 ) -> (tokio::process::Child, SocketAddr) {
     let port = origin.port().to_string();
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--cache-dir".as_ref(),
-        dir.as_os_str(),
-        "--access-log".as_ref(),
-        "off".as_ref(),
-        "--threads".as_ref(),
-        threads.as_ref(),
-        "--allowed-connect-ports".as_ref(),
-        port.as_ref(),
-        "--shutdown-timeout".as_ref(),
-        SHUTDOWN_TIMEOUT.as_ref(),
+    let extra = [
+        "--threads",
+        threads,
+        "--allowed-connect-ports",
+        &port,
+        "--shutdown-timeout",
+        SHUTDOWN_TIMEOUT,
     ];
-    spawn_hoard(args).await
+    super::serve_logging(dir, std::path::Path::new("off"), &extra).await
 }
 
 /// A blind tunnel to `origin` through `proxy`.
