@@ -70,6 +70,17 @@ async fn serve_with(
     }
 }
 
+type Got = (u16, String, String);
+
+/// A client's miss and then hit on `url`, each on a connection of its own, on a task.
+fn miss_then_hit(addr: SocketAddr, url: String) -> tokio::task::JoinHandle<(Got, Got)> {
+    tokio::spawn(async move {
+        let miss = get(addr, &url, &[]).await;
+        let hit = get(addr, &url, &[]).await;
+        (miss, hit)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_thread_and_several_workers_both_serve_misses_hits_and_concurrent_clients() {
     for (threads, scheduler, busy_poll, flavor) in [
@@ -99,17 +110,10 @@ async fn one_thread_and_several_workers_both_serve_misses_hits_and_concurrent_cl
         assert!(cs.contains("hit"), "--threads {threads}: {cs}");
         // 16 clients at once, each a miss then a hit on its own URL.
         let tasks: Vec<_> = (0..16)
-            .map(|i| {
-                let url = origin.url(&format!("/c{i}"));
-                tokio::spawn(async move {
-                    let miss = get(addr, &url, &[]).await;
-                    let hit = get(addr, &url, &[]).await;
-                    (miss.0, hit.0, hit.1)
-                })
-            })
+            .map(|i| miss_then_hit(addr, origin.url(&format!("/c{i}"))))
             .collect();
         for t in tasks {
-            let (miss, hit, cs) = t.await.unwrap();
+            let ((miss, _, _), (hit, cs, _)) = t.await.unwrap();
             assert_eq!((miss, hit), (200, 200), "--threads {threads}");
             assert!(cs.contains("hit"), "--threads {threads}: {cs}");
         }
@@ -147,14 +151,7 @@ async fn per_core_threads_each_accept_a_share_and_the_process_stops_cleanly() {
     // spreads them over both listeners by a hash of the addresses; every one is served, and
     // a URL stored through one thread's connection is a hit through the other's.
     let tasks: Vec<_> = (0..24)
-        .map(|i| {
-            let url = origin.url(&format!("/p{i}"));
-            tokio::spawn(async move {
-                let miss = get(addr, &url, &[]).await;
-                let hit = get(addr, &url, &[]).await;
-                (miss, hit)
-            })
-        })
+        .map(|i| miss_then_hit(addr, origin.url(&format!("/p{i}"))))
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {
         let ((s1, cs1, b1), (s2, cs2, b2)) = t.await.unwrap();

@@ -16,17 +16,21 @@ use tokio::sync::Notify;
 /// a `100 Continue` or a few `103 Early Hints`).
 pub const MAX_INTERIM: usize = 16;
 
-/// The interim responses of one origin request (all its attempts).
+/// The interim responses of one origin request (all its attempts): one allocation, shared
+/// with hyper's callback.
 #[derive(Debug, Clone, Default)]
-pub struct Interim {
-    seen: Arc<AtomicUsize>,
-    over: Arc<Notify>,
+pub struct Interim(Arc<Counted>);
+
+#[derive(Debug, Default)]
+struct Counted {
+    seen: AtomicUsize,
+    over: Notify,
 }
 
 impl Interim {
     /// Count the interim responses `req` gets (hyper calls back for each).
     pub fn watch<B>(&self, req: &mut Request<B>) {
-        let me = self.clone();
+        let me = self.0.clone();
         hyper::ext::on_informational(req, move |_| {
             if me.seen.fetch_add(1, Ordering::Relaxed) == MAX_INTERIM {
                 // The first one past the bound; a permit is kept if nobody waits yet.
@@ -37,6 +41,6 @@ impl Interim {
 
     /// Completes once more than [`MAX_INTERIM`] have come.
     pub async fn exceeded(&self) {
-        self.over.notified().await;
+        self.0.over.notified().await;
     }
 }
