@@ -76,10 +76,14 @@ impl Before {
     /// was written since (another process's fill: its change stamp moved). A first miss with
     /// the stamp unchanged replaces nothing: nobody can be served older content meanwhile.
     pub(super) fn replaced(&self, entries: &Entries, key: &CacheKey) -> bool {
-        self.stored
-            || self
-                .seen
-                .is_some_and(|s| entries.change_stamp(key) != Some(s))
+        self.stored || self.written_since(entries, key)
+    }
+
+    /// Whether some process wrote the key after the lookup sampled its stamp (`false` when
+    /// the store cannot tell).
+    fn written_since(&self, entries: &Entries, key: &CacheKey) -> bool {
+        self.seen
+            .is_some_and(|s| entries.change_stamp(key) != Some(s))
     }
 }
 
@@ -376,6 +380,9 @@ impl Ctx<'_> {
 
     /// `Miss`: `only-if-cached` ends here; requests whose responses nobody may share go
     /// forward alone; the others join the key's flight (leader, waiter, or hit-for-pass).
+    /// A would-be waiter whose lookup is already out of date (the key was written since:
+    /// the fill it missed has committed) looks again instead: the flight it found may be a
+    /// background refresh of that very entry, which no client waits for.
     fn miss(&self, forward: Forward) -> Phase {
         if http_cache::only_if_cached(&self.lookup) {
             return Phase::Done(self.only_if_cached_miss());
@@ -388,6 +395,9 @@ impl Ctx<'_> {
             Role::Pass => {
                 let fwd = forward.fwd.with_detail("hit-for-pass");
                 Phase::going(Forward { fwd, ..forward }, None, None)
+            }
+            Role::Waiter(_) if forward.before.written_since(&self.st.entries, &self.key) => {
+                Phase::Lookup
             }
             Role::Waiter(w) => Phase::AwaitFill(w, forward),
         }
