@@ -11,6 +11,9 @@
 # handles an answer faster than h2load, so it sleeps between answers, and a server that wakes
 # it once per answer pays for each wake-up (see README, `proxy::write_round`).
 #
+# LOGGED=1 runs both builds with their default logging instead of -q: an access line per
+# request to stderr, redirected to a file in the run directory (what the line costs).
+#
 # OLD_TARGET_DIR holds release/hoard of the other build (e.g. `git worktree add /tmp/old <rev>
 # && CARGO_TARGET_DIR=/tmp/old-target cargo build --release`); the new one is
 # $CARGO_TARGET_DIR (or ./target)/release/hoard. Loopback only: the origin is a Python
@@ -24,6 +27,9 @@ ROUNDS=${ROUNDS:-4}
 REQUESTS=${REQUESTS:-100000}
 CLIENT=${CLIENT:-h2load}
 DURATION=${DURATION:-4s}
+LOGGED=${LOGGED:-0}
+QUIET=(-q)
+[[ $LOGGED == 1 ]] && QUIET=()
 [[ $CLIENT == h2load || $CLIENT == wrk ]] || { echo "CLIENT must be h2load or wrk" >&2; exit 2; }
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
@@ -42,8 +48,8 @@ for r in $(seq "$ROUNDS"); do
     for b in old new; do
         bin=$OLD; [[ $b == new ]] && bin=$NEW
         port=$(pick_port)
-        taskset -c "$PROXY_CPU" "$bin" -q --listen "127.0.0.1:$port" --cache-dir "$RUN/cache-$b-$r" \
-            --upstream "http://127.0.0.1:$ORIGIN_PORT" 2>/dev/null &
+        taskset -c "$PROXY_CPU" "$bin" "${QUIET[@]}" --listen "127.0.0.1:$port" --cache-dir "$RUN/cache-$b-$r" \
+            --upstream "http://127.0.0.1:$ORIGIN_PORT" 2>"$RUN/stderr-$b-$r" &
         hp=$!
         PIDS+=("$hp")
         for _ in $(seq 100); do curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/1k" && break; sleep 0.1; done

@@ -9,13 +9,15 @@
 //!   `\u001b` / `\u0085`); everything else is what the fmt layer writes, byte for byte.
 //! - Formatting allocates nothing per line: a per-thread scratch buffer, the timestamp's date
 //!   and time of day cached per thread for the current second, integers by hand.
-//! - Time is a parameter of [`format_line`]; only [`emit`] reads the clock.
+//! - Time is a parameter of [`format_line`]; [`emit`] derives it from the monotonic instant
+//!   its caller already read, reading the system clock at most once a second per thread
+//!   ([`Wall`]).
 
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Uri};
 
@@ -54,8 +56,9 @@ struct Direct {
 }
 
 thread_local! {
-    /// A request thread's line buffer and timestamp cache.
-    static SCRATCH: RefCell<(Vec<u8>, Clock)> = const { RefCell::new((Vec::new(), Clock::new())) };
+    /// A request thread's line buffer, timestamp cache and wall-clock anchor.
+    static SCRATCH: RefCell<(Vec<u8>, Clock, Wall)> =
+        const { RefCell::new((Vec::new(), Clock::new(), Wall::new())) };
 }
 
 /// Send access lines straight to `log` in `format` from now on (once per process, by
@@ -64,22 +67,62 @@ pub fn install(log: AccessLog, format: LogFormat) -> bool {
     DIRECT.set(Direct { log, format }).is_ok()
 }
 
-/// Write one access line: formatted here into the access log's buffer when [`install`]ed,
-/// else as the `hoard::access` tracing event (subcommands, tests, a terminal with colours).
-pub fn emit(line: &AccessLine<'_>) {
+/// Write one access line stamped `at` (the instant the caller took the response's time
+/// from): formatted here into the access log's buffer when [`install`]ed, else as the
+/// `hoard::access` tracing event (subcommands, tests, a terminal with colours).
+pub fn emit(line: &AccessLine<'_>, at: Instant) {
     let Some(d) = DIRECT.get() else {
         return event(line);
     };
-    let now = SystemTime::now();
     SCRATCH.with(|s| {
         let Ok(mut s) = s.try_borrow_mut() else {
             return; // re-entered from within formatting: cannot happen, never panic for a log
         };
-        let (buf, clock) = &mut *s;
+        let (buf, clock, wall) = &mut *s;
+        let now = wall.at(at);
         buf.clear();
         format_line(buf, clock, line, d.format, now);
         d.log.push(buf);
     });
+}
+
+/// How long a wall-clock reading anchors the times derived from later instants.
+const WALL_ANCHOR: Duration = Duration::from_secs(1);
+
+/// Wall-clock time of a monotonic instant: the system clock read at an anchor instant plus
+/// the monotonic time since, re-anchored once [`WALL_ANCHOR`] has passed (or for an instant
+/// before the anchor). A line's timestamp then costs no clock read of its own (on some
+/// virtual machines a read is a noticeable part of a hit), and a step of the system clock
+/// shows in the log within a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Wall {
+    anchor: Option<(Instant, SystemTime)>,
+}
+
+impl Default for Wall {
+    fn default() -> Self {
+        Wall::new()
+    }
+}
+
+impl Wall {
+    /// No anchor yet: the first instant reads the system clock.
+    pub const fn new() -> Wall {
+        Wall { anchor: None }
+    }
+
+    /// The wall-clock time of `at` (an instant of the recent past or now).
+    pub fn at(&mut self, at: Instant) -> SystemTime {
+        if let Some((a, wall)) = self.anchor
+            && let Some(since) = at.checked_duration_since(a)
+            && since < WALL_ANCHOR
+        {
+            return wall + since;
+        }
+        let wall = SystemTime::now();
+        self.anchor = Some((at, wall));
+        wall
+    }
 }
 
 /// The line as a tracing event (target [`access_log::TARGET`]); the fmt layer formats it.

@@ -314,3 +314,35 @@ fn a_line_reuses_its_buffer() {
         assert_eq!(out.as_ptr(), ptr, "{format:?} reallocated");
     }
 }
+
+/// Instants within a second of the anchor are dated from it, exactly; later or earlier ones
+/// read the system clock again.
+#[test]
+fn wall_dates_instants_from_an_anchor_read_at_most_once_a_second() {
+    let mut wall = Wall::new();
+    let t0 = Instant::now();
+    let before = SystemTime::now();
+    let w0 = wall.at(t0);
+    assert!(
+        w0 >= before && w0 <= SystemTime::now(),
+        "the first instant reads the clock"
+    );
+    for ms in [0, 1, 500, 999] {
+        let d = Duration::from_millis(ms);
+        assert_eq!(wall.at(t0 + d), w0 + d, "{ms} ms after the anchor");
+    }
+    // A second past the anchor: a fresh reading (not w0 + 5 s, which lies in the future).
+    let later = t0 + Duration::from_secs(5);
+    let (lo, w1, hi) = (SystemTime::now(), wall.at(later), SystemTime::now());
+    assert!(w1 >= lo && w1 <= hi, "re-anchored at a second past: {w1:?}");
+    assert_eq!(
+        wall.at(later + Duration::from_millis(10)),
+        w1 + Duration::from_millis(10)
+    );
+    // An instant before the anchor: read again, never a time computed backwards past it.
+    let (lo, w2, hi) = (SystemTime::now(), wall.at(t0), SystemTime::now());
+    assert!(
+        w2 >= lo && w2 <= hi,
+        "re-anchored for an earlier instant: {w2:?}"
+    );
+}

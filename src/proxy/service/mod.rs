@@ -194,7 +194,8 @@ impl State {
             peer,
             origin,
         } = seen;
-        let elapsed = start.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(start);
         let status = res.status().as_u16();
         let cache_status = res
             .headers()
@@ -220,17 +221,20 @@ impl State {
             bytes,
             elapsed_us: elapsed.as_micros() as u64,
         });
-        crate::access_line::emit(&crate::access_line::AccessLine {
-            peer,
-            method: &method,
-            uri: &uri,
-            status,
-            cache_status,
-            bytes,
-            upstream_us,
-            intercepted: origin.is_some(),
-            elapsed_us: elapsed.as_micros() as u64,
-        });
+        crate::access_line::emit(
+            &crate::access_line::AccessLine {
+                peer,
+                method: &method,
+                uri: &uri,
+                status,
+                cache_status,
+                bytes,
+                upstream_us,
+                intercepted: origin.is_some(),
+                elapsed_us: elapsed.as_micros() as u64,
+            },
+            now,
+        );
         res
     }
 }
