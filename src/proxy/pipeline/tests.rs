@@ -144,11 +144,20 @@ impl Harness {
         gated: bool,
         script: impl Fn(usize, &Parts) -> Reply + Send + Sync + 'static,
     ) -> Harness {
+        // XFetch never fires early: ln(1) = 0.
+        Harness::with_random(gated, || 1.0, script)
+    }
+
+    /// [`Harness::new`] with XFetch's random source.
+    fn with_random(
+        gated: bool,
+        random: fn() -> f64,
+        script: impl Fn(usize, &Parts) -> Reply + Send + Sync + 'static,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let local: SocketAddr = "127.0.0.1:3128".parse().unwrap();
         let mut cfg = ProxyConfig::new(local, dir.path());
-        // XFetch never fires early: ln(1) = 0.
-        cfg.random = || 1.0;
+        cfg.random = random;
         let store = Cache::builder(dir.path()).open().unwrap();
         let origin = Arc::new(Scripted {
             calls: AtomicUsize::new(0),
@@ -310,6 +319,67 @@ async fn a_fresh_entry_in_the_memory_front_is_answered_without_waiting() {
         Started::Answered(_) => panic!("an unknown key answered at once"),
         Started::Later(later) => drop(later),
     }
+}
+
+/// The race CI once lost: a request's store read misses a fill that commits before it joins
+/// the key's flight, and by then that flight is an XFetch refresh of the very entry (its
+/// origin holds the 304). The request looks again and is served the stored entry; it never
+/// waits for the refresh.
+#[tokio::test]
+async fn a_lookup_outdated_by_a_commit_never_waits_for_the_background_refresh() {
+    let h = Harness::with_random(
+        true,
+        || 1e-300,
+        |n, _| {
+            let headers = [("cache-control", "max-age=100"), ("etag", "\"e\"")];
+            match n {
+                0 => reply(200, &headers, "v0"),
+                _ => reply(304, &headers, ""),
+            }
+        },
+    );
+    let gate = h.origin.gate.as_ref().unwrap();
+    // B: its lookup starts and reads the store (nothing there yet); B is not polled again
+    // until the end. Polled inside a store transaction of this thread, it cannot read at once
+    // and reads on a blocking thread: the window CI found under load.
+    let Started::Later(b) = start_get(&h, "/k") else {
+        panic!("a cold key answered at once");
+    };
+    let mut b = std::pin::pin!(b.finish());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    h.st.entries
+        .store
+        .transact(|_| {
+            assert!(
+                b.as_mut().poll(&mut cx).is_pending(),
+                "B reads the store later"
+            );
+            Ok(())
+        })
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // A1 fills the key; its fetch takes 200 ms (XFetch's delta), so with u = 1e-300 every
+    // later hit finds an early refresh due.
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        gate.add_permits(1);
+    };
+    let (first, ()) = tokio::join!(h.get("/k", &[]), release);
+    assert_eq!(first.text(), "v0");
+    // A2: a hit that starts the refresh, whose 304 the gate holds.
+    let a2 = h.send_only("GET", "/k", &[]).await;
+    a2.says(&["hit", "early-refresh"]);
+    until(|| h.origin.calls() == 2).await;
+    // B now learns its read missed: it is answered from the cache at once.
+    let got = tokio::time::timeout(std::time::Duration::from_secs(2), b)
+        .await
+        .expect("B waited for the background refresh");
+    let got = Got::of(got).await;
+    assert_eq!((got.status, got.text()), (StatusCode::OK, "v0"));
+    got.says(&["hit"]);
+    gate.add_permits(8);
+    h.settle().await;
+    assert_eq!(h.origin.calls(), 2, "one fill, one refresh");
 }
 
 #[tokio::test]
