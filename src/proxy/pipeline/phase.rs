@@ -1,10 +1,11 @@
 //! The request state machine of a cached GET/HEAD (after pingora-cache's `CachePhase`):
 //! `Lookup -> Fresh | Stale | Miss`, `Stale -> Miss` (to revalidate), `Miss -> Lead |
-//! AwaitFill | Fetch | Revalidate`, `Lead -> Fetch | Revalidate`, `AwaitFill -> Lookup | Fetch
-//! | Revalidate`, and every phase may end in `Done`.
+//! AwaitFill | Lookup | Fetch | Revalidate`, `Lead -> Fetch | Revalidate`, `AwaitFill ->
+//! Lookup | Fetch | Revalidate`, and every phase may end in `Done`.
 //!
-//! Invariant: each transition is a value returned by one small function; the only way back is
-//! `AwaitFill -> Lookup`, taken at most [`MAX_LOOKUPS`] times, so a request always ends.
+//! Invariant: each transition is a value returned by one small function; the only ways back
+//! are `AwaitFill -> Lookup` and `Miss -> Lookup` (a lookup outdated by a commit), together
+//! taken at most [`MAX_LOOKUPS`] times, so a request always ends.
 
 use std::time::Duration;
 
