@@ -97,7 +97,7 @@ wait_port() { # port pid logfile
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # The heap alone: VmRSS also counts the pages of cache.db the store's connections have mapped
-# (page cache, shared and reclaimable; up to its 1 GiB mmap_size).
+# (page cache, shared and reclaimable; up to its 64 MiB mmap_size).
 anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
 # The memory front's own count (`hoard_memory_front_bytes`, KiB; "?" from a build without it).
 front_kib() {

@@ -129,7 +129,6 @@ impl Server {
                 // The periodic flusher below writes buffered accesses; a request never does.
                 .flush_on_access(false)
                 .sqlite_cache_size(SQLITE_CACHE_KIB)
-                .sqlite_mmap_size(SQLITE_MMAP_BYTES)
                 .open()
                 .map_err(|source| ProxyError::Store { dir, source })
         })
@@ -438,17 +437,6 @@ pub fn head_buffer(max_header_size: usize) -> usize {
 /// 2 MiB; leaf pages are found through the kernel's page cache, shared by every process.
 /// Persisted with the settings, so `hoard stats` and other processes on the directory use it.
 const SQLITE_CACHE_KIB: i64 = -2048;
-
-/// How much of `cache.db` each connection of the serving store reads through a memory map
-/// (`PRAGMA mmap_size`): 1 GiB, not the store's diskcache default of 64 MiB. A hit read from
-/// the store then finds its b-tree pages in the kernel's page cache without a `pread` each
-/// (the kernel's read path, 7-8% of such a hit's profile, leaves it): random hits over
-/// 100,000 stored URLs with the memory front off, 24.8 us of CPU per hit against 30.3 us
-/// (median of 4 alternating runs, README "Performance"). The mapped pages are the page cache's,
-/// shared and reclaimable, the same pages `pread` would have filled; they show in `VmRSS`
-/// (`RssFile`), not in the heap (`RssAnon`). Each connection maps on its own: address space,
-/// not memory. Persisted with the settings, like the page cache's size.
-const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 
 /// How far a stored entry's LRU access time may lag behind its last hit.
 const ACCESS_GRANULARITY: Duration = Duration::from_secs(600);
