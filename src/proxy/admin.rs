@@ -67,16 +67,8 @@ pub async fn run(listener: TcpListener, state: Arc<State>, signal: impl Future<O
     loop {
         tokio::select! {
             _ = &mut signal => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            conn = super::listeners::accept_or_pause(&listener, "admin") => {
+                let Some((stream, peer)) = conn else { continue };
                 let permit = if !state.cfg.admin_allow.iter().any(|n| n.contains(peer.ip())) {
                     Err(Refusal::NotAllowed)
                 } else {

@@ -34,16 +34,8 @@ pub(super) async fn accept(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            accepted_conn = listener.accept() => {
-                let (stream, peer) = match accepted_conn {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            conn = super::listeners::accept_or_pause(listener, "proxy") => {
+                let Some((stream, peer)) = conn else { continue };
                 accepted.inc();
                 admission.admit(stream, peer);
             }

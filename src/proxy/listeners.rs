@@ -12,10 +12,30 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Pending connections per listener (tokio's `TcpListener::bind` uses the same).
 const BACKLOG: u32 = 1024;
+
+/// The pause after a failed accept.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The next connection on `listener` (the proxy's or the admin server's, named by `what` in
+/// the warning). A failed accept (EMFILE and friends) is logged and followed by a brief pause
+/// instead of a spin, then `None`. Cancel-safe: a caller's `select!` may drop it any time.
+pub(super) async fn accept_or_pause(
+    listener: &TcpListener,
+    what: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            tracing::warn!(error = %e, listener = what, "accept failed");
+            tokio::time::sleep(ACCEPT_PAUSE).await;
+            None
+        }
+    }
+}
 
 /// `n` (at least 1) listeners on `addr` sharing its port: the first registered with the
 /// current runtime, the others as standard sockets (non-blocking) for runtimes of their own.
