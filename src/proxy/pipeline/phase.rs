@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::coalesce::Waiter;
+use crate::http_cache::Fwd;
 use crate::store::ChangeStamp;
 
 /// Reads of the store one request makes before it goes to the origin by itself. A waiter
@@ -53,6 +54,23 @@ pub(super) struct Forward {
     /// (in any process on this directory) has written the key since, and the leader need not
     /// read it again.
     before: Before,
+}
+
+impl Forward {
+    /// A second read found rows the lookup did not (a fill committed in between): a
+    /// `uri-miss` is no longer true. The other variant stored makes this request a
+    /// `vary-miss`; an entry it may not be served a plain `miss`.
+    fn found(&mut self, loaded: &Loaded) {
+        if self.fwd.fwd != Some(Fwd::UriMiss) {
+            return;
+        }
+        self.fwd.fwd = match loaded {
+            Loaded::Miss => return,
+            Loaded::VaryMiss => Some(Fwd::VaryMiss),
+            Loaded::Found { .. } => Some(Fwd::Miss),
+        };
+        self.before.stored = true;
+    }
 }
 
 /// What a lookup knew of the key's stored rows: whether a response fetched now replaces one
@@ -407,13 +425,17 @@ impl Ctx<'_> {
     /// `Lead`: another leader may have finished between the lookup and the join; then the
     /// directory lease (and the Redis one with `--shared`): a fill held elsewhere is waited
     /// for and read, not fetched again.
-    async fn lead(&self, permit: Permit, forward: Forward) -> Phase {
+    async fn lead(&self, permit: Permit, mut forward: Forward) -> Phase {
         // Nobody wrote the key since the lookup read it: reading it again would find the same.
         let stamp = self.st.entries.change_stamp(&self.key);
         let unchanged = forward.before.seen.is_some() && stamp == forward.before.seen;
-        if !unchanged && let Some(res) = self.serve_if_fresh(self.load().await) {
-            permit.finish(Outcome::Stored);
-            return Phase::Done(res);
+        if !unchanged {
+            let loaded = self.load().await;
+            forward.found(&loaded);
+            if let Some(res) = self.serve_if_fresh(loaded) {
+                permit.finish(Outcome::Stored);
+                return Phase::Done(res);
+            }
         }
         let ttl = self.lease_ttl();
         let lease = match self.st.entries.lease(&self.key, ttl).await {

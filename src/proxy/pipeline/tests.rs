@@ -282,10 +282,10 @@ async fn a_reload_is_answered_after_its_commit() {
 }
 
 /// The synchronous start of the pipeline for `GET path`.
-fn start_get<'a>(h: &'a Harness, path: &str) -> Started<'a> {
+fn start_get<'a>(h: &'a Harness, path: &str, headers: &[(&str, &str)]) -> Started<'a> {
     get_or_head(
         &h.st,
-        Harness::request("GET", path, &[]),
+        Harness::request("GET", path, headers),
         Harness::target(path),
     )
 }
@@ -296,7 +296,7 @@ async fn a_fresh_entry_in_the_memory_front_is_answered_without_waiting() {
         reply(200, &[("cache-control", "max-age=60")], &format!("v{n}"))
     });
     // Nothing stored: the request has to wait for the store (and then the origin).
-    match start_get(&h, "/a") {
+    match start_get(&h, "/a", &[]) {
         Started::Answered(res) => panic!("a cold key answered at once: {:?}", res.headers()),
         Started::Later(later) => {
             let res = later.finish().await;
@@ -307,7 +307,7 @@ async fn a_fresh_entry_in_the_memory_front_is_answered_without_waiting() {
     h.settle().await;
     // A hit read from the store puts the entry in the memory front.
     h.get("/a", &[]).await.says(&["hit"]);
-    let Started::Answered(res) = start_get(&h, "/a") else {
+    let Started::Answered(res) = start_get(&h, "/a", &[]) else {
         panic!("a fresh entry in the memory front waited");
     };
     let got = Got::of(res).await;
@@ -315,7 +315,7 @@ async fn a_fresh_entry_in_the_memory_front_is_answered_without_waiting() {
     got.says(&["hit"]);
     assert_eq!(h.origin.calls(), 1);
     // A key the front does not hold still waits (for the store).
-    match start_get(&h, "/b") {
+    match start_get(&h, "/b", &[]) {
         Started::Answered(_) => panic!("an unknown key answered at once"),
         Started::Later(later) => drop(later),
     }
@@ -342,7 +342,7 @@ async fn a_lookup_outdated_by_a_commit_never_waits_for_the_background_refresh() 
     // B: its lookup starts and reads the store (nothing there yet); B is not polled again
     // until the end. Polled inside a store transaction of this thread, it cannot read at once
     // and reads on a blocking thread: the window CI found under load.
-    let Started::Later(b) = start_get(&h, "/k") else {
+    let Started::Later(b) = start_get(&h, "/k", &[]) else {
         panic!("a cold key answered at once");
     };
     let mut b = std::pin::pin!(b.finish());
@@ -380,6 +380,57 @@ async fn a_lookup_outdated_by_a_commit_never_waits_for_the_background_refresh() 
     gate.add_permits(8);
     h.settle().await;
     assert_eq!(h.origin.calls(), 2, "one fill, one refresh");
+}
+
+/// B's lookup misses the whole URL; before B goes on, another variant's fill commits. B
+/// leads its own fetch (its variant is still absent), and its `Cache-Status` says what the
+/// leader's second read found: `vary-miss`, not the lookup's outdated `uri-miss` (CI found the
+/// window under load).
+#[tokio::test]
+async fn a_variant_committed_during_the_lookup_makes_the_miss_a_vary_miss() {
+    let h = Harness::new(false, |_, req| {
+        let enc = req
+            .headers
+            .get("accept-encoding")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let headers = [
+            ("cache-control", "max-age=100"),
+            ("vary", "Accept-Encoding"),
+        ];
+        reply(200, &headers, enc)
+    });
+    let br = [("accept-encoding", "br")];
+    let Started::Later(b) = start_get(&h, "/v", &br) else {
+        panic!("a cold key answered at once");
+    };
+    let mut b = std::pin::pin!(b.finish());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    h.st.entries
+        .store
+        .transact(|_| {
+            assert!(
+                b.as_mut().poll(&mut cx).is_pending(),
+                "B reads the store later"
+            );
+            Ok(())
+        })
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let gzip = h.get("/v", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gzip.text(), "gzip");
+    h.settle().await;
+    let got = Got::of(b.await).await;
+    assert_eq!(got.text(), "br");
+    got.says(&["fwd=vary-miss", "stored"]);
+    h.settle().await;
+    for (enc, body) in [("gzip", "gzip"), ("br", "br")] {
+        let again = h.get("/v", &[("accept-encoding", enc)]).await;
+        assert_eq!(again.text(), body);
+        again.says(&["hit"]);
+    }
+    assert_eq!(h.origin.calls(), 2);
 }
 
 #[tokio::test]
