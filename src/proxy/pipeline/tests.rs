@@ -8,6 +8,7 @@
 //! `Cache-Control` (`max-age=0` is stale for any later request), so no test depends on timing.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -290,6 +291,34 @@ fn start_get<'a>(h: &'a Harness, path: &str, headers: &[(&str, &str)]) -> Starte
     )
 }
 
+/// A GET of a cold key whose lookup has started and reads the store on a blocking thread
+/// (the window CI found under load): polled once inside a store transaction of this thread,
+/// it cannot read at once. It is not polled again until the caller awaits it; 100 ms pass
+/// for its read to end.
+async fn read_later<'a>(
+    h: &'a Harness,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + 'a>> {
+    let Started::Later(b) = start_get(h, path, headers) else {
+        panic!("a cold key answered at once");
+    };
+    let mut b: Pin<Box<dyn Future<Output = Response<ProxyBody>> + 'a>> = Box::pin(b.finish());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    h.st.entries
+        .store
+        .transact(|_| {
+            assert!(
+                b.as_mut().poll(&mut cx).is_pending(),
+                "the request reads the store later"
+            );
+            Ok(())
+        })
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    b
+}
+
 #[tokio::test]
 async fn a_fresh_entry_in_the_memory_front_is_answered_without_waiting() {
     let h = Harness::new(false, |n, _| {
@@ -340,24 +369,8 @@ async fn a_lookup_outdated_by_a_commit_never_waits_for_the_background_refresh() 
     );
     let gate = h.origin.gate.as_ref().unwrap();
     // B: its lookup starts and reads the store (nothing there yet); B is not polled again
-    // until the end. Polled inside a store transaction of this thread, it cannot read at once
-    // and reads on a blocking thread: the window CI found under load.
-    let Started::Later(b) = start_get(&h, "/k", &[]) else {
-        panic!("a cold key answered at once");
-    };
-    let mut b = std::pin::pin!(b.finish());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    h.st.entries
-        .store
-        .transact(|_| {
-            assert!(
-                b.as_mut().poll(&mut cx).is_pending(),
-                "B reads the store later"
-            );
-            Ok(())
-        })
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // until the end.
+    let b = read_later(&h, "/k", &[]).await;
     // A1 fills the key; its fetch takes 200 ms (XFetch's delta), so with u = 1e-300 every
     // later hit finds an early refresh due.
     let release = async {
@@ -402,22 +415,7 @@ async fn a_variant_committed_during_the_lookup_makes_the_miss_a_vary_miss() {
         reply(200, &headers, enc)
     });
     let br = [("accept-encoding", "br")];
-    let Started::Later(b) = start_get(&h, "/v", &br) else {
-        panic!("a cold key answered at once");
-    };
-    let mut b = std::pin::pin!(b.finish());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    h.st.entries
-        .store
-        .transact(|_| {
-            assert!(
-                b.as_mut().poll(&mut cx).is_pending(),
-                "B reads the store later"
-            );
-            Ok(())
-        })
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let b = read_later(&h, "/v", &br).await;
     let gzip = h.get("/v", &[("accept-encoding", "gzip")]).await;
     assert_eq!(gzip.text(), "gzip");
     h.settle().await;
